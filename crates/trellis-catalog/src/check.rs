@@ -1,0 +1,174 @@
+//! One health check's state: status, hysteresis counters, TTL deadline and critical-since time.
+
+use crate::DEFAULT_CHECK_TIMEOUT;
+use crate::record::CheckRecord;
+use std::time::Duration;
+use trellis_types::{CheckDefinition, CheckKind, CheckStatus};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Normalised definition: `id`, `name` and `timeout` always set.
+    pub definition: CheckDefinition,
+    pub service_name: Option<String>,
+    pub status: CheckStatus,
+    pub output: String,
+    pub create_index: u64,
+    pub modify_index: u64,
+    consecutive_successes: u32,
+    consecutive_failures: u32,
+    ttl_deadline: Option<Duration>,
+    critical_since: Option<Duration>,
+}
+
+impl Check {
+    pub(crate) fn new(definition: CheckDefinition, service_name: Option<String>, index: u64, now: Duration) -> Self {
+        let status = definition.status.unwrap_or(CheckStatus::Critical);
+        let mut check = Self {
+            definition,
+            service_name,
+            status,
+            output: String::new(),
+            create_index: index,
+            modify_index: index,
+            consecutive_successes: 0,
+            consecutive_failures: 0,
+            ttl_deadline: None,
+            critical_since: None,
+        };
+        check.reset_timers(now);
+        check
+    }
+
+    pub(crate) fn restore(record: CheckRecord, service_name: Option<String>, now: Duration) -> Self {
+        let mut check = Self::new(record.definition, service_name, record.create_index, now);
+        check.status = record.status;
+        check.output = record.output;
+        check.modify_index = record.modify_index;
+        check.reset_timers(now);
+        check
+    }
+
+    pub fn record(&self) -> CheckRecord {
+        CheckRecord {
+            definition: self.definition.clone(),
+            status: self.status,
+            output: self.output.clone(),
+            create_index: self.create_index,
+            modify_index: self.modify_index,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        self.definition.id.as_deref().unwrap_or_default()
+    }
+
+    pub fn name(&self) -> &str {
+        self.definition.name.as_deref().unwrap_or_default()
+    }
+
+    pub fn service_id(&self) -> Option<&str> {
+        self.definition.service_id.as_deref()
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.definition.timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT)
+    }
+
+    /// Checks the server runs itself (HTTP and TCP), as opposed to TTL checks.
+    pub fn is_active(&self) -> bool {
+        !matches!(self.definition.kind, CheckKind::Ttl { .. })
+    }
+
+    fn reset_timers(&mut self, now: Duration) {
+        self.ttl_deadline = match self.definition.kind {
+            CheckKind::Ttl { ttl } => Some(now + ttl),
+            _ => None,
+        };
+        self.critical_since = (self.status == CheckStatus::Critical).then_some(now);
+    }
+
+    /// Sets status and output; returns whether anything visible changed.
+    fn set(&mut self, status: CheckStatus, output: String, now: Duration) -> bool {
+        if status == CheckStatus::Critical {
+            self.critical_since.get_or_insert(now);
+        } else {
+            self.critical_since = None;
+        }
+        let changed = status != self.status || output != self.output;
+        self.status = status;
+        self.output = output;
+        changed
+    }
+
+    /// A TTL update from the application: applied directly, and the TTL restarts.
+    pub(crate) fn update_ttl(&mut self, status: CheckStatus, output: String, now: Duration) -> bool {
+        if let CheckKind::Ttl { ttl } = self.definition.kind {
+            self.ttl_deadline = Some(now + ttl);
+        }
+        self.set(status, output, now)
+    }
+
+    /// A probe result of an active check, through the hysteresis thresholds: the status only
+    /// moves to passing after `SuccessBeforePassing` successes in a row, and to critical after
+    /// `FailuresBeforeCritical` failures in a row (warning after `FailuresBeforeWarning`).
+    pub(crate) fn report(&mut self, result: CheckStatus, output: String, now: Duration) -> bool {
+        let d = &self.definition;
+        let status = if result == CheckStatus::Passing {
+            self.consecutive_failures = 0;
+            self.consecutive_successes = self.consecutive_successes.saturating_add(1);
+            if self.consecutive_successes >= d.success_before_passing.max(1) {
+                CheckStatus::Passing
+            } else {
+                self.status
+            }
+        } else {
+            self.consecutive_successes = 0;
+            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+            let to_critical = d.failures_before_critical.max(1);
+            let to_warning = if d.failures_before_warning == 0 {
+                to_critical
+            } else {
+                d.failures_before_warning.min(to_critical)
+            };
+            if self.consecutive_failures >= to_critical {
+                result
+            } else if self.consecutive_failures >= to_warning {
+                CheckStatus::Warning
+            } else {
+                self.status
+            }
+        };
+        // Output follows every probe, as in Consul, but only a status change is "visible"
+        // enough to bump indexes: otherwise each probe would wake every watcher.
+        let status_changed = status != self.status;
+        self.set(status, output, now);
+        status_changed
+    }
+
+    /// Marks an expired TTL check critical; returns whether it changed.
+    pub(crate) fn expire_ttl(&mut self, now: Duration) -> bool {
+        match self.ttl_deadline {
+            Some(deadline) if now >= deadline && self.status != CheckStatus::Critical => {
+                self.set(CheckStatus::Critical, "TTL expired".into(), now)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the reaper should remove this check's service now.
+    pub(crate) fn should_reap(&self, now: Duration) -> bool {
+        match (self.definition.deregister_critical_service_after, self.critical_since) {
+            (Some(after), Some(since)) => self.status == CheckStatus::Critical && now >= since + after,
+            _ => false,
+        }
+    }
+
+    /// Same definition except for the status field (a re-registration that changes nothing).
+    pub(crate) fn same_definition(&self, other: &CheckDefinition) -> bool {
+        let mut a = self.definition.clone();
+        let mut b = other.clone();
+        a.status = None;
+        b.status = None;
+        a == b
+    }
+}

@@ -1,0 +1,90 @@
+//! The conformance suite: behaviour every [`Store`] implementation must have. Each
+//! implementation's tests call [`run`] with a way to open a fresh store and reopen it.
+
+use crate::{Mutation, Store};
+use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry};
+use trellis_types::{CheckDefinition, CheckStatus, ServiceRegistration};
+
+fn instance(id: &str, index: u64) -> InstanceRecord {
+    let registration = ServiceRegistration::from_json(serde_json::json!({
+        "Name": "web", "ID": id, "Port": 8080, "Tags": ["v1"], "Meta": {"k": "v"}
+    }))
+    .unwrap_or_else(|e| panic!("fixture: {e}"));
+    InstanceRecord {
+        registration,
+        create_index: index,
+        modify_index: index,
+    }
+}
+
+fn check(id: &str, service: &str) -> CheckRecord {
+    let definition = CheckDefinition::from_json(serde_json::json!({
+        "CheckID": id, "Name": "c", "ServiceID": service, "TTL": "10s",
+        "DeregisterCriticalServiceAfter": "1m"
+    }))
+    .unwrap_or_else(|e| panic!("fixture: {e}"));
+    CheckRecord {
+        definition,
+        status: CheckStatus::Warning,
+        output: "out".into(),
+        create_index: 3,
+        modify_index: 3,
+    }
+}
+
+fn kv(key: &str, value: &[u8]) -> KvEntry {
+    KvEntry {
+        key: key.into(),
+        value: value.to_vec(),
+        flags: 42,
+        create_index: 4,
+        modify_index: 4,
+    }
+}
+
+/// Runs every conformance check. `open` opens the store (again) at the same location.
+pub fn run<S: Store>(open: impl Fn() -> S) {
+    empty_store_loads_empty(&open());
+    round_trip_and_reopen(&open);
+}
+
+fn empty_store_loads_empty<S: Store>(store: &S) {
+    let snapshot = store.load().unwrap_or_else(|e| panic!("load: {e}"));
+    assert_eq!(snapshot.index, 0);
+    assert!(snapshot.instances.is_empty() && snapshot.checks.is_empty() && snapshot.kv.is_empty());
+}
+
+fn round_trip_and_reopen<S: Store>(open: &impl Fn() -> S) {
+    let store = open();
+    let binary = [0u8, 159, 146, 150, 255];
+    store
+        .commit(
+            5,
+            &[
+                Mutation::PutInstance(instance("w1", 2)),
+                Mutation::PutInstance(instance("w2", 2)),
+                Mutation::PutCheck(check("c1", "w1")),
+                Mutation::PutKv(kv("a/b", &binary)),
+                Mutation::PutKv(kv("a/c", b"")),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("commit: {e}"));
+    store
+        .commit(
+            7,
+            &[
+                Mutation::DeleteInstance("w2".into()),
+                Mutation::DeleteKv("a/c".into()),
+                Mutation::DeleteKv("never-existed".into()),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("commit: {e}"));
+    // A lower index never moves the stored index backwards.
+    store.commit(6, &[]).unwrap_or_else(|e| panic!("commit: {e}"));
+    drop(store);
+    let snapshot = open().load().unwrap_or_else(|e| panic!("load: {e}"));
+    assert_eq!(snapshot.index, 7);
+    assert_eq!(snapshot.instances, vec![instance("w1", 2)]);
+    assert_eq!(snapshot.checks, vec![check("c1", "w1")]);
+    assert_eq!(snapshot.kv, vec![kv("a/b", &binary)]);
+}

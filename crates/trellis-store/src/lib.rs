@@ -1,0 +1,56 @@
+//! Durable storage of the catalog: the [`Store`] trait, the embedded redb implementation, an
+//! in-memory one for `--dev`, and the conformance suite every implementation must pass.
+
+mod memory;
+mod redb_store;
+pub mod conformance;
+
+pub use memory::MemoryStore;
+pub use redb_store::RedbStore;
+
+use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry};
+
+/// Everything a store holds, as read back at startup.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Highest index committed.
+    pub index: u64,
+    pub instances: Vec<InstanceRecord>,
+    pub checks: Vec<CheckRecord>,
+    pub kv: Vec<KvEntry>,
+}
+
+/// One change to durable state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mutation {
+    PutInstance(InstanceRecord),
+    DeleteInstance(String),
+    PutCheck(CheckRecord),
+    DeleteCheck(String),
+    PutKv(KvEntry),
+    DeleteKv(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine: {0}")]
+    Engine(#[from] redb::Error),
+    #[error("corrupt record {key:?}: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("cannot encode record: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("cannot open data directory {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Durable state behind the catalog. `commit` must make all its mutations durable atomically
+/// (all or none survive a crash) before it returns; callers batch many requests into one
+/// commit (group commit).
+pub trait Store: Send + Sync {
+    fn load(&self) -> Result<Snapshot, StoreError>;
+    fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<(), StoreError>;
+}

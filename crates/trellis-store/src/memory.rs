@@ -1,0 +1,66 @@
+//! An in-memory store for `--dev`: same semantics as the durable one, nothing on disk.
+
+use crate::{Mutation, Snapshot, Store, StoreError};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry};
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    index: u64,
+    instances: BTreeMap<String, InstanceRecord>,
+    checks: BTreeMap<String, CheckRecord>,
+    kv: BTreeMap<String, KvEntry>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Store for MemoryStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let state = self.state.lock();
+        Ok(Snapshot {
+            index: state.index,
+            instances: state.instances.values().cloned().collect(),
+            checks: state.checks.values().cloned().collect(),
+            kv: state.kv.values().cloned().collect(),
+        })
+    }
+
+    fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<(), StoreError> {
+        let mut state = self.state.lock();
+        state.index = state.index.max(index);
+        for mutation in mutations {
+            match mutation {
+                Mutation::PutInstance(r) => {
+                    state.instances.insert(r.registration.id.clone(), r.clone());
+                }
+                Mutation::DeleteInstance(id) => {
+                    state.instances.remove(id);
+                }
+                Mutation::PutCheck(r) => {
+                    let id = r.definition.id.clone().unwrap_or_default();
+                    state.checks.insert(id, r.clone());
+                }
+                Mutation::DeleteCheck(id) => {
+                    state.checks.remove(id);
+                }
+                Mutation::PutKv(e) => {
+                    state.kv.insert(e.key.clone(), e.clone());
+                }
+                Mutation::DeleteKv(key) => {
+                    state.kv.remove(key);
+                }
+            }
+        }
+        Ok(())
+    }
+}

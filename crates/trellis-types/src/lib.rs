@@ -1,0 +1,30 @@
+//! Wire types shared by the Trellis server, SDK and CLI: Consul-compatible requests and responses.
+
+pub mod duration;
+pub mod fields;
+pub mod registration;
+pub mod response;
+pub mod watch;
+
+pub use duration::{format_go_duration, parse_go_duration};
+pub use registration::{
+    CheckDefinition, CheckKind, CheckStatus, HttpCheck, ServiceRegistration, TaggedAddress,
+    Weights,
+};
+pub use response::{
+    AgentService, CatalogService, HealthCheck, HealthEntry, KvPair, NodeInfo, ServiceInfo,
+};
+pub use watch::{WatchEvent, WatchInstance};
+
+/// Why a request body could not be turned into a registration or check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidInput {
+    #[error("{0}")]
+    Field(String),
+}
+
+impl InvalidInput {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self::Field(reason.into())
+    }
+}

@@ -1,0 +1,559 @@
+//! Service and check registrations: lenient Consul-compatible parsing, validation, and a
+//! canonical PascalCase encoding (used by the SDK when sending and by the store when persisting).
+
+use crate::InvalidInput;
+use crate::duration::format_go_duration;
+use crate::fields::Fields;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// Longest service name or ID accepted.
+pub const MAX_NAME_LEN: usize = 128;
+/// Most `Meta` pairs per service, as Consul enforces.
+pub const MAX_META_PAIRS: usize = 64;
+
+/// Health of a check, worst last so `max` aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Passing,
+    Warning,
+    Critical,
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passing => "passing",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, InvalidInput> {
+        match text.to_ascii_lowercase().as_str() {
+            "passing" => Ok(Self::Passing),
+            "warning" => Ok(Self::Warning),
+            "critical" => Ok(Self::Critical),
+            other => Err(InvalidInput::new(format!(
+                "status {other:?} is not one of passing, warning, critical"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for CheckStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Load-balancing weights of an instance by health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Weights {
+    pub passing: u32,
+    pub warning: u32,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Self {
+            passing: 1,
+            warning: 1,
+        }
+    }
+}
+
+/// A service's tagged address (`lan_ipv4`, `wan`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaggedAddress {
+    pub address: String,
+    pub port: u16,
+}
+
+/// An HTTP check's request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCheck {
+    pub url: String,
+    pub method: String,
+    pub headers: BTreeMap<String, Vec<String>>,
+    pub body: String,
+    pub tls_skip_verify: bool,
+}
+
+/// What a check does to decide its status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// The application reports status itself before `ttl` runs out.
+    Ttl { ttl: Duration },
+    /// The server sends an HTTP request every interval: 2xx passing, 429 warning, else critical.
+    Http(HttpCheck),
+    /// The server opens a TCP connection every interval.
+    Tcp { address: String },
+}
+
+impl CheckKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Ttl { .. } => "ttl",
+            Self::Http(_) => "http",
+            Self::Tcp { .. } => "tcp",
+        }
+    }
+}
+
+/// A check as registered, with a service or on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckDefinition {
+    /// `CheckID` (or `ID`); defaulted by the catalog when absent.
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub service_id: Option<String>,
+    pub notes: String,
+    /// Initial status; critical when absent.
+    pub status: Option<CheckStatus>,
+    pub kind: CheckKind,
+    /// Required for HTTP and TCP checks, forbidden with TTL.
+    pub interval: Option<Duration>,
+    /// Per-probe timeout; the catalog defaults it to 10 s.
+    pub timeout: Option<Duration>,
+    pub deregister_critical_service_after: Option<Duration>,
+    pub success_before_passing: u32,
+    pub failures_before_critical: u32,
+    pub failures_before_warning: u32,
+}
+
+/// A service instance registration (`PUT /v1/agent/service/register`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRegistration {
+    /// Instance ID; defaults to the name.
+    pub id: String,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub address: String,
+    pub port: u16,
+    pub meta: BTreeMap<String, String>,
+    pub tagged_addresses: BTreeMap<String, TaggedAddress>,
+    pub weights: Weights,
+    pub enable_tag_override: bool,
+    pub checks: Vec<CheckDefinition>,
+}
+
+/// Service names: letters, digits, `-`, `_`, `.`, starting with a letter or digit, so that they
+/// are usable in DNS labels, URLs and metrics.
+pub fn validate_service_name(name: &str) -> Result<(), InvalidInput> {
+    if name.is_empty() {
+        return Err(InvalidInput::new("missing service Name"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(InvalidInput::new(format!(
+            "service name longer than {MAX_NAME_LEN} characters"
+        )));
+    }
+    let valid_start = name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid_start || !valid_chars {
+        return Err(InvalidInput::new(format!(
+            "invalid service name {name:?}: use letters, digits, '-', '_' and '.'"
+        )));
+    }
+    Ok(())
+}
+
+/// IDs (of instances and checks) appear in URL paths: no '/', no whitespace or control characters.
+pub fn validate_id(what: &str, id: &str) -> Result<(), InvalidInput> {
+    if id.is_empty() {
+        return Err(InvalidInput::new(format!("{what} must not be empty")));
+    }
+    if id.len() > 2 * MAX_NAME_LEN {
+        return Err(InvalidInput::new(format!("{what} is too long")));
+    }
+    if id.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control()) {
+        return Err(InvalidInput::new(format!(
+            "invalid {what} {id:?}: no '/', spaces or control characters"
+        )));
+    }
+    Ok(())
+}
+
+impl ServiceRegistration {
+    /// Parses a request body the way Consul does: keys in any case, snake_case aliases.
+    pub fn from_json(value: Value) -> Result<Self, InvalidInput> {
+        let mut f = Fields::from_value(value, "service registration")?;
+        let name = f
+            .string(&["Name", "Service"])?
+            .ok_or_else(|| InvalidInput::new("missing service Name"))?;
+        validate_service_name(&name)?;
+        let id = f.string(&["ID"])?.filter(|s| !s.is_empty()).unwrap_or_else(|| name.clone());
+        validate_id("service ID", &id)?;
+        if let Some(kind) = f.string(&["Kind"])?
+            && !kind.is_empty()
+        {
+            return Err(InvalidInput::new(format!(
+                "service Kind {kind:?} is not supported"
+            )));
+        }
+        let port = match f.u64(&["Port"])? {
+            None => 0,
+            Some(p) => u16::try_from(p)
+                .map_err(|_| InvalidInput::new(format!("Port {p} is out of range")))?,
+        };
+        let meta = f.string_map(&["Meta"])?;
+        if meta.len() > MAX_META_PAIRS {
+            return Err(InvalidInput::new(format!(
+                "Meta has more than {MAX_META_PAIRS} pairs"
+            )));
+        }
+        if let Some(key) = meta.keys().find(|k| k.is_empty() || k.len() > MAX_NAME_LEN) {
+            return Err(InvalidInput::new(format!("invalid Meta key {key:?}")));
+        }
+        let weights = match f.object(&["Weights"])? {
+            None => Weights::default(),
+            Some(mut w) => Weights {
+                passing: weight(w.u64(&["Passing"])?, 1)?,
+                warning: weight(w.u64(&["Warning"])?, 1)?,
+            },
+        };
+        if weights.passing == 0 {
+            return Err(InvalidInput::new("Weights.Passing must be at least 1"));
+        }
+        let mut tagged_addresses = BTreeMap::new();
+        if let Some(map) = f.raw_map(&["TaggedAddresses"])? {
+            for (tag, value) in map {
+                let mut t = Fields::from_value(value, "TaggedAddresses entry")?;
+                let address = t.string(&["Address"])?.unwrap_or_default();
+                let port = t.u64(&["Port"])?.unwrap_or(0);
+                let port = u16::try_from(port)
+                    .map_err(|_| InvalidInput::new("TaggedAddresses port out of range"))?;
+                tagged_addresses.insert(tag, TaggedAddress { address, port });
+            }
+        }
+        let mut checks = Vec::new();
+        if let Some(check) = f.take(&["Check"]) {
+            checks.push(CheckDefinition::from_json(check)?);
+        }
+        match f.take(&["Checks"]) {
+            None => {}
+            Some(Value::Array(items)) => {
+                for item in items {
+                    checks.push(CheckDefinition::from_json(item)?);
+                }
+            }
+            Some(_) => return Err(InvalidInput::new("Checks must be a list")),
+        }
+        Ok(Self {
+            id,
+            name,
+            tags: f.string_list(&["Tags"])?,
+            address: f.string(&["Address"])?.unwrap_or_default(),
+            port,
+            meta,
+            tagged_addresses,
+            weights,
+            enable_tag_override: f.bool(&["EnableTagOverride"])?.unwrap_or(false),
+            checks,
+        })
+    }
+
+    /// The canonical PascalCase JSON form.
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "ID": self.id,
+            "Name": self.name,
+            "Tags": self.tags,
+            "Address": self.address,
+            "Port": self.port,
+            "Meta": self.meta,
+            "TaggedAddresses": self.tagged_addresses,
+            "Weights": self.weights,
+            "EnableTagOverride": self.enable_tag_override,
+        });
+        if !self.checks.is_empty()
+            && let Value::Object(map) = &mut v
+        {
+            map.insert(
+                "Checks".into(),
+                Value::Array(self.checks.iter().map(CheckDefinition::to_json).collect()),
+            );
+        }
+        v
+    }
+}
+
+fn weight(value: Option<u64>, default: u32) -> Result<u32, InvalidInput> {
+    match value {
+        None => Ok(default),
+        Some(w) => u32::try_from(w).map_err(|_| InvalidInput::new("weight out of range")),
+    }
+}
+
+fn small_count(value: Option<u64>, what: &str) -> Result<u32, InvalidInput> {
+    match value {
+        None => Ok(0),
+        Some(n) if n <= 1_000 => Ok(n as u32),
+        Some(_) => Err(InvalidInput::new(format!("{what} must be at most 1000"))),
+    }
+}
+
+impl CheckDefinition {
+    pub fn from_json(value: Value) -> Result<Self, InvalidInput> {
+        let mut f = Fields::from_value(value, "check")?;
+        for unsupported in ["Args", "ScriptArgs", "Script", "GRPC", "H2PING", "DockerContainerID", "AliasService", "UDP", "OSService"] {
+            if f.take(&[unsupported]).is_some_and(|v| !is_empty_value(&v)) {
+                return Err(InvalidInput::new(format!(
+                    "{unsupported} checks are not supported; use TTL, HTTP or TCP"
+                )));
+            }
+        }
+        let id = f.string(&["CheckID", "ID"])?.filter(|s| !s.is_empty());
+        if let Some(id) = &id {
+            validate_id("CheckID", id)?;
+        }
+        let ttl = f.duration(&["TTL"])?;
+        let http = f.string(&["HTTP"])?.filter(|s| !s.is_empty());
+        let tcp = f.string(&["TCP"])?.filter(|s| !s.is_empty());
+        let interval = f.duration(&["Interval"])?;
+        let timeout = f.duration(&["Timeout"])?;
+        let kind = match (ttl, http, tcp) {
+            (Some(ttl), None, None) => {
+                if interval.is_some() {
+                    return Err(InvalidInput::new(
+                        "a check cannot have both TTL and Interval",
+                    ));
+                }
+                CheckKind::Ttl { ttl }
+            }
+            (None, Some(url), None) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(InvalidInput::new(format!(
+                        "HTTP check URL {url:?} must start with http:// or https://"
+                    )));
+                }
+                let headers = match f.raw_map(&["Header"])? {
+                    None => BTreeMap::new(),
+                    Some(h) => h
+                        .into_iter()
+                        .map(|(k, v)| match v {
+                            Value::Array(items) => Ok((
+                                k,
+                                items
+                                    .into_iter()
+                                    .map(|i| i.as_str().map(str::to_owned))
+                                    .collect::<Option<Vec<_>>>()
+                                    .ok_or_else(|| {
+                                        InvalidInput::new("Header values must be strings")
+                                    })?,
+                            )),
+                            Value::String(s) => Ok((k, vec![s])),
+                            _ => Err(InvalidInput::new("Header values must be lists of strings")),
+                        })
+                        .collect::<Result<_, _>>()?,
+                };
+                CheckKind::Http(HttpCheck {
+                    url,
+                    method: f.string(&["Method"])?.filter(|m| !m.is_empty()).unwrap_or_else(|| "GET".into()).to_ascii_uppercase(),
+                    headers,
+                    body: f.string(&["Body"])?.unwrap_or_default(),
+                    tls_skip_verify: f.bool(&["TLSSkipVerify"])?.unwrap_or(false),
+                })
+            }
+            (None, None, Some(address)) => CheckKind::Tcp { address },
+            (None, None, None) => {
+                return Err(InvalidInput::new("a check needs one of TTL, HTTP or TCP"));
+            }
+            _ => {
+                return Err(InvalidInput::new(
+                    "a check can have only one of TTL, HTTP or TCP",
+                ));
+            }
+        };
+        if !matches!(kind, CheckKind::Ttl { .. }) && interval.is_none() {
+            return Err(InvalidInput::new(format!(
+                "{} check needs an Interval",
+                kind.type_name().to_ascii_uppercase()
+            )));
+        }
+        if let Some(interval) = interval
+            && interval < Duration::from_millis(10)
+        {
+            return Err(InvalidInput::new("Interval must be at least 10ms"));
+        }
+        let status = f.string(&["Status"])?.filter(|s| !s.is_empty()).map(|s| CheckStatus::parse(&s)).transpose()?;
+        Ok(Self {
+            id,
+            name: f.string(&["Name"])?.filter(|s| !s.is_empty()),
+            service_id: f.string(&["ServiceID"])?.filter(|s| !s.is_empty()),
+            notes: f.string(&["Notes"])?.unwrap_or_default(),
+            status,
+            kind,
+            interval,
+            timeout,
+            deregister_critical_service_after: f.duration(&["DeregisterCriticalServiceAfter"])?,
+            success_before_passing: small_count(f.u64(&["SuccessBeforePassing"])?, "SuccessBeforePassing")?,
+            failures_before_critical: small_count(f.u64(&["FailuresBeforeCritical"])?, "FailuresBeforeCritical")?,
+            failures_before_warning: small_count(f.u64(&["FailuresBeforeWarning"])?, "FailuresBeforeWarning")?,
+        })
+    }
+
+    /// The canonical PascalCase JSON form (durations as Go strings).
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        let mut put = |k: &str, v: Value| {
+            m.insert(k.to_owned(), v);
+        };
+        if let Some(id) = &self.id {
+            put("CheckID", json!(id));
+        }
+        if let Some(name) = &self.name {
+            put("Name", json!(name));
+        }
+        if let Some(service_id) = &self.service_id {
+            put("ServiceID", json!(service_id));
+        }
+        if !self.notes.is_empty() {
+            put("Notes", json!(self.notes));
+        }
+        if let Some(status) = self.status {
+            put("Status", json!(status));
+        }
+        match &self.kind {
+            CheckKind::Ttl { ttl } => put("TTL", json!(format_go_duration(*ttl))),
+            CheckKind::Http(h) => {
+                put("HTTP", json!(h.url));
+                put("Method", json!(h.method));
+                if !h.headers.is_empty() {
+                    put("Header", json!(h.headers));
+                }
+                if !h.body.is_empty() {
+                    put("Body", json!(h.body));
+                }
+                if h.tls_skip_verify {
+                    put("TLSSkipVerify", json!(true));
+                }
+            }
+            CheckKind::Tcp { address } => put("TCP", json!(address)),
+        }
+        for (key, value) in [
+            ("Interval", self.interval),
+            ("Timeout", self.timeout),
+            ("DeregisterCriticalServiceAfter", self.deregister_critical_service_after),
+        ] {
+            if let Some(d) = value {
+                put(key, json!(format_go_duration(d)));
+            }
+        }
+        for (key, value) in [
+            ("SuccessBeforePassing", self.success_before_passing),
+            ("FailuresBeforeCritical", self.failures_before_critical),
+            ("FailuresBeforeWarning", self.failures_before_warning),
+        ] {
+            if value > 0 {
+                put(key, json!(value));
+            }
+        }
+        Value::Object(m)
+    }
+}
+
+fn is_empty_value(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Bool(b) => !b,
+        _ => false,
+    }
+}
+
+macro_rules! serde_via_json {
+    ($ty:ty) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                self.to_json().serialize(serializer)
+            }
+        }
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let value = Value::deserialize(deserializer)?;
+                Self::from_json(value).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+serde_via_json!(ServiceRegistration);
+serde_via_json!(CheckDefinition);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowercase_keys_from_popular_clients() {
+        let reg = ServiceRegistration::from_json(json!({
+            "name": "web", "id": "web-1", "address": "10.0.0.1", "port": 8080,
+            "tags": ["v1"], "meta": {"Version": "1"},
+            "checks": [{"ttl": "15s"}, {"http": "http://10.0.0.1:8080/health", "interval": "5s"}],
+            "check": {"tcp": "10.0.0.1:8080", "interval": "10s", "deregister_critical_service_after": "1m"}
+        }))
+        .unwrap();
+        assert_eq!(reg.id, "web-1");
+        assert_eq!(reg.port, 8080);
+        assert_eq!(reg.meta["Version"], "1");
+        assert_eq!(reg.checks.len(), 3);
+        assert_eq!(reg.checks[0].kind, CheckKind::Tcp { address: "10.0.0.1:8080".into() });
+        assert_eq!(
+            reg.checks[0].deregister_critical_service_after,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(reg.checks[1].kind, CheckKind::Ttl { ttl: Duration::from_secs(15) });
+    }
+
+    #[test]
+    fn id_defaults_to_name() {
+        let reg = ServiceRegistration::from_json(json!({"Name": "db"})).unwrap();
+        assert_eq!(reg.id, "db");
+        assert_eq!(reg.weights, Weights::default());
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let cases = [
+            json!({}),
+            json!({"Name": ""}),
+            json!({"Name": "bad name"}),
+            json!({"Name": "a/b"}),
+            json!({"Name": "x", "Port": 70000}),
+            json!({"Name": "x", "Port": "80"}),
+            json!({"Name": "x", "Check": {"TTL": "10s", "Interval": "10s"}}),
+            json!({"Name": "x", "Check": {"TTL": "ten seconds"}}),
+            json!({"Name": "x", "Check": {"HTTP": "http://a"}}),
+            json!({"Name": "x", "Check": {"Args": ["/bin/true"], "Interval": "1s"}}),
+            json!({"Name": "x", "Check": {"TTL": "1s", "Status": "sleepy"}}),
+            json!([1, 2]),
+        ];
+        for case in cases {
+            assert!(ServiceRegistration::from_json(case.clone()).is_err(), "{case} accepted");
+        }
+    }
+
+    #[test]
+    fn canonical_json_round_trips() {
+        let reg = ServiceRegistration::from_json(json!({
+            "Name": "api", "ID": "api-1", "Port": 80, "Weights": {"Passing": 3, "Warning": 1},
+            "TaggedAddresses": {"lan": {"Address": "10.0.0.1", "Port": 80}},
+            "Checks": [{"CheckID": "c1", "HTTP": "http://x/h", "Interval": "1m30s",
+                        "Header": {"A": ["b"]}, "SuccessBeforePassing": 2, "Status": "passing"}]
+        }))
+        .unwrap();
+        let back: ServiceRegistration = serde_json::from_value(serde_json::to_value(&reg).unwrap()).unwrap();
+        assert_eq!(back, reg);
+    }
+}

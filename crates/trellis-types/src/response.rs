@@ -1,0 +1,137 @@
+//! Response bodies of the Consul-compatible API, with PascalCase names and real JSON types.
+
+use crate::registration::{CheckStatus, TaggedAddress, Weights};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The (single, synthesised) node, as in `/v1/catalog/nodes` and `Node` of health entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeInfo {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub node: String,
+    pub address: String,
+    pub datacenter: String,
+    pub tagged_addresses: BTreeMap<String, String>,
+    pub meta: BTreeMap<String, String>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// A service instance as `Service` of a health entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceInfo {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub service: String,
+    pub tags: Vec<String>,
+    pub address: String,
+    pub tagged_addresses: BTreeMap<String, TaggedAddress>,
+    pub meta: BTreeMap<String, String>,
+    pub port: u16,
+    pub weights: Weights,
+    pub enable_tag_override: bool,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// A value of `GET /v1/agent/services`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentService {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub service: String,
+    pub tags: Vec<String>,
+    pub meta: BTreeMap<String, String>,
+    pub port: u16,
+    pub address: String,
+    pub tagged_addresses: BTreeMap<String, TaggedAddress>,
+    pub weights: Weights,
+    pub enable_tag_override: bool,
+    pub datacenter: String,
+}
+
+/// A check as reported by health and agent endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthCheck {
+    pub node: String,
+    #[serde(rename = "CheckID")]
+    pub check_id: String,
+    pub name: String,
+    pub status: CheckStatus,
+    pub notes: String,
+    pub output: String,
+    #[serde(rename = "ServiceID")]
+    pub service_id: String,
+    pub service_name: String,
+    pub service_tags: Vec<String>,
+    #[serde(rename = "Type")]
+    pub check_type: String,
+    /// Go duration text, "" when not applicable.
+    pub interval: String,
+    pub timeout: String,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// One entry of `GET /v1/health/service/:name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthEntry {
+    pub node: NodeInfo,
+    pub service: ServiceInfo,
+    pub checks: Vec<HealthCheck>,
+}
+
+/// One entry of `GET /v1/catalog/service/:name` (node and service fields flattened).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CatalogService {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub node: String,
+    pub address: String,
+    pub datacenter: String,
+    pub tagged_addresses: BTreeMap<String, String>,
+    pub node_meta: BTreeMap<String, String>,
+    pub service_kind: String,
+    #[serde(rename = "ServiceID")]
+    pub service_id: String,
+    pub service_name: String,
+    pub service_tags: Vec<String>,
+    pub service_address: String,
+    pub service_tagged_addresses: BTreeMap<String, TaggedAddress>,
+    pub service_weights: Weights,
+    pub service_meta: BTreeMap<String, String>,
+    pub service_port: u16,
+    pub service_enable_tag_override: bool,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// A key/value entry; `Value` is base64, `null` for an empty value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KvPair {
+    pub lock_index: u64,
+    pub key: String,
+    pub flags: u64,
+    pub value: Option<String>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl KvPair {
+    /// The decoded value bytes.
+    pub fn decoded_value(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        use base64::Engine;
+        match &self.value {
+            None => Ok(Vec::new()),
+            Some(v) => base64::engine::general_purpose::STANDARD.decode(v),
+        }
+    }
+}
