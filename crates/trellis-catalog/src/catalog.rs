@@ -293,6 +293,34 @@ impl Catalog {
         self.checks.get(id).map(|c| c.record())
     }
 
+    /// How many instances are passing, warning and critical (service and node checks count).
+    pub fn health_counts(&self) -> [(CheckStatus, usize); 3] {
+        let node_worst = self
+            .node_checks
+            .iter()
+            .filter_map(|id| self.checks.get(id))
+            .map(|c| c.status)
+            .max()
+            .unwrap_or(CheckStatus::Passing);
+        let mut counts = [
+            (CheckStatus::Passing, 0),
+            (CheckStatus::Warning, 0),
+            (CheckStatus::Critical, 0),
+        ];
+        for id in self.instances.keys() {
+            let worst = self
+                .checks_of
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter_map(|cid| self.checks.get(cid))
+                .map(|c| c.status)
+                .fold(node_worst, CheckStatus::max);
+            counts[worst as usize].1 += 1;
+        }
+        counts
+    }
+
     /// Health view of one service name.
     pub fn service_view(&self, name: &str) -> ServiceView {
         let node_checks: Vec<Arc<Check>> = self
@@ -684,9 +712,9 @@ impl Catalog {
             .checks
             .iter_mut()
             .filter_map(|(id, check)| {
-                let due = matches!(check.definition.kind, CheckKind::Ttl { .. })
-                    && check.status != CheckStatus::Critical;
-                (due && Arc::make_mut(check).expire_ttl(now)).then(|| id.clone())
+                // Test before make_mut: published views share these Arcs, and cloning every
+                // check on every tick would cost far more than the scan.
+                (check.ttl_due(now) && Arc::make_mut(check).expire_ttl(now)).then(|| id.clone())
             })
             .collect();
         for check_id in expired {

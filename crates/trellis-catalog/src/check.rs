@@ -145,6 +145,11 @@ impl Check {
         status_changed
     }
 
+    /// Whether a TTL check has run out and is not critical yet.
+    pub(crate) fn ttl_due(&self, now: Duration) -> bool {
+        self.status != CheckStatus::Critical && self.ttl_deadline.is_some_and(|d| now >= d)
+    }
+
     /// Marks an expired TTL check critical; returns whether it changed.
     pub(crate) fn expire_ttl(&mut self, now: Duration) -> bool {
         match self.ttl_deadline {

@@ -1,0 +1,246 @@
+//! Client commands: talk to the HTTP API at `TRELLIS_HTTP_ADDR`, else `CONSUL_HTTP_ADDR`, else
+//! the default address; human-readable tables, or `--json` for scripts.
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use futures_util::StreamExt;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+use trellis_client::Client;
+use trellis_types::ServiceRegistration;
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct InstancesArgs {
+    /// Service name.
+    name: String,
+    /// Only instances whose checks all pass.
+    #[arg(long)]
+    passing: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    name: String,
+    /// One JSON event per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum KvCommand {
+    /// Print a value (raw bytes), or with --json the whole entry.
+    Get {
+        key: String,
+        #[arg(long)]
+        json: bool,
+        /// List every entry under KEY as a prefix.
+        #[arg(long)]
+        recurse: bool,
+    },
+    /// Write a value; `-` or no VALUE reads it from standard input.
+    Put {
+        key: String,
+        value: Option<String>,
+        /// Only write if the entry's ModifyIndex equals this (0: only if absent).
+        #[arg(long)]
+        cas: Option<u64>,
+    },
+    /// Delete a key, or with --recurse every key under a prefix.
+    Delete {
+        key: String,
+        #[arg(long)]
+        recurse: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct RegisterArgs {
+    /// JSON service definition (a registration body, or `{"service": {...}}` as Consul's files).
+    file: PathBuf,
+}
+
+#[derive(Args)]
+pub struct DeregisterArgs {
+    id: String,
+}
+
+fn client() -> anyhow::Result<Client> {
+    Ok(Client::from_env()?)
+}
+
+/// Prints rows as aligned columns.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+pub async fn services(args: ListArgs) -> anyhow::Result<()> {
+    let services = client()?.services().await?.value;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&services)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = services
+        .into_iter()
+        .map(|(name, tags)| vec![name, tags.join(",")])
+        .collect();
+    print_table(&["SERVICE", "TAGS"], &rows);
+    Ok(())
+}
+
+pub async fn instances(args: InstancesArgs) -> anyhow::Result<()> {
+    let entries = client()?.health_service(&args.name, args.passing, None).await?.value;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            let status = e.checks.iter().map(|c| c.status).max().map(|s| s.to_string()).unwrap_or_default();
+            vec![
+                e.service.id.clone(),
+                format!("{}:{}", e.service.address, e.service.port),
+                status,
+                e.service.tags.join(","),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "ADDRESS", "HEALTH", "TAGS"], &rows);
+    Ok(())
+}
+
+pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    let client = client()?;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match client.watch(&args.name).await {
+            Ok(mut events) => {
+                backoff = Duration::from_millis(200);
+                while let Some(event) = events.next().await {
+                    let event = event?;
+                    if args.json {
+                        println!("{}", serde_json::to_string(&event)?);
+                    } else {
+                        let list: Vec<String> = event
+                            .instances
+                            .iter()
+                            .map(|i| format!("{}@{}:{} ({})", i.id, i.address, i.port, i.status))
+                            .collect();
+                        println!("index {}: {} has {} instance(s): {}", event.index, event.service, list.len(), list.join(", "));
+                    }
+                    let _ = std::io::stdout().flush();
+                }
+                eprintln!("watch: connection closed; reconnecting");
+            }
+            Err(e) => eprintln!("watch: {e}; retrying in {backoff:?}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = crate::shutdown::signal() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+pub async fn kv(command: KvCommand) -> anyhow::Result<()> {
+    let client = client()?;
+    match command {
+        KvCommand::Get { key, json, recurse } if recurse => {
+            let pairs = client.kv_list(&key).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&pairs)?);
+            } else {
+                for pair in pairs {
+                    let value = pair.decoded_value().context("value is not valid base64")?;
+                    println!("{}:{}", pair.key, String::from_utf8_lossy(&value));
+                }
+            }
+        }
+        KvCommand::Get { key, json, .. } => {
+            let Some(pair) = client.kv_get(&key, None).await?.value else {
+                bail!("no key {key:?}");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&pair)?);
+            } else {
+                let value = pair.decoded_value().context("value is not valid base64")?;
+                std::io::stdout().write_all(&value)?;
+                if !value.ends_with(b"\n") {
+                    println!();
+                }
+            }
+        }
+        KvCommand::Put { key, value, cas } => {
+            let bytes = match value.as_deref() {
+                None | Some("-") => {
+                    let mut buffer = Vec::new();
+                    std::io::stdin().read_to_end(&mut buffer)?;
+                    buffer
+                }
+                Some(v) => v.as_bytes().to_vec(),
+            };
+            if !client.kv_put(&key, &bytes, cas).await? {
+                bail!("not written: the check-and-set index did not match");
+            }
+            println!("Success! Data written to: {key}");
+        }
+        KvCommand::Delete { key, recurse } => {
+            client.kv_delete(&key, recurse).await?;
+            println!("Success! Deleted key: {key}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let mut value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", args.file.display()))?;
+    // Consul service definition files wrap the registration in {"service": {...}}.
+    if let Some(inner) = value
+        .as_object_mut()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case("service")).map(|(_, v)| v.take()))
+    {
+        value = inner;
+    }
+    let registration = ServiceRegistration::from_json(value).with_context(|| format!("invalid definition in {}", args.file.display()))?;
+    client()?.register(&registration).await?;
+    println!("Registered service: {} (ID {})", registration.name, registration.id);
+    Ok(())
+}
+
+pub async fn deregister(args: DeregisterArgs) -> anyhow::Result<()> {
+    client()?.deregister(&args.id).await?;
+    println!("Deregistered service: {}", args.id);
+    Ok(())
+}

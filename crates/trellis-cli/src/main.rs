@@ -1,0 +1,62 @@
+//! The `trellis` binary: control plane, data plane, demo and client commands in one executable.
+
+mod client_cmds;
+mod server_cmd;
+mod shutdown;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "trellis", version, about = "A microservice platform: registry, discovery, proxy, demo")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane: registry, health checks, KV, watches.
+    Server(server_cmd::ServerArgs),
+    /// List registered services and their tags.
+    Services(client_cmds::ListArgs),
+    /// List the instances of a service with their health.
+    Instances(client_cmds::InstancesArgs),
+    /// Print the instance set of a service now and after each change.
+    Watch(client_cmds::WatchArgs),
+    /// Read and write the key/value store.
+    #[command(subcommand)]
+    Kv(client_cmds::KvCommand),
+    /// Register a service from a JSON definition file.
+    Register(client_cmds::RegisterArgs),
+    /// Deregister a service instance by ID.
+    Deregister(client_cmds::DeregisterArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => server_cmd::run(args).await,
+            Command::Services(args) => client_cmds::services(args).await,
+            Command::Instances(args) => client_cmds::instances(args).await,
+            Command::Watch(args) => client_cmds::watch(args).await,
+            Command::Kv(cmd) => client_cmds::kv(cmd).await,
+            Command::Register(args) => client_cmds::register(args).await,
+            Command::Deregister(args) => client_cmds::deregister(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! `trellis server`: flags over an optional TOML file, logging, and the server's lifecycle.
+
+use anyhow::Context;
+use clap::Args;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use trellis_server::ServerConfig;
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// HTTP API address [default: 127.0.0.1:8500]
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Directory of the durable store [default: ./trellis-data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Keep everything in memory; write nothing to disk.
+    #[arg(long)]
+    dev: bool,
+    /// Node name [default: the host name]
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Datacenter [default: dc1]
+    #[arg(long)]
+    datacenter: Option<String>,
+    /// TOML configuration file; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    fn into_config(self) -> anyhow::Result<ServerConfig> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                ServerConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+            }
+            None => ServerConfig::default(),
+        };
+        if let Some(http) = self.http {
+            config.http = http;
+        }
+        if let Some(dir) = self.data_dir {
+            config.data_dir = dir;
+        }
+        if self.dev {
+            config.dev = true;
+        }
+        if let Some(name) = self.node_name {
+            config.node_name = name;
+        }
+        if let Some(dc) = self.datacenter {
+            config.datacenter = dc;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    init_logging();
+    let config = args.into_config()?;
+    let storage = if config.dev {
+        "in memory (--dev)".to_owned()
+    } else {
+        config.data_dir.display().to_string()
+    };
+    let running = trellis_server::start(config, crate::shutdown::signal()).await?;
+    println!("trellis server: HTTP API listening on http://{}", running.local_addr);
+    println!("trellis server: data {storage}, {} instances restored", running.instances_restored);
+    let _ = std::io::stdout().flush();
+    running.wait().await?;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,156 @@
+//! `/v1/agent/...`: registering and deregistering services and checks, TTL updates, and the
+//! agent's view of its services and checks.
+
+use super::{ApiError, QueryParams, json_response, to_json_bytes};
+use crate::published::check_json;
+use crate::state::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use trellis_catalog::Command;
+use trellis_types::fields::Fields;
+use trellis_types::{AgentService, CheckDefinition, CheckStatus, ServiceRegistration};
+
+/// Longest TTL output kept, as Consul's default `OutputMaxSize`.
+const MAX_OUTPUT: usize = 4096;
+
+fn parse_body(body: &Bytes, what: &str) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(format!("missing {what} in request body")));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    Query(query): Query<Vec<(String, String)>>,
+    body: Bytes,
+) -> Result<(), ApiError> {
+    let query = QueryParams::new(query);
+    let registration = ServiceRegistration::from_json(parse_body(&body, "service definition")?)?;
+    state
+        .submit(Command::Register {
+            registration,
+            replace_existing_checks: query.flag("replace-existing-checks")?,
+        })
+        .await
+        .map(drop)
+}
+
+pub async fn deregister(State(state): State<AppState>, Path(id): Path<String>) -> Result<(), ApiError> {
+    state.submit(Command::Deregister { service_id: id }).await.map(drop)
+}
+
+pub async fn register_check(State(state): State<AppState>, body: Bytes) -> Result<(), ApiError> {
+    let check = CheckDefinition::from_json(parse_body(&body, "check definition")?)?;
+    state.submit(Command::RegisterCheck { check }).await.map(drop)
+}
+
+pub async fn deregister_check(State(state): State<AppState>, Path(id): Path<String>) -> Result<(), ApiError> {
+    state.submit(Command::DeregisterCheck { check_id: id }).await.map(drop)
+}
+
+async fn set_ttl(state: &AppState, check_id: String, status: CheckStatus, output: String) -> Result<(), ApiError> {
+    let mut output = output;
+    if output.len() > MAX_OUTPUT {
+        let mut end = MAX_OUTPUT;
+        while !output.is_char_boundary(end) {
+            end -= 1;
+        }
+        output.truncate(end);
+    }
+    state
+        .submit(Command::UpdateTtl {
+            check_id,
+            status,
+            output,
+        })
+        .await
+        .map(drop)
+}
+
+async fn note_update(
+    state: AppState,
+    id: String,
+    query: Vec<(String, String)>,
+    status: CheckStatus,
+) -> Result<(), ApiError> {
+    let note = QueryParams::new(query).get("note").unwrap_or_default().to_owned();
+    set_ttl(&state, id, status, note).await
+}
+
+pub async fn pass(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<Vec<(String, String)>>) -> Result<(), ApiError> {
+    note_update(s, id, q, CheckStatus::Passing).await
+}
+
+pub async fn warn(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<Vec<(String, String)>>) -> Result<(), ApiError> {
+    note_update(s, id, q, CheckStatus::Warning).await
+}
+
+pub async fn fail(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<Vec<(String, String)>>) -> Result<(), ApiError> {
+    note_update(s, id, q, CheckStatus::Critical).await
+}
+
+/// `PUT /v1/agent/check/update/:id` with `{"Status": "...", "Output": "..."}`.
+pub async fn update(State(state): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<(), ApiError> {
+    let mut fields = Fields::from_value(parse_body(&body, "check update")?, "check update")?;
+    let status = fields
+        .string(&["Status"])?
+        .ok_or_else(|| ApiError::bad_request("missing Status"))?;
+    let status = CheckStatus::parse(&status)?;
+    let output = fields.string(&["Output"])?.unwrap_or_default();
+    set_ttl(&state, id, status, output).await
+}
+
+fn agent_service(state: &AppState, r: &ServiceRegistration) -> AgentService {
+    AgentService {
+        id: r.id.clone(),
+        service: r.name.clone(),
+        tags: r.tags.clone(),
+        meta: r.meta.clone(),
+        port: r.port,
+        address: r.address.clone(),
+        tagged_addresses: r.tagged_addresses.clone(),
+        weights: r.weights,
+        enable_tag_override: r.enable_tag_override,
+        datacenter: state.node.datacenter.clone(),
+    }
+}
+
+pub async fn services(State(state): State<AppState>, Query(q): Query<Vec<(String, String)>>) -> Result<Response, ApiError> {
+    QueryParams::new(q).check_common(&state)?;
+    let catalog = state.catalog.read();
+    let services: BTreeMap<&str, AgentService> = catalog
+        .instances()
+        .map(|i| (i.registration.id.as_str(), agent_service(&state, &i.registration)))
+        .collect();
+    Ok(json_response(catalog.services_index(), to_json_bytes(&services)))
+}
+
+pub async fn service(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let catalog = state.catalog.read();
+    let instance = catalog
+        .instance(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown service ID {id:?}")))?;
+    Ok(json_response(instance.modify_index, to_json_bytes(&agent_service(&state, &instance.registration))))
+}
+
+pub async fn checks(State(state): State<AppState>, Query(q): Query<Vec<(String, String)>>) -> Result<Response, ApiError> {
+    QueryParams::new(q).check_common(&state)?;
+    let catalog = state.catalog.read();
+    let checks: BTreeMap<&str, trellis_types::HealthCheck> = catalog
+        .checks()
+        .map(|c| {
+            let owner = c.service_id().and_then(|sid| catalog.instance(sid));
+            let service = owner.map(|i| {
+                let r = &i.registration;
+                (r.id.as_str(), r.name.as_str(), r.tags.as_slice())
+            });
+            (c.id(), check_json(c, &state.node, service))
+        })
+        .collect();
+    Ok(json_response(catalog.index(), to_json_bytes(&checks)))
+}

@@ -1,0 +1,113 @@
+//! `/v1/health/...` and `/v1/catalog/service(s)`: the discovery reads, served from the
+//! published per-service views, blocking until the service changes.
+
+use super::{ApiError, QueryParams, block_on, json_response, to_json_bytes};
+use crate::published::{Published, RenderKey};
+use crate::state::AppState;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The published view of `name`, after blocking if asked to.
+async fn service_view(state: &AppState, name: &str, query: &QueryParams) -> Result<Arc<Published>, ApiError> {
+    let blocking = query.blocking()?;
+    let slot = match blocking {
+        // A plain read of an unknown service needs no slot.
+        None => match state.slot(name) {
+            Some(slot) => slot,
+            None => {
+                let view = state.catalog.read().service_view(name);
+                return Ok(Arc::new(Published::new(view)));
+            }
+        },
+        Some(_) => state.slot_or_create(name),
+    };
+    let rx = slot.tx.subscribe();
+    block_on(state, rx, blocking, |p| p.index()).await
+}
+
+pub async fn health_service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::new(q);
+    query.check_common(&state)?;
+    let key = RenderKey::Health {
+        passing: query.flag("passing")?,
+        tags: query.all("tag"),
+    };
+    let meta_ok = query.node_meta_matches(&state)?;
+    let published = service_view(&state, &name, &query).await?;
+    let body = if meta_ok {
+        published.render(key, &state.node)
+    } else {
+        Bytes::from_static(b"[]")
+    };
+    Ok(json_response(published.index(), body))
+}
+
+pub async fn catalog_service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::new(q);
+    query.check_common(&state)?;
+    let key = RenderKey::Catalog {
+        tags: query.all("tag"),
+    };
+    let meta_ok = query.node_meta_matches(&state)?;
+    let published = service_view(&state, &name, &query).await?;
+    let body = if meta_ok {
+        published.render(key, &state.node)
+    } else {
+        Bytes::from_static(b"[]")
+    };
+    Ok(json_response(published.index(), body))
+}
+
+pub async fn health_checks(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::new(q);
+    query.check_common(&state)?;
+    let published = service_view(&state, &name, &query).await?;
+    Ok(json_response(published.index(), published.render(RenderKey::Checks, &state.node)))
+}
+
+/// `GET /v1/catalog/services`: names and tags, rendered once per services index.
+pub async fn catalog_services(
+    State(state): State<AppState>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::new(q);
+    query.check_common(&state)?;
+    let meta_ok = query.node_meta_matches(&state)?;
+    let rx = state.services_changed.subscribe();
+    let index = block_on(&state, rx, query.blocking()?, |i| *i).await?;
+    if !meta_ok {
+        return Ok(json_response(index, Bytes::from_static(b"{}")));
+    }
+    let mut cache = state.services_render.lock();
+    if let Some((cached_index, body)) = cache.as_ref()
+        && *cached_index == index
+    {
+        return Ok(json_response(index, body.clone()));
+    }
+    let catalog = state.catalog.read();
+    let index = catalog.services_index();
+    let names: BTreeMap<String, Vec<String>> = catalog
+        .service_names()
+        .into_iter()
+        .map(|(name, tags)| (name, tags.into_iter().collect()))
+        .collect();
+    drop(catalog);
+    let body = to_json_bytes(&names);
+    *cache = Some((index, body.clone()));
+    Ok(json_response(index, body))
+}

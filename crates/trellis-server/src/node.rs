@@ -1,0 +1,102 @@
+//! The server's own node, synthesised as a Consul agent in dev mode would present itself.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use trellis_types::{CheckStatus, HealthCheck, NodeInfo};
+
+/// Version of the Consul API this server emulates (reported by `/v1/agent/self`).
+pub const CONSUL_API_VERSION: &str = "1.17.0";
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub id: String,
+    pub address: String,
+    pub datacenter: String,
+    pub http: SocketAddr,
+}
+
+impl Node {
+    pub fn new(name: &str, datacenter: &str, http: SocketAddr) -> Self {
+        let ip = match http.ip() {
+            ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ip => ip,
+        };
+        Self {
+            name: name.to_owned(),
+            id: node_id(name),
+            address: ip.to_string(),
+            datacenter: datacenter.to_owned(),
+            http,
+        }
+    }
+
+    pub fn info(&self) -> NodeInfo {
+        let tagged: BTreeMap<String, String> = ["lan", "lan_ipv4", "wan", "wan_ipv4"]
+            .into_iter()
+            .map(|k| (k.to_owned(), self.address.clone()))
+            .collect();
+        NodeInfo {
+            id: self.id.clone(),
+            node: self.name.clone(),
+            address: self.address.clone(),
+            datacenter: self.datacenter.clone(),
+            tagged_addresses: tagged,
+            meta: BTreeMap::from([("consul-network-segment".to_owned(), String::new())]),
+            create_index: 1,
+            modify_index: 1,
+        }
+    }
+
+    /// The always-passing node health check every Consul agent reports.
+    pub fn serf_health(&self) -> HealthCheck {
+        HealthCheck {
+            node: self.name.clone(),
+            check_id: "serfHealth".into(),
+            name: "Serf Health Status".into(),
+            status: CheckStatus::Passing,
+            notes: String::new(),
+            output: "Agent alive and reachable".into(),
+            service_id: String::new(),
+            service_name: String::new(),
+            service_tags: Vec::new(),
+            check_type: String::new(),
+            interval: String::new(),
+            timeout: String::new(),
+            create_index: 1,
+            modify_index: 1,
+        }
+    }
+
+    /// The Raft-style address `/v1/status/leader` reports.
+    pub fn server_address(&self) -> String {
+        format!("{}:8300", self.address)
+    }
+}
+
+/// A stable UUID-shaped node ID derived from the name (FNV-1a), so restarts keep it.
+fn node_id(name: &str) -> String {
+    let mut hashes = [0xcbf2_9ce4_8422_2325u64, 0x8422_2325_cbf2_9ce4u64];
+    for (i, h) in hashes.iter_mut().enumerate() {
+        for byte in name.bytes().chain(std::iter::once(i as u8)) {
+            *h ^= u64::from(byte);
+            *h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    let hex = format!("{:016x}{:016x}", hashes[0], hashes[1]);
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_id_is_stable_and_uuid_shaped() {
+        let a = node_id("alpha");
+        assert_eq!(a, node_id("alpha"));
+        assert_ne!(a, node_id("beta"));
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.matches('-').count(), 4);
+    }
+}
