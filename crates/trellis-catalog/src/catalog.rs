@@ -1,10 +1,10 @@
 //! The catalog: applies commands to services, checks and KV, keeps the Consul index rules, and
 //! reports what changed (for publishing) and what must be written (for durability).
 
+use crate::CatalogError;
 use crate::check::Check;
 use crate::kv::{KvEntry, Tombstones};
 use crate::record::{CheckRecord, InstanceRecord};
-use crate::CatalogError;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,7 +95,11 @@ pub struct Effects {
 
 impl Effects {
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && !self.services_list && !self.kv && self.writes.is_empty() && self.checks.is_empty()
+        self.services.is_empty()
+            && !self.services_list
+            && !self.kv
+            && self.writes.is_empty()
+            && self.checks.is_empty()
     }
 }
 
@@ -171,7 +175,11 @@ impl Catalog {
             top = top.max(record.modify_index);
             let id = record.registration.id.clone();
             let name = record.registration.name.clone();
-            catalog.by_name.entry(name.clone()).or_default().insert(id.clone());
+            catalog
+                .by_name
+                .entry(name.clone())
+                .or_default()
+                .insert(id.clone());
             let entry = catalog.name_index.entry(name).or_insert(0);
             *entry = (*entry).max(record.modify_index);
             catalog.instances.insert(id, Arc::new(record));
@@ -202,9 +210,15 @@ impl Catalog {
             top = top.max(entry.modify_index);
             catalog.kv.insert(entry.key.clone(), entry);
         }
+        // Start every index at the restored top: deletes before the restart left no trace, and
+        // a per-resource index must never go backwards across a restart.
         catalog.index = top;
         catalog.services_index = top;
         catalog.kv_index = top;
+        for index in catalog.name_index.values_mut() {
+            *index = top;
+        }
+        catalog.tombstones.raise_floor(top);
         catalog
     }
 
@@ -220,7 +234,10 @@ impl Catalog {
 
     /// Index of one service name: its last change, or the services index if never seen.
     pub fn service_index(&self, name: &str) -> u64 {
-        self.name_index.get(name).copied().unwrap_or(self.services_index)
+        self.name_index
+            .get(name)
+            .copied()
+            .unwrap_or(self.services_index)
     }
 
     /// Index of the KV entries under a prefix (a key is a prefix of itself), never below 1.
@@ -389,32 +406,51 @@ impl Catalog {
     }
 
     /// Applies one command at time `now`, accumulating its effects.
-    pub fn apply(&mut self, command: Command, now: Duration, fx: &mut Effects) -> Result<Reply, CatalogError> {
+    pub fn apply(
+        &mut self,
+        command: Command,
+        now: Duration,
+        fx: &mut Effects,
+    ) -> Result<Reply, CatalogError> {
         match command {
             Command::Register {
                 registration,
                 replace_existing_checks,
-            } => self.register(registration, replace_existing_checks, now, fx).map(|()| Reply::Done),
-            Command::Deregister { service_id } => self.deregister(&service_id, fx).map(|()| Reply::Done),
-            Command::RegisterCheck { check } => self.register_check(check, now, fx).map(|()| Reply::Done),
-            Command::DeregisterCheck { check_id } => self.deregister_check(&check_id, fx).map(|()| Reply::Done),
+            } => self
+                .register(registration, replace_existing_checks, now, fx)
+                .map(|()| Reply::Done),
+            Command::Deregister { service_id } => {
+                self.deregister(&service_id, fx).map(|()| Reply::Done)
+            }
+            Command::RegisterCheck { check } => {
+                self.register_check(check, now, fx).map(|()| Reply::Done)
+            }
+            Command::DeregisterCheck { check_id } => {
+                self.deregister_check(&check_id, fx).map(|()| Reply::Done)
+            }
             Command::UpdateTtl {
                 check_id,
                 status,
                 output,
-            } => self.update_ttl(&check_id, status, output, now, fx).map(|()| Reply::Done),
+            } => self
+                .update_ttl(&check_id, status, output, now, fx)
+                .map(|()| Reply::Done),
             Command::ReportCheck {
                 check_id,
                 result,
                 output,
-            } => self.report_check(&check_id, result, output, now, fx).map(|()| Reply::Done),
+            } => self
+                .report_check(&check_id, result, output, now, fx)
+                .map(|()| Reply::Done),
             Command::KvPut {
                 key,
                 value,
                 flags,
                 cas,
             } => self.kv_put(key, value, flags, cas, fx).map(Reply::Bool),
-            Command::KvDelete { key, recurse, cas } => self.kv_delete(&key, recurse, cas, fx).map(Reply::Bool),
+            Command::KvDelete { key, recurse, cas } => {
+                self.kv_delete(&key, recurse, cas, fx).map(Reply::Bool)
+            }
         }
     }
 
@@ -441,7 +477,9 @@ impl Catalog {
         } else {
             Vec::new()
         };
-        let unchanged = existing.as_ref().is_some_and(|e| e.registration == registration)
+        let unchanged = existing
+            .as_ref()
+            .is_some_and(|e| e.registration == registration)
             && stale_checks.is_empty()
             && definitions.iter().all(|d| {
                 d.id.as_ref()
@@ -466,7 +504,10 @@ impl Catalog {
                 modify_index: index,
             }),
         );
-        self.by_name.entry(name.clone()).or_default().insert(id.clone());
+        self.by_name
+            .entry(name.clone())
+            .or_default()
+            .insert(id.clone());
         self.services_index = index;
         fx.services_list = true;
         fx.writes.insert(Write::Instance(id.clone()));
@@ -499,7 +540,14 @@ impl Catalog {
     }
 
     /// Inserts or replaces a check; an unchanged definition keeps its state.
-    fn put_check(&mut self, definition: CheckDefinition, service_name: Option<String>, index: u64, now: Duration, fx: &mut Effects) {
+    fn put_check(
+        &mut self,
+        definition: CheckDefinition,
+        service_name: Option<String>,
+        index: u64,
+        now: Duration,
+        fx: &mut Effects,
+    ) {
         let Some(check_id) = definition.id.clone() else {
             return;
         };
@@ -526,7 +574,10 @@ impl Catalog {
         }
         match &service_id {
             Some(sid) => {
-                self.checks_of.entry(sid.clone()).or_default().insert(check_id.clone());
+                self.checks_of
+                    .entry(sid.clone())
+                    .or_default()
+                    .insert(check_id.clone());
             }
             None => {
                 self.node_checks.insert(check_id.clone());
@@ -563,7 +614,9 @@ impl Catalog {
 
     fn deregister(&mut self, service_id: &str, fx: &mut Effects) -> Result<(), CatalogError> {
         let Some(record) = self.instances.remove(service_id) else {
-            return Err(CatalogError::NotFound(format!("unknown service ID {service_id:?}")));
+            return Err(CatalogError::NotFound(format!(
+                "unknown service ID {service_id:?}"
+            )));
         };
         let index = self.bump();
         self.remove_from_name(&record.registration.name, service_id, index, fx);
@@ -578,7 +631,12 @@ impl Catalog {
         Ok(())
     }
 
-    fn register_check(&mut self, mut definition: CheckDefinition, now: Duration, fx: &mut Effects) -> Result<(), CatalogError> {
+    fn register_check(
+        &mut self,
+        mut definition: CheckDefinition,
+        now: Duration,
+        fx: &mut Effects,
+    ) -> Result<(), CatalogError> {
         let name = definition
             .name
             .clone()
@@ -592,10 +650,16 @@ impl Catalog {
                 self.instances
                     .get(sid)
                     .map(|i| i.registration.name.clone())
-                    .ok_or_else(|| CatalogError::Invalid(format!("ServiceID {sid:?} does not exist")))?,
+                    .ok_or_else(|| {
+                        CatalogError::Invalid(format!("ServiceID {sid:?} does not exist"))
+                    })?,
             ),
         };
-        if self.checks.get(&check_id).is_some_and(|c| c.same_definition(&definition)) {
+        if self
+            .checks
+            .get(&check_id)
+            .is_some_and(|c| c.same_definition(&definition))
+        {
             return Ok(());
         }
         let index = self.bump();
@@ -605,20 +669,31 @@ impl Catalog {
 
     fn deregister_check(&mut self, check_id: &str, fx: &mut Effects) -> Result<(), CatalogError> {
         if !self.checks.contains_key(check_id) {
-            return Err(CatalogError::NotFound(format!("unknown check ID {check_id:?}")));
+            return Err(CatalogError::NotFound(format!(
+                "unknown check ID {check_id:?}"
+            )));
         }
         self.bump();
         self.remove_check(check_id, fx);
         Ok(())
     }
 
-    fn update_ttl(&mut self, check_id: &str, status: CheckStatus, output: String, now: Duration, fx: &mut Effects) -> Result<(), CatalogError> {
+    fn update_ttl(
+        &mut self,
+        check_id: &str,
+        status: CheckStatus,
+        output: String,
+        now: Duration,
+        fx: &mut Effects,
+    ) -> Result<(), CatalogError> {
         let check = self
             .checks
             .get_mut(check_id)
             .ok_or_else(|| CatalogError::NotFound(format!("unknown check ID {check_id:?}")))?;
         if !matches!(check.definition.kind, CheckKind::Ttl { .. }) {
-            return Err(CatalogError::Invalid(format!("check {check_id:?} is not a TTL check")));
+            return Err(CatalogError::Invalid(format!(
+                "check {check_id:?} is not a TTL check"
+            )));
         }
         if Arc::make_mut(check).update_ttl(status, output, now) {
             self.mark_check_changed(check_id, fx);
@@ -626,7 +701,14 @@ impl Catalog {
         Ok(())
     }
 
-    fn report_check(&mut self, check_id: &str, result: CheckStatus, output: String, now: Duration, fx: &mut Effects) -> Result<(), CatalogError> {
+    fn report_check(
+        &mut self,
+        check_id: &str,
+        result: CheckStatus,
+        output: String,
+        now: Duration,
+        fx: &mut Effects,
+    ) -> Result<(), CatalogError> {
         let check = self
             .checks
             .get_mut(check_id)
@@ -646,7 +728,14 @@ impl Catalog {
         self.touch_check_owner(check_id, index, fx);
     }
 
-    fn kv_put(&mut self, key: String, value: Vec<u8>, flags: u64, cas: Option<u64>, fx: &mut Effects) -> Result<bool, CatalogError> {
+    fn kv_put(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        flags: u64,
+        cas: Option<u64>,
+        fx: &mut Effects,
+    ) -> Result<bool, CatalogError> {
         validate_key(&key)?;
         let existing = self.kv.get(&key);
         let allowed = match (cas, existing) {
@@ -677,10 +766,18 @@ impl Catalog {
         Ok(true)
     }
 
-    fn kv_delete(&mut self, key: &str, recurse: bool, cas: Option<u64>, fx: &mut Effects) -> Result<bool, CatalogError> {
+    fn kv_delete(
+        &mut self,
+        key: &str,
+        recurse: bool,
+        cas: Option<u64>,
+        fx: &mut Effects,
+    ) -> Result<bool, CatalogError> {
         let doomed: Vec<String> = if recurse {
             if cas.is_some() {
-                return Err(CatalogError::Invalid("cas cannot be used with recurse".into()));
+                return Err(CatalogError::Invalid(
+                    "cas cannot be used with recurse".into(),
+                ));
             }
             self.kv_range(key).map(|e| e.key.clone()).collect()
         } else {
@@ -734,7 +831,9 @@ impl Catalog {
 }
 
 /// Gives a registration's checks their default IDs and names and binds them to the service.
-fn normalise_service_checks(registration: &mut ServiceRegistration) -> Result<Vec<CheckDefinition>, CatalogError> {
+fn normalise_service_checks(
+    registration: &mut ServiceRegistration,
+) -> Result<Vec<CheckDefinition>, CatalogError> {
     let definitions = std::mem::take(&mut registration.checks);
     let several = definitions.len() > 1;
     let mut seen = BTreeSet::new();
@@ -752,7 +851,8 @@ fn normalise_service_checks(registration: &mut ServiceRegistration) -> Result<Ve
             if !seen.insert(id.clone()) {
                 return Err(CatalogError::Invalid(format!("duplicate CheckID {id:?}")));
             }
-            d.name.get_or_insert_with(|| format!("Service '{}' check", registration.name));
+            d.name
+                .get_or_insert_with(|| format!("Service '{}' check", registration.name));
             d.service_id = Some(registration.id.clone());
             Ok(d)
         })
@@ -764,10 +864,14 @@ fn validate_key(key: &str) -> Result<(), CatalogError> {
         return Err(CatalogError::Invalid("missing key".into()));
     }
     if key.len() > MAX_KEY_LEN {
-        return Err(CatalogError::Invalid(format!("key longer than {MAX_KEY_LEN} bytes")));
+        return Err(CatalogError::Invalid(format!(
+            "key longer than {MAX_KEY_LEN} bytes"
+        )));
     }
     if key.chars().any(char::is_control) {
-        return Err(CatalogError::Invalid("key contains control characters".into()));
+        return Err(CatalogError::Invalid(
+            "key contains control characters".into(),
+        ));
     }
     Ok(())
 }

@@ -21,7 +21,12 @@ pub struct Check {
 }
 
 impl Check {
-    pub(crate) fn new(definition: CheckDefinition, service_name: Option<String>, index: u64, now: Duration) -> Self {
+    pub(crate) fn new(
+        definition: CheckDefinition,
+        service_name: Option<String>,
+        index: u64,
+        now: Duration,
+    ) -> Self {
         let status = definition.status.unwrap_or(CheckStatus::Critical);
         let mut check = Self {
             definition,
@@ -39,7 +44,11 @@ impl Check {
         check
     }
 
-    pub(crate) fn restore(record: CheckRecord, service_name: Option<String>, now: Duration) -> Self {
+    pub(crate) fn restore(
+        record: CheckRecord,
+        service_name: Option<String>,
+        now: Duration,
+    ) -> Self {
         let mut check = Self::new(record.definition, service_name, record.create_index, now);
         check.status = record.status;
         check.output = record.output;
@@ -101,7 +110,12 @@ impl Check {
     }
 
     /// A TTL update from the application: applied directly, and the TTL restarts.
-    pub(crate) fn update_ttl(&mut self, status: CheckStatus, output: String, now: Duration) -> bool {
+    pub(crate) fn update_ttl(
+        &mut self,
+        status: CheckStatus,
+        output: String,
+        now: Duration,
+    ) -> bool {
         if let CheckKind::Ttl { ttl } = self.definition.kind {
             self.ttl_deadline = Some(now + ttl);
         }
@@ -162,8 +176,13 @@ impl Check {
 
     /// Whether the reaper should remove this check's service now.
     pub(crate) fn should_reap(&self, now: Duration) -> bool {
-        match (self.definition.deregister_critical_service_after, self.critical_since) {
-            (Some(after), Some(since)) => self.status == CheckStatus::Critical && now >= since + after,
+        match (
+            self.definition.deregister_critical_service_after,
+            self.critical_since,
+        ) {
+            (Some(after), Some(since)) => {
+                self.status == CheckStatus::Critical && now >= since + after
+            }
             _ => false,
         }
     }

@@ -58,6 +58,10 @@ impl Tombstones {
         }
     }
 
+    pub(crate) fn raise_floor(&mut self, index: u64) {
+        self.floor = self.floor.max(index);
+    }
+
     pub(crate) fn remove(&mut self, key: &str) {
         if let Some(index) = self.by_key.remove(key) {
             self.by_age.remove(&(index, key.to_owned()));

@@ -29,12 +29,18 @@ fn status_of(c: &Catalog, check: &str) -> CheckStatus {
 #[test]
 fn default_check_ids_and_initial_status() {
     let mut c = Catalog::new();
-    apply(&mut c, reg(json!({"Name": "web", "ID": "w1", "Check": {"TTL": "10s"}})), secs(0));
+    apply(
+        &mut c,
+        reg(json!({"Name": "web", "ID": "w1", "Check": {"TTL": "10s"}})),
+        secs(0),
+    );
     assert_eq!(status_of(&c, "service:w1"), CheckStatus::Critical);
     assert_eq!(c.check("service:w1").unwrap().name(), "Service 'web' check");
     apply(
         &mut c,
-        reg(json!({"Name": "api", "ID": "a1", "Checks": [{"TTL": "10s", "Status": "passing"}, {"TTL": "5s"}]})),
+        reg(
+            json!({"Name": "api", "ID": "a1", "Checks": [{"TTL": "10s", "Status": "passing"}, {"TTL": "5s"}]}),
+        ),
         secs(0),
     );
     assert_eq!(status_of(&c, "service:a1:1"), CheckStatus::Passing);
@@ -70,9 +76,19 @@ fn identical_reregistration_changes_nothing() {
 #[test]
 fn deregister_removes_checks_and_keeps_name_index() {
     let mut c = Catalog::new();
-    apply(&mut c, reg(json!({"Name": "web", "ID": "w1", "Check": {"TTL": "10s"}})), secs(0));
+    apply(
+        &mut c,
+        reg(json!({"Name": "web", "ID": "w1", "Check": {"TTL": "10s"}})),
+        secs(0),
+    );
     let before = c.service_index("web");
-    let fx = apply(&mut c, Command::Deregister { service_id: "w1".into() }, secs(0));
+    let fx = apply(
+        &mut c,
+        Command::Deregister {
+            service_id: "w1".into(),
+        },
+        secs(0),
+    );
     assert!(c.check("service:w1").is_none());
     assert!(fx.writes.contains(&Write::Instance("w1".into())));
     assert!(fx.writes.contains(&Write::Check("service:w1".into())));
@@ -80,7 +96,13 @@ fn deregister_removes_checks_and_keeps_name_index() {
     assert!(c.service_view("web").instances.is_empty());
     let mut fx = Effects::default();
     assert!(matches!(
-        c.apply(Command::Deregister { service_id: "w1".into() }, secs(0), &mut fx),
+        c.apply(
+            Command::Deregister {
+                service_id: "w1".into()
+            },
+            secs(0),
+            &mut fx
+        ),
         Err(CatalogError::NotFound(_))
     ));
 }
@@ -88,12 +110,23 @@ fn deregister_removes_checks_and_keeps_name_index() {
 #[test]
 fn ttl_pass_expire_and_status_changes() {
     let mut c = Catalog::new();
-    apply(&mut c, reg(json!({"Name": "web", "ID": "w1", "Check": {"TTL": "10s"}})), secs(0));
-    let upd = |status| Command::UpdateTtl { check_id: "service:w1".into(), status, output: String::new() };
+    apply(
+        &mut c,
+        reg(json!({"Name": "web", "ID": "w1", "Check": {"TTL": "10s"}})),
+        secs(0),
+    );
+    let upd = |status| Command::UpdateTtl {
+        check_id: "service:w1".into(),
+        status,
+        output: String::new(),
+    };
     let fx = apply(&mut c, upd(CheckStatus::Passing), secs(1));
     assert!(fx.writes.is_empty(), "TTL updates are memory-only");
     assert!(fx.services.contains("web"));
-    assert_eq!(c.service_view("web").instances[0].status, CheckStatus::Passing);
+    assert_eq!(
+        c.service_view("web").instances[0].status,
+        CheckStatus::Passing
+    );
     // A heartbeat that changes nothing does not bump the index.
     let index = c.index();
     let fx = apply(&mut c, upd(CheckStatus::Passing), secs(5));
@@ -107,17 +140,34 @@ fn ttl_pass_expire_and_status_changes() {
     assert_eq!(status_of(&c, "service:w1"), CheckStatus::Critical);
     assert_eq!(c.check("service:w1").unwrap().output, "TTL expired");
     apply(&mut c, upd(CheckStatus::Warning), secs(16));
-    assert_eq!(c.service_view("web").instances[0].status, CheckStatus::Warning);
+    assert_eq!(
+        c.service_view("web").instances[0].status,
+        CheckStatus::Warning
+    );
 }
 
 #[test]
 fn update_of_non_ttl_or_unknown_check_is_refused() {
     let mut c = Catalog::new();
-    apply(&mut c, reg(json!({"Name": "web", "ID": "w1", "Check": {"TCP": "127.0.0.1:1", "Interval": "1s"}})), secs(0));
+    apply(
+        &mut c,
+        reg(json!({"Name": "web", "ID": "w1", "Check": {"TCP": "127.0.0.1:1", "Interval": "1s"}})),
+        secs(0),
+    );
     let mut fx = Effects::default();
-    let cmd = |id: &str| Command::UpdateTtl { check_id: id.into(), status: CheckStatus::Passing, output: String::new() };
-    assert!(matches!(c.apply(cmd("service:w1"), secs(0), &mut fx), Err(CatalogError::Invalid(_))));
-    assert!(matches!(c.apply(cmd("nope"), secs(0), &mut fx), Err(CatalogError::NotFound(_))));
+    let cmd = |id: &str| Command::UpdateTtl {
+        check_id: id.into(),
+        status: CheckStatus::Passing,
+        output: String::new(),
+    };
+    assert!(matches!(
+        c.apply(cmd("service:w1"), secs(0), &mut fx),
+        Err(CatalogError::Invalid(_))
+    ));
+    assert!(matches!(
+        c.apply(cmd("nope"), secs(0), &mut fx),
+        Err(CatalogError::NotFound(_))
+    ));
 }
 
 #[test]
@@ -130,13 +180,25 @@ fn hysteresis_success_before_passing_and_failures_before_critical() {
             "SuccessBeforePassing": 2, "FailuresBeforeWarning": 1, "FailuresBeforeCritical": 3}})),
         secs(0),
     );
-    let report = |result| Command::ReportCheck { check_id: "service:w1".into(), result, output: "x".into() };
+    let report = |result| Command::ReportCheck {
+        check_id: "service:w1".into(),
+        result,
+        output: "x".into(),
+    };
     apply(&mut c, report(CheckStatus::Passing), secs(1));
-    assert_eq!(status_of(&c, "service:w1"), CheckStatus::Critical, "one success is not enough");
+    assert_eq!(
+        status_of(&c, "service:w1"),
+        CheckStatus::Critical,
+        "one success is not enough"
+    );
     apply(&mut c, report(CheckStatus::Passing), secs(2));
     assert_eq!(status_of(&c, "service:w1"), CheckStatus::Passing);
     apply(&mut c, report(CheckStatus::Critical), secs(3));
-    assert_eq!(status_of(&c, "service:w1"), CheckStatus::Warning, "first failure warns");
+    assert_eq!(
+        status_of(&c, "service:w1"),
+        CheckStatus::Warning,
+        "first failure warns"
+    );
     apply(&mut c, report(CheckStatus::Critical), secs(4));
     assert_eq!(status_of(&c, "service:w1"), CheckStatus::Warning);
     apply(&mut c, report(CheckStatus::Critical), secs(5));
@@ -154,8 +216,16 @@ fn hysteresis_success_before_passing_and_failures_before_critical() {
 #[test]
 fn default_thresholds_change_at_once() {
     let mut c = Catalog::new();
-    apply(&mut c, reg(json!({"Name": "web", "ID": "w1", "Check": {"TCP": "127.0.0.1:1", "Interval": "1s"}})), secs(0));
-    let report = |result| Command::ReportCheck { check_id: "service:w1".into(), result, output: String::new() };
+    apply(
+        &mut c,
+        reg(json!({"Name": "web", "ID": "w1", "Check": {"TCP": "127.0.0.1:1", "Interval": "1s"}})),
+        secs(0),
+    );
+    let report = |result| Command::ReportCheck {
+        check_id: "service:w1".into(),
+        result,
+        output: String::new(),
+    };
     apply(&mut c, report(CheckStatus::Passing), secs(1));
     assert_eq!(status_of(&c, "service:w1"), CheckStatus::Passing);
     apply(&mut c, report(CheckStatus::Warning), secs(2));
@@ -169,7 +239,9 @@ fn reaper_deregisters_after_critical_period() {
     let mut c = Catalog::new();
     apply(
         &mut c,
-        reg(json!({"Name": "web", "ID": "w1", "Check": {"TTL": "5s", "Status": "passing", "DeregisterCriticalServiceAfter": "30s"}})),
+        reg(
+            json!({"Name": "web", "ID": "w1", "Check": {"TTL": "5s", "Status": "passing", "DeregisterCriticalServiceAfter": "30s"}}),
+        ),
         secs(0),
     );
     let mut fx = Effects::default();
@@ -180,14 +252,31 @@ fn reaper_deregisters_after_critical_period() {
     let mut fx = Effects::default();
     c.tick(secs(35), &mut fx);
     assert!(c.instance("w1").is_none());
-    assert!(fx.writes.contains(&Write::Instance("w1".into())), "reaping is durable");
+    assert!(
+        fx.writes.contains(&Write::Instance("w1".into())),
+        "reaping is durable"
+    );
 }
 
 #[test]
 fn recovering_check_is_not_reaped() {
     let mut c = Catalog::new();
-    apply(&mut c, reg(json!({"Name": "web", "ID": "w1", "Check": {"TTL": "5s", "DeregisterCriticalServiceAfter": "10s"}})), secs(0));
-    apply(&mut c, Command::UpdateTtl { check_id: "service:w1".into(), status: CheckStatus::Passing, output: String::new() }, secs(8));
+    apply(
+        &mut c,
+        reg(
+            json!({"Name": "web", "ID": "w1", "Check": {"TTL": "5s", "DeregisterCriticalServiceAfter": "10s"}}),
+        ),
+        secs(0),
+    );
+    apply(
+        &mut c,
+        Command::UpdateTtl {
+            check_id: "service:w1".into(),
+            status: CheckStatus::Passing,
+            output: String::new(),
+        },
+        secs(8),
+    );
     let mut fx = Effects::default();
     c.tick(secs(12), &mut fx);
     assert!(c.instance("w1").is_some());
@@ -196,11 +285,24 @@ fn recovering_check_is_not_reaped() {
 #[test]
 fn replace_existing_checks() {
     let mut c = Catalog::new();
-    apply(&mut c, reg(json!({"Name": "web", "ID": "w1", "Checks": [{"CheckID": "a", "TTL": "5s"}, {"CheckID": "b", "TTL": "5s"}]})), secs(0));
-    apply(&mut c, reg(json!({"Name": "web", "ID": "w1", "Checks": [{"CheckID": "a", "TTL": "5s"}]})), secs(0));
+    apply(
+        &mut c,
+        reg(
+            json!({"Name": "web", "ID": "w1", "Checks": [{"CheckID": "a", "TTL": "5s"}, {"CheckID": "b", "TTL": "5s"}]}),
+        ),
+        secs(0),
+    );
+    apply(
+        &mut c,
+        reg(json!({"Name": "web", "ID": "w1", "Checks": [{"CheckID": "a", "TTL": "5s"}]})),
+        secs(0),
+    );
     assert!(c.check("b").is_some(), "without replace, other checks stay");
     let cmd = Command::Register {
-        registration: ServiceRegistration::from_json(json!({"Name": "web", "ID": "w1", "Checks": [{"CheckID": "a", "TTL": "5s"}]})).unwrap(),
+        registration: ServiceRegistration::from_json(
+            json!({"Name": "web", "ID": "w1", "Checks": [{"CheckID": "a", "TTL": "5s"}]}),
+        )
+        .unwrap(),
         replace_existing_checks: true,
     };
     apply(&mut c, cmd, secs(0));
@@ -213,36 +315,83 @@ fn node_checks_affect_every_service() {
     let mut c = Catalog::new();
     apply(&mut c, reg(json!({"Name": "web", "ID": "w1"})), secs(0));
     apply(&mut c, reg(json!({"Name": "db", "ID": "d1"})), secs(0));
-    assert_eq!(c.service_view("db").instances[0].status, CheckStatus::Passing);
+    assert_eq!(
+        c.service_view("db").instances[0].status,
+        CheckStatus::Passing
+    );
     let check = CheckDefinition::from_json(json!({"Name": "disk", "TTL": "10s"})).unwrap();
     let fx = apply(&mut c, Command::RegisterCheck { check }, secs(0));
     assert!(fx.services.contains("web") && fx.services.contains("db"));
-    assert_eq!(c.service_view("db").instances[0].status, CheckStatus::Critical);
-    assert_eq!(c.check("disk").unwrap().id(), "disk", "CheckID defaults to Name");
-    let bad = CheckDefinition::from_json(json!({"Name": "x", "TTL": "1s", "ServiceID": "ghost"})).unwrap();
+    assert_eq!(
+        c.service_view("db").instances[0].status,
+        CheckStatus::Critical
+    );
+    assert_eq!(
+        c.check("disk").unwrap().id(),
+        "disk",
+        "CheckID defaults to Name"
+    );
+    let bad = CheckDefinition::from_json(json!({"Name": "x", "TTL": "1s", "ServiceID": "ghost"}))
+        .unwrap();
     let mut fx = Effects::default();
-    assert!(matches!(c.apply(Command::RegisterCheck { check: bad }, secs(0), &mut fx), Err(CatalogError::Invalid(_))));
+    assert!(matches!(
+        c.apply(Command::RegisterCheck { check: bad }, secs(0), &mut fx),
+        Err(CatalogError::Invalid(_))
+    ));
 }
 
 #[test]
 fn kv_cas_rules() {
     let mut c = Catalog::new();
-    let put = |cas| Command::KvPut { key: "a/b".into(), value: b"1".to_vec(), flags: 7, cas };
+    let put = |cas| Command::KvPut {
+        key: "a/b".into(),
+        value: b"1".to_vec(),
+        flags: 7,
+        cas,
+    };
     let mut fx = Effects::default();
-    assert_eq!(c.apply(put(Some(5)), secs(0), &mut fx), Ok(Reply::Bool(false)), "cas on a missing key");
-    assert_eq!(c.apply(put(Some(0)), secs(0), &mut fx), Ok(Reply::Bool(true)), "cas=0 creates");
-    assert_eq!(c.apply(put(Some(0)), secs(0), &mut fx), Ok(Reply::Bool(false)), "cas=0 only creates");
+    assert_eq!(
+        c.apply(put(Some(5)), secs(0), &mut fx),
+        Ok(Reply::Bool(false)),
+        "cas on a missing key"
+    );
+    assert_eq!(
+        c.apply(put(Some(0)), secs(0), &mut fx),
+        Ok(Reply::Bool(true)),
+        "cas=0 creates"
+    );
+    assert_eq!(
+        c.apply(put(Some(0)), secs(0), &mut fx),
+        Ok(Reply::Bool(false)),
+        "cas=0 only creates"
+    );
     let entry = c.kv_get("a/b").unwrap().clone();
     assert_eq!(entry.flags, 7);
-    assert_eq!(c.apply(put(Some(entry.modify_index + 1)), secs(0), &mut fx), Ok(Reply::Bool(false)));
-    assert_eq!(c.apply(put(Some(entry.modify_index)), secs(0), &mut fx), Ok(Reply::Bool(true)));
+    assert_eq!(
+        c.apply(put(Some(entry.modify_index + 1)), secs(0), &mut fx),
+        Ok(Reply::Bool(false))
+    );
+    assert_eq!(
+        c.apply(put(Some(entry.modify_index)), secs(0), &mut fx),
+        Ok(Reply::Bool(true))
+    );
     let after = c.kv_get("a/b").unwrap();
     assert_eq!(after.create_index, entry.create_index);
     assert!(after.modify_index > entry.modify_index);
-    let del = |cas| Command::KvDelete { key: "a/b".into(), recurse: false, cas };
-    assert_eq!(c.apply(del(Some(1)), secs(0), &mut fx), Ok(Reply::Bool(false)));
+    let del = |cas| Command::KvDelete {
+        key: "a/b".into(),
+        recurse: false,
+        cas,
+    };
+    assert_eq!(
+        c.apply(del(Some(1)), secs(0), &mut fx),
+        Ok(Reply::Bool(false))
+    );
     let current = c.kv_get("a/b").unwrap().modify_index;
-    assert_eq!(c.apply(del(Some(current)), secs(0), &mut fx), Ok(Reply::Bool(true)));
+    assert_eq!(
+        c.apply(del(Some(current)), secs(0), &mut fx),
+        Ok(Reply::Bool(true))
+    );
     assert!(c.kv_get("a/b").is_none());
 }
 
@@ -250,16 +399,54 @@ fn kv_cas_rules() {
 fn kv_prefix_index_survives_deletes() {
     let mut c = Catalog::new();
     for key in ["app/a", "app/b", "other/x"] {
-        apply(&mut c, Command::KvPut { key: key.into(), value: vec![], flags: 0, cas: None }, secs(0));
+        apply(
+            &mut c,
+            Command::KvPut {
+                key: key.into(),
+                value: vec![],
+                flags: 0,
+                cas: None,
+            },
+            secs(0),
+        );
     }
     let app = c.kv_index("app/");
-    apply(&mut c, Command::KvPut { key: "other/y".into(), value: vec![], flags: 0, cas: None }, secs(0));
-    assert_eq!(c.kv_index("app/"), app, "writes elsewhere do not move the prefix index");
-    let fx = apply(&mut c, Command::KvDelete { key: "app/".into(), recurse: true, cas: None }, secs(0));
+    apply(
+        &mut c,
+        Command::KvPut {
+            key: "other/y".into(),
+            value: vec![],
+            flags: 0,
+            cas: None,
+        },
+        secs(0),
+    );
+    assert_eq!(
+        c.kv_index("app/"),
+        app,
+        "writes elsewhere do not move the prefix index"
+    );
+    let fx = apply(
+        &mut c,
+        Command::KvDelete {
+            key: "app/".into(),
+            recurse: true,
+            cas: None,
+        },
+        secs(0),
+    );
     assert_eq!(fx.writes.len(), 2);
     assert!(c.kv_range("app/").next().is_none());
     assert!(c.kv_index("app/") > app, "a delete moves the index forward");
-    let missing = apply(&mut c, Command::KvDelete { key: "nothing".into(), recurse: false, cas: None }, secs(0));
+    let missing = apply(
+        &mut c,
+        Command::KvDelete {
+            key: "nothing".into(),
+            recurse: false,
+            cas: None,
+        },
+        secs(0),
+    );
     assert!(missing.writes.is_empty());
 }
 
@@ -268,32 +455,68 @@ fn invalid_keys_are_refused() {
     let mut c = Catalog::new();
     let mut fx = Effects::default();
     for key in [String::new(), "x".repeat(600), "a\nb".into()] {
-        let cmd = Command::KvPut { key, value: vec![], flags: 0, cas: None };
-        assert!(matches!(c.apply(cmd, secs(0), &mut fx), Err(CatalogError::Invalid(_))));
+        let cmd = Command::KvPut {
+            key,
+            value: vec![],
+            flags: 0,
+            cas: None,
+        };
+        assert!(matches!(
+            c.apply(cmd, secs(0), &mut fx),
+            Err(CatalogError::Invalid(_))
+        ));
     }
 }
 
 #[test]
 fn restore_rebuilds_everything() {
     let mut c = Catalog::new();
-    apply(&mut c, reg(json!({"Name": "web", "ID": "w1", "Tags": ["v1"], "Check": {"TTL": "10s", "Status": "passing"}})), secs(0));
-    apply(&mut c, Command::KvPut { key: "k".into(), value: b"v".to_vec(), flags: 0, cas: None }, secs(0));
+    apply(
+        &mut c,
+        reg(
+            json!({"Name": "web", "ID": "w1", "Tags": ["v1"], "Check": {"TTL": "10s", "Status": "passing"}}),
+        ),
+        secs(0),
+    );
+    apply(
+        &mut c,
+        Command::KvPut {
+            key: "k".into(),
+            value: b"v".to_vec(),
+            flags: 0,
+            cas: None,
+        },
+        secs(0),
+    );
     let instances = c.instances().map(|i| (**i).clone()).collect();
     let checks = c.checks().map(|ch| ch.record()).collect();
     let kv = c.kv_range("").cloned().collect();
     let restored = Catalog::restore(c.index(), instances, checks, kv, secs(100));
     assert_eq!(restored.index(), c.index());
-    assert_eq!(restored.service_index("web"), c.service_index("web"));
-    assert_eq!(restored.service_names()["web"].iter().collect::<Vec<_>>(), ["v1"]);
-    assert_eq!(restored.check("service:w1").unwrap().status, CheckStatus::Passing);
+    assert!(restored.service_index("web") >= c.service_index("web"));
+    assert!(restored.kv_index("gone/") >= c.kv_index("gone/"));
+    assert_eq!(
+        restored.service_names()["web"].iter().collect::<Vec<_>>(),
+        ["v1"]
+    );
+    assert_eq!(
+        restored.check("service:w1").unwrap().status,
+        CheckStatus::Passing
+    );
     assert_eq!(restored.kv_get("k").unwrap().value, b"v");
     // The TTL restarts from the restore time.
     let mut restored = restored;
     let mut fx = Effects::default();
     restored.tick(secs(105), &mut fx);
-    assert_eq!(restored.check("service:w1").unwrap().status, CheckStatus::Passing);
+    assert_eq!(
+        restored.check("service:w1").unwrap().status,
+        CheckStatus::Passing
+    );
     restored.tick(secs(110), &mut fx);
-    assert_eq!(restored.check("service:w1").unwrap().status, CheckStatus::Critical);
+    assert_eq!(
+        restored.check("service:w1").unwrap().status,
+        CheckStatus::Critical
+    );
 }
 
 #[test]

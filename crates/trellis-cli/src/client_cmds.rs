@@ -118,7 +118,10 @@ pub async fn services(args: ListArgs) -> anyhow::Result<()> {
 }
 
 pub async fn instances(args: InstancesArgs) -> anyhow::Result<()> {
-    let entries = client()?.health_service(&args.name, args.passing, None).await?.value;
+    let entries = client()?
+        .health_service(&args.name, args.passing, None)
+        .await?
+        .value;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(());
@@ -126,7 +129,13 @@ pub async fn instances(args: InstancesArgs) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
-            let status = e.checks.iter().map(|c| c.status).max().map(|s| s.to_string()).unwrap_or_default();
+            let status = e
+                .checks
+                .iter()
+                .map(|c| c.status)
+                .max()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
             vec![
                 e.service.id.clone(),
                 format!("{}:{}", e.service.address, e.service.port),
@@ -156,7 +165,13 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
                             .iter()
                             .map(|i| format!("{}@{}:{} ({})", i.id, i.address, i.port, i.status))
                             .collect();
-                        println!("index {}: {} has {} instance(s): {}", event.index, event.service, list.len(), list.join(", "));
+                        println!(
+                            "index {}: {} has {} instance(s): {}",
+                            event.index,
+                            event.service,
+                            list.len(),
+                            list.join(", ")
+                        );
                     }
                     let _ = std::io::stdout().flush();
                 }
@@ -223,19 +238,29 @@ pub async fn kv(command: KvCommand) -> anyhow::Result<()> {
 }
 
 pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
-    let mut value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let mut value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", args.file.display()))?;
     // Consul service definition files wrap the registration in {"service": {...}}.
     if let Some(inner) = value
         .as_object_mut()
         .filter(|o| o.len() == 1)
-        .and_then(|o| o.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case("service")).map(|(_, v)| v.take()))
+        .and_then(|o| {
+            o.iter_mut()
+                .find(|(k, _)| k.eq_ignore_ascii_case("service"))
+                .map(|(_, v)| v.take())
+        })
     {
         value = inner;
     }
-    let registration = ServiceRegistration::from_json(value).with_context(|| format!("invalid definition in {}", args.file.display()))?;
+    let registration = ServiceRegistration::from_json(value)
+        .with_context(|| format!("invalid definition in {}", args.file.display()))?;
     client()?.register(&registration).await?;
-    println!("Registered service: {} (ID {})", registration.name, registration.id);
+    println!(
+        "Registered service: {} (ID {})",
+        registration.name, registration.id
+    );
     Ok(())
 }
 

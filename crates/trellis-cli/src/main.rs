@@ -7,12 +7,18 @@ mod shutdown;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "trellis", version, about = "A microservice platform: registry, discovery, proxy, demo")]
+#[command(
+    name = "trellis",
+    version,
+    about = "A microservice platform: registry, discovery, proxy, demo"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+// Parsed once at startup, so the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane: registry, health checks, KV, watches.
@@ -30,11 +36,18 @@ enum Command {
     Register(client_cmds::RegisterArgs),
     /// Deregister a service instance by ID.
     Deregister(client_cmds::DeregisterArgs),
+    /// Run a sidecar proxy for one service instance: register it, check it, proxy in and out.
+    Sidecar(trellis_proxy::SidecarArgs),
+    /// Run the edge gateway: route external requests to services by path prefix.
+    Gateway(trellis_proxy::GatewayArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -50,6 +63,8 @@ fn main() -> std::process::ExitCode {
             Command::Kv(cmd) => client_cmds::kv(cmd).await,
             Command::Register(args) => client_cmds::register(args).await,
             Command::Deregister(args) => client_cmds::deregister(args).await,
+            Command::Sidecar(args) => Ok(trellis_proxy::run_sidecar(args)?),
+            Command::Gateway(args) => Ok(trellis_proxy::run_gateway(args)?),
         }
     });
     match result {

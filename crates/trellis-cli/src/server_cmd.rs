@@ -33,7 +33,8 @@ impl ServerArgs {
     fn into_config(self) -> anyhow::Result<ServerConfig> {
         let mut config = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
                 ServerConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
             }
             None => ServerConfig::default(),
@@ -67,8 +68,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         config.data_dir.display().to_string()
     };
     let running = trellis_server::start(config, crate::shutdown::signal()).await?;
-    println!("trellis server: HTTP API listening on http://{}", running.local_addr);
-    println!("trellis server: data {storage}, {} instances restored", running.instances_restored);
+    println!(
+        "trellis server: HTTP API listening on http://{}",
+        running.local_addr
+    );
+    println!(
+        "trellis server: data {storage}, {} instances restored",
+        running.instances_restored
+    );
     let _ = std::io::stdout().flush();
     running.wait().await?;
     tracing::info!("server stopped");

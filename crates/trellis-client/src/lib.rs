@@ -137,7 +137,10 @@ impl Client {
                 query.push(("wait", format!("{}ms", wait.as_millis())));
             }
         }
-        let request = self.http.get(format!("{}{}", self.base, path)).query(&query);
+        let request = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .query(&query);
         let response = self.send("GET", path, request).await?;
         let index = index_of(&response);
         let bytes = response.bytes().await.map_err(|source| Error::Transport {
@@ -151,7 +154,11 @@ impl Client {
         Ok(Indexed { value, index })
     }
 
-    async fn put_json(&self, path: &str, body: Option<serde_json::Value>) -> Result<reqwest::Response> {
+    async fn put_json(
+        &self,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<reqwest::Response> {
         let mut request = self.http.put(format!("{}{}", self.base, path));
         if let Some(body) = body {
             request = request.json(&body);
@@ -166,13 +173,21 @@ impl Client {
     }
 
     pub async fn deregister(&self, service_id: &str) -> Result<()> {
-        self.put_json(&format!("/v1/agent/service/deregister/{}", encode(service_id)), None)
-            .await
-            .map(drop)
+        self.put_json(
+            &format!("/v1/agent/service/deregister/{}", encode(service_id)),
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     /// Sets a TTL check's status and output (`PUT /v1/agent/check/update/:id`).
-    pub async fn update_check(&self, check_id: &str, status: CheckStatus, output: &str) -> Result<()> {
+    pub async fn update_check(
+        &self,
+        check_id: &str,
+        status: CheckStatus,
+        output: &str,
+    ) -> Result<()> {
         self.put_json(
             &format!("/v1/agent/check/update/{}", encode(check_id)),
             Some(serde_json::json!({"Status": status, "Output": output})),
@@ -206,8 +221,12 @@ impl Client {
         } else {
             vec![]
         };
-        self.get_json(&format!("/v1/health/service/{}", encode(name)), &query, blocking)
-            .await
+        self.get_json(
+            &format!("/v1/health/service/{}", encode(name)),
+            &query,
+            blocking,
+        )
+        .await
     }
 
     pub async fn health_checks(&self, name: &str) -> Result<Vec<HealthCheck>> {
@@ -218,7 +237,11 @@ impl Client {
     }
 
     /// One key, or `None` when it does not exist.
-    pub async fn kv_get(&self, key: &str, blocking: Option<Blocking>) -> Result<Indexed<Option<KvPair>>> {
+    pub async fn kv_get(
+        &self,
+        key: &str,
+        blocking: Option<Blocking>,
+    ) -> Result<Indexed<Option<KvPair>>> {
         match self
             .get_json::<Vec<KvPair>>(&format!("/v1/kv/{}", encode_key(key)), &[], blocking)
             .await
@@ -254,7 +277,10 @@ impl Client {
     /// Writes a value; with `cas`, only if the key's ModifyIndex still equals it (0 = create only).
     pub async fn kv_put(&self, key: &str, value: &[u8], cas: Option<u64>) -> Result<bool> {
         let path = format!("/v1/kv/{}", encode_key(key));
-        let mut request = self.http.put(format!("{}{}", self.base, path)).body(value.to_vec());
+        let mut request = self
+            .http
+            .put(format!("{}{}", self.base, path))
+            .body(value.to_vec());
         if let Some(cas) = cas {
             request = request.query(&[("cas", cas.to_string())]);
         }
@@ -287,7 +313,10 @@ impl Client {
             path,
             done: false,
         };
-        Ok(Box::pin(futures_util::stream::unfold(state, LineReader::next_event)))
+        Ok(Box::pin(futures_util::stream::unfold(
+            state,
+            LineReader::next_event,
+        )))
     }
 }
 
@@ -313,10 +342,11 @@ impl LineReader {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let event = serde_json::from_slice::<WatchEvent>(&line).map_err(|e| Error::Decode {
-                    path: self.path.clone(),
-                    reason: e.to_string(),
-                });
+                let event =
+                    serde_json::from_slice::<WatchEvent>(&line).map_err(|e| Error::Decode {
+                        path: self.path.clone(),
+                        reason: e.to_string(),
+                    });
                 return Some((event, self));
             }
             if self.buffer.len() > MAX_WATCH_LINE {
@@ -391,7 +421,10 @@ mod tests {
 
     #[test]
     fn addresses_are_normalised() {
-        assert_eq!(normalise_addr("127.0.0.1:8500").unwrap(), "http://127.0.0.1:8500");
+        assert_eq!(
+            normalise_addr("127.0.0.1:8500").unwrap(),
+            "http://127.0.0.1:8500"
+        );
         assert_eq!(normalise_addr("http://h:1/").unwrap(), "http://h:1");
         assert!(normalise_addr("ftp://h").is_err());
         assert!(normalise_addr("").is_err());

@@ -16,7 +16,11 @@ use trellis_types::{CheckKind, CheckStatus, HttpCheck};
 const MAX_OUTPUT: usize = 4096;
 
 /// Keeps one probe task per active check, restarting it when the check changes.
-pub async fn run(state: AppState, mut changed: mpsc::UnboundedReceiver<String>, concurrency: usize) {
+pub async fn run(
+    state: AppState,
+    mut changed: mpsc::UnboundedReceiver<String>,
+    concurrency: usize,
+) {
     let limit = Arc::new(Semaphore::new(concurrency));
     let http = match reqwest::Client::builder().no_proxy().build() {
         Ok(c) => c,
@@ -53,12 +57,22 @@ fn reschedule(
     }
     let check = state.catalog.read().check(&id).cloned();
     if let Some(check) = check.filter(|c| c.is_active()) {
-        let task = tokio::spawn(probe_loop(state.clone(), check, limit.clone(), http.clone()));
+        let task = tokio::spawn(probe_loop(
+            state.clone(),
+            check,
+            limit.clone(),
+            http.clone(),
+        ));
         tasks.insert(id, task.abort_handle());
     }
 }
 
-async fn probe_loop(state: AppState, check: Arc<Check>, limit: Arc<Semaphore>, http: reqwest::Client) {
+async fn probe_loop(
+    state: AppState,
+    check: Arc<Check>,
+    limit: Arc<Semaphore>,
+    http: reqwest::Client,
+) {
     let interval = check.definition.interval.unwrap_or(Duration::from_secs(10));
     let offset = rand::rng().random_range(Duration::ZERO..interval);
     tokio::time::sleep(offset).await;
@@ -92,9 +106,16 @@ pub async fn probe(check: &Check, http: &reqwest::Client) -> (CheckStatus, Strin
     }
 }
 
-async fn probe_http(h: &HttpCheck, timeout: Duration, http: &reqwest::Client) -> (CheckStatus, String) {
+async fn probe_http(
+    h: &HttpCheck,
+    timeout: Duration,
+    http: &reqwest::Client,
+) -> (CheckStatus, String) {
     let Ok(method) = reqwest::Method::from_bytes(h.method.as_bytes()) else {
-        return (CheckStatus::Critical, format!("invalid method {:?}", h.method));
+        return (
+            CheckStatus::Critical,
+            format!("invalid method {:?}", h.method),
+        );
     };
     let mut request = http.request(method, &h.url).timeout(timeout);
     for (name, values) in &h.headers {
@@ -115,7 +136,11 @@ async fn probe_http(h: &HttpCheck, timeout: Duration, http: &reqwest::Client) ->
             } else {
                 CheckStatus::Critical
             };
-            let mut body = response.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+            let mut body = response
+                .bytes()
+                .await
+                .map(|b| b.to_vec())
+                .unwrap_or_default();
             body.truncate(MAX_OUTPUT);
             let output = format!(
                 "HTTP {} {}: {} Output: {}",
@@ -126,7 +151,10 @@ async fn probe_http(h: &HttpCheck, timeout: Duration, http: &reqwest::Client) ->
             );
             (status, output)
         }
-        Err(error) => (CheckStatus::Critical, format!("HTTP {} {}: {}", h.method, h.url, describe(&error))),
+        Err(error) => (
+            CheckStatus::Critical,
+            format!("HTTP {} {}: {}", h.method, h.url, describe(&error)),
+        ),
     }
 }
 
@@ -144,8 +172,17 @@ fn describe(error: &reqwest::Error) -> String {
 
 async fn probe_tcp(address: &str, timeout: Duration) -> (CheckStatus, String) {
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
-        Ok(Ok(_)) => (CheckStatus::Passing, format!("TCP connect {address}: Success")),
-        Ok(Err(error)) => (CheckStatus::Critical, format!("dial tcp {address}: {error}")),
-        Err(_) => (CheckStatus::Critical, format!("dial tcp {address}: i/o timeout")),
+        Ok(Ok(_)) => (
+            CheckStatus::Passing,
+            format!("TCP connect {address}: Success"),
+        ),
+        Ok(Err(error)) => (
+            CheckStatus::Critical,
+            format!("dial tcp {address}: {error}"),
+        ),
+        Err(_) => (
+            CheckStatus::Critical,
+            format!("dial tcp {address}: i/o timeout"),
+        ),
     }
 }

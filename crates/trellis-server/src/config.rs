@@ -67,7 +67,8 @@ impl ServerConfig {
         let label_ok = |s: &str| {
             !s.is_empty()
                 && s.len() <= 63
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         };
         if !label_ok(&self.datacenter) {
             return Err(ConfigError::Invalid(format!(
@@ -76,7 +77,10 @@ impl ServerConfig {
             )));
         }
         if self.node_name.is_empty() || self.node_name.len() > 128 || self.node_name.contains('/') {
-            return Err(ConfigError::Invalid(format!("invalid node name {:?}", self.node_name)));
+            return Err(ConfigError::Invalid(format!(
+                "invalid node name {:?}",
+                self.node_name
+            )));
         }
         if self.max_waiters == 0 || self.check_concurrency == 0 || self.max_queue == 0 {
             return Err(ConfigError::Invalid(
@@ -93,7 +97,8 @@ mod tests {
 
     #[test]
     fn parses_toml_with_defaults() {
-        let c = ServerConfig::from_toml("http = \"0.0.0.0:9500\"\ndatacenter = \"east\"\n").unwrap();
+        let c =
+            ServerConfig::from_toml("http = \"0.0.0.0:9500\"\ndatacenter = \"east\"\n").unwrap();
         assert_eq!(c.http.port(), 9500);
         assert_eq!(c.datacenter, "east");
         assert_eq!(c.max_waiters, 100_000);

@@ -71,11 +71,20 @@ pub async fn start(
     };
     let clock = Instant::now();
     let snapshot = store.load()?;
-    let catalog = Catalog::restore(snapshot.index, snapshot.instances, snapshot.checks, snapshot.kv, clock.elapsed());
+    let catalog = Catalog::restore(
+        snapshot.index,
+        snapshot.instances,
+        snapshot.checks,
+        snapshot.kv,
+        clock.elapsed(),
+    );
     let instances_restored = catalog.instance_count();
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
-        .map_err(|source| ServerError::Bind { addr: config.http, source })?;
+        .map_err(|source| ServerError::Bind {
+            addr: config.http,
+            source,
+        })?;
     let local_addr = listener.local_addr().map_err(ServerError::Serve)?;
     let (writer_tx, writer_rx) = std::sync::mpsc::sync_channel(config.max_queue);
     let (services_changed, _) = watch::channel(catalog.services_index());
@@ -97,7 +106,9 @@ pub async fn start(
     });
     for name in names {
         let view = state.catalog.read().service_view(&name);
-        state.slots.insert(name, Arc::new(published::Slot::new(view)));
+        state
+            .slots
+            .insert(name, Arc::new(published::Slot::new(view)));
     }
     let (checks_tx, checks_rx) = mpsc::unbounded_channel();
     let writer_state = state.clone();
@@ -105,7 +116,11 @@ pub async fn start(
         .name("trellis-writer".into())
         .spawn(move || writer::run(writer_state, store, writer_rx, clock, checks_tx))
         .map_err(ServerError::Thread)?;
-    let checker = tokio::spawn(checker::run(state.clone(), checks_rx, config.check_concurrency));
+    let checker = tokio::spawn(checker::run(
+        state.clone(),
+        checks_rx,
+        config.check_concurrency,
+    ));
     let router = api::router(state.clone());
     let serve = tokio::spawn(async move {
         let closing = state.closing.clone();

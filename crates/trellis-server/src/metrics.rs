@@ -45,7 +45,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("trellis");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by route, method and status code", requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status code",
+            requests.clone(),
+        );
         let request_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.000_05, 2.5, 14))
         });
@@ -57,9 +61,17 @@ impl Metrics {
         let services = Gauge::default();
         registry.register("services", "Registered service names", services.clone());
         let instances = Family::<HealthLabels, Gauge>::default();
-        registry.register("instances", "Registered instances by aggregated health", instances.clone());
+        registry.register(
+            "instances",
+            "Registered instances by aggregated health",
+            instances.clone(),
+        );
         let watchers = Gauge::default();
-        registry.register("watchers", "Blocking queries and watch streams held open", watchers.clone());
+        registry.register(
+            "watchers",
+            "Blocking queries and watch streams held open",
+            watchers.clone(),
+        );
         let commit_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 14));
         registry.register(
             "store_commit_duration_seconds",
@@ -67,7 +79,11 @@ impl Metrics {
             commit_seconds.clone(),
         );
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
-        registry.register("store_batch_size", "Commands applied per group commit", batch_size.clone());
+        registry.register(
+            "store_batch_size",
+            "Commands applied per group commit",
+            batch_size.clone(),
+        );
         Self {
             registry,
             requests,

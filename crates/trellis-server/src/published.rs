@@ -195,7 +195,11 @@ fn health_check(check: &Check, owner: &InstanceView, node: &Node) -> HealthCheck
 }
 
 /// A check as the API shows it; `service` is (ID, name, tags) for service checks.
-pub fn check_json(check: &Check, node: &Node, service: Option<(&str, &str, &[String])>) -> HealthCheck {
+pub fn check_json(
+    check: &Check,
+    node: &Node,
+    service: Option<(&str, &str, &[String])>,
+) -> HealthCheck {
     let (service_id, service_name, service_tags) = service.unwrap_or(("", "", &[]));
     let active = check.is_active();
     HealthCheck {
@@ -209,7 +213,11 @@ pub fn check_json(check: &Check, node: &Node, service: Option<(&str, &str, &[Str
         service_name: service_name.to_owned(),
         service_tags: service_tags.to_vec(),
         check_type: check.definition.kind.type_name().to_owned(),
-        interval: check.definition.interval.map(format_go_duration).unwrap_or_default(),
+        interval: check
+            .definition
+            .interval
+            .map(format_go_duration)
+            .unwrap_or_default(),
         timeout: if active {
             format_go_duration(check.timeout())
         } else {

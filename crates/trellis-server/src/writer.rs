@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-use trellis_catalog::{CatalogError, Catalog, Command, Effects, Reply, Write};
+use trellis_catalog::{Catalog, CatalogError, Command, Effects, Reply, Write};
 use trellis_store::{Mutation, Store};
 
 /// Most commands applied in one batch; bounds the latency a batch adds to its first request.
@@ -60,7 +60,9 @@ pub fn run(
         let mut replies = Vec::with_capacity(batch.len());
         let size = batch.len();
         for Submission { command, reply } in batch {
-            let result = catalog.apply(command, now, &mut fx).map_err(WriteError::Catalog);
+            let result = catalog
+                .apply(command, now, &mut fx)
+                .map_err(WriteError::Catalog);
             replies.push((reply, result));
         }
         if now.saturating_sub(last_tick) >= TICK {
@@ -73,7 +75,10 @@ pub fn run(
         } else {
             let started = Instant::now();
             let result = store.commit(catalog.index(), &mutations);
-            state.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+            state
+                .metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
             state.metrics.batch_size.observe(size as f64);
             result
         };
@@ -87,7 +92,11 @@ pub fn run(
             }
             Err(error) => {
                 tracing::error!(%error, "commit failed; reloading the catalog from the store");
-                let names: Vec<String> = catalog.service_names().into_keys().chain(fx.services.iter().cloned()).collect();
+                let names: Vec<String> = catalog
+                    .service_names()
+                    .into_keys()
+                    .chain(fx.services.iter().cloned())
+                    .collect();
                 match store.load() {
                     Ok(s) => *catalog = Catalog::restore(s.index, s.instances, s.checks, s.kv, now),
                     Err(error) => {
@@ -96,7 +105,10 @@ pub fn run(
                     }
                 }
                 let everything = Effects {
-                    services: names.into_iter().chain(catalog.service_names().into_keys()).collect(),
+                    services: names
+                        .into_iter()
+                        .chain(catalog.service_names().into_keys())
+                        .collect(),
                     services_list: true,
                     kv: true,
                     checks: catalog.checks().map(|c| c.id().to_owned()).collect(),
@@ -140,7 +152,12 @@ fn mutation(catalog: &Catalog, write: &Write) -> Mutation {
 }
 
 /// Makes a durable batch visible: new views per changed service, then the list and KV signals.
-fn publish(state: &AppState, catalog: &Catalog, fx: &Effects, checks_changed: &mpsc::UnboundedSender<String>) {
+fn publish(
+    state: &AppState,
+    catalog: &Catalog,
+    fx: &Effects,
+    checks_changed: &mpsc::UnboundedSender<String>,
+) {
     for name in &fx.services {
         let view = catalog.service_view(name);
         match state.slots.get(name) {
@@ -153,7 +170,9 @@ fn publish(state: &AppState, catalog: &Catalog, fx: &Effects, checks_changed: &m
         }
     }
     if fx.services_list {
-        state.services_changed.send_replace(catalog.services_index());
+        state
+            .services_changed
+            .send_replace(catalog.services_index());
     }
     if fx.kv {
         state.kv_changed.send_replace(catalog.kv_store_index());

@@ -80,7 +80,9 @@ fn round_trip_and_reopen<S: Store>(open: &impl Fn() -> S) {
         )
         .unwrap_or_else(|e| panic!("commit: {e}"));
     // A lower index never moves the stored index backwards.
-    store.commit(6, &[]).unwrap_or_else(|e| panic!("commit: {e}"));
+    store
+        .commit(6, &[])
+        .unwrap_or_else(|e| panic!("commit: {e}"));
     drop(store);
     let snapshot = open().load().unwrap_or_else(|e| panic!("load: {e}"));
     assert_eq!(snapshot.index, 7);

@@ -1,9 +1,9 @@
 //! Durable storage of the catalog: the [`Store`] trait, the embedded redb implementation, an
 //! in-memory one for `--dev`, and the conformance suite every implementation must pass.
 
+pub mod conformance;
 mod memory;
 mod redb_store;
-pub mod conformance;
 
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;

@@ -98,22 +98,30 @@ impl Store for RedbStore {
                     Mutation::PutCheck(r) => {
                         let bytes = serde_json::to_vec(r)?;
                         let id = r.definition.id.as_deref().unwrap_or_default();
-                        checks.insert(id, bytes.as_slice()).map_err(redb::Error::from)?;
+                        checks
+                            .insert(id, bytes.as_slice())
+                            .map_err(redb::Error::from)?;
                     }
                     Mutation::DeleteCheck(id) => {
                         checks.remove(id.as_str()).map_err(redb::Error::from)?;
                     }
                     Mutation::PutKv(e) => {
                         let bytes = serde_json::to_vec(e)?;
-                        kv.insert(e.key.as_str(), bytes.as_slice()).map_err(redb::Error::from)?;
+                        kv.insert(e.key.as_str(), bytes.as_slice())
+                            .map_err(redb::Error::from)?;
                     }
                     Mutation::DeleteKv(key) => {
                         kv.remove(key.as_str()).map_err(redb::Error::from)?;
                     }
                 }
             }
-            let previous = meta.get(INDEX_KEY).map_err(redb::Error::from)?.map(|v| v.value()).unwrap_or(0);
-            meta.insert(INDEX_KEY, previous.max(index)).map_err(redb::Error::from)?;
+            let previous = meta
+                .get(INDEX_KEY)
+                .map_err(redb::Error::from)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            meta.insert(INDEX_KEY, previous.max(index))
+                .map_err(redb::Error::from)?;
         }
         // Durability::Immediate (the default): fsync'd before commit returns.
         txn.commit().map_err(redb::Error::from)?;

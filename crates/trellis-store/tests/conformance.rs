@@ -22,7 +22,11 @@ impl trellis_store::Store for SharedMemory {
     fn load(&self) -> Result<trellis_store::Snapshot, trellis_store::StoreError> {
         self.0.load()
     }
-    fn commit(&self, index: u64, m: &[trellis_store::Mutation]) -> Result<(), trellis_store::StoreError> {
+    fn commit(
+        &self,
+        index: u64,
+        m: &[trellis_store::Mutation],
+    ) -> Result<(), trellis_store::StoreError> {
         self.0.commit(index, m)
     }
 }

@@ -95,10 +95,7 @@ mod tests {
         assert_eq!(parse_go_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(
-            parse_go_duration("120000ms"),
-            Ok(Duration::from_secs(120))
-        );
+        assert_eq!(parse_go_duration("120000ms"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_go_duration("2h45m"), Ok(Duration::from_secs(9900)));
         assert_eq!(parse_go_duration("10us"), Ok(Duration::from_micros(10)));

@@ -61,11 +61,13 @@ impl Fields {
     pub fn u64(&mut self, names: &[&str]) -> Result<Option<u64>, InvalidInput> {
         match self.take(names) {
             None => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| InvalidInput::new(format!("{} must be a non-negative integer", names[0]))),
-            Some(_) => Err(InvalidInput::new(format!("{} must be an integer", names[0]))),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+                InvalidInput::new(format!("{} must be a non-negative integer", names[0]))
+            }),
+            Some(_) => Err(InvalidInput::new(format!(
+                "{} must be an integer",
+                names[0]
+            ))),
         }
     }
 
@@ -99,7 +101,10 @@ impl Fields {
                     _ => Err(InvalidInput::new(format!("{} must hold strings", names[0]))),
                 })
                 .collect(),
-            Some(_) => Err(InvalidInput::new(format!("{} must be a list of strings", names[0]))),
+            Some(_) => Err(InvalidInput::new(format!(
+                "{} must be a list of strings",
+                names[0]
+            ))),
         }
     }
 
@@ -111,7 +116,10 @@ impl Fields {
                 .into_iter()
                 .map(|(k, v)| match v {
                     Value::String(s) => Ok((k, s)),
-                    _ => Err(InvalidInput::new(format!("{} values must be strings", names[0]))),
+                    _ => Err(InvalidInput::new(format!(
+                        "{} values must be strings",
+                        names[0]
+                    ))),
                 })
                 .collect(),
             Some(_) => Err(InvalidInput::new(format!("{} must be an object", names[0]))),

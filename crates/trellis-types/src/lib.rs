@@ -8,8 +8,7 @@ pub mod watch;
 
 pub use duration::{format_go_duration, parse_go_duration};
 pub use registration::{
-    CheckDefinition, CheckKind, CheckStatus, HttpCheck, ServiceRegistration, TaggedAddress,
-    Weights,
+    CheckDefinition, CheckKind, CheckStatus, HttpCheck, ServiceRegistration, TaggedAddress, Weights,
 };
 pub use response::{
     AgentService, CatalogService, HealthCheck, HealthEntry, KvPair, NodeInfo, ServiceInfo,

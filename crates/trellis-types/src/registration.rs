@@ -175,7 +175,10 @@ pub fn validate_id(what: &str, id: &str) -> Result<(), InvalidInput> {
     if id.len() > 2 * MAX_NAME_LEN {
         return Err(InvalidInput::new(format!("{what} is too long")));
     }
-    if id.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control()) {
+    if id
+        .chars()
+        .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    {
         return Err(InvalidInput::new(format!(
             "invalid {what} {id:?}: no '/', spaces or control characters"
         )));
@@ -191,7 +194,10 @@ impl ServiceRegistration {
             .string(&["Name", "Service"])?
             .ok_or_else(|| InvalidInput::new("missing service Name"))?;
         validate_service_name(&name)?;
-        let id = f.string(&["ID"])?.filter(|s| !s.is_empty()).unwrap_or_else(|| name.clone());
+        let id = f
+            .string(&["ID"])?
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| name.clone());
         validate_id("service ID", &id)?;
         if let Some(kind) = f.string(&["Kind"])?
             && !kind.is_empty()
@@ -305,7 +311,17 @@ fn small_count(value: Option<u64>, what: &str) -> Result<u32, InvalidInput> {
 impl CheckDefinition {
     pub fn from_json(value: Value) -> Result<Self, InvalidInput> {
         let mut f = Fields::from_value(value, "check")?;
-        for unsupported in ["Args", "ScriptArgs", "Script", "GRPC", "H2PING", "DockerContainerID", "AliasService", "UDP", "OSService"] {
+        for unsupported in [
+            "Args",
+            "ScriptArgs",
+            "Script",
+            "GRPC",
+            "H2PING",
+            "DockerContainerID",
+            "AliasService",
+            "UDP",
+            "OSService",
+        ] {
             if f.take(&[unsupported]).is_some_and(|v| !is_empty_value(&v)) {
                 return Err(InvalidInput::new(format!(
                     "{unsupported} checks are not supported; use TTL, HTTP or TCP"
@@ -358,7 +374,11 @@ impl CheckDefinition {
                 };
                 CheckKind::Http(HttpCheck {
                     url,
-                    method: f.string(&["Method"])?.filter(|m| !m.is_empty()).unwrap_or_else(|| "GET".into()).to_ascii_uppercase(),
+                    method: f
+                        .string(&["Method"])?
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or_else(|| "GET".into())
+                        .to_ascii_uppercase(),
                     headers,
                     body: f.string(&["Body"])?.unwrap_or_default(),
                     tls_skip_verify: f.bool(&["TLSSkipVerify"])?.unwrap_or(false),
@@ -385,7 +405,11 @@ impl CheckDefinition {
         {
             return Err(InvalidInput::new("Interval must be at least 10ms"));
         }
-        let status = f.string(&["Status"])?.filter(|s| !s.is_empty()).map(|s| CheckStatus::parse(&s)).transpose()?;
+        let status = f
+            .string(&["Status"])?
+            .filter(|s| !s.is_empty())
+            .map(|s| CheckStatus::parse(&s))
+            .transpose()?;
         Ok(Self {
             id,
             name: f.string(&["Name"])?.filter(|s| !s.is_empty()),
@@ -396,9 +420,18 @@ impl CheckDefinition {
             interval,
             timeout,
             deregister_critical_service_after: f.duration(&["DeregisterCriticalServiceAfter"])?,
-            success_before_passing: small_count(f.u64(&["SuccessBeforePassing"])?, "SuccessBeforePassing")?,
-            failures_before_critical: small_count(f.u64(&["FailuresBeforeCritical"])?, "FailuresBeforeCritical")?,
-            failures_before_warning: small_count(f.u64(&["FailuresBeforeWarning"])?, "FailuresBeforeWarning")?,
+            success_before_passing: small_count(
+                f.u64(&["SuccessBeforePassing"])?,
+                "SuccessBeforePassing",
+            )?,
+            failures_before_critical: small_count(
+                f.u64(&["FailuresBeforeCritical"])?,
+                "FailuresBeforeCritical",
+            )?,
+            failures_before_warning: small_count(
+                f.u64(&["FailuresBeforeWarning"])?,
+                "FailuresBeforeWarning",
+            )?,
         })
     }
 
@@ -443,7 +476,10 @@ impl CheckDefinition {
         for (key, value) in [
             ("Interval", self.interval),
             ("Timeout", self.timeout),
-            ("DeregisterCriticalServiceAfter", self.deregister_critical_service_after),
+            (
+                "DeregisterCriticalServiceAfter",
+                self.deregister_critical_service_after,
+            ),
         ] {
             if let Some(d) = value {
                 put(key, json!(format_go_duration(d)));
@@ -508,12 +544,22 @@ mod tests {
         assert_eq!(reg.port, 8080);
         assert_eq!(reg.meta["Version"], "1");
         assert_eq!(reg.checks.len(), 3);
-        assert_eq!(reg.checks[0].kind, CheckKind::Tcp { address: "10.0.0.1:8080".into() });
+        assert_eq!(
+            reg.checks[0].kind,
+            CheckKind::Tcp {
+                address: "10.0.0.1:8080".into()
+            }
+        );
         assert_eq!(
             reg.checks[0].deregister_critical_service_after,
             Some(Duration::from_secs(60))
         );
-        assert_eq!(reg.checks[1].kind, CheckKind::Ttl { ttl: Duration::from_secs(15) });
+        assert_eq!(
+            reg.checks[1].kind,
+            CheckKind::Ttl {
+                ttl: Duration::from_secs(15)
+            }
+        );
     }
 
     #[test]
@@ -540,7 +586,10 @@ mod tests {
             json!([1, 2]),
         ];
         for case in cases {
-            assert!(ServiceRegistration::from_json(case.clone()).is_err(), "{case} accepted");
+            assert!(
+                ServiceRegistration::from_json(case.clone()).is_err(),
+                "{case} accepted"
+            );
         }
     }
 
@@ -553,7 +602,8 @@ mod tests {
                         "Header": {"A": ["b"]}, "SuccessBeforePassing": 2, "Status": "passing"}]
         }))
         .unwrap();
-        let back: ServiceRegistration = serde_json::from_value(serde_json::to_value(&reg).unwrap()).unwrap();
+        let back: ServiceRegistration =
+            serde_json::from_value(serde_json::to_value(&reg).unwrap()).unwrap();
         assert_eq!(back, reg);
     }
 }

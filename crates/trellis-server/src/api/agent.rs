@@ -19,7 +19,9 @@ const MAX_OUTPUT: usize = 4096;
 
 fn parse_body(body: &Bytes, what: &str) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(format!("missing {what} in request body")));
+        return Err(ApiError::bad_request(format!(
+            "missing {what} in request body"
+        )));
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
 }
@@ -40,20 +42,40 @@ pub async fn register(
         .map(drop)
 }
 
-pub async fn deregister(State(state): State<AppState>, Path(id): Path<String>) -> Result<(), ApiError> {
-    state.submit(Command::Deregister { service_id: id }).await.map(drop)
+pub async fn deregister(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(), ApiError> {
+    state
+        .submit(Command::Deregister { service_id: id })
+        .await
+        .map(drop)
 }
 
 pub async fn register_check(State(state): State<AppState>, body: Bytes) -> Result<(), ApiError> {
     let check = CheckDefinition::from_json(parse_body(&body, "check definition")?)?;
-    state.submit(Command::RegisterCheck { check }).await.map(drop)
+    state
+        .submit(Command::RegisterCheck { check })
+        .await
+        .map(drop)
 }
 
-pub async fn deregister_check(State(state): State<AppState>, Path(id): Path<String>) -> Result<(), ApiError> {
-    state.submit(Command::DeregisterCheck { check_id: id }).await.map(drop)
+pub async fn deregister_check(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(), ApiError> {
+    state
+        .submit(Command::DeregisterCheck { check_id: id })
+        .await
+        .map(drop)
 }
 
-async fn set_ttl(state: &AppState, check_id: String, status: CheckStatus, output: String) -> Result<(), ApiError> {
+async fn set_ttl(
+    state: &AppState,
+    check_id: String,
+    status: CheckStatus,
+    output: String,
+) -> Result<(), ApiError> {
     let mut output = output;
     if output.len() > MAX_OUTPUT {
         let mut end = MAX_OUTPUT;
@@ -78,24 +100,43 @@ async fn note_update(
     query: Vec<(String, String)>,
     status: CheckStatus,
 ) -> Result<(), ApiError> {
-    let note = QueryParams::new(query).get("note").unwrap_or_default().to_owned();
+    let note = QueryParams::new(query)
+        .get("note")
+        .unwrap_or_default()
+        .to_owned();
     set_ttl(&state, id, status, note).await
 }
 
-pub async fn pass(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<Vec<(String, String)>>) -> Result<(), ApiError> {
+pub async fn pass(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<(), ApiError> {
     note_update(s, id, q, CheckStatus::Passing).await
 }
 
-pub async fn warn(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<Vec<(String, String)>>) -> Result<(), ApiError> {
+pub async fn warn(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<(), ApiError> {
     note_update(s, id, q, CheckStatus::Warning).await
 }
 
-pub async fn fail(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<Vec<(String, String)>>) -> Result<(), ApiError> {
+pub async fn fail(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<(), ApiError> {
     note_update(s, id, q, CheckStatus::Critical).await
 }
 
 /// `PUT /v1/agent/check/update/:id` with `{"Status": "...", "Output": "..."}`.
-pub async fn update(State(state): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<(), ApiError> {
+pub async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(), ApiError> {
     let mut fields = Fields::from_value(parse_body(&body, "check update")?, "check update")?;
     let status = fields
         .string(&["Status"])?
@@ -120,25 +161,45 @@ fn agent_service(state: &AppState, r: &ServiceRegistration) -> AgentService {
     }
 }
 
-pub async fn services(State(state): State<AppState>, Query(q): Query<Vec<(String, String)>>) -> Result<Response, ApiError> {
+pub async fn services(
+    State(state): State<AppState>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
     QueryParams::new(q).check_common(&state)?;
     let catalog = state.catalog.read();
     let services: BTreeMap<&str, AgentService> = catalog
         .instances()
-        .map(|i| (i.registration.id.as_str(), agent_service(&state, &i.registration)))
+        .map(|i| {
+            (
+                i.registration.id.as_str(),
+                agent_service(&state, &i.registration),
+            )
+        })
         .collect();
-    Ok(json_response(catalog.services_index(), to_json_bytes(&services)))
+    Ok(json_response(
+        catalog.services_index(),
+        to_json_bytes(&services),
+    ))
 }
 
-pub async fn service(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn service(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let catalog = state.catalog.read();
-    let instance = catalog
-        .instance(&id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown service ID {id:?}")))?;
-    Ok(json_response(instance.modify_index, to_json_bytes(&agent_service(&state, &instance.registration))))
+    let instance = catalog.instance(&id).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, format!("unknown service ID {id:?}"))
+    })?;
+    Ok(json_response(
+        instance.modify_index,
+        to_json_bytes(&agent_service(&state, &instance.registration)),
+    ))
 }
 
-pub async fn checks(State(state): State<AppState>, Query(q): Query<Vec<(String, String)>>) -> Result<Response, ApiError> {
+pub async fn checks(
+    State(state): State<AppState>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
     QueryParams::new(q).check_common(&state)?;
     let catalog = state.catalog.read();
     let checks: BTreeMap<&str, trellis_types::HealthCheck> = catalog

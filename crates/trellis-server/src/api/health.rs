@@ -11,7 +11,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The published view of `name`, after blocking if asked to.
-async fn service_view(state: &AppState, name: &str, query: &QueryParams) -> Result<Arc<Published>, ApiError> {
+async fn service_view(
+    state: &AppState,
+    name: &str,
+    query: &QueryParams,
+) -> Result<Arc<Published>, ApiError> {
     let blocking = query.blocking()?;
     let slot = match blocking {
         // A plain read of an unknown service needs no slot.
@@ -77,7 +81,10 @@ pub async fn health_checks(
     let query = QueryParams::new(q);
     query.check_common(&state)?;
     let published = service_view(&state, &name, &query).await?;
-    Ok(json_response(published.index(), published.render(RenderKey::Checks, &state.node)))
+    Ok(json_response(
+        published.index(),
+        published.render(RenderKey::Checks, &state.node),
+    ))
 }
 
 /// `GET /v1/catalog/services`: names and tags, rendered once per services index.

@@ -14,7 +14,11 @@ use trellis_types::KvPair;
 
 type Q = Query<Vec<(String, String)>>;
 
-pub async fn get(State(s): State<AppState>, Path(key): Path<String>, Query(q): Q) -> Result<Response, ApiError> {
+pub async fn get(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
     read(s, key, QueryParams::new(q)).await
 }
 
@@ -22,15 +26,28 @@ pub async fn get_root(State(s): State<AppState>, Query(q): Q) -> Result<Response
     read(s, String::new(), QueryParams::new(q)).await
 }
 
-pub async fn put(State(s): State<AppState>, Path(key): Path<String>, Query(q): Q, body: Bytes) -> Result<Response, ApiError> {
+pub async fn put(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    Query(q): Q,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     write(s, key, QueryParams::new(q), body).await
 }
 
-pub async fn put_root(State(s): State<AppState>, Query(q): Q, body: Bytes) -> Result<Response, ApiError> {
+pub async fn put_root(
+    State(s): State<AppState>,
+    Query(q): Q,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     write(s, String::new(), QueryParams::new(q), body).await
 }
 
-pub async fn delete(State(s): State<AppState>, Path(key): Path<String>, Query(q): Q) -> Result<Response, ApiError> {
+pub async fn delete(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
     remove(s, key, QueryParams::new(q)).await
 }
 
@@ -43,7 +60,8 @@ fn pair(entry: &KvEntry) -> KvPair {
         lock_index: 0,
         key: entry.key.clone(),
         flags: entry.flags,
-        value: (!entry.value.is_empty()).then(|| base64::engine::general_purpose::STANDARD.encode(&entry.value)),
+        value: (!entry.value.is_empty())
+            .then(|| base64::engine::general_purpose::STANDARD.encode(&entry.value)),
         create_index: entry.create_index,
         modify_index: entry.modify_index,
     }
@@ -114,7 +132,10 @@ async fn read(state: AppState, key: String, query: QueryParams) -> Result<Respon
     drop(catalog);
     if raw {
         let mut response = Bytes::from(entry.value).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
         add_index_headers(response.headers_mut(), index);
         return Ok(response);
     }
@@ -131,18 +152,28 @@ fn not_found(index: u64) -> Response {
 fn bool_response(value: bool) -> Response {
     let body = if value { "true" } else { "false" };
     let mut response = body.into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
 fn refuse_sessions(query: &QueryParams) -> Result<(), ApiError> {
     if query.get("acquire").is_some() || query.get("release").is_some() {
-        return Err(ApiError::bad_request("sessions (acquire/release) are not supported"));
+        return Err(ApiError::bad_request(
+            "sessions (acquire/release) are not supported",
+        ));
     }
     Ok(())
 }
 
-async fn write(state: AppState, key: String, query: QueryParams, body: Bytes) -> Result<Response, ApiError> {
+async fn write(
+    state: AppState,
+    key: String,
+    query: QueryParams,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     query.check_common(&state)?;
     refuse_sessions(&query)?;
     if key.is_empty() {

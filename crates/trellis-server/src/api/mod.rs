@@ -33,7 +33,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agent/service/register", put(agent::register))
         .route("/v1/agent/service/deregister/{id}", put(agent::deregister))
         .route("/v1/agent/check/register", put(agent::register_check))
-        .route("/v1/agent/check/deregister/{id}", put(agent::deregister_check))
+        .route(
+            "/v1/agent/check/deregister/{id}",
+            put(agent::deregister_check),
+        )
         .route("/v1/agent/check/pass/{id}", put(agent::pass))
         .route("/v1/agent/check/warn/{id}", put(agent::warn))
         .route("/v1/agent/check/fail/{id}", put(agent::fail))
@@ -48,8 +51,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/catalog/datacenters", get(status::datacenters))
         .route("/v1/health/service/{name}", get(health::health_service))
         .route("/v1/health/checks/{name}", get(health::health_checks))
-        .route("/v1/kv/", get(kv::get_root).put(kv::put_root).delete(kv::delete_root))
-        .route("/v1/kv/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
+        .route(
+            "/v1/kv/",
+            get(kv::get_root).put(kv::put_root).delete(kv::delete_root),
+        )
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/trellis/watch/{name}", get(watch::watch))
@@ -133,22 +142,38 @@ impl AppState {
         self.writer
             .try_send(Submission { command, reply })
             .map_err(|e| match e {
-                TrySendError::Full(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server busy: write queue full, retry later"),
-                TrySendError::Disconnected(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down"),
+                TrySendError::Full(_) => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server busy: write queue full, retry later",
+                ),
+                TrySendError::Disconnected(_) => {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down")
+                }
             })?;
         match answer.await {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(WriteError::Catalog(CatalogError::NotFound(m)))) => Err(ApiError::new(StatusCode::NOT_FOUND, m)),
+            Ok(Err(WriteError::Catalog(CatalogError::NotFound(m)))) => {
+                Err(ApiError::new(StatusCode::NOT_FOUND, m))
+            }
             Ok(Err(WriteError::Catalog(CatalogError::Invalid(m)))) => Err(ApiError::bad_request(m)),
-            Ok(Err(WriteError::Storage)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage failure; the write was not applied")),
-            Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down")),
+            Ok(Err(WriteError::Storage)) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage failure; the write was not applied",
+            )),
+            Err(_) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server is shutting down",
+            )),
         }
     }
 
     /// A permit to hold a blocking query or watch stream open.
     pub fn waiter_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.waiters.clone().try_acquire_owned().map_err(|_| {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many blocking queries; retry later")
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many blocking queries; retry later",
+            )
         })
     }
 }
@@ -165,11 +190,18 @@ impl QueryParams {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn all(&self, key: &str) -> Vec<String> {
-        self.pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// A flag like `?passing`, `?passing=true` or `?recurse=1`.
@@ -178,13 +210,18 @@ impl QueryParams {
             None => Ok(false),
             Some("") | Some("true") | Some("1") | Some("True") | Some("TRUE") => Ok(true),
             Some("false") | Some("0") | Some("False") | Some("FALSE") => Ok(false),
-            Some(other) => Err(ApiError::bad_request(format!("invalid value {other:?} for {key}"))),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "invalid value {other:?} for {key}"
+            ))),
         }
     }
 
     pub fn u64(&self, key: &str) -> Result<Option<u64>, ApiError> {
         self.get(key)
-            .map(|v| v.parse().map_err(|_| ApiError::bad_request(format!("invalid {key} {v:?}"))))
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| ApiError::bad_request(format!("invalid {key} {v:?}")))
+            })
             .transpose()
     }
 
@@ -223,7 +260,10 @@ impl QueryParams {
             && !dc.is_empty()
             && dc != state.node.datacenter
         {
-            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("No path to datacenter {dc:?}")));
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("No path to datacenter {dc:?}"),
+            ));
         }
         Ok(())
     }
@@ -232,9 +272,9 @@ impl QueryParams {
     pub fn node_meta_matches(&self, state: &AppState) -> Result<bool, ApiError> {
         let meta = state.node.info().meta;
         for pair in self.all("node-meta") {
-            let (key, value) = pair
-                .split_once(':')
-                .ok_or_else(|| ApiError::bad_request(format!("invalid node-meta {pair:?}: want key:value")))?;
+            let (key, value) = pair.split_once(':').ok_or_else(|| {
+                ApiError::bad_request(format!("invalid node-meta {pair:?}: want key:value"))
+            })?;
             if meta.get(key).map(String::as_str) != Some(value) {
                 return Ok(false);
             }
@@ -268,7 +308,10 @@ impl Blocking {
 pub fn json_response(index: u64, body: Bytes) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     add_index_headers(headers, index);
     response
 }

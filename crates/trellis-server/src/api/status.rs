@@ -58,12 +58,19 @@ pub async fn agent_self(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     {
         let catalog = state.catalog.read();
-        state.metrics.services.set(catalog.service_names().len() as i64);
+        state
+            .metrics
+            .services
+            .set(catalog.service_names().len() as i64);
         for (status, count) in catalog.health_counts() {
             let labels = crate::metrics::HealthLabels {
                 health: status.as_str().to_owned(),
             };
-            state.metrics.instances.get_or_create(&labels).set(count as i64);
+            state
+                .metrics
+                .instances
+                .get_or_create(&labels)
+                .set(count as i64);
         }
     }
     let in_use = state.max_waiters - state.waiters.available_permits();
