@@ -1,5 +1,7 @@
 //! Integration tests of `trellis server`: the real binary on a free port, driven over HTTP.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use serde_json::{Value, json};
