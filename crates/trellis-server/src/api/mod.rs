@@ -270,8 +270,12 @@ impl QueryParams {
 
     /// `node-meta=key:value` pairs; the synthesised node has to match all of them.
     pub fn node_meta_matches(&self, state: &AppState) -> Result<bool, ApiError> {
+        let wanted = self.all("node-meta");
+        if wanted.is_empty() {
+            return Ok(true);
+        }
         let meta = state.node.info().meta;
-        for pair in self.all("node-meta") {
+        for pair in wanted {
             let (key, value) = pair.split_once(':').ok_or_else(|| {
                 ApiError::bad_request(format!("invalid node-meta {pair:?}: want key:value"))
             })?;
