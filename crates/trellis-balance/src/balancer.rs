@@ -199,8 +199,27 @@ impl<K: Clone + Eq + Hash> Balancer<K> {
             Policy::LeastRequest => self.two_choices(rng, |s| f64::from(s.pending)),
             Policy::PeakEwma => {
                 let config = self.ewma;
+                // An endpoint not measured yet is costed at the mean of the measured ones, not
+                // at the default guess: against peers answering in 1 ms a 30 ms guess would lose
+                // every comparison, and under light load the newcomer would get no traffic
+                // until the guess decayed, half a minute later.
+                let measured: Vec<f64> = self
+                    .slots
+                    .iter()
+                    .filter(|s| s.ewma.is_measured())
+                    .map(|s| s.ewma.estimate(now, &config))
+                    .collect();
+                let unmeasured_cost = if measured.is_empty() {
+                    None
+                } else {
+                    Some(measured.iter().sum::<f64>() / measured.len() as f64)
+                };
                 self.two_choices(rng, |s| {
-                    s.ewma.estimate(now, &config) * (f64::from(s.pending) + 1.0)
+                    let rtt = match unmeasured_cost {
+                        Some(mean) if !s.ewma.is_measured() => mean,
+                        _ => s.ewma.estimate(now, &config),
+                    };
+                    rtt * (f64::from(s.pending) + 1.0)
                 })
             }
             Policy::RingHash { .. } => match hash_key {

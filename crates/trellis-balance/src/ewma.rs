@@ -48,6 +48,10 @@ impl PeakEwma {
         }
     }
 
+    pub(crate) fn is_measured(&self) -> bool {
+        self.measured
+    }
+
     /// The estimate as seen at `now`, in nanoseconds.
     ///
     /// Reading does not change state: decaying toward zero since the last update is the same as

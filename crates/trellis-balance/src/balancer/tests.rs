@@ -286,14 +286,18 @@ fn peak_ewma_cost_counts_outstanding_requests() {
 }
 
 #[test]
-fn peak_ewma_new_endpoint_starts_at_the_default_estimate() {
+fn peak_ewma_unmeasured_endpoint_is_costed_at_the_mean_of_measured_ones() {
     let t0 = origin();
-    let mut b = balancer(Policy::PeakEwma, 2);
+    let mut b = balancer(Policy::PeakEwma, 3);
     b.on_end(&0, ms(100), t0, true);
-    // 1 has not answered yet: 30 ms beats 100 ms.
-    assert_eq!(counts(&mut b, &mut rng(1), t0, 50), [0, 50]);
+    b.on_end(&1, ms(20), t0, true);
+    // 2 has not answered yet: it costs the mean (60 ms), so it beats 0 and loses to 1.
+    let c = counts(&mut b, &mut rng(1), t0, 300);
+    assert_eq!(c[0], 0, "{c:?}");
+    assert!(c[1] > c[2] && c[2] > 0, "{c:?}");
+    // Its own estimate is still the default guess until it answers.
     let view: Vec<_> = b.endpoints(t0).map(|e| e.rtt_estimate).collect();
-    assert_eq!(view, [ms(100), ms(30)]);
+    assert_eq!(view, [ms(100), ms(20), ms(30)]);
 }
 
 #[test]
@@ -479,4 +483,29 @@ fn switching_policy_keeps_load_state() {
     b.set_policy(Policy::LeastRequest);
     assert_eq!(b.policy(), &Policy::LeastRequest);
     assert_eq!(counts(&mut b, &mut rng(1), t0, 20), [0, 20]);
+}
+
+#[test]
+fn peak_ewma_newcomer_is_costed_like_its_measured_peers() {
+    // Regression: an endpoint that joins next to one answering in 1 ms used to be costed at
+    // the 30 ms default guess and got no traffic under light load until the guess decayed.
+    let t0 = origin();
+    let mut b = balancer(Policy::PeakEwma, 1);
+    let mut r = rng(5);
+    for i in 0..20 {
+        let now = t0 + ms(i);
+        let id = b.pick(&mut r, now, None).expect("endpoint");
+        b.on_start(&id);
+        b.on_end(&id, ms(1), now, true);
+    }
+    b.set_endpoints([Endpoint::new(0), Endpoint::new(1)], t0 + ms(20));
+    let mut picked_newcomer = 0;
+    for i in 0..50 {
+        let now = t0 + ms(21 + i);
+        let id = b.pick(&mut r, now, None).expect("endpoint");
+        b.on_start(&id);
+        b.on_end(&id, ms(1), now, true);
+        picked_newcomer += usize::from(id == 1);
+    }
+    assert!(picked_newcomer >= 1, "the newcomer was never tried");
 }

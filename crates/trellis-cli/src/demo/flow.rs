@@ -1,0 +1,471 @@
+//! The demo's client flow: start everything, call the services through the gateway, inject a
+//! fault, and report what a person should see at each step.
+
+use super::processes::Processes;
+use super::report::{Report, percentile};
+use super::{Plan, kill_instance, start_instance};
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// Requests sent while an instance is dead.
+const FAULT_REQUESTS: usize = 200;
+/// Of those, how many are in flight at once.
+const FAULT_CONCURRENCY: usize = 4;
+
+/// What the client saw through the gateway.
+#[derive(Default)]
+struct Stats {
+    requests: usize,
+    successes: usize,
+    latencies: Vec<Duration>,
+    served_by: BTreeSet<String>,
+}
+
+struct Answer {
+    status: u16,
+    served_by: String,
+    body: Value,
+}
+
+impl Stats {
+    fn record(&mut self, elapsed: Duration, result: &anyhow::Result<Answer>) {
+        self.requests += 1;
+        self.latencies.push(elapsed);
+        if let Ok(answer) = result {
+            if answer.status < 500 {
+                self.successes += 1;
+            }
+            if !answer.served_by.is_empty() {
+                self.served_by.insert(answer.served_by.clone());
+            }
+        }
+    }
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Answer> {
+    let mut request = http.request(method, url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("{url} unreachable"))?;
+    let status = response.status().as_u16();
+    let served_by = response
+        .headers()
+        .get("x-served-by")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok(Answer {
+        status,
+        served_by,
+        body,
+    })
+}
+
+struct Client {
+    http: reqwest::Client,
+    gateway: String,
+    stats: Stats,
+}
+
+impl Client {
+    async fn send(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Answer> {
+        let started = Instant::now();
+        let result = call(&self.http, method, &format!("{}{path}", self.gateway), body).await;
+        self.stats.record(started.elapsed(), &result);
+        result
+    }
+
+    async fn get(&mut self, path: &str) -> anyhow::Result<Answer> {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+}
+
+/// Polls `probe` every 100 ms until it answers `Some`, or fails after `timeout`.
+async fn wait_for<T, F, Fut>(
+    timeout: Duration,
+    what: &str,
+    procs: &mut Processes,
+    mut probe: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        procs.check_alive()?;
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn passing_ids(
+    http: &reqwest::Client,
+    plan: &Plan,
+    service: &str,
+) -> Option<BTreeSet<String>> {
+    let url = format!(
+        "{}/v1/health/service/{service}?passing",
+        plan.registry_url()
+    );
+    let entries: Vec<Value> = http.get(url).send().await.ok()?.json().await.ok()?;
+    Some(
+        entries
+            .iter()
+            .filter_map(|e| e["Service"]["ID"].as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+async fn registered(http: &reqwest::Client, plan: &Plan, id: &str) -> Option<bool> {
+    let url = format!("{}/v1/agent/service/{id}", plan.registry_url());
+    let status = http.get(url).send().await.ok()?.status();
+    Some(status.is_success())
+}
+
+/// Sums every sample of a counter in Prometheus text.
+async fn counter_sum(http: &reqwest::Client, url: &str, name: &str) -> f64 {
+    let Ok(response) = http.get(url).send().await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sends `n` GETs at once; answers each one's latency and result.
+async fn concurrent_gets(
+    http: &reqwest::Client,
+    url: &str,
+    n: usize,
+) -> Vec<(Duration, anyhow::Result<Answer>)> {
+    let calls = (0..n).map(|_| async move {
+        let started = Instant::now();
+        let result = call(http, reqwest::Method::GET, url, None).await;
+        (started.elapsed(), result)
+    });
+    futures_util::future::join_all(calls).await
+}
+
+fn names(body: &Value, field: &str) -> Vec<String> {
+    body.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i[field].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub async fn run(plan: &Plan, procs: &mut Processes, report: &mut Report) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("cannot build an HTTP client")?;
+
+    report.step("Start the registry");
+    procs.spawn("registry", &plan.server_args())?;
+    let leader_url = format!("{}/v1/status/leader", plan.registry_url());
+    wait_for(Duration::from_secs(20), "the registry", procs, || async {
+        http.get(&leader_url)
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(drop)
+    })
+    .await?;
+    report.ok(&format!("registry answering on {}", plan.registry_url()));
+
+    report.step(
+        "Start two users and two orders instances, each with its own sidecar, and the gateway",
+    );
+    for instance in plan.instances.clone() {
+        start_instance(procs, plan, &instance)?;
+    }
+    procs.spawn("gateway", &plan.gateway_args())?;
+    for service in ["users", "orders"] {
+        let ids = wait_for(
+            Duration::from_secs(30),
+            &format!("two passing {service} instances"),
+            procs,
+            || async {
+                passing_ids(&http, plan, service)
+                    .await
+                    .filter(|ids| ids.len() == 2)
+            },
+        )
+        .await?;
+        for i in plan.instances.iter().filter(|i| i.service == service) {
+            report.check(
+                ids.contains(&i.name),
+                &format!(
+                    "{} passing: app {}, sidecar inbound {}, outbound {}",
+                    i.name, i.app, i.inbound, i.outbound
+                ),
+            );
+        }
+    }
+    let gateway_users = format!("{}/users", plan.gateway_url());
+    wait_for(
+        Duration::from_secs(20),
+        "the gateway to route /users",
+        procs,
+        || async {
+            call(&http, reqwest::Method::GET, &gateway_users, None)
+                .await
+                .ok()
+                .filter(|a| a.status == 200)
+                .map(drop)
+        },
+    )
+    .await?;
+    report.ok(&format!(
+        "gateway routing /users and /orders on {}",
+        plan.gateway_url()
+    ));
+
+    let mut client = Client {
+        http: http.clone(),
+        gateway: plan.gateway_url(),
+        stats: Stats::default(),
+    };
+
+    report.step("List the users and the orders through the gateway");
+    let users = client.get("/users").await?;
+    let user_names = names(&users.body, "name");
+    report.check(
+        users.status == 200
+            && user_names.contains(&"John".into())
+            && user_names.contains(&"Jane".into()),
+        &format!(
+            "GET /users → {} (served by {})",
+            user_names.join(", "),
+            users.served_by
+        ),
+    );
+    let orders = client.get("/orders").await?;
+    let products = names(&orders.body, "product");
+    report.check(
+        orders.status == 200
+            && products.contains(&"Product A".into())
+            && products.contains(&"Product B".into()),
+        &format!(
+            "GET /orders → {} (served by {})",
+            products.join(", "),
+            orders.served_by
+        ),
+    );
+    // Eight at a time: the default balancer (peak-EWMA) weighs latency by requests in flight,
+    // so concurrent load spreads while a strictly sequential client may stick to the fastest.
+    let mut seen = BTreeSet::new();
+    for _ in 0..5 {
+        for (elapsed, result) in
+            concurrent_gets(&http, &format!("{}/users/1", plan.gateway_url()), 8).await
+        {
+            if let Ok(answer) = &result {
+                seen.insert(answer.served_by.clone());
+            }
+            client.stats.record(elapsed, &result);
+        }
+    }
+    report.check(
+        seen.contains("users-1") && seen.contains("users-2"),
+        &format!(
+            "40 × GET /users/1, 8 at a time, load-balanced across {}",
+            seen.iter().cloned().collect::<Vec<_>>().join(", ")
+        ),
+    );
+
+    report.step("Place orders (the orders service checks the user through its sidecar)");
+    let created = client
+        .send(
+            reqwest::Method::POST,
+            "/orders",
+            Some(json!({"user_id": 1, "product": "Product C", "quantity": 2})),
+        )
+        .await?;
+    report.check(
+        created.status == 201,
+        &format!(
+            "POST /orders for John → {} order {} (served by {})",
+            created.status, created.body["id"], created.served_by
+        ),
+    );
+    let rejected = client
+        .send(
+            reqwest::Method::POST,
+            "/orders",
+            Some(json!({"user_id": 999, "product": "Product D", "quantity": 1})),
+        )
+        .await?;
+    report.check(
+        rejected.status == 422,
+        &format!(
+            "POST /orders for unknown user 999 → {} {}",
+            rejected.status,
+            rejected.body["error"].as_str().unwrap_or_default()
+        ),
+    );
+
+    report.step("Fault tolerance: SIGKILL users-1 (app and sidecar) and keep calling");
+    let victim = plan
+        .instance("users-1")
+        .context("users-1 is in the plan")?
+        .clone();
+    let ejections_before = counter_sum(
+        &http,
+        &format!("http://{}/metrics", plan.gateway_admin),
+        "trellis_ejections_total",
+    )
+    .await;
+    kill_instance(procs, &victim)?;
+    let killed_at = Instant::now();
+    report.ok("users-1 killed with SIGKILL");
+    let mut fault_ok = 0;
+    let mut failures = Vec::new();
+    let mut remaining = FAULT_REQUESTS;
+    while remaining > 0 {
+        let batch = remaining.min(FAULT_CONCURRENCY);
+        remaining -= batch;
+        for (elapsed, result) in
+            concurrent_gets(&http, &format!("{}/users/1", plan.gateway_url()), batch).await
+        {
+            match &result {
+                Ok(a) if a.status == 200 => fault_ok += 1,
+                Ok(a) => failures.push(format!("{} {}", a.status, a.body)),
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+            client.stats.record(elapsed, &result);
+        }
+    }
+    report.check(
+        fault_ok == FAULT_REQUESTS,
+        &format!("{fault_ok}/{FAULT_REQUESTS} requests succeeded while users-1 was dead"),
+    );
+    for failure in failures.iter().take(3) {
+        report.info(&format!("failed: {failure}"));
+    }
+    let ejections = counter_sum(
+        &http,
+        &format!("http://{}/metrics", plan.gateway_admin),
+        "trellis_ejections_total",
+    )
+    .await
+        - ejections_before;
+    report.check(
+        ejections >= 1.0,
+        &format!("the gateway ejected the dead endpoint ({ejections} ejection(s))"),
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "users-1 to leave the registry",
+        procs,
+        || async {
+            registered(&http, plan, "users-1")
+                .await
+                .filter(|r| !r)
+                .map(drop)
+        },
+    )
+    .await?;
+    report.ok(&format!(
+        "users-1 removed from the registry {:.1} s after the kill (TTL expired, then deregistered)",
+        killed_at.elapsed().as_secs_f64()
+    ));
+
+    report.step("Restart users-1; it registers again and rejoins");
+    start_instance(procs, plan, &victim)?;
+    wait_for(
+        Duration::from_secs(30),
+        "users-1 passing again",
+        procs,
+        || async {
+            passing_ids(&http, plan, "users")
+                .await
+                .filter(|ids| ids.contains("users-1"))
+                .map(drop)
+        },
+    )
+    .await?;
+    report.ok("users-1 passing in the registry again");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut rejoined = false;
+    while Instant::now() < deadline && !rejoined {
+        rejoined = client
+            .get("/users/1")
+            .await
+            .is_ok_and(|a| a.served_by == "users-1");
+    }
+    report.check(rejoined, "users-1 serves traffic through the gateway again");
+
+    report.step("Summary");
+    let gateway_metrics = format!("http://{}/metrics", plan.gateway_admin);
+    let retries = counter_sum(&http, &gateway_metrics, "trellis_retries_total").await;
+    let ejections = counter_sum(&http, &gateway_metrics, "trellis_ejections_total").await;
+    let mut latencies = client.stats.latencies.clone();
+    latencies.sort();
+    let stats = &client.stats;
+    report.table(&[
+        ("requests through the gateway", stats.requests.to_string()),
+        (
+            "successes",
+            format!(
+                "{} ({:.1}%)",
+                stats.successes,
+                100.0 * stats.successes as f64 / stats.requests.max(1) as f64
+            ),
+        ),
+        (
+            "instances seen",
+            stats
+                .served_by
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        ("retries (gateway)", format!("{retries}")),
+        ("ejections (gateway)", format!("{ejections}")),
+        (
+            "latency p50 / p99",
+            format!(
+                "{:.1} ms / {:.1} ms",
+                ms(percentile(&latencies, 50.0)),
+                ms(percentile(&latencies, 99.0))
+            ),
+        ),
+    ]);
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,294 @@
+//! `trellis demo`: the users/orders example system, end to end on this machine — a registry,
+//! two users and two orders instances each with its own sidecar, and a gateway, every one its
+//! own OS process — then the client flow through the gateway, step by step.
+
+mod flow;
+mod processes;
+mod report;
+
+use anyhow::Context;
+use clap::Args;
+use processes::{Processes, ensure_free};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Exit after the flow: status 0 if every step passed.
+    #[arg(long)]
+    once: bool,
+    /// First port of the range the demo uses (registry; the rest follow).
+    #[arg(long, default_value_t = 8500)]
+    base_port: u16,
+    /// Keep the registry's data and the services' databases here instead of a temporary dir.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// One service instance: the app and its sidecar's three listeners.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub service: &'static str,
+    pub name: String,
+    pub app: SocketAddr,
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Where everything listens, derived from the base port.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub registry: SocketAddr,
+    pub gateway: SocketAddr,
+    pub gateway_admin: SocketAddr,
+    pub instances: Vec<Instance>,
+    pub data_dir: PathBuf,
+}
+
+fn local(port: u32) -> anyhow::Result<SocketAddr> {
+    let port =
+        u16::try_from(port).context("--base-port is too high: the demo needs 50 ports above it")?;
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+impl Plan {
+    pub fn new(base: u16, data_dir: PathBuf) -> anyhow::Result<Self> {
+        let base = u32::from(base);
+        let mut instances = Vec::new();
+        for (k, (service, n)) in [("users", 1), ("users", 2), ("orders", 1), ("orders", 2)]
+            .into_iter()
+            .enumerate()
+        {
+            let first = base + 10 + 10 * k as u32;
+            instances.push(Instance {
+                service,
+                name: format!("{service}-{n}"),
+                app: local(first)?,
+                inbound: local(first + 1)?,
+                outbound: local(first + 2)?,
+                admin: local(first + 3)?,
+            });
+        }
+        Ok(Self {
+            registry: local(base)?,
+            gateway: local(base + 1)?,
+            gateway_admin: local(base + 2)?,
+            instances,
+            data_dir,
+        })
+    }
+
+    pub fn ports(&self) -> Vec<(String, SocketAddr)> {
+        let mut ports = vec![
+            ("registry".to_owned(), self.registry),
+            ("gateway".to_owned(), self.gateway),
+            ("gateway admin".to_owned(), self.gateway_admin),
+        ];
+        for i in &self.instances {
+            ports.push((format!("{} app", i.name), i.app));
+            ports.push((format!("{} sidecar inbound", i.name), i.inbound));
+            ports.push((format!("{} sidecar outbound", i.name), i.outbound));
+            ports.push((format!("{} sidecar admin", i.name), i.admin));
+        }
+        ports
+    }
+
+    pub fn registry_url(&self) -> String {
+        format!("http://{}", self.registry)
+    }
+
+    pub fn gateway_url(&self) -> String {
+        format!("http://{}", self.gateway)
+    }
+
+    pub fn instance(&self, name: &str) -> Option<&Instance> {
+        self.instances.iter().find(|i| i.name == name)
+    }
+
+    fn server_args(&self) -> Vec<String> {
+        let dir = self.data_dir.join("registry");
+        args(&[
+            "server",
+            "--http",
+            &self.registry.to_string(),
+            "--data-dir",
+            &dir.to_string_lossy(),
+            "--node-name",
+            "demo",
+        ])
+    }
+
+    fn app_args(&self, i: &Instance) -> Vec<String> {
+        let db = self.data_dir.join(format!("{}.db", i.service));
+        let mut a = args(&[
+            i.service,
+            "--listen",
+            &i.app.to_string(),
+            "--db",
+            &db.to_string_lossy(),
+            "--instance",
+            &i.name,
+        ]);
+        if i.service == "orders" {
+            a.extend(args(&[
+                "--users-url",
+                "http://users",
+                "--proxy",
+                &format!("http://{}", i.outbound),
+            ]));
+        }
+        a
+    }
+
+    fn sidecar_args(&self, i: &Instance) -> Vec<String> {
+        args(&[
+            "sidecar",
+            "--registry",
+            &self.registry_url(),
+            "--service",
+            i.service,
+            "--id",
+            &i.name,
+            "--app",
+            &i.app.to_string(),
+            "--inbound",
+            &i.inbound.to_string(),
+            "--outbound",
+            &i.outbound.to_string(),
+            "--admin",
+            &i.admin.to_string(),
+            "--advertise",
+            "127.0.0.1",
+            "--health-path",
+            "/health",
+            // Short timings so the demo shows a dead instance leaving within seconds.
+            "--check-interval",
+            "500ms",
+            "--ttl",
+            "2s",
+            "--deregister-after",
+            "3s",
+            "--workers",
+            "1",
+        ])
+    }
+
+    fn gateway_args(&self) -> Vec<String> {
+        args(&[
+            "gateway",
+            "--registry",
+            &self.registry_url(),
+            "--listen",
+            &self.gateway.to_string(),
+            "--admin",
+            &self.gateway_admin.to_string(),
+            "--route",
+            "/users=users",
+            "--route",
+            "/orders=orders",
+            "--keep-prefix",
+            "--workers",
+            "1",
+        ])
+    }
+}
+
+fn args(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Starts an instance: its app, then its sidecar.
+pub fn start_instance(procs: &mut Processes, plan: &Plan, i: &Instance) -> anyhow::Result<()> {
+    procs.spawn(&i.name, &plan.app_args(i))?;
+    procs.spawn(&format!("{}-sidecar", i.name), &plan.sidecar_args(i))
+}
+
+/// SIGKILLs an instance: its app and its sidecar, as when its machine dies.
+pub fn kill_instance(procs: &mut Processes, i: &Instance) -> anyhow::Result<()> {
+    procs.kill(&format!("{}-sidecar", i.name))?;
+    procs.kill(&i.name)
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let temp;
+    let data_dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("trellis-demo-")
+                .tempdir()
+                .context("cannot create a temporary directory")?;
+            temp.path().to_owned()
+        }
+    };
+    let plan = Plan::new(args.base_port, data_dir)?;
+    ensure_free(&plan.ports())?;
+    let mut procs = Processes::new(&plan.data_dir.join("logs"))?;
+    let mut report = report::Report::new();
+    report.title("Trellis demo: users and orders behind sidecars and a gateway");
+    report.info(&format!("data and logs in {}", plan.data_dir.display()));
+
+    let outcome = tokio::select! {
+        outcome = flow::run(&plan, &mut procs, &mut report) => outcome,
+        () = crate::shutdown::signal() => {
+            println!("\ninterrupted; stopping every process");
+            procs.stop_all();
+            anyhow::bail!("interrupted");
+        }
+    };
+    if let Err(error) = &outcome {
+        report.fail(&format!("{error:#}"));
+    }
+    println!();
+    if report.failures == 0 {
+        report.ok("every step passed");
+    } else {
+        report.fail(&format!(
+            "{} check(s) failed; logs in {}",
+            report.failures,
+            procs.log_dir().display()
+        ));
+    }
+    if !args.once && outcome.is_ok() {
+        println!();
+        report.title("The system keeps running. Try:");
+        report.table(&[
+            (
+                "gateway",
+                format!(
+                    "curl {}/users   |   curl {}/orders",
+                    plan.gateway_url(),
+                    plan.gateway_url()
+                ),
+            ),
+            (
+                "registry API",
+                format!("{}/v1/health/service/users", plan.registry_url()),
+            ),
+            (
+                "services",
+                format!("TRELLIS_HTTP_ADDR={} trellis services", plan.registry),
+            ),
+            (
+                "gateway metrics",
+                format!("http://{}/metrics", plan.gateway_admin),
+            ),
+        ]);
+        for i in &plan.instances {
+            report.table(&[(
+                &format!("{} sidecar metrics", i.name),
+                format!("http://{}/metrics", i.admin),
+            )]);
+        }
+        println!();
+        report.info("Ctrl-C stops everything.");
+        crate::shutdown::signal().await;
+        println!("stopping every process…");
+    }
+    procs.stop_all();
+    if report.failures > 0 {
+        anyhow::bail!("the demo flow failed");
+    }
+    Ok(())
+}

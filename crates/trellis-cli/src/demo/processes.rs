@@ -1,0 +1,123 @@
+//! The demo's child processes: each role runs as its own OS process of this same binary, with
+//! its output in a log file; every child is stopped when the demo ends, however it ends.
+
+use anyhow::{Context, bail};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a child gets to exit after SIGTERM before it is killed.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Running children by name, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Processes {
+    exe: PathBuf,
+    log_dir: PathBuf,
+    children: BTreeMap<String, Child>,
+}
+
+impl Processes {
+    pub fn new(log_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(log_dir)
+            .with_context(|| format!("cannot create {}", log_dir.display()))?;
+        Ok(Self {
+            exe: std::env::current_exe().context("cannot find the trellis executable")?,
+            log_dir: log_dir.to_owned(),
+            children: BTreeMap::new(),
+        })
+    }
+
+    /// Starts `trellis ARGS...` as child `name`, appending its output to `logs/<name>.log`.
+    pub fn spawn(&mut self, name: &str, args: &[String]) -> anyhow::Result<()> {
+        let log_path = self.log_dir.join(format!("{name}.log"));
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let child = Command::new(&self.exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .env("TRELLIS_LOG", "info")
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        self.children.insert(name.to_owned(), child);
+        Ok(())
+    }
+
+    /// SIGKILLs child `name` (the fault the demo injects).
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let Some(mut child) = self.children.remove(name) else {
+            bail!("no process {name}");
+        };
+        child
+            .kill()
+            .with_context(|| format!("cannot kill {name}"))?;
+        let _ = child.wait();
+        Ok(())
+    }
+
+    /// Fails if a child has exited on its own.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        for (name, child) in &mut self.children {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{name} exited unexpectedly ({status}); see {}",
+                    self.log_dir.join(format!("{name}.log")).display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
+    /// Stops every child: SIGTERM first so sidecars deregister, SIGKILL after the grace time.
+    pub fn stop_all(&mut self) {
+        for child in self.children.values() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let deadline = Instant::now() + GRACE;
+        for child in self.children.values_mut() {
+            while Instant::now() < deadline {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// Fails with the first port that is already taken, naming it.
+pub fn ensure_free(ports: &[(String, SocketAddr)]) -> anyhow::Result<()> {
+    for (what, addr) in ports {
+        if let Err(e) = TcpListener::bind(addr) {
+            bail!(
+                "port {} ({what}) is not available: {e}; choose other ports with --base-port",
+                addr.port()
+            );
+        }
+    }
+    Ok(())
+}
