@@ -8,6 +8,7 @@ use crate::record::{CheckRecord, InstanceRecord};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use trellis_types::registration::service_key;
 use trellis_types::{CheckDefinition, CheckKind, CheckStatus, ServiceRegistration};
 
 /// Longest KV key accepted.
@@ -81,7 +82,7 @@ pub enum Write {
 /// What a batch of commands changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Effects {
-    /// Service names whose views must be republished.
+    /// Service keys ([`service_key`]) whose views must be republished.
     pub services: BTreeSet<String>,
     /// The list of service names or their tags may have changed.
     pub services_list: bool,
@@ -125,8 +126,9 @@ pub struct Catalog {
     services_index: u64,
     kv_index: u64,
     instances: BTreeMap<String, Arc<InstanceRecord>>,
+    /// Instance IDs per service key ([`service_key`]: names match without regard to case).
     by_name: BTreeMap<String, BTreeSet<String>>,
-    /// Last change per service name; kept after the last instance leaves so watchers see it.
+    /// Last change per service key; kept after the last instance leaves so watchers see it.
     name_index: HashMap<String, u64>,
     checks: BTreeMap<String, Arc<Check>>,
     /// Check IDs per instance ID.
@@ -174,13 +176,13 @@ impl Catalog {
         for record in instances {
             top = top.max(record.modify_index);
             let id = record.registration.id.clone();
-            let name = record.registration.name.clone();
+            let key = service_key(&record.registration.name).into_owned();
             catalog
                 .by_name
-                .entry(name.clone())
+                .entry(key.clone())
                 .or_default()
                 .insert(id.clone());
-            let entry = catalog.name_index.entry(name).or_insert(0);
+            let entry = catalog.name_index.entry(key).or_insert(0);
             *entry = (*entry).max(record.modify_index);
             catalog.instances.insert(id, Arc::new(record));
         }
@@ -235,7 +237,7 @@ impl Catalog {
     /// Index of one service name: its last change, or the services index if never seen.
     pub fn service_index(&self, name: &str) -> u64 {
         self.name_index
-            .get(name)
+            .get(service_key(name).as_ref())
             .copied()
             .unwrap_or(self.services_index)
     }
@@ -275,19 +277,17 @@ impl Catalog {
         self.checks.get(id)
     }
 
-    /// Service names with the union of their instances' tags, sorted.
+    /// Service names as registered with the union of their instances' tags, sorted.
     pub fn service_names(&self) -> BTreeMap<String, BTreeSet<String>> {
-        self.by_name
-            .iter()
-            .map(|(name, ids)| {
-                let tags = ids
-                    .iter()
-                    .filter_map(|id| self.instances.get(id))
-                    .flat_map(|i| i.registration.tags.iter().cloned())
-                    .collect();
-                (name.clone(), tags)
-            })
-            .collect()
+        let mut names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for instance in self.instances.values() {
+            let r = &instance.registration;
+            names
+                .entry(r.name.clone())
+                .or_default()
+                .extend(r.tags.iter().cloned());
+        }
+        names
     }
 
     pub fn kv_get(&self, key: &str) -> Option<&KvEntry> {
@@ -338,16 +338,16 @@ impl Catalog {
         counts
     }
 
-    /// Health view of one service name.
+    /// Health view of one service name, matched without regard to case.
     pub fn service_view(&self, name: &str) -> ServiceView {
         let node_checks: Vec<Arc<Check>> = self
             .node_checks
             .iter()
             .filter_map(|id| self.checks.get(id).cloned())
             .collect();
-        let instances = self
+        let instances: Vec<InstanceView> = self
             .by_name
-            .get(name)
+            .get(service_key(name).as_ref())
             .into_iter()
             .flatten()
             .filter_map(|id| self.instances.get(id))
@@ -373,7 +373,11 @@ impl Catalog {
             })
             .collect();
         ServiceView {
-            name: name.to_owned(),
+            // The registered spelling when there is an instance, else the one asked for.
+            name: instances
+                .first()
+                .map_or(name, |i| i.instance.registration.name.as_str())
+                .to_owned(),
             index: self.service_index(name),
             instances,
         }
@@ -385,8 +389,9 @@ impl Catalog {
     }
 
     fn touch_name(&mut self, name: &str, index: u64, fx: &mut Effects) {
-        self.name_index.insert(name.to_owned(), index);
-        fx.services.insert(name.to_owned());
+        let key = service_key(name).into_owned();
+        self.name_index.insert(key.clone(), index);
+        fx.services.insert(key);
     }
 
     /// Marks the services a check belongs to as changed (all of them for a node check).
@@ -505,7 +510,7 @@ impl Catalog {
             }),
         );
         self.by_name
-            .entry(name.clone())
+            .entry(service_key(&name).into_owned())
             .or_default()
             .insert(id.clone());
         self.services_index = index;
@@ -530,10 +535,11 @@ impl Catalog {
     }
 
     fn remove_from_name(&mut self, name: &str, id: &str, index: u64, fx: &mut Effects) {
-        if let Some(ids) = self.by_name.get_mut(name) {
+        let key = service_key(name);
+        if let Some(ids) = self.by_name.get_mut(key.as_ref()) {
             ids.remove(id);
             if ids.is_empty() {
-                self.by_name.remove(name);
+                self.by_name.remove(key.as_ref());
             }
         }
         self.touch_name(name, index, fx);

@@ -1,6 +1,6 @@
 //! Fault-tolerance state machines for the data plane: retry budget, backoff, outlier
-//! detection (per-endpoint circuit breaking), token-bucket rate limiting, and the per-service
-//! [`Policy`] that configures them.
+//! detection (per-endpoint circuit breaking), token-bucket rate limiting, and which methods
+//! may be retried. The proxy's per-service policy configures them.
 //!
 //! The crate is pure: it never reads a clock, draws its own randomness or does IO.
 //!
@@ -16,20 +16,12 @@
 
 mod backoff;
 mod budget;
+mod method;
 mod outlier;
-mod policy;
 mod token_bucket;
 
 pub use backoff::{Backoff, Jitter};
 pub use budget::{RetryBudget, RetryBudgetConfig};
+pub use method::is_idempotent_method;
 pub use outlier::{EndpointState, Event, OutlierConfig, OutlierDetector};
-pub use policy::{Policy, is_idempotent_method};
 pub use token_bucket::TokenBucket;
-
-/// Everything that can go wrong in this crate: only a configuration that makes no sense.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
-    /// A [`Policy`] field is out of range; `field` is its name in the config file.
-    #[error("invalid resilience policy: {field}: {reason}")]
-    InvalidPolicy { field: &'static str, reason: String },
-}

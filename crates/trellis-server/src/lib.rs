@@ -106,9 +106,10 @@ pub async fn start(
     });
     for name in names {
         let view = state.catalog.read().service_view(&name);
-        state
-            .slots
-            .insert(name, Arc::new(published::Slot::new(view)));
+        state.slots.insert(
+            trellis_types::registration::service_key(&name).into_owned(),
+            Arc::new(published::Slot::new(view)),
+        );
     }
     let (checks_tx, checks_rx) = mpsc::unbounded_channel();
     let writer_state = state.clone();

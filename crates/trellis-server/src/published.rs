@@ -62,9 +62,19 @@ impl Published {
     }
 }
 
+/// Whether the instance has every tag, compared without regard to case as Consul does.
 fn has_tags(instance: &InstanceView, tags: &[String]) -> bool {
-    tags.iter()
-        .all(|t| instance.instance.registration.tags.contains(t))
+    if tags.is_empty() {
+        return true;
+    }
+    let have: Vec<String> = instance
+        .instance
+        .registration
+        .tags
+        .iter()
+        .map(|t| t.to_lowercase())
+        .collect();
+    tags.iter().all(|t| have.contains(&t.to_lowercase()))
 }
 
 fn render(view: &ServiceView, key: &RenderKey, node: &Node) -> Vec<u8> {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 use tokio::sync::{Semaphore, watch};
 use trellis_catalog::Catalog;
+use trellis_types::registration::service_key;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -21,7 +22,8 @@ pub struct Inner {
     /// Written only by the writer thread, which holds the lock until the batch is durable, so
     /// readers never see an unacknowledged write.
     pub catalog: RwLock<Catalog>,
-    /// Per-service published views: the hot read path, no global lock.
+    /// Per-service published views by service key (`service_key`: names match without regard
+    /// to case): the hot read path, no global lock.
     pub slots: DashMap<String, Arc<Slot>>,
     /// The services index, sent after every change of the list of services.
     pub services_changed: watch::Sender<u64>,
@@ -45,7 +47,9 @@ impl AppState {
 
     /// The slot of a service, if it has one.
     pub fn slot(&self, name: &str) -> Option<Arc<Slot>> {
-        self.slots.get(name).map(|s| s.clone())
+        self.slots
+            .get(service_key(name).as_ref())
+            .map(|s| s.clone())
     }
 
     /// The slot of a service, created empty for an unknown name so a waiter can subscribe.
@@ -56,7 +60,7 @@ impl AppState {
         // The catalog read lock orders this against the writer's publishing.
         let catalog = self.catalog.read();
         self.slots
-            .entry(name.to_owned())
+            .entry(service_key(name).into_owned())
             .or_insert_with(|| Arc::new(Slot::new(catalog.service_view(name))))
             .clone()
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use trellis_catalog::{Catalog, CatalogError, Command, Effects, Reply, Write};
 use trellis_store::{Mutation, Store};
+use trellis_types::registration::service_key;
 
 /// Most commands applied in one batch; bounds the latency a batch adds to its first request.
 const MAX_BATCH: usize = 4096;
@@ -160,12 +161,15 @@ fn publish(
 ) {
     for name in &fx.services {
         let view = catalog.service_view(name);
-        match state.slots.get(name) {
+        let key = service_key(name);
+        match state.slots.get(key.as_ref()) {
             Some(slot) => {
                 slot.tx.send_replace(Arc::new(Published::new(view)));
             }
             None => {
-                state.slots.insert(name.clone(), Arc::new(Slot::new(view)));
+                state
+                    .slots
+                    .insert(key.into_owned(), Arc::new(Slot::new(view)));
             }
         }
     }

@@ -6,6 +6,7 @@ use crate::duration::format_go_duration;
 use crate::fields::Fields;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -167,6 +168,17 @@ pub fn validate_service_name(name: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
+/// The key a service is looked up by. Consul matches service names without regard to case (its
+/// catalog indexes the lower-cased name), so `Billing-API` and `billing-api` are one service;
+/// answers keep each instance's registered spelling.
+pub fn service_key(name: &str) -> Cow<'_, str> {
+    if name.chars().any(char::is_uppercase) {
+        Cow::Owned(name.to_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
 /// IDs (of instances and checks) appear in URL paths: no '/', no whitespace or control characters.
 pub fn validate_id(what: &str, id: &str) -> Result<(), InvalidInput> {
     if id.is_empty() {
@@ -242,7 +254,9 @@ impl ServiceRegistration {
             }
         }
         let mut checks = Vec::new();
-        if let Some(check) = f.take(&["Check"]) {
+        // As in Consul, a `Check` with every field empty is no check (some clients always send
+        // the field); entries of `Checks` must each be a real check.
+        if let Some(check) = f.take(&["Check"]).filter(|c| !is_zero_object(c)) {
             checks.push(CheckDefinition::from_json(check)?);
         }
         match f.take(&["Checks"]) {
@@ -504,6 +518,16 @@ fn is_empty_value(v: &Value) -> bool {
         Value::Array(a) => a.is_empty(),
         Value::Object(o) => o.is_empty(),
         Value::Bool(b) => !b,
+        _ => false,
+    }
+}
+
+/// An object whose fields are all null, empty, false or zero (Consul's `CheckType.Empty()`).
+fn is_zero_object(v: &Value) -> bool {
+    match v {
+        Value::Object(fields) => fields
+            .values()
+            .all(|f| f.is_null() || is_empty_value(f) || f.as_f64() == Some(0.0)),
         _ => false,
     }
 }

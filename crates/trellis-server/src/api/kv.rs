@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use std::collections::BTreeSet;
-use trellis_catalog::{Command, KvEntry, Reply};
+use trellis_catalog::{Catalog, Command, KvEntry, Reply};
 use trellis_types::KvPair;
 
 type Q = Query<Vec<(String, String)>>;
@@ -67,14 +67,30 @@ fn pair(entry: &KvEntry) -> KvPair {
     }
 }
 
-/// Waits until the index of the keys under `key` moves past the client's, or the wait ends.
-async fn wait_for_change(state: &AppState, key: &str, query: &QueryParams) -> Result<(), ApiError> {
+/// The index a read answers and blocks on. A single existing key answers its own
+/// `ModifyIndex`, as Consul does: clients use it for CAS, and writes to keys that merely share
+/// its prefix must not wake its watchers. Prefix reads (`recurse`, `keys`) and missing keys
+/// answer the index of everything under the prefix, deletions included.
+fn read_index(catalog: &Catalog, key: &str, single: bool) -> u64 {
+    match catalog.kv_get(key) {
+        Some(entry) if single => entry.modify_index,
+        _ => catalog.kv_index(key),
+    }
+}
+
+/// Waits until the read's index moves off the client's, or the wait ends.
+async fn wait_for_change(
+    state: &AppState,
+    key: &str,
+    single: bool,
+    query: &QueryParams,
+) -> Result<(), ApiError> {
     let Some(blocking) = query.blocking()? else {
         return Ok(());
     };
     let mut rx = state.kv_changed.subscribe();
     let mut closing = state.closing.subscribe();
-    if state.catalog.read().kv_index(key) != blocking.index {
+    if read_index(&state.catalog.read(), key, single) != blocking.index {
         return Ok(());
     }
     let _permit = state.waiter_permit()?;
@@ -82,7 +98,8 @@ async fn wait_for_change(state: &AppState, key: &str, query: &QueryParams) -> Re
     loop {
         tokio::select! {
             changed = rx.changed() => {
-                if changed.is_err() || state.catalog.read().kv_index(key) != blocking.index {
+                let index = read_index(&state.catalog.read(), key, single);
+                if changed.is_err() || index != blocking.index {
                     return Ok(());
                 }
             }
@@ -94,12 +111,13 @@ async fn wait_for_change(state: &AppState, key: &str, query: &QueryParams) -> Re
 
 async fn read(state: AppState, key: String, query: QueryParams) -> Result<Response, ApiError> {
     query.check_common(&state)?;
-    wait_for_change(&state, &key, &query).await?;
     let recurse = query.flag("recurse")?;
     let keys_only = query.get("keys").is_some() && query.flag("keys")?;
     let raw = query.flag("raw")?;
+    let single = !recurse && !keys_only;
+    wait_for_change(&state, &key, single, &query).await?;
     let catalog = state.catalog.read();
-    let index = catalog.kv_index(&key);
+    let index = read_index(&catalog, &key, single);
     if keys_only {
         let separator = query.get("separator").unwrap_or_default();
         let keys: BTreeSet<String> = catalog

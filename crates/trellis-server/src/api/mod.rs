@@ -205,11 +205,12 @@ impl QueryParams {
     }
 
     /// A flag like `?passing`, `?passing=true` or `?recurse=1`.
+    /// Values are those of Go's `strconv.ParseBool`, which Consul uses.
     pub fn flag(&self, key: &str) -> Result<bool, ApiError> {
         match self.get(key) {
             None => Ok(false),
-            Some("") | Some("true") | Some("1") | Some("True") | Some("TRUE") => Ok(true),
-            Some("false") | Some("0") | Some("False") | Some("FALSE") => Ok(false),
+            Some("" | "true" | "1" | "t" | "T" | "True" | "TRUE") => Ok(true),
+            Some("false" | "0" | "f" | "F" | "False" | "FALSE") => Ok(false),
             Some(other) => Err(ApiError::bad_request(format!(
                 "invalid value {other:?} for {key}"
             ))),

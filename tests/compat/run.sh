@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Compatibility acceptance: real third-party Consul clients, unchanged, against `trellis server`.
+#
+#   1. py-consul (PyPI, pinned in requirements.txt) drives the agent, catalog, health, KV and
+#      status APIs, including blocking queries.
+#   2. The npm `consul` client (pinned in node/package.json) does the same, with its watch.
+#   3. A monitoring system's consul_sd_configs discovers, scrapes and drops trellis-registered
+#      instances: VictoriaMetrics (Debian package `victoria-metrics`), and Prometheus as well
+#      when the installed one was built with Consul SD (Debian's is not; see README.md).
+#
+# Usage: tests/compat/run.sh            (from anywhere; builds target/debug/trellis if needed)
+# Env:   TRELLIS_BIN           trellis binary (default target/debug/trellis, built if missing)
+#        PROMETHEUS_BIN        a Prometheus with Consul SD to test too (default: `prometheus`
+#                              on PATH, used only if it supports consul_sd_configs)
+#        VICTORIA_METRICS_BIN  default `victoria-metrics` (installed with apt-get if missing)
+# Exits non-zero if any part fails or cannot be set up.
+set -euo pipefail
+export PYTHONDONTWRITEBYTECODE=1  # keep __pycache__ out of the source tree
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$root"
+
+say() { printf '\n== %s\n' "$*"; }
+die() { printf 'compat: %s\n' "$*" >&2; exit 1; }
+
+# --- the trellis binary ----------------------------------------------------------------------
+export TRELLIS_BIN="${TRELLIS_BIN:-target/debug/trellis}"
+if [[ ! -x "$TRELLIS_BIN" ]]; then
+    [[ "$TRELLIS_BIN" == target/debug/trellis ]] || die "TRELLIS_BIN=$TRELLIS_BIN is not an executable"
+    say "building target/debug/trellis"
+    cargo build -j2 -p trellis-cli
+fi
+TRELLIS_BIN="$(cd "$(dirname "$TRELLIS_BIN")" && pwd)/$(basename "$TRELLIS_BIN")"
+
+# --- Python client in a venv under target/ ---------------------------------------------------
+venv="$root/target/compat-venv"
+stamp="$venv/.requirements"
+if [[ ! -x "$venv/bin/python" ]] || ! cmp -s "$here/requirements.txt" "$stamp"; then
+    say "installing tests/compat/requirements.txt into $venv"
+    python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt" \
+        || die "pip install -r tests/compat/requirements.txt failed"
+    cp "$here/requirements.txt" "$stamp"
+fi
+
+# --- Node client under target/ ------------------------------------------------------------------
+command -v node >/dev/null && command -v npm >/dev/null \
+    || die "node and npm are needed for the npm consul client (Debian: apt-get install nodejs npm)"
+node_dir="$root/target/compat-node"
+if [[ ! -d "$node_dir/node_modules/consul" ]] || ! cmp -s "$here/node/package.json" "$node_dir/package.json"; then
+    say "installing tests/compat/node/package.json into $node_dir"
+    mkdir -p "$node_dir"
+    cp "$here/node/package.json" "$node_dir/package.json"
+    (cd "$node_dir" && npm install --no-audit --no-fund --loglevel=error) \
+        || die "npm install of tests/compat/node/package.json failed"
+fi
+
+# --- scrapers ----------------------------------------------------------------------------------
+apt_install() {
+    command -v apt-get >/dev/null || die "apt-get is not available to install $*"
+    local sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    # policy-rc.d keeps the packages' own services from starting; this script starts its own.
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" \
+        || { "${sudo[@]}" apt-get update -q && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y --no-install-recommends "$@"; } \
+        || die "apt-get install $* failed"
+}
+
+export VICTORIA_METRICS_BIN="${VICTORIA_METRICS_BIN:-victoria-metrics}"
+if ! command -v "$VICTORIA_METRICS_BIN" >/dev/null; then
+    say "installing victoria-metrics (Debian) for its consul_sd_configs"
+    apt_install victoria-metrics
+    command -v "$VICTORIA_METRICS_BIN" >/dev/null || die "$VICTORIA_METRICS_BIN still not found"
+fi
+scrapers=(--scraper victoria-metrics)
+
+# Debian builds Prometheus without Consul SD ("Disable Consul SD until its Debian package is back
+# in shape", prometheus 2.33.5+ds1-4, still so in bookworm's 2.42 and trixie's 2.53), so it is
+# tested only when the Prometheus at hand accepts consul_sd_configs.
+export PROMETHEUS_BIN="${PROMETHEUS_BIN:-prometheus}"
+if command -v "$PROMETHEUS_BIN" >/dev/null; then
+    probe="$(mktemp -d)"
+    printf 'scrape_configs:\n  - job_name: probe\n    consul_sd_configs:\n      - server: 127.0.0.1:1\n' >"$probe/p.yml"
+    promtool="$(dirname "$(command -v "$PROMETHEUS_BIN")")/promtool"
+    if [[ -x "$promtool" ]] && ! "$promtool" check config "$probe/p.yml" >/dev/null 2>&1; then
+        echo "compat: SKIP prometheus: $("$PROMETHEUS_BIN" --version 2>&1 | head -1) is built without Consul SD"
+    else
+        scrapers+=(--scraper prometheus)
+    fi
+    rm -rf "$probe"
+else
+    echo "compat: SKIP prometheus: no prometheus binary (Debian's lacks Consul SD; set PROMETHEUS_BIN)"
+fi
+
+# --- run -------------------------------------------------------------------------------------
+status=0
+say "py-consul against $TRELLIS_BIN"
+(cd "$here" && "$venv/bin/python" consul_client_test.py) || status=1
+say "npm consul against $TRELLIS_BIN"
+NODE_PATH="$node_dir/node_modules" node "$here/node/node_consul_test.js" || status=1
+say "consul_sd_configs against $TRELLIS_BIN"
+(cd "$here" && "$venv/bin/python" service_discovery_test.py "${scrapers[@]}") || status=1
+
+if [[ $status -ne 0 ]]; then
+    echo "compat: FAILED"
+else
+    echo "compat: all passed"
+fi
+exit $status

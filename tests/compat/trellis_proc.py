@@ -1,0 +1,95 @@
+"""Starts the real `trellis server` binary for the compatibility tests and stops it again."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+LISTEN_RE = re.compile(r"HTTP API listening on http://(\S+)")
+
+
+class Trellis:
+    """A `trellis server` on a free loopback port with a temporary data directory."""
+
+    def __init__(self, node_name: str = "compat-node") -> None:
+        self.binary = os.environ.get("TRELLIS_BIN", "target/debug/trellis")
+        if not os.access(self.binary, os.X_OK):
+            raise SystemExit(f"trellis binary {self.binary!r} not found or not executable (set TRELLIS_BIN)")
+        self.node_name = node_name
+        self.data_dir = tempfile.TemporaryDirectory(prefix="trellis-compat-")
+        self.proc: subprocess.Popen[str] | None = None
+        self.addr = ""
+        self.output: list[str] = []
+
+    def __enter__(self) -> Trellis:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "server",
+                "--http",
+                "127.0.0.1:0",
+                "--data-dir",
+                os.path.join(self.data_dir.name, "data"),
+                "--node-name",
+                self.node_name,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        found = threading.Event()
+
+        def pump() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.output.append(line.rstrip("\n"))
+                m = LISTEN_RE.search(line)
+                if m and not found.is_set():
+                    self.addr = m.group(1)
+                    found.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not found.wait(30):
+            self.__exit__(None, None, None)
+            raise SystemExit("trellis did not report its listen address within 30 s:\n" + "\n".join(self.output))
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.addr.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.addr.rsplit(":", 1)[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.addr}"
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.data_dir.cleanup()
+
+
+def wait_until(what: str, probe: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
+    """Polls `probe` until it returns something truthy; fails with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
