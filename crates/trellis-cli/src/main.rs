@@ -1,6 +1,7 @@
 //! The `trellis` binary: control plane, data plane, demo and client commands in one executable.
 
 mod client_cmds;
+mod demo;
 mod server_cmd;
 mod shutdown;
 
@@ -40,6 +41,12 @@ enum Command {
     Sidecar(trellis_proxy::SidecarArgs),
     /// Run the edge gateway: route external requests to services by path prefix.
     Gateway(trellis_proxy::GatewayArgs),
+    /// Run the example system (users, orders, sidecars, gateway) and its client flow.
+    Demo(demo::DemoArgs),
+    /// Run one instance of the example users service.
+    Users(trellis_example::UsersArgs),
+    /// Run one instance of the example orders service.
+    Orders(trellis_example::OrdersArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -63,6 +70,15 @@ fn main() -> std::process::ExitCode {
             Command::Kv(cmd) => client_cmds::kv(cmd).await,
             Command::Register(args) => client_cmds::register(args).await,
             Command::Deregister(args) => client_cmds::deregister(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Users(args) => {
+                server_cmd::init_logging();
+                Ok(trellis_example::run_users(args, shutdown::signal()).await?)
+            }
+            Command::Orders(args) => {
+                server_cmd::init_logging();
+                Ok(trellis_example::run_orders(args, shutdown::signal()).await?)
+            }
             Command::Sidecar(args) => Ok(trellis_proxy::run_sidecar(args)?),
             Command::Gateway(args) => Ok(trellis_proxy::run_gateway(args)?),
         }

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Proxy benchmark: one hop through the Trellis gateway and the sidecar's outbound listener vs
+# nginx and HAProxy as reverse proxies, each with one worker thread, in front of the same
+# upstream (an nginx answering "ok"), under the same wrk load, in one run. Also measures the
+# resident memory of an idle sidecar. Prints a Markdown table for bench/README.md.
+#
+#   bench/proxy.sh                 # defaults: 10 s per run, 50 connections
+#   DURATION=30s CONNECTIONS=100 bench/proxy.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-50}
+BASE=${BASE_PORT:-18000}
+
+missing=()
+for tool in nginx haproxy wrk; do
+  command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+
+cargo build --release -q -j2 -p trellis-cli
+TRELLIS=target/release/trellis
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+UP=$((BASE + 80)) NGX=$((BASE + 81)) HAP=$((BASE + 82)) GW=$((BASE + 83)) OUT=$((BASE + 84))
+REG=$((BASE + 500))
+
+nginx_conf() { # $1 = name, $2 = server block
+  mkdir -p "$work/$1"
+  cat > "$work/$1/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/$1/nginx.pid;
+error_log $work/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/$1; proxy_temp_path $work/$1; fastcgi_temp_path $work/$1;
+  uwsgi_temp_path $work/$1; scgi_temp_path $work/$1;
+  $2
+}
+CONF
+  "$NGINX" -c "$work/$1/nginx.conf" -p "$work/$1" &
+  pids+=($!)
+}
+
+# The upstream, shared by every proxy.
+nginx_conf upstream "server { listen 127.0.0.1:$UP; keepalive_requests 1000000; location / { return 200 'ok'; } }"
+# nginx as a reverse proxy with upstream keep-alive (its fast configuration).
+nginx_conf proxy "upstream up { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$NGX; keepalive_requests 1000000;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+
+cat > "$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HAP
+  default_backend be
+backend be
+  server up 127.0.0.1:$UP
+CONF
+"$HAPROXY" -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
+pids+=($!)
+
+"$TRELLIS" server --dev --http "127.0.0.1:$REG" >"$work/server.log" 2>&1 &
+pids+=($!)
+wait_for() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
+wait_for "http://127.0.0.1:$REG/v1/status/leader"
+# The upstream as a registered service with no checks (routable at once).
+curl -fsS -X PUT "http://127.0.0.1:$REG/v1/agent/service/register" \
+  -d "{\"Name\":\"bench\",\"ID\":\"bench-1\",\"Address\":\"127.0.0.1\",\"Port\":$UP}" >/dev/null
+
+RUST_LOG=warn "$TRELLIS" gateway --registry "http://127.0.0.1:$REG" --listen "127.0.0.1:$GW" \
+  --admin "127.0.0.1:$((BASE + 91))" --route /=bench --workers 1 >"$work/gw.log" 2>&1 &
+pids+=($!)
+RUST_LOG=warn "$TRELLIS" sidecar --registry "http://127.0.0.1:$REG" --service client --app "127.0.0.1:$UP" \
+  --inbound "127.0.0.1:$((BASE + 85))" --outbound "127.0.0.1:$OUT" --admin "127.0.0.1:$((BASE + 90))" \
+  --workers 1 >"$work/sidecar.log" 2>&1 &
+sidecar_pid=$!
+pids+=($sidecar_pid)
+
+wait_for "http://127.0.0.1:$UP/"
+wait_for "http://127.0.0.1:$NGX/"
+wait_for "http://127.0.0.1:$HAP/"
+wait_for "http://127.0.0.1:$GW/"
+for _ in $(seq 1 200); do curl -fsS -o /dev/null -H "Host: bench" "http://127.0.0.1:$OUT/" && break; sleep 0.05; done
+
+# Idle sidecar memory, before it carries any load.
+rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$sidecar_pid/status")
+
+run() { # $1 = label, $2 = url, [$3 = host header]
+  local args=(-t1 -c"$CONNECTIONS" -d"$DURATION" --latency)
+  [ -n "${3:-}" ] && args+=(-H "Host: $3")
+  wrk -t1 -c"$CONNECTIONS" -d2s ${3:+-H "Host: $3"} "$2" >/dev/null # warm-up
+  local out; out=$(wrk "${args[@]}" "$2")
+  local rps p50 p99 errors
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$rps" "$p50" "$p99" "${errors:-none}"
+}
+
+results=$(
+  run "direct (no proxy)" "http://127.0.0.1:$UP/"
+  run "nginx" "http://127.0.0.1:$NGX/"
+  run "haproxy" "http://127.0.0.1:$HAP/"
+  run "trellis gateway" "http://127.0.0.1:$GW/"
+  run "trellis sidecar outbound" "http://127.0.0.1:$OUT/" bench
+)
+
+best=$(awk -F'\t' '$1=="nginx" || $1=="haproxy" {if ($2>m) m=$2} END {print m}' <<<"$results")
+echo
+echo "wrk -t1 -c$CONNECTIONS -d$DURATION, one worker per proxy, $(nproc) cores shared by all processes"
+echo
+echo "| path | requests/s | vs best of nginx/HAProxy | p50 | p99 | errors |"
+echo "|---|---:|---:|---:|---:|---|"
+while IFS=$'\t' read -r label rps p50 p99 errors; do
+  ratio=$(awk -v a="$rps" -v b="$best" 'BEGIN {printf "%.2f×", a / b}')
+  echo "| $label | $rps | $ratio | $p50 | $p99 | $errors |"
+done <<<"$results"
+echo
+echo "idle sidecar resident memory: $((rss_kib / 1024)).$(( (rss_kib % 1024) * 10 / 1024 )) MiB ($rss_kib KiB)"

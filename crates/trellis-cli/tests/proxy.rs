@@ -1,0 +1,513 @@
+//! The sidecar and gateway as real processes in front of real apps, with the real registry.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use trellis_proxy::body::{Body, full};
+use trellis_proxy::hyper::{HeaderMap, Request, Response, StatusCode};
+use trellis_proxy::server::{ShutdownTrigger, serve, shutdown_pair};
+
+/// A child process killed when the test ends, with the listen addresses it printed.
+struct Proc {
+    child: Child,
+    addrs: Vec<(String, String)>,
+}
+
+impl Proc {
+    /// Starts `trellis ARGS` and waits for `lines` "X listening on http://ADDR" lines.
+    fn start(args: &[&str], lines: usize) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start trellis");
+        let stdout = child.stdout.take().unwrap();
+        let mut reader = BufReader::new(stdout);
+        let mut addrs = Vec::new();
+        let mut line = String::new();
+        while addrs.len() < lines {
+            line.clear();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "trellis {args:?} exited early"
+            );
+            if let Some((what, addr)) = line.trim().split_once(" listening on http://") {
+                let what = what.rsplit(' ').next().unwrap_or(what).to_owned();
+                addrs.push((what, addr.to_owned()));
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in reader.lines() {});
+        Self { child, addrs }
+    }
+
+    fn addr(&self, what: &str) -> String {
+        self.addrs
+            .iter()
+            .find(|(w, _)| w == what)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_else(|| panic!("no {what} address in {:?}", self.addrs))
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn registry() -> (Proc, String) {
+    let p = Proc::start(&["server", "--dev", "--http", "127.0.0.1:0"], 1);
+    let url = format!("http://{}", p.addrs[0].1);
+    (p, url)
+}
+
+/// An in-process app answering `status` with its name, counting hits.
+struct App {
+    port: u16,
+    hits: Arc<AtomicUsize>,
+    stop: Option<ShutdownTrigger>,
+}
+
+async fn app(name: &str, status: u16) -> App {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (stop, shutdown) = shutdown_pair();
+    let (h, name) = (hits.clone(), name.to_owned());
+    tokio::spawn(serve(
+        listener,
+        move |request: Request<Body>| {
+            h.fetch_add(1, Ordering::SeqCst);
+            let name = name.clone();
+            async move {
+                let mut response = Response::new(full(format!("{name} {}", request.uri().path())));
+                *response.status_mut() = StatusCode::from_u16(status).unwrap();
+                response
+            }
+        },
+        shutdown,
+        Duration::from_secs(1),
+    ));
+    App {
+        port,
+        hits,
+        stop: Some(stop),
+    }
+}
+
+fn sidecar(registry: &str, service: &str, app_port: u16, extra: &[&str]) -> Proc {
+    let app = format!("127.0.0.1:{app_port}");
+    let mut args = vec![
+        "sidecar",
+        "--registry",
+        registry,
+        "--service",
+        service,
+        "--app",
+        &app,
+        "--inbound",
+        "127.0.0.1:0",
+        "--outbound",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--check-interval",
+        "100ms",
+        "--ttl",
+        "3s",
+        "--workers",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(&args, 3)
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// Polls `check` until it returns true, failing after a generous bound.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Instances of `service` as the sidecar at `admin` knows them.
+async fn known(admin: &str, service: &str) -> usize {
+    let Ok(r) = http().get(format!("http://{admin}/endpoints")).send().await else {
+        return 0;
+    };
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    v["services"][service]["endpoints"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|e| e["state"] == "healthy").count())
+}
+
+async fn call(
+    client: &reqwest::Client,
+    outbound: &str,
+    service: &str,
+    path: &str,
+) -> (u16, String) {
+    let r = client
+        .get(format!("http://{outbound}{path}"))
+        .header("host", service)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+/// Three `users` instances behind sidecars, and a caller sidecar whose outbound is used.
+async fn three_users(
+    registry: &str,
+    status: u16,
+    caller_args: &[&str],
+) -> (Vec<App>, Vec<Proc>, Proc, App) {
+    let mut apps = Vec::new();
+    let mut cars = Vec::new();
+    for i in 0..3 {
+        let a = app(&format!("users-{i}"), status).await;
+        cars.push(sidecar(registry, "users", a.port, &[]));
+        apps.push(a);
+    }
+    let caller_app = app("caller", 200).await;
+    let caller = sidecar(registry, "caller", caller_app.port, caller_args);
+    let admin = caller.addr("admin");
+    let outbound = caller.addr("outbound");
+    // The first call starts the watch.
+    let _ = call(&http(), &outbound, "users", "/").await;
+    eventually("three healthy users", || {
+        known(&admin, "users").map(|n| n == 3)
+    })
+    .await;
+    (apps, cars, caller, caller_app)
+}
+
+use futures_util::FutureExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_balances_and_a_deregistered_instance_stops_receiving_traffic() {
+    let (_registry, url) = registry();
+    let (apps, cars, caller, _caller_app) = three_users(&url, 200, &["--lb", "round_robin"]).await;
+    let outbound = caller.addr("outbound");
+    let client = http();
+    for _ in 0..60 {
+        let (status, body) = call(&client, &outbound, "users", "/hello").await;
+        assert_eq!(status, 200);
+        assert!(
+            body.starts_with("users-") && body.ends_with(" /hello"),
+            "{body}"
+        );
+    }
+    assert!(
+        apps.iter().all(|a| a.hits.load(Ordering::SeqCst) > 0),
+        "every instance used"
+    );
+
+    // Absolute-form (HTTP proxy) requests work too.
+    let proxied = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{outbound}")).unwrap())
+        .build()
+        .unwrap();
+    let r = proxied.get("http://users/via-proxy").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().ends_with("/via-proxy"));
+
+    // Deregister instance 0 through the registry; the caller must stop using it.
+    let registry = trellis_client::Client::new(&url).unwrap();
+    let inbound0 = cars[0].addr("inbound");
+    let id = format!("users-127.0.0.1-{}", inbound0.rsplit(':').next().unwrap());
+    let start = Instant::now();
+    registry.deregister(&id).await.unwrap();
+    let admin = caller.addr("admin");
+    eventually("the caller to drop the instance", || {
+        known(&admin, "users").map(|n| n == 2)
+    })
+    .await;
+    eprintln!(
+        "deregistration seen by the caller after {:?}",
+        start.elapsed()
+    );
+    let before = apps[0].hits.load(Ordering::SeqCst);
+    for _ in 0..200 {
+        assert_eq!(call(&client, &outbound, "users", "/").await.0, 200);
+    }
+    assert_eq!(
+        apps[0].hits.load(Ordering::SeqCst),
+        before,
+        "no traffic after deregistration"
+    );
+
+    // Graceful shutdown deregisters first: the registry forgets the instance.
+    cars[1].signal("-TERM");
+    eventually("instance 1 to deregister itself", || {
+        known(&admin, "users").map(|n| n == 1)
+    })
+    .await;
+    let metrics = client
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains(r#"trellis_requests_total{direction="outbound",service="users",code="200"}"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_three_instances_under_load_loses_no_requests() {
+    let (_registry, url) = registry();
+    let (mut apps, mut cars, caller, _caller_app) = three_users(&url, 200, &[]).await;
+    let outbound = caller.addr("outbound");
+    let done = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (outbound, done, failures) = (outbound.clone(), done.clone(), failures.clone());
+        load.push(tokio::spawn(async move {
+            let client = http();
+            for _ in 0..500 {
+                let (status, body) = call(&client, &outbound, "users", "/").await;
+                if status != 200 {
+                    failures.lock().unwrap().push(format!("{status} {body}"));
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    eventually("load to start", || {
+        let n = done.load(Ordering::SeqCst);
+        async move { n >= 300 }
+    })
+    .await;
+    // SIGKILL the sidecar (and stop its app): no deregistration, no drain.
+    cars[2].signal("-KILL");
+    drop(apps[2].stop.take());
+    for t in load {
+        t.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} of 2000 failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    drop(cars.pop());
+    drop(apps.pop());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_budget_caps_extra_load_when_every_instance_fails() {
+    let (_registry, url) = registry();
+    let (apps, _cars, caller, _caller_app) = three_users(&url, 503, &[]).await;
+    let outbound = caller.addr("outbound");
+    let before: usize = apps.iter().map(|a| a.hits.load(Ordering::SeqCst)).sum();
+    let requests = 600;
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let outbound = outbound.clone();
+        load.push(tokio::spawn(async move {
+            let client = http();
+            for _ in 0..requests / 4 {
+                assert_eq!(call(&client, &outbound, "users", "/").await.0, 503);
+            }
+        }));
+    }
+    for t in load {
+        t.await.unwrap();
+    }
+    let sent: usize = apps
+        .iter()
+        .map(|a| a.hits.load(Ordering::SeqCst))
+        .sum::<usize>()
+        - before;
+    // 2 retries per request would triple the load (1800); the budget allows 20% + 10/s × 10 s.
+    assert!(
+        sent <= requests + requests / 5 + 100,
+        "{sent} app requests for {requests} calls"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_grpc_with_trailers_passes_through_two_sidecars() {
+    use trellis_proxy::http_body_util::{BodyExt, StreamBody};
+    use trellis_proxy::hyper::body::Frame;
+    let (_registry, url) = registry();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_port = listener.local_addr().unwrap().port();
+    let (_stop, shutdown) = shutdown_pair();
+    tokio::spawn(serve(
+        listener,
+        |request: Request<Body>| async move {
+            let h2 = request.version() == trellis_proxy::hyper::Version::HTTP_2;
+            let payload = request.into_body().collect().await.unwrap().to_bytes();
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            trailers.insert("grpc-message", format!("h2={h2}").parse().unwrap());
+            let frames = vec![Ok(Frame::data(payload)), Ok(Frame::trailers(trailers))];
+            let mut response =
+                Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed());
+            response
+                .headers_mut()
+                .insert("content-type", "application/grpc".parse().unwrap());
+            response
+        },
+        shutdown,
+        Duration::from_secs(1),
+    ));
+    let _server_car = sidecar(&url, "greeter", grpc_port, &[]);
+    let caller_app = app("caller", 200).await;
+    let caller = sidecar(&url, "caller", caller_app.port, &[]);
+    let admin = caller.addr("admin");
+    let tcp = tokio::net::TcpStream::connect(caller.addr("outbound"))
+        .await
+        .unwrap();
+    let (mut client, connection) = trellis_proxy::hyper::client::conn::http2::handshake(
+        trellis_proxy::hyper_util::rt::TokioExecutor::new(),
+        trellis_proxy::hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut last = None;
+    // Wait for discovery, then check the answer.
+    for _ in 0..2 {
+        let frames = vec![Ok::<_, trellis_proxy::hyper::Error>(Frame::data(
+            trellis_proxy::bytes::Bytes::from_static(b"\0\0\0\0\x02hi"),
+        ))];
+        let request = Request::post("http://greeter/helloworld.Greeter/SayHello")
+            .version(trellis_proxy::hyper::Version::HTTP_2)
+            .header("te", "trailers")
+            .header("content-type", "application/grpc")
+            .body(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+            .unwrap();
+        let response = client.send_request(request).await.unwrap();
+        if response.status() == 200 {
+            last = Some(response);
+            break;
+        }
+        eventually("greeter discovered", || {
+            known(&admin, "greeter").map(|n| n == 1)
+        })
+        .await;
+    }
+    let response = last.expect("a 200 answer");
+    assert_eq!(response.version(), trellis_proxy::hyper::Version::HTTP_2);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(collected.to_bytes().as_ref(), b"\0\0\0\0\x02hi");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "h2=true", "HTTP/2 end to end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_routes_by_prefix_and_kv_policy_applies_live() {
+    let (_registry, url) = registry();
+    let users = app("users", 200).await;
+    let orders = app("orders", 200).await;
+    let _u = sidecar(&url, "users", users.port, &[]);
+    let _o = sidecar(&url, "orders", orders.port, &[]);
+    let gw = Proc::start(
+        &[
+            "gateway",
+            "--registry",
+            &url,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--route",
+            "/users=users",
+            "--route",
+            "/api/orders=orders",
+            "--workers",
+            "1",
+        ],
+        2,
+    );
+    let base = format!("http://{}", gw.addr("gateway"));
+    let client = http();
+    let get = |path: &str| {
+        let (client, url) = (client.clone(), format!("{base}{path}"));
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let error = r
+                .headers()
+                .get("x-trellis-error")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, error, r.text().await.unwrap())
+        }
+    };
+    eventually("routes to work", || {
+        get("/users/1").map(|(s, _, _)| s == 200)
+    })
+    .await;
+    assert_eq!(get("/users/1").await.2, "users /1");
+    eventually("orders route", || {
+        get("/api/orders/9").map(|(s, _, _)| s == 200)
+    })
+    .await;
+    assert_eq!(get("/api/orders/9").await.2, "orders /9");
+    let (status, error, body) = get("/nope").await;
+    assert_eq!((status, error.as_deref()), (404, Some("no-route")));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"],
+        "no-route"
+    );
+
+    // A policy written to KV applies without a restart, and its removal too.
+    let registry = trellis_client::Client::new(&url).unwrap();
+    let policy = br#"{"rate_limit": {"per_second": 1, "burst": 1}}"#;
+    registry
+        .kv_put("trellis/config/users", policy, None)
+        .await
+        .unwrap();
+    eventually("rate limit to apply", || async {
+        let (a, b) = (get("/users/x").await, get("/users/x").await);
+        a.1.as_deref() == Some("rate-limited") || b.1.as_deref() == Some("rate-limited")
+    })
+    .await;
+    registry
+        .kv_delete("trellis/config/users", false)
+        .await
+        .unwrap();
+    eventually("rate limit to be lifted", || async {
+        let mut ok = true;
+        for _ in 0..5 {
+            ok &= get("/users/x").await.0 == 200;
+        }
+        ok
+    })
+    .await;
+}

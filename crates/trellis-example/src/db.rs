@@ -1,0 +1,110 @@
+//! SQLite access shared by both services: safe for several processes on one file, and never
+//! run on the async runtime's worker threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::Error;
+
+/// How long a statement waits for another process's write lock before failing. Writes are
+/// single short statements, so a wait this long means real overload, not contention.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a service's database looks like.
+pub(crate) struct Schema {
+    /// Stored in `PRAGMA application_id` so that pointing one service at the other's file is
+    /// an error at start-up instead of confusing 500s later.
+    pub application_id: i32,
+    pub service: &'static str,
+    /// Idempotent DDL (`CREATE ... IF NOT EXISTS`), run on every start.
+    pub ddl: &'static str,
+    /// Run once in the life of the file.
+    pub seed: &'static str,
+}
+
+/// One connection per instance. A mutex is enough: the demo's load is tiny, and a single
+/// connection keeps every write a plain autocommit statement.
+#[derive(Clone)]
+pub(crate) struct Db {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Db {
+    pub(crate) async fn open(path: &Path, schema: &'static Schema) -> Result<Self, Error> {
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || open_blocking(&path, schema)).await??;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on a blocking thread; SQLite may wait up to [`BUSY_TIMEOUT`] for a lock.
+    pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let result = tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave the connection half-used: every
+            // statement is self-contained, so a poisoned lock is still safe to use.
+            let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&conn)
+        })
+        .await?;
+        Ok(result?)
+    }
+}
+
+fn open_blocking(path: &Path, schema: &Schema) -> Result<Connection, Error> {
+    let fail = |source| Error::OpenDb {
+        path: PathBuf::from(path),
+        source,
+    };
+    let mut conn = Connection::open(path).map_err(fail)?;
+    // Set before anything else so that even switching to WAL waits for a sibling instance
+    // that is doing the same thing at the same moment.
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
+        .map_err(fail)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        // Some filesystems (network mounts) cannot do WAL; SQLite still locks correctly in
+        // rollback mode, only with less read/write concurrency.
+        tracing::warn!(path = %path.display(), %mode, "SQLite could not enable WAL mode");
+    }
+    // NORMAL is durable against process crashes in WAL mode, which is what a demo needs.
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(fail)?;
+
+    // IMMEDIATE takes the write lock up front, so two instances starting together serialise
+    // here and the second one sees that the first has already seeded.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(fail)?;
+    let app_id: i32 = tx
+        .query_row("PRAGMA application_id", [], |row| row.get(0))
+        .map_err(fail)?;
+    let version: i32 = tx
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(fail)?;
+    if version != 0 && app_id != schema.application_id {
+        return Err(Error::Config(format!(
+            "{} is not a {} database",
+            path.display(),
+            schema.service
+        )));
+    }
+    tx.execute_batch(schema.ddl).map_err(fail)?;
+    if version == 0 {
+        tx.execute_batch(schema.seed).map_err(fail)?;
+        tx.pragma_update(None, "application_id", schema.application_id)
+            .map_err(fail)?;
+        tx.pragma_update(None, "user_version", 1).map_err(fail)?;
+    }
+    tx.commit().map_err(fail)?;
+    Ok(conn)
+}

@@ -1,0 +1,198 @@
+//! Prometheus metrics of the data plane, named as the issue specifies.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which listener handled a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+    Gateway,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+            Self::Gateway => "gateway",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    direction: &'static str,
+    service: Arc<String>,
+    code: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+    service: Arc<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ServiceLabels {
+    service: Arc<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointLabels {
+    service: Arc<String>,
+    state: &'static str,
+}
+
+type HistogramFamily = Family<DirectionLabels, Histogram, fn() -> Histogram>;
+
+/// Every metric the proxy exports, cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily,
+    retries: Family<ServiceLabels, Counter>,
+    ejections: Family<ServiceLabels, Counter>,
+    endpoints: Family<EndpointLabels, Gauge>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. ~8 s: a proxy hop is sub-millisecond, slow upstreams take seconds.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let retries = Family::<ServiceLabels, Counter>::default();
+        let ejections = Family::<ServiceLabels, Counter>::default();
+        let endpoints = Family::<EndpointLabels, Gauge>::default();
+        // The client library appends `_total` to counters.
+        registry.register(
+            "trellis_requests",
+            "Requests handled, by direction, service and response status",
+            requests.clone(),
+        );
+        registry.register(
+            "trellis_request_duration_seconds",
+            "Time from request to response head",
+            duration.clone(),
+        );
+        registry.register(
+            "trellis_retries",
+            "Retries sent to upstreams",
+            retries.clone(),
+        );
+        registry.register(
+            "trellis_ejections",
+            "Endpoints ejected by outlier detection",
+            ejections.clone(),
+        );
+        registry.register(
+            "trellis_endpoints",
+            "Known endpoints per service and state (healthy, ejected)",
+            endpoints.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            requests,
+            duration,
+            retries,
+            ejections,
+            endpoints,
+        }
+    }
+
+    pub fn request(&self, direction: Direction, service: &Arc<String>, code: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                direction: direction.as_str(),
+                service: service.clone(),
+                code,
+            })
+            .inc();
+        self.duration
+            .get_or_create(&DirectionLabels {
+                direction: direction.as_str(),
+                service: service.clone(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn retry(&self, service: &Arc<String>) {
+        self.retries
+            .get_or_create(&ServiceLabels {
+                service: service.clone(),
+            })
+            .inc();
+    }
+
+    pub fn ejection(&self, service: &Arc<String>) {
+        self.ejections
+            .get_or_create(&ServiceLabels {
+                service: service.clone(),
+            })
+            .inc();
+    }
+
+    pub fn set_endpoints(&self, service: &Arc<String>, healthy: usize, ejected: usize) {
+        for (state, n) in [("healthy", healthy), ("ejected", ejected)] {
+            self.endpoints
+                .get_or_create(&EndpointLabels {
+                    service: service.clone(),
+                    state,
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_the_spec() {
+        let m = Metrics::new();
+        let svc = Arc::new("orders".to_owned());
+        m.request(Direction::Outbound, &svc, 200, Duration::from_millis(3));
+        m.retry(&svc);
+        m.ejection(&svc);
+        m.set_endpoints(&svc, 2, 1);
+        let text = m.encode();
+        for needle in [
+            r#"trellis_requests_total{direction="outbound",service="orders",code="200"} 1"#,
+            "trellis_request_duration_seconds_bucket{",
+            r#"trellis_retries_total{service="orders"} 1"#,
+            r#"trellis_ejections_total{service="orders"} 1"#,
+            r#"trellis_endpoints{service="orders",state="ejected"} 1"#,
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

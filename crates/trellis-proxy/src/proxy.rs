@@ -1,0 +1,186 @@
+//! The engine: turns a request arriving on a listener into a forwarded request (or a response
+//! explaining why not), for each of the three kinds of listener.
+
+use crate::body::Body;
+use crate::client::UpstreamClient;
+use crate::discovery::Discovery;
+use crate::forward::forward;
+use crate::gateway::Routes;
+use crate::headers::{REQUEST_ID, ensure_trace_context, strip_hop_by_hop};
+use crate::metrics::{Direction, Metrics};
+use crate::reject::Reject;
+use crate::upstream::Upstream;
+use hyper::header::HOST;
+use hyper::http::uri::PathAndQuery;
+use hyper::{Request, Response, Uri};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a listener does with requests.
+pub enum Mode {
+    /// The app's outgoing calls: the service is the request's host (absolute-form URI or Host).
+    Outbound,
+    /// Calls to this instance: everything goes to the local app.
+    Inbound(Arc<Upstream>),
+    /// Edge routing by longest path prefix.
+    Gateway(Routes),
+}
+
+/// One listener's request handler; cheap to share between connections.
+pub struct Proxy {
+    mode: Mode,
+    discovery: Arc<Discovery>,
+    client: UpstreamClient,
+    metrics: Metrics,
+}
+
+/// Label used when a request names no valid service, so bad input cannot add label values.
+const UNKNOWN: &str = "unknown";
+
+impl Proxy {
+    pub fn new(
+        mode: Mode,
+        discovery: Arc<Discovery>,
+        client: UpstreamClient,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            mode,
+            discovery,
+            client,
+            metrics,
+        }
+    }
+
+    fn direction(&self) -> Direction {
+        match self.mode {
+            Mode::Outbound => Direction::Outbound,
+            Mode::Inbound(_) => Direction::Inbound,
+            Mode::Gateway(_) => Direction::Gateway,
+        }
+    }
+
+    /// Handles one request end to end.
+    pub async fn handle(&self, mut request: Request<Body>) -> Response<Body> {
+        let start = Instant::now();
+        let request_id = ensure_trace_context(request.headers_mut());
+        strip_hop_by_hop(request.headers_mut());
+        let (label, mut response) = match self.route(request) {
+            Ok((upstream, request)) => {
+                let response = forward(&self.client, &upstream, request).await;
+                (upstream.name().clone(), response)
+            }
+            Err((reject, subject)) => (Arc::new(UNKNOWN.to_owned()), reject.response(&subject)),
+        };
+        strip_hop_by_hop(response.headers_mut());
+        response
+            .headers_mut()
+            .entry(REQUEST_ID)
+            .or_insert(request_id);
+        self.metrics.request(
+            self.direction(),
+            &label,
+            response.status().as_u16(),
+            start.elapsed(),
+        );
+        response
+    }
+
+    /// Finds the upstream and rewrites the request to origin form for it.
+    fn route(
+        &self,
+        mut request: Request<Body>,
+    ) -> Result<(Arc<Upstream>, Request<Body>), (Reject, String)> {
+        let path = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let (upstream, path) = match &self.mode {
+            Mode::Inbound(app) => (app.clone(), path),
+            Mode::Outbound => {
+                let Some(service) = target_service(&request) else {
+                    return Err((Reject::BadTarget, String::new()));
+                };
+                let upstream = self
+                    .discovery
+                    .upstream(&service)
+                    .map_err(|reject| (reject, service.clone()))?;
+                (upstream, path)
+            }
+            Mode::Gateway(routes) => {
+                let Some((service, rewritten)) = routes.resolve(&path) else {
+                    return Err((Reject::NoRoute, path.path().to_owned()));
+                };
+                let upstream = self
+                    .discovery
+                    .upstream(service)
+                    .map_err(|reject| (reject, service.to_owned()))?;
+                (upstream, rewritten)
+            }
+        };
+        // Keep the authority the client used as the Host header: the upstream may care, and an
+        // HTTP/2 request carries it only in the URI.
+        if !request.headers().contains_key(HOST)
+            && let Some(authority) = request.uri().authority()
+            && let Ok(value) = authority.as_str().parse()
+        {
+            request.headers_mut().insert(HOST, value);
+        }
+        *request.uri_mut() = Uri::from(path);
+        Ok((upstream, request))
+    }
+}
+
+/// The service an outbound request is for: the host of an absolute-form URI, else the Host
+/// header, without port, lower-cased, with a `.service.consul` suffix removed.
+pub fn target_service<B>(request: &Request<B>) -> Option<String> {
+    let host = match request.uri().host() {
+        Some(host) => host.to_owned(),
+        None => {
+            let value = request.headers().get(HOST)?.to_str().ok()?;
+            value
+                .parse::<hyper::http::uri::Authority>()
+                .ok()?
+                .host()
+                .to_owned()
+        }
+    };
+    let host = host.to_ascii_lowercase();
+    let name = host
+        .strip_suffix(".service.consul")
+        .or_else(|| host.strip_suffix(".service.trellis"))
+        .unwrap_or(&host);
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::empty;
+
+    fn request(uri: &str, host: Option<&str>) -> Request<Body> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header(HOST, h);
+        }
+        b.body(empty()).unwrap()
+    }
+
+    #[test]
+    fn outbound_target_from_absolute_uri_or_host() {
+        assert_eq!(
+            target_service(&request("http://orders/x", Some("ignored"))).unwrap(),
+            "orders"
+        );
+        assert_eq!(
+            target_service(&request("/x", Some("Users:8080"))).unwrap(),
+            "users"
+        );
+        assert_eq!(
+            target_service(&request("/x", Some("orders.service.consul"))).unwrap(),
+            "orders"
+        );
+        assert!(target_service(&request("/x", None)).is_none());
+    }
+}
