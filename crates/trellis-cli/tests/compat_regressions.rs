@@ -4,59 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `trellis server --dev` on a free loopback port, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
+mod support;
 
-impl Server {
-    fn dev() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
-            .args([
-                "server",
-                "--dev",
-                "--http",
-                "127.0.0.1:0",
-                "--node-name",
-                "compat",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start trellis");
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let base = loop {
-            line.clear();
-            assert!(
-                reader.read_line(&mut line).unwrap() > 0,
-                "trellis exited before listening"
-            );
-            if let Some((_, addr)) = line.trim().split_once("HTTP API listening on ") {
-                break addr.to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in reader.lines() {});
-        Self { child, base }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::Server;
 
 async fn register(c: &reqwest::Client, s: &Server, body: Value) {
     let r = c

@@ -38,19 +38,11 @@ pub async fn health_service(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
-    query.check_common(&state)?;
     let key = RenderKey::Health {
         passing: query.flag("passing")?,
         tags: query.all("tag"),
     };
-    let meta_ok = query.node_meta_matches(&state)?;
-    let published = service_view(&state, &name, &query).await?;
-    let body = if meta_ok {
-        published.render(key, &state.node)
-    } else {
-        Bytes::from_static(b"[]")
-    };
-    Ok(json_response(published.index(), body))
+    instances(state, name, query, key).await
 }
 
 pub async fn catalog_service(
@@ -59,10 +51,20 @@ pub async fn catalog_service(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
-    query.check_common(&state)?;
     let key = RenderKey::Catalog {
         tags: query.all("tag"),
     };
+    instances(state, name, query, key).await
+}
+
+/// The instances of a service rendered as `key`, after blocking if asked to.
+async fn instances(
+    state: AppState,
+    name: String,
+    query: QueryParams,
+    key: RenderKey,
+) -> Result<Response, ApiError> {
+    query.check_common(&state)?;
     let meta_ok = query.node_meta_matches(&state)?;
     let published = service_view(&state, &name, &query).await?;
     let body = if meta_ok {
