@@ -132,7 +132,7 @@ pub struct Catalog {
     name_index: HashMap<String, u64>,
     checks: BTreeMap<String, Arc<Check>>,
     /// Check IDs per instance ID.
-    checks_of: HashMap<String, BTreeSet<String>>,
+    checks_of: HashMap<String, IdSet>,
     /// Checks not bound to a service: they count for every service on the node.
     node_checks: BTreeSet<String>,
     kv: BTreeMap<String, KvEntry>,
@@ -880,4 +880,49 @@ fn validate_key(key: &str) -> Result<(), CatalogError> {
         ));
     }
     Ok(())
+}
+
+/// A small sorted set of IDs. An instance has one or two checks, and a `BTreeSet` would
+/// allocate a whole B-tree node (about 280 bytes) for each instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct IdSet(Vec<String>);
+
+impl IdSet {
+    fn insert(&mut self, id: String) -> bool {
+        match self.0.binary_search(&id) {
+            Ok(_) => false,
+            Err(pos) => {
+                self.0.insert(pos, id);
+                true
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> bool {
+        match self.0.binary_search_by(|probe| probe.as_str().cmp(id)) {
+            Ok(pos) => {
+                self.0.remove(pos);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl IntoIterator for IdSet {
+    type Item = String;
+    type IntoIter = std::vec::IntoIter<String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a IdSet {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
 }

@@ -258,7 +258,7 @@ fn registration(
         tags: args.tags.clone(),
         address,
         port: inbound.port(),
-        meta,
+        meta: meta.into(),
         tagged_addresses: BTreeMap::new(),
         weights: Weights::default(),
         enable_tag_override: false,

@@ -71,6 +71,7 @@ pub async fn start(
     };
     let clock = Instant::now();
     let snapshot = store.load()?;
+    let loaded = clock.elapsed();
     let catalog = Catalog::restore(
         snapshot.index,
         snapshot.instances,
@@ -79,6 +80,12 @@ pub async fn start(
         clock.elapsed(),
     );
     let instances_restored = catalog.instance_count();
+    tracing::info!(
+        instances = instances_restored,
+        load_ms = loaded.as_millis() as u64,
+        restore_ms = (clock.elapsed() - loaded).as_millis() as u64,
+        "catalog restored"
+    );
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .map_err(|source| ServerError::Bind {
@@ -90,7 +97,6 @@ pub async fn start(
     let (services_changed, _) = watch::channel(catalog.services_index());
     let (kv_changed, _) = watch::channel(catalog.kv_store_index());
     let (closing, _) = watch::channel(false);
-    let names: Vec<String> = catalog.service_names().into_keys().collect();
     let state = AppState::new(Inner {
         node: Node::new(&config.node_name, &config.datacenter, local_addr),
         catalog: parking_lot::RwLock::new(catalog),
@@ -104,13 +110,6 @@ pub async fn start(
         closing,
         services_render: parking_lot::Mutex::new(None),
     });
-    for name in names {
-        let view = state.catalog.read().service_view(&name);
-        state.slots.insert(
-            trellis_types::registration::service_key(&name).into_owned(),
-            Arc::new(published::Slot::new(view)),
-        );
-    }
     let (checks_tx, checks_rx) = mpsc::unbounded_channel();
     let writer_state = state.clone();
     std::thread::Builder::new()
@@ -125,7 +124,8 @@ pub async fn start(
     let router = api::router(state.clone());
     let serve = tokio::spawn(async move {
         let closing = state.closing.clone();
-        let result = axum::serve(listener, router)
+        // into_make_service: axum 0.8 would otherwise rebuild the route table per connection.
+        let result = axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 // Release blocking queries and watch streams so the drain finishes promptly.

@@ -1,7 +1,7 @@
 //! The single writer: drains queued commands in batches, applies them to the catalog, makes the
 //! batch durable with one commit (group commit), then publishes views and answers every request.
 
-use crate::published::{Published, Slot};
+use crate::published::Published;
 use crate::state::AppState;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -159,18 +159,12 @@ fn publish(
     fx: &Effects,
     checks_changed: &mpsc::UnboundedSender<String>,
 ) {
+    // Only services somebody has read or watched have a slot; the others get one, built from
+    // the catalog, on their first read. Registrations nobody looks at cost no view and no memory.
     for name in &fx.services {
-        let view = catalog.service_view(name);
-        let key = service_key(name);
-        match state.slots.get(key.as_ref()) {
-            Some(slot) => {
-                slot.tx.send_replace(Arc::new(Published::new(view)));
-            }
-            None => {
-                state
-                    .slots
-                    .insert(key.into_owned(), Arc::new(Slot::new(view)));
-            }
+        if let Some(slot) = state.slots.get(service_key(name).as_ref()) {
+            slot.tx
+                .send_replace(Arc::new(Published::new(catalog.service_view(name))));
         }
     }
     if fx.services_list {

@@ -5,6 +5,7 @@ use crate::{Mutation, Snapshot, Store, StoreError};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
 use std::path::Path;
+use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry};
 
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
 const CHECKS: TableDefinition<&str, &[u8]> = TableDefinition::new("checks");
@@ -12,7 +13,7 @@ const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INDEX_KEY: &str = "index";
 /// Page cache; the catalog itself lives in memory, so the store only needs a small cache.
-const CACHE_BYTES: usize = 16 * 1024 * 1024;
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct RedbStore {
     db: Database,
@@ -61,19 +62,35 @@ fn read_all<T: DeserializeOwned>(
 
 impl Store for RedbStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
-        let txn = self.db.begin_read().map_err(redb::Error::from)?;
-        let index = txn
-            .open_table(META)
-            .map_err(redb::Error::from)?
-            .get(INDEX_KEY)
-            .map_err(redb::Error::from)?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        // Decoding is most of a restart: instances and checks decode on two threads.
+        let (checks, rest) = std::thread::scope(|scope| {
+            let checks = scope.spawn(|| -> Result<Vec<CheckRecord>, StoreError> {
+                let txn = self.db.begin_read().map_err(redb::Error::from)?;
+                read_all(&txn, CHECKS)
+            });
+            let rest = (|| -> Result<(u64, Vec<InstanceRecord>, Vec<KvEntry>), StoreError> {
+                let txn = self.db.begin_read().map_err(redb::Error::from)?;
+                let index = txn
+                    .open_table(META)
+                    .map_err(redb::Error::from)?
+                    .get(INDEX_KEY)
+                    .map_err(redb::Error::from)?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
+                Ok((index, read_all(&txn, INSTANCES)?, read_all(&txn, KV)?))
+            })();
+            (checks.join(), rest)
+        });
+        let checks = checks.map_err(|_| StoreError::Corrupt {
+            key: "checks".into(),
+            reason: "decoder thread panicked".into(),
+        })??;
+        let (index, instances, kv) = rest?;
         Ok(Snapshot {
             index,
-            instances: read_all(&txn, INSTANCES)?,
-            checks: read_all(&txn, CHECKS)?,
-            kv: read_all(&txn, KV)?,
+            instances,
+            checks,
+            kv,
         })
     }
 

@@ -1,12 +1,15 @@
 //! Wire types shared by the Trellis server, SDK and CLI: Consul-compatible requests and responses.
 
+mod canonical;
 pub mod duration;
 pub mod fields;
+mod meta;
 pub mod registration;
 pub mod response;
 pub mod watch;
 
 pub use duration::{format_go_duration, parse_go_duration};
+pub use meta::Meta;
 pub use registration::{
     CheckDefinition, CheckKind, CheckStatus, HttpCheck, ServiceRegistration, TaggedAddress, Weights,
 };

@@ -2,10 +2,10 @@
 //! canonical PascalCase encoding (used by the SDK when sending and by the store when persisting).
 
 use crate::InvalidInput;
-use crate::duration::format_go_duration;
 use crate::fields::Fields;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::{Map, Value, json};
+use crate::meta::Meta;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -93,7 +93,7 @@ pub enum CheckKind {
     /// The application reports status itself before `ttl` runs out.
     Ttl { ttl: Duration },
     /// The server sends an HTTP request every interval: 2xx passing, 429 warning, else critical.
-    Http(HttpCheck),
+    Http(Box<HttpCheck>),
     /// The server opens a TCP connection every interval.
     Tcp { address: String },
 }
@@ -138,7 +138,7 @@ pub struct ServiceRegistration {
     pub tags: Vec<String>,
     pub address: String,
     pub port: u16,
-    pub meta: BTreeMap<String, String>,
+    pub meta: Meta,
     pub tagged_addresses: BTreeMap<String, TaggedAddress>,
     pub weights: Weights,
     pub enable_tag_override: bool,
@@ -223,7 +223,7 @@ impl ServiceRegistration {
             Some(p) => u16::try_from(p)
                 .map_err(|_| InvalidInput::new(format!("Port {p} is out of range")))?,
         };
-        let meta = f.string_map(&["Meta"])?;
+        let meta = Meta::from(f.string_map(&["Meta"])?);
         if meta.len() > MAX_META_PAIRS {
             return Err(InvalidInput::new(format!(
                 "Meta has more than {MAX_META_PAIRS} pairs"
@@ -284,26 +284,8 @@ impl ServiceRegistration {
 
     /// The canonical PascalCase JSON form.
     pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "ID": self.id,
-            "Name": self.name,
-            "Tags": self.tags,
-            "Address": self.address,
-            "Port": self.port,
-            "Meta": self.meta,
-            "TaggedAddresses": self.tagged_addresses,
-            "Weights": self.weights,
-            "EnableTagOverride": self.enable_tag_override,
-        });
-        if !self.checks.is_empty()
-            && let Value::Object(map) = &mut v
-        {
-            map.insert(
-                "Checks".into(),
-                Value::Array(self.checks.iter().map(CheckDefinition::to_json).collect()),
-            );
-        }
-        v
+        // Serialising plain data into a Value cannot fail.
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 }
 
@@ -386,7 +368,7 @@ impl CheckDefinition {
                         })
                         .collect::<Result<_, _>>()?,
                 };
-                CheckKind::Http(HttpCheck {
+                CheckKind::Http(Box::new(HttpCheck {
                     url,
                     method: f
                         .string(&["Method"])?
@@ -396,7 +378,7 @@ impl CheckDefinition {
                     headers,
                     body: f.string(&["Body"])?.unwrap_or_default(),
                     tls_skip_verify: f.bool(&["TLSSkipVerify"])?.unwrap_or(false),
-                })
+                }))
             }
             (None, None, Some(address)) => CheckKind::Tcp { address },
             (None, None, None) => {
@@ -451,64 +433,8 @@ impl CheckDefinition {
 
     /// The canonical PascalCase JSON form (durations as Go strings).
     pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        let mut put = |k: &str, v: Value| {
-            m.insert(k.to_owned(), v);
-        };
-        if let Some(id) = &self.id {
-            put("CheckID", json!(id));
-        }
-        if let Some(name) = &self.name {
-            put("Name", json!(name));
-        }
-        if let Some(service_id) = &self.service_id {
-            put("ServiceID", json!(service_id));
-        }
-        if !self.notes.is_empty() {
-            put("Notes", json!(self.notes));
-        }
-        if let Some(status) = self.status {
-            put("Status", json!(status));
-        }
-        match &self.kind {
-            CheckKind::Ttl { ttl } => put("TTL", json!(format_go_duration(*ttl))),
-            CheckKind::Http(h) => {
-                put("HTTP", json!(h.url));
-                put("Method", json!(h.method));
-                if !h.headers.is_empty() {
-                    put("Header", json!(h.headers));
-                }
-                if !h.body.is_empty() {
-                    put("Body", json!(h.body));
-                }
-                if h.tls_skip_verify {
-                    put("TLSSkipVerify", json!(true));
-                }
-            }
-            CheckKind::Tcp { address } => put("TCP", json!(address)),
-        }
-        for (key, value) in [
-            ("Interval", self.interval),
-            ("Timeout", self.timeout),
-            (
-                "DeregisterCriticalServiceAfter",
-                self.deregister_critical_service_after,
-            ),
-        ] {
-            if let Some(d) = value {
-                put(key, json!(format_go_duration(d)));
-            }
-        }
-        for (key, value) in [
-            ("SuccessBeforePassing", self.success_before_passing),
-            ("FailuresBeforeCritical", self.failures_before_critical),
-            ("FailuresBeforeWarning", self.failures_before_warning),
-        ] {
-            if value > 0 {
-                put(key, json!(value));
-            }
-        }
-        Value::Object(m)
+        // Serialising plain data into a Value cannot fail.
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 }
 
@@ -532,28 +458,10 @@ fn is_zero_object(v: &Value) -> bool {
     }
 }
 
-macro_rules! serde_via_json {
-    ($ty:ty) => {
-        impl Serialize for $ty {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                self.to_json().serialize(serializer)
-            }
-        }
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let value = Value::deserialize(deserializer)?;
-                Self::from_json(value).map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
-
-serde_via_json!(ServiceRegistration);
-serde_via_json!(CheckDefinition);
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn lowercase_keys_from_popular_clients() {
@@ -566,7 +474,7 @@ mod tests {
         .unwrap();
         assert_eq!(reg.id, "web-1");
         assert_eq!(reg.port, 8080);
-        assert_eq!(reg.meta["Version"], "1");
+        assert_eq!(reg.meta.get("Version"), Some("1"));
         assert_eq!(reg.checks.len(), 3);
         assert_eq!(
             reg.checks[0].kind,
@@ -629,5 +537,40 @@ mod tests {
         let back: ServiceRegistration =
             serde_json::from_value(serde_json::to_value(&reg).unwrap()).unwrap();
         assert_eq!(back, reg);
+    }
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stored_form_is_the_canonical_json_and_reads_back() {
+        let reg = ServiceRegistration::from_json(json!({
+            "name": "api", "id": "api-1", "port": 80, "meta": {"k": "v"},
+            "checks": [{"http": "http://x/h", "interval": "1m30s", "timeout": "500ms",
+                        "header": {"A": ["b"]}, "tls_skip_verify": true},
+                       {"tcp": "x:1", "interval": "10s", "status": "warning"},
+                       {"ttl": "5s", "deregister_critical_service_after": "1h"}]
+        }))
+        .unwrap();
+        let value = serde_json::to_value(&reg).unwrap();
+        assert_eq!(value["Checks"][0]["Interval"], "1m30s");
+        assert_eq!(value["Checks"][0]["TLSSkipVerify"], true);
+        assert_eq!(value["Checks"][2]["TTL"], "5s");
+        assert_eq!(value["Port"], 80);
+        // The lenient parser and the derived one agree on the canonical form.
+        assert_eq!(ServiceRegistration::from_json(value.clone()).unwrap(), reg);
+        assert_eq!(
+            serde_json::from_value::<ServiceRegistration>(value).unwrap(),
+            reg
+        );
+    }
+
+    #[test]
+    fn stored_check_without_a_kind_is_an_error() {
+        let bad = json!({"ID": "x", "Name": "x", "Checks": [{"CheckID": "c"}]});
+        assert!(serde_json::from_value::<ServiceRegistration>(bad).is_err());
     }
 }

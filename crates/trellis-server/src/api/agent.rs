@@ -151,7 +151,7 @@ fn agent_service(state: &AppState, r: &ServiceRegistration) -> AgentService {
         id: r.id.clone(),
         service: r.name.clone(),
         tags: r.tags.clone(),
-        meta: r.meta.clone(),
+        meta: r.meta.to_map(),
         port: r.port,
         address: r.address.clone(),
         tagged_addresses: r.tagged_addresses.clone(),

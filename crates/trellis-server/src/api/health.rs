@@ -17,17 +17,9 @@ async fn service_view(
     query: &QueryParams,
 ) -> Result<Arc<Published>, ApiError> {
     let blocking = query.blocking()?;
-    let slot = match blocking {
-        // A plain read of an unknown service needs no slot.
-        None => match state.slot(name) {
-            Some(slot) => slot,
-            None => {
-                let view = state.catalog.read().service_view(name);
-                return Ok(Arc::new(Published::new(view)));
-            }
-        },
-        Some(_) => state.slot_or_create(name),
-    };
+    // The first read of a service creates its slot; from then on every read and waiter shares
+    // the slot's rendered views.
+    let slot = state.slot_or_create(name);
     let rx = slot.tx.subscribe();
     block_on(state, rx, blocking, |p| p.index()).await
 }
