@@ -15,9 +15,27 @@ fn normalise(name: &str) -> String {
         .collect()
 }
 
-/// A JSON object whose fields are looked up by normalised name.
+/// Whether an already normalised key is `name` normalised, without allocating: this runs for
+/// every field of every registration.
+fn same_name(normalised_key: &str, name: &str) -> bool {
+    let mut wanted = name
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase);
+    let mut have = normalised_key.chars();
+    loop {
+        match (have.next(), wanted.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
+/// A JSON object whose fields are looked up by normalised name. Objects have a dozen fields,
+/// so a vector scanned linearly beats a map.
 pub struct Fields {
-    by_name: BTreeMap<String, Value>,
+    by_name: Vec<(String, Value)>,
 }
 
 impl Fields {
@@ -36,9 +54,8 @@ impl Fields {
     /// Removes and returns the first present, non-null field among `names`.
     pub fn take(&mut self, names: &[&str]) -> Option<Value> {
         names.iter().find_map(|name| {
-            self.by_name
-                .remove(&normalise(name))
-                .filter(|v| !v.is_null())
+            let pos = self.by_name.iter().position(|(k, _)| same_name(k, name))?;
+            Some(self.by_name.swap_remove(pos).1).filter(|v| !v.is_null())
         })
     }
 
