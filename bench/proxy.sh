@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Proxy benchmark: one hop through the Trellis gateway and the sidecar's outbound listener vs
 # nginx and HAProxy as reverse proxies, each with one worker thread, in front of the same
-# upstream (an nginx answering "ok"), under the same wrk load, in one run. Also measures the
-# resident memory of an idle sidecar. Prints a Markdown table for bench/README.md.
+# upstream (an nginx answering "ok"), in one run:
+#   1. throughput under the same closed-loop wrk load;
+#   2. p50/p99 latency at a fixed request rate (open loop, the loadgen example);
+#   3. time from deregistering an instance to the last request it receives through the gateway;
+#   4. success rate through the gateway while one of three instances is SIGKILLed under load;
+#   5. resident memory of an idle sidecar.
+# Prints Markdown tables for bench/README.md.
 #
-#   bench/proxy.sh                 # defaults: 10 s per run, 50 connections
-#   DURATION=30s CONNECTIONS=100 bench/proxy.sh
+#   bench/proxy.sh                 # defaults: 10 s per run, 50 connections, 5000 req/s
+#   DURATION=30s CONNECTIONS=100 RATE=10000 bench/proxy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-50}
+RATE=${RATE:-5000}
 BASE=${BASE_PORT:-18000}
 
 missing=()
@@ -26,7 +32,9 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 cargo build --release -q -j2 -p trellis-cli
+cargo build --release -q -j2 -p trellis-proxy --example loadgen
 TRELLIS=target/release/trellis
+LOADGEN=target/release/examples/loadgen
 
 work=$(mktemp -d)
 pids=()
@@ -90,7 +98,8 @@ curl -fsS -X PUT "http://127.0.0.1:$REG/v1/agent/service/register" \
   -d "{\"Name\":\"bench\",\"ID\":\"bench-1\",\"Address\":\"127.0.0.1\",\"Port\":$UP}" >/dev/null
 
 RUST_LOG=warn "$TRELLIS" gateway --registry "http://127.0.0.1:$REG" --listen "127.0.0.1:$GW" \
-  --admin "127.0.0.1:$((BASE + 91))" --route /=bench --workers 1 >"$work/gw.log" 2>&1 &
+  --admin "127.0.0.1:$((BASE + 91))" --route /=bench --route /dereg=bench-dereg \
+  --route /kill=bench-kill --workers 1 >"$work/gw.log" 2>&1 &
 pids+=($!)
 RUST_LOG=warn "$TRELLIS" sidecar --registry "http://127.0.0.1:$REG" --service client --app "127.0.0.1:$UP" \
   --inbound "127.0.0.1:$((BASE + 85))" --outbound "127.0.0.1:$OUT" --admin "127.0.0.1:$((BASE + 90))" \
@@ -138,5 +147,43 @@ while IFS=$'\t' read -r label rps p50 p99 errors; do
   ratio=$(awk -v a="$rps" -v b="$best" 'BEGIN {printf "%.2f×", a / b}')
   echo "| $label | $rps | $ratio | $p50 | $p99 | $errors |"
 done <<<"$results"
+
+# Latency at a fixed request rate (open loop: a slow response does not slow the sender down).
+fixed() { # $1 = label, $2 = url, [$3 = host header]
+  local out secs=${DURATION%s}
+  out=$("$LOADGEN" rate "$2" ${3:+--host "$3"} --rate "$RATE" --connections "$CONNECTIONS" --duration "$secs")
+  printf '%s\t%s\n' "$1" "$out"
+}
+fixed_results=$(
+  fixed "direct (no proxy)" "http://127.0.0.1:$UP/"
+  fixed "nginx" "http://127.0.0.1:$NGX/"
+  fixed "haproxy" "http://127.0.0.1:$HAP/"
+  fixed "trellis gateway" "http://127.0.0.1:$GW/"
+  fixed "trellis sidecar outbound" "http://127.0.0.1:$OUT/" bench
+)
+field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1==k {print $2}'; }
+nginx_p99=$(awk -F'\t' '$1=="nginx"' <<<"$fixed_results" | tr ' ' '\n' | awk -F= '$1=="p99_ms" {print $2}')
+echo
+echo "loadgen rate --rate $RATE --connections $CONNECTIONS --duration ${DURATION%s} (open loop, fixed rate)"
+echo
+echo "| path | achieved req/s | p50 | p90 | p99 | p99.9 | p99 vs nginx | errors |"
+echo "|---|---:|---:|---:|---:|---:|---:|---|"
+while IFS=$'\t' read -r label out; do
+  p99=$(field "$out" p99_ms)
+  ratio=$(awk -v a="$p99" -v b="$nginx_p99" 'BEGIN {printf "%.2f×", a / b}')
+  errs=$(( $(field "$out" errors) + $(field "$out" non2xx) ))
+  echo "| $label | $(field "$out" achieved_rps) | $(field "$out" p50_ms) ms | $(field "$out" p90_ms) ms | $p99 ms | $(field "$out" p999_ms) ms | $ratio | $errs |"
+done <<<"$fixed_results"
+
+# Deregistration: three instances behind the gateway, one deregistered per round.
+echo
+dereg=$("$LOADGEN" dereg "http://127.0.0.1:$GW/dereg" --registry "http://127.0.0.1:$REG" --rate 2000 --connections 20 --rounds 5 2>"$work/dereg.log")
+sed 's/^/  /' "$work/dereg.log"
+echo "deregistration → last request to that instance (gateway, 2000 req/s, 5 rounds): median $(field "$dereg" median_ms) ms, max $(field "$dereg" max_ms) ms (each: $(field "$dereg" all_ms))"
+
+# SIGKILL one of three instances a third of the way into an 8 s run at 2000 req/s.
+kill_out=$("$LOADGEN" kill "http://127.0.0.1:$GW/kill" --registry "http://127.0.0.1:$REG" --rate 2000 --connections 20 --duration 8 2>/dev/null)
+echo "one of three instances SIGKILLed under load (gateway, 2000 req/s, 8 s): $(field "$kill_out" ok)/$(field "$kill_out" requests) succeeded = $(field "$kill_out" success_pct)% (non-2xx $(field "$kill_out" non2xx), errors $(field "$kill_out" errors), p99 $(field "$kill_out" p99_ms) ms, max $(field "$kill_out" max_ms) ms)"
+
 echo
 echo "idle sidecar resident memory: $((rss_kib / 1024)).$(( (rss_kib % 1024) * 10 / 1024 )) MiB ($rss_kib KiB)"

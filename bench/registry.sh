@@ -66,7 +66,7 @@ stop() {
     kill "-$sig" "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     forget_pid "$pid"
-    STOP_SECONDS=$(printf '%.3f' "$(echo "$(date +%s.%N) - $t0" | bc -l)")
+    STOP_SECONDS=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.3f", a - b }')
 }
 
 # field FILE KEY: the value of KEY=... on the RESULT-style line of FILE.
@@ -78,7 +78,6 @@ need=()
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v nginx >/dev/null || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
-command -v bc >/dev/null || need+=(bc)
 if ((${#need[@]})); then
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -240,7 +239,7 @@ RSS_BEFORE=$(rss "$MEM_PID")
 RSS_AFTER=$(rss "$MEM_PID")
 MEM_COUNT=$("${HELPER[@]}" count-trellis "$MEM" "")
 RSS_AFTER_LIST=$(rss "$MEM_PID")
-PER_INSTANCE=$(echo "($RSS_AFTER - $RSS_BEFORE) * 1024 / $INSTANCES" | bc)
+PER_INSTANCE=$(((RSS_AFTER - RSS_BEFORE) * 1024 / INSTANCES))
 DB_BYTES=$(stat -c %s "$RUN/trellis-mem/catalog.redb")
 echo "VmRSS before: $RSS_BEFORE KiB, after $INSTANCES registrations: $RSS_AFTER KiB" \
     "($PER_INSTANCE B/instance); after listing /v1/agent/services once: $RSS_AFTER_LIST KiB;" \
@@ -254,12 +253,12 @@ echo "SIGTERM to exit after the bulk load: ${STOP_SECONDS}s"
 "${HELPER[@]}" restart --bin "$BIN" --addr "$MEM" --data-dir "$RUN/trellis-mem" \
     --expect "$INSTANCES" --rounds "$RESTART_ROUNDS" --pidfile "$RESTART_PIDFILE" \
     --log "$RUN/trellis-mem.log" | tee "$RUN/restart.txt"
-rm -f "$RESTART_PIDFILE"
+rm -f "$RESTART_PIDFILE"  # normally already removed by the helper
 
 # ------------------------------------------------------------------ summary
 
-ratio() { echo "scale=2; $1 / $2" | bc -l | sed 's/^\./0./'; }
-met() { if (($(echo "$1" | bc -l))); then echo yes; else echo no; fi; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+met() { awk "BEGIN { print ($1) ? \"yes\" : \"no\" }"; }
 REG_RATIO=$(ratio "$REG_RPS" "$ETCD_RPS")
 READ_RATIO=$(ratio "$READ_RPS" "$NGINX_RPS")
 F_P50=$(field "$RUN/fanout.txt" p50_ms)
@@ -270,7 +269,7 @@ R_LISTED=$(field "$RUN/restart.txt" listed_median_s)
 R_MAX=$(field "$RUN/restart.txt" listed_max_s)
 R_ANSWER=$(field "$RUN/restart.txt" answer_median_s)
 R_RSS=$(field "$RUN/restart.txt" rss_kib_after_restore)
-RESTORED_PER=$(echo "($R_RSS - $RSS_BEFORE) * 1024 / $INSTANCES" | bc)
+RESTORED_PER=$(((R_RSS - RSS_BEFORE) * 1024 / INSTANCES))
 {
     echo "| metric | Trellis | reference | ratio | goal | met? |"
     echo "|---|---|---|---|---|---|"

@@ -451,6 +451,7 @@ def cmd_restart(args):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            os.unlink(args.pidfile)
         reader.join(timeout=5)
         results.append((t_answer - t0, t_listed - t0,
                         restored.get("t", float("nan")) - t0, stop_s, rss_restored))

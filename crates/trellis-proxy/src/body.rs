@@ -1,7 +1,7 @@
 //! The one body type the engine passes around, and helpers to build small bodies.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 
 /// Request and response body inside the engine: upstream bodies stream through unchanged,
 /// proxy-generated ones are small in-memory buffers.
@@ -14,7 +14,7 @@ pub fn full(data: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// An empty body.
+/// An empty body (zero-sized, so boxing it does not allocate).
 pub fn empty() -> Body {
-    full(Bytes::new())
+    Empty::new().map_err(|never| match never {}).boxed()
 }

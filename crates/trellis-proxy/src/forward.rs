@@ -1,20 +1,18 @@
 //! Sends one request to an upstream service: pick an endpoint, send, classify the outcome,
 //! retry within the budget with back-off, all under per-try and overall timeouts.
 
-use crate::body::{Body, full};
-use crate::client::{SendError, UpstreamClient};
+use crate::body::{Body, empty, full};
+use crate::client::{SendError, UpstreamBody, UpstreamClient};
+use crate::config::ServicePolicy;
 use crate::reject::Reject;
 use crate::upstream::{EndpointKey, Upstream};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::{Body as _, Frame, SizeHint};
+use hyper::body::Body as _;
 use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::http::uri::PathAndQuery;
 use hyper::{HeaderMap, Method, Request, Response, Uri, Version};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::sync::OwnedSemaphorePermit;
 
 /// Request bodies up to this size are buffered so the request can be retried; larger or
 /// unsized (streaming) bodies pass straight through and are sent once.
@@ -25,29 +23,35 @@ struct Template {
     method: Method,
     path: PathAndQuery,
     version: Version,
-    headers: HeaderMap,
+    /// Taken by the last attempt that can be made; cloned by the others.
+    headers: Option<HeaderMap>,
 }
 
 impl Template {
-    fn build(&self, endpoint: &str, body: Body) -> Option<Request<Body>> {
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(endpoint)
-            .path_and_query(self.path.clone())
-            .build()
-            .ok()?;
+    /// The request for one attempt, with an origin-form URI. `last` moves the headers out
+    /// instead of copying them, when no further attempt can follow.
+    fn build(&mut self, body: Body, last: bool) -> Request<Body> {
         let mut request = Request::new(body);
         *request.method_mut() = self.method.clone();
-        *request.uri_mut() = uri;
+        *request.uri_mut() = Uri::from(self.path.clone());
         *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers.clone();
-        Some(request)
+        let headers = if last {
+            self.headers.take()
+        } else {
+            self.headers.clone()
+        };
+        *request.headers_mut() = headers.unwrap_or_default();
+        request
     }
 }
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the response is the common case; boxing it would allocate on every request"
+)]
 enum Outcome {
     /// An answer to pass back (possibly a failure status that was not retried).
-    Response(Response<hyper::body::Incoming>),
+    Response(Response<UpstreamBody>),
     Failed(Reject),
 }
 
@@ -72,35 +76,39 @@ pub async fn forward(
         }
     };
     let deadline = start + admission.policy.timeout;
-    let attempts = attempts(client, upstream, request, start, deadline);
-    let response = match tokio::time::timeout_at(deadline.into(), attempts).await {
-        Ok(Outcome::Response(response)) => response.map(BodyExt::boxed),
-        Ok(Outcome::Failed(reject)) => reject.response(upstream.name()),
-        Err(_) => Reject::Timeout.response(upstream.name()),
-    };
-    match admission.permit {
-        // The request stays in flight, for the concurrency limit, until its body ends.
-        Some(permit) => response.map(|body| {
-            PermitBody {
-                inner: body,
-                _permit: permit,
-            }
-            .boxed()
-        }),
-        None => response,
+    // Every wait inside is bounded by the deadline, so no separate overall timer is needed.
+    match attempts(
+        client,
+        upstream,
+        &admission.policy,
+        request,
+        start,
+        deadline,
+    )
+    .await
+    {
+        Outcome::Response(response) => {
+            let permit = admission.permit;
+            // The request stays in flight, for the concurrency limit, until its body ends.
+            response.map(|mut body| {
+                body.hold(permit);
+                body.into_body()
+            })
+        }
+        Outcome::Failed(reject) => reject.response(upstream.name()),
     }
 }
 
 async fn attempts(
     client: &UpstreamClient,
     upstream: &Upstream,
+    policy: &ServicePolicy,
     request: Request<Body>,
     start: Instant,
     deadline: Instant,
 ) -> Outcome {
-    let policy = upstream.policy();
     let (parts, body) = request.into_parts();
-    let template = Template {
+    let mut template = Template {
         path: parts
             .uri
             .path_and_query()
@@ -108,12 +116,17 @@ async fn attempts(
             .unwrap_or_else(|| PathAndQuery::from_static("/")),
         method: parts.method,
         version: parts.version,
-        headers: parts.headers,
+        headers: Some(parts.headers),
     };
-    let (replay, mut stream) = match buffer_small(body).await {
-        Ok(Ok(bytes)) => (Some(bytes), None),
-        Ok(Err(body)) => (None, Some(body)),
-        Err(()) => return Outcome::Failed(Reject::BadRequestBody),
+    let (replay, mut stream) = if body.is_end_stream() {
+        (Some(Bytes::new()), None)
+    } else {
+        match tokio::time::timeout_at(deadline.into(), buffer_small(body)).await {
+            Ok(Ok(Ok(bytes))) => (Some(bytes), None),
+            Ok(Ok(Err(body))) => (None, Some(body)),
+            Ok(Err(())) => return Outcome::Failed(Reject::BadRequestBody),
+            Err(_) => return Outcome::Failed(Reject::Timeout),
+        }
     };
     let idempotent = matches!(
         template.method,
@@ -122,7 +135,7 @@ async fn attempts(
     let hash_key: Option<Vec<u8>> = policy
         .load_balancer
         .hash_header()
-        .and_then(|h| template.headers.get(h))
+        .and_then(|h| template.headers.as_ref()?.get(h))
         .map(|v| v.as_bytes().to_vec());
 
     if !upstream.wait_resolved(deadline).await {
@@ -137,20 +150,19 @@ async fn attempts(
             return last.unwrap_or(Outcome::Failed(Reject::NoEndpoints));
         };
         let body = match (&replay, stream.take()) {
+            (Some(bytes), _) if bytes.is_empty() => empty(),
             (Some(bytes), _) => full(bytes.clone()),
             (None, Some(body)) => body,
             // A streamed body can only be sent once; the retry checks below prevent this.
             (None, None) => return last.unwrap_or(Outcome::Failed(Reject::UpstreamReset)),
         };
-        let Some(request) = template.build(&endpoint, body) else {
-            upstream.finish(&endpoint, now.elapsed(), true, now);
-            return Outcome::Failed(Reject::BadTarget);
-        };
+        let last_attempt = replay.is_none() || retries >= policy.max_retries;
+        let request = template.build(body, last_attempt);
         let sent = Instant::now();
         let per_try = policy
             .per_try_timeout
             .min(deadline.saturating_duration_since(sent));
-        let result = tokio::time::timeout(per_try, client.send(request)).await;
+        let result = tokio::time::timeout(per_try, client.send_to(&endpoint, request)).await;
         let done = Instant::now();
         let (outcome, success, retryable) = match result {
             Ok(Ok(response)) => {
@@ -174,8 +186,8 @@ async fn attempts(
         upstream.finish(&endpoint, done - sent, success, done);
         let connect_failure = matches!(outcome, Outcome::Failed(Reject::ConnectFailed));
         let can_retry = retryable
-            && replay.is_some()
-            && retries < policy.max_retries
+            && !last_attempt
+            && template.headers.is_some()
             && done < deadline
             && upstream.try_retry(done);
         if !can_retry {
@@ -191,7 +203,11 @@ async fn attempts(
         // Nothing reached the failed endpoint on a refused connect, so another endpoint can be
         // tried at once; other failures back off so a struggling service is not hammered.
         if !connect_failure {
-            tokio::time::sleep(upstream.backoff(retries)).await;
+            let until = (Instant::now() + upstream.backoff(retries)).min(deadline);
+            tokio::time::sleep_until(until.into()).await;
+            if Instant::now() >= deadline {
+                return Outcome::Failed(Reject::Timeout);
+            }
         }
     }
 }
@@ -216,31 +232,5 @@ async fn buffer_small(body: Body) -> Result<Result<Bytes, Body>, ()> {
             }
         },
         _ => Ok(Err(body)),
-    }
-}
-
-/// A response body that holds a concurrency permit until it is finished or dropped.
-struct PermitBody {
-    inner: Body,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl hyper::body::Body for PermitBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

@@ -6,15 +6,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Which listener handled a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
-    Inbound,
-    Outbound,
-    Gateway,
+    Inbound = 0,
+    Outbound = 1,
+    Gateway = 2,
 }
 
 impl Direction {
@@ -69,6 +69,44 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
 }
 
+/// Status codes whose counters a [`RequestMetrics`] keeps at hand; others are looked up.
+const CACHED_CODES: usize = 8;
+
+/// Pre-resolved request metrics of one (direction, service): the histogram, and the counters of
+/// the first few status codes seen.
+pub struct RequestMetrics {
+    direction: &'static str,
+    service: Arc<String>,
+    duration: Histogram,
+    codes: [OnceLock<(u16, Counter)>; CACHED_CODES],
+    requests: Family<RequestLabels, Counter>,
+}
+
+impl RequestMetrics {
+    /// Counts one request answered with `code` after `took`.
+    pub fn record(&self, code: u16, took: Duration) {
+        self.duration.observe(took.as_secs_f64());
+        for slot in &self.codes {
+            let (cached, counter) = slot.get_or_init(|| (code, self.counter(code)));
+            if *cached == code {
+                counter.inc();
+                return;
+            }
+        }
+        self.counter(code).inc();
+    }
+
+    fn counter(&self, code: u16) -> Counter {
+        self.requests
+            .get_or_create(&RequestLabels {
+                direction: self.direction,
+                service: self.service.clone(),
+                code,
+            })
+            .clone()
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -116,6 +154,25 @@ impl Metrics {
             retries,
             ejections,
             endpoints,
+        }
+    }
+
+    /// Handles to the request counters and latency histogram of one (direction, service), so a
+    /// request is counted without building labels or looking them up.
+    pub fn request_metrics(&self, direction: Direction, service: &Arc<String>) -> RequestMetrics {
+        let duration = self
+            .duration
+            .get_or_create(&DirectionLabels {
+                direction: direction.as_str(),
+                service: service.clone(),
+            })
+            .clone();
+        RequestMetrics {
+            direction: direction.as_str(),
+            service: service.clone(),
+            duration,
+            codes: Default::default(),
+            requests: self.requests.clone(),
         }
     }
 
@@ -181,6 +238,10 @@ mod tests {
         let m = Metrics::new();
         let svc = Arc::new("orders".to_owned());
         m.request(Direction::Outbound, &svc, 200, Duration::from_millis(3));
+        let handle = m.request_metrics(Direction::Gateway, &svc);
+        for code in [200, 200, 201, 202, 203, 204, 205, 206, 207, 208, 503] {
+            handle.record(code, Duration::from_millis(1));
+        }
         m.retry(&svc);
         m.ejection(&svc);
         m.set_endpoints(&svc, 2, 1);
@@ -189,6 +250,9 @@ mod tests {
             r#"trellis_requests_total{direction="outbound",service="orders",code="200"} 1"#,
             "trellis_request_duration_seconds_bucket{",
             r#"trellis_retries_total{service="orders"} 1"#,
+            r#"trellis_requests_total{direction="gateway",service="orders",code="200"} 2"#,
+            r#"trellis_requests_total{direction="gateway",service="orders",code="503"} 1"#,
+            r#"trellis_request_duration_seconds_count{direction="gateway",service="orders"} 11"#,
             r#"trellis_ejections_total{service="orders"} 1"#,
             r#"trellis_endpoints{service="orders",state="ejected"} 1"#,
         ] {

@@ -7,13 +7,13 @@ use crate::discovery::Discovery;
 use crate::forward::forward;
 use crate::gateway::Routes;
 use crate::headers::{REQUEST_ID, ensure_trace_context, strip_hop_by_hop};
-use crate::metrics::{Direction, Metrics};
+use crate::metrics::{Direction, Metrics, RequestMetrics};
 use crate::reject::Reject;
 use crate::upstream::Upstream;
 use hyper::header::HOST;
 use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, Uri};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 /// What a listener does with requests.
@@ -32,6 +32,8 @@ pub struct Proxy {
     discovery: Arc<Discovery>,
     client: UpstreamClient,
     metrics: Metrics,
+    /// Metrics of requests that name no valid service.
+    unknown: OnceLock<RequestMetrics>,
 }
 
 /// Label used when a request names no valid service, so bad input cannot add label values.
@@ -49,6 +51,7 @@ impl Proxy {
             discovery,
             client,
             metrics,
+            unknown: OnceLock::new(),
         }
     }
 
@@ -65,24 +68,29 @@ impl Proxy {
         let start = Instant::now();
         let request_id = ensure_trace_context(request.headers_mut());
         strip_hop_by_hop(request.headers_mut());
-        let (label, mut response) = match self.route(request) {
+        let (metrics, mut response) = match self.route(request) {
             Ok((upstream, request)) => {
-                let response = forward(&self.client, &upstream, request).await;
-                (upstream.name().clone(), response)
+                // Boxed: the forwarding future is large, and hyper moves the handler's future
+                // around by value a few times per request; a pointer moves for free.
+                let response = Box::pin(forward(&self.client, &upstream, request)).await;
+                (Some(upstream), response)
             }
-            Err((reject, subject)) => (Arc::new(UNKNOWN.to_owned()), reject.response(&subject)),
+            Err((reject, subject)) => (None, reject.response(&subject)),
         };
         strip_hop_by_hop(response.headers_mut());
         response
             .headers_mut()
             .entry(REQUEST_ID)
             .or_insert(request_id);
-        self.metrics.request(
-            self.direction(),
-            &label,
-            response.status().as_u16(),
-            start.elapsed(),
-        );
+        let direction = self.direction();
+        let metrics = match &metrics {
+            Some(upstream) => upstream.request_metrics(direction),
+            None => self.unknown.get_or_init(|| {
+                self.metrics
+                    .request_metrics(direction, &Arc::new(UNKNOWN.to_owned()))
+            }),
+        };
+        metrics.record(response.status().as_u16(), start.elapsed());
         response
     }
 

@@ -4,8 +4,8 @@
 use crate::{Error, Result};
 use std::future::Future;
 
-/// Runs `future` to completion on a fresh multi-threaded runtime with `workers` threads (the
-/// machine's core count when `None`). When called from inside another runtime (a binary whose
+/// Runs `future` to completion on a fresh runtime with `workers` threads (the machine's core
+/// count when `None`; one worker means a current-thread runtime on the calling thread). When called from inside another runtime (a binary whose
 /// `main` is already async) the new runtime gets its own thread, since runtimes cannot nest.
 pub fn block_on<F, T>(workers: Option<usize>, future: F) -> Result<T>
 where
@@ -13,10 +13,17 @@ where
     T: Send + 'static,
 {
     let run = move || {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        // One worker: a current-thread runtime on this thread does the same work without the
+        // multi-threaded scheduler's cross-thread bookkeeping on every task wake-up.
+        let mut builder = match workers {
+            Some(n) if n <= 1 => tokio::runtime::Builder::new_current_thread(),
+            _ => tokio::runtime::Builder::new_multi_thread(),
+        };
         builder.enable_all();
-        if let Some(n) = workers {
-            builder.worker_threads(n.max(1));
+        if let Some(n) = workers
+            && n > 1
+        {
+            builder.worker_threads(n);
         }
         let runtime = builder.build().map_err(Error::Runtime)?;
         runtime.block_on(future)

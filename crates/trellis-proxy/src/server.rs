@@ -3,7 +3,7 @@
 use crate::body::Body;
 use crate::{Error, Result};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -83,7 +83,14 @@ where
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let response = handler(request.map(BodyExt::boxed));
+            // A request without a body (most of them) gets the zero-sized empty body, which
+            // needs no allocation.
+            let request = if request.body().is_end_stream() {
+                request.map(|_| crate::body::empty())
+            } else {
+                request.map(BodyExt::boxed)
+            };
+            let response = handler(request);
             async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = builder

@@ -6,10 +6,10 @@
 //! endpoint is ineligible in the balancer, a returned one eligible again).
 
 use crate::config::ServicePolicy;
-use crate::metrics::Metrics;
+use crate::metrics::{Direction, Metrics, RequestMetrics};
 use crate::reject::Reject;
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use trellis_balance::{Balancer, Endpoint};
@@ -62,6 +62,8 @@ pub struct Upstream {
     /// first requests wait for discovery instead of failing at once.
     resolved: watch::Sender<bool>,
     metrics: Metrics,
+    /// Request counters and histogram for this service, resolved once per direction.
+    request_metrics: [OnceLock<RequestMetrics>; 3],
 }
 
 /// A request admitted past the rate and concurrency limits.
@@ -118,6 +120,7 @@ impl Upstream {
             state: Mutex::new(state),
             resolved: watch::channel(false).0,
             metrics,
+            request_metrics: Default::default(),
         }
     }
 
@@ -143,6 +146,12 @@ impl Upstream {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The request metrics of this service for `direction`, resolved on first use.
+    pub fn request_metrics(&self, direction: Direction) -> &RequestMetrics {
+        self.request_metrics[direction as usize]
+            .get_or_init(|| self.metrics.request_metrics(direction, &self.name))
     }
 
     pub fn name(&self) -> &Arc<String> {
@@ -212,6 +221,9 @@ impl Upstream {
 
     /// Waits until discovery answered once (or `deadline`); true if it did.
     pub async fn wait_resolved(&self, deadline: Instant) -> bool {
+        if *self.resolved.borrow() {
+            return true;
+        }
         let mut rx = self.resolved.subscribe();
         let wait = rx.wait_for(|resolved| *resolved);
         matches!(
