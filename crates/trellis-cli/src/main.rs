@@ -7,10 +7,6 @@ mod shutdown;
 
 use clap::{Parser, Subcommand};
 
-// The registry and the proxy are allocation-heavy (small strings, Arcs, per-request buffers);
-// mimalloc is faster than the system allocator for that and fragments less.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
