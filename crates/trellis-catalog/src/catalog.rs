@@ -389,9 +389,18 @@ impl Catalog {
     }
 
     fn touch_name(&mut self, name: &str, index: u64, fx: &mut Effects) {
-        let key = service_key(name).into_owned();
-        self.name_index.insert(key.clone(), index);
-        fx.services.insert(key);
+        let key = service_key(name);
+        // Mass changes (thousands of TTLs expiring in one tick) touch the same few names over
+        // and over: update in place instead of allocating a key each time.
+        match self.name_index.get_mut(key.as_ref()) {
+            Some(existing) => *existing = index,
+            None => {
+                self.name_index.insert(key.clone().into_owned(), index);
+            }
+        }
+        if !fx.services.contains(key.as_ref()) {
+            fx.services.insert(key.into_owned());
+        }
     }
 
     /// Marks the services a check belongs to as changed (all of them for a node check).
@@ -820,8 +829,15 @@ impl Catalog {
                 (check.ttl_due(now) && Arc::make_mut(check).expire_ttl(now)).then(|| id.clone())
             })
             .collect();
-        for check_id in expired {
-            self.mark_check_changed(&check_id, fx);
+        if !expired.is_empty() {
+            // Everything that expired in this tick changes at one index, as one batch.
+            let index = self.bump();
+            for check_id in expired {
+                if let Some(check) = self.checks.get_mut(&check_id) {
+                    Arc::make_mut(check).modify_index = index;
+                }
+                self.touch_check_owner(&check_id, index, fx);
+            }
         }
         let doomed: BTreeSet<String> = self
             .checks

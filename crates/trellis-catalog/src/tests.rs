@@ -528,3 +528,27 @@ fn renaming_an_instance_moves_it() {
     assert!(c.service_view("web").instances.is_empty());
     assert_eq!(c.service_view("api").instances.len(), 1);
 }
+
+#[test]
+fn checks_expiring_in_one_tick_share_one_index() {
+    let mut c = Catalog::new();
+    for i in 0..50 {
+        apply(
+            &mut c,
+            reg(
+                json!({"Name": format!("s{}", i % 5), "ID": format!("i{i}"), "Check": {"TTL": "5s", "Status": "passing"}}),
+            ),
+            secs(0),
+        );
+    }
+    let before = c.index();
+    let mut fx = Effects::default();
+    c.tick(secs(5), &mut fx);
+    assert_eq!(c.index(), before + 1, "one bump for the whole tick");
+    assert_eq!(fx.services.len(), 5);
+    assert!((0..5).all(|n| c.service_index(&format!("s{n}")) == before + 1));
+    assert!(
+        c.checks()
+            .all(|ch| ch.status == CheckStatus::Critical && ch.modify_index == before + 1)
+    );
+}
