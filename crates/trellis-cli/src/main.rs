@@ -7,7 +7,6 @@ mod shutdown;
 
 use clap::{Parser, Subcommand};
 
-
 #[derive(Parser)]
 #[command(
     name = "trellis",
