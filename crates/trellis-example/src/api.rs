@@ -78,6 +78,21 @@ pub(crate) fn instance_header(instance: &str) -> Result<HeaderValue, Error> {
     }
 }
 
+/// Finishes a service's routes with what every example service shares: JSON 404 and 405
+/// answers, the body limit, and `x-served-by` on every response.
+pub(crate) fn service_router<S: Clone + Send + Sync + 'static>(
+    routes: axum::Router<S>,
+    instance: HeaderValue,
+    state: S,
+) -> axum::Router {
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(crate::BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(instance, served_by))
+        .with_state(state)
+}
+
 pub(crate) async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }

@@ -12,16 +12,16 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router, middleware};
+use axum::{Json, Router};
 use reqwest::Url;
 
 use crate::api::{self, ApiError};
-use crate::{BODY_LIMIT, Error, Order, Server};
+use crate::{Error, Order, Server};
 use store::{NewOrder, OrdersStore};
 use users_client::{Unavailable, UsersClient};
 
@@ -80,16 +80,11 @@ impl OrdersState {
 
 /// The orders service's routes, for serving or for driving in tests.
 pub fn orders_router(state: OrdersState) -> Router {
-    let instance = state.instance.clone();
-    Router::new()
+    let routes = Router::new()
         .route("/orders", get(list).post(create))
         .route("/orders/{id}", get(fetch))
-        .route("/health", get(health))
-        .fallback(api::not_found)
-        .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(instance, api::served_by))
-        .with_state(state)
+        .route("/health", get(health));
+    api::service_router(routes, state.instance.clone(), state)
 }
 
 /// Opens the database and binds the listener; nothing is served yet.

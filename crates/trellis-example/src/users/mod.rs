@@ -8,15 +8,15 @@ use std::path::PathBuf;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router, middleware};
+use axum::{Json, Router};
 
 use crate::api::{self, ApiError};
-use crate::{BODY_LIMIT, Error, Server, User};
+use crate::{Error, Server, User};
 use store::UsersStore;
 
 /// Longest accepted user name, in characters.
@@ -54,16 +54,11 @@ impl UsersState {
 
 /// The users service's routes, for serving or for driving in tests.
 pub fn users_router(state: UsersState) -> Router {
-    let instance = state.instance.clone();
-    Router::new()
+    let routes = Router::new()
         .route("/users", get(list).post(create))
         .route("/users/{id}", get(fetch))
-        .route("/health", get(health))
-        .fallback(api::not_found)
-        .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(instance, api::served_by))
-        .with_state(state)
+        .route("/health", get(health));
+    api::service_router(routes, state.instance.clone(), state)
 }
 
 /// Opens the database and binds the listener; nothing is served yet.
