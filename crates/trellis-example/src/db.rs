@@ -35,7 +35,7 @@ pub(crate) struct Db {
 impl Db {
     pub(crate) async fn open(path: &Path, schema: &'static Schema) -> Result<Self, Error> {
         let path = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || open_blocking(&path, schema)).await??;
+        let conn = tokio::task::spawn_blocking(move || open_retrying(&path, schema)).await??;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -57,6 +57,33 @@ impl Db {
         .await?;
         Ok(result?)
     }
+}
+
+/// Opens with retries: when two processes open a fresh file at the same moment, switching it to
+/// WAL or upgrading a lock can fail with SQLITE_BUSY at once, without the busy handler
+/// waiting (SQLite refuses to wait where waiting could deadlock). Starting over is safe: the
+/// whole open is idempotent.
+fn open_retrying(path: &Path, schema: &Schema) -> Result<Connection, Error> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        match open_blocking(path, schema) {
+            Err(Error::OpenDb { source, .. })
+                if is_busy(&source) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 fn open_blocking(path: &Path, schema: &Schema) -> Result<Connection, Error> {

@@ -189,6 +189,10 @@ fn child(test: &str, envs: &[(&str, &std::ffi::OsStr)]) -> Command {
     command
 }
 
+/// Processes racing to open one fresh database file: more make SQLite's immediate SQLITE_BUSY
+/// on the WAL switch likely, which once failed an instance's start.
+const CHILDREN: usize = 4;
+
 /// Generous upper bound for anything a child process does; reaching it means a hang.
 const CHILD_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -197,7 +201,7 @@ async fn instances_in_separate_processes_share_one_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("users.db");
     // Both processes start on a fresh file at once: they race to create, seed and write.
-    let children: Vec<_> = (0..2)
+    let children: Vec<_> = (0..CHILDREN)
         .map(|_| {
             child(
                 "instances::child_users_instance",
@@ -222,7 +226,7 @@ async fn instances_in_separate_processes_share_one_database() {
 
     let users = start_users(&db, "users-1").await;
     let list: Vec<User> = serde_json::from_value(users.get("/users").await.body).unwrap();
-    assert_eq!(list.len(), 2 + 2 * CHILD_WRITES);
+    assert_eq!(list.len(), 2 + CHILDREN * CHILD_WRITES);
     assert_eq!(
         list[0],
         User {
