@@ -6,10 +6,14 @@ use crate::check::Check;
 use crate::kv::{KvEntry, Tombstones};
 use crate::record::{CheckRecord, InstanceRecord};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 use trellis_types::registration::service_key;
 use trellis_types::{CheckDefinition, CheckKind, CheckStatus, ServiceRegistration};
+
+/// Most checks [`Catalog::tick`] examines per call.
+pub const TICK_BUDGET: usize = 16_384;
 
 /// Longest KV key accepted.
 pub const MAX_KEY_LEN: usize = 512;
@@ -137,6 +141,8 @@ pub struct Catalog {
     node_checks: BTreeSet<String>,
     kv: BTreeMap<String, KvEntry>,
     tombstones: Tombstones,
+    /// The last check [`Catalog::tick`] examined; the next tick resumes after it.
+    tick_cursor: Option<String>,
 }
 
 impl Default for Catalog {
@@ -160,6 +166,7 @@ impl Catalog {
             node_checks: BTreeSet::new(),
             kv: BTreeMap::new(),
             tombstones: Tombstones::default(),
+            tick_cursor: None,
         }
     }
 
@@ -820,15 +827,49 @@ impl Catalog {
     /// Time passes: expired TTL checks turn critical, and services whose check has been critical
     /// longer than its `DeregisterCriticalServiceAfter` are deregistered (a durable write).
     pub fn tick(&mut self, now: Duration, fx: &mut Effects) {
-        let expired: Vec<String> = self
-            .checks
-            .iter_mut()
-            .filter_map(|(id, check)| {
-                // Test before make_mut: published views share these Arcs, and cloning every
-                // check on every tick would cost far more than the scan.
-                (check.ttl_due(now) && Arc::make_mut(check).expire_ttl(now)).then(|| id.clone())
-            })
-            .collect();
+        let mut expired = Vec::new();
+        let mut doomed = BTreeSet::new();
+        let mut examine = |id: &String, check: &mut Arc<Check>| {
+            // Test before make_mut: published views share these Arcs, and cloning every check
+            // on every tick would cost far more than the scan.
+            if check.ttl_due(now) && Arc::make_mut(check).expire_ttl(now) {
+                expired.push(id.clone());
+            }
+            if check.should_reap(now)
+                && let Some(service_id) = check.service_id()
+            {
+                doomed.insert(service_id.to_owned());
+            }
+        };
+        // At most TICK_BUDGET checks per tick, resuming after the last one examined: with
+        // hundreds of thousands of checks a full pass (pointer chasing through every check)
+        // would hold the writer for tens of milliseconds each tick; this way a pass spans a
+        // few ticks instead.
+        let budget = self.checks.len().min(TICK_BUDGET);
+        let mut seen = 0;
+        let mut last: Option<String> = None;
+        if let Some(cursor) = self.tick_cursor.take() {
+            let mut tail_last = None;
+            for (id, check) in self
+                .checks
+                .range_mut::<str, _>((Bound::Excluded(cursor.as_str()), Bound::Unbounded))
+                .take(budget)
+            {
+                examine(id, check);
+                tail_last = Some(id);
+                seen += 1;
+            }
+            last = tail_last.cloned();
+        }
+        let mut head_last = None;
+        for (id, check) in self.checks.iter_mut().take(budget - seen) {
+            examine(id, check);
+            head_last = Some(id);
+        }
+        if let Some(id) = head_last {
+            last = Some(id.clone());
+        }
+        self.tick_cursor = last;
         if !expired.is_empty() {
             // Everything that expired in this tick changes at one index, as one batch.
             let index = self.bump();
@@ -839,12 +880,6 @@ impl Catalog {
                 self.touch_check_owner(&check_id, index, fx);
             }
         }
-        let doomed: BTreeSet<String> = self
-            .checks
-            .values()
-            .filter(|c| c.should_reap(now))
-            .filter_map(|c| c.service_id().map(str::to_owned))
-            .collect();
         for service_id in doomed {
             // Already gone is fine: the reaper and a client may race.
             let _ = self.deregister(&service_id, fx);

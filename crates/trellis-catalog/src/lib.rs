@@ -6,7 +6,9 @@ mod check;
 mod kv;
 mod record;
 
-pub use catalog::{Catalog, Command, Effects, InstanceView, Reply, ServiceView, Write};
+pub use catalog::{
+    Catalog, Command, Effects, InstanceView, Reply, ServiceView, TICK_BUDGET, Write,
+};
 pub use check::Check;
 pub use kv::{KvEntry, MAX_KV_TOMBSTONES};
 pub use record::{CheckRecord, InstanceRecord};

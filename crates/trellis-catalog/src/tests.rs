@@ -552,3 +552,36 @@ fn checks_expiring_in_one_tick_share_one_index() {
             .all(|ch| ch.status == CheckStatus::Critical && ch.modify_index == before + 1)
     );
 }
+
+#[test]
+fn tick_work_is_bounded_and_resumes_where_it_stopped() {
+    let mut c = Catalog::new();
+    let total = TICK_BUDGET + 100;
+    for i in 0..total {
+        apply(
+            &mut c,
+            reg(
+                json!({"Name": "s", "ID": format!("i{i:06}"), "Check": {"TTL": "5s", "Status": "passing"}}),
+            ),
+            secs(0),
+        );
+    }
+    let critical = |c: &Catalog| {
+        c.checks()
+            .filter(|ch| ch.status == CheckStatus::Critical)
+            .count()
+    };
+    let mut fx = Effects::default();
+    c.tick(secs(5), &mut fx);
+    assert_eq!(
+        critical(&c),
+        TICK_BUDGET,
+        "one tick examines at most the budget"
+    );
+    c.tick(secs(5), &mut fx);
+    assert_eq!(
+        critical(&c),
+        total,
+        "the next tick picks up where the last stopped"
+    );
+}
