@@ -8,11 +8,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use trellis_catalog::Command;
 use trellis_types::fields::Fields;
-use trellis_types::{AgentService, CheckDefinition, CheckStatus, ServiceRegistration};
+use trellis_types::{
+    CheckDefinition, CheckStatus, Meta, ServiceRegistration, TaggedAddress, Weights,
+};
 
 /// Longest TTL output kept, as Consul's default `OutputMaxSize`.
 const MAX_OUTPUT: usize = 4096;
@@ -146,18 +149,53 @@ pub async fn update(
     set_ttl(&state, id, status, output).await
 }
 
-fn agent_service(state: &AppState, r: &ServiceRegistration) -> AgentService {
-    AgentService {
-        id: r.id.clone(),
-        service: r.name.clone(),
-        tags: r.tags.clone(),
-        meta: r.meta.to_map(),
+/// An instance as `/v1/agent/services` shows it (Consul's `AgentService`), borrowed from the
+/// catalog: listing 100,000 instances must not clone 100,000 registrations first.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct AgentServiceView<'a> {
+    #[serde(rename = "ID")]
+    id: &'a str,
+    service: &'a str,
+    tags: &'a [String],
+    meta: &'a Meta,
+    port: u16,
+    address: &'a str,
+    tagged_addresses: &'a BTreeMap<String, TaggedAddress>,
+    weights: Weights,
+    enable_tag_override: bool,
+    datacenter: &'a str,
+}
+
+fn agent_service<'a>(state: &'a AppState, r: &'a ServiceRegistration) -> AgentServiceView<'a> {
+    AgentServiceView {
+        id: &r.id,
+        service: &r.name,
+        tags: &r.tags,
+        meta: &r.meta,
         port: r.port,
-        address: r.address.clone(),
-        tagged_addresses: r.tagged_addresses.clone(),
+        address: &r.address,
+        tagged_addresses: &r.tagged_addresses,
         weights: r.weights,
         enable_tag_override: r.enable_tag_override,
-        datacenter: state.node.datacenter.clone(),
+        datacenter: &state.node.datacenter,
+    }
+}
+
+/// Every instance by ID, serialised straight from the catalog (already in ID order).
+struct Listing<'a> {
+    state: &'a AppState,
+    catalog: &'a trellis_catalog::Catalog,
+}
+
+impl Serialize for Listing<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.catalog.instances().map(|i| {
+            (
+                i.registration.id.as_str(),
+                agent_service(self.state, &i.registration),
+            )
+        }))
     }
 }
 
@@ -167,19 +205,11 @@ pub async fn services(
 ) -> Result<Response, ApiError> {
     QueryParams::new(q).check_common(&state)?;
     let catalog = state.catalog.read();
-    let services: BTreeMap<&str, AgentService> = catalog
-        .instances()
-        .map(|i| {
-            (
-                i.registration.id.as_str(),
-                agent_service(&state, &i.registration),
-            )
-        })
-        .collect();
-    Ok(json_response(
-        catalog.services_index(),
-        to_json_bytes(&services),
-    ))
+    let body = to_json_bytes(&Listing {
+        state: &state,
+        catalog: &catalog,
+    });
+    Ok(json_response(catalog.services_index(), body))
 }
 
 pub async fn service(
