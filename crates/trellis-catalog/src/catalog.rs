@@ -79,7 +79,12 @@ pub enum Reply {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Write {
     Instance(String),
-    Check(String),
+    /// A check, with the instance it belongs to (none for a node check): the store keeps a
+    /// service's checks next to its instance.
+    Check {
+        id: String,
+        owner: Option<String>,
+    },
     Kv(String),
 }
 
@@ -579,12 +584,19 @@ impl Catalog {
             return;
         }
         let previous = self.checks.get(&check_id).cloned();
+        let service_id = definition.service_id.clone();
         if let Some(previous) = &previous {
-            // The ID may move from one owner to another.
+            // The ID may move from one owner to another: the old owner's copy goes.
             self.unlink_check(previous);
             self.touch_check_owner(&check_id, index, fx);
+            let old_owner = previous.service_id().map(str::to_owned);
+            if old_owner != service_id {
+                fx.writes.insert(Write::Check {
+                    id: check_id.clone(),
+                    owner: old_owner,
+                });
+            }
         }
-        let service_id = definition.service_id.clone();
         let explicit_status = definition.status.is_some();
         let mut check = Check::new(definition, service_name, index, now);
         if let Some(previous) = previous {
@@ -607,7 +619,10 @@ impl Catalog {
         }
         self.checks.insert(check_id.clone(), Arc::new(check));
         self.touch_check_owner(&check_id, index, fx);
-        fx.writes.insert(Write::Check(check_id.clone()));
+        fx.writes.insert(Write::Check {
+            id: check_id.clone(),
+            owner: service_id,
+        });
         fx.checks.insert(check_id);
     }
 
@@ -629,7 +644,10 @@ impl Catalog {
         self.touch_check_owner(check_id, index, fx);
         if let Some(check) = self.checks.remove(check_id) {
             self.unlink_check(&check);
-            fx.writes.insert(Write::Check(check_id.to_owned()));
+            fx.writes.insert(Write::Check {
+                id: check_id.to_owned(),
+                owner: check.service_id().map(str::to_owned),
+            });
             fx.checks.insert(check_id.to_owned());
         }
     }
@@ -647,7 +665,10 @@ impl Catalog {
         fx.writes.insert(Write::Instance(service_id.to_owned()));
         for check_id in self.checks_of.remove(service_id).unwrap_or_default() {
             self.checks.remove(&check_id);
-            fx.writes.insert(Write::Check(check_id.clone()));
+            fx.writes.insert(Write::Check {
+                id: check_id.clone(),
+                owner: Some(service_id.to_owned()),
+            });
             fx.checks.insert(check_id);
         }
         Ok(())

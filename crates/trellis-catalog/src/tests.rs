@@ -91,7 +91,10 @@ fn deregister_removes_checks_and_keeps_name_index() {
     );
     assert!(c.check("service:w1").is_none());
     assert!(fx.writes.contains(&Write::Instance("w1".into())));
-    assert!(fx.writes.contains(&Write::Check("service:w1".into())));
+    assert!(fx.writes.contains(&Write::Check {
+        id: "service:w1".into(),
+        owner: Some("w1".into())
+    }));
     assert!(c.service_index("web") > before);
     assert!(c.service_view("web").instances.is_empty());
     let mut fx = Effects::default();

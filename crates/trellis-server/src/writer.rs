@@ -141,9 +141,12 @@ fn mutation(catalog: &Catalog, write: &Write) -> Mutation {
             Some(record) => Mutation::PutInstance(record.clone()),
             None => Mutation::DeleteInstance(id.clone()),
         },
-        Write::Check(id) => match catalog.check_record(id) {
-            Some(record) => Mutation::PutCheck(record),
-            None => Mutation::DeleteCheck(id.clone()),
+        Write::Check { id, owner } => match catalog.check_record(id) {
+            Some(record) if record.definition.service_id == *owner => Mutation::PutCheck(record),
+            _ => Mutation::DeleteCheck {
+                id: id.clone(),
+                owner: owner.clone(),
+            },
         },
         Write::Kv(key) => match catalog.kv_get(key) {
             Some(entry) => Mutation::PutKv(entry.clone()),

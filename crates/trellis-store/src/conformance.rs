@@ -46,6 +46,7 @@ fn kv(key: &str, value: &[u8]) -> KvEntry {
 pub fn run<S: Store>(open: impl Fn() -> S) {
     empty_store_loads_empty(&open());
     round_trip_and_reopen(&open);
+    checks_follow_their_owner(&open);
 }
 
 fn empty_store_loads_empty<S: Store>(store: &S) {
@@ -89,4 +90,87 @@ fn round_trip_and_reopen<S: Store>(open: &impl Fn() -> S) {
     assert_eq!(snapshot.instances, vec![instance("w1", 2)]);
     assert_eq!(snapshot.checks, vec![check("c1", "w1")]);
     assert_eq!(snapshot.kv, vec![kv("a/b", &binary)]);
+}
+
+/// A check is deleted from the instance it belonged to; a check ID that moved to another
+/// instance survives the delete of its old copy, whatever the order of the two mutations.
+fn checks_follow_their_owner<S: Store>(open: &impl Fn() -> S) {
+    let store = open();
+    let node_check = {
+        let mut c = check("node-disk", "w1");
+        c.definition.service_id = None;
+        c
+    };
+    store
+        .commit(
+            10,
+            &[
+                Mutation::PutInstance(instance("w3", 9)),
+                Mutation::PutCheck(check("c3", "w3")),
+                Mutation::PutCheck(check("moving", "w1")),
+                Mutation::PutCheck(node_check.clone()),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("commit: {e}"));
+    store
+        .commit(
+            11,
+            &[
+                Mutation::PutCheck(check("moving", "w3")),
+                Mutation::DeleteCheck {
+                    id: "moving".into(),
+                    owner: Some("w1".into()),
+                },
+                Mutation::DeleteCheck {
+                    id: "c3".into(),
+                    owner: Some("w3".into()),
+                },
+            ],
+        )
+        .unwrap_or_else(|e| panic!("commit: {e}"));
+    drop(store);
+    let snapshot = open().load().unwrap_or_else(|e| panic!("load: {e}"));
+    let mut ids: Vec<(String, Option<String>)> = snapshot
+        .checks
+        .iter()
+        .map(|c| {
+            (
+                c.definition.id.clone().unwrap_or_default(),
+                c.definition.service_id.clone(),
+            )
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        vec![
+            ("c1".to_owned(), Some("w1".to_owned())),
+            ("moving".to_owned(), Some("w3".to_owned())),
+            ("node-disk".to_owned(), None),
+        ]
+    );
+    assert_eq!(snapshot.instances.len(), 2, "w1 and w3");
+    store_is_reusable(open);
+}
+
+fn store_is_reusable<S: Store>(open: &impl Fn() -> S) {
+    let store = open();
+    store
+        .commit(
+            12,
+            &[Mutation::DeleteCheck {
+                id: "node-disk".into(),
+                owner: None,
+            }],
+        )
+        .unwrap_or_else(|e| panic!("commit: {e}"));
+    drop(store);
+    let snapshot = open().load().unwrap_or_else(|e| panic!("load: {e}"));
+    assert!(
+        snapshot
+            .checks
+            .iter()
+            .all(|c| c.definition.id.as_deref() != Some("node-disk"))
+    );
+    assert_eq!(snapshot.index, 12);
 }

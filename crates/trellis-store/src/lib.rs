@@ -26,7 +26,11 @@ pub enum Mutation {
     PutInstance(InstanceRecord),
     DeleteInstance(String),
     PutCheck(CheckRecord),
-    DeleteCheck(String),
+    /// A check and the instance it belonged to (none for a node check).
+    DeleteCheck {
+        id: String,
+        owner: Option<String>,
+    },
     PutKv(KvEntry),
     DeleteKv(String),
 }

@@ -50,8 +50,15 @@ impl Store for MemoryStore {
                     let id = r.definition.id.clone().unwrap_or_default();
                     state.checks.insert(id, r.clone());
                 }
-                Mutation::DeleteCheck(id) => {
-                    state.checks.remove(id);
+                Mutation::DeleteCheck { id, owner } => {
+                    // Only the owner's copy: a check ID that moved lives on elsewhere.
+                    if state
+                        .checks
+                        .get(id)
+                        .is_some_and(|c| c.definition.service_id == *owner)
+                    {
+                        state.checks.remove(id);
+                    }
                 }
                 Mutation::PutKv(e) => {
                     state.kv.insert(e.key.clone(), e.clone());

@@ -1,14 +1,15 @@
-//! The embedded durable store on redb: one table per record kind, JSON values, one fsync'd
-//! transaction per commit (so a batch of requests shares one fsync).
+//! The embedded durable store on redb: JSON values, one fsync'd transaction per commit (so a
+//! batch of requests shares one fsync). Instances and their checks share one table, a
+//! service's checks keyed right after its instance (`id\0` and `id\0check`), so registering an
+//! instance with its check dirties one B-tree leaf instead of one in each of two tables.
 
 use crate::{Mutation, Snapshot, Store, StoreError};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use std::path::Path;
 use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry};
 
-const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
-const CHECKS: TableDefinition<&str, &[u8]> = TableDefinition::new("checks");
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INDEX_KEY: &str = "index";
@@ -33,8 +34,7 @@ impl RedbStore {
         // Create the tables up front so reads never meet a missing table.
         let txn = db.begin_write().map_err(redb::Error::from)?;
         {
-            txn.open_table(INSTANCES).map_err(redb::Error::from)?;
-            txn.open_table(CHECKS).map_err(redb::Error::from)?;
+            txn.open_table(RECORDS).map_err(redb::Error::from)?;
             txn.open_table(KV).map_err(redb::Error::from)?;
             txn.open_table(META).map_err(redb::Error::from)?;
         }
@@ -43,14 +43,34 @@ impl RedbStore {
     }
 }
 
+/// An instance's key: its ID and a NUL (IDs never contain control characters).
+fn instance_key(id: &str) -> String {
+    format!("{id}\0")
+}
+
+/// A check's key: its instance's ID (empty for a node check), a NUL, the check ID.
+fn check_key(owner: Option<&str>, id: &str) -> String {
+    format!("{}\0{id}", owner.unwrap_or_default())
+}
+
+fn is_instance_key(key: &str) -> bool {
+    key.split_once('\0')
+        .is_some_and(|(owner, rest)| !owner.is_empty() && rest.is_empty())
+}
+
+/// Decodes the rows of `table` whose key `wanted` accepts.
 fn read_all<T: DeserializeOwned>(
     txn: &redb::ReadTransaction,
     table: TableDefinition<&str, &[u8]>,
+    wanted: impl Fn(&str) -> bool,
 ) -> Result<Vec<T>, StoreError> {
     let table = txn.open_table(table).map_err(redb::Error::from)?;
-    let mut out = Vec::with_capacity(table.len().map_err(redb::Error::from)? as usize);
+    let mut out = Vec::new();
     for row in table.iter().map_err(redb::Error::from)? {
         let (key, value) = row.map_err(redb::Error::from)?;
+        if !wanted(key.value()) {
+            continue;
+        }
         let record = serde_json::from_slice(value.value()).map_err(|e| StoreError::Corrupt {
             key: key.value().to_owned(),
             reason: e.to_string(),
@@ -66,7 +86,7 @@ impl Store for RedbStore {
         let (checks, rest) = std::thread::scope(|scope| {
             let checks = scope.spawn(|| -> Result<Vec<CheckRecord>, StoreError> {
                 let txn = self.db.begin_read().map_err(redb::Error::from)?;
-                read_all(&txn, CHECKS)
+                read_all(&txn, RECORDS, |key| !is_instance_key(key))
             });
             let rest = (|| -> Result<(u64, Vec<InstanceRecord>, Vec<KvEntry>), StoreError> {
                 let txn = self.db.begin_read().map_err(redb::Error::from)?;
@@ -77,7 +97,8 @@ impl Store for RedbStore {
                     .map_err(redb::Error::from)?
                     .map(|v| v.value())
                     .unwrap_or(0);
-                Ok((index, read_all(&txn, INSTANCES)?, read_all(&txn, KV)?))
+                let instances = read_all(&txn, RECORDS, is_instance_key)?;
+                Ok((index, instances, read_all(&txn, KV, |_| true)?))
             })();
             (checks.join(), rest)
         });
@@ -97,30 +118,34 @@ impl Store for RedbStore {
     fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(redb::Error::from)?;
         {
-            let mut instances = txn.open_table(INSTANCES).map_err(redb::Error::from)?;
-            let mut checks = txn.open_table(CHECKS).map_err(redb::Error::from)?;
+            let mut records = txn.open_table(RECORDS).map_err(redb::Error::from)?;
             let mut kv = txn.open_table(KV).map_err(redb::Error::from)?;
             let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
             for mutation in mutations {
                 match mutation {
                     Mutation::PutInstance(r) => {
                         let bytes = serde_json::to_vec(r)?;
-                        instances
-                            .insert(r.registration.id.as_str(), bytes.as_slice())
+                        records
+                            .insert(instance_key(&r.registration.id).as_str(), bytes.as_slice())
                             .map_err(redb::Error::from)?;
                     }
                     Mutation::DeleteInstance(id) => {
-                        instances.remove(id.as_str()).map_err(redb::Error::from)?;
+                        records
+                            .remove(instance_key(id).as_str())
+                            .map_err(redb::Error::from)?;
                     }
                     Mutation::PutCheck(r) => {
                         let bytes = serde_json::to_vec(r)?;
                         let id = r.definition.id.as_deref().unwrap_or_default();
-                        checks
-                            .insert(id, bytes.as_slice())
+                        let key = check_key(r.definition.service_id.as_deref(), id);
+                        records
+                            .insert(key.as_str(), bytes.as_slice())
                             .map_err(redb::Error::from)?;
                     }
-                    Mutation::DeleteCheck(id) => {
-                        checks.remove(id.as_str()).map_err(redb::Error::from)?;
+                    Mutation::DeleteCheck { id, owner } => {
+                        records
+                            .remove(check_key(owner.as_deref(), id).as_str())
+                            .map_err(redb::Error::from)?;
                     }
                     Mutation::PutKv(e) => {
                         let bytes = serde_json::to_vec(e)?;
