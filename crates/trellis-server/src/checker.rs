@@ -2,7 +2,7 @@
 //! (so thousands of checks do not fire in lock-step), probes bounded by a semaphore.
 
 use crate::state::AppState;
-use crate::writer::Submission;
+use crate::writer::{CheckChange, Submission};
 use rand::Rng;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ const MAX_OUTPUT: usize = 4096;
 /// Keeps one probe task per active check, restarting it when the check changes.
 pub async fn run(
     state: AppState,
-    mut changed: mpsc::UnboundedReceiver<String>,
+    mut changed: mpsc::UnboundedReceiver<CheckChange>,
     concurrency: usize,
 ) {
     let limit = Arc::new(Semaphore::new(concurrency));
@@ -30,18 +30,20 @@ pub async fn run(
         }
     };
     let mut tasks: HashMap<String, AbortHandle> = HashMap::new();
-    let initial: Vec<String> = state
+    // At startup only: later changes arrive with their checks from the writer.
+    let initial: Vec<Arc<Check>> = state
         .catalog
         .read()
         .checks()
         .filter(|c| c.is_active())
-        .map(|c| c.id().to_owned())
+        .cloned()
         .collect();
-    for id in initial {
-        reschedule(&state, &mut tasks, &limit, &http, id);
+    for check in initial {
+        let id = check.id().to_owned();
+        reschedule(&state, &mut tasks, &limit, &http, (id, Some(check)));
     }
-    while let Some(id) = changed.recv().await {
-        reschedule(&state, &mut tasks, &limit, &http, id);
+    while let Some(change) = changed.recv().await {
+        reschedule(&state, &mut tasks, &limit, &http, change);
     }
 }
 
@@ -50,13 +52,12 @@ fn reschedule(
     tasks: &mut HashMap<String, AbortHandle>,
     limit: &Arc<Semaphore>,
     http: &reqwest::Client,
-    id: String,
+    (id, check): CheckChange,
 ) {
     if let Some(task) = tasks.remove(&id) {
         task.abort();
     }
-    let check = state.catalog.read().check(&id).cloned();
-    if let Some(check) = check.filter(|c| c.is_active()) {
+    if let Some(check) = check {
         let task = tokio::spawn(probe_loop(
             state.clone(),
             check,

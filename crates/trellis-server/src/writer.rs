@@ -26,6 +26,10 @@ pub enum WriteError {
     Storage,
 }
 
+/// A check whose probing must restart or stop: its ID and, if it is an HTTP or TCP check that
+/// still exists, its current definition.
+pub type CheckChange = (String, Option<Arc<trellis_catalog::Check>>);
+
 pub struct Submission {
     pub command: Command,
     pub reply: oneshot::Sender<Result<Reply, WriteError>>,
@@ -37,7 +41,7 @@ pub fn run(
     store: Box<dyn Store>,
     queue: Receiver<Submission>,
     clock: Instant,
-    checks_changed: mpsc::UnboundedSender<String>,
+    checks_changed: mpsc::UnboundedSender<CheckChange>,
 ) {
     let mut last_tick = Duration::ZERO;
     let mut last_gc = Duration::ZERO;
@@ -160,7 +164,7 @@ fn publish(
     state: &AppState,
     catalog: &Catalog,
     fx: &Effects,
-    checks_changed: &mpsc::UnboundedSender<String>,
+    checks_changed: &mpsc::UnboundedSender<CheckChange>,
 ) {
     // Only services somebody has read or watched have a slot; the others get one, built from
     // the catalog, on their first read. Registrations nobody looks at cost no view and no memory.
@@ -179,6 +183,9 @@ fn publish(
         state.kv_changed.send_replace(catalog.kv_store_index());
     }
     for check_id in &fx.checks {
-        let _ = checks_changed.send(check_id.clone());
+        // The writer hands over the check itself: the checker must not take the catalog lock,
+        // which the writer holds through every commit, from a runtime worker thread.
+        let active = catalog.check(check_id).filter(|c| c.is_active()).cloned();
+        let _ = checks_changed.send((check_id.clone(), active));
     }
 }
