@@ -289,6 +289,11 @@ impl Catalog {
         self.checks.get(id)
     }
 
+    /// How many service names have instances.
+    pub fn service_count(&self) -> usize {
+        self.by_name.len()
+    }
+
     /// Service names as registered with the union of their instances' tags, sorted.
     pub fn service_names(&self) -> BTreeMap<String, BTreeSet<String>> {
         let mut names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -313,11 +318,7 @@ impl Catalog {
             .map(|(_, e)| e)
     }
 
-    /// The durable record behind a [`Write`], or `None` if it must be deleted.
-    pub fn instance_record(&self, id: &str) -> Option<&InstanceRecord> {
-        self.instances.get(id).map(|i| i.as_ref())
-    }
-
+    /// The durable record of a check ([`Write::Check`]), or `None` if it must be deleted.
     pub fn check_record(&self, id: &str) -> Option<CheckRecord> {
         self.checks.get(id).map(|c| c.record())
     }

@@ -1,5 +1,7 @@
 //! Rust SDK for the Trellis HTTP API (a Consul-compatible subset plus the streaming watch).
 
+pub mod probe;
+
 use bytes::BytesMut;
 use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -12,6 +14,9 @@ use trellis_types::{
 
 /// Default address of the HTTP API.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8500";
+/// The server's default and longest wait of a blocking query (Consul's).
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+const MAX_WAIT: Duration = Duration::from_secs(600);
 /// Largest watch event accepted, so a misbehaving server cannot make us buffer without bound.
 const MAX_WATCH_LINE: usize = 16 * 1024 * 1024;
 
@@ -107,10 +112,27 @@ impl Client {
         path: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response> {
-        let response = request.send().await.map_err(|source| Error::Transport {
+        let response = self.transmit(path, request).await?;
+        Self::successful(method, path, response).await
+    }
+
+    async fn transmit(
+        &self,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        request.send().await.map_err(|source| Error::Transport {
             url: format!("{}{}", self.base, path),
             source,
-        })?;
+        })
+    }
+
+    /// The response if it is a success, else its status and body as an error.
+    async fn successful(
+        method: &'static str,
+        path: &str,
+        response: reqwest::Response,
+    ) -> Result<reqwest::Response> {
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -124,24 +146,29 @@ impl Client {
         })
     }
 
-    async fn get_json<T: DeserializeOwned>(
+    /// A GET, blocking if asked to; a blocking read is bounded by the server's longest wait
+    /// plus its jitter and a margin, so a silently dead connection cannot hang it forever.
+    fn get_request(
         &self,
         path: &str,
         query: &[(&str, String)],
         blocking: Option<Blocking>,
-    ) -> Result<Indexed<T>> {
+    ) -> reqwest::RequestBuilder {
         let mut query = query.to_vec();
+        let mut request = self.http.get(format!("{}{}", self.base, path));
         if let Some(b) = blocking {
             query.push(("index", b.index.to_string()));
-            if let Some(wait) = b.wait {
-                query.push(("wait", format!("{}ms", wait.as_millis())));
-            }
+            let wait = b.wait.unwrap_or(DEFAULT_WAIT).min(MAX_WAIT);
+            query.push(("wait", format!("{}ms", wait.as_millis())));
+            request = request.timeout(wait + wait / 16 + Duration::from_secs(5));
         }
-        let request = self
-            .http
-            .get(format!("{}{}", self.base, path))
-            .query(&query);
-        let response = self.send("GET", path, request).await?;
+        request.query(&query)
+    }
+
+    async fn decode<T: DeserializeOwned>(
+        path: &str,
+        response: reqwest::Response,
+    ) -> Result<Indexed<T>> {
         let index = index_of(&response);
         let bytes = response.bytes().await.map_err(|source| Error::Transport {
             url: path.to_owned(),
@@ -152,6 +179,18 @@ impl Client {
             reason: e.to_string(),
         })?;
         Ok(Indexed { value, index })
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        blocking: Option<Blocking>,
+    ) -> Result<Indexed<T>> {
+        let response = self
+            .send("GET", path, self.get_request(path, query, blocking))
+            .await?;
+        Self::decode(path, response).await
     }
 
     async fn put_json(
@@ -242,20 +281,23 @@ impl Client {
         key: &str,
         blocking: Option<Blocking>,
     ) -> Result<Indexed<Option<KvPair>>> {
-        match self
-            .get_json::<Vec<KvPair>>(&format!("/v1/kv/{}", encode_key(key)), &[], blocking)
-            .await
-        {
-            Ok(Indexed { value, index }) => Ok(Indexed {
-                value: value.into_iter().next(),
-                index,
-            }),
-            Err(Error::Status { status: 404, .. }) => Ok(Indexed {
+        let path = format!("/v1/kv/{}", encode_key(key));
+        let response = self
+            .transmit(&path, self.get_request(&path, &[], blocking))
+            .await?;
+        // A missing key still carries the index to block on next.
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Indexed {
                 value: None,
-                index: 0,
-            }),
-            Err(e) => Err(e),
+                index: index_of(&response),
+            });
         }
+        let response = Self::successful("GET", &path, response).await?;
+        let Indexed { value, index } = Self::decode::<Vec<KvPair>>(&path, response).await?;
+        Ok(Indexed {
+            value: value.into_iter().next(),
+            index,
+        })
     }
 
     /// Every pair under a prefix.

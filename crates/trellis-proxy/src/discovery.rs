@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use trellis_client::Client;
+use trellis_client::{Blocking, Client, Indexed};
 use trellis_resilience::{Backoff, Jitter};
 
 /// A jittered back-off delay (the thread-local generator must not live across an await).
@@ -35,7 +35,6 @@ const KV_WAIT: Duration = Duration::from_secs(300);
 
 pub struct Discovery {
     client: Client,
-    http: reqwest::Client,
     policies: Arc<PolicySource>,
     metrics: Metrics,
     upstreams: RwLock<HashMap<String, Arc<Upstream>>>,
@@ -44,14 +43,8 @@ pub struct Discovery {
 impl Discovery {
     pub fn new(registry: &str, policies: PolicySource, metrics: Metrics) -> crate::Result<Self> {
         let client = Client::new(registry)?;
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| crate::Error::config(format!("http client: {e}")))?;
         Ok(Self {
             client,
-            http,
             policies: Arc::new(policies),
             metrics,
             upstreams: RwLock::new(HashMap::new()),
@@ -89,8 +82,7 @@ impl Discovery {
         drop(map);
         tokio::spawn(watch_endpoints(self.client.clone(), upstream.clone()));
         tokio::spawn(watch_policy(
-            self.http.clone(),
-            self.client.base_url().to_owned(),
+            self.client.clone(),
             self.policies.clone(),
             upstream.clone(),
         ));
@@ -123,8 +115,7 @@ impl Discovery {
         force: fn(&mut crate::config::ServicePolicy),
     ) {
         tokio::spawn(watch_policy_with(
-            self.http.clone(),
-            self.client.base_url().to_owned(),
+            self.client.clone(),
             self.policies.clone(),
             upstream,
             force,
@@ -164,72 +155,41 @@ async fn watch_endpoints(client: Client, upstream: Arc<Upstream>) {
     }
 }
 
-async fn watch_policy(
-    http: reqwest::Client,
-    base: String,
-    source: Arc<PolicySource>,
-    upstream: Arc<Upstream>,
-) {
-    watch_policy_with(http, base, source, upstream, |_| {}).await;
+async fn watch_policy(client: Client, source: Arc<PolicySource>, upstream: Arc<Upstream>) {
+    watch_policy_with(client, source, upstream, |_| {}).await;
 }
 
 /// Follows `trellis/config/<service>` with blocking queries. An invalid value is logged and
 /// ignored (the previous policy stays); a deleted key returns the service to its static policy.
 async fn watch_policy_with(
-    http: reqwest::Client,
-    base: String,
+    client: Client,
     source: Arc<PolicySource>,
     upstream: Arc<Upstream>,
     force: fn(&mut crate::config::ServicePolicy),
 ) {
     let service = upstream.name().clone();
-    let url = format!("{base}/v1/kv/{KV_PREFIX}{service}");
+    let key = format!("{KV_PREFIX}{service}");
     let mut index = 0u64;
     let mut failures = 0u32;
     let mut current: Option<Option<Value>> = None;
     loop {
         let asked = Instant::now();
-        let query = [
-            ("index", index.to_string()),
-            ("wait", format!("{}s", KV_WAIT.as_secs())),
-            ("raw", String::new()),
-        ];
-        let answer = http
-            .get(&url)
-            .query(&query)
-            .timeout(KV_WAIT + KV_WAIT / 8 + Duration::from_secs(5))
-            .send()
-            .await;
-        let (value, new_index) = match answer {
-            Ok(response) => {
-                let new_index: u64 = response
-                    .headers()
-                    .get("x-consul-index")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                let status = response.status();
-                if status == reqwest::StatusCode::NOT_FOUND {
-                    (None, new_index)
-                } else if status.is_success() {
-                    match response.bytes().await {
-                        Ok(bytes) => (Some(bytes), new_index),
-                        Err(e) => {
-                            tracing::debug!(%service, error = %e, "policy read broke");
-                            failures += 1;
-                            tokio::time::sleep(delay(&RECONNECT, failures.min(16))).await;
-                            continue;
-                        }
-                    }
-                } else {
-                    tracing::warn!(%service, %status, "policy query refused");
-                    failures += 1;
-                    tokio::time::sleep(delay(&RECONNECT, failures.min(16))).await;
-                    continue;
-                }
-            }
+        let blocking = Blocking {
+            index,
+            wait: Some(KV_WAIT),
+        };
+        let (value, new_index) = match client.kv_get(&key, Some(blocking)).await {
+            Ok(Indexed { value: None, index }) => (None, index),
+            Ok(Indexed {
+                value: Some(pair),
+                index,
+            }) => (Some(pair.decoded_value().unwrap_or_default()), index),
             Err(e) => {
-                tracing::debug!(%service, error = %e, "cannot read policy from registry");
+                if matches!(e, trellis_client::Error::Status { .. }) {
+                    tracing::warn!(%service, error = %e, "policy query refused");
+                } else {
+                    tracing::debug!(%service, error = %e, "cannot read policy from registry");
+                }
                 failures += 1;
                 tokio::time::sleep(delay(&RECONNECT, failures.min(16))).await;
                 continue;

@@ -128,10 +128,7 @@ async fn attempts(
             Err(_) => return Outcome::Failed(Reject::Timeout),
         }
     };
-    let idempotent = matches!(
-        template.method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    );
+    let idempotent = trellis_resilience::is_idempotent_method(template.method.as_str());
     let hash_key: Option<Vec<u8>> = policy
         .load_balancer
         .hash_header()

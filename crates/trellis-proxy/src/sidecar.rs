@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use trellis_client::Client;
+use trellis_client::{Client, probe};
 use trellis_resilience::{Backoff, Jitter};
 use trellis_types::{CheckDefinition, CheckKind, CheckStatus, ServiceRegistration, Weights};
 
@@ -294,28 +294,10 @@ impl AppCheck {
     /// The app's status and a line saying why.
     async fn probe(&self) -> (CheckStatus, String) {
         match self {
-            Self::Http { http, url } => match http.get(url).send().await {
-                Ok(r) if r.status().is_success() => {
-                    (CheckStatus::Passing, format!("GET {url}: {}", r.status()))
-                }
-                Ok(r) if r.status().as_u16() == 429 => {
-                    (CheckStatus::Warning, format!("GET {url}: {}", r.status()))
-                }
-                Ok(r) => (CheckStatus::Critical, format!("GET {url}: {}", r.status())),
-                Err(e) => (CheckStatus::Critical, format!("GET {url}: {e}")),
-            },
-            Self::Tcp { addr } => {
-                match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr))
-                    .await
-                {
-                    Ok(Ok(_)) => (CheckStatus::Passing, format!("TCP connect {addr}: ok")),
-                    Ok(Err(e)) => (CheckStatus::Critical, format!("TCP connect {addr}: {e}")),
-                    Err(_) => (
-                        CheckStatus::Critical,
-                        format!("TCP connect {addr}: timed out"),
-                    ),
-                }
+            Self::Http { http, url } => {
+                probe::http(http.get(url), &format!("HTTP GET {url}")).await
             }
+            Self::Tcp { addr } => probe::tcp(addr, PROBE_TIMEOUT).await,
         }
     }
 }

@@ -10,10 +10,8 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use trellis_catalog::{Check, Command};
+use trellis_client::probe;
 use trellis_types::{CheckKind, CheckStatus, HttpCheck};
-
-/// Most bytes of a probe's response body kept as the check's output (Consul keeps 4 KiB).
-const MAX_OUTPUT: usize = 4096;
 
 /// Keeps one probe task per active check, restarting it when the check changes.
 pub async fn run(
@@ -97,12 +95,12 @@ async fn probe_loop(
     }
 }
 
-/// Runs one probe within the check's timeout.
-pub async fn probe(check: &Check, http: &reqwest::Client) -> (CheckStatus, String) {
+/// Runs one probe within the check's timeout (TTL checks are never probed: they report themselves).
+async fn probe(check: &Check, http: &reqwest::Client) -> (CheckStatus, String) {
     let timeout = check.timeout();
     match &check.definition.kind {
         CheckKind::Http(h) => probe_http(h, timeout, http).await,
-        CheckKind::Tcp { address } => probe_tcp(address, timeout).await,
+        CheckKind::Tcp { address } => probe::tcp(address, timeout).await,
         CheckKind::Ttl { .. } => (check.status, check.output.clone()),
     }
 }
@@ -127,63 +125,5 @@ async fn probe_http(
     if !h.body.is_empty() {
         request = request.body(h.body.clone());
     }
-    match request.send().await {
-        Ok(response) => {
-            let code = response.status();
-            let status = if code.is_success() {
-                CheckStatus::Passing
-            } else if code.as_u16() == 429 {
-                CheckStatus::Warning
-            } else {
-                CheckStatus::Critical
-            };
-            let mut body = response
-                .bytes()
-                .await
-                .map(|b| b.to_vec())
-                .unwrap_or_default();
-            body.truncate(MAX_OUTPUT);
-            let output = format!(
-                "HTTP {} {}: {} Output: {}",
-                h.method,
-                h.url,
-                code,
-                String::from_utf8_lossy(&body)
-            );
-            (status, output)
-        }
-        Err(error) => (
-            CheckStatus::Critical,
-            format!("HTTP {} {}: {}", h.method, h.url, describe(&error)),
-        ),
-    }
-}
-
-fn describe(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        "request timed out".into()
-    } else if error.is_connect() {
-        "connection failed".into()
-    } else if error.is_builder() && error.url().is_some_and(|u| u.scheme() == "https") {
-        "https checks are not supported by this build".into()
-    } else {
-        error.to_string()
-    }
-}
-
-async fn probe_tcp(address: &str, timeout: Duration) -> (CheckStatus, String) {
-    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
-        Ok(Ok(_)) => (
-            CheckStatus::Passing,
-            format!("TCP connect {address}: Success"),
-        ),
-        Ok(Err(error)) => (
-            CheckStatus::Critical,
-            format!("dial tcp {address}: {error}"),
-        ),
-        Err(_) => (
-            CheckStatus::Critical,
-            format!("dial tcp {address}: i/o timeout"),
-        ),
-    }
+    probe::http(request, &format!("HTTP {} {}", h.method, h.url)).await
 }

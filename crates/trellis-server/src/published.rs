@@ -153,7 +153,7 @@ fn render(view: &ServiceView, key: &RenderKey, node: &Node) -> Vec<u8> {
     encoded.unwrap_or_else(|_| b"[]".to_vec())
 }
 
-pub fn watch_event(view: &ServiceView) -> WatchEvent {
+fn watch_event(view: &ServiceView) -> WatchEvent {
     WatchEvent {
         index: view.index,
         service: view.name.clone(),
@@ -177,7 +177,7 @@ pub fn watch_event(view: &ServiceView) -> WatchEvent {
     }
 }
 
-pub fn service_info(i: &InstanceView) -> ServiceInfo {
+fn service_info(i: &InstanceView) -> ServiceInfo {
     let r = &i.instance.registration;
     ServiceInfo {
         id: r.id.clone(),

@@ -3,6 +3,7 @@
 
 use crate::published::Published;
 use crate::state::AppState;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -97,11 +98,9 @@ pub fn run(
             }
             Err(error) => {
                 tracing::error!(%error, "commit failed; reloading the catalog from the store");
-                let names: Vec<String> = catalog
-                    .service_names()
-                    .into_keys()
-                    .chain(fx.services.iter().cloned())
-                    .collect();
+                // Every check the checker may be probing, before and after the reload.
+                let mut checks: BTreeSet<String> =
+                    catalog.checks().map(|c| c.id().to_owned()).collect();
                 match store.load() {
                     Ok(s) => *catalog = Catalog::restore(s.index, s.instances, s.checks, s.kv, now),
                     Err(error) => {
@@ -109,14 +108,13 @@ pub fn run(
                         std::process::exit(1);
                     }
                 }
+                checks.extend(catalog.checks().map(|c| c.id().to_owned()));
+                // Every slot readers hold is republished from the reloaded catalog.
                 let everything = Effects {
-                    services: names
-                        .into_iter()
-                        .chain(catalog.service_names().into_keys())
-                        .collect(),
+                    services: state.slots.iter().map(|slot| slot.key().clone()).collect(),
                     services_list: true,
                     kv: true,
-                    checks: catalog.checks().map(|c| c.id().to_owned()).collect(),
+                    checks,
                     ..Effects::default()
                 };
                 publish(&state, &catalog, &everything, &checks_changed);
@@ -141,8 +139,8 @@ pub fn run(
 
 fn mutation(catalog: &Catalog, write: &Write) -> Mutation {
     match write {
-        Write::Instance(id) => match catalog.instance_record(id) {
-            Some(record) => Mutation::PutInstance(record.clone()),
+        Write::Instance(id) => match catalog.instance(id) {
+            Some(record) => Mutation::PutInstance(record.as_ref().clone()),
             None => Mutation::DeleteInstance(id.clone()),
         },
         Write::Check { id, owner } => match catalog.check_record(id) {

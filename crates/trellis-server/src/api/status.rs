@@ -58,10 +58,7 @@ pub async fn agent_self(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     {
         let catalog = state.catalog.read();
-        state
-            .metrics
-            .services
-            .set(catalog.service_names().len() as i64);
+        state.metrics.services.set(catalog.service_count() as i64);
         for (status, count) in catalog.health_counts() {
             let labels = crate::metrics::HealthLabels {
                 health: status.as_str().to_owned(),
