@@ -1,20 +1,90 @@
-//! Client commands: talk to the HTTP API at `TRELLIS_HTTP_ADDR`, else `CONSUL_HTTP_ADDR`, else
-//! the default address; human-readable tables, or `--json` for scripts.
+//! Client commands: talk to the registry's HTTP API at `--addr`, else `TRELLIS_HTTP_ADDR`, else
+//! `CONSUL_HTTP_ADDR`, else the default address; human-readable tables, or `--json` for scripts.
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
+use std::future::Future;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 use trellis_client::Client;
 use trellis_types::ServiceRegistration;
 
+/// Where the registry is; every client command takes it.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RegistryAddr {
+    /// Registry HTTP API, HOST:PORT or http://HOST:PORT [default: $TRELLIS_HTTP_ADDR, else
+    /// $CONSUL_HTTP_ADDR, else 127.0.0.1:8500]
+    #[arg(long, value_name = "ADDR", global = true)]
+    addr: Option<String>,
+}
+
+impl RegistryAddr {
+    /// The address to use: the flag, else the environment, else the default.
+    fn resolve(&self) -> String {
+        let from_env = |name| {
+            std::env::var(name)
+                .ok()
+                .filter(|v: &String| !v.trim().is_empty())
+        };
+        self.addr
+            .clone()
+            .or_else(|| from_env("TRELLIS_HTTP_ADDR"))
+            .or_else(|| from_env("CONSUL_HTTP_ADDR"))
+            .unwrap_or_else(|| trellis_client::DEFAULT_ADDR.to_owned())
+    }
+
+    /// Runs `command` with a client for this registry, turning "cannot connect" into one line
+    /// that says what to do.
+    async fn run<F, Fut>(&self, command: F) -> anyhow::Result<()>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let addr = self.resolve();
+        let client = Client::new(&addr).map_err(|_| {
+            anyhow::anyhow!(
+                "invalid registry address {addr:?}: give HOST:PORT or http://HOST:PORT (--addr or TRELLIS_HTTP_ADDR)"
+            )
+        })?;
+        let base = client.base_url().to_owned();
+        command(client).await.map_err(|e| explain(e, &base))
+    }
+}
+
+/// Rewrites a failure to reach the registry as one line naming the address and the fix; other
+/// errors pass unchanged.
+fn explain(error: anyhow::Error, base: &str) -> anyhow::Error {
+    let Some(transport) = error
+        .chain()
+        .find_map(|e| e.downcast_ref::<reqwest::Error>())
+    else {
+        return error;
+    };
+    if transport.is_connect() {
+        anyhow::anyhow!(
+            "no registry at {base} — start `trellis server`, or point --addr or TRELLIS_HTTP_ADDR at one"
+        )
+    } else if transport.is_timeout() {
+        anyhow::anyhow!("the registry at {base} did not answer in time")
+    } else {
+        let cause = error
+            .chain()
+            .last()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        anyhow::anyhow!("lost the connection to the registry at {base}: {cause}")
+    }
+}
+
 #[derive(Args)]
 pub struct ListArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    registry: RegistryAddr,
 }
 
 #[derive(Args)]
@@ -24,23 +94,39 @@ pub struct InstancesArgs {
     /// Only instances whose checks all pass.
     #[arg(long)]
     passing: bool,
+    /// Print JSON (Consul's /v1/health/service entries) instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    registry: RegistryAddr,
 }
 
 #[derive(Args)]
 pub struct WatchArgs {
+    /// Service name.
     name: String,
     /// One JSON event per line.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    registry: RegistryAddr,
+}
+
+#[derive(Args)]
+pub struct KvArgs {
+    #[command(subcommand)]
+    command: KvCommand,
+    #[command(flatten)]
+    registry: RegistryAddr,
 }
 
 #[derive(Subcommand)]
 pub enum KvCommand {
     /// Print a value (raw bytes), or with --json the whole entry.
     Get {
+        /// The key, e.g. app/db/host (with --recurse, a prefix).
         key: String,
+        /// Print the entry as JSON (Key, Value in base64, Flags, indexes).
         #[arg(long)]
         json: bool,
         /// List every entry under KEY as a prefix.
@@ -49,7 +135,9 @@ pub enum KvCommand {
     },
     /// Write a value; `-` or no VALUE reads it from standard input.
     Put {
+        /// The key, e.g. app/db/host.
         key: String,
+        /// The value; `-` or none reads standard input.
         value: Option<String>,
         /// Only write if the entry's ModifyIndex equals this (0: only if absent).
         #[arg(long)]
@@ -57,7 +145,9 @@ pub enum KvCommand {
     },
     /// Delete a key, or with --recurse every key under a prefix.
     Delete {
+        /// The key (with --recurse, a prefix).
         key: String,
+        /// Delete every key under KEY.
         #[arg(long)]
         recurse: bool,
     },
@@ -67,15 +157,16 @@ pub enum KvCommand {
 pub struct RegisterArgs {
     /// JSON service definition (a registration body, or `{"service": {...}}` as Consul's files).
     file: PathBuf,
+    #[command(flatten)]
+    registry: RegistryAddr,
 }
 
 #[derive(Args)]
 pub struct DeregisterArgs {
+    /// The instance (service) ID to remove.
     id: String,
-}
-
-fn client() -> anyhow::Result<Client> {
-    Ok(Client::from_env()?)
+    #[command(flatten)]
+    registry: RegistryAddr,
 }
 
 /// Prints rows as aligned columns.
@@ -104,8 +195,14 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
 }
 
 pub async fn services(args: ListArgs) -> anyhow::Result<()> {
-    let services = client()?.services().await?.value;
-    if args.json {
+    args.registry
+        .run(|client| list_services(client, args.json))
+        .await
+}
+
+async fn list_services(client: Client, json: bool) -> anyhow::Result<()> {
+    let services = client.services().await?.value;
+    if json {
         println!("{}", serde_json::to_string_pretty(&services)?);
         return Ok(());
     }
@@ -118,7 +215,13 @@ pub async fn services(args: ListArgs) -> anyhow::Result<()> {
 }
 
 pub async fn instances(args: InstancesArgs) -> anyhow::Result<()> {
-    let entries = client()?
+    args.registry
+        .run(|client| list_instances(client, &args))
+        .await
+}
+
+async fn list_instances(client: Client, args: &InstancesArgs) -> anyhow::Result<()> {
+    let entries = client
         .health_service(&args.name, args.passing, None)
         .await?
         .value;
@@ -149,7 +252,10 @@ pub async fn instances(args: InstancesArgs) -> anyhow::Result<()> {
 }
 
 pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
-    let client = client()?;
+    args.registry.run(|client| follow(client, &args)).await
+}
+
+async fn follow(client: Client, args: &WatchArgs) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(200);
     loop {
         match client.watch(&args.name).await {
@@ -177,7 +283,10 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
                 }
                 eprintln!("watch: connection closed; reconnecting");
             }
-            Err(e) => eprintln!("watch: {e}; retrying in {backoff:?}"),
+            Err(e) => eprintln!(
+                "watch: {:#}; retrying in {backoff:?}",
+                explain(e.into(), client.base_url())
+            ),
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
@@ -187,8 +296,13 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     }
 }
 
-pub async fn kv(command: KvCommand) -> anyhow::Result<()> {
-    let client = client()?;
+pub async fn kv(args: KvArgs) -> anyhow::Result<()> {
+    args.registry
+        .run(|client| kv_command(client, args.command))
+        .await
+}
+
+async fn kv_command(client: Client, command: KvCommand) -> anyhow::Result<()> {
     match command {
         KvCommand::Get { key, json, recurse } if recurse => {
             let pairs = client.kv_list(&key).await?;
@@ -256,7 +370,10 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
     }
     let registration = ServiceRegistration::from_json(value)
         .with_context(|| format!("invalid definition in {}", args.file.display()))?;
-    client()?.register(&registration).await?;
+    let definition = &registration;
+    args.registry
+        .run(|client| async move { Ok(client.register(definition).await?) })
+        .await?;
     println!(
         "Registered service: {} (ID {})",
         registration.name, registration.id
@@ -265,7 +382,10 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
 }
 
 pub async fn deregister(args: DeregisterArgs) -> anyhow::Result<()> {
-    client()?.deregister(&args.id).await?;
+    let id = &args.id;
+    args.registry
+        .run(|client| async move { Ok(client.deregister(id).await?) })
+        .await?;
     println!("Deregistered service: {}", args.id);
     Ok(())
 }

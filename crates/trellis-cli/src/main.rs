@@ -2,15 +2,24 @@
 
 mod client_cmds;
 mod demo;
+mod logging;
 mod server_cmd;
 mod shutdown;
 
 use clap::{Parser, Subcommand};
 
+/// `trellis --version`: the package version and the git commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TRELLIS_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "trellis",
-    version,
+    version = VERSION,
     about = "A microservice platform: registry, discovery, proxy, demo"
 )]
 struct Cli {
@@ -31,8 +40,7 @@ enum Command {
     /// Print the instance set of a service now and after each change.
     Watch(client_cmds::WatchArgs),
     /// Read and write the key/value store.
-    #[command(subcommand)]
-    Kv(client_cmds::KvCommand),
+    Kv(client_cmds::KvArgs),
     /// Register a service from a JSON definition file.
     Register(client_cmds::RegisterArgs),
     /// Deregister a service instance by ID.
@@ -51,6 +59,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,16 +76,12 @@ fn main() -> std::process::ExitCode {
             Command::Services(args) => client_cmds::services(args).await,
             Command::Instances(args) => client_cmds::instances(args).await,
             Command::Watch(args) => client_cmds::watch(args).await,
-            Command::Kv(cmd) => client_cmds::kv(cmd).await,
+            Command::Kv(args) => client_cmds::kv(args).await,
             Command::Register(args) => client_cmds::register(args).await,
             Command::Deregister(args) => client_cmds::deregister(args).await,
             Command::Demo(args) => demo::run(args).await,
-            Command::Users(args) => {
-                server_cmd::init_logging();
-                Ok(trellis_example::run_users(args, shutdown::signal()).await?)
-            }
+            Command::Users(args) => Ok(trellis_example::run_users(args, shutdown::signal()).await?),
             Command::Orders(args) => {
-                server_cmd::init_logging();
                 Ok(trellis_example::run_orders(args, shutdown::signal()).await?)
             }
             Command::Sidecar(args) => Ok(trellis_proxy::run_sidecar(args)?),

@@ -60,7 +60,6 @@ impl ServerArgs {
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    init_logging();
     let config = args.into_config()?;
     let storage = if config.dev {
         "in memory (--dev)".to_owned()
@@ -80,13 +79,4 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     running.wait().await?;
     tracing::info!("server stopped");
     Ok(())
-}
-
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use processes::{Processes, ensure_free};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -46,34 +46,40 @@ pub struct Plan {
     pub data_dir: PathBuf,
 }
 
-fn local(port: u32) -> anyhow::Result<SocketAddr> {
-    let port =
-        u16::try_from(port).context("--base-port is too high: the demo needs 50 ports above it")?;
-    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+/// Ports the demo uses above `--base-port` (registry, gateway, then four instances of four).
+const PORTS_USED: u16 = 44;
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 impl Plan {
     pub fn new(base: u16, data_dir: PathBuf) -> anyhow::Result<Self> {
-        let base = u32::from(base);
+        let highest = u16::MAX - (PORTS_USED - 1);
+        if base > highest || base == 0 {
+            anyhow::bail!(
+                "--base-port {base} is out of range: the demo uses {PORTS_USED} ports from it upwards; choose one up to {highest}"
+            );
+        }
         let mut instances = Vec::new();
         for (k, (service, n)) in [("users", 1), ("users", 2), ("orders", 1), ("orders", 2)]
             .into_iter()
             .enumerate()
         {
-            let first = base + 10 + 10 * k as u32;
+            let first = base + 10 + 10 * k as u16;
             instances.push(Instance {
                 service,
                 name: format!("{service}-{n}"),
-                app: local(first)?,
-                inbound: local(first + 1)?,
-                outbound: local(first + 2)?,
-                admin: local(first + 3)?,
+                app: local(first),
+                inbound: local(first + 1),
+                outbound: local(first + 2),
+                admin: local(first + 3),
             });
         }
         Ok(Self {
-            registry: local(base)?,
-            gateway: local(base + 1)?,
-            gateway_admin: local(base + 2)?,
+            registry: local(base),
+            gateway: local(base + 1),
+            gateway_admin: local(base + 2),
             instances,
             data_dir,
         })
@@ -198,6 +204,18 @@ fn args(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// How to run this very binary from the current directory (e.g. `./target/release/trellis`
+/// after `cargo run --release`), so the hints can be pasted as they are.
+fn this_binary() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "trellis".to_owned();
+    };
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(|p| Path::new(".").join(p)));
+    relative.unwrap_or(exe).display().to_string()
+}
+
 /// Starts an instance: its app, then its sidecar.
 pub fn start_instance(procs: &mut Processes, plan: &Plan, i: &Instance) -> anyhow::Result<()> {
     procs.spawn(&i.name, &plan.app_args(i))?;
@@ -268,7 +286,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ),
             (
                 "services",
-                format!("TRELLIS_HTTP_ADDR={} trellis services", plan.registry),
+                format!("{} services --addr {}", this_binary(), plan.registry),
             ),
             (
                 "gateway metrics",
