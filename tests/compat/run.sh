@@ -8,11 +8,11 @@
 #      instances: VictoriaMetrics (Debian package `victoria-metrics`), and Prometheus as well
 #      when the installed one was built with Consul SD (Debian's is not; see README.md).
 #
-# Usage: tests/compat/run.sh            (from anywhere; builds target/debug/trellis if needed)
-# Env:   TRELLIS_BIN           trellis binary (default target/debug/trellis, built if missing)
+# Usage: tests/compat/run.sh            (from anywhere; builds the debug trellis if needed)
+# Env:   TRELLIS_BIN           trellis binary (default $CARGO_TARGET_DIR or target, /debug/trellis)
 #        PROMETHEUS_BIN        a Prometheus with Consul SD to test too (default: `prometheus`
 #                              on PATH, used only if it supports consul_sd_configs)
-#        VICTORIA_METRICS_BIN  default `victoria-metrics` (installed with apt-get if missing)
+#        VICTORIA_METRICS_BIN  default `victoria-metrics` (scripts/install-deps installs it)
 # Exits non-zero if any part fails or cannot be set up.
 set -euo pipefail
 export PYTHONDONTWRITEBYTECODE=1  # keep __pycache__ out of the source tree
@@ -25,16 +25,19 @@ say() { printf '\n== %s\n' "$*"; }
 die() { printf 'compat: %s\n' "$*" >&2; exit 1; }
 
 # --- the trellis binary ----------------------------------------------------------------------
-export TRELLIS_BIN="${TRELLIS_BIN:-target/debug/trellis}"
+# Everything this script builds or installs goes under the cargo target dir.
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+[[ "$target_dir" = /* ]] || target_dir="$root/$target_dir"
+export TRELLIS_BIN="${TRELLIS_BIN:-$target_dir/debug/trellis}"
 if [[ ! -x "$TRELLIS_BIN" ]]; then
-    [[ "$TRELLIS_BIN" == target/debug/trellis ]] || die "TRELLIS_BIN=$TRELLIS_BIN is not an executable"
-    say "building target/debug/trellis"
+    [[ "$TRELLIS_BIN" == "$target_dir/debug/trellis" ]] || die "TRELLIS_BIN=$TRELLIS_BIN is not an executable"
+    say "building $TRELLIS_BIN"
     cargo build -j2 -p trellis-cli
 fi
 TRELLIS_BIN="$(cd "$(dirname "$TRELLIS_BIN")" && pwd)/$(basename "$TRELLIS_BIN")"
 
 # --- Python client in a venv under target/ ---------------------------------------------------
-venv="$root/target/compat-venv"
+venv="$target_dir/compat-venv"
 stamp="$venv/.requirements"
 if [[ ! -x "$venv/bin/python" ]] || ! cmp -s "$here/requirements.txt" "$stamp"; then
     say "installing tests/compat/requirements.txt into $venv"
@@ -47,7 +50,7 @@ fi
 # --- Node client under target/ ------------------------------------------------------------------
 command -v node >/dev/null && command -v npm >/dev/null \
     || die "node and npm are needed for the npm consul client (Debian: apt-get install nodejs npm)"
-node_dir="$root/target/compat-node"
+node_dir="$target_dir/compat-node"
 if [[ ! -d "$node_dir/node_modules/consul" ]] || ! cmp -s "$here/node/package.json" "$node_dir/package.json"; then
     say "installing tests/compat/node/package.json into $node_dir"
     mkdir -p "$node_dir"
@@ -57,21 +60,10 @@ if [[ ! -d "$node_dir/node_modules/consul" ]] || ! cmp -s "$here/node/package.js
 fi
 
 # --- scrapers ----------------------------------------------------------------------------------
-apt_install() {
-    command -v apt-get >/dev/null || die "apt-get is not available to install $*"
-    local sudo=()
-    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-    # policy-rc.d keeps the packages' own services from starting; this script starts its own.
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" \
-        || { "${sudo[@]}" apt-get update -q && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-                apt-get install -y --no-install-recommends "$@"; } \
-        || die "apt-get install $* failed"
-}
-
 export VICTORIA_METRICS_BIN="${VICTORIA_METRICS_BIN:-victoria-metrics}"
 if ! command -v "$VICTORIA_METRICS_BIN" >/dev/null; then
     say "installing victoria-metrics (Debian) for its consul_sd_configs"
-    apt_install victoria-metrics
+    "$root/scripts/install-deps" || die "scripts/install-deps failed"
     command -v "$VICTORIA_METRICS_BIN" >/dev/null || die "$VICTORIA_METRICS_BIN still not found"
 fi
 scrapers=(--scraper victoria-metrics)
