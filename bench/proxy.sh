@@ -31,10 +31,10 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
-cargo build --release -q -j2 -p trellis-cli
-cargo build --release -q -j2 -p trellis-proxy --example loadgen
-TRELLIS=target/release/trellis
-LOADGEN=target/release/examples/loadgen
+cargo build --profile dist -q -j2 -p trellis-cli
+cargo build --profile dist -q -j2 -p trellis-proxy --example loadgen
+TRELLIS=target/dist/trellis
+LOADGEN=target/dist/examples/loadgen
 
 work=$(mktemp -d)
 pids=()

@@ -22,7 +22,7 @@ WATCHERS=${WATCHERS:-5000}
 FANOUT_ROUNDS=${FANOUT_ROUNDS:-3}
 INSTANCES=${INSTANCES:-100000}
 RESTART_ROUNDS=${RESTART_ROUNDS:-3}
-BIN=$REPO/target/release/trellis
+BIN=$REPO/target/dist/trellis
 RUN=$REPO/target/bench-run/registry
 HELPER=(python3 "$HERE/registry_helper.py")
 LUA=$HERE/lua
@@ -85,8 +85,8 @@ if ((${#need[@]})); then
         { apt-get update && apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${need[@]}"; }
 fi
 if [[ ! -x $BIN ]]; then
-    log "building the release binary"
-    (cd "$REPO" && cargo build --release -p trellis-cli)
+    log "building the dist-profile binary"
+    (cd "$REPO" && cargo build --profile dist -p trellis-cli)
 fi
 # 5,000 watchers need 5,000 sockets on each side; take what the hard limit allows.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
