@@ -78,19 +78,29 @@ pub(crate) fn instance_header(instance: &str) -> Result<HeaderValue, Error> {
     }
 }
 
-/// Finishes a service's routes with what every example service shares: JSON 404 and 405
-/// answers, the body limit, and `x-served-by` on every response.
+/// Finishes a service's routes with what every example service shares: `/metrics`, JSON 404
+/// and 405 answers, the body limit, request metrics, and `x-served-by` on every response.
 pub(crate) fn service_router<S: Clone + Send + Sync + 'static>(
     routes: axum::Router<S>,
     instance: HeaderValue,
     state: S,
 ) -> axum::Router {
+    let metrics = crate::metrics::Metrics::new();
+    let render = metrics.clone();
     routes
+        .with_state(state)
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move { render.render() }),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(crate::BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::observe,
+        ))
         .layer(axum::middleware::from_fn_with_state(instance, served_by))
-        .with_state(state)
 }
 
 pub(crate) async fn not_found() -> ApiError {

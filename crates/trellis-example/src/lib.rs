@@ -11,6 +11,7 @@
 mod api;
 mod db;
 mod error;
+mod metrics;
 mod model;
 mod orders;
 mod server;

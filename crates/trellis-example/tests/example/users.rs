@@ -173,3 +173,35 @@ async fn health_fallbacks_and_methods_carry_served_by() {
 
     users.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_pattern_and_status() {
+    let (_dir, users) = users().await;
+    assert_eq!(users.get("/users/1").await.status, 200);
+    assert_eq!(users.get("/users/999").await.status, 404);
+    assert_eq!(users.get("/nowhere").await.status, 404);
+
+    let metrics = crate::common::client()
+        .get(users.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = metrics.text().await.expect("metrics text");
+    for line in [
+        r#"trellis_http_requests_total{route="/users/{id}",method="GET",code="200"} 1"#,
+        r#"trellis_http_requests_total{route="/users/{id}",method="GET",code="404"} 1"#,
+        r#"trellis_http_requests_total{route="unmatched",method="GET",code="404"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
+    assert!(text.contains("trellis_http_request_duration_seconds_bucket"));
+    assert!(!text.contains("999"), "raw paths never become labels");
+    users.stop().await;
+}
