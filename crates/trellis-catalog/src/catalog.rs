@@ -1,117 +1,20 @@
-//! The catalog: applies commands to services, checks and KV, keeps the Consul index rules, and
-//! reports what changed (for publishing) and what must be written (for durability).
+//! The catalog: instances, checks and health views of services, and the per-service index rules
+//! (see [`crate::index`] for the rules every index follows). KV is delegated to
+//! [`KvStore`] and the periodic scan to [`TickScan`]; every command reports what changed (for
+//! publishing) and what must be written (for durability) in [`Effects`].
 
-use crate::CatalogError;
 use crate::check::Check;
-use crate::kv::{KvEntry, Tombstones};
+use crate::command::{Command, Effects, Reply, Write};
+use crate::error::CatalogError;
+use crate::index::GlobalIndex;
+use crate::kv::{KvEntry, KvStore};
 use crate::record::{CheckRecord, InstanceRecord};
+use crate::tick::TickScan;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 use trellis_types::registration::service_key;
 use trellis_types::{CheckDefinition, CheckKind, CheckStatus, ServiceRegistration};
-
-/// Most checks [`Catalog::tick`] examines per call.
-pub const TICK_BUDGET: usize = 16_384;
-
-/// Longest KV key accepted.
-pub const MAX_KEY_LEN: usize = 512;
-
-/// A state change requested through the API (or by the server's own health checker).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Register {
-        registration: ServiceRegistration,
-        replace_existing_checks: bool,
-    },
-    Deregister {
-        service_id: String,
-    },
-    RegisterCheck {
-        check: CheckDefinition,
-    },
-    DeregisterCheck {
-        check_id: String,
-    },
-    /// A TTL check update from the application (memory-only).
-    UpdateTtl {
-        check_id: String,
-        status: CheckStatus,
-        output: String,
-    },
-    /// A probe result of an HTTP or TCP check (memory-only, through hysteresis).
-    ReportCheck {
-        check_id: String,
-        result: CheckStatus,
-        output: String,
-    },
-    KvPut {
-        key: String,
-        value: Vec<u8>,
-        flags: u64,
-        cas: Option<u64>,
-    },
-    KvDelete {
-        key: String,
-        recurse: bool,
-        cas: Option<u64>,
-    },
-}
-
-impl Command {
-    /// Whether a successful command needs a durable write before it is acknowledged.
-    pub fn is_durable(&self) -> bool {
-        !matches!(self, Self::UpdateTtl { .. } | Self::ReportCheck { .. })
-    }
-}
-
-/// The answer to a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
-    Done,
-    /// KV writes answer `true`/`false` (a failed CAS is `false`).
-    Bool(bool),
-}
-
-/// A record whose durable copy must be brought up to date: written if it still exists in the
-/// catalog, deleted otherwise.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Write {
-    Instance(String),
-    /// A check, with the instance it belongs to (none for a node check): the store keeps a
-    /// service's checks next to its instance.
-    Check {
-        id: String,
-        owner: Option<String>,
-    },
-    Kv(String),
-}
-
-/// What a batch of commands changed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Effects {
-    /// Service keys ([`service_key`]) whose views must be republished.
-    pub services: BTreeSet<String>,
-    /// The list of service names or their tags may have changed.
-    pub services_list: bool,
-    /// Some KV entry changed.
-    pub kv: bool,
-    /// Records to persist.
-    pub writes: BTreeSet<Write>,
-    /// Check IDs whose active (HTTP/TCP) probing must be started, restarted or stopped.
-    pub checks: BTreeSet<String>,
-}
-
-impl Effects {
-    pub fn is_empty(&self) -> bool {
-        self.services.is_empty()
-            && !self.services_list
-            && !self.kv
-            && self.writes.is_empty()
-            && self.checks.is_empty()
-    }
-}
 
 /// One instance with its checks (service checks and node checks) and their worst status.
 #[derive(Debug, Clone)]
@@ -129,25 +32,32 @@ pub struct ServiceView {
     pub instances: Vec<InstanceView>,
 }
 
+/// The registry state machine. Commands go through [`Catalog::apply`], time through
+/// [`Catalog::tick`]; both only ever number changes with the global index (see `index.rs`).
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    index: u64,
+    index: GlobalIndex,
+    /// Index of the last change that may have changed the list of service names or their tags
+    /// (any registration or deregistration that changed something).
     services_index: u64,
-    kv_index: u64,
     instances: BTreeMap<String, Arc<InstanceRecord>>,
     /// Instance IDs per service key ([`service_key`]: names match without regard to case).
     by_name: BTreeMap<String, BTreeSet<String>>,
-    /// Last change per service key; kept after the last instance leaves so watchers see it.
+    /// Index of the last change per service key, set only by [`Catalog::touch_name`].
+    ///
+    /// Kept after the last instance leaves: the emptied service keeps an index of its own, so
+    /// its waiters see the deregistration and then wake only for its own changes. Falling back
+    /// to the services index would move it with every other service's registrations. An entry
+    /// stays until [`Catalog::restore`], which keeps only names with instances (the others fall
+    /// back to the services index, which resumes at the same top).
     name_index: HashMap<String, u64>,
     checks: BTreeMap<String, Arc<Check>>,
     /// Check IDs per instance ID.
     checks_of: HashMap<String, IdSet>,
     /// Checks not bound to a service: they count for every service on the node.
     node_checks: BTreeSet<String>,
-    kv: BTreeMap<String, KvEntry>,
-    tombstones: Tombstones,
-    /// The last check [`Catalog::tick`] examined; the next tick resumes after it.
-    tick_cursor: Option<String>,
+    kv: KvStore,
+    tick_scan: TickScan,
 }
 
 impl Default for Catalog {
@@ -157,25 +67,31 @@ impl Default for Catalog {
 }
 
 impl Catalog {
-    /// An empty catalog; indexes start at 1 because Consul clients treat 0 as "no index".
+    /// An empty catalog; every index starts at 1 because Consul clients treat 0 as "no index".
     pub fn new() -> Self {
         Self {
-            index: 1,
+            index: GlobalIndex::new(),
             services_index: 1,
-            kv_index: 1,
             instances: BTreeMap::new(),
             by_name: BTreeMap::new(),
             name_index: HashMap::new(),
             checks: BTreeMap::new(),
             checks_of: HashMap::new(),
             node_checks: BTreeSet::new(),
-            kv: BTreeMap::new(),
-            tombstones: Tombstones::default(),
-            tick_cursor: None,
+            kv: KvStore::new(),
+            tick_scan: TickScan::default(),
         }
     }
 
-    /// Rebuilds a catalog from durable records. Indexes continue above everything restored.
+    /// Rebuilds a catalog from durable records (`index`: the highest index committed).
+    ///
+    /// Every index — global, services list, each service name, KV store, each KV prefix —
+    /// resumes at the top: the highest of `index`, 1 and every record's `ModifyIndex`. Deletes
+    /// and memory-only changes before the restart left no record, so a per-resource index
+    /// computed from what is left could come back lower than a watcher last saw; starting all
+    /// of them at the top means none goes backwards relative to anything persisted (a caller
+    /// reloading a running catalog must pass an `index` at least as high as the indexes it has
+    /// already published). Checks restart their TTL and critical-since timers at `now`.
     pub fn restore(
         index: u64,
         instances: Vec<InstanceRecord>,
@@ -183,10 +99,14 @@ impl Catalog {
         kv: Vec<KvEntry>,
         now: Duration,
     ) -> Self {
+        let top = instances
+            .iter()
+            .map(|r| r.modify_index)
+            .chain(checks.iter().map(|r| r.modify_index))
+            .chain(kv.iter().map(|e| e.modify_index))
+            .fold(index.max(1), u64::max);
         let mut catalog = Self::new();
-        let mut top = index.max(1);
         for record in instances {
-            top = top.max(record.modify_index);
             let id = record.registration.id.clone();
             let key = service_key(&record.registration.name).into_owned();
             catalog
@@ -194,12 +114,10 @@ impl Catalog {
                 .entry(key.clone())
                 .or_default()
                 .insert(id.clone());
-            let entry = catalog.name_index.entry(key).or_insert(0);
-            *entry = (*entry).max(record.modify_index);
+            catalog.name_index.insert(key, top);
             catalog.instances.insert(id, Arc::new(record));
         }
         for record in checks {
-            top = top.max(record.modify_index);
             let service_id = record.definition.service_id.clone();
             let service_name = service_id
                 .as_ref()
@@ -220,25 +138,15 @@ impl Catalog {
             }
             catalog.checks.insert(id, Arc::new(check));
         }
-        for entry in kv {
-            top = top.max(entry.modify_index);
-            catalog.kv.insert(entry.key.clone(), entry);
-        }
-        // Start every index at the restored top: deletes before the restart left no trace, and
-        // a per-resource index must never go backwards across a restart.
-        catalog.index = top;
+        catalog.kv = KvStore::restore(kv, top);
+        catalog.index = GlobalIndex::resume_at(top);
         catalog.services_index = top;
-        catalog.kv_index = top;
-        for index in catalog.name_index.values_mut() {
-            *index = top;
-        }
-        catalog.tombstones.raise_floor(top);
         catalog
     }
 
     /// The global index: the highest index of any change.
     pub fn index(&self) -> u64 {
-        self.index
+        self.index.get()
     }
 
     /// Index of the list of services (`/v1/catalog/services`), also used for unknown names.
@@ -246,7 +154,10 @@ impl Catalog {
         self.services_index
     }
 
-    /// Index of one service name: its last change, or the services index if never seen.
+    /// Index of one service name: its last change (also after its last instance left), or the
+    /// services index for a name never registered since the last restore. A name's first
+    /// registration sets both to the same new index, so switching from the fallback to its own
+    /// entry never goes backwards.
     pub fn service_index(&self, name: &str) -> u64 {
         self.name_index
             .get(service_key(name).as_ref())
@@ -254,19 +165,15 @@ impl Catalog {
             .unwrap_or(self.services_index)
     }
 
-    /// Index of the KV entries under a prefix (a key is a prefix of itself), never below 1.
+    /// Index of the KV entries under a prefix (a key is a prefix of itself), never below 1;
+    /// deletes count, through tombstones (see `KvStore::prefix_index`).
     pub fn kv_index(&self, prefix: &str) -> u64 {
-        let live = self
-            .kv_range(prefix)
-            .map(|e| e.modify_index)
-            .max()
-            .unwrap_or(0);
-        live.max(self.tombstones.max_under(prefix)).max(1)
+        self.kv.prefix_index(prefix)
     }
 
-    /// Index of the whole KV store.
+    /// Index of the whole KV store: its last put or delete.
     pub fn kv_store_index(&self) -> u64 {
-        self.kv_index
+        self.kv.store_index()
     }
 
     pub fn instances(&self) -> impl Iterator<Item = &Arc<InstanceRecord>> {
@@ -311,11 +218,9 @@ impl Catalog {
         self.kv.get(key)
     }
 
+    /// Entries whose key starts with `prefix`, in key order.
     pub fn kv_range<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a KvEntry> + 'a {
-        self.kv
-            .range(prefix.to_owned()..)
-            .take_while(move |(k, _)| k.starts_with(prefix))
-            .map(|(_, e)| e)
+        self.kv.range(prefix)
     }
 
     /// The durable record of a check ([`Write::Check`]), or `None` if it must be deleted.
@@ -396,11 +301,13 @@ impl Catalog {
         }
     }
 
-    fn bump(&mut self) -> u64 {
-        self.index += 1;
-        self.index
-    }
-
+    /// Records that service `name` changed at `index` (the change's freshly bumped global
+    /// index, so a service's index only moves forward) and marks its view for republishing.
+    ///
+    /// Every change to an instance of the service, or to a check counted in its health (its own
+    /// checks and every node check), comes through here, and nothing else sets a service's
+    /// index: a change to one service wakes only that service's waiters. A name's entry is
+    /// created here and kept after its last instance leaves (see `name_index`).
     fn touch_name(&mut self, name: &str, index: u64, fx: &mut Effects) {
         let key = service_key(name);
         // Mass changes (thousands of TTLs expiring in one tick) touch the same few names over
@@ -474,13 +381,20 @@ impl Catalog {
                 value,
                 flags,
                 cas,
-            } => self.kv_put(key, value, flags, cas, fx).map(Reply::Bool),
-            Command::KvDelete { key, recurse, cas } => {
-                self.kv_delete(&key, recurse, cas, fx).map(Reply::Bool)
-            }
+            } => self
+                .kv
+                .put(key, value, flags, cas, &mut self.index, fx)
+                .map(Reply::Bool),
+            Command::KvDelete { key, recurse, cas } => self
+                .kv
+                .delete(&key, recurse, cas, &mut self.index, fx)
+                .map(Reply::Bool),
         }
     }
 
+    /// Registers or replaces an instance (and its checks) at one new index, which becomes the
+    /// instance's `ModifyIndex`, its service's index (and the old name's on a rename) and the
+    /// services index. Re-registering exactly what is there takes no index and has no effects.
     fn register(
         &mut self,
         mut registration: ServiceRegistration,
@@ -516,7 +430,7 @@ impl Catalog {
         if unchanged {
             return Ok(()); // re-registering what is there changes nothing, as in Consul
         }
-        let index = self.bump();
+        let index = self.index.bump();
         if let Some(old) = &existing
             && old.registration.name != name
         {
@@ -556,6 +470,8 @@ impl Catalog {
         Ok(())
     }
 
+    /// Takes an instance out of its service name at `index`. The name's index is kept when the
+    /// last instance leaves (see `name_index`), so it reports the departure and stays put after.
     fn remove_from_name(&mut self, name: &str, id: &str, index: u64, fx: &mut Effects) {
         let key = service_key(name);
         if let Some(ids) = self.by_name.get_mut(key.as_ref()) {
@@ -640,8 +556,10 @@ impl Catalog {
         }
     }
 
+    /// Removes a check as part of a change the caller has already numbered: its services take
+    /// the current global index.
     fn remove_check(&mut self, check_id: &str, fx: &mut Effects) {
-        let index = self.index;
+        let index = self.index.get();
         self.touch_check_owner(check_id, index, fx);
         if let Some(check) = self.checks.remove(check_id) {
             self.unlink_check(&check);
@@ -659,7 +577,7 @@ impl Catalog {
                 "unknown service ID {service_id:?}"
             )));
         };
-        let index = self.bump();
+        let index = self.index.bump();
         self.remove_from_name(&record.registration.name, service_id, index, fx);
         self.services_index = index;
         fx.services_list = true;
@@ -675,6 +593,8 @@ impl Catalog {
         Ok(())
     }
 
+    /// Adds or replaces a check at a new index. Registering the same definition again (ignoring
+    /// its initial status) takes no index and keeps the check's state.
     fn register_check(
         &mut self,
         mut definition: CheckDefinition,
@@ -706,7 +626,7 @@ impl Catalog {
         {
             return Ok(());
         }
-        let index = self.bump();
+        let index = self.index.bump();
         self.put_check(definition, service_name, index, now, fx);
         Ok(())
     }
@@ -717,11 +637,14 @@ impl Catalog {
                 "unknown check ID {check_id:?}"
             )));
         }
-        self.bump();
+        self.index.bump();
         self.remove_check(check_id, fx);
         Ok(())
     }
 
+    /// A TTL heartbeat: memory-only (no write, it is not acknowledged after a commit). The TTL
+    /// restarts either way, but indexes move only if the status or the output changed: the
+    /// usual heartbeat repeating the same status takes no index and wakes nobody.
     fn update_ttl(
         &mut self,
         check_id: &str,
@@ -745,6 +668,9 @@ impl Catalog {
         Ok(())
     }
 
+    /// A probe result: memory-only, through the check's hysteresis. Indexes move only if the
+    /// status changed; the output is kept but a new output alone takes no index, or every probe
+    /// of a check whose output carries a timestamp would wake every watcher.
     fn report_check(
         &mut self,
         check_id: &str,
@@ -763,146 +689,34 @@ impl Catalog {
         Ok(())
     }
 
-    /// A status change: bumps the check's and its services' indexes (memory-only, no write).
+    /// A visible memory-only change: the check's `ModifyIndex` and its services' indexes take a
+    /// new index, and nothing is written (a restart restores the last written status and
+    /// restarts the timers).
     fn mark_check_changed(&mut self, check_id: &str, fx: &mut Effects) {
-        let index = self.bump();
+        let index = self.index.bump();
         if let Some(check) = self.checks.get_mut(check_id) {
             Arc::make_mut(check).modify_index = index;
         }
         self.touch_check_owner(check_id, index, fx);
     }
 
-    fn kv_put(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-        flags: u64,
-        cas: Option<u64>,
-        fx: &mut Effects,
-    ) -> Result<bool, CatalogError> {
-        validate_key(&key)?;
-        let existing = self.kv.get(&key);
-        let allowed = match (cas, existing) {
-            (None, _) => true,
-            (Some(0), found) => found.is_none(),
-            (Some(want), Some(found)) => found.modify_index == want,
-            (Some(_), None) => false,
-        };
-        if !allowed {
-            return Ok(false);
-        }
-        let create_index = existing.map(|e| e.create_index);
-        let index = self.bump();
-        self.kv_index = index;
-        self.tombstones.remove(&key);
-        self.kv.insert(
-            key.clone(),
-            KvEntry {
-                key: key.clone(),
-                value,
-                flags,
-                create_index: create_index.unwrap_or(index),
-                modify_index: index,
-            },
-        );
-        fx.kv = true;
-        fx.writes.insert(Write::Kv(key));
-        Ok(true)
-    }
-
-    fn kv_delete(
-        &mut self,
-        key: &str,
-        recurse: bool,
-        cas: Option<u64>,
-        fx: &mut Effects,
-    ) -> Result<bool, CatalogError> {
-        let doomed: Vec<String> = if recurse {
-            if cas.is_some() {
-                return Err(CatalogError::Invalid(
-                    "cas cannot be used with recurse".into(),
-                ));
-            }
-            self.kv_range(key).map(|e| e.key.clone()).collect()
-        } else {
-            match (self.kv.get(key), cas) {
-                (Some(entry), Some(want)) if entry.modify_index != want => return Ok(false),
-                (None, Some(_)) => return Ok(false),
-                (Some(_), _) => vec![key.to_owned()],
-                (None, None) => Vec::new(),
-            }
-        };
-        if doomed.is_empty() {
-            return Ok(true);
-        }
-        let index = self.bump();
-        self.kv_index = index;
-        for key in doomed {
-            self.kv.remove(&key);
-            self.tombstones.insert(key.clone(), index);
-            fx.writes.insert(Write::Kv(key));
-        }
-        fx.kv = true;
-        Ok(true)
-    }
-
     /// Time passes: expired TTL checks turn critical, and services whose check has been critical
     /// longer than its `DeregisterCriticalServiceAfter` are deregistered (a durable write).
+    /// Examines at most [`crate::TICK_BUDGET`] checks per call (see `tick.rs`).
     pub fn tick(&mut self, now: Duration, fx: &mut Effects) {
-        let mut expired = Vec::new();
-        let mut doomed = BTreeSet::new();
-        let mut examine = |id: &String, check: &mut Arc<Check>| {
-            // Test before make_mut: published views share these Arcs, and cloning every check
-            // on every tick would cost far more than the scan.
-            if check.ttl_due(now) && Arc::make_mut(check).expire_ttl(now) {
-                expired.push(id.clone());
-            }
-            if check.should_reap(now)
-                && let Some(service_id) = check.service_id()
-            {
-                doomed.insert(service_id.to_owned());
-            }
-        };
-        // At most TICK_BUDGET checks per tick, resuming after the last one examined: with
-        // hundreds of thousands of checks a full pass (pointer chasing through every check)
-        // would hold the writer for tens of milliseconds each tick; this way a pass spans a
-        // few ticks instead.
-        let budget = self.checks.len().min(TICK_BUDGET);
-        let mut seen = 0;
-        let mut last: Option<String> = None;
-        if let Some(cursor) = self.tick_cursor.take() {
-            let mut tail_last = None;
-            for (id, check) in self
-                .checks
-                .range_mut::<str, _>((Bound::Excluded(cursor.as_str()), Bound::Unbounded))
-                .take(budget)
-            {
-                examine(id, check);
-                tail_last = Some(id);
-                seen += 1;
-            }
-            last = tail_last.cloned();
-        }
-        let mut head_last = None;
-        for (id, check) in self.checks.iter_mut().take(budget - seen) {
-            examine(id, check);
-            head_last = Some(id);
-        }
-        if let Some(id) = head_last {
-            last = Some(id.clone());
-        }
-        self.tick_cursor = last;
-        if !expired.is_empty() {
-            // Everything that expired in this tick changes at one index, as one batch.
-            let index = self.bump();
-            for check_id in expired {
+        let found = self.tick_scan.scan(&mut self.checks, now);
+        if !found.expired.is_empty() {
+            // Everything that expired in this tick changes at one index, as one batch: thousands
+            // of TTLs running out together take one number and wake each waiter once.
+            let index = self.index.bump();
+            for check_id in found.expired {
                 if let Some(check) = self.checks.get_mut(&check_id) {
                     Arc::make_mut(check).modify_index = index;
                 }
                 self.touch_check_owner(&check_id, index, fx);
             }
         }
-        for service_id in doomed {
+        for service_id in found.reap {
             // Already gone is fine: the reaper and a client may race.
             let _ = self.deregister(&service_id, fx);
         }
@@ -936,23 +750,6 @@ fn normalise_service_checks(
             Ok(d)
         })
         .collect()
-}
-
-fn validate_key(key: &str) -> Result<(), CatalogError> {
-    if key.is_empty() {
-        return Err(CatalogError::Invalid("missing key".into()));
-    }
-    if key.len() > MAX_KEY_LEN {
-        return Err(CatalogError::Invalid(format!(
-            "key longer than {MAX_KEY_LEN} bytes"
-        )));
-    }
-    if key.chars().any(char::is_control) {
-        return Err(CatalogError::Invalid(
-            "key contains control characters".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// A small sorted set of IDs. An instance has one or two checks, and a `BTreeSet` would

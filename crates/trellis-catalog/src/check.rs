@@ -1,9 +1,11 @@
 //! One health check's state: status, hysteresis counters, TTL deadline and critical-since time.
 
-use crate::DEFAULT_CHECK_TIMEOUT;
 use crate::record::CheckRecord;
 use std::time::Duration;
 use trellis_types::{CheckDefinition, CheckKind, CheckStatus};
+
+/// Probe timeout used when a check does not set one, as Consul does.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {

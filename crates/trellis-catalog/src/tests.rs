@@ -588,3 +588,202 @@ fn tick_work_is_bounded_and_resumes_where_it_stopped() {
         "the next tick picks up where the last stopped"
     );
 }
+
+fn put(key: &str, cas: Option<u64>) -> Command {
+    Command::KvPut {
+        key: key.into(),
+        value: b"v".to_vec(),
+        flags: 0,
+        cas,
+    }
+}
+
+fn del(key: &str, recurse: bool, cas: Option<u64>) -> Command {
+    Command::KvDelete {
+        key: key.into(),
+        recurse,
+        cas,
+    }
+}
+
+#[test]
+fn indexes_are_never_zero() {
+    let c = Catalog::new();
+    assert_eq!(c.index(), 1);
+    assert_eq!(c.services_index(), 1);
+    assert_eq!(c.service_index("never-seen"), 1);
+    assert_eq!(c.kv_index(""), 1);
+    assert_eq!(c.kv_index("missing/"), 1);
+    assert_eq!(c.kv_store_index(), 1);
+    let r = Catalog::restore(0, Vec::new(), Vec::new(), Vec::new(), secs(0));
+    assert_eq!(
+        [
+            r.index(),
+            r.services_index(),
+            r.service_index("x"),
+            r.kv_index(""),
+            r.kv_store_index()
+        ],
+        [1; 5]
+    );
+}
+
+#[test]
+fn emptied_service_keeps_its_own_index() {
+    let mut c = Catalog::new();
+    apply(&mut c, reg(json!({"Name": "web", "ID": "w1"})), secs(0));
+    apply(
+        &mut c,
+        Command::Deregister {
+            service_id: "w1".into(),
+        },
+        secs(0),
+    );
+    let web = c.service_index("web");
+    assert_eq!(web, c.index(), "the departure is the service's last change");
+    let fx = apply(&mut c, reg(json!({"Name": "db", "ID": "d1"})), secs(0));
+    assert!(!fx.services.contains("web"));
+    assert!(c.services_index() > web, "the services list moved");
+    assert_eq!(
+        c.service_index("web"),
+        web,
+        "an emptied service does not follow the services index"
+    );
+    assert_eq!(c.service_index("WEB"), web, "names match without case");
+    let fx = apply(&mut c, reg(json!({"Name": "Web", "ID": "w2"})), secs(0));
+    assert!(fx.services.contains("web"));
+    assert!(c.service_index("web") > web);
+}
+
+#[test]
+fn changes_that_change_nothing_take_no_index() {
+    let mut c = Catalog::new();
+    apply(
+        &mut c,
+        reg(json!({"Name": "web", "ID": "w1", "Check": {"TCP": "127.0.0.1:1", "Interval": "1s"}})),
+        secs(0),
+    );
+    apply(&mut c, put("k", None), secs(0));
+    let kv = c.kv_get("k").unwrap().modify_index;
+    let disk = CheckDefinition::from_json(json!({"Name": "disk", "TTL": "10s"})).unwrap();
+    apply(
+        &mut c,
+        Command::RegisterCheck {
+            check: disk.clone(),
+        },
+        secs(0),
+    );
+    let before = (c.index(), c.service_index("web"), c.kv_store_index());
+    let unchanged = [
+        Command::RegisterCheck { check: disk },
+        put("k", Some(kv + 1)), // failed CAS
+        put("k", Some(0)),      // create-only on an existing key
+        del("k", false, Some(kv + 1)),
+        del("missing", false, None),
+        del("missing/", true, None),
+        Command::ReportCheck {
+            check_id: "service:w1".into(),
+            result: CheckStatus::Critical,
+            output: "still down".into(),
+        },
+    ];
+    for command in unchanged {
+        let label = format!("{command:?}");
+        let fx = apply(&mut c, command, secs(1));
+        assert!(fx.is_empty(), "{label} had effects: {fx:?}");
+        assert_eq!(
+            (c.index(), c.service_index("web"), c.kv_store_index()),
+            before,
+            "{label} took an index"
+        );
+    }
+    assert_eq!(
+        c.check("service:w1").unwrap().output,
+        "still down",
+        "a probe's output is kept even when it takes no index"
+    );
+}
+
+#[test]
+fn kv_and_services_move_only_their_own_indexes() {
+    let mut c = Catalog::new();
+    apply(&mut c, reg(json!({"Name": "web", "ID": "w1"})), secs(0));
+    let web = c.service_index("web");
+    let fx = apply(&mut c, put("a/1", None), secs(0));
+    assert!(fx.services.is_empty() && !fx.services_list);
+    assert_eq!(c.service_index("web"), web);
+    assert_eq!(c.kv_store_index(), c.index());
+    assert_eq!(c.kv_index("a/"), c.index());
+    let kv = c.kv_store_index();
+    apply(&mut c, reg(json!({"Name": "db", "ID": "d1"})), secs(0));
+    assert_eq!(c.kv_store_index(), kv, "a registration does not move KV");
+    // Put, delete, put again: the prefix index only moves forward.
+    let mut last = c.kv_index("a/");
+    for command in [
+        del("a/1", false, None),
+        put("a/1", None),
+        del("a/", true, None),
+    ] {
+        apply(&mut c, command, secs(0));
+        let now = c.kv_index("a/");
+        assert!(now > last, "{now} after {last}");
+        assert_eq!(now, c.index());
+        assert_eq!(c.kv_store_index(), c.index());
+        last = now;
+    }
+}
+
+#[test]
+fn restore_never_moves_an_index_backwards() {
+    let mut c = Catalog::new();
+    apply(
+        &mut c,
+        reg(json!({"Name": "web", "ID": "w1", "Check": {"TTL": "10s"}})),
+        secs(0),
+    );
+    apply(&mut c, reg(json!({"Name": "gone", "ID": "g1"})), secs(0));
+    apply(&mut c, put("app/a", None), secs(0));
+    apply(&mut c, put("app/b", None), secs(0));
+    apply(&mut c, del("app/b", false, None), secs(0));
+    apply(
+        &mut c,
+        Command::Deregister {
+            service_id: "g1".into(),
+        },
+        secs(0),
+    );
+    // A memory-only change after the last durable one: the persisted index includes it only if
+    // a later commit carried it, so restore is given the global index here.
+    apply(
+        &mut c,
+        Command::UpdateTtl {
+            check_id: "service:w1".into(),
+            status: CheckStatus::Passing,
+            output: String::new(),
+        },
+        secs(1),
+    );
+    let instances = c.instances().map(|i| (**i).clone()).collect();
+    let checks = c.checks().map(|ch| ch.record()).collect();
+    let kv = c.kv_range("").cloned().collect();
+    let mut r = Catalog::restore(c.index(), instances, checks, kv, secs(100));
+    let top = c.index();
+    assert_eq!(r.index(), top);
+    assert_eq!(r.services_index(), top);
+    assert_eq!(r.kv_store_index(), top);
+    for name in ["web", "gone", "never"] {
+        assert!(r.service_index(name) >= c.service_index(name), "{name}");
+        assert_eq!(r.service_index(name), top, "{name}");
+    }
+    for prefix in ["", "app/", "app/b", "app/a"] {
+        assert!(r.kv_index(prefix) >= c.kv_index(prefix), "{prefix:?}");
+    }
+    // A restore given a stale index still resumes above every record.
+    let instances = c.instances().map(|i| (**i).clone()).collect();
+    let stale = Catalog::restore(1, instances, Vec::new(), Vec::new(), secs(0));
+    assert_eq!(stale.index(), c.instance("w1").unwrap().modify_index);
+    // The next change is numbered above everything restored.
+    apply(&mut r, put("app/c", None), secs(100));
+    assert_eq!(r.index(), top + 1);
+    assert_eq!(r.kv_index("app/"), top + 1);
+}

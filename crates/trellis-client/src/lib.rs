@@ -2,11 +2,14 @@
 
 pub mod probe;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::io::StreamReader;
 use trellis_types::{
     AgentService, CatalogService, CheckStatus, HealthCheck, HealthEntry, KvPair,
     ServiceRegistration, WatchEvent,
@@ -22,12 +25,10 @@ const MAX_WATCH_LINE: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot reach {url}: {source}")]
-    Transport {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// The request did not get an answer. The message carries the innermost cause once (the
+    /// reqwest error is kept for inspection but not chained, so `{:#}` does not repeat it).
+    #[error("cannot reach {url}: {}", describe(.cause))]
+    Transport { url: String, cause: reqwest::Error },
     #[error("{method} {path} answered {status}: {body}")]
     Status {
         method: &'static str,
@@ -42,6 +43,41 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Nothing listens at the address (connection refused, no route, unknown host).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Transport { cause, .. } if cause.is_connect())
+    }
+
+    /// The server took longer than the request's timeout to answer.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Transport { cause, .. } if cause.is_timeout())
+    }
+}
+
+/// A transport failure in a few words: what went wrong and the innermost cause
+/// ("connection refused (os error 111)"), instead of reqwest's four nested messages.
+fn describe(error: &reqwest::Error) -> String {
+    let mut root: &dyn std::error::Error = error;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let what = if error.is_connect() {
+        "cannot connect"
+    } else if error.is_timeout() {
+        "timed out"
+    } else if error.is_body() || error.is_decode() {
+        "the response body failed"
+    } else {
+        "the request failed"
+    };
+    if std::ptr::addr_eq(root, error) {
+        what.to_owned()
+    } else {
+        format!("{what}: {root}")
+    }
+}
 
 /// A response value together with its `X-Consul-Index`.
 #[derive(Debug, Clone)]
@@ -84,9 +120,9 @@ impl Client {
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|source| Error::Transport {
+            .map_err(|cause| Error::Transport {
                 url: addr.to_owned(),
-                source,
+                cause,
             })?;
         Ok(Self {
             http,
@@ -121,9 +157,9 @@ impl Client {
         path: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response> {
-        request.send().await.map_err(|source| Error::Transport {
+        request.send().await.map_err(|cause| Error::Transport {
             url: format!("{}{}", self.base, path),
-            source,
+            cause,
         })
     }
 
@@ -170,9 +206,9 @@ impl Client {
         response: reqwest::Response,
     ) -> Result<Indexed<T>> {
         let index = index_of(&response);
-        let bytes = response.bytes().await.map_err(|source| Error::Transport {
+        let bytes = response.bytes().await.map_err(|cause| Error::Transport {
             url: path.to_owned(),
-            source,
+            cause,
         })?;
         let value = serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
             path: path.to_owned(),
@@ -349,67 +385,65 @@ impl Client {
             .get(format!("{}{}", self.base, path))
             .header("accept", "application/x-ndjson");
         let response = self.send("GET", &path, request).await?;
-        let state = LineReader {
-            body: Box::pin(response.bytes_stream()),
-            buffer: BytesMut::new(),
-            path,
-            done: false,
-        };
-        Ok(Box::pin(futures_util::stream::unfold(
-            state,
-            LineReader::next_event,
-        )))
+        Ok(watch_events(response.bytes_stream(), path))
     }
 }
 
 /// A stream of watch events.
 pub type WatchStream = std::pin::Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send>>;
 
-/// Splits a streamed NDJSON body into events.
-struct LineReader {
-    body: std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: BytesMut,
-    path: String,
-    done: bool,
+/// Splits a streamed NDJSON body into watch events: one JSON event per line, blank (keep-alive)
+/// lines skipped, lines longer than [`MAX_WATCH_LINE`] refused. A line that is not an event is a
+/// decode error and the stream goes on; a transport error or a line too long is the last item.
+/// An unterminated last line at the end of the body is parsed like the others.
+fn watch_events<S>(body: S, path: String) -> WatchStream
+where
+    S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+{
+    // StreamReader wants io errors; the reqwest error rides inside and is taken back out below.
+    let reader = StreamReader::new(body.map(|chunk| chunk.map_err(std::io::Error::other)));
+    let lines = FramedRead::new(reader, LinesCodec::new_with_max_length(MAX_WATCH_LINE));
+    let events = lines.filter_map(move |line| {
+        let event = match line {
+            Ok(line) if line.bytes().all(|b| b.is_ascii_whitespace()) => None,
+            Ok(line) => {
+                Some(
+                    serde_json::from_str::<WatchEvent>(&line).map_err(|e| Error::Decode {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    }),
+                )
+            }
+            Err(error) => Some(Err(line_error(&path, error))),
+        };
+        std::future::ready(event)
+    });
+    // FramedRead ends after an error but would read on if polled again; fused, it stays ended.
+    Box::pin(events.fuse())
 }
 
-impl LineReader {
-    async fn next_event(mut self) -> Option<(Result<WatchEvent>, Self)> {
-        loop {
-            if self.done {
-                return None;
-            }
-            if let Some(pos) = self.buffer.iter().position(|b| *b == b'\n') {
-                let line = self.buffer.split_to(pos + 1);
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let event =
-                    serde_json::from_slice::<WatchEvent>(&line).map_err(|e| Error::Decode {
-                        path: self.path.clone(),
-                        reason: e.to_string(),
-                    });
-                return Some((event, self));
-            }
-            if self.buffer.len() > MAX_WATCH_LINE {
-                self.done = true;
-                let error = Error::Decode {
-                    path: self.path.clone(),
-                    reason: "watch event too large".into(),
-                };
-                return Some((Err(error), self));
-            }
-            match self.body.next().await {
-                Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
-                Some(Err(source)) => {
-                    self.done = true;
-                    let error = Error::Transport {
-                        url: self.path.clone(),
-                        source,
-                    };
-                    return Some((Err(error), self));
-                }
-                None => return None,
+/// A line that could not be read: the connection failed, the line is too long, or it is not
+/// UTF-8 (then it cannot be JSON either).
+fn line_error(path: &str, error: LinesCodecError) -> Error {
+    match error {
+        LinesCodecError::MaxLineLengthExceeded => Error::Decode {
+            path: path.to_owned(),
+            reason: "watch event too large".into(),
+        },
+        LinesCodecError::Io(error) => {
+            let reason = error.to_string();
+            match error
+                .into_inner()
+                .map(|inner| inner.downcast::<reqwest::Error>())
+            {
+                Some(Ok(cause)) => Error::Transport {
+                    url: path.to_owned(),
+                    cause: *cause,
+                },
+                _ => Error::Decode {
+                    path: path.to_owned(),
+                    reason,
+                },
             }
         }
     }
@@ -425,9 +459,9 @@ fn index_of(response: &reqwest::Response) -> u64 {
 }
 
 async fn bool_body(path: &str, response: reqwest::Response) -> Result<bool> {
-    let text = response.text().await.map_err(|source| Error::Transport {
+    let text = response.text().await.map_err(|cause| Error::Transport {
         url: path.to_owned(),
-        source,
+        cause,
     })?;
     match text.trim() {
         "true" => Ok(true),
@@ -439,27 +473,54 @@ async fn bool_body(path: &str, response: reqwest::Response) -> Result<bool> {
     }
 }
 
+/// What a path segment keeps as is: the unreserved characters of RFC 3986 (ASCII letters and
+/// digits, `-`, `_`, `.`, `~`). Every other byte, including each byte of a non-ASCII character,
+/// is percent-encoded.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A KV key keeps its `/` separators as well.
+const KV_KEY: &AsciiSet = &SEGMENT.remove(b'/');
+
 /// Percent-encodes one path segment.
 fn encode(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
 /// Percent-encodes a KV key, keeping its '/' separators.
 fn encode_key(key: &str) -> String {
-    key.split('/').map(encode).collect::<Vec<_>>().join("/")
+    utf8_percent_encode(key, KV_KEY).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_registry_is_one_message_naming_the_cause_once() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let client = Client::new(&format!("127.0.0.1:{port}")).unwrap();
+        let error = client.services().await.unwrap_err();
+        assert!(error.is_unreachable());
+        let text = error.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot reach http://127.0.0.1:{port}/v1/catalog/services: cannot connect"
+            )),
+            "{text}"
+        );
+        assert_eq!(text.matches("os error").count(), 1, "{text}");
+        assert!(
+            std::error::Error::source(&error).is_none(),
+            "not chained again"
+        );
+    }
 
     #[test]
     fn addresses_are_normalised() {
@@ -475,5 +536,162 @@ mod tests {
     #[test]
     fn keys_keep_slashes() {
         assert_eq!(encode_key("a/b c/d"), "a/b%20c/d");
+        assert_eq!(encode_key("/a//b/"), "/a//b/");
+        assert_eq!(encode("a/b"), "a%2Fb", "outside keys '/' is data");
+    }
+
+    /// The hand-written encoder the `percent-encoding` sets replaced.
+    fn reference_encode(segment: &str) -> String {
+        let mut out = String::new();
+        for byte in segment.bytes() {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+                out.push(byte as char);
+            } else {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn encoding_matches_the_hand_written_one() {
+        let mut samples: Vec<String> = (0u8..128).map(|b| char::from(b).to_string()).collect();
+        samples.extend(
+            [
+                "é",
+                "ü/ß",
+                "日本",
+                "a b?c#d%e&f=g+h",
+                "x\u{7f}y",
+                "~user/.cfg",
+                "💡/x",
+            ]
+            .map(String::from),
+        );
+        for sample in &samples {
+            assert_eq!(encode(sample), reference_encode(sample), "{sample:?}");
+            let reference_key = sample
+                .split('/')
+                .map(reference_encode)
+                .collect::<Vec<_>>()
+                .join("/");
+            assert_eq!(encode_key(sample), reference_key, "{sample:?}");
+        }
+        assert_eq!(encode("é ~"), "%C3%A9%20~");
+    }
+
+    fn event_line(index: u64, service: &str) -> String {
+        format!(r#"{{"Index":{index},"Service":"{service}","Instances":[]}}"#)
+    }
+
+    /// Feeds `chunks` through the same splitting as [`Client::watch`].
+    async fn split(chunks: Vec<reqwest::Result<Bytes>>) -> Vec<Result<WatchEvent>> {
+        watch_events(futures_util::stream::iter(chunks), "/w".into())
+            .collect()
+            .await
+    }
+
+    fn chunked(body: &[u8], size: usize) -> Vec<reqwest::Result<Bytes>> {
+        body.chunks(size)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn watch_lines_split_anywhere_make_the_same_events() {
+        let body = format!(
+            "\n{}\n \r\n{}\r\n\n{}\n",
+            event_line(1, "web"),
+            event_line(2, "café"),
+            event_line(3, "web"),
+        );
+        // Every chunk size, down to one byte: lines (and the two-byte 'é') split mid-way.
+        for size in 1..=body.len() {
+            let events: Vec<WatchEvent> = split(chunked(body.as_bytes(), size))
+                .await
+                .into_iter()
+                .map(|e| e.expect("an event"))
+                .collect();
+            let seen: Vec<(u64, &str)> = events
+                .iter()
+                .map(|e| (e.index, e.service.as_str()))
+                .collect();
+            assert_eq!(
+                seen,
+                [(1, "web"), (2, "café"), (3, "web")],
+                "chunks of {size}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_line_is_a_decode_error_and_the_stream_goes_on() {
+        let body = format!("not json\n{}\n", event_line(7, "web"));
+        let items = split(chunked(body.as_bytes(), 3)).await;
+        assert_eq!(items.len(), 2);
+        assert!(matches!(&items[0], Err(Error::Decode { path, .. }) if path == "/w"));
+        assert_eq!(items[1].as_ref().expect("an event").index, 7);
+    }
+
+    #[tokio::test]
+    async fn a_line_too_long_ends_the_stream() {
+        let mut body = event_line(1, "web").into_bytes();
+        body.push(b'\n');
+        body.extend(std::iter::repeat_n(b' ', MAX_WATCH_LINE + 1));
+        body.extend_from_slice(b"\n");
+        body.extend_from_slice(event_line(2, "web").as_bytes());
+        body.push(b'\n');
+        let items = split(chunked(&body, 64 * 1024)).await;
+        assert_eq!(items.len(), 2, "the event, then the error, then nothing");
+        assert_eq!(items[0].as_ref().expect("an event").index, 1);
+        assert!(matches!(
+            &items[1],
+            Err(Error::Decode { reason, .. }) if reason == "watch event too large"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_line_at_the_bound_is_accepted() {
+        let event = event_line(5, "web");
+        let mut line = event.clone();
+        line.push_str(&" ".repeat(MAX_WATCH_LINE - event.len()));
+        line.push('\n');
+        let items = split(chunked(line.as_bytes(), 1 << 20)).await;
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].as_ref().expect("an event").index, 5);
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_is_the_last_item() {
+        let broken = reqwest::Client::new()
+            .get("not a url")
+            .build()
+            .expect_err("a request error");
+        let mut chunks = chunked(format!("{}\n{{\"Ind", event_line(1, "web")).as_bytes(), 5);
+        chunks.push(Err(broken));
+        chunks.push(Ok(Bytes::from(format!("{}\n", event_line(2, "web")))));
+        let items = split(chunks).await;
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].as_ref().expect("an event").index, 1);
+        assert!(matches!(&items[1], Err(Error::Transport { url, .. }) if url == "/w"));
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_is_a_decode_error() {
+        let items = split(vec![Ok(Bytes::from_static(b"\xff\xfe\n"))]).await;
+        assert_eq!(items.len(), 1);
+        assert!(matches!(&items[0], Err(Error::Decode { .. })));
+    }
+
+    #[tokio::test]
+    async fn an_unterminated_last_line_is_parsed() {
+        let items = split(chunked(event_line(4, "web").as_bytes(), 7)).await;
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].as_ref().expect("an event").index, 4);
+        let items = split(chunked(b"{\"Index\":4,", 7)).await;
+        assert!(
+            matches!(&items[..], [Err(Error::Decode { .. })]),
+            "cut mid-event"
+        );
     }
 }
