@@ -56,25 +56,14 @@ impl RegistryAddr {
 /// Rewrites a failure to reach the registry as one line naming the address and the fix; other
 /// errors pass unchanged.
 fn explain(error: anyhow::Error, base: &str) -> anyhow::Error {
-    let Some(transport) = error
-        .chain()
-        .find_map(|e| e.downcast_ref::<reqwest::Error>())
-    else {
-        return error;
-    };
-    if transport.is_connect() {
-        anyhow::anyhow!(
+    match error.downcast_ref::<trellis_client::Error>() {
+        Some(e) if e.is_unreachable() => anyhow::anyhow!(
             "no registry at {base} — start `trellis server`, or point --addr or TRELLIS_HTTP_ADDR at one"
-        )
-    } else if transport.is_timeout() {
-        anyhow::anyhow!("the registry at {base} did not answer in time")
-    } else {
-        let cause = error
-            .chain()
-            .last()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        anyhow::anyhow!("lost the connection to the registry at {base}: {cause}")
+        ),
+        Some(e) if e.is_timeout() => {
+            anyhow::anyhow!("the registry at {base} did not answer in time")
+        }
+        _ => error,
     }
 }
 

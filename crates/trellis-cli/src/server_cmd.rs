@@ -3,15 +3,15 @@
 use anyhow::Context;
 use clap::Args;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use trellis_server::ServerConfig;
+use trellis_server::{HostPort, ServerConfig};
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
-    /// HTTP API address [default: 127.0.0.1:8500]
-    #[arg(long)]
-    http: Option<SocketAddr>,
+    /// HTTP API address: HOST:PORT, the host an IP address ([::1] for IPv6) or a name
+    /// resolved at start [default: 127.0.0.1:8500]
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<HostPort>,
     /// Directory of the durable store [default: ./trellis-data]
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -35,7 +35,8 @@ impl ServerArgs {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
-                ServerConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+                ServerConfig::from_toml(&text)
+                    .with_context(|| format!("invalid configuration file {}", path.display()))?
             }
             None => ServerConfig::default(),
         };

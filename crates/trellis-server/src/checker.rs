@@ -1,21 +1,27 @@
 //! Runs HTTP and TCP checks: one task per check, first probe at a random point of the interval
 //! (so thousands of checks do not fire in lock-step), probes bounded by a semaphore.
 
-use crate::state::AppState;
-use crate::writer::{CheckChange, Submission};
+use crate::queue::WriterHandle;
 use rand::Rng;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use trellis_catalog::{Check, Command};
 use trellis_client::probe;
 use trellis_types::{CheckKind, CheckStatus, HttpCheck};
 
-/// Keeps one probe task per active check, restarting it when the check changes.
+/// A check whose probing must restart or stop: its ID and, if it is an HTTP or TCP check that
+/// still exists, its current definition.
+pub type CheckChange = (String, Option<Arc<Check>>);
+
+/// Keeps one probe task per active check, restarting it when the check changes. `initial` are
+/// the active checks at startup; later changes arrive from the writer through `changed`, so the
+/// checker never reads the catalog.
 pub async fn run(
-    state: AppState,
+    writer: WriterHandle,
+    initial: Vec<Arc<Check>>,
     mut changed: mpsc::UnboundedReceiver<CheckChange>,
     concurrency: usize,
 ) {
@@ -28,25 +34,17 @@ pub async fn run(
         }
     };
     let mut tasks: HashMap<String, AbortHandle> = HashMap::new();
-    // At startup only: later changes arrive with their checks from the writer.
-    let initial: Vec<Arc<Check>> = state
-        .catalog
-        .read()
-        .checks()
-        .filter(|c| c.is_active())
-        .cloned()
-        .collect();
     for check in initial {
         let id = check.id().to_owned();
-        reschedule(&state, &mut tasks, &limit, &http, (id, Some(check)));
+        reschedule(&writer, &mut tasks, &limit, &http, (id, Some(check)));
     }
     while let Some(change) = changed.recv().await {
-        reschedule(&state, &mut tasks, &limit, &http, change);
+        reschedule(&writer, &mut tasks, &limit, &http, change);
     }
 }
 
 fn reschedule(
-    state: &AppState,
+    writer: &WriterHandle,
     tasks: &mut HashMap<String, AbortHandle>,
     limit: &Arc<Semaphore>,
     http: &reqwest::Client,
@@ -57,7 +55,7 @@ fn reschedule(
     }
     if let Some(check) = check {
         let task = tokio::spawn(probe_loop(
-            state.clone(),
+            writer.clone(),
             check,
             limit.clone(),
             http.clone(),
@@ -67,7 +65,7 @@ fn reschedule(
 }
 
 async fn probe_loop(
-    state: AppState,
+    writer: WriterHandle,
     check: Arc<Check>,
     limit: Arc<Semaphore>,
     http: reqwest::Client,
@@ -84,14 +82,13 @@ async fn probe_loop(
         };
         let (result, output) = probe(&check, &http).await;
         drop(permit);
-        let (reply, _answer) = oneshot::channel();
         let command = Command::ReportCheck {
             check_id: check.id().to_owned(),
             result,
             output,
         };
         // A full queue drops this result; the next probe reports again.
-        let _ = state.writer.try_send(Submission { command, reply });
+        let _ = writer.try_submit(command);
     }
 }
 

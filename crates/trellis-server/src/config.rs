@@ -2,14 +2,16 @@
 //! port is bound.
 
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// HTTP API address. Default `127.0.0.1:8500`.
-    pub http: SocketAddr,
+    /// HTTP API address, `HOST:PORT` with an IP address or a host name (resolved at start; the
+    /// first address that binds is used). Default `127.0.0.1:8500`.
+    pub http: HostPort,
     /// Where the durable store lives. Default `./trellis-data`.
     pub data_dir: PathBuf,
     /// Keep everything in memory; nothing is written to disk. Default false.
@@ -29,7 +31,10 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            http: SocketAddr::from(([127, 0, 0, 1], 8500)),
+            http: HostPort {
+                host: "127.0.0.1".into(),
+                port: 8500,
+            },
             data_dir: PathBuf::from("./trellis-data"),
             dev: false,
             node_name: default_node_name(),
@@ -49,18 +54,129 @@ fn default_node_name() -> String {
         .unwrap_or_else(|| "trellis".into())
 }
 
+/// A listen address as given: a host (IP address or name) and a port. Names are resolved when
+/// the server starts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HostPort {
+    /// An IP address (IPv6 without brackets) or a host name.
+    pub host: String,
+    pub port: u16,
+}
+
+/// Why a `HOST:PORT` value is not one. The message leaves the value out: whoever shows it
+/// (a flag parser, a config file position) already points at the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}; expected HOST:PORT, e.g. 127.0.0.1:8500, localhost:8500 or [::1]:8500")]
+pub struct InvalidHostPort {
+    reason: &'static str,
+}
+
+impl FromStr for HostPort {
+    type Err = InvalidHostPort;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason| InvalidHostPort { reason };
+        let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(|| invalid("missing ']'"))?;
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(invalid("not an IPv6 address in brackets"));
+            }
+            let port = after
+                .strip_prefix(':')
+                .ok_or_else(|| invalid("missing port"))?;
+            (host, port)
+        } else {
+            let (host, port) = value
+                .rsplit_once(':')
+                .ok_or_else(|| invalid("missing port"))?;
+            if host.contains(':') {
+                return Err(invalid("IPv6 addresses go in brackets"));
+            }
+            (host, port)
+        };
+        if host.is_empty() {
+            return Err(invalid("missing host"));
+        }
+        let host_ok = host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'));
+        if !host_ok || host.len() > 253 {
+            return Err(invalid("invalid host name"));
+        }
+        if port.is_empty() {
+            return Err(invalid("missing port"));
+        }
+        let port = port
+            .parse()
+            .map_err(|_| invalid("the port must be a number from 0 to 65535"))?;
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl TryFrom<String> for HostPort {
+    type Error = InvalidHostPort;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("invalid configuration: {0}")]
     Invalid(String),
-    #[error("cannot parse configuration: {0}")]
-    Parse(#[from] toml::de::Error),
+    /// TOML that does not parse or does not fit: one line with where and what.
+    #[error("{at}{message}")]
+    Parse { at: String, message: String },
+}
+
+impl ConfigError {
+    fn parse(text: &str, error: &toml::de::Error) -> Self {
+        let at = match error.span() {
+            Some(span) => {
+                let (line, column) = line_column(text, span.start);
+                format!("line {line}, column {column}: ")
+            }
+            None => String::new(),
+        };
+        // toml's messages are one line, but keep the answer one line whatever they become.
+        let message = error
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self::Parse { at, message }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
 }
 
 impl ServerConfig {
     /// Parses TOML text (file IO stays with the caller).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        Ok(toml::from_str(text)?)
+        toml::from_str(text).map_err(|e| ConfigError::parse(text, &e))
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -99,7 +215,7 @@ mod tests {
     fn parses_toml_with_defaults() {
         let c =
             ServerConfig::from_toml("http = \"0.0.0.0:9500\"\ndatacenter = \"east\"\n").unwrap();
-        assert_eq!(c.http.port(), 9500);
+        assert_eq!(c.http.port, 9500);
         assert_eq!(c.datacenter, "east");
         assert_eq!(c.max_waiters, 100_000);
         c.validate().unwrap();
@@ -113,5 +229,54 @@ mod tests {
             ..ServerConfig::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_parse_error_is_one_line_with_line_and_column() {
+        let e = ServerConfig::from_toml("dev = true\n  htp = \"x\"\n").unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(
+            text.starts_with("line 2, column 3: unknown field `htp`"),
+            "{text}"
+        );
+        let e = ServerConfig::from_toml("http = 8500")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("line 1, column 8: "), "{e}");
+        let e = ServerConfig::from_toml("http = \"localhost\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing port"), "{e}");
+    }
+
+    #[test]
+    fn host_port_accepts_names_and_bracketed_ipv6() {
+        let hp = |s: &str| s.parse::<HostPort>();
+        assert_eq!(
+            hp("localhost:8500").unwrap(),
+            HostPort {
+                host: "localhost".into(),
+                port: 8500
+            }
+        );
+        assert_eq!(hp("[::1]:0").unwrap().host, "::1");
+        assert_eq!(hp("[::1]:8500").unwrap().to_string(), "[::1]:8500");
+        assert_eq!(hp("10.0.0.1:1").unwrap().to_string(), "10.0.0.1:1");
+        for (bad, why) in [
+            ("localhost", "missing port"),
+            ("localhost:", "missing port"),
+            (":8500", "missing host"),
+            ("localhost:http", "port must be a number"),
+            ("localhost:70000", "port must be a number"),
+            ("::1:8500", "brackets"),
+            ("[::1]", "missing port"),
+            ("[nope]:1", "IPv6"),
+            ("a b:1", "invalid host"),
+        ] {
+            let e = hp(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(e.contains("HOST:PORT"), "{bad}: {e}");
+        }
     }
 }

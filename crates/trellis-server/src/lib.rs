@@ -1,44 +1,79 @@
 //! The Trellis control plane: a Consul-compatible registry with health checks, KV, blocking
 //! queries and a streaming watch, backed by a durable store with group commit.
 
-pub mod api;
+mod api;
 mod checker;
 pub mod config;
 mod metrics;
 pub mod node;
 mod published;
+mod publisher;
+mod queue;
+mod shared;
 mod state;
 mod writer;
 
-pub use config::{ConfigError, ServerConfig};
+pub use config::{ConfigError, HostPort, InvalidHostPort, ServerConfig};
+pub use writer::WriterFailed;
 
 use crate::metrics::Metrics;
 use crate::node::Node;
-use crate::state::{AppState, Inner};
+use crate::publisher::Publisher;
+use crate::shared::SharedCatalog;
+use crate::state::{AppState, Parts};
+use crate::writer::Writer;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{Semaphore, mpsc, watch};
-use trellis_catalog::Catalog;
-use trellis_store::{MemoryStore, RedbStore, Store};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use trellis_catalog::{Catalog, Check};
+use trellis_store::{MemoryStore, RedbStore, Store, StoreError};
 
+/// Why the server did not start, or stopped. Each message is one line that says what to do;
+/// no variant both prints an inner error and exposes it as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot open the store: {0}")]
-    Store(#[from] trellis_store::StoreError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(
+        "data directory {dir} is in use by another trellis server; stop it or choose another \
+         --data-dir"
+    )]
+    DataDirInUse { dir: String },
+    #[error("cannot open the store in {dir}: {error}")]
+    Store { dir: String, error: StoreError },
+    #[error("cannot resolve {addr}: {error}")]
+    Resolve { addr: String, error: io::Error },
+    #[error("cannot listen on {addr}: {}", bind_failure(.error))]
+    Bind { addr: String, error: io::Error },
     #[error("HTTP server failed: {0}")]
-    Serve(#[source] std::io::Error),
+    Serve(io::Error),
     #[error("cannot start the writer thread: {0}")]
-    Thread(#[source] std::io::Error),
+    Thread(io::Error),
+    #[error("{0}")]
+    Writer(WriterFailed),
+    #[error("the writer thread panicked; the server stopped")]
+    WriterPanicked,
+}
+
+/// What went wrong binding, and what to do about it.
+fn bind_failure(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::AddrInUse => "address already in use — another process (another trellis \
+             server?) uses it; stop it or choose another address with --http"
+            .into(),
+        io::ErrorKind::AddrNotAvailable => {
+            "no such address on this machine; choose a local address with --http".into()
+        }
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges); choose another port with --http"
+                .into()
+        }
+        _ => error.to_string(),
+    }
 }
 
 /// A started server.
@@ -50,10 +85,11 @@ pub struct Running {
 
 impl Running {
     /// Waits until the server has shut down (after `shutdown` resolved and requests drained).
+    /// If the writer failed for good, the server shuts itself down and this is its error.
     pub async fn wait(self) -> Result<(), ServerError> {
         match self.serve.await {
             Ok(result) => result,
-            Err(e) => Err(ServerError::Serve(std::io::Error::other(e))),
+            Err(e) => Err(ServerError::Serve(io::Error::other(e))),
         }
     }
 }
@@ -64,13 +100,44 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, ServerError> {
     config.validate()?;
-    let store: Box<dyn Store> = if config.dev {
-        Box::new(MemoryStore::new())
+    let store = open_store(&config)?;
+    start_with_store(config, store, shutdown).await
+}
+
+fn store_label(config: &ServerConfig) -> String {
+    if config.dev {
+        "memory".into()
     } else {
-        Box::new(RedbStore::open(&config.data_dir)?)
-    };
-    let clock = Instant::now();
-    let snapshot = store.load()?;
+        config.data_dir.display().to_string()
+    }
+}
+
+fn open_store(config: &ServerConfig) -> Result<Box<dyn Store>, ServerError> {
+    if config.dev {
+        return Ok(Box::new(MemoryStore::new()));
+    }
+    match RedbStore::open(&config.data_dir) {
+        Ok(store) => Ok(Box::new(store)),
+        Err(StoreError::Locked { .. }) => Err(ServerError::DataDirInUse {
+            dir: store_label(config),
+        }),
+        Err(error) => Err(ServerError::Store {
+            dir: store_label(config),
+            error,
+        }),
+    }
+}
+
+/// Restores the catalog from the store; `clock` is the catalog's time origin.
+fn restore(
+    store: &dyn Store,
+    config: &ServerConfig,
+    clock: Instant,
+) -> Result<Catalog, ServerError> {
+    let snapshot = store.load().map_err(|error| ServerError::Store {
+        dir: store_label(config),
+        error,
+    })?;
     let loaded = clock.elapsed();
     let catalog = Catalog::restore(
         snapshot.index,
@@ -79,60 +146,94 @@ pub async fn start(
         snapshot.kv,
         clock.elapsed(),
     );
-    let instances_restored = catalog.instance_count();
     tracing::info!(
-        instances = instances_restored,
+        instances = catalog.instance_count(),
         load_ms = loaded.as_millis() as u64,
         restore_ms = (clock.elapsed() - loaded).as_millis() as u64,
         "catalog restored"
     );
-    let listener = tokio::net::TcpListener::bind(config.http)
+    Ok(catalog)
+}
+
+/// Binds the first address `addr` resolves to that can be bound.
+async fn bind(addr: &HostPort) -> Result<TcpListener, ServerError> {
+    let candidates = tokio::net::lookup_host((addr.host.as_str(), addr.port))
         .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.http,
-            source,
+        .map_err(|error| ServerError::Resolve {
+            addr: addr.to_string(),
+            error,
         })?;
+    let mut failure: Option<io::Error> = None;
+    for candidate in candidates {
+        match TcpListener::bind(candidate).await {
+            Ok(listener) => return Ok(listener),
+            // "Not on this machine" (say, IPv6 off) says less than why another address failed.
+            Err(error) if failure.is_none() || error.kind() != io::ErrorKind::AddrNotAvailable => {
+                failure = Some(error);
+            }
+            Err(_) => {}
+        }
+    }
+    Err(ServerError::Bind {
+        addr: addr.to_string(),
+        error: failure
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "resolves to no address")),
+    })
+}
+
+/// `start` with a given store.
+async fn start_with_store(
+    config: ServerConfig,
+    store: Box<dyn Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, ServerError> {
+    let clock = Instant::now();
+    let catalog = restore(store.as_ref(), &config, clock)?;
+    let instances_restored = catalog.instance_count();
+    let listener = bind(&config.http).await?;
     let local_addr = listener.local_addr().map_err(ServerError::Serve)?;
-    let (writer_tx, writer_rx) = std::sync::mpsc::sync_channel(config.max_queue);
-    let (services_changed, _) = watch::channel(catalog.services_index());
-    let (kv_changed, _) = watch::channel(catalog.kv_store_index());
-    let (closing, _) = watch::channel(false);
-    let state = AppState::new(Inner {
-        node: Node::new(&config.node_name, &config.datacenter, local_addr),
-        catalog: parking_lot::RwLock::new(catalog),
-        slots: dashmap::DashMap::new(),
-        services_changed,
-        kv_changed,
-        writer: writer_tx,
-        waiters: Arc::new(Semaphore::new(config.max_waiters)),
-        max_waiters: config.max_waiters,
-        metrics: Metrics::new(),
-        closing,
-        services_render: parking_lot::Mutex::new(None),
-    });
+    let active_checks: Vec<Arc<Check>> = catalog
+        .checks()
+        .filter(|c| c.is_active())
+        .cloned()
+        .collect();
     let (checks_tx, checks_rx) = mpsc::unbounded_channel();
-    let writer_state = state.clone();
+    let publisher = Arc::new(Publisher::new(&catalog, checks_tx));
+    let catalog = Arc::new(SharedCatalog::new(catalog));
+    let metrics = Arc::new(Metrics::new());
+    let (writer, queue) = queue::channel(config.max_queue);
+    let (writer_done_tx, writer_done) = oneshot::channel();
+    let writer_thread = Writer::new(
+        catalog.clone(),
+        store,
+        queue,
+        publisher.clone(),
+        metrics.store.clone(),
+        clock,
+    );
     std::thread::Builder::new()
         .name("trellis-writer".into())
-        .spawn(move || writer::run(writer_state, store, writer_rx, clock, checks_tx))
+        .spawn(move || {
+            // Dropped unsent if the writer panics, which `serve` also notices.
+            let _ = writer_done_tx.send(writer_thread.run());
+        })
         .map_err(ServerError::Thread)?;
     let checker = tokio::spawn(checker::run(
-        state.clone(),
+        writer.clone(),
+        active_checks,
         checks_rx,
         config.check_concurrency,
     ));
-    let router = api::router(state.clone());
+    let state = AppState::new(Parts {
+        node: Node::new(&config.node_name, &config.datacenter, local_addr),
+        catalog,
+        publisher,
+        writer,
+        max_waiters: config.max_waiters,
+        metrics,
+    });
     let serve = tokio::spawn(async move {
-        let closing = state.closing.clone();
-        // into_make_service: axum 0.8 would otherwise rebuild the route table per connection.
-        let result = axum::serve(listener, router.into_make_service())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Release blocking queries and watch streams so the drain finishes promptly.
-                closing.send_replace(true);
-            })
-            .await
-            .map_err(ServerError::Serve);
+        let result = serve(listener, state, shutdown, writer_done).await;
         checker.abort();
         result
     });
@@ -142,3 +243,50 @@ pub async fn start(
         serve,
     })
 }
+
+/// Serves HTTP until `shutdown` resolves or the writer stops for good, then drains.
+async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    writer_done: oneshot::Receiver<Result<(), WriterFailed>>,
+) -> Result<(), ServerError> {
+    let router = api::router(state.clone());
+    let (failed_tx, mut failed) = oneshot::channel();
+    let stop = async move {
+        tokio::pin!(shutdown);
+        tokio::select! {
+            () = &mut shutdown => {}
+            outcome = writer_done => {
+                let error = match outcome {
+                    Err(_) => ServerError::WriterPanicked,
+                    Ok(Err(failed)) => ServerError::Writer(failed),
+                    // The writer ends cleanly only once every queue handle is gone, and the
+                    // state holds one: keep serving.
+                    Ok(Ok(())) => {
+                        shutdown.await;
+                        state.close();
+                        return;
+                    }
+                };
+                // Answering 503 forever helps nobody: stop, and let the caller report why.
+                tracing::warn!("the writer stopped; shutting the HTTP server down");
+                let _ = failed_tx.send(error);
+            }
+        }
+        // Release blocking queries and watch streams so the drain finishes promptly.
+        state.close();
+    };
+    // into_make_service: axum 0.8 would otherwise rebuild the route table per connection.
+    let served = axum::serve(listener, router.into_make_service())
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(ServerError::Serve);
+    match failed.try_recv() {
+        Ok(error) => Err(error),
+        Err(_) => served,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -31,6 +31,12 @@ pub struct Metrics {
     pub services: Gauge,
     pub instances: Family<HealthLabels, Gauge>,
     pub watchers: Gauge,
+    pub store: StoreMetrics,
+}
+
+/// What the writer records about group commits (handles to the registered metrics).
+#[derive(Clone)]
+pub struct StoreMetrics {
     pub commit_seconds: Histogram,
     pub batch_size: Histogram,
 }
@@ -91,8 +97,10 @@ impl Metrics {
             services,
             instances,
             watchers,
-            commit_seconds,
-            batch_size,
+            store: StoreMetrics {
+                commit_seconds,
+                batch_size,
+            },
         }
     }
 

@@ -74,7 +74,7 @@ impl Node {
     }
 }
 
-/// A stable UUID-shaped node ID derived from the name (FNV-1a), so restarts keep it.
+/// A stable UUID-shaped node ID derived from the name (two FNV-1a hashes), so restarts keep it.
 fn node_id(name: &str) -> String {
     let mut hashes = [0xcbf2_9ce4_8422_2325u64, 0x8422_2325_cbf2_9ce4u64];
     for (i, h) in hashes.iter_mut().enumerate() {
@@ -83,15 +83,9 @@ fn node_id(name: &str) -> String {
             *h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
-    let hex = format!("{:016x}{:016x}", hashes[0], hashes[1]);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    uuid::Uuid::from_u64_pair(hashes[0], hashes[1])
+        .hyphenated()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -105,5 +99,13 @@ mod tests {
         assert_ne!(a, node_id("beta"));
         assert_eq!(a.len(), 36);
         assert_eq!(a.matches('-').count(), 4);
+    }
+
+    #[test]
+    fn node_ids_did_not_change_with_the_uuid_crate() {
+        // Values of the hand-written formatting this replaced: ids must survive upgrades.
+        assert_eq!(node_id("alpha"), "bbd248a4-91ed-a911-d01d-bbfb8385c5bb");
+        assert_eq!(node_id("trellis"), "00974f5c-cfa5-ed12-10f1-efc305542748");
+        assert_eq!(node_id(""), "af63bd4c-8601-b7df-789e-9e398d40991f");
     }
 }

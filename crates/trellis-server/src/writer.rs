@@ -1,16 +1,18 @@
 //! The single writer: drains queued commands in batches, applies them to the catalog, makes the
-//! batch durable with one commit (group commit), then publishes views and answers every request.
+//! batch durable with one commit (group commit), then publishes and answers every request; if
+//! the commit fails, it answers every request with an error and reloads the catalog.
 
-use crate::published::Published;
-use crate::state::AppState;
+use crate::metrics::StoreMetrics;
+use crate::publisher::Publisher;
+use crate::queue::{Submission, WriteError};
+use crate::shared::SharedCatalog;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
-use trellis_catalog::{Catalog, CatalogError, Command, Effects, Reply, Write};
-use trellis_store::{Mutation, Store};
-use trellis_types::registration::service_key;
+use tokio::sync::oneshot;
+use trellis_catalog::{Catalog, Effects, Reply, Write};
+use trellis_store::{Mutation, Store, StoreError};
 
 /// Most commands applied in one batch; bounds the latency a batch adds to its first request.
 const MAX_BATCH: usize = 4096;
@@ -19,124 +21,208 @@ const TICK: Duration = Duration::from_millis(250);
 /// How often empty, unwatched service slots are dropped.
 const SLOT_GC: Duration = Duration::from_secs(10);
 
-/// Why a command was not applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteError {
-    Catalog(CatalogError),
-    /// The batch could not be made durable; nothing of it was kept.
-    Storage,
+/// Why the writer stopped for good.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a commit failed ({commit}) and the store could not be reloaded ({reload}); \
+     stopped so that no write that was not made durable is served"
+)]
+pub struct WriterFailed {
+    pub commit: Box<StoreError>,
+    pub reload: Box<StoreError>,
 }
 
-/// A check whose probing must restart or stop: its ID and, if it is an HTTP or TCP check that
-/// still exists, its current definition.
-pub type CheckChange = (String, Option<Arc<trellis_catalog::Check>>);
+/// An applied command's answer, sent once the batch is settled.
+type Pending = (
+    oneshot::Sender<Result<Reply, WriteError>>,
+    Result<Reply, WriteError>,
+);
 
-pub struct Submission {
-    pub command: Command,
-    pub reply: oneshot::Sender<Result<Reply, WriteError>>,
-}
-
-/// Runs the writer on the current thread until every sender is gone.
-pub fn run(
-    state: AppState,
+pub struct Writer {
+    catalog: Arc<SharedCatalog>,
     store: Box<dyn Store>,
     queue: Receiver<Submission>,
+    publisher: Arc<Publisher>,
+    metrics: StoreMetrics,
+    /// The catalog's clock: time since the server started.
     clock: Instant,
-    checks_changed: mpsc::UnboundedSender<CheckChange>,
-) {
-    let mut last_tick = Duration::ZERO;
-    let mut last_gc = Duration::ZERO;
-    loop {
-        let wait = TICK.saturating_sub(clock.elapsed().saturating_sub(last_tick));
+    last_tick: Duration,
+    last_gc: Duration,
+}
+
+impl Writer {
+    pub fn new(
+        catalog: Arc<SharedCatalog>,
+        store: Box<dyn Store>,
+        queue: Receiver<Submission>,
+        publisher: Arc<Publisher>,
+        metrics: StoreMetrics,
+        clock: Instant,
+    ) -> Self {
+        Self {
+            catalog,
+            store,
+            queue,
+            publisher,
+            metrics,
+            clock,
+            last_tick: Duration::ZERO,
+            last_gc: Duration::ZERO,
+        }
+    }
+
+    /// Runs on the current thread until every queue handle is gone (`Ok`) or the store fails
+    /// beyond repair (`Err`, with the catalog retired).
+    pub fn run(mut self) -> Result<(), WriterFailed> {
+        while let Some(batch) = self.collect_batch() {
+            self.process(batch)?;
+            self.gc_slots_if_due();
+        }
+        Ok(())
+    }
+
+    /// Waits for the first command (or the next tick), then takes whatever else is queued, up
+    /// to `MAX_BATCH`. `None` once every handle is gone.
+    fn collect_batch(&self) -> Option<Vec<Submission>> {
+        let wait = TICK.saturating_sub(self.clock.elapsed().saturating_sub(self.last_tick));
         let mut batch = Vec::new();
-        match queue.recv_timeout(wait) {
+        match self.queue.recv_timeout(wait) {
             Ok(first) => batch.push(first),
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => return None,
         }
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let now = clock.elapsed();
-        let mut fx = Effects::default();
-        let mut catalog = state.catalog.write();
-        let mut replies = Vec::with_capacity(batch.len());
-        let size = batch.len();
-        for Submission { command, reply } in batch {
-            let result = catalog
-                .apply(command, now, &mut fx)
-                .map_err(WriteError::Catalog);
-            replies.push((reply, result));
-        }
-        if now.saturating_sub(last_tick) >= TICK {
-            catalog.tick(now, &mut fx);
-            last_tick = now;
-        }
-        let mutations: Vec<Mutation> = fx.writes.iter().map(|w| mutation(&catalog, w)).collect();
-        let committed = if mutations.is_empty() {
-            Ok(())
-        } else {
-            let started = Instant::now();
-            let result = store.commit(catalog.index(), &mutations);
-            state
-                .metrics
-                .commit_seconds
-                .observe(started.elapsed().as_secs_f64());
-            state.metrics.batch_size.observe(size as f64);
-            result
+        batch.extend(self.queue.try_iter().take(MAX_BATCH - batch.len()));
+        Some(batch)
+    }
+
+    /// Applies, ticks, commits, then publishes and answers — or answers with an error and
+    /// recovers. The catalog stays write-locked until the outcome is published.
+    fn process(&mut self, batch: Vec<Submission>) -> Result<(), WriterFailed> {
+        let now = self.clock.elapsed();
+        let catalog = Arc::clone(&self.catalog);
+        let mut guard = catalog.write();
+        let Some(catalog) = guard.as_mut() else {
+            // Retired by an earlier failure, after which the writer does not run again.
+            return Ok(());
         };
-        match committed {
+        let size = batch.len();
+        let mut fx = Effects::default();
+        let pending = apply(catalog, batch, now, &mut fx);
+        self.tick_if_due(catalog, now, &mut fx);
+        match self.commit(catalog, &fx, size) {
             Ok(()) => {
-                publish(&state, &catalog, &fx, &checks_changed);
-                drop(catalog);
-                for (reply, result) in replies {
-                    let _ = reply.send(result);
-                }
+                self.publisher.publish(catalog, &fx);
+                drop(guard);
+                answer(pending);
+                Ok(())
             }
-            Err(error) => {
-                tracing::error!(%error, "commit failed; reloading the catalog from the store");
-                // Every check the checker may be probing, before and after the reload.
-                let mut checks: BTreeSet<String> =
-                    catalog.checks().map(|c| c.id().to_owned()).collect();
-                match store.load() {
-                    Ok(s) => *catalog = Catalog::restore(s.index, s.instances, s.checks, s.kv, now),
-                    Err(error) => {
-                        tracing::error!(%error, "cannot reload the store; exiting");
-                        std::process::exit(1);
-                    }
+            Err(commit) => {
+                let recovered = self.recover(catalog, now, commit);
+                if recovered.is_err() {
+                    // Nobody may read the writes that were applied but never made durable.
+                    *guard = None;
                 }
-                checks.extend(catalog.checks().map(|c| c.id().to_owned()));
-                // Every slot readers hold is republished from the reloaded catalog.
-                let everything = Effects {
-                    services: state.slots.iter().map(|slot| slot.key().clone()).collect(),
-                    services_list: true,
-                    kv: true,
-                    checks,
-                    ..Effects::default()
-                };
-                publish(&state, &catalog, &everything, &checks_changed);
-                drop(catalog);
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(WriteError::Storage));
-                }
+                drop(guard);
+                fail(pending);
+                recovered
             }
         }
-        if now.saturating_sub(last_gc) >= SLOT_GC {
-            last_gc = now;
-            // A slot nobody holds or watches and with no instances carries nothing a reader
-            // could not recompute; dropping it bounds memory against many distinct names.
-            state.slots.retain(|_, slot| {
-                !(slot.current().view.instances.is_empty()
-                    && Arc::strong_count(slot) == 1
-                    && slot.tx.receiver_count() == 0)
-            });
+    }
+
+    fn tick_if_due(&mut self, catalog: &mut Catalog, now: Duration, fx: &mut Effects) {
+        if now.saturating_sub(self.last_tick) >= TICK {
+            catalog.tick(now, fx);
+            self.last_tick = now;
+        }
+    }
+
+    /// Makes the batch's writes durable in one commit; a batch without writes needs none.
+    fn commit(&self, catalog: &Catalog, fx: &Effects, size: usize) -> Result<(), StoreError> {
+        let mutations: Vec<Mutation> = fx.writes.iter().map(|w| mutation(catalog, w)).collect();
+        if mutations.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = self.store.commit(catalog.index(), &mutations);
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.batch_size.observe(size as f64);
+        result
+    }
+
+    /// After a failed commit: reloads the catalog from the store, so nothing of the batch is
+    /// kept, and republishes everything readers or the checker may hold.
+    fn recover(
+        &self,
+        catalog: &mut Catalog,
+        now: Duration,
+        commit: StoreError,
+    ) -> Result<(), WriterFailed> {
+        tracing::error!(error = %commit, "commit failed; reloading the catalog from the store");
+        // Every check the checker may be probing, before and after the reload.
+        let mut checks: BTreeSet<String> = catalog.checks().map(|c| c.id().to_owned()).collect();
+        let snapshot = self.store.load().map_err(|reload| WriterFailed {
+            commit: Box::new(commit),
+            reload: Box::new(reload),
+        })?;
+        // Heartbeats and probe results take indexes without a commit, so readers may have seen
+        // indexes above the store's: resume above everything this catalog handed out.
+        let handed_out = catalog.index();
+        *catalog = Catalog::restore(
+            snapshot.index.max(handed_out),
+            snapshot.instances,
+            snapshot.checks,
+            snapshot.kv,
+            now,
+        );
+        checks.extend(catalog.checks().map(|c| c.id().to_owned()));
+        self.publisher.republish_all(catalog, checks);
+        Ok(())
+    }
+
+    fn gc_slots_if_due(&mut self) {
+        let now = self.clock.elapsed();
+        if now.saturating_sub(self.last_gc) >= SLOT_GC {
+            self.last_gc = now;
+            self.publisher.drop_idle_slots();
         }
     }
 }
 
+/// Applies every command of the batch, keeping each answer until the batch is settled.
+fn apply(
+    catalog: &mut Catalog,
+    batch: Vec<Submission>,
+    now: Duration,
+    fx: &mut Effects,
+) -> Vec<Pending> {
+    batch
+        .into_iter()
+        .map(|Submission { command, reply }| {
+            let result = catalog
+                .apply(command, now, fx)
+                .map_err(WriteError::Rejected);
+            (reply, result)
+        })
+        .collect()
+}
+
+/// The batch is durable and published: every request gets its own answer.
+fn answer(pending: Vec<Pending>) {
+    for (reply, result) in pending {
+        let _ = reply.send(result);
+    }
+}
+
+/// The batch was not kept: every request in it fails.
+fn fail(pending: Vec<Pending>) {
+    for (reply, _) in pending {
+        let _ = reply.send(Err(WriteError::Storage));
+    }
+}
+
+/// The store operation that brings one record's durable copy up to date.
 fn mutation(catalog: &Catalog, write: &Write) -> Mutation {
     match write {
         Write::Instance(id) => match catalog.instance(id) {
@@ -154,36 +240,5 @@ fn mutation(catalog: &Catalog, write: &Write) -> Mutation {
             Some(entry) => Mutation::PutKv(entry.clone()),
             None => Mutation::DeleteKv(key.clone()),
         },
-    }
-}
-
-/// Makes a durable batch visible: new views per changed service, then the list and KV signals.
-fn publish(
-    state: &AppState,
-    catalog: &Catalog,
-    fx: &Effects,
-    checks_changed: &mpsc::UnboundedSender<CheckChange>,
-) {
-    // Only services somebody has read or watched have a slot; the others get one, built from
-    // the catalog, on their first read. Registrations nobody looks at cost no view and no memory.
-    for name in &fx.services {
-        if let Some(slot) = state.slots.get(service_key(name).as_ref()) {
-            slot.tx
-                .send_replace(Arc::new(Published::new(catalog.service_view(name))));
-        }
-    }
-    if fx.services_list {
-        state
-            .services_changed
-            .send_replace(catalog.services_index());
-    }
-    if fx.kv {
-        state.kv_changed.send_replace(catalog.kv_store_index());
-    }
-    for check_id in &fx.checks {
-        // The writer hands over the check itself: the checker must not take the catalog lock,
-        // which the writer holds through every commit, from a runtime worker thread.
-        let active = catalog.check(check_id).filter(|c| c.is_active()).cloned();
-        let _ = checks_changed.send((check_id.clone(), active));
     }
 }

@@ -36,19 +36,33 @@ pub enum Mutation {
 }
 
 #[derive(Debug, thiserror::Error)]
+// Each message carries its cause's text and does not chain it, so `{:#}` says it once.
 pub enum StoreError {
     #[error("storage engine: {0}")]
-    Engine(#[from] redb::Error),
+    Engine(redb::Error),
+    /// Another process (another server) holds the store's lock.
+    #[error(
+        "data directory {dir} is in use by another trellis server; stop it or choose another --data-dir"
+    )]
+    Locked { dir: String },
     #[error("corrupt record {key:?}: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("cannot encode record: {0}")]
-    Encode(#[from] serde_json::Error),
-    #[error("cannot open data directory {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    Encode(serde_json::Error),
+    #[error("cannot open data directory {path}: {error}")]
+    Io { path: String, error: std::io::Error },
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(error: redb::Error) -> Self {
+        Self::Engine(error)
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Encode(error)
+    }
 }
 
 /// Durable state behind the catalog. `commit` must make all its mutations durable atomically

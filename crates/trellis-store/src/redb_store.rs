@@ -23,14 +23,19 @@ pub struct RedbStore {
 impl RedbStore {
     /// Opens (or creates) `dir/catalog.redb`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
             path: dir.display().to_string(),
-            source,
+            error,
         })?;
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(dir.join("catalog.redb"))
-            .map_err(redb::Error::from)?;
+            .map_err(|error| match redb::Error::from(error) {
+                redb::Error::DatabaseAlreadyOpen => StoreError::Locked {
+                    dir: dir.display().to_string(),
+                },
+                other => StoreError::Engine(other),
+            })?;
         // Create the tables up front so reads never meet a missing table.
         let txn = db.begin_write().map_err(redb::Error::from)?;
         {

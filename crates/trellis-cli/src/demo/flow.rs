@@ -3,7 +3,7 @@
 
 use super::processes::Processes;
 use super::report::{Report, percentile};
-use super::{Plan, kill_instance, start_instance};
+use super::{Instance, Plan, kill_instance, start_instance};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -183,287 +183,359 @@ fn names(body: &Value, field: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The flow's shared state: where everything is, the children, the report, and what the
+/// client saw.
+struct Flow<'a> {
+    plan: &'a Plan,
+    procs: &'a mut Processes,
+    report: &'a mut Report,
+    http: reqwest::Client,
+    client: Client,
+}
+
+/// Runs every step in order; the first step that cannot continue ends the flow with its error.
 pub async fn run(plan: &Plan, procs: &mut Processes, report: &mut Report) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()
         .context("cannot build an HTTP client")?;
-
-    report.step("Start the registry");
-    procs.spawn("registry", &plan.server_args())?;
-    let leader_url = format!("{}/v1/status/leader", plan.registry_url());
-    wait_for(Duration::from_secs(20), "the registry", procs, || async {
-        http.get(&leader_url)
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-            .map(drop)
-    })
-    .await?;
-    report.ok(&format!("registry answering on {}", plan.registry_url()));
-
-    report.step(
-        "Start two users and two orders instances, each with its own sidecar, and the gateway",
-    );
-    for instance in plan.instances.clone() {
-        start_instance(procs, plan, &instance)?;
-    }
-    procs.spawn("gateway", &plan.gateway_args())?;
-    for service in ["users", "orders"] {
-        let ids = wait_for(
-            Duration::from_secs(30),
-            &format!("two passing {service} instances"),
-            procs,
-            || async {
-                passing_ids(&http, plan, service)
-                    .await
-                    .filter(|ids| ids.len() == 2)
-            },
-        )
-        .await?;
-        for i in plan.instances.iter().filter(|i| i.service == service) {
-            report.check(
-                ids.contains(&i.name),
-                &format!(
-                    "{} passing: app {}, sidecar inbound {}, outbound {}",
-                    i.name, i.app, i.inbound, i.outbound
-                ),
-            );
-        }
-    }
-    let gateway_users = format!("{}/users", plan.gateway_url());
-    wait_for(
-        Duration::from_secs(20),
-        "the gateway to route /users",
-        procs,
-        || async {
-            call(&http, reqwest::Method::GET, &gateway_users, None)
-                .await
-                .ok()
-                .filter(|a| a.status == 200)
-                .map(drop)
-        },
-    )
-    .await?;
-    report.ok(&format!(
-        "gateway routing /users and /orders on {}",
-        plan.gateway_url()
-    ));
-
-    let mut client = Client {
+    let client = Client {
         http: http.clone(),
         gateway: plan.gateway_url(),
         stats: Stats::default(),
     };
-
-    report.step("List the users and the orders through the gateway");
-    let users = client.get("/users").await?;
-    let user_names = names(&users.body, "name");
-    report.check(
-        users.status == 200
-            && user_names.contains(&"John".into())
-            && user_names.contains(&"Jane".into()),
-        &format!(
-            "GET /users → {} (served by {})",
-            user_names.join(", "),
-            users.served_by
-        ),
-    );
-    let orders = client.get("/orders").await?;
-    let products = names(&orders.body, "product");
-    report.check(
-        orders.status == 200
-            && products.contains(&"Product A".into())
-            && products.contains(&"Product B".into()),
-        &format!(
-            "GET /orders → {} (served by {})",
-            products.join(", "),
-            orders.served_by
-        ),
-    );
-    // Eight at a time: the default balancer (peak-EWMA) weighs latency by requests in flight,
-    // so concurrent load spreads while a strictly sequential client may stick to the fastest.
-    let mut seen = BTreeSet::new();
-    for _ in 0..5 {
-        for (elapsed, result) in
-            concurrent_gets(&http, &format!("{}/users/1", plan.gateway_url()), 8).await
-        {
-            if let Ok(answer) = &result {
-                seen.insert(answer.served_by.clone());
-            }
-            client.stats.record(elapsed, &result);
-        }
-    }
-    report.check(
-        seen.contains("users-1") && seen.contains("users-2"),
-        &format!(
-            "40 × GET /users/1, 8 at a time, load-balanced across {}",
-            seen.iter().cloned().collect::<Vec<_>>().join(", ")
-        ),
-    );
-
-    report.step("Place orders (the orders service checks the user through its sidecar)");
-    let created = client
-        .send(
-            reqwest::Method::POST,
-            "/orders",
-            Some(json!({"user_id": 1, "product": "Product C", "quantity": 2})),
-        )
-        .await?;
-    report.check(
-        created.status == 201,
-        &format!(
-            "POST /orders for John → {} order {} (served by {})",
-            created.status, created.body["id"], created.served_by
-        ),
-    );
-    let rejected = client
-        .send(
-            reqwest::Method::POST,
-            "/orders",
-            Some(json!({"user_id": 999, "product": "Product D", "quantity": 1})),
-        )
-        .await?;
-    report.check(
-        rejected.status == 422,
-        &format!(
-            "POST /orders for unknown user 999 → {} {}",
-            rejected.status,
-            rejected.body["error"].as_str().unwrap_or_default()
-        ),
-    );
-
-    report.step("Fault tolerance: SIGKILL users-1 (app and sidecar) and keep calling");
-    let victim = plan
-        .instance("users-1")
-        .context("users-1 is in the plan")?
-        .clone();
-    let ejections_before = counter_sum(
-        &http,
-        &format!("http://{}/metrics", plan.gateway_admin),
-        "trellis_ejections_total",
-    )
-    .await;
-    kill_instance(procs, &victim)?;
-    let killed_at = Instant::now();
-    report.ok("users-1 killed with SIGKILL");
-    let mut fault_ok = 0;
-    let mut failures = Vec::new();
-    let mut remaining = FAULT_REQUESTS;
-    while remaining > 0 {
-        let batch = remaining.min(FAULT_CONCURRENCY);
-        remaining -= batch;
-        for (elapsed, result) in
-            concurrent_gets(&http, &format!("{}/users/1", plan.gateway_url()), batch).await
-        {
-            match &result {
-                Ok(a) if a.status == 200 => fault_ok += 1,
-                Ok(a) => failures.push(format!("{} {}", a.status, a.body)),
-                Err(e) => failures.push(format!("{e:#}")),
-            }
-            client.stats.record(elapsed, &result);
-        }
-    }
-    report.check(
-        fault_ok == FAULT_REQUESTS,
-        &format!("{fault_ok}/{FAULT_REQUESTS} requests succeeded while users-1 was dead"),
-    );
-    for failure in failures.iter().take(3) {
-        report.info(&format!("failed: {failure}"));
-    }
-    let ejections = counter_sum(
-        &http,
-        &format!("http://{}/metrics", plan.gateway_admin),
-        "trellis_ejections_total",
-    )
-    .await
-        - ejections_before;
-    report.check(
-        ejections >= 1.0,
-        &format!("the gateway ejected the dead endpoint ({ejections} ejection(s))"),
-    );
-    wait_for(
-        Duration::from_secs(30),
-        "users-1 to leave the registry",
+    let mut flow = Flow {
+        plan,
         procs,
-        || async {
-            registered(&http, plan, "users-1")
+        report,
+        http,
+        client,
+    };
+    flow.start_registry().await?;
+    flow.start_instances_and_gateway().await?;
+    flow.list_through_the_gateway().await?;
+    flow.place_orders().await?;
+    let victim = flow.kill_an_instance_under_load().await?;
+    flow.restart(&victim).await?;
+    flow.summary().await;
+    Ok(())
+}
+
+impl Flow<'_> {
+    async fn wait_for<T, F, Fut>(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        probe: F,
+    ) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        wait_for(timeout, what, self.procs, probe).await
+    }
+
+    fn gateway_metrics(&self) -> String {
+        format!("http://{}/metrics", self.plan.gateway_admin)
+    }
+
+    async fn start_registry(&mut self) -> anyhow::Result<()> {
+        self.report.step("Start the registry");
+        self.procs.spawn("registry", &self.plan.server_args())?;
+        let leader_url = format!("{}/v1/status/leader", self.plan.registry_url());
+        let http = self.http.clone();
+        self.wait_for(Duration::from_secs(20), "the registry", || async {
+            http.get(&leader_url)
+                .send()
                 .await
-                .filter(|r| !r)
+                .ok()
+                .filter(|r| r.status().is_success())
                 .map(drop)
-        },
-    )
-    .await?;
-    report.ok(&format!(
-        "users-1 removed from the registry {:.1} s after the kill (TTL expired, then deregistered)",
-        killed_at.elapsed().as_secs_f64()
-    ));
+        })
+        .await?;
+        self.report.ok(&format!(
+            "registry answering on {}",
+            self.plan.registry_url()
+        ));
+        Ok(())
+    }
 
-    report.step("Restart users-1; it registers again and rejoins");
-    start_instance(procs, plan, &victim)?;
-    wait_for(
-        Duration::from_secs(30),
-        "users-1 passing again",
-        procs,
-        || async {
+    async fn start_instances_and_gateway(&mut self) -> anyhow::Result<()> {
+        let plan = self.plan;
+        self.report.step(
+            "Start two users and two orders instances, each with its own sidecar, and the gateway",
+        );
+        for instance in &plan.instances {
+            start_instance(self.procs, plan, instance)?;
+        }
+        self.procs.spawn("gateway", &plan.gateway_args())?;
+        let http = self.http.clone();
+        for service in ["users", "orders"] {
+            let ids = self
+                .wait_for(
+                    Duration::from_secs(30),
+                    &format!("two passing {service} instances"),
+                    || async {
+                        passing_ids(&http, plan, service)
+                            .await
+                            .filter(|ids| ids.len() == 2)
+                    },
+                )
+                .await?;
+            for i in plan.instances.iter().filter(|i| i.service == service) {
+                self.report.check(
+                    ids.contains(&i.name),
+                    &format!(
+                        "{} passing: app {}, sidecar inbound {}, outbound {}",
+                        i.name, i.app, i.inbound, i.outbound
+                    ),
+                );
+            }
+        }
+        let gateway_users = format!("{}/users", plan.gateway_url());
+        self.wait_for(
+            Duration::from_secs(20),
+            "the gateway to route /users",
+            || async {
+                call(&http, reqwest::Method::GET, &gateway_users, None)
+                    .await
+                    .ok()
+                    .filter(|a| a.status == 200)
+                    .map(drop)
+            },
+        )
+        .await?;
+        self.report.ok(&format!(
+            "gateway routing /users and /orders on {}",
+            plan.gateway_url()
+        ));
+        Ok(())
+    }
+
+    async fn list_through_the_gateway(&mut self) -> anyhow::Result<()> {
+        self.report
+            .step("List the users and the orders through the gateway");
+        let users = self.client.get("/users").await?;
+        let user_names = names(&users.body, "name");
+        self.report.check(
+            users.status == 200
+                && user_names.contains(&"John".into())
+                && user_names.contains(&"Jane".into()),
+            &format!(
+                "GET /users → {} (served by {})",
+                user_names.join(", "),
+                users.served_by
+            ),
+        );
+        let orders = self.client.get("/orders").await?;
+        let products = names(&orders.body, "product");
+        self.report.check(
+            orders.status == 200
+                && products.contains(&"Product A".into())
+                && products.contains(&"Product B".into()),
+            &format!(
+                "GET /orders → {} (served by {})",
+                products.join(", "),
+                orders.served_by
+            ),
+        );
+        // Eight at a time: the default balancer (peak-EWMA) weighs latency by requests in
+        // flight, so concurrent load spreads while a strictly sequential client may stick to
+        // the fastest.
+        let url = format!("{}/users/1", self.plan.gateway_url());
+        let mut seen = BTreeSet::new();
+        for _ in 0..5 {
+            for (elapsed, result) in concurrent_gets(&self.http, &url, 8).await {
+                if let Ok(answer) = &result {
+                    seen.insert(answer.served_by.clone());
+                }
+                self.client.stats.record(elapsed, &result);
+            }
+        }
+        self.report.check(
+            seen.contains("users-1") && seen.contains("users-2"),
+            &format!(
+                "40 × GET /users/1, 8 at a time, load-balanced across {}",
+                seen.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        );
+        Ok(())
+    }
+
+    async fn place_orders(&mut self) -> anyhow::Result<()> {
+        self.report
+            .step("Place orders (the orders service checks the user through its sidecar)");
+        let created = self
+            .client
+            .send(
+                reqwest::Method::POST,
+                "/orders",
+                Some(json!({"user_id": 1, "product": "Product C", "quantity": 2})),
+            )
+            .await?;
+        self.report.check(
+            created.status == 201,
+            &format!(
+                "POST /orders for John → {} order {} (served by {})",
+                created.status, created.body["id"], created.served_by
+            ),
+        );
+        let rejected = self
+            .client
+            .send(
+                reqwest::Method::POST,
+                "/orders",
+                Some(json!({"user_id": 999, "product": "Product D", "quantity": 1})),
+            )
+            .await?;
+        self.report.check(
+            rejected.status == 422,
+            &format!(
+                "POST /orders for unknown user 999 → {} {}",
+                rejected.status,
+                rejected.body["error"].as_str().unwrap_or_default()
+            ),
+        );
+        Ok(())
+    }
+
+    /// SIGKILLs users-1 and keeps calling: every request must still succeed, the gateway must
+    /// eject the dead endpoint, and the registry must drop it. Answers the killed instance.
+    async fn kill_an_instance_under_load(&mut self) -> anyhow::Result<Instance> {
+        self.report
+            .step("Fault tolerance: SIGKILL users-1 (app and sidecar) and keep calling");
+        let victim = self
+            .plan
+            .instance("users-1")
+            .context("users-1 is in the plan")?
+            .clone();
+        let metrics = self.gateway_metrics();
+        let ejections_before = counter_sum(&self.http, &metrics, "trellis_ejections_total").await;
+        kill_instance(self.procs, &victim)?;
+        let killed_at = Instant::now();
+        self.report.ok("users-1 killed with SIGKILL");
+        let (succeeded, failures) = self.calls_while_dead().await;
+        self.report.check(
+            succeeded == FAULT_REQUESTS,
+            &format!("{succeeded}/{FAULT_REQUESTS} requests succeeded while users-1 was dead"),
+        );
+        for failure in failures.iter().take(3) {
+            self.report.info(&format!("failed: {failure}"));
+        }
+        let ejections =
+            counter_sum(&self.http, &metrics, "trellis_ejections_total").await - ejections_before;
+        self.report.check(
+            ejections >= 1.0,
+            &format!("the gateway ejected the dead endpoint ({ejections} ejection(s))"),
+        );
+        let (http, plan) = (self.http.clone(), self.plan);
+        self.wait_for(
+            Duration::from_secs(30),
+            "users-1 to leave the registry",
+            || async {
+                registered(&http, plan, "users-1")
+                    .await
+                    .filter(|r| !r)
+                    .map(drop)
+            },
+        )
+        .await?;
+        self.report.ok(&format!(
+            "users-1 removed from the registry {:.1} s after the kill (TTL expired, then deregistered)",
+            killed_at.elapsed().as_secs_f64()
+        ));
+        Ok(victim)
+    }
+
+    /// Sends FAULT_REQUESTS GETs, FAULT_CONCURRENCY at a time; answers the successes and a
+    /// description of each failure.
+    async fn calls_while_dead(&mut self) -> (usize, Vec<String>) {
+        let url = format!("{}/users/1", self.plan.gateway_url());
+        let mut succeeded = 0;
+        let mut failures = Vec::new();
+        let mut remaining = FAULT_REQUESTS;
+        while remaining > 0 {
+            let batch = remaining.min(FAULT_CONCURRENCY);
+            remaining -= batch;
+            for (elapsed, result) in concurrent_gets(&self.http, &url, batch).await {
+                match &result {
+                    Ok(a) if a.status == 200 => succeeded += 1,
+                    Ok(a) => failures.push(format!("{} {}", a.status, a.body)),
+                    Err(e) => failures.push(format!("{e:#}")),
+                }
+                self.client.stats.record(elapsed, &result);
+            }
+        }
+        (succeeded, failures)
+    }
+
+    async fn restart(&mut self, victim: &Instance) -> anyhow::Result<()> {
+        self.report
+            .step("Restart users-1; it registers again and rejoins");
+        start_instance(self.procs, self.plan, victim)?;
+        let (http, plan) = (self.http.clone(), self.plan);
+        self.wait_for(Duration::from_secs(30), "users-1 passing again", || async {
             passing_ids(&http, plan, "users")
                 .await
                 .filter(|ids| ids.contains("users-1"))
                 .map(drop)
-        },
-    )
-    .await?;
-    report.ok("users-1 passing in the registry again");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut rejoined = false;
-    while Instant::now() < deadline && !rejoined {
-        rejoined = client
-            .get("/users/1")
-            .await
-            .is_ok_and(|a| a.served_by == "users-1");
+        })
+        .await?;
+        self.report.ok("users-1 passing in the registry again");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut rejoined = false;
+        while Instant::now() < deadline && !rejoined {
+            rejoined = self
+                .client
+                .get("/users/1")
+                .await
+                .is_ok_and(|a| a.served_by == "users-1");
+        }
+        self.report
+            .check(rejoined, "users-1 serves traffic through the gateway again");
+        Ok(())
     }
-    report.check(rejoined, "users-1 serves traffic through the gateway again");
 
-    report.step("Summary");
-    let gateway_metrics = format!("http://{}/metrics", plan.gateway_admin);
-    let retries = counter_sum(&http, &gateway_metrics, "trellis_retries_total").await;
-    let ejections = counter_sum(&http, &gateway_metrics, "trellis_ejections_total").await;
-    let mut latencies = client.stats.latencies.clone();
-    latencies.sort();
-    let stats = &client.stats;
-    report.table(&[
-        ("requests through the gateway", stats.requests.to_string()),
-        (
-            "successes",
-            format!(
-                "{} ({:.1}%)",
-                stats.successes,
-                100.0 * stats.successes as f64 / stats.requests.max(1) as f64
+    async fn summary(&mut self) {
+        self.report.step("Summary");
+        let metrics = self.gateway_metrics();
+        let retries = counter_sum(&self.http, &metrics, "trellis_retries_total").await;
+        let ejections = counter_sum(&self.http, &metrics, "trellis_ejections_total").await;
+        let stats = &self.client.stats;
+        let mut latencies = stats.latencies.clone();
+        latencies.sort();
+        self.report.table(&[
+            ("requests through the gateway", stats.requests.to_string()),
+            (
+                "successes",
+                format!(
+                    "{} ({:.1}%)",
+                    stats.successes,
+                    100.0 * stats.successes as f64 / stats.requests.max(1) as f64
+                ),
             ),
-        ),
-        (
-            "instances seen",
-            stats
-                .served_by
-                .iter()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", "),
-        ),
-        ("retries (gateway)", format!("{retries}")),
-        ("ejections (gateway)", format!("{ejections}")),
-        (
-            "latency p50 / p99",
-            format!(
-                "{:.1} ms / {:.1} ms",
-                ms(percentile(&latencies, 50.0)),
-                ms(percentile(&latencies, 99.0))
+            (
+                "instances seen",
+                stats
+                    .served_by
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ),
-        ),
-    ]);
-    Ok(())
+            ("retries (gateway)", format!("{retries}")),
+            ("ejections (gateway)", format!("{ejections}")),
+            (
+                "latency p50 / p99",
+                format!(
+                    "{:.1} ms / {:.1} ms",
+                    ms(percentile(&latencies, 50.0)),
+                    ms(percentile(&latencies, 99.0))
+                ),
+            ),
+        ]);
+    }
 }
 
 fn ms(d: Duration) -> f64 {

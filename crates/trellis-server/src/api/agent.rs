@@ -1,11 +1,12 @@
 //! `/v1/agent/...`: registering and deregistering services and checks, TTL updates, and the
 //! agent's view of its services and checks.
 
-use super::{ApiError, QueryParams, json_response, to_json_bytes};
+use super::error::ApiError;
+use super::params::QueryParams;
+use super::respond::{json_response, to_json_bytes};
 use crate::published::check_json;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
 use serde::Serialize;
@@ -41,26 +42,22 @@ pub async fn register(
             registration,
             replace_existing_checks: query.flag("replace-existing-checks")?,
         })
-        .await
-        .map(drop)
+        .await?;
+    Ok(())
 }
 
 pub async fn deregister(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<(), ApiError> {
-    state
-        .submit(Command::Deregister { service_id: id })
-        .await
-        .map(drop)
+    state.submit(Command::Deregister { service_id: id }).await?;
+    Ok(())
 }
 
 pub async fn register_check(State(state): State<AppState>, body: Bytes) -> Result<(), ApiError> {
     let check = CheckDefinition::from_json(parse_body(&body, "check definition")?)?;
-    state
-        .submit(Command::RegisterCheck { check })
-        .await
-        .map(drop)
+    state.submit(Command::RegisterCheck { check }).await?;
+    Ok(())
 }
 
 pub async fn deregister_check(
@@ -69,8 +66,8 @@ pub async fn deregister_check(
 ) -> Result<(), ApiError> {
     state
         .submit(Command::DeregisterCheck { check_id: id })
-        .await
-        .map(drop)
+        .await?;
+    Ok(())
 }
 
 async fn set_ttl(
@@ -93,8 +90,8 @@ async fn set_ttl(
             status,
             output,
         })
-        .await
-        .map(drop)
+        .await?;
+    Ok(())
 }
 
 async fn note_update(
@@ -178,7 +175,7 @@ fn agent_service<'a>(state: &'a AppState, r: &'a ServiceRegistration) -> AgentSe
         tagged_addresses: &r.tagged_addresses,
         weights: r.weights,
         enable_tag_override: r.enable_tag_override,
-        datacenter: &state.node.datacenter,
+        datacenter: &state.node().datacenter,
     }
 }
 
@@ -203,8 +200,8 @@ pub async fn services(
     State(state): State<AppState>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    QueryParams::new(q).check_common(&state)?;
-    let catalog = state.catalog.read();
+    QueryParams::new(q).check_common(state.node())?;
+    let catalog = state.catalog()?;
     let body = to_json_bytes(&Listing {
         state: &state,
         catalog: &catalog,
@@ -216,10 +213,10 @@ pub async fn service(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let catalog = state.catalog.read();
-    let instance = catalog.instance(&id).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, format!("unknown service ID {id:?}"))
-    })?;
+    let catalog = state.catalog()?;
+    let instance = catalog
+        .instance(&id)
+        .ok_or_else(|| ApiError::not_found(format!("unknown service ID {id:?}")))?;
     Ok(json_response(
         instance.modify_index,
         to_json_bytes(&agent_service(&state, &instance.registration)),
@@ -230,8 +227,8 @@ pub async fn checks(
     State(state): State<AppState>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    QueryParams::new(q).check_common(&state)?;
-    let catalog = state.catalog.read();
+    QueryParams::new(q).check_common(state.node())?;
+    let catalog = state.catalog()?;
     let checks: BTreeMap<&str, trellis_types::HealthCheck> = catalog
         .checks()
         .map(|c| {
@@ -240,7 +237,7 @@ pub async fn checks(
                 let r = &i.registration;
                 (r.id.as_str(), r.name.as_str(), r.tags.as_slice())
             });
-            (c.id(), check_json(c, &state.node, service))
+            (c.id(), check_json(c, state.node(), service))
         })
         .collect();
     Ok(json_response(catalog.index(), to_json_bytes(&checks)))

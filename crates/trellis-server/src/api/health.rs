@@ -1,7 +1,10 @@
 //! `/v1/health/...` and `/v1/catalog/service(s)`: the discovery reads, served from the
 //! published per-service views, blocking until the service changes.
 
-use super::{ApiError, QueryParams, block_on, json_response, to_json_bytes};
+use super::blocking::block_on;
+use super::error::ApiError;
+use super::params::QueryParams;
+use super::respond::{json_response, to_json_bytes};
 use crate::published::{Published, RenderKey};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
@@ -19,7 +22,7 @@ async fn service_view(
     let blocking = query.blocking()?;
     // The first read of a service creates its slot; from then on every read and waiter shares
     // the slot's rendered views.
-    let slot = state.slot_or_create(name);
+    let slot = state.slot(name)?;
     let rx = slot.tx.subscribe();
     block_on(state, rx, blocking, |p| p.index()).await
 }
@@ -56,11 +59,11 @@ async fn instances(
     query: QueryParams,
     key: RenderKey,
 ) -> Result<Response, ApiError> {
-    query.check_common(&state)?;
-    let meta_ok = query.node_meta_matches(&state)?;
+    query.check_common(state.node())?;
+    let meta_ok = query.node_meta_matches(state.node())?;
     let published = service_view(&state, &name, &query).await?;
     let body = if meta_ok {
-        published.render(key, &state.node)
+        published.render(key, state.node())
     } else {
         Bytes::from_static(b"[]")
     };
@@ -73,11 +76,11 @@ pub async fn health_checks(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
-    query.check_common(&state)?;
+    query.check_common(state.node())?;
     let published = service_view(&state, &name, &query).await?;
     Ok(json_response(
         published.index(),
-        published.render(RenderKey::Checks, &state.node),
+        published.render(RenderKey::Checks, state.node()),
     ))
 }
 
@@ -87,28 +90,20 @@ pub async fn catalog_services(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
-    query.check_common(&state)?;
-    let meta_ok = query.node_meta_matches(&state)?;
-    let rx = state.services_changed.subscribe();
+    query.check_common(state.node())?;
+    let meta_ok = query.node_meta_matches(state.node())?;
+    let rx = state.services_changed();
     let index = block_on(&state, rx, query.blocking()?, |i| *i).await?;
     if !meta_ok {
         return Ok(json_response(index, Bytes::from_static(b"{}")));
     }
-    let mut cache = state.services_render.lock();
-    if let Some((cached_index, body)) = cache.as_ref()
-        && *cached_index == index
-    {
-        return Ok(json_response(index, body.clone()));
-    }
-    let catalog = state.catalog.read();
-    let index = catalog.services_index();
-    let names: BTreeMap<String, Vec<String>> = catalog
-        .service_names()
-        .into_iter()
-        .map(|(name, tags)| (name, tags.into_iter().collect()))
-        .collect();
-    drop(catalog);
-    let body = to_json_bytes(&names);
-    *cache = Some((index, body.clone()));
+    let (index, body) = state.services_rendering(index, |catalog| {
+        let names: BTreeMap<String, Vec<String>> = catalog
+            .service_names()
+            .into_iter()
+            .map(|(name, tags)| (name, tags.into_iter().collect()))
+            .collect();
+        to_json_bytes(&names)
+    })?;
     Ok(json_response(index, body))
 }

@@ -1,7 +1,10 @@
 //! `/v1/kv/...`: key/value reads (single, `recurse`, `keys` + `separator`, `raw`, blocking) and
 //! writes with `cas` and `flags`, answered `true`/`false` as Consul does.
 
-use super::{ApiError, QueryParams, add_index_headers, json_response, to_json_bytes};
+use super::blocking::waiter_permit;
+use super::error::ApiError;
+use super::params::QueryParams;
+use super::respond::{add_index_headers, json_response, to_json_bytes};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -88,17 +91,17 @@ async fn wait_for_change(
     let Some(blocking) = query.blocking()? else {
         return Ok(());
     };
-    let mut rx = state.kv_changed.subscribe();
-    let mut closing = state.closing.subscribe();
-    if read_index(&state.catalog.read(), key, single) != blocking.index {
+    let mut rx = state.kv_changed();
+    let mut closing = state.closing();
+    if read_index(&*state.catalog()?, key, single) != blocking.index {
         return Ok(());
     }
-    let _permit = state.waiter_permit()?;
+    let _permit = waiter_permit(state)?;
     let deadline = blocking.deadline();
     loop {
         tokio::select! {
             changed = rx.changed() => {
-                let index = read_index(&state.catalog.read(), key, single);
+                let index = read_index(&*state.catalog()?, key, single);
                 if changed.is_err() || index != blocking.index {
                     return Ok(());
                 }
@@ -110,13 +113,13 @@ async fn wait_for_change(
 }
 
 async fn read(state: AppState, key: String, query: QueryParams) -> Result<Response, ApiError> {
-    query.check_common(&state)?;
+    query.check_common(state.node())?;
     let recurse = query.flag("recurse")?;
     let keys_only = query.get("keys").is_some() && query.flag("keys")?;
     let raw = query.flag("raw")?;
     let single = !recurse && !keys_only;
     wait_for_change(&state, &key, single, &query).await?;
-    let catalog = state.catalog.read();
+    let catalog = state.catalog()?;
     let index = read_index(&catalog, &key, single);
     if keys_only {
         let separator = query.get("separator").unwrap_or_default();
@@ -192,7 +195,7 @@ async fn write(
     query: QueryParams,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    query.check_common(&state)?;
+    query.check_common(state.node())?;
     refuse_sessions(&query)?;
     if key.is_empty() {
         return Err(ApiError::bad_request("missing key name"));
@@ -210,7 +213,7 @@ async fn write(
 }
 
 async fn remove(state: AppState, key: String, query: QueryParams) -> Result<Response, ApiError> {
-    query.check_common(&state)?;
+    query.check_common(state.node())?;
     let recurse = query.flag("recurse")?;
     if key.is_empty() && !recurse {
         return Err(ApiError::bad_request("missing key name"));

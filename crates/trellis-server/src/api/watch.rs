@@ -2,7 +2,8 @@
 //! once and after every change, as NDJSON (default) or Server-Sent Events
 //! (`Accept: text/event-stream`).
 
-use super::ApiError;
+use super::blocking::waiter_permit;
+use super::error::ApiError;
 use crate::published::RenderKey;
 use crate::state::AppState;
 use axum::body::Body;
@@ -26,12 +27,12 @@ pub async fn watch(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
-    let permit = state.waiter_permit()?;
-    let slot = state.slot_or_create(&name);
+    let permit = waiter_permit(&state)?;
+    let slot = state.slot(&name)?;
     let mut rx = slot.tx.subscribe();
     drop(slot);
-    let mut closing = state.closing.subscribe();
-    let node = state.node.clone();
+    let mut closing = state.closing();
+    let node = state.node().clone();
     let stream = async_stream(move |tx| async move {
         let _permit = permit;
         let mut last_index = None;

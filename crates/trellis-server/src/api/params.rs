@@ -1,0 +1,144 @@
+//! Query parameters shared by the endpoints: flags with Go's boolean forms, numbers, the
+//! blocking-query pair `?index=N&wait=D`, and the checks every read applies (`filter`, `dc`,
+//! `node-meta`).
+
+use super::error::ApiError;
+use crate::node::Node;
+use axum::http::StatusCode;
+use rand::Rng;
+use std::time::Duration;
+use trellis_types::parse_go_duration;
+
+/// Default and longest wait of a blocking query.
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Default)]
+pub struct QueryParams {
+    pub pairs: Vec<(String, String)>,
+}
+
+impl QueryParams {
+    pub fn new(pairs: Vec<(String, String)>) -> Self {
+        Self { pairs }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, key: &str) -> Vec<String> {
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// A flag like `?passing`, `?passing=true` or `?recurse=1`.
+    /// Values are those of Go's `strconv.ParseBool`, which Consul uses.
+    pub fn flag(&self, key: &str) -> Result<bool, ApiError> {
+        match self.get(key) {
+            None => Ok(false),
+            Some("" | "true" | "1" | "t" | "T" | "True" | "TRUE") => Ok(true),
+            Some("false" | "0" | "f" | "F" | "False" | "FALSE") => Ok(false),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "invalid value {other:?} for {key}"
+            ))),
+        }
+    }
+
+    pub fn u64(&self, key: &str) -> Result<Option<u64>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| ApiError::bad_request(format!("invalid {key} {v:?}")))
+            })
+            .transpose()
+    }
+
+    /// `?index=N&wait=D` if the request blocks.
+    pub fn blocking(&self) -> Result<Option<Blocking>, ApiError> {
+        let index = match self.get("index") {
+            None => return Ok(None),
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid index {v:?}")))?,
+        };
+        let wait = match self.get("wait") {
+            None | Some("") => DEFAULT_WAIT,
+            Some(v) => parse_go_duration(v)
+                .map_err(|e| ApiError::bad_request(format!("invalid wait: {e}")))?,
+        };
+        if index == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Blocking {
+            index,
+            wait: wait.min(MAX_WAIT),
+        }))
+    }
+
+    /// Refuses what this server cannot honour instead of silently ignoring it.
+    pub fn check_common(&self, node: &Node) -> Result<(), ApiError> {
+        if let Some(filter) = self.get("filter")
+            && !filter.trim().is_empty()
+        {
+            return Err(ApiError::bad_request(
+                "filter expressions are not supported by this server; use tag, passing or node-meta",
+            ));
+        }
+        if let Some(dc) = self.get("dc")
+            && !dc.is_empty()
+            && dc != node.datacenter
+        {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("No path to datacenter {dc:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `node-meta=key:value` pairs; the synthesised node has to match all of them.
+    pub fn node_meta_matches(&self, node: &Node) -> Result<bool, ApiError> {
+        let wanted = self.all("node-meta");
+        if wanted.is_empty() {
+            return Ok(true);
+        }
+        let meta = node.info().meta;
+        for pair in wanted {
+            let (key, value) = pair.split_once(':').ok_or_else(|| {
+                ApiError::bad_request(format!("invalid node-meta {pair:?}: want key:value"))
+            })?;
+            if meta.get(key).map(String::as_str) != Some(value) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// A blocking query's parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct Blocking {
+    pub index: u64,
+    pub wait: Duration,
+}
+
+impl Blocking {
+    /// The wait with random jitter of up to wait/16 added, so that many clients that started
+    /// together do not all come back together.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        let jitter_cap = self.wait / 16;
+        let jitter = if jitter_cap.is_zero() {
+            Duration::ZERO
+        } else {
+            rand::rng().random_range(Duration::ZERO..jitter_cap)
+        };
+        tokio::time::Instant::now() + self.wait + jitter
+    }
+}

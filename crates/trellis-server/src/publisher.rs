@@ -1,0 +1,106 @@
+//! Makes durable changes visible: republishes the slots of changed services, signals changes of
+//! the service list and of KV, and hands changed checks to the checker.
+
+use crate::checker::CheckChange;
+use crate::published::{Published, Slot};
+use dashmap::DashMap;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use trellis_catalog::{Catalog, Effects, ServiceView};
+use trellis_types::registration::service_key;
+
+pub struct Publisher {
+    /// Per-service published views by service key (`service_key`: names match without regard
+    /// to case): the hot read path, no global lock.
+    slots: DashMap<String, Arc<Slot>>,
+    /// The services index, sent after every change of the list of services.
+    services_changed: watch::Sender<u64>,
+    /// The KV store index, sent after every KV change.
+    kv_changed: watch::Sender<u64>,
+    checks_changed: mpsc::UnboundedSender<CheckChange>,
+}
+
+impl Publisher {
+    pub fn new(catalog: &Catalog, checks_changed: mpsc::UnboundedSender<CheckChange>) -> Self {
+        Self {
+            slots: DashMap::new(),
+            services_changed: watch::channel(catalog.services_index()).0,
+            kv_changed: watch::channel(catalog.kv_store_index()).0,
+            checks_changed,
+        }
+    }
+
+    /// The slot of a service, if it has one.
+    pub fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+        self.slots
+            .get(service_key(name).as_ref())
+            .map(|s| s.clone())
+    }
+
+    /// The slot of a service, created from `view` if it has none. The caller holds the catalog
+    /// read lock while building the view, which orders the creation against publishing.
+    pub fn slot_or_insert_with(&self, name: &str, view: impl FnOnce() -> ServiceView) -> Arc<Slot> {
+        self.slots
+            .entry(service_key(name).into_owned())
+            .or_insert_with(|| Arc::new(Slot::new(view())))
+            .clone()
+    }
+
+    pub fn services_changed(&self) -> watch::Receiver<u64> {
+        self.services_changed.subscribe()
+    }
+
+    pub fn kv_changed(&self) -> watch::Receiver<u64> {
+        self.kv_changed.subscribe()
+    }
+
+    /// Publishes what a durable batch changed: new views per changed service, then the list and
+    /// KV signals, then the changed checks.
+    pub fn publish(&self, catalog: &Catalog, fx: &Effects) {
+        // Only services somebody has read or watched have a slot; the others get one, built from
+        // the catalog, on their first read. Registrations nobody looks at cost no view and no
+        // memory.
+        for name in &fx.services {
+            if let Some(slot) = self.slots.get(service_key(name).as_ref()) {
+                slot.tx
+                    .send_replace(Arc::new(Published::new(catalog.service_view(name))));
+            }
+        }
+        if fx.services_list {
+            self.services_changed.send_replace(catalog.services_index());
+        }
+        if fx.kv {
+            self.kv_changed.send_replace(catalog.kv_store_index());
+        }
+        for check_id in &fx.checks {
+            // The checker gets the check itself: it must not take the catalog lock, which the
+            // writer holds through every commit, from a runtime worker thread.
+            let active = catalog.check(check_id).filter(|c| c.is_active()).cloned();
+            let _ = self.checks_changed.send((check_id.clone(), active));
+        }
+    }
+
+    /// Publishes everything again after the catalog was reloaded: every held slot, both signals,
+    /// and `checks` (every check that may be probed, before or after the reload).
+    pub fn republish_all(&self, catalog: &Catalog, checks: BTreeSet<String>) {
+        let everything = Effects {
+            services: self.slots.iter().map(|slot| slot.key().clone()).collect(),
+            services_list: true,
+            kv: true,
+            checks,
+            ..Effects::default()
+        };
+        self.publish(catalog, &everything);
+    }
+
+    /// Drops slots nobody holds or watches and that have no instances: they carry nothing a
+    /// reader could not recompute, and dropping them bounds memory against many distinct names.
+    pub fn drop_idle_slots(&self) {
+        self.slots.retain(|_, slot| {
+            !(slot.current().view.instances.is_empty()
+                && Arc::strong_count(slot) == 1
+                && slot.tx.receiver_count() == 0)
+        });
+    }
+}
