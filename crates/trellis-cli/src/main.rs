@@ -60,10 +60,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_for(&cli.command).build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -84,8 +81,12 @@ fn main() -> std::process::ExitCode {
             Command::Orders(args) => {
                 Ok(trellis_example::run_orders(args, shutdown::signal()).await?)
             }
-            Command::Sidecar(args) => Ok(trellis_proxy::run_sidecar(args)?),
-            Command::Gateway(args) => Ok(trellis_proxy::run_gateway(args)?),
+            Command::Sidecar(args) => {
+                Ok(trellis_proxy::run_sidecar(args, shutdown::signal()).await?)
+            }
+            Command::Gateway(args) => {
+                Ok(trellis_proxy::run_gateway(args, shutdown::signal()).await?)
+            }
         }
     });
     match result {
@@ -95,4 +96,24 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The runtime for `command`: the proxies honour `--workers` (1 is a current-thread runtime,
+/// which spares the multi-threaded scheduler's cross-thread wake-ups); everything else gets
+/// the default multi-threaded runtime.
+fn runtime_for(command: &Command) -> tokio::runtime::Builder {
+    let workers = match command {
+        Command::Sidecar(args) => args.workers(),
+        Command::Gateway(args) => args.workers(),
+        _ => None,
+    };
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(n) = workers.filter(|n| *n > 1) {
+        builder.worker_threads(n);
+    }
+    builder.enable_all();
+    builder
 }

@@ -1,10 +1,10 @@
 //! The sidecar and gateway as real processes in front of real apps, with the real registry.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use trellis_proxy::body::{Body, full};
 use trellis_proxy::hyper::{HeaderMap, Request, Response, StatusCode};
@@ -14,18 +14,43 @@ use trellis_proxy::server::{ShutdownTrigger, serve, shutdown_pair};
 struct Proc {
     child: Child,
     addrs: Vec<(String, String)>,
+    /// Its stderr, when started with [`Proc::start_logged`].
+    log: Arc<Mutex<String>>,
 }
 
 impl Proc {
     /// Starts `trellis ARGS` and waits for `lines` "X listening on http://ADDR" lines.
     fn start(args: &[&str], lines: usize) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start trellis");
+        Self::spawn(args, lines, None)
+    }
+
+    /// Like [`Proc::start`], logging at `filter` (`TRELLIS_LOG`) into [`Proc::log`].
+    fn start_logged(args: &[&str], lines: usize, filter: &str) -> Self {
+        Self::spawn(args, lines, Some(filter))
+    }
+
+    fn spawn(args: &[&str], lines: usize, log_filter: Option<&str>) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trellis"));
+        command.args(args).stdout(Stdio::piped());
+        match log_filter {
+            Some(filter) => command.env("TRELLIS_LOG", filter).stderr(Stdio::piped()),
+            None => command.env("TRELLIS_LOG", "warn").stderr(Stdio::inherit()),
+        };
+        let mut child = command.spawn().expect("start trellis");
+        let log = Arc::new(Mutex::new(String::new()));
+        if let Some(mut stderr) = child.stderr.take() {
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stderr.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    sink.lock().unwrap().push_str(&text);
+                }
+            });
+        }
         let stdout = child.stdout.take().unwrap();
         let mut reader = BufReader::new(stdout);
         let mut addrs = Vec::new();
@@ -43,7 +68,11 @@ impl Proc {
         }
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in reader.lines() {});
-        Self { child, addrs }
+        Self { child, addrs, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     fn addr(&self, what: &str) -> String {
@@ -237,37 +266,41 @@ async fn outbound_balances_and_a_deregistered_instance_stops_receiving_traffic()
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().ends_with("/via-proxy"));
 
-    // Deregister instance 0 through the registry; the caller must stop using it.
+    // An operator's deregistration of a healthy instance through the registry is undone by
+    // its sidecar (anti-entropy, as a Consul agent does): it is back in the caller's view.
     let registry = trellis_client::Client::new(&url).unwrap();
     let inbound0 = cars[0].addr("inbound");
     let id = format!("users-127.0.0.1-{}", inbound0.rsplit(':').next().unwrap());
     let start = Instant::now();
     registry.deregister(&id).await.unwrap();
     let admin = caller.addr("admin");
-    eventually("the caller to drop the instance", || {
+    eventually("the instance to come back", || async {
+        let n = known(&admin, "users").await;
+        let registered = registry
+            .health_service("users", true, None)
+            .await
+            .is_ok_and(|r| r.value.iter().any(|e| e.service.id == id));
+        n == 3 && registered
+    })
+    .await;
+    eprintln!("deregistered instance back after {:?}", start.elapsed());
+
+    // Graceful shutdown deregisters first: callers forget the instance and send it nothing.
+    cars[1].signal("-TERM");
+    eventually("instance 1 to deregister itself", || {
         known(&admin, "users").map(|n| n == 2)
     })
     .await;
-    eprintln!(
-        "deregistration seen by the caller after {:?}",
-        start.elapsed()
-    );
-    let before = apps[0].hits.load(Ordering::SeqCst);
+    let before = apps[1].hits.load(Ordering::SeqCst);
     for _ in 0..200 {
         assert_eq!(call(&client, &outbound, "users", "/").await.0, 200);
     }
     assert_eq!(
-        apps[0].hits.load(Ordering::SeqCst),
+        apps[1].hits.load(Ordering::SeqCst),
         before,
         "no traffic after deregistration"
     );
-
-    // Graceful shutdown deregisters first: the registry forgets the instance.
-    cars[1].signal("-TERM");
-    eventually("instance 1 to deregister itself", || {
-        known(&admin, "users").map(|n| n == 1)
-    })
-    .await;
+    assert!(apps[0].hits.load(Ordering::SeqCst) > 0);
     let metrics = client
         .get(format!("http://{admin}/metrics"))
         .send()
@@ -510,4 +543,119 @@ async fn gateway_routes_by_prefix_and_kv_policy_applies_live() {
         ok
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_logs_registration_health_invalid_policies_and_deregistration() {
+    let (_registry, url) = registry();
+    let users = app("users", 200).await;
+    let app_addr = format!("127.0.0.1:{}", users.port);
+    let mut car = Proc::start_logged(
+        &[
+            "sidecar",
+            "--registry",
+            &url,
+            "--service",
+            "users",
+            "--id",
+            "users-logged",
+            "--app",
+            &app_addr,
+            "--inbound",
+            "127.0.0.1:0",
+            "--outbound",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--check-interval",
+            "100ms",
+            "--ttl",
+            "3s",
+            "--workers",
+            "1",
+        ],
+        3,
+        "info",
+    );
+    let log_has = |needle: &'static str| {
+        let log = car.log.clone();
+        move || {
+            let found = log.lock().unwrap().contains(needle);
+            async move { found }
+        }
+    };
+    eventually("the registration to be logged", log_has("registered")).await;
+    let log = car.log();
+    let line = log.lines().find(|l| l.contains("registered")).unwrap();
+    let port = car.addr("inbound").rsplit(':').next().unwrap().to_owned();
+    for field in [
+        "id=users-logged",
+        "address=127.0.0.1",
+        &format!("port={port}"),
+    ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    eventually(
+        "the app's health to be logged",
+        log_has("app health changed"),
+    )
+    .await;
+
+    // An invalid policy is refused with the key and the reason; the previous one stays.
+    let registry = trellis_client::Client::new(&url).unwrap();
+    registry
+        .kv_put("trellis/config/users", br#"{"max_retries": "lots"}"#, None)
+        .await
+        .unwrap();
+    eventually(
+        "the invalid policy warning",
+        log_has("invalid policy in KV"),
+    )
+    .await;
+    registry
+        .kv_put("trellis/config/users", b"not json", None)
+        .await
+        .unwrap();
+    eventually("the not-JSON warning", log_has("not JSON")).await;
+    let log = car.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("invalid policy in KV"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{log}");
+    for line in &warnings {
+        assert!(line.contains("WARN"), "{line}");
+        assert!(line.contains("key=trellis/config/users"), "{line}");
+        assert!(line.contains("previous policy stays in force"), "{line}");
+    }
+    assert!(
+        warnings[0].contains("reason=invalid configuration: max_retries: invalid type"),
+        "{}",
+        warnings[0]
+    );
+    // The sidecar still serves.
+    let inbound = car.addr("inbound");
+    let r = http()
+        .get(format!("http://{inbound}/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The app goes away: critical, with the probe's output.
+    drop(users);
+    eventually("the app to turn critical", || {
+        let log = car.log();
+        async move {
+            log.lines()
+                .any(|l| l.contains("app health changed") && l.contains("to=critical"))
+        }
+    })
+    .await;
+
+    car.signal("-TERM");
+    let status = car.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = car.log();
+    assert!(log.contains("deregistered"), "{log}");
 }

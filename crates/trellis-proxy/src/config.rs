@@ -241,14 +241,20 @@ impl PolicySource {
         if let Some(layer) = self.services.get(service) {
             merge(&mut value, layer.clone());
         }
+        let below_kv = value.clone();
         if let Some(layer) = kv {
             if !layer.is_object() {
                 return Err(Error::config("policy must be a JSON object"));
             }
             merge(&mut value, layer.clone());
         }
-        let policy: ServicePolicy =
-            serde_json::from_value(value).map_err(|e| Error::config(e.to_string()))?;
+        let policy: ServicePolicy = serde_json::from_value(value).map_err(|e| {
+            let field = kv.and_then(|layer| offending_field(&below_kv, layer));
+            Error::config(match field {
+                Some(field) => format!("{field}: {e}"),
+                None => e.to_string(),
+            })
+        })?;
         policy.validate()?;
         Ok(policy)
     }
@@ -261,6 +267,18 @@ impl Default for PolicySource {
             services: BTreeMap::new(),
         }
     }
+}
+
+/// The first top-level field of `layer` that alone makes `base` fail to parse: serde's type
+/// errors do not say which field they are about.
+fn offending_field<'a>(base: &Value, layer: &'a Value) -> Option<&'a str> {
+    layer.as_object()?.iter().find_map(|(key, field)| {
+        let mut value = base.clone();
+        merge(&mut value, serde_json::json!({ key: field }));
+        serde_json::from_value::<ServicePolicy>(value)
+            .is_err()
+            .then_some(key.as_str())
+    })
 }
 
 fn to_json(value: &impl Serialize) -> Result<Value> {
@@ -369,6 +387,11 @@ mod tests {
                 .is_err()
         );
         assert!(source.resolve("x", Some(&json!([1]))).is_err());
+        let named = source
+            .resolve("x", Some(&json!({"timeout": "1s", "max_retries": "lots"})))
+            .unwrap_err()
+            .to_string();
+        assert!(named.contains("max_retries: invalid type"), "{named}");
         let nanos = source
             .resolve("x", Some(&json!({"timeout": 2_000_000_000u64})))
             .unwrap();

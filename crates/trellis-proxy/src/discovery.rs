@@ -123,31 +123,45 @@ impl Discovery {
     }
 }
 
-/// Follows the service's watch stream for the life of the process.
+/// Follows the service's watch stream for the life of the process. A lost connection is
+/// logged once at warn (not once per reconnect attempt) and its end at info.
 async fn watch_endpoints(client: Client, upstream: Arc<Upstream>) {
     let service = upstream.name().clone();
     let mut failures = 0u32;
+    let mut outage_since: Option<Instant> = None;
     loop {
         match client.watch(&service).await {
             Ok(mut events) => {
                 upstream.set_connected(true);
+                if let Some(since) = outage_since.take() {
+                    tracing::info!(%service, down_ms = since.elapsed().as_millis() as u64,
+                        "registry watch reconnected");
+                }
                 while let Some(event) = events.next().await {
                     match event {
                         Ok(event) => {
                             failures = 0;
-                            tracing::debug!(%service, index = event.index, endpoints = event.instances.len(), "endpoints changed");
+                            tracing::debug!(%service, index = event.index,
+                                endpoints = event.instances.len(),
+                                instances = ?event.instances.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+                                "endpoint set changed");
                             upstream.set_endpoints(event.instances, event.index, None);
                         }
                         Err(e) => {
-                            tracing::warn!(%service, error = %e, "registry watch broke");
+                            tracing::warn!(%service, error = %e,
+                                "registry watch broke; keeping the last known endpoints");
+                            outage_since = Some(Instant::now());
                             break;
                         }
                     }
                 }
             }
-            Err(e) => {
-                tracing::warn!(%service, error = %e, "cannot watch registry; keeping last known endpoints")
+            Err(e) if outage_since.is_none() => {
+                tracing::warn!(%service, error = %e,
+                    "cannot watch the registry; keeping the last known endpoints, retrying");
+                outage_since = Some(Instant::now());
             }
+            Err(e) => tracing::debug!(%service, error = %e, "cannot watch the registry yet"),
         }
         upstream.set_connected(false);
         failures = failures.saturating_add(1);
@@ -159,8 +173,9 @@ async fn watch_policy(client: Client, source: Arc<PolicySource>, upstream: Arc<U
     watch_policy_with(client, source, upstream, |_| {}).await;
 }
 
-/// Follows `trellis/config/<service>` with blocking queries. An invalid value is logged and
-/// ignored (the previous policy stays); a deleted key returns the service to its static policy.
+/// Follows `trellis/config/<service>` with blocking queries. An invalid value is logged once
+/// at warn and ignored (the previous policy stays in force); a deleted key returns the service
+/// to its static policy.
 async fn watch_policy_with(
     client: Client,
     source: Arc<PolicySource>,
@@ -171,7 +186,7 @@ async fn watch_policy_with(
     let key = format!("{KV_PREFIX}{service}");
     let mut index = 0u64;
     let mut failures = 0u32;
-    let mut current: Option<Option<Value>> = None;
+    let mut layer = KvLayer::default();
     loop {
         let asked = Instant::now();
         let blocking = Blocking {
@@ -186,9 +201,9 @@ async fn watch_policy_with(
             }) => (Some(pair.decoded_value().unwrap_or_default()), index),
             Err(e) => {
                 if matches!(e, trellis_client::Error::Status { .. }) {
-                    tracing::warn!(%service, error = %e, "policy query refused");
+                    tracing::warn!(%service, %key, error = %e, "policy query refused");
                 } else {
-                    tracing::debug!(%service, error = %e, "cannot read policy from registry");
+                    tracing::debug!(%service, %key, error = %e, "cannot read policy from registry");
                 }
                 failures += 1;
                 tokio::time::sleep(delay(&RECONNECT, failures.min(16))).await;
@@ -196,30 +211,14 @@ async fn watch_policy_with(
             }
         };
         failures = 0;
-        let parsed: Option<Value> = match &value {
-            None => None,
-            Some(bytes) => match serde_json::from_slice::<Value>(bytes) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    tracing::warn!(%service, error = %e, "policy in KV is not JSON; ignored");
-                    current.clone().flatten()
-                }
-            },
-        };
-        if current.as_ref() != Some(&parsed) {
-            match source.resolve(&service, parsed.as_ref()) {
-                Ok(mut policy) => {
-                    force(&mut policy);
-                    if current.is_some() || parsed.is_some() {
-                        tracing::info!(%service, from_kv = parsed.is_some(), "policy applied");
-                    }
-                    upstream.set_policy(policy, parsed.is_some());
-                    current = Some(parsed);
-                }
-                Err(e) => {
-                    tracing::warn!(%service, error = %e, "policy in KV rejected; keeping the previous one")
-                }
+        match layer.update(&source, &service, value.as_deref(), force) {
+            PolicyChange::Unchanged => {}
+            PolicyChange::Apply { policy, from_kv } => {
+                tracing::info!(%service, %key, from_kv, "policy applied");
+                upstream.set_policy(policy, from_kv);
             }
+            PolicyChange::Invalid { reason } => tracing::warn!(%service, %key, %reason,
+                "invalid policy in KV ignored; the previous policy stays in force"),
         }
         // An index that goes backwards means the registry restarted: start over (Consul's
         // documented rule). Guard against a server that answers without blocking.
@@ -229,5 +228,146 @@ async fn watch_policy_with(
         if answered_at_once && requested != 0 && (index == requested || index == 0) {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+/// The KV layer of one service's policy: what is in force, and the last value refused.
+#[derive(Debug, Default)]
+struct KvLayer {
+    /// `None` until the first answer; then the KV layer in force (`Some(None)`: no key).
+    applied: Option<Option<Value>>,
+    /// The raw value last refused, so a refusal is logged once, not on every re-read.
+    refused: Option<Vec<u8>>,
+}
+
+/// What a new KV value means for the policy.
+#[derive(Debug)]
+enum PolicyChange {
+    Unchanged,
+    Apply {
+        policy: crate::config::ServicePolicy,
+        from_kv: bool,
+    },
+    /// Not JSON, or not a valid policy: the previous policy stays in force.
+    Invalid {
+        reason: String,
+    },
+}
+
+impl KvLayer {
+    /// Takes the key's current value (`None`: no key).
+    fn update(
+        &mut self,
+        source: &PolicySource,
+        service: &str,
+        raw: Option<&[u8]>,
+        force: fn(&mut crate::config::ServicePolicy),
+    ) -> PolicyChange {
+        if raw.is_some() && self.refused.as_deref() == raw {
+            return PolicyChange::Unchanged;
+        }
+        let parsed = match raw.map(serde_json::from_slice::<Value>).transpose() {
+            Ok(parsed) => parsed,
+            Err(e) => return self.refuse(raw, format!("not JSON: {e}")),
+        };
+        self.refused = None;
+        if self.applied.as_ref() == Some(&parsed) {
+            return PolicyChange::Unchanged;
+        }
+        match source.resolve(service, parsed.as_ref()) {
+            Ok(mut policy) => {
+                force(&mut policy);
+                let from_kv = parsed.is_some();
+                let first_without_key = self.applied.is_none() && !from_kv;
+                self.applied = Some(parsed);
+                if first_without_key {
+                    // Nothing in KV at startup: the static policy is already in force.
+                    return PolicyChange::Unchanged;
+                }
+                PolicyChange::Apply { policy, from_kv }
+            }
+            Err(e) => self.refuse(raw, e.to_string()),
+        }
+    }
+
+    fn refuse(&mut self, raw: Option<&[u8]>, reason: String) -> PolicyChange {
+        self.refused = raw.map(<[u8]>::to_vec);
+        PolicyChange::Invalid { reason }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(layer: &mut KvLayer, raw: Option<&str>) -> PolicyChange {
+        layer.update(
+            &PolicySource::default(),
+            "users",
+            raw.map(str::as_bytes),
+            |_| {},
+        )
+    }
+
+    #[test]
+    fn kv_policy_applies_and_invalid_values_keep_the_previous_one() {
+        let mut layer = KvLayer::default();
+        assert!(matches!(update(&mut layer, None), PolicyChange::Unchanged));
+        let PolicyChange::Apply { policy, from_kv } =
+            update(&mut layer, Some(r#"{"max_retries": 1}"#))
+        else {
+            panic!("applied");
+        };
+        assert!(from_kv);
+        assert_eq!(policy.max_retries, 1);
+        assert!(matches!(
+            update(&mut layer, Some(r#"{"max_retries": 1}"#)),
+            PolicyChange::Unchanged
+        ));
+
+        let PolicyChange::Invalid { reason } =
+            update(&mut layer, Some(r#"{"max_retries": "lots"}"#))
+        else {
+            panic!("refused");
+        };
+        assert!(
+            reason.contains("max_retries") || reason.contains("invalid type"),
+            "{reason}"
+        );
+        assert!(
+            matches!(
+                update(&mut layer, Some(r#"{"max_retries": "lots"}"#)),
+                PolicyChange::Unchanged
+            ),
+            "refused once, not on every re-read"
+        );
+        let PolicyChange::Invalid { reason } = update(&mut layer, Some("not json")) else {
+            panic!("refused");
+        };
+        assert!(reason.starts_with("not JSON"), "{reason}");
+        // Back to the value in force: nothing to do.
+        assert!(matches!(
+            update(&mut layer, Some(r#"{"max_retries": 1}"#)),
+            PolicyChange::Unchanged
+        ));
+        // Deleting the key returns to the static policy.
+        let PolicyChange::Apply { policy, from_kv } = update(&mut layer, None) else {
+            panic!("applied");
+        };
+        assert!(!from_kv);
+        assert_eq!(policy.max_retries, 2);
+    }
+
+    #[test]
+    fn an_invalid_value_at_startup_leaves_the_static_policy() {
+        let mut layer = KvLayer::default();
+        assert!(matches!(
+            update(&mut layer, Some("[1]")),
+            PolicyChange::Invalid { .. }
+        ));
+        let PolicyChange::Apply { from_kv, .. } = update(&mut layer, Some("{}")) else {
+            panic!("applied");
+        };
+        assert!(from_kv);
     }
 }

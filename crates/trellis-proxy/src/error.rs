@@ -1,7 +1,5 @@
 //! The crate's error type: everything that stops a proxy from starting or running.
 
-use std::net::SocketAddr;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid configuration: {0}")]
@@ -20,14 +18,6 @@ pub enum Error {
     },
     #[error("registry: {0}")]
     Registry(#[from] trellis_client::Error),
-    #[error("cannot start the runtime: {0}")]
-    Runtime(#[source] std::io::Error),
-    #[error("listener {addr} failed: {source}")]
-    Accept {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl Error {

@@ -4,11 +4,12 @@
 use crate::body::{Body, empty, full};
 use crate::client::{SendError, UpstreamBody, UpstreamClient};
 use crate::config::ServicePolicy;
+use crate::outcome::{Attempted, Outcome, classify};
 use crate::reject::Reject;
 use crate::upstream::{EndpointKey, Upstream};
 use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::Body as _;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Body as _, Frame};
 use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::http::uri::PathAndQuery;
 use hyper::{HeaderMap, Method, Request, Response, Uri, Version};
@@ -23,7 +24,8 @@ struct Template {
     method: Method,
     path: PathAndQuery,
     version: Version,
-    /// Taken by the last attempt that can be made; cloned by the others.
+    /// Cloned for each attempt but the last, which takes them (saving a copy on the common
+    /// single-attempt path).
     headers: Option<HeaderMap>,
 }
 
@@ -43,16 +45,6 @@ impl Template {
         *request.headers_mut() = headers.unwrap_or_default();
         request
     }
-}
-
-#[expect(
-    clippy::large_enum_variant,
-    reason = "the response is the common case; boxing it would allocate on every request"
-)]
-enum Outcome {
-    /// An answer to pass back (possibly a failure status that was not retried).
-    Response(Response<UpstreamBody>),
-    Failed(Reject),
 }
 
 /// Forwards `request` (origin-form URI) to `upstream` and returns the response to give the
@@ -106,7 +98,7 @@ async fn attempts(
     request: Request<Body>,
     start: Instant,
     deadline: Instant,
-) -> Outcome {
+) -> Outcome<Response<UpstreamBody>> {
     let (parts, body) = request.into_parts();
     let mut template = Template {
         path: parts
@@ -118,15 +110,10 @@ async fn attempts(
         version: parts.version,
         headers: Some(parts.headers),
     };
-    let (replay, mut stream) = if body.is_end_stream() {
-        (Some(Bytes::new()), None)
-    } else {
-        match tokio::time::timeout_at(deadline.into(), buffer_small(body)).await {
-            Ok(Ok(Ok(bytes))) => (Some(bytes), None),
-            Ok(Ok(Err(body))) => (None, Some(body)),
-            Ok(Err(())) => return Outcome::Failed(Reject::BadRequestBody),
-            Err(_) => return Outcome::Failed(Reject::Timeout),
-        }
+    let read = tokio::time::timeout_at(deadline.into(), RequestBody::read(body)).await;
+    let mut body = match read.unwrap_or(Err(Reject::Timeout)) {
+        Ok(body) => body,
+        Err(reject) => return Outcome::Failed(reject),
     };
     let idempotent = trellis_resilience::is_idempotent_method(template.method.as_str());
     let hash_key: Option<Vec<u8>> = policy
@@ -140,63 +127,49 @@ async fn attempts(
     }
     let mut retries = 0u32;
     let mut avoid: Option<EndpointKey> = None;
-    let mut last: Option<Outcome> = None;
+    let mut last: Option<Outcome<Response<UpstreamBody>>> = None;
     loop {
+        let Some(attempt_body) = body.take() else {
+            // Not reached: an attempt with a streamed body is always the last one.
+            return last.unwrap_or(Outcome::Failed(Reject::UpstreamReset));
+        };
+        // A retry avoids the endpoint that just failed whenever another one is eligible; with
+        // a single eligible endpoint it goes to that one again (see `Upstream::pick`).
         let now = Instant::now();
         let Some(endpoint) = upstream.pick(now, hash_key.as_deref(), avoid.as_ref()) else {
             return last.unwrap_or(Outcome::Failed(Reject::NoEndpoints));
         };
-        let body = match (&replay, stream.take()) {
-            (Some(bytes), _) if bytes.is_empty() => empty(),
-            (Some(bytes), _) => full(bytes.clone()),
-            (None, Some(body)) => body,
-            // A streamed body can only be sent once; the retry checks below prevent this.
-            (None, None) => return last.unwrap_or(Outcome::Failed(Reject::UpstreamReset)),
-        };
-        let last_attempt = replay.is_none() || retries >= policy.max_retries;
-        let request = template.build(body, last_attempt);
+        let last_attempt = !body.replayable() || retries >= policy.max_retries;
+        let request = template.build(attempt_body, last_attempt);
         let sent = Instant::now();
         let per_try = policy
             .per_try_timeout
             .min(deadline.saturating_duration_since(sent));
         let result = tokio::time::timeout(per_try, client.send_to(&endpoint, request)).await;
         let done = Instant::now();
-        let (outcome, success, retryable) = match result {
-            Ok(Ok(response)) => {
-                let status = response.status().as_u16();
-                let retry = idempotent && policy.retry_statuses.contains(&status);
-                (Outcome::Response(response), status < 500, retry)
-            }
-            Ok(Err(SendError::Connect)) => (Outcome::Failed(Reject::ConnectFailed), false, true),
-            Ok(Err(SendError::Reset)) => {
-                (Outcome::Failed(Reject::UpstreamReset), false, idempotent)
-            }
-            Err(_) => {
-                let reject = if done >= deadline {
-                    Reject::Timeout
-                } else {
-                    Reject::PerTryTimeout
-                };
-                (Outcome::Failed(reject), false, idempotent)
-            }
+        let attempted = match result {
+            Ok(Ok(response)) => Attempted::Answered {
+                status: response.status().as_u16(),
+                response,
+            },
+            Ok(Err(SendError::Connect)) => Attempted::ConnectFailed,
+            Ok(Err(SendError::Reset)) => Attempted::Reset,
+            Err(_elapsed) => Attempted::TimedOut,
         };
-        upstream.finish(&endpoint, done - sent, success, done);
-        let connect_failure = matches!(outcome, Outcome::Failed(Reject::ConnectFailed));
-        let can_retry = retryable
-            && !last_attempt
-            && template.headers.is_some()
-            && done < deadline
-            && upstream.try_retry(done);
-        if !can_retry {
-            if success && retries > 0 {
+        let connect_failure = matches!(attempted, Attempted::ConnectFailed);
+        let verdict = classify(attempted, idempotent, policy, done >= deadline);
+        upstream.finish(&endpoint, done - sent, verdict.success, done);
+        let retry = verdict.retryable && !last_attempt && upstream.try_retry(done);
+        if !retry {
+            if verdict.success && retries > 0 {
                 tracing::debug!(service = %upstream.name(), retries, took_ms = start.elapsed().as_millis() as u64, "succeeded after retries");
             }
-            return outcome;
+            return verdict.outcome;
         }
         retries += 1;
         upstream.metrics().retry(upstream.name());
         avoid = Some(endpoint);
-        last = Some(outcome);
+        last = Some(verdict.outcome);
         // Nothing reached the failed endpoint on a refused connect, so another endpoint can be
         // tried at once; other failures back off so a struggling service is not hammered.
         if !connect_failure {
@@ -209,25 +182,142 @@ async fn attempts(
     }
 }
 
-/// Reads the body into memory when it is known to be small, so it can be replayed.
-async fn buffer_small(body: Body) -> Result<Result<Bytes, Body>, ()> {
-    if body.is_end_stream() {
-        return Ok(Ok(Bytes::new()));
-    }
-    match body.size_hint().exact() {
-        Some(n) if n <= MAX_REPLAY_BODY => match body.collect().await {
-            Ok(collected) => {
-                // A body with trailers cannot be replayed as plain bytes.
-                if collected.trailers().is_some() {
-                    return Err(());
+/// A request body as far as sending it again is concerned.
+enum RequestBody {
+    /// Small and read into memory: every attempt sends a copy.
+    Replayable {
+        data: Bytes,
+        /// Trailers that came with it (rare in a small body, but they must not be lost).
+        trailers: Option<HeaderMap>,
+    },
+    /// Streamed straight through (large, or of unknown size): sent once.
+    Streaming(Body),
+    /// The streamed body went with an earlier attempt.
+    Consumed,
+}
+
+impl RequestBody {
+    /// Reads the body into memory when it is known to be small, so it can be replayed.
+    async fn read(body: Body) -> Result<Self, Reject> {
+        if body.is_end_stream() {
+            return Ok(Self::Replayable {
+                data: Bytes::new(),
+                trailers: None,
+            });
+        }
+        match body.size_hint().exact() {
+            Some(n) if n <= MAX_REPLAY_BODY => match body.collect().await {
+                Ok(collected) => {
+                    let trailers = collected.trailers().cloned();
+                    Ok(Self::Replayable {
+                        data: collected.to_bytes(),
+                        trailers,
+                    })
                 }
-                Ok(Ok(collected.to_bytes()))
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read request body");
+                    Err(Reject::BadRequestBody)
+                }
+            },
+            _ => Ok(Self::Streaming(body)),
+        }
+    }
+
+    /// Whether an attempt after the next one could still send the body.
+    fn replayable(&self) -> bool {
+        matches!(self, Self::Replayable { .. })
+    }
+
+    /// The body for the next attempt; `None` once a streamed body has been sent.
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            Self::Replayable {
+                data,
+                trailers: None,
+            } if data.is_empty() => Some(empty()),
+            Self::Replayable {
+                data,
+                trailers: None,
+            } => Some(full(data.clone())),
+            Self::Replayable {
+                data,
+                trailers: Some(trailers),
+            } => {
+                let frames = [Frame::data(data.clone()), Frame::trailers(trailers.clone())];
+                let stream = futures_util::stream::iter(frames.map(Ok::<_, hyper::Error>));
+                Some(StreamBody::new(stream).boxed())
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read request body");
-                Err(())
+            Self::Streaming(_) => match std::mem::replace(self, Self::Consumed) {
+                Self::Streaming(body) => Some(body),
+                _ => None,
+            },
+            Self::Consumed => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streamed() -> Body {
+        let frames = vec![Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(b"x")))];
+        StreamBody::new(futures_util::stream::iter(frames)).boxed()
+    }
+
+    #[tokio::test]
+    async fn small_bodies_replay_and_streams_are_sent_once() {
+        let mut small = RequestBody::read(full("hello")).await.unwrap();
+        assert!(small.replayable());
+        for _ in 0..3 {
+            let body = small.take().unwrap();
+            assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+        }
+        let mut none = RequestBody::read(empty()).await.unwrap();
+        assert!(none.replayable());
+        assert!(none.take().unwrap().is_end_stream());
+
+        let mut stream = RequestBody::read(streamed()).await.unwrap();
+        assert!(!stream.replayable());
+        assert!(stream.take().is_some());
+        assert!(stream.take().is_none(), "consumed");
+        assert!(!stream.replayable());
+
+        let big = full(vec![0u8; MAX_REPLAY_BODY as usize + 1]);
+        assert!(!RequestBody::read(big).await.unwrap().replayable());
+    }
+
+    #[tokio::test]
+    async fn a_small_body_with_trailers_replays_with_its_trailers() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        /// Data of a known length, then trailers (as an HTTP/2 request with content-length).
+        struct Sized(Vec<Frame<Bytes>>);
+        impl hyper::body::Body for Sized {
+            type Data = Bytes;
+            type Error = hyper::Error;
+            fn poll_frame(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+                let next = (!self.0.is_empty()).then(|| Ok(self.0.remove(0)));
+                std::task::Poll::Ready(next)
             }
-        },
-        _ => Ok(Err(body)),
+            fn size_hint(&self) -> hyper::body::SizeHint {
+                hyper::body::SizeHint::with_exact(3)
+            }
+        }
+        let body = Sized(vec![
+            Frame::data(Bytes::from_static(b"abc")),
+            Frame::trailers(trailers),
+        ])
+        .boxed();
+        let mut replay = RequestBody::read(body).await.unwrap();
+        assert!(replay.replayable());
+        for _ in 0..2 {
+            let collected = replay.take().unwrap().collect().await.unwrap();
+            assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+            assert_eq!(collected.to_bytes(), "abc");
+        }
     }
 }

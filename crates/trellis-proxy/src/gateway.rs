@@ -1,21 +1,21 @@
 //! `trellis gateway`: the edge proxy, routing by longest path prefix to registry services.
 
 use crate::admin::Admin;
-use crate::body::Body;
 use crate::client::UpstreamClient;
+use crate::config::PolicySource;
 use crate::discovery::Discovery;
-use crate::flags::PolicyArgs;
+use crate::flags::{PolicyArgs, push};
+use crate::listeners::{AdminListener, ProxyListener, serve_until};
 use crate::metrics::Metrics;
 use crate::proxy::{Mode, Proxy};
-use crate::runtime::{announce, block_on, signal};
-use crate::server::{bind, local_addr, serve, shutdown_pair};
+use crate::routes::Routes;
+use crate::server::bind;
 use crate::{Error, Result};
-use hyper::Request;
-use hyper::http::uri::PathAndQuery;
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct GatewayArgs {
     /// Registry HTTP address
     #[arg(
@@ -36,8 +36,8 @@ pub struct GatewayArgs {
     /// Forward the path unchanged instead of removing the matched prefix
     #[arg(long)]
     pub keep_prefix: bool,
-    /// Runtime worker threads [default: number of cores]
-    #[arg(long)]
+    /// Runtime worker threads; 1 runs everything on one thread [default: number of cores]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub workers: Option<usize>,
     /// TOML config file ([defaults], [services.<name>], [routes])
     #[arg(long)]
@@ -46,106 +46,94 @@ pub struct GatewayArgs {
     pub policy: PolicyArgs,
 }
 
-/// The route table.
-#[derive(Debug, Clone, Default)]
-pub struct Routes {
-    /// Longest prefix first.
-    routes: Vec<(String, String)>,
-    keep_prefix: bool,
+impl Default for GatewayArgs {
+    /// The command line's defaults (without reading `TRELLIS_HTTP_ADDR`), for building the
+    /// arguments in code.
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: GatewayArgs,
+        }
+        let command = <Only as clap::CommandFactory>::command()
+            .mut_arg("registry", |arg| arg.env(None::<&'static str>));
+        command
+            .try_get_matches_from(["gateway"])
+            .and_then(|matches| <Only as clap::FromArgMatches>::from_arg_matches(&matches))
+            .map(|only| only.args)
+            .expect("the gateway flags' defaults parse")
+    }
 }
 
-impl Routes {
-    /// Builds the table from `PREFIX=SERVICE` pairs.
-    pub fn new<'a>(
-        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-        keep_prefix: bool,
-    ) -> Result<Self> {
-        let mut routes = Vec::new();
-        for (prefix, service) in pairs {
-            if !prefix.starts_with('/') {
-                return Err(Error::config(format!(
-                    "route prefix {prefix:?} must start with '/'"
-                )));
-            }
-            trellis_types::registration::validate_service_name(service)
-                .map_err(|e| Error::config(format!("route {prefix}: {e}")))?;
-            let prefix = match prefix.trim_end_matches('/') {
-                "" => "/".to_owned(),
-                trimmed => trimmed.to_owned(),
-            };
-            if routes.iter().any(|(p, _)| *p == prefix) {
-                return Err(Error::config(format!(
-                    "route prefix {prefix:?} given twice"
-                )));
-            }
-            routes.push((prefix, service.to_owned()));
+impl GatewayArgs {
+    /// Runtime worker threads asked for (`None`: one per core).
+    pub fn workers(&self) -> Option<usize> {
+        self.workers
+    }
+
+    /// These arguments as a command line (without the subcommand name) that parses back into
+    /// an equal value.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        push(&mut args, "--registry", &self.registry);
+        push(&mut args, "--listen", &self.listen);
+        push(&mut args, "--admin", &self.admin);
+        for route in &self.routes {
+            push(&mut args, "--route", route);
         }
-        routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        if self.keep_prefix {
+            args.push("--keep-prefix".to_owned());
+        }
+        if let Some(n) = self.workers {
+            push(&mut args, "--workers", n);
+        }
+        if let Some(path) = &self.config {
+            push(&mut args, "--config", path);
+        }
+        args.extend(self.policy.to_args());
+        args
+    }
+}
+
+/// A gateway whose configuration has been read and validated, ready to bind its ports.
+pub struct Gateway {
+    args: GatewayArgs,
+    routes: Routes,
+    policies: PolicySource,
+}
+
+impl Gateway {
+    /// Reads the config file and validates everything, before any port is bound.
+    pub fn new(args: GatewayArgs) -> Result<Self> {
+        let (file, policies) = args.policy.load(args.config.as_deref())?;
+        let mut specs: Vec<String> = file
+            .routes
+            .iter()
+            .map(|(p, s)| format!("{p}={s}"))
+            .collect();
+        specs.extend(args.routes.iter().cloned());
+        let routes = Routes::parse(&specs, args.keep_prefix)?;
+        if routes.is_empty() {
+            return Err(Error::config("no routes: give --route PREFIX=SERVICE"));
+        }
         Ok(Self {
+            args,
             routes,
-            keep_prefix,
+            policies,
         })
     }
 
-    /// Parses `--route` values.
-    pub fn parse(specs: &[String], keep_prefix: bool) -> Result<Self> {
-        let pairs = specs
-            .iter()
-            .map(|spec| {
-                spec.split_once('=')
-                    .ok_or_else(|| Error::config(format!("route {spec:?} is not PREFIX=SERVICE")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Self::new(pairs, keep_prefix)
-    }
-
-    /// The service for `path` and the path to send it, or `None` when no route matches.
-    /// Prefixes match whole segments: `/orders` matches `/orders` and `/orders/1`, not
-    /// `/ordersx`.
-    pub fn resolve(&self, path: &PathAndQuery) -> Option<(&str, PathAndQuery)> {
-        let p = path.path();
-        let (prefix, service) = self.routes.iter().find(|(prefix, _)| {
-            prefix == "/"
-                || p == prefix
-                || (p.starts_with(prefix.as_str()) && p.as_bytes().get(prefix.len()) == Some(&b'/'))
-        })?;
-        if self.keep_prefix || prefix == "/" {
-            return Some((service, path.clone()));
-        }
-        let rest = &p[prefix.len()..];
-        let rest = if rest.is_empty() { "/" } else { rest };
-        let rewritten = match path.query() {
-            Some(q) => format!("{rest}?{q}"),
-            None => rest.to_owned(),
-        };
-        Some((service, rewritten.parse().ok()?))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
-}
-
-/// Runs the gateway until SIGINT/SIGTERM.
-pub fn run_gateway(args: GatewayArgs) -> Result<()> {
-    // Everything is validated before a port is bound.
-    let (file, policies) = args.policy.load(args.config.as_deref())?;
-    let mut specs: Vec<String> = file
-        .routes
-        .iter()
-        .map(|(p, s)| format!("{p}={s}"))
-        .collect();
-    specs.extend(args.routes.iter().cloned());
-    let routes = Routes::parse(&specs, args.keep_prefix)?;
-    if routes.is_empty() {
-        return Err(Error::config("no routes: give --route PREFIX=SERVICE"));
-    }
-    let metrics = Metrics::new();
-    let discovery = Discovery::new(&args.registry, policies, metrics.clone())?;
-    block_on(args.workers, async move {
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let Self {
+            args,
+            routes,
+            policies,
+        } = self;
         let listener = bind(&args.listen).await?;
         let admin_listener = bind(&args.admin).await?;
-        let discovery = Arc::new(discovery);
+        let metrics = Metrics::new();
+        let discovery = Arc::new(Discovery::new(&args.registry, policies, metrics.clone())?);
         let client = UpstreamClient::new(args.policy.pool());
         let proxy = Arc::new(Proxy::new(
             Mode::Gateway(routes),
@@ -153,91 +141,85 @@ pub fn run_gateway(args: GatewayArgs) -> Result<()> {
             client,
             metrics.clone(),
         ));
-        let ready = Arc::new(AtomicBool::new(true));
         let admin = Arc::new(Admin {
             metrics,
             discovery,
             inbound: None,
-            ready: ready.clone(),
+            // Listening is all a gateway needs to be ready: it waits for discovery per request.
+            ready: Arc::new(AtomicBool::new(true)),
         });
-        let (trigger, shutdown) = shutdown_pair();
-        announce("gateway", local_addr(&listener)?);
-        announce("admin", local_addr(&admin_listener)?);
-        let drain = args.policy.drain_timeout;
-        let main = tokio::spawn(serve(
-            listener,
-            move |request: Request<Body>| {
-                let proxy = proxy.clone();
-                async move { proxy.handle(request).await }
-            },
-            shutdown.clone(),
-            drain,
-        ));
-        let admin_task = tokio::spawn(serve(
-            admin_listener,
-            move |request: Request<Body>| {
-                let admin = admin.clone();
-                async move { admin.handle(&request) }
+        serve_until(
+            vec![ProxyListener {
+                name: "gateway",
+                listener,
+                proxy,
+            }],
+            AdminListener {
+                listener: admin_listener,
+                admin,
             },
             shutdown,
-            drain,
-        ));
-        signal().await;
-        tracing::info!("shutting down: draining in-flight requests");
-        ready.store(false, Ordering::Relaxed);
-        trigger.trigger();
-        let _ = main.await;
-        let _ = admin_task.await;
-        Ok(())
-    })
+            async {},
+            args.policy.drain_timeout,
+        )
+        .await
+    }
+}
+
+/// Runs the gateway until `shutdown` resolves (the binary passes SIGINT/SIGTERM), then drains.
+pub async fn run_gateway(
+    args: GatewayArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    Gateway::new(args)?.run(shutdown).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
-    fn pq(s: &str) -> PathAndQuery {
-        s.parse().unwrap()
+    #[derive(Parser, Debug)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: GatewayArgs,
+    }
+
+    fn round_trip(args: GatewayArgs) {
+        let mut argv = vec!["gateway".to_owned()];
+        argv.extend(args.to_args());
+        let parsed = Wrapper::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        assert_eq!(parsed.args, args, "{argv:?}");
     }
 
     #[test]
-    fn longest_prefix_wins_and_is_stripped() {
-        let routes = Routes::parse(
-            &[
-                "/api=web".into(),
-                "/api/orders/=orders".into(),
-                "/users=users".into(),
-            ],
-            false,
-        )
-        .unwrap();
-        let (svc, path) = routes.resolve(&pq("/api/orders/7?x=1")).unwrap();
-        assert_eq!((svc, path.as_str()), ("orders", "/7?x=1"));
-        let (svc, path) = routes.resolve(&pq("/api/orders")).unwrap();
-        assert_eq!((svc, path.as_str()), ("orders", "/"));
-        let (svc, path) = routes.resolve(&pq("/api/other")).unwrap();
-        assert_eq!((svc, path.as_str()), ("web", "/other"));
-        assert!(
-            routes.resolve(&pq("/usersx")).is_none(),
-            "whole segments only"
-        );
-        assert!(routes.resolve(&pq("/")).is_none());
+    fn defaults_round_trip() {
+        let defaults = GatewayArgs::default();
+        assert_eq!(defaults.listen, "0.0.0.0:8080");
+        assert_eq!(defaults.registry, "http://127.0.0.1:8500");
+        assert!(defaults.routes.is_empty());
+        round_trip(defaults);
     }
 
     #[test]
-    fn keep_prefix_and_root_route() {
-        let routes = Routes::parse(&["/=web".into(), "/orders=orders".into()], true).unwrap();
-        let (svc, path) = routes.resolve(&pq("/orders/1")).unwrap();
-        assert_eq!((svc, path.as_str()), ("orders", "/orders/1"));
-        let (svc, path) = routes.resolve(&pq("/anything")).unwrap();
-        assert_eq!((svc, path.as_str()), ("web", "/anything"));
+    fn every_flag_round_trips() {
+        let mut args = GatewayArgs {
+            registry: "http://10.0.0.1:8500".into(),
+            listen: "127.0.0.1:0".into(),
+            admin: "127.0.0.1:1".into(),
+            routes: vec!["/users=users".into(), "/=web".into()],
+            keep_prefix: true,
+            workers: Some(3),
+            config: Some("-odd name.toml".into()),
+            ..GatewayArgs::default()
+        };
+        args.policy.max_retries = Some(1);
+        args.policy.load_balancer = Some(trellis_balance::Policy::RoundRobin);
+        round_trip(args);
     }
 
     #[test]
-    fn bad_routes_are_rejected() {
-        assert!(Routes::parse(&["orders=orders".into()], false).is_err());
-        assert!(Routes::parse(&["/o".into()], false).is_err());
-        assert!(Routes::parse(&["/o=bad name".into()], false).is_err());
-        assert!(Routes::parse(&["/o=a".into(), "/o/=b".into()], false).is_err());
+    fn zero_workers_is_refused() {
+        assert!(Wrapper::try_parse_from(["gateway", "--workers", "0"]).is_err());
     }
 }

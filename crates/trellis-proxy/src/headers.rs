@@ -94,16 +94,12 @@ fn hex(out: &mut [u8], mut value: u128) {
 }
 
 /// A random UUID (version 4), as text.
-fn new_request_id(rng: &mut impl Rng) -> [u8; 36] {
-    let bits = (rng.random::<u128>() & !(0xF << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
-    let mut hex32 = [0u8; 32];
-    hex(&mut hex32, bits);
-    let mut text = [b'-'; 36];
-    text[0..8].copy_from_slice(&hex32[0..8]);
-    text[9..13].copy_from_slice(&hex32[8..12]);
-    text[14..18].copy_from_slice(&hex32[12..16]);
-    text[19..23].copy_from_slice(&hex32[16..20]);
-    text[24..36].copy_from_slice(&hex32[20..32]);
+fn new_request_id(rng: &mut impl Rng) -> [u8; uuid::fmt::Hyphenated::LENGTH] {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Builder::from_random_bytes(rng.random())
+        .into_uuid()
+        .hyphenated()
+        .encode_lower(&mut text);
     text
 }
 
@@ -168,8 +164,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(TRACEPARENT, HeaderValue::from_static("00-0000-bad-01"));
         let id = ensure_trace_context(&mut h);
-        assert_eq!(id.len(), 36);
-        assert_eq!(id.to_str().unwrap().as_bytes()[14], b'4');
+        let parsed = uuid::Uuid::try_parse(id.to_str().unwrap()).unwrap();
+        assert_eq!(parsed.get_version(), Some(uuid::Version::Random));
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+        assert_eq!(parsed.hyphenated().to_string(), id.to_str().unwrap());
         let tp = h[TRACEPARENT].to_str().unwrap();
         assert!(is_valid_traceparent(tp), "{tp}");
         assert!(!is_valid_traceparent(

@@ -2,8 +2,10 @@
 //! `trellis gateway`.
 //!
 //! The engine ([`Proxy`]) is a plain async function from request to response so tests can drive
-//! it without sockets; [`server`] puts it behind listeners, [`sidecar`] and [`gateway`] wire the
-//! listeners, discovery and registration together for the two commands.
+//! it without sockets; [`server`] puts it behind listeners, [`listeners`] serves a command's
+//! listeners until shutdown, and [`sidecar`] and [`gateway`] wire listeners, discovery and
+//! registration together for the two commands. The binary owns the runtime and the signals:
+//! [`run_sidecar`] and [`run_gateway`] are async and stop when the future they are given resolves.
 
 pub mod admin;
 pub mod body;
@@ -15,10 +17,13 @@ pub mod flags;
 pub mod forward;
 pub mod gateway;
 pub mod headers;
+pub mod listeners;
 pub mod metrics;
+pub mod outcome;
 pub mod proxy;
+pub mod registration;
 pub mod reject;
-pub mod runtime;
+pub mod routes;
 pub mod server;
 pub mod sidecar;
 pub mod upstream;

@@ -1,33 +1,27 @@
-//! `trellis sidecar`: registers one service instance, keeps its TTL check in step with the
-//! app's health, and proxies the app's traffic in (inbound) and out (outbound).
+//! `trellis sidecar`: registers one service instance and keeps it registered (see
+//! [`crate::registration`]), and proxies the app's traffic in (inbound) and out (outbound).
 
 use crate::admin::Admin;
-use crate::body::Body;
 use crate::client::UpstreamClient;
-use crate::config::ServicePolicy;
-use crate::discovery::{Discovery, delay};
-use crate::flags::PolicyArgs;
+use crate::config::{PolicySource, ServicePolicy};
+use crate::discovery::Discovery;
+use crate::flags::{PolicyArgs, duration_arg, push};
+use crate::listeners::{AdminListener, ProxyListener, serve_until};
 use crate::metrics::Metrics;
 use crate::proxy::{Mode, Proxy};
-use crate::runtime::{announce, block_on, signal};
-use crate::server::{bind, local_addr, serve, shutdown_pair};
+use crate::registration::{AppCheck, Registration, keep_registered};
+use crate::server::{bind, local_addr, shutdown_pair};
 use crate::upstream::Upstream;
 use crate::{Error, Result};
-use hyper::Request;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use trellis_client::{Client, probe};
-use trellis_resilience::{Backoff, Jitter};
 use trellis_types::{CheckDefinition, CheckKind, CheckStatus, ServiceRegistration, Weights};
 
-fn duration(text: &str) -> std::result::Result<Duration, String> {
-    trellis_types::parse_go_duration(text)
-}
-
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct SidecarArgs {
     /// Registry HTTP address
     #[arg(
@@ -68,22 +62,97 @@ pub struct SidecarArgs {
     #[arg(long)]
     pub health_path: Option<String>,
     /// How often the app is checked
-    #[arg(long, value_parser = duration, default_value = "1s")]
+    #[arg(long, value_parser = trellis_types::parse_go_duration, default_value = "1s")]
     pub check_interval: Duration,
     /// TTL of the registered check: an instance whose sidecar stops reporting turns critical
-    #[arg(long, value_parser = duration, default_value = "10s")]
+    #[arg(long, value_parser = trellis_types::parse_go_duration, default_value = "10s")]
     pub ttl: Duration,
     /// The registry removes an instance critical for this long
-    #[arg(long, value_parser = duration, default_value = "1m")]
+    #[arg(long, value_parser = trellis_types::parse_go_duration, default_value = "1m")]
     pub deregister_after: Duration,
-    /// Runtime worker threads [default: number of cores]
-    #[arg(long)]
+    /// Runtime worker threads; 1 runs everything on one thread [default: number of cores]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub workers: Option<usize>,
     /// TOML config file ([defaults], [services.<name>])
     #[arg(long)]
     pub config: Option<String>,
     #[command(flatten)]
     pub policy: PolicyArgs,
+}
+
+impl SidecarArgs {
+    /// The arguments for `service` in front of `app` (`HOST:PORT`), every other field at the
+    /// command line's default (without reading `TRELLIS_HTTP_ADDR`).
+    pub fn new(service: &str, app: &str) -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: SidecarArgs,
+        }
+        let command = <Only as clap::CommandFactory>::command()
+            .mut_arg("registry", |arg| arg.env(None::<&'static str>));
+        let argv = [
+            "sidecar".to_owned(),
+            format!("--service={service}"),
+            format!("--app={app}"),
+        ];
+        command
+            .try_get_matches_from(argv)
+            .and_then(|matches| <Only as clap::FromArgMatches>::from_arg_matches(&matches))
+            .map(|only| only.args)
+            .expect("the sidecar flags' defaults parse")
+    }
+
+    /// Runtime worker threads asked for (`None`: one per core).
+    pub fn workers(&self) -> Option<usize> {
+        self.workers
+    }
+
+    /// These arguments as a command line (without the subcommand name) that parses back into
+    /// an equal value.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        push(&mut args, "--registry", &self.registry);
+        push(&mut args, "--service", &self.service);
+        push(&mut args, "--app", &self.app);
+        if let Some(id) = &self.id {
+            push(&mut args, "--id", id);
+        }
+        for tag in &self.tags {
+            push(&mut args, "--tag", tag);
+        }
+        for meta in &self.meta {
+            push(&mut args, "--meta", meta);
+        }
+        push(&mut args, "--inbound", &self.inbound);
+        push(&mut args, "--outbound", &self.outbound);
+        push(&mut args, "--admin", &self.admin);
+        if let Some(host) = &self.advertise {
+            push(&mut args, "--advertise", host);
+        }
+        if let Some(path) = &self.health_path {
+            push(&mut args, "--health-path", path);
+        }
+        push(
+            &mut args,
+            "--check-interval",
+            duration_arg(self.check_interval),
+        );
+        push(&mut args, "--ttl", duration_arg(self.ttl));
+        push(
+            &mut args,
+            "--deregister-after",
+            duration_arg(self.deregister_after),
+        );
+        if let Some(n) = self.workers {
+            push(&mut args, "--workers", n);
+        }
+        if let Some(path) = &self.config {
+            push(&mut args, "--config", path);
+        }
+        args.extend(self.policy.to_args());
+        args
+    }
 }
 
 /// The inbound side forwards to one local app: retrying it or ejecting it would not help.
@@ -102,42 +171,69 @@ fn parse_meta(pairs: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
-/// Runs the sidecar until SIGINT/SIGTERM, then deregisters, drains and returns.
-pub fn run_sidecar(args: SidecarArgs) -> Result<()> {
-    trellis_types::registration::validate_service_name(&args.service)
-        .map_err(|e| Error::config(e.to_string()))?;
-    let meta = parse_meta(&args.meta)?;
-    if args
-        .app
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-        .is_none()
-    {
-        return Err(Error::config(format!(
-            "--app {:?} is not HOST:PORT",
-            args.app
-        )));
+/// A sidecar whose configuration has been read and validated, ready to bind its ports.
+pub struct Sidecar {
+    args: SidecarArgs,
+    meta: BTreeMap<String, String>,
+    policies: PolicySource,
+    /// The policy of the inbound side (the local app).
+    own: ServicePolicy,
+    check: AppCheck,
+}
+
+impl Sidecar {
+    /// Reads the config file and validates everything, before any port is bound.
+    pub fn new(args: SidecarArgs) -> Result<Self> {
+        trellis_types::registration::validate_service_name(&args.service)
+            .map_err(|e| Error::config(e.to_string()))?;
+        let meta = parse_meta(&args.meta)?;
+        if args
+            .app
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(Error::config(format!(
+                "--app {:?} is not HOST:PORT",
+                args.app
+            )));
+        }
+        if let Some(path) = &args.health_path
+            && !path.starts_with('/')
+        {
+            return Err(Error::config("--health-path must start with '/'"));
+        }
+        if args.check_interval.is_zero() || args.ttl <= args.check_interval {
+            return Err(Error::config("--ttl must be longer than --check-interval"));
+        }
+        let (_, policies) = args.policy.load(args.config.as_deref())?;
+        let mut own = policies.resolve(&args.service, None)?;
+        inbound_policy(&mut own);
+        let check = AppCheck::new(&args.app, args.health_path.as_deref())?;
+        Ok(Self {
+            args,
+            meta,
+            policies,
+            own,
+            check,
+        })
     }
-    if let Some(path) = &args.health_path
-        && !path.starts_with('/')
-    {
-        return Err(Error::config("--health-path must start with '/'"));
-    }
-    if args.check_interval.is_zero() || args.ttl <= args.check_interval {
-        return Err(Error::config("--ttl must be longer than --check-interval"));
-    }
-    let (_, policies) = args.policy.load(args.config.as_deref())?;
-    let mut own = policies.resolve(&args.service, None)?;
-    inbound_policy(&mut own);
-    let metrics = Metrics::new();
-    let discovery = Discovery::new(&args.registry, policies, metrics.clone())?;
-    block_on(args.workers, async move {
+
+    /// Serves until `shutdown` resolves; then deregisters, drains and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let Self {
+            args,
+            meta,
+            policies,
+            own,
+            check,
+        } = self;
         let inbound = bind(&args.inbound).await?;
         let outbound = bind(&args.outbound).await?;
         let admin_listener = bind(&args.admin).await?;
         let inbound_addr = local_addr(&inbound)?;
-        let outbound_addr = local_addr(&outbound)?;
-        let discovery = Arc::new(discovery);
+        let metrics = Metrics::new();
+        let discovery = Arc::new(Discovery::new(&args.registry, policies, metrics.clone())?);
         let client = UpstreamClient::new(args.policy.pool());
         let app = Arc::new(Upstream::fixed(
             &args.service,
@@ -146,80 +242,89 @@ pub fn run_sidecar(args: SidecarArgs) -> Result<()> {
             metrics.clone(),
         ));
         discovery.watch_policy_of(app.clone(), inbound_policy);
-        let ready = Arc::new(AtomicBool::new(false));
-        let (trigger, shutdown) = shutdown_pair();
-        let drain = args.policy.drain_timeout;
-        let mut tasks = Vec::new();
-        for (listener, mode) in [
-            (inbound, Mode::Inbound(app.clone())),
-            (outbound, Mode::Outbound),
-        ] {
-            let proxy = Arc::new(Proxy::new(
+        let proxy = |mode| {
+            Arc::new(Proxy::new(
                 mode,
                 discovery.clone(),
                 client.clone(),
                 metrics.clone(),
-            ));
-            tasks.push(tokio::spawn(serve(
-                listener,
-                move |request: Request<Body>| {
-                    let proxy = proxy.clone();
-                    async move { proxy.handle(request).await }
-                },
-                shutdown.clone(),
-                drain,
-            )));
-        }
+            ))
+        };
+        let listeners = vec![
+            ProxyListener {
+                name: "inbound",
+                listener: inbound,
+                proxy: proxy(Mode::Inbound(app.clone())),
+            },
+            ProxyListener {
+                name: "outbound",
+                listener: outbound,
+                proxy: proxy(Mode::Outbound),
+            },
+        ];
+        let ready = Arc::new(AtomicBool::new(false));
         let admin = Arc::new(Admin {
             metrics,
             discovery: discovery.clone(),
             inbound: Some(app),
             ready: ready.clone(),
         });
-        let admin_addr = local_addr(&admin_listener)?;
-        tasks.push(tokio::spawn(serve(
-            admin_listener,
-            move |request: Request<Body>| {
-                let admin = admin.clone();
-                async move { admin.handle(&request) }
-            },
-            shutdown.clone(),
-            drain,
-        )));
-        announce("inbound", inbound_addr);
-        announce("outbound", outbound_addr);
-        announce("admin", admin_addr);
 
         let registration = registration(&args, meta, inbound_addr);
         let instance = registration.id.clone();
-        let health = tokio::spawn(keep_registered(
-            discovery.client().clone(),
-            registration,
-            AppCheck::new(&args)?,
-            args.check_interval,
-            ready.clone(),
+        let (stop_keeper, keeper_stop) = shutdown_pair();
+        let mut keeper = tokio::spawn(keep_registered(
+            Registration {
+                client: discovery.client().clone(),
+                registration,
+                check,
+                interval: args.check_interval,
+                ttl: args.ttl,
+                ready: ready.clone(),
+            },
+            keeper_stop,
         ));
-        signal().await;
-        tracing::info!(%instance, "shutting down: deregistering, then draining");
-        ready.store(false, Ordering::Relaxed);
-        health.abort();
-        // Deregister first so callers stop choosing this instance while it still serves.
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            discovery.client().deregister(&instance),
+        // Deregister before draining, so callers stop choosing this instance while it still
+        // serves what is in flight.
+        let deregister = async move {
+            stop_keeper.trigger();
+            // The keeper finishes a registry call in flight, so a registration cannot land
+            // after the deregistration; a registry that hangs does not hold shutdown up.
+            if tokio::time::timeout(Duration::from_secs(5), &mut keeper)
+                .await
+                .is_err()
+            {
+                keeper.abort();
+            }
+            ready.store(false, Ordering::Relaxed);
+            let client = discovery.client();
+            match tokio::time::timeout(Duration::from_secs(5), client.deregister(&instance)).await {
+                Ok(Ok(())) => tracing::info!(%instance, "deregistered"),
+                Ok(Err(e)) => tracing::warn!(%instance, error = %e, "deregistration failed"),
+                Err(_) => tracing::warn!(%instance, "deregistration timed out"),
+            }
+        };
+        serve_until(
+            listeners,
+            AdminListener {
+                listener: admin_listener,
+                admin,
+            },
+            shutdown,
+            deregister,
+            args.policy.drain_timeout,
         )
         .await
-        {
-            Ok(Ok(())) => tracing::info!(%instance, "deregistered"),
-            Ok(Err(e)) => tracing::warn!(%instance, error = %e, "deregistration failed"),
-            Err(_) => tracing::warn!(%instance, "deregistration timed out"),
-        }
-        trigger.trigger();
-        for task in tasks {
-            let _ = task.await;
-        }
-        Ok(())
-    })
+    }
+}
+
+/// Runs the sidecar until `shutdown` resolves (the binary passes SIGINT/SIGTERM); then
+/// deregisters, drains and returns.
+pub async fn run_sidecar(
+    args: SidecarArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    Sidecar::new(args)?.run(shutdown).await
 }
 
 /// The instance as registered: the inbound listener's address, with a TTL check that the
@@ -266,104 +371,82 @@ fn registration(
     }
 }
 
-/// How the app's health is probed.
-enum AppCheck {
-    Http { http: reqwest::Client, url: String },
-    Tcp { addr: String },
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
 
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-impl AppCheck {
-    fn new(args: &SidecarArgs) -> Result<Self> {
-        Ok(match &args.health_path {
-            Some(path) => Self::Http {
-                http: reqwest::Client::builder()
-                    .no_proxy()
-                    .timeout(PROBE_TIMEOUT)
-                    .build()
-                    .map_err(|e| Error::config(format!("http client: {e}")))?,
-                url: format!("http://{}{}", args.app, path),
-            },
-            None => Self::Tcp {
-                addr: args.app.clone(),
-            },
-        })
+    #[derive(Parser, Debug)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: SidecarArgs,
     }
 
-    /// The app's status and a line saying why.
-    async fn probe(&self) -> (CheckStatus, String) {
-        match self {
-            Self::Http { http, url } => {
-                probe::http(http.get(url), &format!("HTTP GET {url}")).await
-            }
-            Self::Tcp { addr } => probe::tcp(addr, PROBE_TIMEOUT).await,
-        }
+    fn round_trip(args: SidecarArgs) {
+        let mut argv = vec!["sidecar".to_owned()];
+        argv.extend(args.to_args());
+        let parsed = Wrapper::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        assert_eq!(parsed.args, args, "{argv:?}");
     }
-}
 
-/// Registers the instance (retrying until the registry answers), then reports the app's health
-/// to the TTL check every interval. Re-registers if the registry reaped the instance while it
-/// was critical.
-async fn keep_registered(
-    client: Client,
-    registration: ServiceRegistration,
-    check: AppCheck,
-    interval: Duration,
-    ready: Arc<AtomicBool>,
-) {
-    let check_id = format!("service:{}", registration.id);
-    let backoff = Backoff {
-        base: Duration::from_millis(200),
-        max: Duration::from_secs(5),
-        jitter: Jitter::Equal,
-    };
-    let mut registered = false;
-    let mut failures = 0u32;
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last: Option<CheckStatus> = None;
-    loop {
-        let (status, output) = check.probe().await;
-        if !registered {
-            match client.register(&registration).await {
-                Ok(()) => {
-                    registered = true;
-                    failures = 0;
-                    tracing::info!(id = %registration.id, address = %registration.address, port = registration.port, "registered");
-                }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(error = %e, "cannot register; retrying");
-                    tokio::time::sleep(delay(&backoff, failures.min(16))).await;
-                    continue;
-                }
-            }
-        }
-        match client.update_check(&check_id, status, &output).await {
-            Ok(()) => {
-                if last != Some(status) {
-                    tracing::info!(%status, %output, "app health reported");
-                }
-                last = Some(status);
-                ready.store(status != CheckStatus::Critical, Ordering::Relaxed);
-            }
-            Err(trellis_client::Error::Status { status: 404, .. }) => {
-                // Reaped after being critical too long: come back once the app is healthy.
-                // Deregistered while healthy: someone removed it on purpose; respect that.
-                if last == Some(CheckStatus::Critical) {
-                    tracing::warn!("registry removed this critical instance; registering again");
-                    registered = false;
-                    continue;
-                }
-                tracing::warn!(
-                    "instance was deregistered through the registry; not re-registering"
-                );
-                ready.store(false, Ordering::Relaxed);
-                return;
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot report health"),
-        }
-        ticker.tick().await;
+    #[test]
+    fn new_fills_the_command_line_defaults_and_round_trips() {
+        let args = SidecarArgs::new("users", "127.0.0.1:8081");
+        assert_eq!(args.service, "users");
+        assert_eq!(args.app, "127.0.0.1:8081");
+        assert_eq!(args.registry, "http://127.0.0.1:8500");
+        assert_eq!(args.inbound, "0.0.0.0:15000");
+        assert_eq!(args.ttl, Duration::from_secs(10));
+        assert_eq!(args.policy, PolicyArgs::default());
+        round_trip(args);
+    }
+
+    #[test]
+    fn every_flag_round_trips() {
+        let mut args = SidecarArgs {
+            id: Some("users-1".into()),
+            tags: vec!["v1".into(), "-dash".into()],
+            meta: vec!["zone=a".into(), "k=v=w".into()],
+            advertise: Some("10.0.0.7".into()),
+            health_path: Some("/health".into()),
+            check_interval: Duration::from_millis(100),
+            ttl: Duration::from_millis(2500),
+            deregister_after: Duration::from_secs(90),
+            workers: Some(1),
+            config: Some("sidecar.toml".into()),
+            ..SidecarArgs::new("users", "127.0.0.1:8081")
+        };
+        args.policy.timeout = Some(Duration::from_secs(2));
+        args.policy.rate_limit = Some(50);
+        round_trip(args);
+    }
+
+    #[test]
+    fn registration_uses_the_inbound_address_and_a_ttl_check() {
+        let args = SidecarArgs::new("users", "127.0.0.1:8081");
+        let inbound: SocketAddr = "0.0.0.0:15000".parse().unwrap();
+        let r = registration(&args, BTreeMap::new(), inbound);
+        assert_eq!(r.id, "users-127.0.0.1-15000");
+        assert_eq!((r.address.as_str(), r.port), ("127.0.0.1", 15000));
+        assert_eq!(
+            r.checks[0].id.as_deref(),
+            Some("service:users-127.0.0.1-15000")
+        );
+        assert!(matches!(r.checks[0].kind, CheckKind::Ttl { .. }));
+    }
+
+    #[test]
+    fn invalid_arguments_are_refused_before_binding() {
+        let bad = |f: fn(&mut SidecarArgs)| {
+            let mut args = SidecarArgs::new("users", "127.0.0.1:8081");
+            f(&mut args);
+            Sidecar::new(args).is_err()
+        };
+        assert!(bad(|a| a.app = "nowhere".into()));
+        assert!(bad(|a| a.service = "bad name".into()));
+        assert!(bad(|a| a.meta = vec!["novalue".into()]));
+        assert!(bad(|a| a.health_path = Some("health".into())));
+        assert!(bad(|a| a.ttl = a.check_interval));
+        assert!(!bad(|_| {}));
     }
 }

@@ -277,7 +277,8 @@ impl Upstream {
 
     /// Chooses the endpoint of the next attempt and counts it as started. An ejected endpoint
     /// whose time is up gets this request as its probe. `avoid` (the endpoint that just failed)
-    /// is skipped whenever another one is eligible.
+    /// is skipped whenever another one is eligible; when it is the only eligible endpoint it is
+    /// chosen again, as Envoy and Linkerd retry a single-host cluster on that host.
     pub fn pick(
         &self,
         now: Instant,
@@ -490,5 +491,15 @@ mod tests {
             up.finish(&key, Duration::from_millis(1), true, now);
         }
         assert_eq!(avoided, 100);
+    }
+
+    #[test]
+    fn the_only_eligible_endpoint_is_picked_even_when_avoided() {
+        let up = Upstream::new("svc", ServicePolicy::default(), Metrics::new());
+        up.set_endpoints(vec![instance(1)], 1, None);
+        let only: EndpointKey = Arc::from("127.0.0.1:1");
+        let now = Instant::now();
+        assert_eq!(up.pick(now, None, Some(&only)), Some(only.clone()));
+        up.finish(&only, Duration::from_millis(1), true, now);
     }
 }

@@ -15,8 +15,8 @@ use trellis_proxy::body::{Body, empty, full};
 use trellis_proxy::client::{PoolConfig, UpstreamClient};
 use trellis_proxy::config::ServicePolicy;
 use trellis_proxy::discovery::Discovery;
-use trellis_proxy::gateway::Routes;
 use trellis_proxy::metrics::Metrics;
+use trellis_proxy::routes::Routes;
 use trellis_proxy::server::{Shutdown, ShutdownTrigger, serve, shutdown_pair};
 use trellis_proxy::upstream::Upstream;
 use trellis_proxy::{Mode, Proxy, config::PolicySource};
@@ -273,6 +273,43 @@ async fn failed_posts_are_not_retried_but_failed_gets_are() {
         failed_posts > 0,
         "round robin sends some POSTs to the failing endpoint"
     );
+}
+
+#[tokio::test]
+async fn the_only_endpoint_is_retried_when_no_other_is_eligible() {
+    // As Envoy and Linkerd do for a single-host cluster: a retry avoids the endpoint that just
+    // failed only when another one is eligible.
+    let h = Harness::new();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let a = answered.clone();
+    let flaky = start(move |_request: Request<Body>| {
+        let first = a.fetch_add(1, Ordering::SeqCst).is_multiple_of(2);
+        async move {
+            let mut response = Response::new(full(if first { "busy" } else { "ok" }));
+            if first {
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            }
+            response
+        }
+    })
+    .await;
+    h.service("one", ServicePolicy::default(), &[flaky.port]);
+    let proxy = h.proxy(Mode::Outbound);
+    let r = proxy.handle(get("/", "one")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(text(r).await, "ok");
+    assert_eq!(
+        flaky.hits.load(Ordering::SeqCst),
+        2,
+        "retried on the same endpoint"
+    );
+    // A POST is still not retried.
+    let post = Request::post("/")
+        .header("host", "one")
+        .body(empty())
+        .unwrap();
+    assert_eq!(proxy.handle(post).await.status(), 503);
+    assert_eq!(flaky.hits.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
