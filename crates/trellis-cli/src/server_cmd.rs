@@ -6,30 +6,55 @@ use std::io::Write;
 use std::path::PathBuf;
 use trellis_server::{HostPort, ServerConfig};
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Default, PartialEq)]
 pub struct ServerArgs {
     /// HTTP API address: HOST:PORT, the host an IP address ([::1] for IPv6) or a name
     /// resolved at start [default: 127.0.0.1:8500]
     #[arg(long, value_name = "HOST:PORT")]
-    http: Option<HostPort>,
+    pub http: Option<HostPort>,
     /// Directory of the durable store [default: ./trellis-data]
     #[arg(long)]
-    data_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
     /// Keep everything in memory; write nothing to disk.
     #[arg(long)]
-    dev: bool,
+    pub dev: bool,
     /// Node name [default: the host name]
     #[arg(long)]
-    node_name: Option<String>,
+    pub node_name: Option<String>,
     /// Datacenter [default: dc1]
     #[arg(long)]
-    datacenter: Option<String>,
+    pub datacenter: Option<String>,
     /// TOML configuration file; flags override it.
     #[arg(long)]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
 }
 
 impl ServerArgs {
+    /// These arguments as a command line (without the subcommand name) that parses back into
+    /// an equal value.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(http) = &self.http {
+            args.push(format!("--http={http}"));
+        }
+        if let Some(dir) = &self.data_dir {
+            args.push(format!("--data-dir={}", dir.display()));
+        }
+        if self.dev {
+            args.push("--dev".to_owned());
+        }
+        if let Some(name) = &self.node_name {
+            args.push(format!("--node-name={name}"));
+        }
+        if let Some(dc) = &self.datacenter {
+            args.push(format!("--datacenter={dc}"));
+        }
+        if let Some(path) = &self.config {
+            args.push(format!("--config={}", path.display()));
+        }
+        args
+    }
+
     fn into_config(self) -> anyhow::Result<ServerConfig> {
         let mut config = match &self.config {
             Some(path) => {

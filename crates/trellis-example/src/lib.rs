@@ -63,6 +63,38 @@ mod tests {
     }
 
     #[test]
+    fn listen_accepts_host_names() {
+        let args = Users::try_parse_from(["users", "--db", "u.db", "--listen", "localhost:0"])
+            .unwrap()
+            .args;
+        assert!(args.listen.ip().is_loopback(), "{}", args.listen);
+        for bad in ["8081", ":8081", "localhost", "localhost:x"] {
+            assert!(
+                Users::try_parse_from(["users", "--db", "u.db", "--listen", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn argv_parses_back_into_the_same_arguments() {
+        let users =
+            Users::try_parse_from(["users", "--db", "/tmp/u s.db", "--instance", "users-7"])
+                .unwrap()
+                .args;
+        let argv = std::iter::once("users".to_owned()).chain(users.to_args());
+        assert_eq!(Users::try_parse_from(argv).unwrap().args, users);
+
+        for extra in [&[][..], &["--proxy", "http://127.0.0.1:15001"]] {
+            let mut argv = vec!["orders", "--db", "o.db", "--users-timeout-ms", "750"];
+            argv.extend_from_slice(extra);
+            let orders = Orders::try_parse_from(argv).unwrap().args;
+            let again = std::iter::once("orders".to_owned()).chain(orders.to_args());
+            assert_eq!(Orders::try_parse_from(again).unwrap().args, orders);
+        }
+    }
+
+    #[test]
     fn orders_flags_and_defaults() {
         let args = Orders::try_parse_from(["orders", "--db", "o.db"])
             .unwrap()

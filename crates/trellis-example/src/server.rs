@@ -9,6 +9,24 @@ use tokio::net::TcpListener;
 
 use crate::Error;
 
+/// Parses a `--listen` value: `HOST:PORT` with an IP address or a host name (`localhost:8081`),
+/// resolved once, here, to the first address it names.
+pub(crate) fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    if text
+        .rsplit_once(':')
+        .is_none_or(|(host, _)| host.is_empty())
+    {
+        return Err("expected HOST:PORT, e.g. 127.0.0.1:8081 or localhost:8081".to_owned());
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| format!("cannot resolve {text}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{text} resolves to no address"))
+}
+
 /// A service whose port is bound but which does not accept requests until [`Server::serve`].
 pub struct Server {
     listener: TcpListener,

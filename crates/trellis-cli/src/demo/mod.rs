@@ -6,11 +6,16 @@ mod flow;
 mod processes;
 mod report;
 
+use crate::server_cmd::ServerArgs;
 use anyhow::Context;
 use clap::Args;
 use processes::{Processes, ensure_free};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use trellis_example::{OrdersArgs, UsersArgs};
+use trellis_proxy::{GatewayArgs, SidecarArgs};
+use trellis_server::HostPort;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -112,96 +117,77 @@ impl Plan {
         self.instances.iter().find(|i| i.name == name)
     }
 
+    /// `trellis server ...` for the registry. Every child's arguments are built as the typed
+    /// arguments of its command, so a renamed flag is a compile error, not a failed demo.
     fn server_args(&self) -> Vec<String> {
-        let dir = self.data_dir.join("registry");
-        args(&[
-            "server",
-            "--http",
-            &self.registry.to_string(),
-            "--data-dir",
-            &dir.to_string_lossy(),
-            "--node-name",
-            "demo",
-        ])
+        let server = ServerArgs {
+            http: Some(HostPort::from(self.registry)),
+            data_dir: Some(self.data_dir.join("registry")),
+            node_name: Some("demo".to_owned()),
+            ..ServerArgs::default()
+        };
+        command("server", server.to_args())
     }
 
     fn app_args(&self, i: &Instance) -> Vec<String> {
         let db = self.data_dir.join(format!("{}.db", i.service));
-        let mut a = args(&[
-            i.service,
-            "--listen",
-            &i.app.to_string(),
-            "--db",
-            &db.to_string_lossy(),
-            "--instance",
-            &i.name,
-        ]);
-        if i.service == "orders" {
-            a.extend(args(&[
-                "--users-url",
-                "http://users",
-                "--proxy",
-                &format!("http://{}", i.outbound),
-            ]));
+        let users = UsersArgs {
+            listen: i.app,
+            db,
+            instance: i.name.clone(),
+        };
+        if i.service != "orders" {
+            return command(i.service, users.to_args());
         }
-        a
+        let orders = OrdersArgs {
+            listen: users.listen,
+            db: users.db,
+            instance: users.instance,
+            users_url: "http://users".parse().expect("a valid URL"),
+            proxy: Some(
+                format!("http://{}", i.outbound)
+                    .parse()
+                    .expect("a valid URL"),
+            ),
+            users_timeout_ms: 2000,
+        };
+        command(i.service, orders.to_args())
     }
 
     fn sidecar_args(&self, i: &Instance) -> Vec<String> {
-        args(&[
-            "sidecar",
-            "--registry",
-            &self.registry_url(),
-            "--service",
-            i.service,
-            "--id",
-            &i.name,
-            "--app",
-            &i.app.to_string(),
-            "--inbound",
-            &i.inbound.to_string(),
-            "--outbound",
-            &i.outbound.to_string(),
-            "--admin",
-            &i.admin.to_string(),
-            "--advertise",
-            "127.0.0.1",
-            "--health-path",
-            "/health",
-            // Short timings so the demo shows a dead instance leaving within seconds.
-            "--check-interval",
-            "500ms",
-            "--ttl",
-            "2s",
-            "--deregister-after",
-            "3s",
-            "--workers",
-            "1",
-        ])
+        let mut sidecar = SidecarArgs::new(i.service, &i.app.to_string());
+        sidecar.registry = self.registry_url();
+        sidecar.id = Some(i.name.clone());
+        sidecar.inbound = i.inbound.to_string();
+        sidecar.outbound = i.outbound.to_string();
+        sidecar.admin = i.admin.to_string();
+        sidecar.advertise = Some("127.0.0.1".to_owned());
+        sidecar.health_path = Some("/health".to_owned());
+        // Short timings so the demo shows a dead instance leaving within seconds.
+        sidecar.check_interval = Duration::from_millis(500);
+        sidecar.ttl = Duration::from_secs(2);
+        sidecar.deregister_after = Duration::from_secs(3);
+        sidecar.workers = Some(1);
+        command("sidecar", sidecar.to_args())
     }
 
     fn gateway_args(&self) -> Vec<String> {
-        args(&[
-            "gateway",
-            "--registry",
-            &self.registry_url(),
-            "--listen",
-            &self.gateway.to_string(),
-            "--admin",
-            &self.gateway_admin.to_string(),
-            "--route",
-            "/users=users",
-            "--route",
-            "/orders=orders",
-            "--keep-prefix",
-            "--workers",
-            "1",
-        ])
+        let gateway = GatewayArgs {
+            registry: self.registry_url(),
+            listen: self.gateway.to_string(),
+            admin: self.gateway_admin.to_string(),
+            routes: vec!["/users=users".to_owned(), "/orders=orders".to_owned()],
+            keep_prefix: true,
+            workers: Some(1),
+            ..GatewayArgs::default()
+        };
+        command("gateway", gateway.to_args())
     }
 }
 
-fn args(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| (*s).to_owned()).collect()
+/// `trellis <subcommand> <args>...`.
+fn command(subcommand: &str, args: Vec<String>) -> Vec<String> {
+    std::iter::once(subcommand.to_owned()).chain(args).collect()
 }
 
 /// How to run this very binary from the current directory (e.g. `./target/release/trellis`
@@ -309,4 +295,36 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         anyhow::bail!("the demo flow failed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// Every child's command line parses with the real `trellis` parser.
+    #[test]
+    fn every_child_command_line_parses() {
+        let plan = Plan::new(9500, PathBuf::from("/tmp/demo data")).unwrap();
+        let mut lines = vec![plan.server_args(), plan.gateway_args()];
+        for i in &plan.instances {
+            lines.push(plan.app_args(i));
+            lines.push(plan.sidecar_args(i));
+        }
+        for line in lines {
+            let argv = std::iter::once("trellis".to_owned()).chain(line.iter().cloned());
+            if let Err(e) = crate::Cli::try_parse_from(argv) {
+                panic!("{line:?}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn ports_stay_below_65536() {
+        assert!(Plan::new(65492, PathBuf::from("/tmp")).is_ok());
+        let error = Plan::new(65493, PathBuf::from("/tmp"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("up to 65492"), "{error}");
+    }
 }

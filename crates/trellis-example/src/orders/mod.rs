@@ -31,10 +31,10 @@ const MAX_PRODUCT_CHARS: usize = 200;
 const QUANTITY: std::ops::RangeInclusive<i64> = 1..=1000;
 
 /// Command-line arguments of one orders instance.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct OrdersArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8082")]
+    /// Address to listen on, HOST:PORT (a host name is resolved at start).
+    #[arg(long, value_parser = crate::server::listen_addr, default_value = "127.0.0.1:8082")]
     pub listen: SocketAddr,
     /// SQLite database file, created if missing; all instances of the service share it.
     #[arg(long)]
@@ -53,6 +53,24 @@ pub struct OrdersArgs {
     /// Total time allowed for one call to users, in milliseconds.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
     pub users_timeout_ms: u64,
+}
+
+impl OrdersArgs {
+    /// These arguments as a command line (without the subcommand name) that parses back into
+    /// an equal value.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            format!("--listen={}", self.listen),
+            format!("--db={}", self.db.display()),
+            format!("--instance={}", self.instance),
+            format!("--users-url={}", self.users_url),
+            format!("--users-timeout-ms={}", self.users_timeout_ms),
+        ];
+        if let Some(proxy) = &self.proxy {
+            args.push(format!("--proxy={proxy}"));
+        }
+        args
+    }
 }
 
 /// What the orders handlers share: the database, the users client and this instance's name.

@@ -23,10 +23,10 @@ use store::UsersStore;
 const MAX_NAME_CHARS: usize = 100;
 
 /// Command-line arguments of one users instance.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct UsersArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8081")]
+    /// Address to listen on, HOST:PORT (a host name is resolved at start).
+    #[arg(long, value_parser = crate::server::listen_addr, default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
     /// SQLite database file, created if missing; all instances of the service share it.
     #[arg(long)]
@@ -34,6 +34,18 @@ pub struct UsersArgs {
     /// Instance name, returned in `x-served-by` on every response.
     #[arg(long, default_value = "users-1")]
     pub instance: String,
+}
+
+impl UsersArgs {
+    /// These arguments as a command line (without the subcommand name) that parses back into
+    /// an equal value.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            format!("--listen={}", self.listen),
+            format!("--db={}", self.db.display()),
+            format!("--instance={}", self.instance),
+        ]
+    }
 }
 
 /// What the users handlers share: the database and this instance's name.
