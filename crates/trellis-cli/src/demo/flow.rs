@@ -1,9 +1,9 @@
 //! The demo's client flow: start everything, call the services through the gateway, inject a
 //! fault, and report what a person should see at each step.
 
+use super::plan::{Instance, Plan, kill_instance, start_instance};
 use super::processes::Processes;
 use super::report::{Report, percentile};
-use super::{Instance, Plan, kill_instance, start_instance};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;

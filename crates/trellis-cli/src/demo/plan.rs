@@ -1,0 +1,215 @@
+//! Where every process of the demo listens and how each is started: the plan derived from the
+//! base port, and each child's command line built from its command's typed arguments.
+
+use super::processes::Processes;
+use crate::server_cmd::ServerArgs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use trellis_example::{OrdersArgs, UsersArgs};
+use trellis_proxy::{GatewayArgs, SidecarArgs};
+use trellis_server::HostPort;
+
+/// One service instance: the app and its sidecar's three listeners.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub service: &'static str,
+    pub name: String,
+    pub app: SocketAddr,
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Where everything listens, derived from the base port.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub registry: SocketAddr,
+    pub gateway: SocketAddr,
+    pub gateway_admin: SocketAddr,
+    pub instances: Vec<Instance>,
+    pub data_dir: PathBuf,
+}
+
+/// Ports the demo uses above `--base-port` (registry, gateway, then four instances of four).
+const PORTS_USED: u16 = 44;
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl Plan {
+    pub fn new(base: u16, data_dir: PathBuf) -> anyhow::Result<Self> {
+        let highest = u16::MAX - (PORTS_USED - 1);
+        if base > highest || base == 0 {
+            anyhow::bail!(
+                "--base-port {base} is out of range: the demo uses {PORTS_USED} ports from it upwards; choose one up to {highest}"
+            );
+        }
+        let mut instances = Vec::new();
+        for (k, (service, n)) in [("users", 1), ("users", 2), ("orders", 1), ("orders", 2)]
+            .into_iter()
+            .enumerate()
+        {
+            let first = base + 10 + 10 * k as u16;
+            instances.push(Instance {
+                service,
+                name: format!("{service}-{n}"),
+                app: local(first),
+                inbound: local(first + 1),
+                outbound: local(first + 2),
+                admin: local(first + 3),
+            });
+        }
+        Ok(Self {
+            registry: local(base),
+            gateway: local(base + 1),
+            gateway_admin: local(base + 2),
+            instances,
+            data_dir,
+        })
+    }
+
+    pub fn ports(&self) -> Vec<(String, SocketAddr)> {
+        let mut ports = vec![
+            ("registry".to_owned(), self.registry),
+            ("gateway".to_owned(), self.gateway),
+            ("gateway admin".to_owned(), self.gateway_admin),
+        ];
+        for i in &self.instances {
+            ports.push((format!("{} app", i.name), i.app));
+            ports.push((format!("{} sidecar inbound", i.name), i.inbound));
+            ports.push((format!("{} sidecar outbound", i.name), i.outbound));
+            ports.push((format!("{} sidecar admin", i.name), i.admin));
+        }
+        ports
+    }
+
+    pub fn registry_url(&self) -> String {
+        format!("http://{}", self.registry)
+    }
+
+    pub fn gateway_url(&self) -> String {
+        format!("http://{}", self.gateway)
+    }
+
+    pub fn instance(&self, name: &str) -> Option<&Instance> {
+        self.instances.iter().find(|i| i.name == name)
+    }
+
+    /// `trellis server ...` for the registry. Every child's arguments are built as the typed
+    /// arguments of its command, so a renamed flag is a compile error, not a failed demo.
+    pub fn server_args(&self) -> Vec<String> {
+        let server = ServerArgs {
+            http: Some(HostPort::from(self.registry)),
+            data_dir: Some(self.data_dir.join("registry")),
+            node_name: Some("demo".to_owned()),
+            ..ServerArgs::default()
+        };
+        command("server", server.to_args())
+    }
+
+    pub fn app_args(&self, i: &Instance) -> Vec<String> {
+        let db = self.data_dir.join(format!("{}.db", i.service));
+        let users = UsersArgs {
+            listen: i.app,
+            db,
+            instance: i.name.clone(),
+        };
+        if i.service != "orders" {
+            return command(i.service, users.to_args());
+        }
+        let orders = OrdersArgs {
+            listen: users.listen,
+            db: users.db,
+            instance: users.instance,
+            users_url: "http://users".parse().expect("a valid URL"),
+            proxy: Some(
+                format!("http://{}", i.outbound)
+                    .parse()
+                    .expect("a valid URL"),
+            ),
+            users_timeout_ms: 2000,
+        };
+        command(i.service, orders.to_args())
+    }
+
+    pub fn sidecar_args(&self, i: &Instance) -> Vec<String> {
+        let mut sidecar = SidecarArgs::new(i.service, &i.app.to_string());
+        sidecar.registry = self.registry_url();
+        sidecar.id = Some(i.name.clone());
+        sidecar.inbound = i.inbound.to_string();
+        sidecar.outbound = i.outbound.to_string();
+        sidecar.admin = i.admin.to_string();
+        sidecar.advertise = Some("127.0.0.1".to_owned());
+        sidecar.health_path = Some("/health".to_owned());
+        // Short timings so the demo shows a dead instance leaving within seconds.
+        sidecar.check_interval = Duration::from_millis(500);
+        sidecar.ttl = Duration::from_secs(2);
+        sidecar.deregister_after = Duration::from_secs(3);
+        sidecar.workers = Some(1);
+        command("sidecar", sidecar.to_args())
+    }
+
+    pub fn gateway_args(&self) -> Vec<String> {
+        let gateway = GatewayArgs {
+            registry: self.registry_url(),
+            listen: self.gateway.to_string(),
+            admin: self.gateway_admin.to_string(),
+            routes: vec!["/users=users".to_owned(), "/orders=orders".to_owned()],
+            keep_prefix: true,
+            workers: Some(1),
+            ..GatewayArgs::default()
+        };
+        command("gateway", gateway.to_args())
+    }
+}
+
+/// `trellis <subcommand> <args>...`.
+fn command(subcommand: &str, args: Vec<String>) -> Vec<String> {
+    std::iter::once(subcommand.to_owned()).chain(args).collect()
+}
+
+/// Starts an instance: its app, then its sidecar.
+pub fn start_instance(procs: &mut Processes, plan: &Plan, i: &Instance) -> anyhow::Result<()> {
+    procs.spawn(&i.name, &plan.app_args(i))?;
+    procs.spawn(&format!("{}-sidecar", i.name), &plan.sidecar_args(i))
+}
+
+/// SIGKILLs an instance: its app and its sidecar, as when its machine dies.
+pub fn kill_instance(procs: &mut Processes, i: &Instance) -> anyhow::Result<()> {
+    procs.kill(&format!("{}-sidecar", i.name))?;
+    procs.kill(&i.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// Every child's command line parses with the real `trellis` parser.
+    #[test]
+    fn every_child_command_line_parses() {
+        let plan = Plan::new(9500, PathBuf::from("/tmp/demo data")).unwrap();
+        let mut lines = vec![plan.server_args(), plan.gateway_args()];
+        for i in &plan.instances {
+            lines.push(plan.app_args(i));
+            lines.push(plan.sidecar_args(i));
+        }
+        for line in lines {
+            let argv = std::iter::once("trellis".to_owned()).chain(line.iter().cloned());
+            if let Err(e) = crate::Cli::try_parse_from(argv) {
+                panic!("{line:?}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn ports_stay_below_65536() {
+        assert!(Plan::new(65492, PathBuf::from("/tmp")).is_ok());
+        let error = Plan::new(65493, PathBuf::from("/tmp"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("up to 65492"), "{error}");
+    }
+}
