@@ -8,6 +8,7 @@ and TRELLIS_BIN pointing at the binary.
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 import threading
@@ -311,6 +312,114 @@ def kv_blocking(t: Trellis, c: consul.Consul) -> None:
     assert blocked.elapsed < 5 and int(new_index) > int(index), (blocked.elapsed, index, new_index)
     assert item["Value"] == b"2", item
     assert c.kv.delete("compat/watched")
+
+
+@step
+def session_create_info_list_node_renew_destroy(t: Trellis, c: consul.Consul) -> None:
+    sid = c.session.create(name="compat-leader", ttl=15, lock_delay=1)
+    index, info = c.session.info(sid)
+    assert int(index) > 0
+    assert info["ID"] == sid and info["Name"] == "compat-leader", info
+    assert info["Node"] == t.node_name and info["TTL"] == "15s", info
+    assert info["LockDelay"] == 1_000_000_000 and info["Behavior"] == "release", info
+    assert info["NodeChecks"] == ["serfHealth"], info
+    _, sessions = c.session.list()
+    assert sid in [s["ID"] for s in sessions], sessions
+    _, mine = c.session.node(t.node_name)
+    assert [s["ID"] for s in mine] == [sid], mine
+    assert c.session.node("some-other-node")[1] == []
+    renewed = c.session.renew(sid)
+    assert renewed["ID"] == sid, renewed
+    assert c.session.destroy(sid) is True
+    assert c.session.destroy(sid) is True, "destroy is idempotent"
+    _, gone = c.session.info(sid)
+    assert gone is None, gone
+    try:
+        c.session.renew(sid)
+    except consul.NotFound:
+        pass
+    else:
+        raise AssertionError("renewing a destroyed session should be a 404")
+
+
+@step
+def session_blocking_info(t: Trellis, c: consul.Consul) -> None:
+    sid = c.session.create()
+    index, _ = c.session.info(sid)
+    watcher = consul.Consul(host=t.host, port=t.port)
+    blocked = Blocked(lambda: watcher.session.info(sid, index=index, wait="20s"))
+    time.sleep(0.3)
+    assert c.session.destroy(sid)
+    new_index, gone = blocked.join(10)
+    assert gone is None and int(new_index) > int(index) and blocked.elapsed < 5, (new_index, blocked.elapsed)
+
+
+@step
+def kv_acquire_and_release(t: Trellis, c: consul.Consul) -> None:
+    a = c.session.create(lock_delay=0)
+    b = c.session.create(lock_delay=0)
+    assert c.kv.put("compat/lock", "a", acquire=a) is True
+    _, item = c.kv.get("compat/lock")
+    assert item["Session"] == a and item["LockIndex"] == 1 and item["Value"] == b"a", item
+    assert c.kv.put("compat/lock", "b", acquire=b) is False
+    assert c.kv.put("compat/lock", "b", release=b) is False
+    assert c.kv.put("compat/lock", "a2", acquire=a) is True
+    assert c.kv.get("compat/lock")[1]["LockIndex"] == 1
+    assert c.kv.put("compat/lock", "released", release=a) is True
+    _, item = c.kv.get("compat/lock")
+    assert "Session" not in item and item["LockIndex"] == 1 and item["Value"] == b"released", item
+    assert c.kv.put("compat/lock", "b", acquire=b) is True
+    assert c.kv.get("compat/lock")[1]["LockIndex"] == 2
+    # Destroying the holder releases its lock.
+    assert c.session.destroy(b)
+    _, item = c.kv.get("compat/lock")
+    assert "Session" not in item, item
+    # An unknown session is refused.
+    try:
+        c.kv.put("compat/lock", "x", acquire="00000000-0000-0000-0000-000000000000")
+    except consul.ConsulException as e:
+        assert "invalid session" in str(e), e
+    else:
+        raise AssertionError("acquire with an unknown session should fail")
+    # Behavior delete: the key goes with the session.
+    eph = c.session.create(behavior="delete", lock_delay=0)
+    assert c.kv.put("compat/ephemeral", "here", acquire=eph) is True
+    assert c.session.destroy(eph)
+    assert c.kv.get("compat/ephemeral")[1] is None
+    assert c.session.destroy(a)
+    assert c.kv.delete("compat/lock")
+
+
+@step
+def txn_put(t: Trellis, c: consul.Consul) -> None:
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    done = c.txn.put(
+        [
+            {"KV": {"Verb": "set", "Key": "compat/txn/a", "Value": b64("1")}},
+            {"KV": {"Verb": "set", "Key": "compat/txn/b", "Value": b64("2")}},
+            {"KV": {"Verb": "get", "Key": "compat/txn/a"}},
+        ]
+    )
+    assert done["Errors"] is None, done
+    results = done["Results"]
+    assert len(results) == 3 and results[2]["KV"]["Value"] == b64("1"), results
+    assert results[0]["KV"]["ModifyIndex"] == results[1]["KV"]["ModifyIndex"], results
+    # A failed check fails the whole transaction (409) and nothing applies.
+    try:
+        c.txn.put(
+            [
+                {"KV": {"Verb": "set", "Key": "compat/txn/c", "Value": b64("3")}},
+                {"KV": {"Verb": "check-not-exists", "Key": "compat/txn/a"}},
+            ]
+        )
+    except consul.ConsulException as e:
+        assert "409" in str(e) and "exists" in str(e), e
+    else:
+        raise AssertionError("a failed transaction should be a 409")
+    assert c.kv.get("compat/txn/c")[1] is None
+    assert c.kv.delete("compat/txn/", recurse=True)
 
 
 @step

@@ -1,20 +1,29 @@
 //! The catalog: instances, checks and health views of services, and the per-service index rules
-//! (see [`crate::index`] for the rules every index follows). KV is delegated to
-//! [`KvStore`] and the periodic scan to [`TickScan`]; every command reports what changed (for
-//! publishing) and what must be written (for durability) in [`Effects`].
+//! (see [`crate::index`] for the rules every index follows). KV is delegated to [`KvStore`]
+//! (its writes decided by `txn.rs`), the books of sessions to [`SessionStore`] and the periodic
+//! scan to [`TickScan`]; the catalog decides when a session is invalidated (destroy, TTL, a
+//! bound check critical or gone) and what that does to its locks. Every command reports what
+//! changed (for publishing) and what must be written (for durability) in [`Effects`].
 
 use crate::check::Check;
 use crate::command::{Command, Effects, Reply, Write};
 use crate::error::CatalogError;
 use crate::index::GlobalIndex;
-use crate::kv::{KvEntry, KvStore};
+use crate::kv::{KvEntry, KvSnapshot, KvStore};
 use crate::record::{CheckRecord, InstanceRecord};
+use crate::session::{MAX_LOCK_DELAY, MAX_SESSIONS, SessionStore, session_ttl};
 use crate::tick::TickScan;
+use crate::txn::{self, Context, Failure, TxnOutcome};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use trellis_types::registration::service_key;
-use trellis_types::{CheckDefinition, CheckKind, CheckStatus, ServiceRegistration};
+use trellis_types::session::SERF_CHECK_ID;
+use trellis_types::txn::TxnError;
+use trellis_types::{
+    CheckDefinition, CheckKind, CheckStatus, KvOp, KvVerb, ServiceRegistration, Session,
+    SessionBehavior,
+};
 
 /// One instance with its checks (service checks and node checks) and their worst status.
 #[derive(Debug, Clone)]
@@ -57,6 +66,7 @@ pub struct Catalog {
     /// Checks not bound to a service: they count for every service on the node.
     node_checks: BTreeSet<String>,
     kv: KvStore,
+    sessions: SessionStore,
     tick_scan: TickScan,
 }
 
@@ -79,6 +89,7 @@ impl Catalog {
             checks_of: HashMap::new(),
             node_checks: BTreeSet::new(),
             kv: KvStore::new(),
+            sessions: SessionStore::new(),
             tick_scan: TickScan::default(),
         }
     }
@@ -91,19 +102,23 @@ impl Catalog {
     /// computed from what is left could come back lower than a watcher last saw; starting all
     /// of them at the top means none goes backwards relative to anything persisted (a caller
     /// reloading a running catalog must pass an `index` at least as high as the indexes it has
-    /// already published). Checks restart their TTL and critical-since timers at `now`.
+    /// already published). Checks restart their TTL and critical-since timers at `now`, and so
+    /// do sessions; a session bound to a check that is gone or critical is invalidated by the
+    /// next tick.
     pub fn restore(
         index: u64,
         instances: Vec<InstanceRecord>,
         checks: Vec<CheckRecord>,
-        kv: Vec<KvEntry>,
+        kv: impl Into<KvSnapshot>,
         now: Duration,
     ) -> Self {
+        let KvSnapshot { entries, sessions } = kv.into();
         let top = instances
             .iter()
             .map(|r| r.modify_index)
             .chain(checks.iter().map(|r| r.modify_index))
-            .chain(kv.iter().map(|e| e.modify_index))
+            .chain(entries.iter().map(|e| e.modify_index))
+            .chain(sessions.iter().map(|s| s.modify_index))
             .fold(index.max(1), u64::max);
         let mut catalog = Self::new();
         for record in instances {
@@ -138,7 +153,10 @@ impl Catalog {
             }
             catalog.checks.insert(id, Arc::new(check));
         }
-        catalog.kv = KvStore::restore(kv, top);
+        catalog.sessions =
+            SessionStore::restore(sessions, top, now, |check| catalog.check_is_healthy(check));
+        let sessions = &catalog.sessions;
+        catalog.kv = KvStore::restore(entries, top, |session| sessions.contains(session));
         catalog.index = GlobalIndex::resume_at(top);
         catalog.services_index = top;
         catalog
@@ -212,6 +230,52 @@ impl Catalog {
                 .extend(r.tags.iter().cloned());
         }
         names
+    }
+
+    /// Index of the sessions: the last session created or destroyed (renewals take none).
+    pub fn sessions_index(&self) -> u64 {
+        self.sessions.index()
+    }
+
+    pub fn session(&self, id: &str) -> Option<&Arc<Session>> {
+        self.sessions.get(id)
+    }
+
+    /// Every session, by ID.
+    pub fn sessions(&self) -> impl Iterator<Item = &Arc<Session>> {
+        self.sessions.iter()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// When a session's TTL runs out (twice its TTL after its last create or renew), if it has
+    /// one.
+    pub fn session_deadline(&self, id: &str) -> Option<Duration> {
+        self.sessions.deadline(id)
+    }
+
+    /// Whether `key` may not be locked at `now` because the session that held it was
+    /// invalidated less than its lock-delay ago.
+    pub fn lock_delayed(&self, key: &str, now: Duration) -> bool {
+        self.sessions.lock_delayed(key, now)
+    }
+
+    /// Runs a transaction of reads only (no operation [`KvVerb::is_write`]) without the writer:
+    /// it changes nothing, and needs no clock (only a lock looks at time, for its lock-delay).
+    pub fn txn_read(&self, ops: &[KvOp]) -> TxnOutcome {
+        debug_assert!(ops.iter().all(|op| !op.verb.is_write()));
+        let plan = txn::plan(&self.kv, ops, &self.txn_context(Duration::ZERO));
+        outcome(plan.results, plan.failures)
+    }
+
+    fn txn_context(&self, now: Duration) -> Context<'_> {
+        Context {
+            sessions: &self.sessions,
+            now,
+            index: self.index.get() + 1,
+        }
     }
 
     pub fn kv_get(&self, key: &str) -> Option<&KvEntry> {
@@ -354,14 +418,14 @@ impl Catalog {
                 .register(registration, replace_existing_checks, now, fx)
                 .map(|()| Reply::Done),
             Command::Deregister { service_id } => {
-                self.deregister(&service_id, fx).map(|()| Reply::Done)
+                self.deregister(&service_id, now, fx).map(|()| Reply::Done)
             }
             Command::RegisterCheck { check } => {
                 self.register_check(check, now, fx).map(|()| Reply::Done)
             }
-            Command::DeregisterCheck { check_id } => {
-                self.deregister_check(&check_id, fx).map(|()| Reply::Done)
-            }
+            Command::DeregisterCheck { check_id } => self
+                .deregister_check(&check_id, now, fx)
+                .map(|()| Reply::Done),
             Command::UpdateTtl {
                 check_id,
                 status,
@@ -381,15 +445,252 @@ impl Catalog {
                 value,
                 flags,
                 cas,
-            } => self
-                .kv
-                .put(key, value, flags, cas, &mut self.index, fx)
-                .map(Reply::Bool),
-            Command::KvDelete { key, recurse, cas } => self
-                .kv
-                .delete(&key, recurse, cas, &mut self.index, fx)
-                .map(Reply::Bool),
+            } => {
+                let verb = if cas.is_some() {
+                    KvVerb::Cas
+                } else {
+                    KvVerb::Set
+                };
+                self.kv_write(
+                    KvOp {
+                        value,
+                        flags,
+                        index: cas.unwrap_or(0),
+                        ..KvOp::new(verb, key)
+                    },
+                    now,
+                    fx,
+                )
+            }
+            Command::KvDelete { key, recurse, cas } => {
+                let verb = match (recurse, cas) {
+                    (true, Some(_)) => {
+                        return Err(CatalogError::Invalid(
+                            "cas cannot be used with recurse".into(),
+                        ));
+                    }
+                    (true, None) => KvVerb::DeleteTree,
+                    (false, Some(_)) => KvVerb::DeleteCas,
+                    (false, None) => KvVerb::Delete,
+                };
+                self.kv_write(
+                    KvOp {
+                        index: cas.unwrap_or(0),
+                        ..KvOp::new(verb, key)
+                    },
+                    now,
+                    fx,
+                )
+            }
+            Command::KvLock {
+                key,
+                value,
+                flags,
+                session,
+            } => self.kv_write(
+                KvOp {
+                    value,
+                    flags,
+                    session,
+                    ..KvOp::new(KvVerb::Lock, key)
+                },
+                now,
+                fx,
+            ),
+            Command::KvUnlock {
+                key,
+                value,
+                flags,
+                session,
+            } => self.kv_write(
+                KvOp {
+                    value,
+                    flags,
+                    session,
+                    ..KvOp::new(KvVerb::Unlock, key)
+                },
+                now,
+                fx,
+            ),
+            Command::Txn { ops } => Ok(Reply::Txn(self.txn(&ops, now, fx))),
+            Command::SessionCreate { session } => {
+                self.create_session(session, now, fx).map(|()| Reply::Done)
+            }
+            Command::SessionDestroy { id } => {
+                if self.sessions.contains(&id) {
+                    let index = self.index.bump();
+                    self.invalidate_session(&id, index, now, fx);
+                }
+                // Destroying a session that is not there is fine, and changes nothing.
+                Ok(Reply::Done)
+            }
+            Command::SessionRenew { id } => Ok(Reply::Session(self.sessions.renew(&id, now))),
         }
+    }
+
+    /// A single KV write: a transaction of one operation, whose refusal (a stale CAS, a lock
+    /// held by another session) answers `false` and whose error is an error.
+    fn kv_write(
+        &mut self,
+        op: KvOp,
+        now: Duration,
+        fx: &mut Effects,
+    ) -> Result<Reply, CatalogError> {
+        let plan = txn::plan(&self.kv, std::slice::from_ref(&op), &self.txn_context(now));
+        match plan.failures.into_iter().next() {
+            Some((_, Failure::Refused(_))) => Ok(Reply::Bool(false)),
+            Some((_, Failure::Error(reason))) => Err(CatalogError::Invalid(reason)),
+            None => {
+                self.apply_kv_writes(plan.writes, fx);
+                Ok(Reply::Bool(true))
+            }
+        }
+    }
+
+    /// Runs a transaction: all its writes apply at one new index, or, if any operation fails,
+    /// nothing applies and no index is taken.
+    fn txn(&mut self, ops: &[KvOp], now: Duration, fx: &mut Effects) -> TxnOutcome {
+        let plan = txn::plan(&self.kv, ops, &self.txn_context(now));
+        if plan.failures.is_empty() {
+            self.apply_kv_writes(plan.writes, fx);
+        }
+        outcome(plan.results, plan.failures)
+    }
+
+    /// Applies decided KV writes at the index they were numbered with (the next one), taking it
+    /// only if something changes: deleting a key that was never there changes nothing.
+    fn apply_kv_writes(&mut self, writes: BTreeMap<String, Option<KvEntry>>, fx: &mut Effects) {
+        let effective: Vec<(String, Option<KvEntry>)> = writes
+            .into_iter()
+            .filter(|(key, entry)| entry.is_some() || self.kv.get(key).is_some())
+            .collect();
+        if effective.is_empty() {
+            return;
+        }
+        let index = self.index.bump();
+        debug_assert!(
+            effective
+                .iter()
+                .all(|(_, e)| e.as_ref().is_none_or(|e| e.modify_index == index)),
+            "writes are numbered with the index they apply at"
+        );
+        self.kv.apply(effective, index, fx);
+    }
+
+    /// Creates a session as Consul's state store does: within the bound, with a valid TTL, and
+    /// bound only to checks that exist and are not critical (the node's `serfHealth`, which the
+    /// server synthesises, always passes unless a check of that ID is registered).
+    fn create_session(
+        &mut self,
+        mut session: Session,
+        now: Duration,
+        fx: &mut Effects,
+    ) -> Result<(), CatalogError> {
+        if self.sessions.len() >= MAX_SESSIONS {
+            return Err(CatalogError::Invalid(format!(
+                "too many sessions (at most {MAX_SESSIONS}); destroy unused ones"
+            )));
+        }
+        if self.sessions.contains(&session.id) {
+            return Err(CatalogError::Invalid(format!(
+                "session {:?} already exists",
+                session.id
+            )));
+        }
+        session_ttl(&session.ttl)?;
+        for check_id in session.check_ids() {
+            if check_id == SERF_CHECK_ID && !self.checks.contains_key(check_id) {
+                continue;
+            }
+            match self.checks.get(check_id) {
+                None => {
+                    return Err(CatalogError::Invalid(format!(
+                        "Missing check '{check_id}' registration"
+                    )));
+                }
+                Some(check) if check.status == CheckStatus::Critical => {
+                    return Err(CatalogError::Invalid(format!(
+                        "Check '{check_id}' is in critical state"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        let index = self.index.bump();
+        session.create_index = index;
+        session.modify_index = index;
+        fx.sessions = true;
+        fx.writes.insert(Write::Session(session.id.clone()));
+        self.sessions.insert(session, now);
+        self.sessions.set_index(index);
+        Ok(())
+    }
+
+    /// Whether a session may be bound to a check: it exists (or is the synthesised
+    /// `serfHealth`) and is not critical.
+    fn check_is_healthy(&self, check_id: &str) -> bool {
+        match self.checks.get(check_id) {
+            Some(check) => check.status != CheckStatus::Critical,
+            None => check_id == SERF_CHECK_ID,
+        }
+    }
+
+    /// Invalidates a session as part of a change numbered `index`: it goes, every lock it holds
+    /// is released (`Session` cleared, `ModifyIndex` moved, `LockIndex` kept) or its key
+    /// deleted, by its behavior, and each of those keys may not be locked again for the
+    /// session's lock-delay (at most [`MAX_LOCK_DELAY`]).
+    fn invalidate_session(&mut self, id: &str, index: u64, now: Duration, fx: &mut Effects) {
+        let Some(session) = self.sessions.remove(id) else {
+            return;
+        };
+        self.sessions.set_index(index);
+        fx.sessions = true;
+        fx.writes.insert(Write::Session(id.to_owned()));
+        let delay = session.lock_delay().min(MAX_LOCK_DELAY);
+        let mut writes = Vec::new();
+        for key in self.kv.held_by(id) {
+            let Some(entry) = self.kv.get(&key) else {
+                continue;
+            };
+            let after = match session.behavior {
+                SessionBehavior::Release => Some(KvEntry {
+                    session: None,
+                    modify_index: index,
+                    ..entry.clone()
+                }),
+                SessionBehavior::Delete => None,
+            };
+            if !delay.is_zero() {
+                self.sessions.delay_lock(&key, now + delay);
+            }
+            writes.push((key, after));
+        }
+        if !writes.is_empty() {
+            self.kv.apply(writes, index, fx);
+        }
+    }
+
+    /// Invalidates the sessions bound to a check that went critical or away, as part of the
+    /// change numbered `index`.
+    fn invalidate_sessions_of_check(
+        &mut self,
+        check_id: &str,
+        index: u64,
+        now: Duration,
+        fx: &mut Effects,
+    ) {
+        for id in self.sessions.bound_to(check_id) {
+            self.invalidate_session(&id, index, now, fx);
+        }
+    }
+
+    /// The check is critical now (or gone): its sessions go, at the current index.
+    fn check_failed(&mut self, check_id: &str, now: Duration, fx: &mut Effects) {
+        if self.check_is_healthy(check_id) {
+            return;
+        }
+        let index = self.index.get();
+        self.invalidate_sessions_of_check(check_id, index, now, fx);
     }
 
     /// Registers or replaces an instance (and its checks) at one new index, which becomes the
@@ -454,7 +755,7 @@ impl Catalog {
         fx.writes.insert(Write::Instance(id.clone()));
         self.touch_name(&name, index, fx);
         for check_id in stale_checks {
-            self.remove_check(&check_id, fx);
+            self.remove_check(&check_id, now, fx);
         }
         // Checks kept from before follow a renamed service.
         for check_id in self.checks_of.get(&id).cloned().unwrap_or_default() {
@@ -540,6 +841,7 @@ impl Catalog {
             id: check_id.clone(),
             owner: service_id,
         });
+        self.check_failed(&check_id, now, fx);
         fx.checks.insert(check_id);
     }
 
@@ -557,8 +859,8 @@ impl Catalog {
     }
 
     /// Removes a check as part of a change the caller has already numbered: its services take
-    /// the current global index.
-    fn remove_check(&mut self, check_id: &str, fx: &mut Effects) {
+    /// the current global index, and the sessions bound to it are invalidated.
+    fn remove_check(&mut self, check_id: &str, now: Duration, fx: &mut Effects) {
         let index = self.index.get();
         self.touch_check_owner(check_id, index, fx);
         if let Some(check) = self.checks.remove(check_id) {
@@ -568,10 +870,16 @@ impl Catalog {
                 owner: check.service_id().map(str::to_owned),
             });
             fx.checks.insert(check_id.to_owned());
+            self.check_failed(check_id, now, fx);
         }
     }
 
-    fn deregister(&mut self, service_id: &str, fx: &mut Effects) -> Result<(), CatalogError> {
+    fn deregister(
+        &mut self,
+        service_id: &str,
+        now: Duration,
+        fx: &mut Effects,
+    ) -> Result<(), CatalogError> {
         let Some(record) = self.instances.remove(service_id) else {
             return Err(CatalogError::NotFound(format!(
                 "unknown service ID {service_id:?}"
@@ -588,6 +896,7 @@ impl Catalog {
                 id: check_id.clone(),
                 owner: Some(service_id.to_owned()),
             });
+            self.check_failed(&check_id, now, fx);
             fx.checks.insert(check_id);
         }
         Ok(())
@@ -631,14 +940,19 @@ impl Catalog {
         Ok(())
     }
 
-    fn deregister_check(&mut self, check_id: &str, fx: &mut Effects) -> Result<(), CatalogError> {
+    fn deregister_check(
+        &mut self,
+        check_id: &str,
+        now: Duration,
+        fx: &mut Effects,
+    ) -> Result<(), CatalogError> {
         if !self.checks.contains_key(check_id) {
             return Err(CatalogError::NotFound(format!(
                 "unknown check ID {check_id:?}"
             )));
         }
         self.index.bump();
-        self.remove_check(check_id, fx);
+        self.remove_check(check_id, now, fx);
         Ok(())
     }
 
@@ -664,6 +978,7 @@ impl Catalog {
         }
         if Arc::make_mut(check).update_ttl(status, output, now) {
             self.mark_check_changed(check_id, fx);
+            self.check_failed(check_id, now, fx);
         }
         Ok(())
     }
@@ -685,6 +1000,7 @@ impl Catalog {
             .ok_or_else(|| CatalogError::NotFound(format!("unknown check ID {check_id:?}")))?;
         if Arc::make_mut(check).report(result, output, now) {
             self.mark_check_changed(check_id, fx);
+            self.check_failed(check_id, now, fx);
         }
         Ok(())
     }
@@ -700,9 +1016,11 @@ impl Catalog {
         self.touch_check_owner(check_id, index, fx);
     }
 
-    /// Time passes: expired TTL checks turn critical, and services whose check has been critical
-    /// longer than its `DeregisterCriticalServiceAfter` are deregistered (a durable write).
-    /// Examines at most [`crate::TICK_BUDGET`] checks per call (see `tick.rs`).
+    /// Time passes: expired TTL checks turn critical (invalidating the sessions bound to them),
+    /// services whose check has been critical longer than its `DeregisterCriticalServiceAfter`
+    /// are deregistered (a durable write), sessions whose TTL ran out are invalidated, and
+    /// lock-delays that passed are forgotten. Examines at most [`crate::TICK_BUDGET`] checks per
+    /// call (see `tick.rs`); sessions are kept in deadline order, so only due ones are looked at.
     pub fn tick(&mut self, now: Duration, fx: &mut Effects) {
         let found = self.tick_scan.scan(&mut self.checks, now);
         if !found.expired.is_empty() {
@@ -714,12 +1032,35 @@ impl Catalog {
                     Arc::make_mut(check).modify_index = index;
                 }
                 self.touch_check_owner(&check_id, index, fx);
+                self.invalidate_sessions_of_check(&check_id, index, now, fx);
             }
         }
         for service_id in found.reap {
             // Already gone is fine: the reaper and a client may race.
-            let _ = self.deregister(&service_id, fx);
+            let _ = self.deregister(&service_id, now, fx);
         }
+        let due = self.sessions.due(now);
+        if !due.is_empty() {
+            let index = self.index.bump();
+            for id in due {
+                self.invalidate_session(&id, index, now, fx);
+            }
+        }
+        self.sessions.prune_lock_delays(now);
+    }
+}
+
+/// A transaction's answer from what its plan found.
+fn outcome(results: Vec<KvEntry>, failures: Vec<(usize, Failure)>) -> TxnOutcome {
+    TxnOutcome {
+        results,
+        errors: failures
+            .into_iter()
+            .map(|(op_index, failure)| TxnError {
+                op_index,
+                what: failure.text().to_owned(),
+            })
+            .collect(),
     }
 }
 

@@ -1,11 +1,11 @@
-//! The KV store: entries with Consul's CAS rules, the tombstones that keep prefix indexes moving
-//! forward across deletes, and the store's own index.
+//! The KV store: entries (with their lock holders), the tombstones that keep prefix indexes
+//! moving forward across deletes, and the store's own index.
 
 use crate::command::{Effects, Write};
 use crate::error::CatalogError;
-use crate::index::GlobalIndex;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use trellis_types::Session;
 
 /// Most delete tombstones kept; older ones fold into a floor index.
 pub const MAX_KV_TOMBSTONES: usize = 65_536;
@@ -13,6 +13,8 @@ pub const MAX_KV_TOMBSTONES: usize = 65_536;
 /// Longest KV key accepted.
 pub const MAX_KEY_LEN: usize = 512;
 
+/// A KV entry. `LockIndex` counts the times its lock was acquired; `Session` is the session
+/// holding it, if any.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct KvEntry {
@@ -20,8 +22,50 @@ pub struct KvEntry {
     #[serde(with = "value_bytes")]
     pub value: Vec<u8>,
     pub flags: u64,
+    /// Absent in records written before locks existed.
+    #[serde(default)]
+    pub lock_index: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     pub create_index: u64,
     pub modify_index: u64,
+}
+
+impl KvEntry {
+    /// Whether two versions of a key have the same content (value, flags, lock and holder),
+    /// whatever their indexes: writing what is there changes nothing and takes no index, as in
+    /// Consul.
+    pub fn same_content(&self, other: &KvEntry) -> bool {
+        self.value == other.value
+            && self.flags == other.flags
+            && self.lock_index == other.lock_index
+            && self.session == other.session
+    }
+
+    /// The entry without its value, as a transaction answers a write.
+    pub fn without_value(&self) -> KvEntry {
+        KvEntry {
+            value: Vec::new(),
+            ..self.clone()
+        }
+    }
+}
+
+/// The durable state of the KV store as restore takes it: the entries, and the sessions, which
+/// hold locks on them and are restored with them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KvSnapshot {
+    pub entries: Vec<KvEntry>,
+    pub sessions: Vec<Session>,
+}
+
+impl From<Vec<KvEntry>> for KvSnapshot {
+    fn from(entries: Vec<KvEntry>) -> Self {
+        Self {
+            entries,
+            sessions: Vec::new(),
+        }
+    }
 }
 
 /// Stores values as base64 text in the durable JSON form.
@@ -92,13 +136,17 @@ impl Tombstones {
     }
 }
 
-/// The KV store: live entries, tombstones of deleted keys, and the index of its last change.
+/// The KV store: live entries, tombstones of deleted keys, the keys each session holds, and the
+/// index of its last change. What a write does is decided by `txn.rs` (every KV write is a
+/// transaction of one or more operations); the store applies the outcome.
 #[derive(Debug, Clone)]
 pub(crate) struct KvStore {
     entries: BTreeMap<String, KvEntry>,
     tombstones: Tombstones,
     /// Global index of the last put or delete anywhere in the store (1 while there was none).
     index: u64,
+    /// The keys whose lock each session holds, so invalidating a session finds them at once.
+    held: HashMap<String, BTreeSet<String>>,
 }
 
 impl KvStore {
@@ -107,17 +155,23 @@ impl KvStore {
             entries: BTreeMap::new(),
             tombstones: Tombstones::default(),
             index: 1,
+            held: HashMap::new(),
         }
     }
 
     /// The store from its durable entries, with every index resuming at `top` (the highest index
     /// restored, at least every entry's `ModifyIndex`). Deletes before the restart left no
     /// tombstone, so the floor is raised to `top`: no prefix index can come back lower than it
-    /// was, whichever deletes it had seen.
-    pub(crate) fn restore(entries: Vec<KvEntry>, top: u64) -> Self {
+    /// was, whichever deletes it had seen. A lock held by a session that `live` does not know
+    /// (none is expected: a session and its locks are committed together) is dropped, so no key
+    /// is ever held by a session that does not exist.
+    pub(crate) fn restore(entries: Vec<KvEntry>, top: u64, live: impl Fn(&str) -> bool) -> Self {
         let mut store = Self::new();
-        for entry in entries {
-            store.entries.insert(entry.key.clone(), entry);
+        for mut entry in entries {
+            if entry.session.as_deref().is_some_and(|s| !live(s)) {
+                entry.session = None;
+            }
+            store.set_entry(entry);
         }
         store.index = top.max(1);
         store.tombstones.raise_floor(top);
@@ -156,93 +210,76 @@ impl KvStore {
         self.index
     }
 
-    /// Writes `key` unless the CAS fails (`Some(0)`: only if absent; `Some(i)`: only if its
-    /// `ModifyIndex` is `i`). A failed CAS answers `false` and takes no index. A write takes a
-    /// new global index as the entry's `ModifyIndex` and the store index; the entry keeps its
-    /// `CreateIndex` if it existed.
-    pub(crate) fn put(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-        flags: u64,
-        cas: Option<u64>,
-        global: &mut GlobalIndex,
-        fx: &mut Effects,
-    ) -> Result<bool, CatalogError> {
-        validate_key(&key)?;
-        let existing = self.entries.get(&key);
-        let allowed = match (cas, existing) {
-            (None, _) => true,
-            (Some(0), found) => found.is_none(),
-            (Some(want), Some(found)) => found.modify_index == want,
-            (Some(_), None) => false,
-        };
-        if !allowed {
-            return Ok(false);
-        }
-        let create_index = existing.map(|e| e.create_index);
-        let index = global.bump();
-        self.index = index;
-        // The live entry's index is higher than the delete's and now speaks for the key.
-        self.tombstones.remove(&key);
-        self.entries.insert(
-            key.clone(),
-            KvEntry {
-                key: key.clone(),
-                value,
-                flags,
-                create_index: create_index.unwrap_or(index),
-                modify_index: index,
-            },
-        );
-        fx.kv = true;
-        fx.writes.insert(Write::Kv(key));
-        Ok(true)
+    /// The keys `session` holds, in key order.
+    pub(crate) fn held_by(&self, session: &str) -> Vec<String> {
+        self.held
+            .get(session)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
-    /// Deletes `key`, or every key under it with `recurse`. A failed CAS answers `false`;
-    /// deleting nothing (a missing key, an empty prefix) answers `true`, as Consul does, and
-    /// takes no index. Every key deleted leaves a tombstone at the delete's index, so the
-    /// indexes of the prefixes above it move forward.
-    pub(crate) fn delete(
+    /// Applies a decided change at `index`, a fresh global index: each key is written (`Some`,
+    /// its entry already numbered `index`) or deleted (`None`, leaving a tombstone at `index` if
+    /// it existed). The caller takes the index only when something changes.
+    pub(crate) fn apply(
         &mut self,
-        key: &str,
-        recurse: bool,
-        cas: Option<u64>,
-        global: &mut GlobalIndex,
+        writes: impl IntoIterator<Item = (String, Option<KvEntry>)>,
+        index: u64,
         fx: &mut Effects,
-    ) -> Result<bool, CatalogError> {
-        let doomed: Vec<String> = if recurse {
-            if cas.is_some() {
-                return Err(CatalogError::Invalid(
-                    "cas cannot be used with recurse".into(),
-                ));
+    ) {
+        for (key, entry) in writes {
+            match entry {
+                Some(entry) => {
+                    // The live entry's index is higher than the delete's and now speaks for the
+                    // key.
+                    self.tombstones.remove(&key);
+                    self.set_entry(entry);
+                }
+                None => {
+                    if self.remove_entry(&key).is_none() {
+                        continue;
+                    }
+                    self.tombstones.insert(key.clone(), index);
+                }
             }
-            self.range(key).map(|e| e.key.clone()).collect()
-        } else {
-            match (self.entries.get(key), cas) {
-                (Some(entry), Some(want)) if entry.modify_index != want => return Ok(false),
-                (None, Some(_)) => return Ok(false),
-                (Some(_), _) => vec![key.to_owned()],
-                (None, None) => Vec::new(),
-            }
-        };
-        if doomed.is_empty() {
-            return Ok(true);
-        }
-        let index = global.bump();
-        self.index = index;
-        for key in doomed {
-            self.entries.remove(&key);
-            self.tombstones.insert(key.clone(), index);
             fx.writes.insert(Write::Kv(key));
         }
+        self.index = index;
         fx.kv = true;
-        Ok(true)
+    }
+
+    fn set_entry(&mut self, entry: KvEntry) {
+        let key = entry.key.clone();
+        let holder = entry.session.clone();
+        if let Some(old) = self.entries.insert(key.clone(), entry) {
+            self.unhold(old.session.as_deref(), &key);
+        }
+        if let Some(session) = holder {
+            self.held.entry(session).or_default().insert(key);
+        }
+    }
+
+    fn remove_entry(&mut self, key: &str) -> Option<KvEntry> {
+        let old = self.entries.remove(key)?;
+        self.unhold(old.session.as_deref(), key);
+        Some(old)
+    }
+
+    fn unhold(&mut self, session: Option<&str>, key: &str) {
+        if let Some(session) = session
+            && let Some(keys) = self.held.get_mut(session)
+        {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.held.remove(session);
+            }
+        }
     }
 }
 
-fn validate_key(key: &str) -> Result<(), CatalogError> {
+/// Refuses a key Trellis does not store: empty, longer than [`MAX_KEY_LEN`] bytes, or with
+/// control characters.
+pub fn validate_key(key: &str) -> Result<(), CatalogError> {
     if key.is_empty() {
         return Err(CatalogError::Invalid("missing key".into()));
     }
@@ -287,15 +324,17 @@ mod tests {
             key: "a".into(),
             value: vec![],
             flags: 0,
+            lock_index: 0,
+            session: None,
             create_index: 3,
             modify_index: 4,
         };
-        let store = KvStore::restore(vec![entry], 9);
+        let store = KvStore::restore(vec![entry], 9, |_| true);
         assert_eq!(store.store_index(), 9);
         assert_eq!(store.prefix_index("a"), 9);
         assert_eq!(store.prefix_index("deleted-before-the-restart/"), 9);
         assert_eq!(
-            KvStore::restore(Vec::new(), 0).prefix_index(""),
+            KvStore::restore(Vec::new(), 0, |_| true).prefix_index(""),
             1,
             "never 0"
         );

@@ -1,5 +1,6 @@
-//! The pure registry state machine: services, checks, health aggregation, KV with CAS, and the
-//! Consul index rules. No IO and no clock: callers pass `now` as a monotonic [`Duration`].
+//! The pure registry state machine: services, checks, health aggregation, KV with CAS, sessions
+//! and locks, transactions, and the Consul index rules. No IO and no clock: callers pass `now` as
+//! a monotonic [`Duration`].
 //!
 //! [`Duration`]: std::time::Duration
 
@@ -10,15 +11,24 @@ mod error;
 mod index;
 mod kv;
 mod record;
+mod session;
 mod tick;
+mod txn;
 
 pub use catalog::{Catalog, InstanceView, ServiceView};
 pub use check::{Check, DEFAULT_CHECK_TIMEOUT};
 pub use command::{Command, Effects, Reply, Write};
 pub use error::CatalogError;
-pub use kv::{KvEntry, MAX_KV_TOMBSTONES};
+pub use kv::{KvEntry, KvSnapshot, MAX_KEY_LEN, MAX_KV_TOMBSTONES, validate_key};
 pub use record::{CheckRecord, InstanceRecord};
+pub use session::{
+    MAX_LOCK_DELAY, MAX_SESSIONS, SESSION_TTL_MAX, SESSION_TTL_MIN, SESSION_TTL_MULTIPLIER,
+    session_ttl,
+};
 pub use tick::TICK_BUDGET;
+pub use txn::TxnOutcome;
 
+#[cfg(test)]
+mod lock_tests;
 #[cfg(test)]
 mod tests;

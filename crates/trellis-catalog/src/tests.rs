@@ -374,10 +374,20 @@ fn kv_cas_rules() {
         c.apply(put(Some(entry.modify_index + 1)), secs(0), &mut fx),
         Ok(Reply::Bool(false))
     );
+    // Writing what is there succeeds and changes nothing, as in Consul: no index is taken.
+    let before = c.index();
     assert_eq!(
         c.apply(put(Some(entry.modify_index)), secs(0), &mut fx),
         Ok(Reply::Bool(true))
     );
+    assert_eq!((c.index(), c.kv_get("a/b").unwrap()), (before, &entry));
+    let change = Command::KvPut {
+        key: "a/b".into(),
+        value: b"2".to_vec(),
+        flags: 7,
+        cas: Some(entry.modify_index),
+    };
+    assert_eq!(c.apply(change, secs(0), &mut fx), Ok(Reply::Bool(true)));
     let after = c.kv_get("a/b").unwrap();
     assert_eq!(after.create_index, entry.create_index);
     assert!(after.modify_index > entry.modify_index);
@@ -493,7 +503,7 @@ fn restore_rebuilds_everything() {
     );
     let instances = c.instances().map(|i| (**i).clone()).collect();
     let checks = c.checks().map(|ch| ch.record()).collect();
-    let kv = c.kv_range("").cloned().collect();
+    let kv: Vec<KvEntry> = c.kv_range("").cloned().collect();
     let restored = Catalog::restore(c.index(), instances, checks, kv, secs(100));
     assert_eq!(restored.index(), c.index());
     assert!(restored.service_index("web") >= c.service_index("web"));
@@ -765,7 +775,7 @@ fn restore_never_moves_an_index_backwards() {
     );
     let instances = c.instances().map(|i| (**i).clone()).collect();
     let checks = c.checks().map(|ch| ch.record()).collect();
-    let kv = c.kv_range("").cloned().collect();
+    let kv: Vec<KvEntry> = c.kv_range("").cloned().collect();
     let mut r = Catalog::restore(c.index(), instances, checks, kv, secs(100));
     let top = c.index();
     assert_eq!(r.index(), top);

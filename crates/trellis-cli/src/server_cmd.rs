@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
-use trellis_server::{HostPort, ServerConfig};
+use trellis_server::{DnsListen, DnsTtl, HostPort, ServerConfig};
 
 #[derive(Args, Debug, Clone, Default, PartialEq)]
 pub struct ServerArgs {
@@ -24,6 +24,16 @@ pub struct ServerArgs {
     /// Datacenter [default: dc1]
     #[arg(long)]
     pub datacenter: Option<String>,
+    /// DNS interface (UDP and TCP): HOST:PORT, or `off` [default: 127.0.0.1:8600; a free
+    /// port when --http has port 0]
+    #[arg(long, value_name = "HOST:PORT|off")]
+    pub dns: Option<DnsListen>,
+    /// Domain the DNS interface answers [default: consul]
+    #[arg(long, value_name = "DOMAIN")]
+    pub dns_domain: Option<String>,
+    /// TTL of DNS answers, e.g. 30s [default: 0s]
+    #[arg(long, value_name = "DURATION")]
+    pub dns_ttl: Option<DnsTtl>,
     /// TOML configuration file; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -48,6 +58,15 @@ impl ServerArgs {
         }
         if let Some(dc) = &self.datacenter {
             args.push(format!("--datacenter={dc}"));
+        }
+        if let Some(dns) = &self.dns {
+            args.push(format!("--dns={dns}"));
+        }
+        if let Some(domain) = &self.dns_domain {
+            args.push(format!("--dns-domain={domain}"));
+        }
+        if let Some(ttl) = &self.dns_ttl {
+            args.push(format!("--dns-ttl={ttl}"));
         }
         if let Some(path) = &self.config {
             args.push(format!("--config={}", path.display()));
@@ -80,6 +99,15 @@ impl ServerArgs {
         if let Some(dc) = self.datacenter {
             config.datacenter = dc;
         }
+        if let Some(dns) = self.dns {
+            config.dns = Some(dns);
+        }
+        if let Some(domain) = self.dns_domain {
+            config.dns_domain = domain;
+        }
+        if let Some(ttl) = self.dns_ttl {
+            config.dns_ttl = ttl;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -97,6 +125,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         "trellis server: HTTP API listening on http://{}",
         running.local_addr
     );
+    if let Some(dns) = running.dns_addr {
+        println!("trellis server: DNS listening on {dns} (UDP and TCP)");
+    }
     println!(
         "trellis server: data {storage}, {} instances restored",
         running.instances_restored
@@ -105,4 +136,51 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     running.wait().await?;
     tracing::info!("server stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Line {
+        #[command(flatten)]
+        args: ServerArgs,
+    }
+
+    fn parse(args: &[String]) -> ServerArgs {
+        let argv = std::iter::once("server".to_owned()).chain(args.iter().cloned());
+        Line::try_parse_from(argv).unwrap().args
+    }
+
+    #[test]
+    fn to_args_round_trips_with_the_dns_flags() {
+        let args = ServerArgs {
+            http: Some("127.0.0.1:0".parse().unwrap()),
+            dev: true,
+            dns: Some("[::1]:8600".parse().unwrap()),
+            dns_domain: Some("example".into()),
+            dns_ttl: Some("30s".parse().unwrap()),
+            ..ServerArgs::default()
+        };
+        assert_eq!(parse(&args.to_args()), args);
+        let off = ServerArgs {
+            dns: Some(DnsListen::Off),
+            ..ServerArgs::default()
+        };
+        assert_eq!(off.to_args(), ["--dns=off"]);
+        assert_eq!(parse(&off.to_args()), off);
+        assert_eq!(parse(&[]), ServerArgs::default());
+    }
+
+    #[test]
+    fn dns_flags_override_the_config() {
+        let args = parse(&["--dns=off".into(), "--dns-ttl=5".into()]);
+        let config = args.into_config().unwrap();
+        assert_eq!(config.dns_listen(), None);
+        assert_eq!(config.dns_ttl, DnsTtl(5));
+        let bad = Line::try_parse_from(["server", "--dns", "nowhere"]);
+        assert!(bad.is_err());
+    }
 }

@@ -1,5 +1,6 @@
-//! Runs HTTP and TCP checks: one task per check, first probe at a random point of the interval
-//! (so thousands of checks do not fire in lock-step), probes bounded by a semaphore.
+//! Runs HTTP(S), TCP and gRPC checks: one task per check, first probe at a random point of the
+//! interval (so thousands of checks do not fire in lock-step), probes bounded by a semaphore.
+//! Static checks (maintenance mode, catalog-registered status) and TTL checks are not probed.
 
 use crate::queue::WriterHandle;
 use rand::Rng;
@@ -9,12 +10,18 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::AbortHandle;
 use trellis_catalog::{Check, Command};
-use trellis_client::probe;
+use trellis_client::probe::{self, HttpTarget, ProbeTls};
 use trellis_types::{CheckKind, CheckStatus, HttpCheck};
 
 /// A check whose probing must restart or stop: its ID and, if it is an HTTP or TCP check that
 /// still exists, its current definition.
 pub type CheckChange = (String, Option<Arc<Check>>);
+
+/// Consul's request headers of HTTP checks, sent unless the check sets them itself.
+const DEFAULT_HEADERS: [(&str, &str); 2] = [
+    ("User-Agent", "Consul Health Check"),
+    ("Accept", "text/plain, text/*, */*"),
+];
 
 /// Keeps one probe task per active check, restarting it when the check changes. `initial` are
 /// the active checks at startup; later changes arrive from the writer through `changed`, so the
@@ -26,20 +33,25 @@ pub async fn run(
     concurrency: usize,
 ) {
     let limit = Arc::new(Semaphore::new(concurrency));
-    let http = match reqwest::Client::builder().no_proxy().build() {
-        Ok(c) => c,
+    // Reading the system's trust store is file IO: off the runtime's threads.
+    let tls = match tokio::task::spawn_blocking(ProbeTls::new).await {
+        Ok(tls) => Arc::new(tls),
         Err(error) => {
-            tracing::error!(%error, "cannot build the HTTP check client; HTTP checks will not run");
+            tracing::error!(%error, "cannot set up TLS for health checks; checks will not run");
             return;
         }
     };
+    tracing::debug!(
+        roots = tls.roots,
+        "trust store for HTTPS and gRPC checks loaded"
+    );
     let mut tasks: HashMap<String, AbortHandle> = HashMap::new();
     for check in initial {
         let id = check.id().to_owned();
-        reschedule(&writer, &mut tasks, &limit, &http, (id, Some(check)));
+        reschedule(&writer, &mut tasks, &limit, &tls, (id, Some(check)));
     }
     while let Some(change) = changed.recv().await {
-        reschedule(&writer, &mut tasks, &limit, &http, change);
+        reschedule(&writer, &mut tasks, &limit, &tls, change);
     }
 }
 
@@ -47,18 +59,18 @@ fn reschedule(
     writer: &WriterHandle,
     tasks: &mut HashMap<String, AbortHandle>,
     limit: &Arc<Semaphore>,
-    http: &reqwest::Client,
+    tls: &Arc<ProbeTls>,
     (id, check): CheckChange,
 ) {
     if let Some(task) = tasks.remove(&id) {
         task.abort();
     }
-    if let Some(check) = check {
+    if let Some(check) = check.filter(|c| c.definition.kind.is_probed()) {
         let task = tokio::spawn(probe_loop(
             writer.clone(),
             check,
             limit.clone(),
-            http.clone(),
+            tls.clone(),
         ));
         tasks.insert(id, task.abort_handle());
     }
@@ -68,8 +80,9 @@ async fn probe_loop(
     writer: WriterHandle,
     check: Arc<Check>,
     limit: Arc<Semaphore>,
-    http: reqwest::Client,
+    tls: Arc<ProbeTls>,
 ) {
+    let prober = Prober::new(&check, &tls);
     let interval = check.definition.interval.unwrap_or(Duration::from_secs(10));
     let offset = rand::rng().random_range(Duration::ZERO..interval);
     tokio::time::sleep(offset).await;
@@ -80,7 +93,7 @@ async fn probe_loop(
         let Ok(permit) = limit.acquire().await else {
             return;
         };
-        let (result, output) = probe(&check, &http).await;
+        let (result, output) = prober.probe(&check, &tls).await;
         drop(permit);
         let command = Command::ReportCheck {
             check_id: check.id().to_owned(),
@@ -92,20 +105,46 @@ async fn probe_loop(
     }
 }
 
-/// Runs one probe within the check's timeout (TTL checks are never probed: they report themselves).
-async fn probe(check: &Check, http: &reqwest::Client) -> (CheckStatus, String) {
-    let timeout = check.timeout();
-    match &check.definition.kind {
-        CheckKind::Http(h) => probe_http(h, timeout, http).await,
-        CheckKind::Tcp { address } => probe::tcp(address, timeout).await,
-        CheckKind::Ttl { .. } => (check.status, check.output.clone()),
+/// What one check's probes need, set up once per check: an HTTP check's client with its TLS
+/// settings, or why it cannot have one (every probe reports that).
+enum Prober {
+    Http(HttpTarget),
+    Unusable(String),
+    Other,
+}
+
+impl Prober {
+    fn new(check: &Check, tls: &ProbeTls) -> Self {
+        match &check.definition.kind {
+            CheckKind::Http(h) => {
+                match probe::http_target(tls, &h.url, h.tls_skip_verify, &h.tls_server_name) {
+                    Ok(target) => Self::Http(target),
+                    Err(reason) => Self::Unusable(reason),
+                }
+            }
+            _ => Self::Other,
+        }
+    }
+
+    /// Runs one probe within the check's timeout (TTL and static checks are never probed).
+    async fn probe(&self, check: &Check, tls: &ProbeTls) -> (CheckStatus, String) {
+        let timeout = check.timeout();
+        match (&check.definition.kind, self) {
+            (_, Self::Unusable(reason)) => (CheckStatus::Critical, reason.clone()),
+            (CheckKind::Http(h), Self::Http(target)) => probe_http(h, target, timeout).await,
+            (CheckKind::Tcp { address }, _) => probe::tcp(address, timeout).await,
+            (CheckKind::Grpc(g), _) => probe::grpc(g, timeout, tls).await,
+            _ => (check.status, check.output.clone()),
+        }
     }
 }
 
+/// One HTTP check request: the check's method, headers (Consul's defaults for those it does
+/// not set) and body.
 async fn probe_http(
     h: &HttpCheck,
+    target: &HttpTarget,
     timeout: Duration,
-    http: &reqwest::Client,
 ) -> (CheckStatus, String) {
     let Ok(method) = reqwest::Method::from_bytes(h.method.as_bytes()) else {
         return (
@@ -113,7 +152,18 @@ async fn probe_http(
             format!("invalid method {:?}", h.method),
         );
     };
-    let mut request = http.request(method, &h.url).timeout(timeout);
+    let mut request = target.client.request(method, &target.url).timeout(timeout);
+    let has = |name: &str| h.headers.keys().any(|k| k.eq_ignore_ascii_case(name));
+    for (name, value) in DEFAULT_HEADERS {
+        if !has(name) {
+            request = request.header(name, value);
+        }
+    }
+    if let Some(host) = &target.host
+        && !has("Host")
+    {
+        request = request.header("Host", host.as_str());
+    }
     for (name, values) in &h.headers {
         for value in values {
             request = request.header(name.as_str(), value.as_str());

@@ -26,6 +26,16 @@ pub struct ServerConfig {
     pub check_concurrency: usize,
     /// Most commands queued for the writer; more get 503. Default 65536.
     pub max_queue: usize,
+    /// DNS interface (UDP and TCP): `HOST:PORT`, or `"off"`. Default `127.0.0.1:8600`; while
+    /// unset and `http` asks for port 0 (any free port), DNS takes any free port too, so servers
+    /// started side by side (tests) do not compete for 8600, and if the default address is
+    /// taken the server runs without DNS (with a warning).
+    pub dns: Option<DnsListen>,
+    /// The DNS domain answered, as Consul's `domain`. Default `consul`.
+    pub dns_domain: String,
+    /// TTL of DNS answers (services and nodes), as Consul's `service_ttl`/`node_ttl`: a Go
+    /// duration in whole seconds or a number of seconds. Default 0.
+    pub dns_ttl: DnsTtl,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +52,9 @@ impl Default for ServerConfig {
             max_waiters: 100_000,
             check_concurrency: 64,
             max_queue: 65_536,
+            dns: None,
+            dns_domain: "consul".into(),
+            dns_ttl: DnsTtl::default(),
         }
     }
 }
@@ -144,6 +157,90 @@ impl fmt::Display for HostPort {
     }
 }
 
+/// Where the DNS interface listens, or that it is off.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum DnsListen {
+    Off,
+    At(HostPort),
+}
+
+impl FromStr for DnsListen {
+    type Err = InvalidHostPort;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.eq_ignore_ascii_case("off") {
+            return Ok(Self::Off);
+        }
+        value.parse().map(Self::At)
+    }
+}
+
+impl TryFrom<String> for DnsListen {
+    type Error = InvalidHostPort;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl fmt::Display for DnsListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::At(addr) => addr.fmt(f),
+        }
+    }
+}
+
+/// A DNS TTL in whole seconds, written as a Go duration (`"30s"`, `"1m"`) or a number of seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "TtlText")]
+pub struct DnsTtl(pub u32);
+
+/// How a TTL may be written in TOML: a number or a string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TtlText {
+    Seconds(u32),
+    Text(String),
+}
+
+impl TryFrom<TtlText> for DnsTtl {
+    type Error = String;
+
+    fn try_from(value: TtlText) -> Result<Self, Self::Error> {
+        match value {
+            TtlText::Seconds(seconds) => Ok(Self(seconds)),
+            TtlText::Text(text) => text.parse(),
+        }
+    }
+}
+
+impl FromStr for DnsTtl {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if let Ok(seconds) = value.trim().parse::<u32>() {
+            return Ok(Self(seconds));
+        }
+        let duration = trellis_types::parse_go_duration(value)
+            .map_err(|e| format!("{e}; expected seconds or a duration such as 30s or 5m"))?;
+        if duration.subsec_nanos() != 0 {
+            return Err("a DNS TTL is whole seconds".into());
+        }
+        u32::try_from(duration.as_secs())
+            .map(Self)
+            .map_err(|_| "a DNS TTL must fit in 32 bits of seconds".into())
+    }
+}
+
+impl fmt::Display for DnsTtl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}s", self.0)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("invalid configuration: {0}")]
@@ -207,6 +304,12 @@ impl ServerConfig {
                 self.node_name
             )));
         }
+        if !dns_domain_ok(&self.dns_domain) {
+            return Err(ConfigError::Invalid(format!(
+                "DNS domain {:?} must be DNS labels of letters, digits and '-' joined by '.'",
+                self.dns_domain
+            )));
+        }
         if self.max_waiters == 0 || self.check_concurrency == 0 || self.max_queue == 0 {
             return Err(ConfigError::Invalid(
                 "max_waiters, check_concurrency and max_queue must be positive".into(),
@@ -214,6 +317,32 @@ impl ServerConfig {
         }
         Ok(())
     }
+
+    /// Where the DNS interface listens, if it is on (see `dns`).
+    pub fn dns_listen(&self) -> Option<HostPort> {
+        match &self.dns {
+            Some(DnsListen::Off) => None,
+            Some(DnsListen::At(addr)) => Some(addr.clone()),
+            None => Some(HostPort {
+                host: "127.0.0.1".into(),
+                port: if self.http.port == 0 { 0 } else { 8600 },
+            }),
+        }
+    }
+}
+
+/// A domain such as `consul` or `service.example.` (a trailing dot is allowed).
+fn dns_domain_ok(domain: &str) -> bool {
+    let name = domain.strip_suffix('.').unwrap_or(domain);
+    !name.is_empty()
+        && name.len() <= 200
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 #[cfg(test)]
@@ -257,6 +386,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing port"), "{e}");
+    }
+
+    #[test]
+    fn dns_settings_parse_and_default() {
+        let c = ServerConfig::from_toml(
+            "dns = \"127.0.0.1:53\"\ndns_domain = \"example.\"\ndns_ttl = \"1m\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.dns_listen().unwrap().to_string(), "127.0.0.1:53");
+        assert_eq!(c.dns_ttl, DnsTtl(60));
+        c.validate().unwrap();
+        let off = ServerConfig::from_toml("dns = \"off\"\ndns_ttl = 5").unwrap();
+        assert_eq!(off.dns_listen(), None);
+        assert_eq!(off.dns_ttl, DnsTtl(5));
+        assert_eq!(
+            ServerConfig::default().dns_listen().unwrap().to_string(),
+            "127.0.0.1:8600"
+        );
+        let any_port = ServerConfig {
+            http: "127.0.0.1:0".parse().unwrap(),
+            ..ServerConfig::default()
+        };
+        assert_eq!(any_port.dns_listen().unwrap().port, 0);
+        assert!(ServerConfig::from_toml("dns_ttl = \"1.5s\"").is_err());
+        for bad in ["", ".", "a..b", "a b"] {
+            let c = ServerConfig {
+                dns_domain: bad.into(),
+                ..ServerConfig::default()
+            };
+            assert!(c.validate().is_err(), "{bad:?}");
+        }
+        for text in ["off", "[::1]:53", "localhost:8600"] {
+            assert_eq!(text.parse::<DnsListen>().unwrap().to_string(), text);
+        }
+        assert_eq!("30s".parse::<DnsTtl>().unwrap().to_string(), "30s");
     }
 
     #[test]

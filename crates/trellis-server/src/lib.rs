@@ -4,6 +4,7 @@
 mod api;
 mod checker;
 pub mod config;
+mod dns;
 mod metrics;
 pub mod node;
 mod published;
@@ -13,7 +14,7 @@ mod shared;
 mod state;
 mod writer;
 
-pub use config::{ConfigError, HostPort, InvalidHostPort, ServerConfig};
+pub use config::{ConfigError, DnsListen, DnsTtl, HostPort, InvalidHostPort, ServerConfig};
 pub use writer::WriterFailed;
 
 use crate::metrics::Metrics;
@@ -47,8 +48,10 @@ pub enum ServerError {
     Store { dir: String, error: StoreError },
     #[error("cannot resolve {addr}: {error}")]
     Resolve { addr: String, error: io::Error },
-    #[error("cannot listen on {addr}: {}", bind_failure(.error))]
+    #[error("cannot listen on {addr}: {}", bind_failure(.error, "--http"))]
     Bind { addr: String, error: io::Error },
+    #[error("cannot listen for DNS on {addr}: {}", bind_failure(.error, "--dns"))]
+    DnsBind { addr: String, error: io::Error },
     #[error("HTTP server failed: {0}")]
     Serve(io::Error),
     #[error("cannot start the writer thread: {0}")]
@@ -59,19 +62,19 @@ pub enum ServerError {
     WriterPanicked,
 }
 
-/// What went wrong binding, and what to do about it.
-fn bind_failure(error: &io::Error) -> String {
+/// What went wrong binding, and what to do about it (`flag` chooses the address).
+fn bind_failure(error: &io::Error, flag: &str) -> String {
     match error.kind() {
-        io::ErrorKind::AddrInUse => "address already in use — another process (another trellis \
-             server?) uses it; stop it or choose another address with --http"
-            .into(),
+        io::ErrorKind::AddrInUse => format!(
+            "address already in use — another process (another trellis server?) uses it; stop \
+             it or choose another address with {flag}"
+        ),
         io::ErrorKind::AddrNotAvailable => {
-            "no such address on this machine; choose a local address with --http".into()
+            format!("no such address on this machine; choose a local address with {flag}")
         }
-        io::ErrorKind::PermissionDenied => {
-            "permission denied (ports below 1024 need privileges); choose another port with --http"
-                .into()
-        }
+        io::ErrorKind::PermissionDenied => format!(
+            "permission denied (ports below 1024 need privileges); choose another port with {flag}"
+        ),
         _ => error.to_string(),
     }
 }
@@ -79,6 +82,8 @@ fn bind_failure(error: &io::Error) -> String {
 /// A started server.
 pub struct Running {
     pub local_addr: SocketAddr,
+    /// Where DNS is served (UDP and TCP), unless it is off.
+    pub dns_addr: Option<SocketAddr>,
     pub instances_restored: usize,
     serve: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
@@ -192,6 +197,32 @@ async fn start_with_store(
     let instances_restored = catalog.instance_count();
     let listener = bind(&config.http).await?;
     let local_addr = listener.local_addr().map_err(ServerError::Serve)?;
+    let dns = match config.dns_listen() {
+        Some(addr) => match dns::bind(&addr).await {
+            Ok(bound) => Some(bound),
+            // The default address taken (a Consul agent, another server): run without DNS
+            // rather than not at all; an address asked for is a hard error.
+            Err(dns::BindError::Bind(error))
+                if config.dns.is_none() && error.kind() == io::ErrorKind::AddrInUse =>
+            {
+                tracing::warn!(
+                    "DNS is off: {addr} is already in use (another trellis server, a Consul \
+                     agent?); choose another address with --dns, or --dns off"
+                );
+                None
+            }
+            Err(dns::BindError::Resolve(error)) => {
+                let addr = addr.to_string();
+                return Err(ServerError::Resolve { addr, error });
+            }
+            Err(dns::BindError::Bind(error)) => {
+                let addr = addr.to_string();
+                return Err(ServerError::DnsBind { addr, error });
+            }
+        },
+        None => None,
+    };
+    let dns_addr = dns.as_ref().map(|bound| bound.local_addr);
     let active_checks: Vec<Arc<Check>> = catalog
         .checks()
         .filter(|c| c.is_active())
@@ -232,13 +263,27 @@ async fn start_with_store(
         max_waiters: config.max_waiters,
         metrics,
     });
+    let dns_settings = dns::Settings {
+        domain: config.dns_domain.clone(),
+        ttl: config.dns_ttl.0,
+    };
+    let dns = dns
+        .map(|bound| dns::serve(bound, state.clone(), &dns_settings))
+        .transpose()
+        .map_err(ServerError::Serve)?;
     let serve = tokio::spawn(async move {
         let result = serve(listener, state, shutdown, writer_done).await;
         checker.abort();
+        // Closing the state (on shutdown or a writer failure) already stopped DNS from taking
+        // queries; make sure it has, whatever ended the HTTP server.
+        if let Some(dns) = dns {
+            dns.stop().await;
+        }
         result
     });
     Ok(Running {
         local_addr,
+        dns_addr,
         instances_restored,
         serve,
     })

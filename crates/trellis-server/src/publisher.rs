@@ -16,7 +16,9 @@ pub struct Publisher {
     slots: DashMap<String, Arc<Slot>>,
     /// The services index, sent after every change of the list of services.
     services_changed: watch::Sender<u64>,
-    /// The KV store index, sent after every KV change.
+    /// The KV store index, sent after every KV change and every session created or destroyed
+    /// (sessions hold KV's locks; session reads wait on this signal too and re-check their own
+    /// index).
     kv_changed: watch::Sender<u64>,
     checks_changed: mpsc::UnboundedSender<CheckChange>,
 }
@@ -70,7 +72,7 @@ impl Publisher {
         if fx.services_list {
             self.services_changed.send_replace(catalog.services_index());
         }
-        if fx.kv {
+        if fx.kv || fx.sessions {
             self.kv_changed.send_replace(catalog.kv_store_index());
         }
         for check_id in &fx.checks {
@@ -88,6 +90,7 @@ impl Publisher {
             services: self.slots.iter().map(|slot| slot.key().clone()).collect(),
             services_list: true,
             kv: true,
+            sessions: true,
             checks,
             ..Effects::default()
         };

@@ -240,5 +240,9 @@ fn mutation(catalog: &Catalog, write: &Write) -> Mutation {
             Some(entry) => Mutation::PutKv(entry.clone()),
             None => Mutation::DeleteKv(key.clone()),
         },
+        Write::Session(id) => match catalog.session(id) {
+            Some(session) => Mutation::PutSession(session.as_ref().clone()),
+            None => Mutation::DeleteSession(id.clone()),
+        },
     }
 }

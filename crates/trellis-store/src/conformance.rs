@@ -3,7 +3,8 @@
 
 use crate::{Mutation, Store};
 use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry};
-use trellis_types::{CheckDefinition, CheckStatus, ServiceRegistration};
+use trellis_types::session::session_from_create;
+use trellis_types::{CheckDefinition, CheckStatus, ServiceRegistration, Session};
 
 fn instance(id: &str, index: u64) -> InstanceRecord {
     let registration = ServiceRegistration::from_json(serde_json::json!({
@@ -37,9 +38,23 @@ fn kv(key: &str, value: &[u8]) -> KvEntry {
         key: key.into(),
         value: value.to_vec(),
         flags: 42,
+        lock_index: 0,
+        session: None,
         create_index: 4,
         modify_index: 4,
     }
+}
+
+fn session(id: &str, index: u64) -> Session {
+    let body = serde_json::json!({
+        "Name": "leader", "TTL": "15s", "LockDelay": "1s", "Behavior": "delete",
+        "Checks": ["c1"], "ServiceChecks": [{"ID": "svc"}]
+    });
+    let mut s = session_from_create(Some(body), id.into(), "node-1")
+        .unwrap_or_else(|e| panic!("fixture: {e}"));
+    s.create_index = index;
+    s.modify_index = index;
+    s
 }
 
 /// Runs every conformance check. `open` opens the store (again) at the same location.
@@ -47,12 +62,14 @@ pub fn run<S: Store>(open: impl Fn() -> S) {
     empty_store_loads_empty(&open());
     round_trip_and_reopen(&open);
     checks_follow_their_owner(&open);
+    sessions_and_locks_round_trip(&open);
 }
 
 fn empty_store_loads_empty<S: Store>(store: &S) {
     let snapshot = store.load().unwrap_or_else(|e| panic!("load: {e}"));
     assert_eq!(snapshot.index, 0);
-    assert!(snapshot.instances.is_empty() && snapshot.checks.is_empty() && snapshot.kv.is_empty());
+    assert!(snapshot.instances.is_empty() && snapshot.checks.is_empty());
+    assert!(snapshot.kv.entries.is_empty() && snapshot.kv.sessions.is_empty());
 }
 
 fn round_trip_and_reopen<S: Store>(open: &impl Fn() -> S) {
@@ -89,7 +106,7 @@ fn round_trip_and_reopen<S: Store>(open: &impl Fn() -> S) {
     assert_eq!(snapshot.index, 7);
     assert_eq!(snapshot.instances, vec![instance("w1", 2)]);
     assert_eq!(snapshot.checks, vec![check("c1", "w1")]);
-    assert_eq!(snapshot.kv, vec![kv("a/b", &binary)]);
+    assert_eq!(snapshot.kv.entries, vec![kv("a/b", &binary)]);
 }
 
 /// A check is deleted from the instance it belonged to; a check ID that moved to another
@@ -173,4 +190,43 @@ fn store_is_reusable<S: Store>(open: &impl Fn() -> S) {
             .all(|c| c.definition.id.as_deref() != Some("node-disk"))
     );
     assert_eq!(snapshot.index, 12);
+}
+
+/// Sessions are stored whole (every field a restart needs), deleted by ID, and a locked entry
+/// keeps its holder and lock count, all in the same commit as the rest.
+fn sessions_and_locks_round_trip<S: Store>(open: &impl Fn() -> S) {
+    let store = open();
+    let locked = KvEntry {
+        lock_index: 3,
+        session: Some("s1".into()),
+        ..kv("locks/leader", b"me")
+    };
+    store
+        .commit(
+            20,
+            &[
+                Mutation::PutSession(session("s1", 19)),
+                Mutation::PutSession(session("s2", 20)),
+                Mutation::PutKv(locked.clone()),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("commit: {e}"));
+    store
+        .commit(
+            21,
+            &[
+                Mutation::DeleteSession("s2".into()),
+                Mutation::DeleteSession("never-existed".into()),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("commit: {e}"));
+    drop(store);
+    let snapshot = open().load().unwrap_or_else(|e| panic!("load: {e}"));
+    assert_eq!(snapshot.kv.sessions, vec![session("s1", 19)]);
+    assert!(
+        snapshot.kv.entries.contains(&locked),
+        "{:?}",
+        snapshot.kv.entries
+    );
+    assert_eq!(snapshot.index, 21);
 }

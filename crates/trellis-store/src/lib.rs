@@ -8,7 +8,8 @@ mod redb_store;
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
 
-use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry};
+use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry, KvSnapshot};
+use trellis_types::Session;
 
 /// Everything a store holds, as read back at startup.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -17,7 +18,8 @@ pub struct Snapshot {
     pub index: u64,
     pub instances: Vec<InstanceRecord>,
     pub checks: Vec<CheckRecord>,
-    pub kv: Vec<KvEntry>,
+    /// KV entries and the sessions (which hold locks on them): restored together.
+    pub kv: KvSnapshot,
 }
 
 /// One change to durable state.
@@ -33,6 +35,8 @@ pub enum Mutation {
     },
     PutKv(KvEntry),
     DeleteKv(String),
+    PutSession(Session),
+    DeleteSession(String),
 }
 
 #[derive(Debug, thiserror::Error)]

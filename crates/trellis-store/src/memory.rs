@@ -3,7 +3,8 @@
 use crate::{Mutation, Snapshot, Store, StoreError};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry};
+use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry, KvSnapshot};
+use trellis_types::Session;
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -16,6 +17,7 @@ struct State {
     instances: BTreeMap<String, InstanceRecord>,
     checks: BTreeMap<String, CheckRecord>,
     kv: BTreeMap<String, KvEntry>,
+    sessions: BTreeMap<String, Session>,
 }
 
 impl MemoryStore {
@@ -31,7 +33,10 @@ impl Store for MemoryStore {
             index: state.index,
             instances: state.instances.values().cloned().collect(),
             checks: state.checks.values().cloned().collect(),
-            kv: state.kv.values().cloned().collect(),
+            kv: KvSnapshot {
+                entries: state.kv.values().cloned().collect(),
+                sessions: state.sessions.values().cloned().collect(),
+            },
         })
     }
 
@@ -65,6 +70,12 @@ impl Store for MemoryStore {
                 }
                 Mutation::DeleteKv(key) => {
                     state.kv.remove(key);
+                }
+                Mutation::PutSession(session) => {
+                    state.sessions.insert(session.id.clone(), session.clone());
+                }
+                Mutation::DeleteSession(id) => {
+                    state.sessions.remove(id);
                 }
             }
         }

@@ -1,16 +1,18 @@
 //! The embedded durable store on redb: JSON values, one fsync'd transaction per commit (so a
 //! batch of requests shares one fsync). Instances and their checks share one table, a
 //! service's checks keyed right after its instance (`id\0` and `id\0check`), so registering an
-//! instance with its check dirties one B-tree leaf instead of one in each of two tables.
+//! instance with its check dirties one B-tree leaf instead of one in each of two tables. KV
+//! entries and sessions have a table each.
 
 use crate::{Mutation, Snapshot, Store, StoreError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use std::path::Path;
-use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry};
+use trellis_catalog::{CheckRecord, InstanceRecord, KvSnapshot};
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INDEX_KEY: &str = "index";
 /// Page cache; the catalog itself lives in memory, so the store only needs a small cache.
@@ -41,6 +43,7 @@ impl RedbStore {
         {
             txn.open_table(RECORDS).map_err(redb::Error::from)?;
             txn.open_table(KV).map_err(redb::Error::from)?;
+            txn.open_table(SESSIONS).map_err(redb::Error::from)?;
             txn.open_table(META).map_err(redb::Error::from)?;
         }
         txn.commit().map_err(redb::Error::from)?;
@@ -93,7 +96,7 @@ impl Store for RedbStore {
                 let txn = self.db.begin_read().map_err(redb::Error::from)?;
                 read_all(&txn, RECORDS, |key| !is_instance_key(key))
             });
-            let rest = (|| -> Result<(u64, Vec<InstanceRecord>, Vec<KvEntry>), StoreError> {
+            let rest = (|| -> Result<(u64, Vec<InstanceRecord>, KvSnapshot), StoreError> {
                 let txn = self.db.begin_read().map_err(redb::Error::from)?;
                 let index = txn
                     .open_table(META)
@@ -103,7 +106,11 @@ impl Store for RedbStore {
                     .map(|v| v.value())
                     .unwrap_or(0);
                 let instances = read_all(&txn, RECORDS, is_instance_key)?;
-                Ok((index, instances, read_all(&txn, KV, |_| true)?))
+                let kv = KvSnapshot {
+                    entries: read_all(&txn, KV, |_| true)?,
+                    sessions: read_all(&txn, SESSIONS, |_| true)?,
+                };
+                Ok((index, instances, kv))
             })();
             (checks.join(), rest)
         });
@@ -125,6 +132,7 @@ impl Store for RedbStore {
         {
             let mut records = txn.open_table(RECORDS).map_err(redb::Error::from)?;
             let mut kv = txn.open_table(KV).map_err(redb::Error::from)?;
+            let mut sessions = txn.open_table(SESSIONS).map_err(redb::Error::from)?;
             let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
             for mutation in mutations {
                 match mutation {
@@ -159,6 +167,15 @@ impl Store for RedbStore {
                     }
                     Mutation::DeleteKv(key) => {
                         kv.remove(key.as_str()).map_err(redb::Error::from)?;
+                    }
+                    Mutation::PutSession(session) => {
+                        let bytes = serde_json::to_vec(session)?;
+                        sessions
+                            .insert(session.id.as_str(), bytes.as_slice())
+                            .map_err(redb::Error::from)?;
+                    }
+                    Mutation::DeleteSession(id) => {
+                        sessions.remove(id.as_str()).map_err(redb::Error::from)?;
                     }
                 }
             }

@@ -6,7 +6,8 @@
 use crate::duration::{format_go_duration, parse_go_duration};
 use crate::meta::Meta;
 use crate::registration::{
-    CheckDefinition, CheckKind, CheckStatus, HttpCheck, ServiceRegistration, TaggedAddress, Weights,
+    CheckDefinition, CheckKind, CheckStatus, GrpcCheck, HttpCheck, ServiceRegistration,
+    StaticCheck, TaggedAddress, Weights,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -66,8 +67,21 @@ struct Check {
     body: String,
     #[serde(rename = "TLSSkipVerify", default, skip_serializing_if = "is_false")]
     tls_skip_verify: bool,
+    #[serde(
+        rename = "TLSServerName",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    tls_server_name: String,
     #[serde(rename = "TCP", default, skip_serializing_if = "Option::is_none")]
     tcp: Option<String>,
+    #[serde(rename = "GRPC", default, skip_serializing_if = "Option::is_none")]
+    grpc: Option<String>,
+    #[serde(rename = "GRPCUseTLS", default, skip_serializing_if = "is_false")]
+    grpc_use_tls: bool,
+    /// A check nobody runs, with the status its registration gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    r#static: Option<StaticCheck>,
     #[serde(default, with = "go_duration", skip_serializing_if = "Option::is_none")]
     interval: Option<Duration>,
     #[serde(default, with = "go_duration", skip_serializing_if = "Option::is_none")]
@@ -125,7 +139,11 @@ impl From<&CheckDefinition> for Check {
             header: BTreeMap::new(),
             body: String::new(),
             tls_skip_verify: false,
+            tls_server_name: String::new(),
             tcp: None,
+            grpc: None,
+            grpc_use_tls: false,
+            r#static: None,
             interval: d.interval,
             timeout: d.timeout,
             deregister_critical_service_after: d.deregister_critical_service_after,
@@ -141,8 +159,16 @@ impl From<&CheckDefinition> for Check {
                 c.header = h.headers.clone();
                 c.body = h.body.clone();
                 c.tls_skip_verify = h.tls_skip_verify;
+                c.tls_server_name = h.tls_server_name.clone();
             }
             CheckKind::Tcp { address } => c.tcp = Some(address.clone()),
+            CheckKind::Grpc(g) => {
+                c.grpc = Some(g.target.clone());
+                c.grpc_use_tls = g.use_tls;
+                c.tls_skip_verify = g.tls_skip_verify;
+                c.tls_server_name = g.tls_server_name.clone();
+            }
+            CheckKind::Static(s) => c.r#static = Some(s.clone()),
         }
         c
     }
@@ -152,17 +178,25 @@ impl TryFrom<Check> for CheckDefinition {
     type Error = String;
 
     fn try_from(c: Check) -> Result<Self, String> {
-        let kind = match (c.ttl, c.http, c.tcp) {
-            (Some(ttl), None, None) => CheckKind::Ttl { ttl },
-            (None, Some(url), None) => CheckKind::Http(Box::new(HttpCheck {
+        let kind = match (c.ttl, c.http, c.tcp, c.grpc, c.r#static) {
+            (Some(ttl), None, None, None, None) => CheckKind::Ttl { ttl },
+            (None, Some(url), None, None, None) => CheckKind::Http(Box::new(HttpCheck {
                 url,
                 method: c.method.unwrap_or_else(|| "GET".into()),
                 headers: c.header,
                 body: c.body,
                 tls_skip_verify: c.tls_skip_verify,
+                tls_server_name: c.tls_server_name,
             })),
-            (None, None, Some(address)) => CheckKind::Tcp { address },
-            _ => return Err("a check needs exactly one of TTL, HTTP or TCP".into()),
+            (None, None, Some(address), None, None) => CheckKind::Tcp { address },
+            (None, None, None, Some(target), None) => CheckKind::Grpc(Box::new(GrpcCheck {
+                target,
+                use_tls: c.grpc_use_tls,
+                tls_skip_verify: c.tls_skip_verify,
+                tls_server_name: c.tls_server_name,
+            })),
+            (None, None, None, None, Some(s)) => CheckKind::Static(s),
+            _ => return Err("a check needs exactly one of TTL, HTTP, TCP, GRPC or Static".into()),
         };
         Ok(CheckDefinition {
             id: c.id,

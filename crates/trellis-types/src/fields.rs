@@ -59,6 +59,15 @@ impl Fields {
         })
     }
 
+    /// Removes and returns the first present field among `names`, `null` included (for fields
+    /// where a `null` means something, as an empty list does).
+    pub fn take_present(&mut self, names: &[&str]) -> Option<Value> {
+        names.iter().find_map(|name| {
+            let pos = self.by_name.iter().position(|(k, _)| same_name(k, name))?;
+            Some(self.by_name.swap_remove(pos).1)
+        })
+    }
+
     pub fn string(&mut self, names: &[&str]) -> Result<Option<String>, InvalidInput> {
         match self.take(names) {
             None => Ok(None),

@@ -6,6 +6,8 @@ pub mod fields;
 mod meta;
 pub mod registration;
 pub mod response;
+pub mod session;
+pub mod txn;
 pub mod watch;
 
 pub use duration::{format_go_duration, parse_go_duration};
@@ -16,6 +18,8 @@ pub use registration::{
 pub use response::{
     AgentService, CatalogService, HealthCheck, HealthEntry, KvPair, NodeInfo, ServiceInfo,
 };
+pub use session::{ServiceCheck, Session, SessionBehavior};
+pub use txn::{KvOp, KvVerb};
 pub use watch::{WatchEvent, WatchInstance};
 
 /// Why a request body could not be turned into a registration or check.

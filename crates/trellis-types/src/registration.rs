@@ -85,6 +85,38 @@ pub struct HttpCheck {
     pub headers: BTreeMap<String, Vec<String>>,
     pub body: String,
     pub tls_skip_verify: bool,
+    /// Name the server's certificate is verified against (and sent as SNI) instead of the URL's
+    /// host; empty for the URL's host.
+    pub tls_server_name: String,
+}
+
+/// A gRPC check: the standard health protocol (`grpc.health.v1.Health/Check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcCheck {
+    /// `host:port`, optionally followed by `/service` (the service asked about; empty asks about
+    /// the server as a whole), as Consul's `GRPC` field.
+    pub target: String,
+    pub use_tls: bool,
+    pub tls_skip_verify: bool,
+    pub tls_server_name: String,
+}
+
+impl GrpcCheck {
+    /// The `host:port` to connect to and the service to ask about.
+    pub fn address_and_service(&self) -> (&str, &str) {
+        self.target.split_once('/').unwrap_or((&self.target, ""))
+    }
+}
+
+/// A check nothing runs: its status is the one it was registered with. Maintenance mode uses
+/// them, and so do checks registered through `/v1/catalog/register` without a definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StaticCheck {
+    pub status: CheckStatus,
+    /// The check's `Type` as the API shows it (`maintenance` for maintenance mode).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub r#type: String,
 }
 
 /// What a check does to decide its status.
@@ -96,15 +128,26 @@ pub enum CheckKind {
     Http(Box<HttpCheck>),
     /// The server opens a TCP connection every interval.
     Tcp { address: String },
+    /// The server asks a gRPC health service every interval: SERVING passing, else critical.
+    Grpc(Box<GrpcCheck>),
+    /// Nobody runs it; a registration sets its status (never parsed from an agent request).
+    Static(StaticCheck),
 }
 
 impl CheckKind {
-    pub fn type_name(&self) -> &'static str {
+    pub fn type_name(&self) -> &str {
         match self {
             Self::Ttl { .. } => "ttl",
             Self::Http(_) => "http",
             Self::Tcp { .. } => "tcp",
+            Self::Grpc(_) => "grpc",
+            Self::Static(s) => &s.r#type,
         }
+    }
+
+    /// Whether the server probes this check itself (HTTP, TCP, gRPC).
+    pub fn is_probed(&self) -> bool {
+        matches!(self, Self::Http(_) | Self::Tcp { .. } | Self::Grpc(_))
     }
 }
 
@@ -304,6 +347,21 @@ fn small_count(value: Option<u64>, what: &str) -> Result<u32, InvalidInput> {
     }
 }
 
+/// A gRPC check target: `host:port` with a numeric port, optionally `/service`.
+fn validate_grpc_target(target: &str) -> Result<(), InvalidInput> {
+    let (address, _service) = target.split_once('/').unwrap_or((target, ""));
+    let valid = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if valid {
+        Ok(())
+    } else {
+        Err(InvalidInput::new(format!(
+            "GRPC check target {target:?} must be host:port or host:port/service"
+        )))
+    }
+}
+
 impl CheckDefinition {
     pub fn from_json(value: Value) -> Result<Self, InvalidInput> {
         let mut f = Fields::from_value(value, "check")?;
@@ -311,7 +369,6 @@ impl CheckDefinition {
             "Args",
             "ScriptArgs",
             "Script",
-            "GRPC",
             "H2PING",
             "DockerContainerID",
             "AliasService",
@@ -320,7 +377,7 @@ impl CheckDefinition {
         ] {
             if f.take(&[unsupported]).is_some_and(|v| !is_empty_value(&v)) {
                 return Err(InvalidInput::new(format!(
-                    "{unsupported} checks are not supported; use TTL, HTTP or TCP"
+                    "{unsupported} checks are not supported; use TTL, HTTP, TCP or GRPC"
                 )));
             }
         }
@@ -331,8 +388,17 @@ impl CheckDefinition {
         let ttl = f.duration(&["TTL"])?;
         let http = f.string(&["HTTP"])?.filter(|s| !s.is_empty());
         let tcp = f.string(&["TCP"])?.filter(|s| !s.is_empty());
+        let grpc = f.string(&["GRPC"])?.filter(|s| !s.is_empty());
         let interval = f.duration(&["Interval"])?;
         let timeout = f.duration(&["Timeout"])?;
+        let tls_skip_verify = f.bool(&["TLSSkipVerify"])?.unwrap_or(false);
+        let tls_server_name = f.string(&["TLSServerName"])?.unwrap_or_default();
+        let kinds = [ttl.is_some(), http.is_some(), tcp.is_some(), grpc.is_some()];
+        if kinds.iter().filter(|k| **k).count() > 1 {
+            return Err(InvalidInput::new(
+                "a check can have only one of TTL, HTTP, TCP or GRPC",
+            ));
+        }
         let kind = match (ttl, http, tcp) {
             (Some(ttl), None, None) => {
                 if interval.is_some() {
@@ -377,18 +443,27 @@ impl CheckDefinition {
                         .to_ascii_uppercase(),
                     headers,
                     body: f.string(&["Body"])?.unwrap_or_default(),
-                    tls_skip_verify: f.bool(&["TLSSkipVerify"])?.unwrap_or(false),
+                    tls_skip_verify,
+                    tls_server_name,
                 }))
             }
             (None, None, Some(address)) => CheckKind::Tcp { address },
-            (None, None, None) => {
-                return Err(InvalidInput::new("a check needs one of TTL, HTTP or TCP"));
-            }
-            _ => {
-                return Err(InvalidInput::new(
-                    "a check can have only one of TTL, HTTP or TCP",
-                ));
-            }
+            _ => match grpc {
+                Some(target) => {
+                    validate_grpc_target(&target)?;
+                    CheckKind::Grpc(Box::new(GrpcCheck {
+                        target,
+                        use_tls: f.bool(&["GRPCUseTLS"])?.unwrap_or(false),
+                        tls_skip_verify,
+                        tls_server_name,
+                    }))
+                }
+                None => {
+                    return Err(InvalidInput::new(
+                        "a check needs one of TTL, HTTP, TCP or GRPC",
+                    ));
+                }
+            },
         };
         if !matches!(kind, CheckKind::Ttl { .. }) && interval.is_none() {
             return Err(InvalidInput::new(format!(
@@ -566,6 +641,85 @@ mod canonical_tests {
             serde_json::from_value::<ServiceRegistration>(value).unwrap(),
             reg
         );
+    }
+
+    #[test]
+    fn grpc_and_tls_fields_parse_and_round_trip() {
+        let reg = ServiceRegistration::from_json(json!({
+            "name": "api",
+            "checks": [
+                {"grpc": "127.0.0.1:50051/health.v1", "grpc_use_tls": true, "tls_skip_verify": true,
+                 "tls_server_name": "api.internal", "interval": "5s"},
+                {"http": "https://127.0.0.1:8443/health", "TLSServerName": "api.internal",
+                 "interval": "5s"}
+            ]
+        }))
+        .unwrap();
+        let CheckKind::Grpc(g) = &reg.checks[0].kind else {
+            panic!("not a gRPC check: {:?}", reg.checks[0].kind)
+        };
+        assert_eq!(g.address_and_service(), ("127.0.0.1:50051", "health.v1"));
+        assert!(g.use_tls && g.tls_skip_verify);
+        assert_eq!(g.tls_server_name, "api.internal");
+        assert_eq!(reg.checks[0].kind.type_name(), "grpc");
+        let CheckKind::Http(h) = &reg.checks[1].kind else {
+            panic!("not an HTTP check")
+        };
+        assert_eq!(h.tls_server_name, "api.internal");
+        let value = serde_json::to_value(&reg).unwrap();
+        assert_eq!(value["Checks"][0]["GRPC"], "127.0.0.1:50051/health.v1");
+        assert_eq!(value["Checks"][0]["GRPCUseTLS"], true);
+        assert_eq!(
+            serde_json::from_value::<ServiceRegistration>(value.clone()).unwrap(),
+            reg
+        );
+        assert_eq!(ServiceRegistration::from_json(value).unwrap(), reg);
+    }
+
+    #[test]
+    fn bad_grpc_targets_are_refused() {
+        for target in ["localhost", "localhost:http", ":50051", "host:99999/svc"] {
+            let check = json!({"GRPC": target, "Interval": "1s"});
+            assert!(
+                CheckDefinition::from_json(check).is_err(),
+                "{target} accepted"
+            );
+        }
+        let both = json!({"GRPC": "h:1", "TCP": "h:1", "Interval": "1s"});
+        assert!(CheckDefinition::from_json(both).is_err());
+        let no_interval = json!({"GRPC": "h:1"});
+        assert!(CheckDefinition::from_json(no_interval).is_err());
+    }
+
+    #[test]
+    fn static_checks_are_stored_but_never_parsed_from_requests() {
+        let check = CheckDefinition {
+            id: Some("_node_maintenance".into()),
+            name: Some("Node Maintenance Mode".into()),
+            service_id: None,
+            notes: "upgrading".into(),
+            status: Some(CheckStatus::Critical),
+            kind: CheckKind::Static(StaticCheck {
+                status: CheckStatus::Critical,
+                r#type: "maintenance".into(),
+            }),
+            interval: None,
+            timeout: None,
+            deregister_critical_service_after: None,
+            success_before_passing: 0,
+            failures_before_critical: 0,
+            failures_before_warning: 0,
+        };
+        assert_eq!(check.kind.type_name(), "maintenance");
+        assert!(!check.kind.is_probed());
+        let value = serde_json::to_value(&check).unwrap();
+        assert_eq!(value["Static"]["Status"], "critical");
+        assert_eq!(
+            serde_json::from_value::<CheckDefinition>(value.clone()).unwrap(),
+            check
+        );
+        // An agent request cannot register one: it has no TTL, HTTP, TCP or GRPC.
+        assert!(CheckDefinition::from_json(value).is_err());
     }
 
     #[test]

@@ -113,7 +113,8 @@ pub struct CatalogService {
     pub modify_index: u64,
 }
 
-/// A key/value entry; `Value` is base64, `null` for an empty value.
+/// A key/value entry; `Value` is base64, `null` for an empty value. `Session` is the session
+/// holding the key's lock, left out when nobody holds it (as Consul answers).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct KvPair {
@@ -121,6 +122,8 @@ pub struct KvPair {
     pub key: String,
     pub flags: u64,
     pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     pub create_index: u64,
     pub modify_index: u64,
 }

@@ -178,6 +178,75 @@ step("kv", async (c, t) => {
   assert.equal(await c.kv.get({ key: "compat/", recurse: true }), undefined);
 });
 
+step("sessions", async (c, t) => {
+  const created = await c.session.create({ name: "compat-js", ttl: "15s", lockdelay: "1s" });
+  const id = created.ID;
+  assert.match(id, /^[0-9a-f-]{36}$/);
+  const info = await c.session.info(id);
+  assert.equal(info.ID, id);
+  assert.equal(info.Name, "compat-js");
+  assert.equal(info.TTL, "15s");
+  assert.equal(info.LockDelay, 1e9);
+  assert.equal(info.Node, "compat-node-js");
+  assert.deepEqual(info.NodeChecks, ["serfHealth"]);
+  assert.ok((await c.session.list()).some((s) => s.ID === id));
+  assert.deepEqual((await c.session.node("compat-node-js")).map((s) => s.ID), [id]);
+  const renewed = await c.session.renew(id);
+  assert.equal(renewed[0].ID, id);
+  await c.session.destroy(id);
+  assert.equal(await c.session.info(id), undefined);
+  // A lock-delay given as a number below 1000 is seconds, as Consul reads it.
+  const numeric = (await c.session.create({ lockdelay: 2, behavior: "delete" })).ID;
+  assert.equal((await c.session.get(numeric)).LockDelay, 2e9);
+  assert.equal((await c.session.get(numeric)).Behavior, "delete");
+  await c.session.destroy(numeric);
+});
+
+step("kv locks", async (c, t) => {
+  // node-consul leaves a falsy lockdelay out, so these get Consul's default of 15 s.
+  const a = (await c.session.create({ name: "a" })).ID;
+  const b = (await c.session.create({ name: "b" })).ID;
+  assert.equal(await c.kv.set({ key: "compat/lock", value: "a", acquire: a }), true);
+  let held = await c.kv.get("compat/lock");
+  assert.equal(held.Session, a);
+  assert.equal(held.LockIndex, 1);
+  // Refused answers are `false`, which node-consul hands back as `undefined`.
+  assert.notEqual(await c.kv.set({ key: "compat/lock", value: "b", acquire: b }), true);
+  assert.equal((await c.kv.get("compat/lock")).Value, "a");
+  assert.equal(await c.kv.set({ key: "compat/lock", value: "free", release: a }), true);
+  held = await c.kv.get("compat/lock");
+  assert.equal(held.Session, undefined);
+  assert.equal(held.LockIndex, 1);
+  assert.equal(await c.kv.set({ key: "compat/lock", value: "b", acquire: b }), true);
+  assert.equal((await c.kv.get("compat/lock")).LockIndex, 2);
+  await c.session.destroy(b);
+  assert.equal((await c.kv.get("compat/lock")).Session, undefined);
+  // Within b's lock-delay nobody may take the key.
+  assert.notEqual(await c.kv.set({ key: "compat/lock", value: "a", acquire: a }), true);
+  await assert.rejects(c.kv.set({ key: "compat/other", value: "x", acquire: "no-such-session" }), /invalid session/);
+  await c.session.destroy(a);
+  assert.equal(await c.kv.del("compat/lock"), true);
+});
+
+step("transaction", async (c, t) => {
+  const b64 = (text) => Buffer.from(text).toString("base64");
+  const done = await c.transaction.create([
+    { KV: { Verb: "set", Key: "compat/txn/a", Value: b64("1") } },
+    { KV: { Verb: "get", Key: "compat/txn/a" } },
+  ]);
+  assert.equal(done.Errors, null);
+  assert.equal(done.Results[1].KV.Value, b64("1"));
+  await assert.rejects(
+    c.transaction.create([
+      { KV: { Verb: "set", Key: "compat/txn/b", Value: b64("2") } },
+      { KV: { Verb: "check-not-exists", Key: "compat/txn/a" } },
+    ]),
+    (err) => err.statusCode === 409,
+  );
+  assert.equal(await c.kv.get("compat/txn/b"), undefined);
+  assert.equal(await c.kv.del({ key: "compat/txn/", recurse: true }), true);
+});
+
 step("deregister", async (c, t) => {
   await c.agent.service.deregister("web-1");
   assert.deepEqual(ids(await c.health.service("web")), ["web-2"]);

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use trellis_example::{OrdersArgs, UsersArgs};
 use trellis_proxy::{GatewayArgs, SidecarArgs};
-use trellis_server::HostPort;
+use trellis_server::{DnsListen, HostPort};
 
 /// One service instance: the app and its sidecar's three listeners.
 #[derive(Debug, Clone)]
@@ -25,13 +25,16 @@ pub struct Instance {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub registry: SocketAddr,
+    /// The registry's DNS interface (UDP and TCP).
+    pub registry_dns: SocketAddr,
     pub gateway: SocketAddr,
     pub gateway_admin: SocketAddr,
     pub instances: Vec<Instance>,
     pub data_dir: PathBuf,
 }
 
-/// Ports the demo uses above `--base-port` (registry, gateway, then four instances of four).
+/// Ports the demo uses above `--base-port` (registry, gateway, gateway admin, registry DNS,
+/// then four instances of four).
 const PORTS_USED: u16 = 44;
 
 fn local(port: u16) -> SocketAddr {
@@ -63,6 +66,7 @@ impl Plan {
         }
         Ok(Self {
             registry: local(base),
+            registry_dns: local(base + 3),
             gateway: local(base + 1),
             gateway_admin: local(base + 2),
             instances,
@@ -73,6 +77,7 @@ impl Plan {
     pub fn ports(&self) -> Vec<(String, SocketAddr)> {
         let mut ports = vec![
             ("registry".to_owned(), self.registry),
+            ("registry DNS".to_owned(), self.registry_dns),
             ("gateway".to_owned(), self.gateway),
             ("gateway admin".to_owned(), self.gateway_admin),
         ];
@@ -104,6 +109,7 @@ impl Plan {
             http: Some(HostPort::from(self.registry)),
             data_dir: Some(self.data_dir.join("registry")),
             node_name: Some("demo".to_owned()),
+            dns: Some(DnsListen::At(HostPort::from(self.registry_dns))),
             ..ServerArgs::default()
         };
         command("server", server.to_args())

@@ -4,6 +4,7 @@
 use super::error::ApiError;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
+use super::waiting::{Hashed, Signal, add_content_hash, block_on_hash, content_hash};
 use crate::published::check_json;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
@@ -150,7 +151,7 @@ pub async fn update(
 /// catalog: listing 100,000 instances must not clone 100,000 registrations first.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct AgentServiceView<'a> {
+pub(super) struct AgentServiceView<'a> {
     #[serde(rename = "ID")]
     id: &'a str,
     service: &'a str,
@@ -164,7 +165,10 @@ struct AgentServiceView<'a> {
     datacenter: &'a str,
 }
 
-fn agent_service<'a>(state: &'a AppState, r: &'a ServiceRegistration) -> AgentServiceView<'a> {
+pub(super) fn agent_service<'a>(
+    state: &'a AppState,
+    r: &'a ServiceRegistration,
+) -> AgentServiceView<'a> {
     AgentServiceView {
         id: &r.id,
         service: &r.name,
@@ -196,49 +200,103 @@ impl Serialize for Listing<'_> {
     }
 }
 
+/// A hash-blocking answer: JSON with the index headers and `X-Consul-ContentHash`.
+fn hashed_response(hashed: Hashed) -> Response {
+    let mut response = json_response(hashed.index, hashed.body);
+    add_content_hash(response.headers_mut(), &hashed.hash);
+    response
+}
+
+/// `GET /v1/agent/services`. Blocks with `?hash=` until the listing changes: Consul blocks only
+/// `/v1/agent/service/:id` that way and answers this listing at once; honouring the hash here
+/// too costs nothing and lets a client watch every local service with one request.
 pub async fn services(
     State(state): State<AppState>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    QueryParams::new(q).check_common(state.node())?;
-    let catalog = state.catalog()?;
-    let body = to_json_bytes(&Listing {
-        state: &state,
-        catalog: &catalog,
-    });
-    Ok(json_response(catalog.services_index(), body))
+    let query = QueryParams::new(q);
+    query.check_common(state.node())?;
+    let hashed = block_on_hash(&state, &query, Signal::Services, || {
+        let catalog = state.catalog()?;
+        let body = to_json_bytes(&Listing {
+            state: &state,
+            catalog: &catalog,
+        });
+        Ok(Hashed {
+            index: catalog.services_index(),
+            hash: content_hash(&body),
+            body,
+        })
+    })
+    .await?;
+    Ok(hashed_response(hashed))
 }
 
+/// `AgentService` with the hash of its own content, as `/v1/agent/service/:id` answers.
+#[derive(Serialize)]
+struct HashedAgentService<'a> {
+    #[serde(flatten)]
+    service: AgentServiceView<'a>,
+    #[serde(rename = "ContentHash")]
+    content_hash: &'a str,
+}
+
+/// `GET /v1/agent/service/:id`, blocking with `?hash=` until the instance changes (Consul's
+/// hash-based blocking; the body carries the same `ContentHash`).
 pub async fn service(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let catalog = state.catalog()?;
-    let instance = catalog
-        .instance(&id)
-        .ok_or_else(|| ApiError::not_found(format!("unknown service ID {id:?}")))?;
-    Ok(json_response(
-        instance.modify_index,
-        to_json_bytes(&agent_service(&state, &instance.registration)),
-    ))
+    let query = QueryParams::new(q);
+    let hashed = block_on_hash(&state, &query, Signal::Services, || {
+        let catalog = state.catalog()?;
+        let instance = catalog
+            .instance(&id)
+            .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))?;
+        let service = agent_service(&state, &instance.registration);
+        let hash = content_hash(&to_json_bytes(&service));
+        let body = to_json_bytes(&HashedAgentService {
+            service,
+            content_hash: &hash,
+        });
+        Ok(Hashed {
+            index: instance.modify_index,
+            hash,
+            body,
+        })
+    })
+    .await?;
+    Ok(hashed_response(hashed))
 }
 
+/// `GET /v1/agent/checks`; blocks with `?hash=` until a check changes (see `services`).
 pub async fn checks(
     State(state): State<AppState>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    QueryParams::new(q).check_common(state.node())?;
-    let catalog = state.catalog()?;
-    let checks: BTreeMap<&str, trellis_types::HealthCheck> = catalog
-        .checks()
-        .map(|c| {
-            let owner = c.service_id().and_then(|sid| catalog.instance(sid));
-            let service = owner.map(|i| {
-                let r = &i.registration;
-                (r.id.as_str(), r.name.as_str(), r.tags.as_slice())
-            });
-            (c.id(), check_json(c, state.node(), service))
+    let query = QueryParams::new(q);
+    query.check_common(state.node())?;
+    let hashed = block_on_hash(&state, &query, Signal::Catalog, || {
+        let catalog = state.catalog()?;
+        let checks: BTreeMap<&str, trellis_types::HealthCheck> = catalog
+            .checks()
+            .map(|c| {
+                let owner = c.service_id().and_then(|sid| catalog.instance(sid));
+                let service = owner.map(|i| {
+                    let r = &i.registration;
+                    (r.id.as_str(), r.name.as_str(), r.tags.as_slice())
+                });
+                (c.id(), check_json(c, state.node(), service))
+            })
+            .collect();
+        let body = to_json_bytes(&checks);
+        Ok(Hashed {
+            index: catalog.index(),
+            hash: content_hash(&body),
+            body,
         })
-        .collect();
-    Ok(json_response(catalog.index(), to_json_bytes(&checks)))
+    })
+    .await?;
+    Ok(hashed_response(hashed))
 }

@@ -1,10 +1,14 @@
 //! `/v1/kv/...`: key/value reads (single, `recurse`, `keys` + `separator`, `raw`, blocking) and
-//! writes with `cas` and `flags`, answered `true`/`false` as Consul does.
+//! writes with `cas`, `flags`, `acquire` and `release`, answered `true`/`false` as Consul does.
+//! As in Consul, `recurse`, `keys` and `raw` are flags by presence (`?recurse=false` recurses),
+//! `cas`, `acquire` and `release` exclude each other, and every read answers `X-Consul-Index`
+//! (404s included).
 
 use super::blocking::waiter_permit;
 use super::error::ApiError;
 use super::params::QueryParams;
 use super::respond::{add_index_headers, json_response, to_json_bytes};
+use crate::queue::WriteError;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -58,13 +62,15 @@ pub async fn delete_root(State(s): State<AppState>, Query(q): Q) -> Result<Respo
     remove(s, String::new(), QueryParams::new(q)).await
 }
 
-fn pair(entry: &KvEntry) -> KvPair {
+/// An entry as the API answers it: `LockIndex` always, `Session` while the lock is held.
+pub fn pair(entry: &KvEntry) -> KvPair {
     KvPair {
-        lock_index: 0,
+        lock_index: entry.lock_index,
         key: entry.key.clone(),
         flags: entry.flags,
         value: (!entry.value.is_empty())
             .then(|| base64::engine::general_purpose::STANDARD.encode(&entry.value)),
+        session: entry.session.clone(),
         create_index: entry.create_index,
         modify_index: entry.modify_index,
     }
@@ -112,17 +118,28 @@ async fn wait_for_change(
     }
 }
 
+/// Whether a flag Consul reads by its presence alone is in the query, whatever its value.
+fn present(query: &QueryParams, key: &str) -> bool {
+    query.get(key).is_some()
+}
+
 async fn read(state: AppState, key: String, query: QueryParams) -> Result<Response, ApiError> {
     query.check_common(state.node())?;
-    let recurse = query.flag("recurse")?;
-    let keys_only = query.get("keys").is_some() && query.flag("keys")?;
-    let raw = query.flag("raw")?;
+    let keys_only = present(&query, "keys");
+    let recurse = !keys_only && present(&query, "recurse");
     let single = !recurse && !keys_only;
+    if single && key.is_empty() {
+        return Err(ApiError::bad_request("Missing key name"));
+    }
     wait_for_change(&state, &key, single, &query).await?;
     let catalog = state.catalog()?;
     let index = read_index(&catalog, &key, single);
     if keys_only {
-        let separator = query.get("separator").unwrap_or_default();
+        // The old spelling still counts; the right one wins when both are given.
+        let separator = query
+            .get("separator")
+            .or_else(|| query.get("seperator"))
+            .unwrap_or_default();
         let keys: BTreeSet<String> = catalog
             .kv_range(&key)
             .map(|e| match separator {
@@ -134,7 +151,8 @@ async fn read(state: AppState, key: String, query: QueryParams) -> Result<Respon
             })
             .collect();
         drop(catalog);
-        if keys.is_empty() {
+        // Listing the root answers an empty list rather than a 404, as Consul does.
+        if keys.is_empty() && !key.is_empty() {
             return Ok(not_found(index));
         }
         return Ok(json_response(index, to_json_bytes(&keys)));
@@ -151,13 +169,20 @@ async fn read(state: AppState, key: String, query: QueryParams) -> Result<Respon
         return Ok(not_found(index));
     };
     drop(catalog);
-    if raw {
+    if present(&query, "raw") {
+        // As Consul: plain text that browsers must neither sniff nor run.
         let mut response = Bytes::from(entry.value).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
         );
-        add_index_headers(response.headers_mut(), index);
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox"),
+        );
+        add_index_headers(headers, index);
         return Ok(response);
     }
     Ok(json_response(index, to_json_bytes(&[pair(&entry)])))
@@ -170,7 +195,7 @@ fn not_found(index: u64) -> Response {
     response
 }
 
-fn bool_response(value: bool) -> Response {
+pub fn bool_response(value: bool) -> Response {
     let body = if value { "true" } else { "false" };
     let mut response = body.into_response();
     response.headers_mut().insert(
@@ -180,13 +205,36 @@ fn bool_response(value: bool) -> Response {
     response
 }
 
-fn refuse_sessions(query: &QueryParams) -> Result<(), ApiError> {
-    if query.get("acquire").is_some() || query.get("release").is_some() {
-        return Err(ApiError::bad_request(
-            "sessions (acquire/release) are not supported",
-        ));
+/// Consul's answer to flags that may not be combined: 400 with the query, encoded.
+fn conflicting(query: &QueryParams, flags: &[&str]) -> Result<(), ApiError> {
+    if flags.iter().filter(|f| present(query, f)).count() > 1 {
+        let mut pairs: Vec<&(String, String)> = query.pairs.iter().collect();
+        pairs.sort();
+        let encoded: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", query_escape(k), query_escape(v)))
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "Conflicting flags: {}",
+            encoded.join("&")
+        )));
     }
     Ok(())
+}
+
+/// Go's `url.QueryEscape`.
+fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            b' ' => out.push('+'),
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
 }
 
 async fn write(
@@ -196,27 +244,57 @@ async fn write(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     query.check_common(state.node())?;
-    refuse_sessions(&query)?;
     if key.is_empty() {
-        return Err(ApiError::bad_request("missing key name"));
+        return Err(ApiError::bad_request("Missing key name"));
     }
-    let command = Command::KvPut {
-        key,
-        value: body.to_vec(),
-        flags: query.u64("flags")?.unwrap_or(0),
-        cas: query.u64("cas")?,
+    conflicting(&query, &["cas", "acquire", "release"])?;
+    let flags = query.u64("flags")?.unwrap_or(0);
+    let value = body.to_vec();
+    let acquire = query.get("acquire").map(str::to_owned);
+    let release = query.get("release").map(str::to_owned);
+    let locking = acquire.is_some() || release.is_some();
+    if locking {
+        // A bad key is the client's mistake (400); what the state refuses about the session
+        // (missing, unknown) Consul answers 500.
+        trellis_catalog::validate_key(&key).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    let command = match (acquire, release) {
+        (Some(session), _) => Command::KvLock {
+            key,
+            value,
+            flags,
+            session,
+        },
+        (None, Some(session)) => Command::KvUnlock {
+            key,
+            value,
+            flags,
+            session,
+        },
+        (None, None) => Command::KvPut {
+            key,
+            value,
+            flags,
+            cas: query.u64("cas")?,
+        },
     };
-    match state.submit(command).await? {
-        Reply::Bool(ok) => Ok(bool_response(ok)),
-        Reply::Done => Ok(bool_response(true)),
+    match state.submit(command).await {
+        Ok(Reply::Bool(ok)) => Ok(bool_response(ok)),
+        Ok(_) => Ok(bool_response(true)),
+        Err(WriteError::Rejected(refused)) if locking => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            refused.to_string(),
+        )),
+        Err(e) => Err(e.into()),
     }
 }
 
 async fn remove(state: AppState, key: String, query: QueryParams) -> Result<Response, ApiError> {
     query.check_common(state.node())?;
-    let recurse = query.flag("recurse")?;
+    conflicting(&query, &["recurse", "cas"])?;
+    let recurse = present(&query, "recurse");
     if key.is_empty() && !recurse {
-        return Err(ApiError::bad_request("missing key name"));
+        return Err(ApiError::bad_request("Missing key name"));
     }
     let command = Command::KvDelete {
         key,
@@ -225,6 +303,25 @@ async fn remove(state: AppState, key: String, query: QueryParams) -> Result<Resp
     };
     match state.submit(command).await? {
         Reply::Bool(ok) => Ok(bool_response(ok)),
-        Reply::Done => Ok(bool_response(true)),
+        _ => Ok(bool_response(true)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflicting_flags_answer_the_query_like_go() {
+        let query = QueryParams::new(vec![
+            ("release".into(), "s 1".into()),
+            ("cas".into(), "5".into()),
+        ]);
+        let error = conflicting(&query, &["cas", "acquire", "release"]).unwrap_err();
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let alone = QueryParams::new(vec![("acquire".into(), "s".into())]);
+        assert!(conflicting(&alone, &["cas", "acquire", "release"]).is_ok());
+        assert_eq!(query_escape("a b/c&d"), "a+b%2Fc%26d");
     }
 }

@@ -1,13 +1,21 @@
 //! The HTTP API: the route table and the middleware that counts, times and logs every request.
 
 mod agent;
+mod agent_health;
 mod blocking;
+mod catalog_write;
 mod error;
 mod health;
+mod host;
 mod kv;
+mod maintenance;
+mod node;
 mod params;
 mod respond;
+mod session;
 mod status;
+mod txn;
+mod waiting;
 mod watch;
 
 use crate::metrics::{RequestLabels, RouteLabels};
@@ -40,6 +48,43 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agent/service/{id}", get(agent::service))
         .route("/v1/agent/checks", get(agent::checks))
         .route("/v1/agent/self", get(status::agent_self))
+        .route("/v1/agent/members", get(status::members))
+        .route("/v1/agent/host", get(status::agent_host))
+        .route("/v1/agent/maintenance", put(maintenance::node_maintenance))
+        .route(
+            "/v1/agent/service/maintenance/{id}",
+            put(maintenance::service_maintenance),
+        )
+        .route(
+            "/v1/agent/service/maintenance/",
+            put(maintenance::missing_service_id),
+        )
+        .route("/v1/agent/health/service/id/{id}", get(agent_health::by_id))
+        .route(
+            "/v1/agent/health/service/name/{name}",
+            get(agent_health::by_name),
+        )
+        .route(
+            "/v1/agent/health/service/id/",
+            get(agent_health::missing_id),
+        )
+        .route(
+            "/v1/agent/health/service/name/",
+            get(agent_health::missing_name),
+        )
+        .route("/v1/catalog/register", put(catalog_write::register))
+        .route("/v1/catalog/deregister", put(catalog_write::deregister))
+        .route("/v1/catalog/node/{node}", get(node::catalog_node))
+        .route(
+            "/v1/catalog/node-services/{node}",
+            get(node::catalog_node_services),
+        )
+        .route("/v1/health/node/{node}", get(node::health_node))
+        .route("/v1/health/state/{state}", get(node::health_state))
+        .route("/v1/catalog/node/", get(node::missing_node))
+        .route("/v1/catalog/node-services/", get(node::missing_node))
+        .route("/v1/health/node/", get(node::missing_node))
+        .route("/v1/health/state/", get(node::missing_state))
         .route("/v1/catalog/services", get(health::catalog_services))
         .route("/v1/catalog/service/{name}", get(health::catalog_service))
         .route("/v1/catalog/nodes", get(status::catalog_nodes))
@@ -54,6 +99,17 @@ pub fn router(state: AppState) -> Router {
             "/v1/kv/{*key}",
             get(kv::get).put(kv::put).delete(kv::delete),
         )
+        .route("/v1/session/create", put(session::create))
+        .route("/v1/session/destroy/{id}", put(session::destroy))
+        .route("/v1/session/renew/{id}", put(session::renew))
+        .route("/v1/session/info/{id}", get(session::info))
+        .route("/v1/session/list", get(session::list))
+        .route("/v1/session/node/{node}", get(session::node))
+        .route(
+            "/v1/session/{op}/",
+            get(session::missing).put(session::missing),
+        )
+        .route("/v1/txn", put(txn::txn))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/trellis/watch/{name}", get(watch::watch))

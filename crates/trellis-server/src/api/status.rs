@@ -1,14 +1,17 @@
-//! Node- and cluster-level reads: `/v1/agent/self`, `/v1/status/*`, `/v1/catalog/nodes`,
-//! `/v1/catalog/datacenters`, and `/metrics`.
+//! Node- and cluster-level reads: `/v1/agent/self`, `/v1/agent/members`, `/v1/agent/host`,
+//! `/v1/status/*`, `/v1/catalog/nodes`, `/v1/catalog/datacenters`, and `/metrics`.
 
+use super::error::ApiError;
+use super::host;
+use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
 use crate::metrics::HealthLabels;
-use crate::node::CONSUL_API_VERSION;
+use crate::node::{CONSUL_API_VERSION, Node};
 use crate::state::AppState;
-use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 
 pub async fn leader(State(state): State<AppState>) -> Response {
     json_response(1, to_json_bytes(&state.node().server_address()))
@@ -42,18 +45,87 @@ pub async fn agent_self(State(state): State<AppState>) -> Response {
         },
         "DebugConfig": {},
         "Coord": {"Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "Error": 1.5, "Adjustment": 0.0, "Height": 1e-5},
-        "Member": {
-            "Name": node.name,
-            "Addr": node.address,
-            "Port": 8301,
-            "Tags": {"dc": node.datacenter, "role": "consul", "id": node.id, "build": CONSUL_API_VERSION},
-            "Status": 1,
-        },
+        "Member": member(node, false),
         "Stats": {"trellis": {"version": env!("CARGO_PKG_VERSION")}},
         "Meta": {},
         "xDS": {},
     });
     json_response(1, to_json_bytes(&body))
+}
+
+/// This server as a Serf member (Consul's `serf.Member`): a live server of its datacenter. On
+/// the WAN pool its name carries the datacenter, as Consul's do.
+fn member(node: &Node, wan: bool) -> Value {
+    let build = format!("{CONSUL_API_VERSION}:trellis");
+    let mut tags = json!({
+        "acls": "0",
+        "bootstrap": "1",
+        "build": build,
+        "dc": node.datacenter,
+        "ft_fs": "1",
+        "ft_si": "1",
+        "id": node.id,
+        "port": "8300",
+        "raft_vsn": "3",
+        "role": "consul",
+        "vsn": "2",
+        "vsn_max": "3",
+        "vsn_min": "2",
+        "wan_join_port": "8302",
+    });
+    if !wan {
+        tags["segment"] = json!("");
+    }
+    json!({
+        "Name": if wan { format!("{}.{}", node.name, node.datacenter) } else { node.name.clone() },
+        "Addr": node.address,
+        "Port": if wan { 8302 } else { 8301 },
+        "Tags": tags,
+        // serf.StatusAlive
+        "Status": 1,
+        "ProtocolMin": 1,
+        "ProtocolMax": 5,
+        "ProtocolCur": 2,
+        "DelegateMin": 2,
+        "DelegateMax": 5,
+        "DelegateCur": 4,
+    })
+}
+
+/// `GET /v1/agent/members[?wan][&segment=]`: this server is the only member of both pools.
+pub async fn members(
+    State(state): State<AppState>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::new(q);
+    // Consul takes any non-empty `wan` as true.
+    let wan = query.get("wan").is_some_and(|w| !w.is_empty());
+    let segment = query.get("segment").unwrap_or_default();
+    if wan && !(segment.is_empty() || segment == "_all") {
+        return Err(ApiError::bad_request(
+            "Cannot provide a segment with wan=true",
+        ));
+    }
+    // This server is in the default segment ("").
+    let members: Vec<Value> = if segment.is_empty() || segment == "_all" || wan {
+        vec![member(state.node(), wan)]
+    } else {
+        Vec::new()
+    };
+    Ok(json_response(1, to_json_bytes(&members)))
+}
+
+/// `GET /v1/agent/host`: memory, CPUs, host identity and the root disk, as Consul reports them.
+pub async fn agent_host() -> Result<Response, ApiError> {
+    let info = tokio::task::spawn_blocking(host::collect)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "collecting host information failed",
+            )
+        })?;
+    Ok(json_response(1, to_json_bytes(&info)))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {

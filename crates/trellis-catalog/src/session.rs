@@ -1,0 +1,255 @@
+//! Sessions: the live set with their TTL deadlines (a session expires at twice its TTL after its
+//! last create or renew), the checks each is bound to, the per-key lock-delays that follow an
+//! invalidation, and the sessions index. The catalog decides when a session is invalidated and
+//! what happens to its locks; this module only keeps the books.
+
+use crate::error::CatalogError;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use trellis_types::Session;
+use trellis_types::duration::{format_go_duration, parse_go_duration};
+
+/// Most sessions a server keeps; creating another is refused until some are destroyed.
+pub const MAX_SESSIONS: usize = 65_536;
+
+/// Shortest and longest session TTL, as in Consul (`session_ttl_min` defaults to 10 s).
+pub const SESSION_TTL_MIN: Duration = Duration::from_secs(10);
+pub const SESSION_TTL_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// A session with a TTL expires this many TTLs after its last create or renew: the grace Consul
+/// gives clients for network and processing delays.
+pub const SESSION_TTL_MULTIPLIER: u32 = 2;
+
+/// Longest lock-delay enforced, whatever a session asked for (Consul's `MaxLockDelay`).
+pub const MAX_LOCK_DELAY: Duration = Duration::from_secs(60);
+
+/// A session's TTL as a duration: `None` for no TTL (`""` or a zero duration). Refuses what
+/// Consul refuses, with its words.
+pub fn session_ttl(ttl: &str) -> Result<Option<Duration>, CatalogError> {
+    if ttl.is_empty() {
+        return Ok(None);
+    }
+    let parsed = parse_go_duration(ttl)
+        .map_err(|e| CatalogError::Invalid(format!("Session TTL '{ttl}' invalid: {e}")))?;
+    if parsed.is_zero() {
+        return Ok(None);
+    }
+    if !(SESSION_TTL_MIN..=SESSION_TTL_MAX).contains(&parsed) {
+        return Err(CatalogError::Invalid(format!(
+            "Invalid Session TTL '{}', must be between [{}={}]",
+            parsed.as_nanos(),
+            format_go_duration(SESSION_TTL_MIN),
+            format_go_duration(SESSION_TTL_MAX)
+        )));
+    }
+    Ok(Some(parsed))
+}
+
+/// The live sessions and what hangs off them.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionStore {
+    sessions: BTreeMap<String, Arc<Session>>,
+    /// `(deadline, id)` of every session with a TTL, soonest first: a tick looks only at the
+    /// sessions that are due.
+    timers: BTreeSet<(Duration, String)>,
+    deadlines: HashMap<String, Duration>,
+    /// Session IDs per check ID they are bound to.
+    by_check: HashMap<String, BTreeSet<String>>,
+    /// Until when each key may not be locked, after the session holding it was invalidated.
+    /// Memory only, as in Consul (a restart forgets them).
+    lock_delays: HashMap<String, Duration>,
+    /// Restored sessions bound to a check that is gone or critical: the next tick invalidates
+    /// them (restoring cannot write).
+    doomed: Vec<String>,
+    /// Index of the last session created or destroyed (Consul's sessions table index).
+    index: u64,
+}
+
+impl SessionStore {
+    pub(crate) fn new() -> Self {
+        Self {
+            sessions: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            deadlines: HashMap::new(),
+            by_check: HashMap::new(),
+            lock_delays: HashMap::new(),
+            doomed: Vec::new(),
+            index: 1,
+        }
+    }
+
+    /// The sessions from their durable records, with TTL timers starting again at `now` and the
+    /// index at `top`. `healthy(check)` says whether a check exists and is not critical; a
+    /// session bound to one that is not is doomed (heartbeats are memory-only, so a TTL check
+    /// comes back with the last status written).
+    pub(crate) fn restore(
+        sessions: Vec<Session>,
+        top: u64,
+        now: Duration,
+        healthy: impl Fn(&str) -> bool,
+    ) -> Self {
+        let mut store = Self::new();
+        for session in sessions {
+            if !session.check_ids().all(&healthy) {
+                store.doomed.push(session.id.clone());
+            }
+            store.insert(session, now);
+        }
+        store.index = top.max(1);
+        store
+    }
+
+    pub(crate) fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Records a create or destroy at `index` (a fresh global index).
+    pub(crate) fn set_index(&mut self, index: u64) {
+        self.index = index;
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<&Arc<Session>> {
+        self.sessions.get(id)
+    }
+
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.sessions.contains_key(id)
+    }
+
+    /// Every session, by ID.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Session>> {
+        self.sessions.values()
+    }
+
+    /// Adds a session (already numbered) and starts its TTL timer at `now`.
+    pub(crate) fn insert(&mut self, session: Session, now: Duration) {
+        let id = session.id.clone();
+        for check in session.check_ids() {
+            self.by_check
+                .entry(check.to_owned())
+                .or_default()
+                .insert(id.clone());
+        }
+        let session = Arc::new(session);
+        self.sessions.insert(id.clone(), session.clone());
+        self.start_timer(&session, now);
+    }
+
+    /// Removes a session, its timer and its check bindings.
+    pub(crate) fn remove(&mut self, id: &str) -> Option<Arc<Session>> {
+        let session = self.sessions.remove(id)?;
+        self.stop_timer(id);
+        for check in session.check_ids() {
+            if let Some(ids) = self.by_check.get_mut(check) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_check.remove(check);
+                }
+            }
+        }
+        Some(session)
+    }
+
+    /// Restarts a session's TTL timer at `now`; `None` for an unknown session.
+    pub(crate) fn renew(&mut self, id: &str, now: Duration) -> Option<Arc<Session>> {
+        let session = self.sessions.get(id)?.clone();
+        self.stop_timer(id);
+        self.start_timer(&session, now);
+        Some(session)
+    }
+
+    fn start_timer(&mut self, session: &Session, now: Duration) {
+        // Validated when created; a record that no longer parses simply has no TTL.
+        if let Ok(Some(ttl)) = session_ttl(&session.ttl) {
+            let deadline = now + ttl * SESSION_TTL_MULTIPLIER;
+            self.timers.insert((deadline, session.id.clone()));
+            self.deadlines.insert(session.id.clone(), deadline);
+        }
+    }
+
+    fn stop_timer(&mut self, id: &str) {
+        if let Some(deadline) = self.deadlines.remove(id) {
+            self.timers.remove(&(deadline, id.to_owned()));
+        }
+    }
+
+    /// Sessions whose TTL has run out at `now`, and restored sessions doomed by their checks.
+    /// They stay until the caller invalidates them.
+    pub(crate) fn due(&mut self, now: Duration) -> Vec<String> {
+        let mut due: Vec<String> = std::mem::take(&mut self.doomed);
+        due.extend(
+            self.timers
+                .iter()
+                .take_while(|(deadline, _)| *deadline <= now)
+                .map(|(_, id)| id.clone()),
+        );
+        due.retain(|id| self.sessions.contains_key(id));
+        due.sort();
+        due.dedup();
+        due
+    }
+
+    /// When `id`'s TTL runs out, if it has one.
+    pub(crate) fn deadline(&self, id: &str) -> Option<Duration> {
+        self.deadlines.get(id).copied()
+    }
+
+    /// Sessions bound to a check.
+    pub(crate) fn bound_to(&self, check_id: &str) -> Vec<String> {
+        self.by_check
+            .get(check_id)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forbids locking `key` until `until`.
+    pub(crate) fn delay_lock(&mut self, key: &str, until: Duration) {
+        let entry = self.lock_delays.entry(key.to_owned()).or_default();
+        *entry = (*entry).max(until);
+    }
+
+    /// Whether `key` is still within a lock-delay at `now`.
+    pub(crate) fn lock_delayed(&self, key: &str, now: Duration) -> bool {
+        self.lock_delays.get(key).is_some_and(|until| now < *until)
+    }
+
+    /// Forgets lock-delays that have passed.
+    pub(crate) fn prune_lock_delays(&mut self, now: Duration) {
+        if !self.lock_delays.is_empty() {
+            self.lock_delays.retain(|_, until| now < *until);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_rules_and_words_are_consuls() {
+        assert_eq!(session_ttl(""), Ok(None));
+        assert_eq!(session_ttl("0s"), Ok(None));
+        assert_eq!(session_ttl("15.0s"), Ok(Some(Duration::from_secs(15))));
+        assert_eq!(session_ttl("24h"), Ok(Some(SESSION_TTL_MAX)));
+        let Err(CatalogError::Invalid(short)) = session_ttl("5s") else {
+            panic!("5s is too short")
+        };
+        assert_eq!(
+            short,
+            "Invalid Session TTL '5000000000', must be between [10s=24h0m0s]"
+        );
+        assert!(session_ttl("86401s").is_err());
+        let Err(CatalogError::Invalid(garbage)) = session_ttl("soon") else {
+            panic!("not a duration")
+        };
+        assert!(
+            garbage.starts_with("Session TTL 'soon' invalid"),
+            "{garbage}"
+        );
+    }
+}

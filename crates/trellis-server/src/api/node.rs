@@ -1,0 +1,229 @@
+//! Node-wide reads: `/v1/catalog/node/:node`, `/v1/catalog/node-services/:node`,
+//! `/v1/health/node/:node` and `/v1/health/state/:state`. The server is its only node, so a node
+//! read is a read of the whole catalog; an unknown node answers what Consul answers for one.
+
+use super::blocking::block_on;
+use super::error::ApiError;
+use super::params::QueryParams;
+use super::respond::{json_response, to_json_bytes};
+use super::waiting::block_on_catalog;
+use crate::node::Node;
+use crate::published::check_json;
+use crate::state::AppState;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use bytes::Bytes;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use trellis_catalog::{Catalog, InstanceRecord};
+use trellis_types::{CheckStatus, HealthCheck, Meta, NodeInfo, TaggedAddress, Weights};
+
+/// Whether `name` names this server's node: its name (without regard to case, as Consul's
+/// catalog matches node names) or its node ID.
+pub(super) fn is_this_node(node: &Node, name: &str) -> bool {
+    node.name.eq_ignore_ascii_case(name) || node.id == name
+}
+
+/// An instance as the catalog's node endpoints show it (Consul's `NodeService`).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeServiceView<'a> {
+    #[serde(rename = "ID")]
+    id: &'a str,
+    service: &'a str,
+    tags: &'a [String],
+    address: &'a str,
+    tagged_addresses: &'a BTreeMap<String, TaggedAddress>,
+    meta: &'a Meta,
+    port: u16,
+    weights: Weights,
+    enable_tag_override: bool,
+    create_index: u64,
+    modify_index: u64,
+}
+
+fn node_service(instance: &InstanceRecord) -> NodeServiceView<'_> {
+    let r = &instance.registration;
+    NodeServiceView {
+        id: &r.id,
+        service: &r.name,
+        tags: &r.tags,
+        address: &r.address,
+        tagged_addresses: &r.tagged_addresses,
+        meta: &r.meta,
+        port: r.port,
+        weights: r.weights,
+        enable_tag_override: r.enable_tag_override,
+        create_index: instance.create_index,
+        modify_index: instance.modify_index,
+    }
+}
+
+/// `/v1/catalog/node/:node`: the node and its services by ID.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeServices<'a> {
+    node: NodeInfo,
+    services: BTreeMap<&'a str, NodeServiceView<'a>>,
+}
+
+/// `/v1/catalog/node-services/:node`: the node and its services as a list.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeServiceList<'a> {
+    node: Option<NodeInfo>,
+    services: Option<Vec<NodeServiceView<'a>>>,
+}
+
+/// The node's services after blocking on the services index: `render` gets the catalog (or
+/// `None` for another node) and the answer carries the services index.
+async fn node_read(
+    state: &AppState,
+    node: &str,
+    query: Vec<(String, String)>,
+    render: impl FnOnce(Option<&Catalog>) -> Bytes,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::new(query);
+    query.check_common(state.node())?;
+    let rx = state.services_changed();
+    block_on(state, rx, query.blocking()?, |i| *i).await?;
+    let catalog = state.catalog()?;
+    let body = render(is_this_node(state.node(), node).then_some(&*catalog));
+    Ok(json_response(catalog.services_index(), body))
+}
+
+/// `GET /v1/catalog/node/:node`. Another node is `null`, as Consul answers for an unknown node.
+pub async fn catalog_node(
+    State(state): State<AppState>,
+    Path(node): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let info = state.node().info();
+    node_read(&state, &node, q, |catalog| match catalog {
+        None => Bytes::from_static(b"null"),
+        Some(catalog) => to_json_bytes(&NodeServices {
+            node: info,
+            services: catalog
+                .instances()
+                .map(|i| (i.registration.id.as_str(), node_service(i)))
+                .collect(),
+        }),
+    })
+    .await
+}
+
+/// `GET /v1/catalog/node-services/:node`. Another node is `{"Node": null, "Services": null}`,
+/// as Consul answers for an unknown node.
+pub async fn catalog_node_services(
+    State(state): State<AppState>,
+    Path(node): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let info = state.node().info();
+    node_read(&state, &node, q, |catalog| {
+        to_json_bytes(&match catalog {
+            None => NodeServiceList {
+                node: None,
+                services: None,
+            },
+            Some(catalog) => NodeServiceList {
+                node: Some(info),
+                services: Some(catalog.instances().map(|i| node_service(i)).collect()),
+            },
+        })
+    })
+    .await
+}
+
+/// Every check on the node, `serfHealth` included, ordered by check ID as Consul lists them.
+fn node_checks(
+    catalog: &Catalog,
+    node: &Node,
+    keep: impl Fn(CheckStatus) -> bool,
+) -> Vec<HealthCheck> {
+    let mut checks: Vec<HealthCheck> = std::iter::once(node.serf_health())
+        .filter(|c| keep(c.status))
+        .chain(catalog.checks().filter(|c| keep(c.status)).map(|c| {
+            let owner = c.service_id().and_then(|sid| catalog.instance(sid));
+            let service = owner.map(|i| {
+                let r = &i.registration;
+                (r.id.as_str(), r.name.as_str(), r.tags.as_slice())
+            });
+            check_json(c, node, service)
+        }))
+        .collect();
+    checks.sort_by(|a, b| a.check_id.cmp(&b.check_id));
+    checks
+}
+
+/// A read of checks across the catalog: blocks on the global index (any change may change
+/// them) and answers with it.
+async fn checks_read(
+    state: &AppState,
+    query: &QueryParams,
+    render: impl FnOnce(&Catalog) -> Vec<HealthCheck>,
+) -> Result<Response, ApiError> {
+    block_on_catalog(state, query.blocking()?).await?;
+    let catalog = state.catalog()?;
+    let body = to_json_bytes(&render(&catalog));
+    Ok(json_response(catalog.index(), body))
+}
+
+/// `GET /v1/health/node/:node`: the node's checks; another node has none (`[]`, as in Consul).
+pub async fn health_node(
+    State(state): State<AppState>,
+    Path(node): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::new(q);
+    query.check_common(state.node())?;
+    let ours = is_this_node(state.node(), &node);
+    checks_read(&state, &query, |catalog| {
+        if ours {
+            node_checks(catalog, state.node(), |_| true)
+        } else {
+            Vec::new()
+        }
+    })
+    .await
+}
+
+/// `GET /v1/health/state/:state` with `any`, `passing`, `warning` or `critical`. Consul answers
+/// an unknown state with an empty list; this server says it is not one of them (400).
+pub async fn health_state(
+    State(state): State<AppState>,
+    Path(wanted): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::new(q);
+    let wanted = match wanted.as_str() {
+        "any" => None,
+        "passing" => Some(CheckStatus::Passing),
+        "warning" => Some(CheckStatus::Warning),
+        "critical" => Some(CheckStatus::Critical),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "invalid check state {other:?}: want any, passing, warning or critical"
+            )));
+        }
+    };
+    query.check_common(state.node())?;
+    let meta_ok = query.node_meta_matches(state.node())?;
+    checks_read(&state, &query, |catalog| {
+        if meta_ok {
+            node_checks(catalog, state.node(), |s| wanted.is_none_or(|w| w == s))
+        } else {
+            Vec::new()
+        }
+    })
+    .await
+}
+
+/// `/v1/health/state/`, `/v1/health/node/`, `/v1/catalog/node/`... without the last segment.
+pub async fn missing_node() -> ApiError {
+    ApiError::bad_request("Missing node name")
+}
+
+pub async fn missing_state() -> ApiError {
+    ApiError::bad_request("Missing check state")
+}

@@ -1,0 +1,209 @@
+//! `/v1/session/...`: create, destroy, renew, info, list and node, as Consul answers them. Reads
+//! carry `X-Consul-Index` (the sessions index: the last session created or destroyed) and block
+//! on it with `?index&wait`; what the state refuses at create (a TTL out of range, a missing or
+//! critical check, an unknown node) is a 500 with Consul's words, a body that does not decode a
+//! 400.
+
+use super::blocking::waiter_permit;
+use super::error::ApiError;
+use super::kv::bool_response;
+use super::params::QueryParams;
+use super::respond::{add_index_headers, json_response, to_json_bytes};
+use crate::queue::WriteError;
+use crate::state::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use std::sync::Arc;
+use trellis_catalog::{Catalog, Command, MAX_SESSIONS, Reply};
+use trellis_types::Session;
+use trellis_types::session::{SessionInputError, session_from_create};
+
+type Q = Query<Vec<(String, String)>>;
+
+fn server_error(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+}
+
+/// A fresh random (version 4) UUID, as Consul's session IDs are.
+fn new_session_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>())
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}
+
+/// `PUT /v1/session/create`: an optional JSON body; answers `{"ID": "..."}`.
+pub async fn create(
+    State(state): State<AppState>,
+    Query(q): Q,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::new(q);
+    query.check_common(state.node())?;
+    let body = if body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Null) => None,
+            Ok(value) => Some(value),
+            Err(e) => {
+                return Err(ApiError::bad_request(format!("Request decode failed: {e}")));
+            }
+        }
+    };
+    let node = state.node().name.clone();
+    let session = session_from_create(body, new_session_id(), &node).map_err(|e| match e {
+        SessionInputError::Decode(_) => ApiError::bad_request(e.to_string()),
+        SessionInputError::Refused(_) => server_error(e.to_string()),
+    })?;
+    // This server is its own single node: a session elsewhere has no node to live on.
+    if !session.node.eq_ignore_ascii_case(&node) {
+        return Err(server_error("Missing node registration"));
+    }
+    if state.catalog()?.session_count() >= MAX_SESSIONS {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many sessions (at most {MAX_SESSIONS}); destroy unused ones"),
+        ));
+    }
+    let id = session.id.clone();
+    match state.submit(Command::SessionCreate { session }).await {
+        Ok(_) => Ok(json_body(serde_json::json!({ "ID": id }))),
+        Err(WriteError::Rejected(refused)) => Err(server_error(refused.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn json_body(value: serde_json::Value) -> Response {
+    let mut response = to_json_bytes(&value).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `PUT /v1/session/destroy/:id`: `true`, whether or not the session existed.
+pub async fn destroy(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    QueryParams::new(q).check_common(state.node())?;
+    state.submit(Command::SessionDestroy { id }).await?;
+    Ok(bool_response(true))
+}
+
+/// `PUT /v1/session/renew/:id`: `[session]`, or 404 for an unknown session.
+pub async fn renew(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    QueryParams::new(q).check_common(state.node())?;
+    let reply = state
+        .submit(Command::SessionRenew { id: id.clone() })
+        .await?;
+    let index = state.catalog()?.sessions_index();
+    match reply {
+        Reply::Session(Some(session)) => {
+            Ok(json_response(index, to_json_bytes(&[session.as_ref()])))
+        }
+        _ => {
+            let mut response =
+                ApiError::not_found(format!("Session id '{id}' not found")).into_response();
+            add_index_headers(response.headers_mut(), index);
+            Ok(response)
+        }
+    }
+}
+
+/// `GET /v1/session/info/:id`: `[session]`, or `[]` for an unknown one.
+pub async fn info(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    read(state, QueryParams::new(q), |catalog| {
+        catalog.session(&id).cloned().into_iter().collect()
+    })
+    .await
+}
+
+/// `GET /v1/session/list`: every session, by ID.
+pub async fn list(State(state): State<AppState>, Query(q): Q) -> Result<Response, ApiError> {
+    read(state, QueryParams::new(q), |catalog| {
+        catalog.sessions().cloned().collect()
+    })
+    .await
+}
+
+/// `GET /v1/session/node/:node`: the sessions of a node (names match without regard to case).
+pub async fn node(
+    State(state): State<AppState>,
+    Path(node): Path<String>,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    read(state, QueryParams::new(q), |catalog| {
+        catalog
+            .sessions()
+            .filter(|s| s.node.eq_ignore_ascii_case(&node))
+            .cloned()
+            .collect()
+    })
+    .await
+}
+
+/// The session paths without their ID or node, answered as Consul answers them.
+pub async fn missing(Path(op): Path<String>) -> ApiError {
+    match op.as_str() {
+        "destroy" | "renew" | "info" => ApiError::bad_request("Missing session"),
+        "node" => ApiError::bad_request("Missing node name"),
+        _ => ApiError::not_found("no such endpoint"),
+    }
+}
+
+/// A session read: blocks while the sessions index is the client's, then answers what `select`
+/// picks, with that index.
+async fn read(
+    state: AppState,
+    query: QueryParams,
+    select: impl Fn(&Catalog) -> Vec<Arc<Session>>,
+) -> Result<Response, ApiError> {
+    query.check_common(state.node())?;
+    wait_for_change(&state, &query).await?;
+    let catalog = state.catalog()?;
+    let index = catalog.sessions_index();
+    let sessions = select(&catalog);
+    drop(catalog);
+    let body: Vec<&Session> = sessions.iter().map(Arc::as_ref).collect();
+    Ok(json_response(index, to_json_bytes(&body)))
+}
+
+/// Waits until the sessions index moves off the client's, or the wait ends. Sessions share the
+/// KV change signal (they hold KV's locks), so a waiter re-reads its own index on each signal.
+async fn wait_for_change(state: &AppState, query: &QueryParams) -> Result<(), ApiError> {
+    let Some(blocking) = query.blocking()? else {
+        return Ok(());
+    };
+    let mut rx = state.kv_changed();
+    let mut closing = state.closing();
+    if state.catalog()?.sessions_index() != blocking.index {
+        return Ok(());
+    }
+    let _permit = waiter_permit(state)?;
+    let deadline = blocking.deadline();
+    loop {
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() || state.catalog()?.sessions_index() != blocking.index {
+                    return Ok(());
+                }
+            }
+            _ = closing.changed() => return Ok(()),
+            () = tokio::time::sleep_until(deadline) => return Ok(()),
+        }
+    }
+}

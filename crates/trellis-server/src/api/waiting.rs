@@ -1,0 +1,225 @@
+//! Blocking on resources that have no per-resource signal: reads that span the whole catalog
+//! (`/v1/health/state`, `/v1/health/node`) block by the global index, and the agent's listings
+//! block the way Consul blocks agent-local state, by a hash of the content (`?hash=H&wait=D`,
+//! answered with `X-Consul-ContentHash`).
+//!
+//! The list of services has a change signal (registrations and deregistrations). A change of a
+//! check alone (a probe result, a TTL running out, a check registered) has none that covers
+//! every service, so waiters on the whole catalog re-read its global index (O(1), under the read
+//! lock) at an interval that grows with the number of waiters held open.
+
+use super::blocking::waiter_permit;
+use super::error::ApiError;
+use super::params::{Blocking, QueryParams};
+use crate::state::AppState;
+use axum::http::{HeaderMap, HeaderValue};
+use bytes::Bytes;
+use std::time::Duration;
+use tokio::time::Instant;
+use trellis_types::parse_go_duration;
+
+/// The header that carries the content hash of a hash-blocking answer.
+pub const CONTENT_HASH: &str = "x-consul-contenthash";
+
+/// Default and longest wait of a hash-based blocking query (as index-based ones, and Consul).
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// Bounds of the interval at which a waiter on the whole catalog re-reads the global index.
+const POLL_MIN: Duration = Duration::from_millis(100);
+const POLL_MAX: Duration = Duration::from_secs(2);
+/// Added to the interval per waiter held open, so that all of them together re-read the index
+/// at most about 50,000 times a second.
+const POLL_PER_WAITER: Duration = Duration::from_micros(20);
+
+/// What a waiter waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// The list of instances (any registration or deregistration): the services index.
+    Services,
+    /// Anything in the catalog, checks included: the global index.
+    Catalog,
+}
+
+/// The current value of a signal's index.
+pub fn current_index(state: &AppState, signal: Signal) -> Result<u64, ApiError> {
+    Ok(match signal {
+        Signal::Services => *state.services_changed().borrow(),
+        Signal::Catalog => state.catalog()?.index(),
+    })
+}
+
+/// Waits until `signal`'s index differs from `seen`; `false` if the deadline passed or the
+/// server started shutting down first.
+pub async fn changed(
+    state: &AppState,
+    signal: Signal,
+    seen: u64,
+    deadline: Instant,
+) -> Result<bool, ApiError> {
+    let mut services = state.services_changed();
+    let mut closing = state.closing();
+    if *closing.borrow() {
+        return Ok(false);
+    }
+    loop {
+        let poll = match signal {
+            Signal::Services => deadline,
+            Signal::Catalog => Instant::now() + poll_interval(state),
+        };
+        tokio::select! {
+            _ = closing.changed() => return Ok(false),
+            () = tokio::time::sleep_until(deadline) => return Ok(false),
+            // A closed channel means the server is going away: stop waiting on it.
+            result = services.changed() => if result.is_err() { return Ok(false) },
+            () = tokio::time::sleep_until(poll) => {}
+        }
+        if current_index(state, signal)? != seen {
+            return Ok(true);
+        }
+    }
+}
+
+fn poll_interval(state: &AppState) -> Duration {
+    let waiters = u32::try_from(state.waiters_in_use()).unwrap_or(u32::MAX);
+    (POLL_PER_WAITER * waiters).clamp(POLL_MIN, POLL_MAX)
+}
+
+/// For an index-based blocking read of the whole catalog: holds the request while the global
+/// index is the client's, up to the wait. The caller reads the catalog afterwards.
+pub async fn block_on_catalog(
+    state: &AppState,
+    blocking: Option<Blocking>,
+) -> Result<(), ApiError> {
+    let Some(blocking) = blocking else {
+        return Ok(());
+    };
+    if current_index(state, Signal::Catalog)? != blocking.index {
+        return Ok(());
+    }
+    let _permit = waiter_permit(state)?;
+    changed(state, Signal::Catalog, blocking.index, blocking.deadline()).await?;
+    Ok(())
+}
+
+/// `?hash=H` (with `?wait=D`): the client saw content with hash H and wants to wait for a change.
+#[derive(Debug, Clone)]
+pub struct HashWait {
+    pub hash: String,
+    pub wait: Duration,
+}
+
+/// The hash-based blocking parameters, if the request has a `hash` (Consul ignores `index`
+/// on these endpoints, and so does this server).
+pub fn hash_wait(query: &QueryParams) -> Result<Option<HashWait>, ApiError> {
+    let Some(hash) = query.get("hash").filter(|h| !h.is_empty()) else {
+        return Ok(None);
+    };
+    let wait = match query.get("wait") {
+        None | Some("") => DEFAULT_WAIT,
+        Some(v) => {
+            parse_go_duration(v).map_err(|e| ApiError::bad_request(format!("invalid wait: {e}")))?
+        }
+    };
+    let wait = if wait.is_zero() { DEFAULT_WAIT } else { wait };
+    Ok(Some(HashWait {
+        hash: hash.to_owned(),
+        wait: wait.min(MAX_WAIT),
+    }))
+}
+
+/// A rendering of agent-local content: its body, the index to report and its content hash.
+pub struct Hashed {
+    pub index: u64,
+    pub hash: String,
+    pub body: Bytes,
+}
+
+/// Hash-based blocking: renders, and while the rendering's hash is the client's, waits for
+/// `signal` to change and renders again, until the wait ends (then answers the same content).
+pub async fn block_on_hash(
+    state: &AppState,
+    query: &QueryParams,
+    signal: Signal,
+    render: impl Fn() -> Result<Hashed, ApiError>,
+) -> Result<Hashed, ApiError> {
+    let wait = hash_wait(query)?;
+    // Read the signal before rendering, so a change in between is seen as a change.
+    let mut seen = current_index(state, signal)?;
+    let mut rendered = render()?;
+    let Some(wait) = wait else {
+        return Ok(rendered);
+    };
+    if rendered.hash != wait.hash {
+        return Ok(rendered);
+    }
+    let _permit = waiter_permit(state)?;
+    let deadline = Blocking {
+        index: seen,
+        wait: wait.wait,
+    }
+    .deadline();
+    while changed(state, signal, seen, deadline).await? {
+        seen = current_index(state, signal)?;
+        rendered = render()?;
+        if rendered.hash != wait.hash {
+            break;
+        }
+    }
+    Ok(rendered)
+}
+
+/// A content hash as Consul prints it: 64 bits in lower-case hex. FNV-1a: stable across
+/// restarts and builds, so a client's hash stays meaningful after the server restarts.
+pub fn content_hash(bytes: &[u8]) -> String {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:x}")
+}
+
+/// Adds `X-Consul-ContentHash`.
+pub fn add_content_hash(headers: &mut HeaderMap, hash: &str) {
+    if let Ok(value) = HeaderValue::from_str(hash) {
+        headers.insert(CONTENT_HASH, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_hash_is_stable_hex() {
+        assert_eq!(content_hash(b""), "cbf29ce484222325");
+        assert_eq!(content_hash(b"a"), content_hash(b"a"));
+        assert_ne!(content_hash(b"a"), content_hash(b"b"));
+    }
+
+    #[test]
+    fn hash_wait_needs_a_hash_and_bounds_the_wait() {
+        let q = |pairs: &[(&str, &str)]| {
+            QueryParams::new(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+        };
+        assert!(hash_wait(&q(&[("index", "5")])).unwrap().is_none());
+        assert!(hash_wait(&q(&[("hash", "")])).unwrap().is_none());
+        let w = hash_wait(&q(&[("hash", "ab")])).unwrap().unwrap();
+        assert_eq!(w.wait, DEFAULT_WAIT);
+        let w = hash_wait(&q(&[("hash", "ab"), ("wait", "1h")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.wait, MAX_WAIT);
+        let w = hash_wait(&q(&[("hash", "ab"), ("wait", "2s")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.wait, Duration::from_secs(2));
+        assert!(hash_wait(&q(&[("hash", "ab"), ("wait", "soon")])).is_err());
+    }
+}
