@@ -1,5 +1,6 @@
 //! Makes durable changes visible: republishes the slots of changed services, signals changes of
-//! the service list and of KV, and hands changed checks to the checker.
+//! the service list, of KV and of the catalog as a whole, and hands changed checks to the
+//! checker.
 
 use crate::checker::CheckChange;
 use crate::published::{Published, Slot};
@@ -20,6 +21,9 @@ pub struct Publisher {
     /// (sessions hold KV's locks; session reads wait on this signal too and re-check their own
     /// index).
     kv_changed: watch::Sender<u64>,
+    /// The global index, sent after every batch that changed anything (a probe result or a TTL
+    /// running out included): what reads of the whole catalog (`/v1/health/state`, ...) wait on.
+    catalog_changed: watch::Sender<u64>,
     checks_changed: mpsc::UnboundedSender<CheckChange>,
 }
 
@@ -29,6 +33,7 @@ impl Publisher {
             slots: DashMap::new(),
             services_changed: watch::channel(catalog.services_index()).0,
             kv_changed: watch::channel(catalog.kv_store_index()).0,
+            catalog_changed: watch::channel(catalog.index()).0,
             checks_changed,
         }
     }
@@ -57,6 +62,10 @@ impl Publisher {
         self.kv_changed.subscribe()
     }
 
+    pub fn catalog_changed(&self) -> watch::Receiver<u64> {
+        self.catalog_changed.subscribe()
+    }
+
     /// Publishes what a durable batch changed: new views per changed service, then the list and
     /// KV signals, then the changed checks.
     pub fn publish(&self, catalog: &Catalog, fx: &Effects) {
@@ -75,6 +84,12 @@ impl Publisher {
         if fx.kv || fx.sessions {
             self.kv_changed.send_replace(catalog.kv_store_index());
         }
+        let index = catalog.index();
+        self.catalog_changed.send_if_modified(|seen| {
+            let moved = *seen != index;
+            *seen = index;
+            moved
+        });
         for check_id in &fx.checks {
             // The checker gets the check itself: it must not take the catalog lock, which the
             // writer holds through every commit, from a runtime worker thread.

@@ -107,6 +107,11 @@ impl AppState {
         self.0.publisher.kv_changed()
     }
 
+    /// The global index, sent after every published change.
+    pub fn catalog_changed(&self) -> watch::Receiver<u64> {
+        self.0.publisher.catalog_changed()
+    }
+
     /// Changes to `true` when the server starts shutting down.
     pub fn closing(&self) -> watch::Receiver<bool> {
         self.0.closing.subscribe()

@@ -3,10 +3,9 @@
 //! block the way Consul blocks agent-local state, by a hash of the content (`?hash=H&wait=D`,
 //! answered with `X-Consul-ContentHash`).
 //!
-//! The list of services has a change signal (registrations and deregistrations). A change of a
-//! check alone (a probe result, a TTL running out, a check registered) has none that covers
-//! every service, so waiters on the whole catalog re-read its global index (O(1), under the read
-//! lock) at an interval that grows with the number of waiters held open.
+//! Both wait on a signal the publisher sends after each durable batch: the services index for
+//! the list of instances, the global index for anything in the catalog (a probe result or a TTL
+//! running out included). Neither takes the catalog lock to wait.
 
 use super::blocking::waiter_permit;
 use super::error::ApiError;
@@ -25,13 +24,6 @@ pub const CONTENT_HASH: &str = "x-consul-contenthash";
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
-/// Bounds of the interval at which a waiter on the whole catalog re-reads the global index.
-const POLL_MIN: Duration = Duration::from_millis(100);
-const POLL_MAX: Duration = Duration::from_secs(2);
-/// Added to the interval per waiter held open, so that all of them together re-read the index
-/// at most about 50,000 times a second.
-const POLL_PER_WAITER: Duration = Duration::from_micros(20);
-
 /// What a waiter waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -43,10 +35,14 @@ pub enum Signal {
 
 /// The current value of a signal's index.
 pub fn current_index(state: &AppState, signal: Signal) -> Result<u64, ApiError> {
-    Ok(match signal {
-        Signal::Services => *state.services_changed().borrow(),
-        Signal::Catalog => state.catalog()?.index(),
-    })
+    Ok(*receiver(state, signal).borrow())
+}
+
+fn receiver(state: &AppState, signal: Signal) -> tokio::sync::watch::Receiver<u64> {
+    match signal {
+        Signal::Services => state.services_changed(),
+        Signal::Catalog => state.catalog_changed(),
+    }
 }
 
 /// Waits until `signal`'s index differs from `seen`; `false` if the deadline passed or the
@@ -57,32 +53,22 @@ pub async fn changed(
     seen: u64,
     deadline: Instant,
 ) -> Result<bool, ApiError> {
-    let mut services = state.services_changed();
+    let mut index = receiver(state, signal);
     let mut closing = state.closing();
     if *closing.borrow() {
         return Ok(false);
     }
     loop {
-        let poll = match signal {
-            Signal::Services => deadline,
-            Signal::Catalog => Instant::now() + poll_interval(state),
-        };
+        if *index.borrow_and_update() != seen {
+            return Ok(true);
+        }
         tokio::select! {
             _ = closing.changed() => return Ok(false),
             () = tokio::time::sleep_until(deadline) => return Ok(false),
             // A closed channel means the server is going away: stop waiting on it.
-            result = services.changed() => if result.is_err() { return Ok(false) },
-            () = tokio::time::sleep_until(poll) => {}
-        }
-        if current_index(state, signal)? != seen {
-            return Ok(true);
+            result = index.changed() => if result.is_err() { return Ok(false) },
         }
     }
-}
-
-fn poll_interval(state: &AppState) -> Duration {
-    let waiters = u32::try_from(state.waiters_in_use()).unwrap_or(u32::MAX);
-    (POLL_PER_WAITER * waiters).clamp(POLL_MIN, POLL_MAX)
 }
 
 /// For an index-based blocking read of the whole catalog: holds the request while the global
