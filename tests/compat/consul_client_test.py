@@ -19,6 +19,7 @@ from importlib.metadata import version
 
 import consul
 from consul import Check
+from consul.exceptions import BadRequest
 
 from trellis_proc import Trellis, wait_until
 
@@ -180,6 +181,44 @@ def catalog_reads(t: Trellis, c: consul.Consul) -> None:
     assert [i["ServiceID"] for i in tagged] == ["web-2"]
     _, nodes = c.catalog.nodes()
     assert [n["Node"] for n in nodes] == [t.node_name], nodes
+
+
+@step
+def filter_expressions(t: Trellis, c: consul.Consul) -> None:
+    # py-consul sends `filter_expr` as ?filter= on every endpoint Consul filters, each with its
+    # own selectors (AgentService, HealthCheck, CheckServiceNode, ServiceNode, Node, NodeService).
+    assert sorted(c.agent.services(filter_expr='Meta.team == "core"')) == ["web-1"]
+    assert sorted(c.agent.services(filter_expr='"v2" in Tags')) == ["web-2"]
+    assert c.agent.services(filter_expr="Port == 1") == {}
+    assert sorted(c.agent.checks(filter_expr="Type == http")) == ["service:web-1:2"]
+    assert sorted(c.agent.checks(filter_expr='ServiceID == "web-2" and Status == passing')) == ["service:web-2"]
+    assert health_ids(c, "web", filter_expr='Service.Meta.version == "1.0"') == ["web-1"]
+    assert health_ids(c, "web", filter_expr='Checks.Type == http and Service.Port == 8081') == []
+    assert health_ids(c, "web", filter_expr='Service.Port == 8081 or "primary" in Service.Tags') == ["web-1", "web-2"]
+    _, checks = c.health.checks("web", filter_expr='ServiceID == "web-1" and Type == ttl')
+    assert [ch["CheckID"] for ch in checks] == ["service:web-1:1"], checks
+    _, checks = c.health.state("any", filter_expr="CheckID == serfHealth")
+    assert [ch["CheckID"] for ch in checks] == ["serfHealth"], checks
+    _, checks = c.health.node(t.node_name, filter_expr='ServiceTags contains v2')
+    assert [ch["CheckID"] for ch in checks] == ["service:web-2"], checks
+    _, services = c.catalog.services(filter_expr="ServiceMeta.team == core")
+    assert {name: sorted(tags) for name, tags in services.items()} == {"web": ["primary", "v1"]}, services
+    _, instances = c.catalog.service("web", filter_expr="ServiceTags contains v2")
+    assert [i["ServiceID"] for i in instances] == ["web-2"], instances
+    _, nodes = c.catalog.nodes(filter_expr=f'Node == "{t.node_name}"')
+    assert [n["Node"] for n in nodes] == [t.node_name], nodes
+    assert c.catalog.nodes(filter_expr='Node == "elsewhere"')[1] == []
+    _, node = c.catalog.node(t.node_name, filter_expr="Port == 8081")
+    assert sorted(node["Services"]) == ["web-2"], node
+    # A filter that does not parse, or names a selector the endpoint lacks, is a 400 that says
+    # where and why.
+    for bad, why in [("Service.Port ==", "1:16:"), ("Nope == 1", '1:1: Selector "Nope" is not valid')]:
+        try:
+            c.health.service("web", filter_expr=bad)
+        except BadRequest as e:
+            assert why in str(e), str(e)
+        else:
+            raise AssertionError(f"filter {bad!r} should be a 400")
 
 
 @step

@@ -125,6 +125,34 @@ step("catalog", async (c, t) => {
   assert.equal(web1.Node, "compat-node-js");
 });
 
+step("filter expressions", async (c, t) => {
+  // The client passes `filter` through as ?filter= on every endpoint Consul filters.
+  assert.deepEqual(Object.keys(await c.agent.service.list({ filter: 'Meta.version == "1.0"' })), ["web-1"]);
+  assert.deepEqual(Object.keys(await c.agent.check.list({ filter: "Type == http" })), ["service:web-1:2"]);
+  assert.deepEqual(ids(await c.health.service({ service: "web", filter: '"v2" in Service.Tags' })), ["web-2"]);
+  assert.deepEqual(ids(await c.health.service({ service: "web", filter: "Service.Port == 1" })), []);
+  const checks = await c.health.checks({ service: "web", filter: 'ServiceID == "web-2"' });
+  assert.deepEqual(checks.map((ch) => ch.CheckID), ["service:web-2"]);
+  const state = await c.health.state({ state: "passing", filter: "CheckID == serfHealth" });
+  assert.deepEqual(state.map((ch) => ch.CheckID), ["serfHealth"]);
+  const node = await c.health.node({ node: "compat-node-js", filter: "ServiceName is empty" });
+  assert.deepEqual(node.map((ch) => ch.CheckID), ["serfHealth"]);
+  const services = await c.catalog.service.list({ filter: "ServicePort == 8081" });
+  assert.deepEqual(services, { web: ["v2"] });
+  const nodes = await c.catalog.service.nodes({ service: "web", filter: "ServiceMeta.version matches `^1\\.`" });
+  assert.deepEqual(nodes.map((n) => n.ServiceID), ["web-1"]);
+  const catalogNodes = await c.catalog.node.list({ filter: 'Node == "compat-node-js"' });
+  assert.deepEqual(catalogNodes.map((n) => n.Node), ["compat-node-js"]);
+  const onNode = await c.catalog.node.services({ node: "compat-node-js", filter: "Port == 8080" });
+  assert.deepEqual(Object.keys(onNode.Services), ["web-1"]);
+  // A bad filter is a 400 that says where it went wrong (papi keeps a long reason in the body).
+  await assert.rejects(c.health.service({ service: "web", filter: "Service.Port ==" }), (err) => {
+    assert.equal(err.statusCode, 400);
+    assert.match(String(err.response.body), /^invalid filter: 1:16: /);
+    return true;
+  });
+});
+
 step("watch (blocking queries)", async (c, t) => {
   const watch = c.watch({ method: c.health.service, options: { service: "web", passing: true, wait: "5s" } });
   const changes = [];

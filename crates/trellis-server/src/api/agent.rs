@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
 use super::waiting::{Hashed, Signal, add_content_hash, block_on_hash, content_hash};
-use crate::published::check_json;
+use crate::published::{CheckFields, ServiceFields, check_json};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use trellis_catalog::Command;
+use trellis_filter::{Filter, schema};
 use trellis_types::fields::Fields;
 use trellis_types::{
     CheckDefinition, CheckStatus, Meta, ServiceRegistration, TaggedAddress, Weights,
@@ -183,20 +184,30 @@ pub(super) fn agent_service<'a>(
     }
 }
 
-/// Every instance by ID, serialised straight from the catalog (already in ID order).
+/// Every instance (that passes the filter) by ID, serialised straight from the catalog
+/// (already in ID order).
 struct Listing<'a> {
     state: &'a AppState,
     catalog: &'a trellis_catalog::Catalog,
+    filter: Option<&'a Filter>,
 }
 
 impl Serialize for Listing<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.catalog.instances().map(|i| {
-            (
-                i.registration.id.as_str(),
-                agent_service(self.state, &i.registration),
-            )
-        }))
+        serializer.collect_map(
+            self.catalog
+                .instances()
+                .filter(|i| {
+                    self.filter
+                        .is_none_or(|f| f.matches(&ServiceFields(&i.registration)))
+                })
+                .map(|i| {
+                    (
+                        i.registration.id.as_str(),
+                        agent_service(self.state, &i.registration),
+                    )
+                }),
+        )
     }
 }
 
@@ -215,12 +226,14 @@ pub async fn services(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
-    query.check_common(state.node())?;
+    let filter = query.filter(&schema::AGENT_SERVICES)?;
+    query.check_dc(state.node())?;
     let hashed = block_on_hash(&state, &query, Signal::Services, || {
         let catalog = state.catalog()?;
         let body = to_json_bytes(&Listing {
             state: &state,
             catalog: &catalog,
+            filter: filter.as_ref(),
         });
         Ok(Hashed {
             index: catalog.services_index(),
@@ -276,18 +289,28 @@ pub async fn checks(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
-    query.check_common(state.node())?;
+    let filter = query.filter(&schema::AGENT_CHECKS)?;
+    query.check_dc(state.node())?;
+    let node = state.node();
     let hashed = block_on_hash(&state, &query, Signal::Catalog, || {
         let catalog = state.catalog()?;
         let checks: BTreeMap<&str, trellis_types::HealthCheck> = catalog
             .checks()
-            .map(|c| {
+            .filter_map(|c| {
                 let owner = c.service_id().and_then(|sid| catalog.instance(sid));
                 let service = owner.map(|i| {
                     let r = &i.registration;
                     (r.id.as_str(), r.name.as_str(), r.tags.as_slice())
                 });
-                (c.id(), check_json(c, state.node(), service))
+                let fields = CheckFields::Catalog {
+                    check: c,
+                    node: &node.name,
+                    service,
+                };
+                filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches(&fields))
+                    .then(|| (c.id(), check_json(c, node, service)))
             })
             .collect();
         let body = to_json_bytes(&checks);

@@ -1,17 +1,19 @@
 //! `/v1/health/...` and `/v1/catalog/service(s)`: the discovery reads, served from the
-//! published per-service views, blocking until the service changes.
+//! published per-service views, blocking until the service changes. A `?filter=` is part of the
+//! rendering's key, so readers and waiters with the same filter share one rendering too.
 
 use super::blocking::block_on;
 use super::error::ApiError;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
-use crate::published::{Published, RenderKey};
+use crate::published::{Published, RenderKey, ServiceNodeFields, filter_key};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use trellis_filter::{Filter, schema};
 
 /// The published view of `name`, after blocking if asked to.
 async fn service_view(
@@ -33,11 +35,13 @@ pub async fn health_service(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
+    let filter = query.filter(&schema::HEALTH_SERVICE)?;
     let key = RenderKey::Health {
         passing: query.flag("passing")?,
         tags: query.all("tag"),
+        filter: filter_key(filter.as_ref()),
     };
-    instances(state, name, query, key).await
+    instances(state, name, query, key, filter).await
 }
 
 pub async fn catalog_service(
@@ -46,24 +50,29 @@ pub async fn catalog_service(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
+    let filter = query.filter(&schema::CATALOG_SERVICE)?;
     let key = RenderKey::Catalog {
         tags: query.all("tag"),
+        filter: filter_key(filter.as_ref()),
     };
-    instances(state, name, query, key).await
+    instances(state, name, query, key, filter).await
 }
 
-/// The instances of a service rendered as `key`, after blocking if asked to.
+/// The instances of a service rendered as `key` (which carries `filter`'s key), after blocking
+/// if asked to. A filter does not change what wakes a waiter: any change of the service does,
+/// as in Consul.
 async fn instances(
     state: AppState,
     name: String,
     query: QueryParams,
     key: RenderKey,
+    filter: Option<Filter>,
 ) -> Result<Response, ApiError> {
-    query.check_common(state.node())?;
+    query.check_dc(state.node())?;
     let meta_ok = query.node_meta_matches(state.node())?;
     let published = service_view(&state, &name, &query).await?;
     let body = if meta_ok {
-        published.render(key, state.node())
+        published.render(key, filter.as_ref(), state.node())
     } else {
         Bytes::from_static(b"[]")
     };
@@ -76,26 +85,54 @@ pub async fn health_checks(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
-    query.check_common(state.node())?;
+    let filter = query.filter(&schema::HEALTH_CHECKS)?;
+    query.check_dc(state.node())?;
     let published = service_view(&state, &name, &query).await?;
+    let key = RenderKey::Checks {
+        filter: filter_key(filter.as_ref()),
+    };
     Ok(json_response(
         published.index(),
-        published.render(RenderKey::Checks, state.node()),
+        published.render(key, filter.as_ref(), state.node()),
     ))
 }
 
-/// `GET /v1/catalog/services`: names and tags, rendered once per services index.
+/// `GET /v1/catalog/services`: names and tags, rendered once per services index. With a
+/// filter, Consul filters the instances (`ServiceNode`s) and lists the names and tags of those
+/// that match; that is rendered per request.
 pub async fn catalog_services(
     State(state): State<AppState>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
-    query.check_common(state.node())?;
+    let filter = query.filter(&schema::CATALOG_SERVICES)?;
+    query.check_dc(state.node())?;
     let meta_ok = query.node_meta_matches(state.node())?;
     let rx = state.services_changed();
     let index = block_on(&state, rx, query.blocking()?, |i| *i).await?;
     if !meta_ok {
         return Ok(json_response(index, Bytes::from_static(b"{}")));
+    }
+    if let Some(filter) = filter {
+        let catalog = state.catalog()?;
+        let node = state.node().info();
+        let mut names: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for instance in catalog.instances() {
+            let service = &instance.registration;
+            if filter.matches(&ServiceNodeFields {
+                node: &node,
+                service,
+            }) {
+                names
+                    .entry(&service.name)
+                    .or_default()
+                    .extend(service.tags.iter().map(String::as_str));
+            }
+        }
+        return Ok(json_response(
+            catalog.services_index(),
+            to_json_bytes(&names),
+        ));
     }
     let (index, body) = state.services_rendering(index, |catalog| {
         let names: BTreeMap<String, Vec<String>> = catalog

@@ -8,7 +8,7 @@ use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
 use super::waiting::block_on_catalog;
 use crate::node::Node;
-use crate::published::check_json;
+use crate::published::{CheckFields, ServiceFields, check_json};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use trellis_catalog::{Catalog, InstanceRecord};
+use trellis_filter::{Filter, schema};
 use trellis_types::{CheckStatus, HealthCheck, Meta, NodeInfo, TaggedAddress, Weights};
 
 /// Whether `name` names this server's node: its name (without regard to case, as Consul's
@@ -75,20 +76,36 @@ struct NodeServiceList<'a> {
     services: Option<Vec<NodeServiceView<'a>>>,
 }
 
+/// The node's instances that pass `filter` (Consul's `NodeService` selectors).
+fn node_instances<'a>(
+    catalog: &'a Catalog,
+    filter: Option<&'a Filter>,
+) -> impl Iterator<Item = &'a InstanceRecord> {
+    catalog
+        .instances()
+        .map(|i| &**i)
+        .filter(move |i| filter.is_none_or(|f| f.matches(&ServiceFields(&i.registration))))
+}
+
 /// The node's services after blocking on the services index: `render` gets the catalog (or
-/// `None` for another node) and the answer carries the services index.
+/// `None` for another node) and the request's `?filter=`; the answer carries the services
+/// index.
 async fn node_read(
     state: &AppState,
     node: &str,
     query: Vec<(String, String)>,
-    render: impl FnOnce(Option<&Catalog>) -> Bytes,
+    render: impl FnOnce(Option<&Catalog>, Option<&Filter>) -> Bytes,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(query);
-    query.check_common(state.node())?;
+    let filter = query.filter(&schema::CATALOG_NODE_SERVICES)?;
+    query.check_dc(state.node())?;
     let rx = state.services_changed();
     block_on(state, rx, query.blocking()?, |i| *i).await?;
     let catalog = state.catalog()?;
-    let body = render(is_this_node(state.node(), node).then_some(&*catalog));
+    let body = render(
+        is_this_node(state.node(), node).then_some(&*catalog),
+        filter.as_ref(),
+    );
     Ok(json_response(catalog.services_index(), body))
 }
 
@@ -99,12 +116,11 @@ pub async fn catalog_node(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let info = state.node().info();
-    node_read(&state, &node, q, |catalog| match catalog {
+    node_read(&state, &node, q, |catalog, filter| match catalog {
         None => Bytes::from_static(b"null"),
         Some(catalog) => to_json_bytes(&NodeServices {
             node: info,
-            services: catalog
-                .instances()
+            services: node_instances(catalog, filter)
                 .map(|i| (i.registration.id.as_str(), node_service(i)))
                 .collect(),
         }),
@@ -120,7 +136,7 @@ pub async fn catalog_node_services(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let info = state.node().info();
-    node_read(&state, &node, q, |catalog| {
+    node_read(&state, &node, q, |catalog, filter| {
         to_json_bytes(&match catalog {
             None => NodeServiceList {
                 node: None,
@@ -128,28 +144,39 @@ pub async fn catalog_node_services(
             },
             Some(catalog) => NodeServiceList {
                 node: Some(info),
-                services: Some(catalog.instances().map(|i| node_service(i)).collect()),
+                services: Some(node_instances(catalog, filter).map(node_service).collect()),
             },
         })
     })
     .await
 }
 
-/// Every check on the node, `serfHealth` included, ordered by check ID as Consul lists them.
+/// Every check on the node, `serfHealth` included, with a status `keep` accepts and passing
+/// `filter` (Consul's `HealthCheck` selectors), ordered by check ID as Consul lists them.
 fn node_checks(
     catalog: &Catalog,
     node: &Node,
     keep: impl Fn(CheckStatus) -> bool,
+    filter: Option<&Filter>,
 ) -> Vec<HealthCheck> {
-    let mut checks: Vec<HealthCheck> = std::iter::once(node.serf_health())
+    let serf = std::iter::once(node.serf_health())
         .filter(|c| keep(c.status))
-        .chain(catalog.checks().filter(|c| keep(c.status)).map(|c| {
+        .filter(|c| filter.is_none_or(|f| f.matches(&CheckFields::Rendered(c))));
+    let mut checks: Vec<HealthCheck> = serf
+        .chain(catalog.checks().filter(|c| keep(c.status)).filter_map(|c| {
             let owner = c.service_id().and_then(|sid| catalog.instance(sid));
             let service = owner.map(|i| {
                 let r = &i.registration;
                 (r.id.as_str(), r.name.as_str(), r.tags.as_slice())
             });
-            check_json(c, node, service)
+            let fields = CheckFields::Catalog {
+                check: c,
+                node: &node.name,
+                service,
+            };
+            filter
+                .is_none_or(|f| f.matches(&fields))
+                .then(|| check_json(c, node, service))
         }))
         .collect();
     checks.sort_by(|a, b| a.check_id.cmp(&b.check_id));
@@ -176,11 +203,12 @@ pub async fn health_node(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
-    query.check_common(state.node())?;
+    let filter = query.filter(&schema::HEALTH_CHECKS)?;
+    query.check_dc(state.node())?;
     let ours = is_this_node(state.node(), &node);
     checks_read(&state, &query, |catalog| {
         if ours {
-            node_checks(catalog, state.node(), |_| true)
+            node_checks(catalog, state.node(), |_| true, filter.as_ref())
         } else {
             Vec::new()
         }
@@ -207,11 +235,17 @@ pub async fn health_state(
             )));
         }
     };
-    query.check_common(state.node())?;
+    let filter = query.filter(&schema::HEALTH_CHECKS)?;
+    query.check_dc(state.node())?;
     let meta_ok = query.node_meta_matches(state.node())?;
     checks_read(&state, &query, |catalog| {
         if meta_ok {
-            node_checks(catalog, state.node(), |s| wanted.is_none_or(|w| w == s))
+            node_checks(
+                catalog,
+                state.node(),
+                |s| wanted.is_none_or(|w| w == s),
+                filter.as_ref(),
+            )
         } else {
             Vec::new()
         }

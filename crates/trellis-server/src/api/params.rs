@@ -7,6 +7,7 @@ use crate::node::Node;
 use axum::http::StatusCode;
 use rand::Rng;
 use std::time::Duration;
+use trellis_filter::{Filter, Schema};
 use trellis_types::parse_go_duration;
 
 /// Default and longest wait of a blocking query.
@@ -82,15 +83,34 @@ impl QueryParams {
         }))
     }
 
-    /// Refuses what this server cannot honour instead of silently ignoring it.
+    /// `?filter=EXPR` for an endpoint whose entries have `schema`: parsed and validated once
+    /// per request; an absent or empty filter is no filter (as in Consul). A syntax or schema
+    /// error is a 400 with its position and reason (`invalid filter: 1:9: ...`).
+    pub fn filter(&self, schema: &Schema) -> Result<Option<Filter>, ApiError> {
+        match self.get("filter") {
+            None => Ok(None),
+            Some(text) if text.trim().is_empty() => Ok(None),
+            Some(text) => Filter::parse(text, schema)
+                .map(Some)
+                .map_err(|e| ApiError::bad_request(format!("invalid filter: {e}"))),
+        }
+    }
+
+    /// For endpoints that do not filter (Consul ignores `filter` there): refuses a filter
+    /// instead of silently ignoring it, and checks `dc`.
     pub fn check_common(&self, node: &Node) -> Result<(), ApiError> {
         if let Some(filter) = self.get("filter")
             && !filter.trim().is_empty()
         {
             return Err(ApiError::bad_request(
-                "filter expressions are not supported by this server; use tag, passing or node-meta",
+                "this endpoint does not support filter expressions",
             ));
         }
+        self.check_dc(node)
+    }
+
+    /// `?dc=`: this server's datacenter (or none); another one is Consul's 500.
+    pub fn check_dc(&self, node: &Node) -> Result<(), ApiError> {
         if let Some(dc) = self.get("dc")
             && !dc.is_empty()
             && dc != node.datacenter

@@ -7,11 +7,13 @@ use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
 use crate::metrics::HealthLabels;
 use crate::node::{CONSUL_API_VERSION, Node};
+use crate::published::NodeFields;
 use crate::state::AppState;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use trellis_filter::schema;
 
 pub async fn leader(State(state): State<AppState>) -> Response {
     json_response(1, to_json_bytes(&state.node().server_address()))
@@ -25,8 +27,20 @@ pub async fn datacenters(State(state): State<AppState>) -> Response {
     json_response(1, to_json_bytes(&[&state.node().datacenter]))
 }
 
-pub async fn catalog_nodes(State(state): State<AppState>) -> Response {
-    json_response(1, to_json_bytes(&[state.node().info()]))
+/// `GET /v1/catalog/nodes`: this server's node, unless `node-meta` or `filter` (Consul's
+/// `Node` selectors) leave it out.
+pub async fn catalog_nodes(
+    State(state): State<AppState>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::new(q);
+    let filter = query.filter(&schema::CATALOG_NODES)?;
+    query.check_dc(state.node())?;
+    let info = state.node().info();
+    let listed = query.node_meta_matches(state.node())?
+        && filter.is_none_or(|f| f.matches(&NodeFields(&info)));
+    let nodes: &[_] = if listed { &[info] } else { &[] };
+    Ok(json_response(1, to_json_bytes(&nodes)))
 }
 
 /// Every top-level value is an object, as Consul clients expect.

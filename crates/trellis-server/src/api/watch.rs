@@ -40,7 +40,7 @@ pub async fn watch(
             let published = rx.borrow_and_update().clone();
             if last_index != Some(published.index()) {
                 last_index = Some(published.index());
-                let line = published.render(RenderKey::Watch, &node);
+                let line = published.render(RenderKey::Watch, None, &node);
                 let chunk = if sse { sse_event(&line) } else { line };
                 if tx.send(chunk).await.is_err() {
                     return;
