@@ -3,10 +3,12 @@
 //! for DNS (addresses, SRV targets in wire format, tags) is prepared once per published view.
 
 use super::names::{self, Lookup};
-use super::wire::{self, Data, Owner, Request, Response, Section};
+use super::wire::{self, Request, Response, ResponseCode, Section};
 use crate::published::Published;
 use crate::state::AppState;
 use dashmap::DashMap;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, SRV, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::Rng;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -39,11 +41,11 @@ pub struct Resolver {
     ttl: u32,
     /// The domain in lower case, without a trailing dot.
     domain: String,
-    domain_wire: Vec<u8>,
+    domain_name: Name,
     datacenter: String,
     node: NodeRecords,
-    soa_mname: Vec<u8>,
-    soa_rname: Vec<u8>,
+    soa_mname: Name,
+    soa_rname: Name,
     prepared: DashMap<String, Arc<Prepared>>,
 }
 
@@ -52,13 +54,13 @@ struct NodeRecords {
     /// The name in lower case, as queries spell it.
     name: String,
     ip: Option<IpAddr>,
-    /// `NODE.node.DC.DOMAIN.` in wire format, if the node name makes a DNS name.
-    fqdn: Option<Vec<u8>>,
-    /// Node metadata as RFC 1464 TXT strings.
-    txt: Vec<Vec<u8>>,
+    /// `NODE.node.DC.DOMAIN.`, if the node name makes a DNS name.
+    fqdn: Option<Name>,
+    /// Node metadata as RFC 1464 TXT records, one string each.
+    txt: Vec<RData>,
 }
 
-/// A published view prepared for DNS: its routable instances.
+/// A published view prepared for DNS: its routable instances, with their records.
 struct Prepared {
     published: Arc<Published>,
     instances: Vec<Instance>,
@@ -68,11 +70,13 @@ struct Instance {
     /// Tags in lower case: tag lookups ignore case, as the HTTP API's do.
     tags: Vec<String>,
     address: Address,
-    port: u16,
-    weight: u16,
-    /// The SRV target in wire format: `HEX.addr.DC.DOMAIN.` for an IP address, the node's
-    /// name for an instance without an address, else the host name itself.
-    target: Vec<u8>,
+    /// `HEX.addr.DC.DOMAIN.` for an IP address, the node's name for an instance without an
+    /// address, else the host name itself.
+    target: Name,
+    /// The SRV data: priority 1, the weight, the port, the target.
+    srv: RData,
+    /// The target's address record, additional data of the SRV answer.
+    target_address: Option<Record>,
     /// The first instance with the same address, and with the same target and port: duplicates
     /// are answered once, as Consul does.
     address_group: usize,
@@ -88,11 +92,11 @@ enum Address {
 
 /// The address record of `ip` if the question type asks for its family (Consul answers A
 /// records to A, ANY, TXT and SRV questions).
-fn address_data(ip: IpAddr, qtype: u16) -> Option<Data<'static>> {
-    let any = matches!(qtype, wire::TYPE_ANY | wire::TYPE_TXT | wire::TYPE_SRV);
+fn address_data(ip: IpAddr, qtype: RecordType) -> Option<RData> {
+    let any = matches!(qtype, RecordType::ANY | RecordType::TXT | RecordType::SRV);
     match ip {
-        IpAddr::V4(v4) if any || qtype == wire::TYPE_A => Some(Data::A(v4.octets())),
-        IpAddr::V6(v6) if any || qtype == wire::TYPE_AAAA => Some(Data::Aaaa(v6.octets())),
+        IpAddr::V4(v4) if any || qtype == RecordType::A => Some(RData::A(A(v4))),
+        IpAddr::V6(v6) if any || qtype == RecordType::AAAA => Some(RData::AAAA(AAAA(v6))),
         _ => None,
     }
 }
@@ -123,12 +127,18 @@ fn rfc1464(key: &str, value: &str) -> String {
     format!("{quoted}={}", value.replace('`', "``"))
 }
 
+/// A TXT record of one string, cut at the 255 bytes a DNS string holds.
+fn txt(text: &str) -> RData {
+    let bytes = text.as_bytes();
+    RData::TXT(TXT::from_bytes(vec![&bytes[..bytes.len().min(255)]]))
+}
+
 impl Resolver {
     pub fn new(state: AppState, settings: &Settings) -> Self {
         let domain = settings.domain.trim_end_matches('.').to_ascii_lowercase();
         let node = state.node();
         let datacenter = node.datacenter.to_ascii_lowercase();
-        let fqdn = wire::encode_name(&format!(
+        let fqdn = wire::name(&format!(
             "{}.node.{datacenter}.{domain}",
             node.name.to_ascii_lowercase()
         ));
@@ -136,7 +146,7 @@ impl Resolver {
             .info()
             .meta
             .iter()
-            .map(|(k, v)| rfc1464(k, v).into_bytes())
+            .map(|(k, v)| txt(&rfc1464(k, v)))
             .collect();
         let node = NodeRecords {
             name: node.name.to_ascii_lowercase(),
@@ -144,12 +154,12 @@ impl Resolver {
             fqdn,
             txt,
         };
-        let name = |prefix: &str| wire::encode_name(&format!("{prefix}.{domain}"));
+        let name = |prefix: &str| wire::name(&format!("{prefix}.{domain}"));
         Self {
             ttl: settings.ttl,
-            domain_wire: wire::encode_name(&domain).unwrap_or_else(|| vec![0]),
-            soa_mname: name("ns").unwrap_or_else(|| vec![0]),
-            soa_rname: name("hostmaster").unwrap_or_else(|| vec![0]),
+            domain_name: wire::name(&domain).unwrap_or_else(Name::root),
+            soa_mname: name("ns").unwrap_or_else(Name::root),
+            soa_rname: name("hostmaster").unwrap_or_else(Name::root),
             domain,
             datacenter,
             node,
@@ -162,8 +172,8 @@ impl Resolver {
     pub fn answer(&self, packet: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
         let query = match wire::parse(packet) {
             Request::Ignore => return false,
-            Request::Reject { id, flags, rcode } => {
-                wire::reject(id, flags, rcode, out);
+            Request::Reject { header, rcode } => {
+                wire::reject(&header, rcode, out);
                 return true;
             }
             Request::Query(query) => query,
@@ -172,9 +182,9 @@ impl Resolver {
             Transport::Udp => query.udp_limit(),
             Transport::Tcp => wire::TCP_MAX,
         };
-        let mut response = Response::new(&query, limit, out);
-        self.respond(&query.name, query.qtype, &mut response);
-        response.finish();
+        let mut response = Response::new(&query, limit);
+        self.respond(&query.name, query.qtype(), &mut response);
+        response.finish(out);
         true
     }
 
@@ -187,20 +197,20 @@ impl Resolver {
         Some(rest.split('.').collect())
     }
 
-    fn respond(&self, name: &str, qtype: u16, response: &mut Response<'_>) {
+    fn respond(&self, name: &str, qtype: RecordType, response: &mut Response) {
         let Some(labels) = self.below_domain(name) else {
             // Not ours, and no recursors to ask.
-            response.set_rcode(wire::RCODE_REFUSED);
+            response.set_rcode(ResponseCode::Refused);
             return;
         };
         match qtype {
-            wire::TYPE_SOA => {
+            RecordType::SOA => {
                 self.soa(response, Section::Answer);
                 self.name_servers(response, Section::Authority);
             }
-            wire::TYPE_NS => self.name_servers(response, Section::Answer),
-            wire::TYPE_AXFR | wire::TYPE_IXFR => response.set_rcode(wire::RCODE_NOTIMP),
-            _ => match names::lookup(&labels, qtype == wire::TYPE_SRV, &self.datacenter) {
+            RecordType::NS => self.name_servers(response, Section::Answer),
+            RecordType::AXFR | RecordType::IXFR => response.set_rcode(ResponseCode::NotImp),
+            _ => match names::lookup(&labels, qtype == RecordType::SRV, &self.datacenter) {
                 Lookup::Service { name, tag } => {
                     self.service(&name, tag.as_deref(), qtype, response)
                 }
@@ -212,87 +222,89 @@ impl Resolver {
     }
 
     /// NXDOMAIN, with the SOA in the authority section (RFC 2308).
-    fn not_found(&self, response: &mut Response<'_>) {
-        response.set_rcode(wire::RCODE_NXDOMAIN);
+    fn not_found(&self, response: &mut Response) {
+        response.set_rcode(ResponseCode::NXDomain);
         self.soa(response, Section::Authority);
     }
 
-    fn soa(&self, response: &mut Response<'_>, section: Section) {
+    fn soa(&self, response: &mut Response, section: Section) {
         let serial = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as u32);
         // Consul's defaults: refresh 1 h, retry 10 min, expire 1 day, minimum TTL 0 (which is
         // also the SOA's own TTL, so negative answers are not cached).
-        let data = Data::Soa {
-            mname: &self.soa_mname,
-            rname: &self.soa_rname,
-            serial,
-            refresh: 3600,
-            retry: 600,
-            expire: 86_400,
-            minimum: 0,
-        };
-        response.add(section, Owner::Name(&self.domain_wire), 0, 0, &data);
+        let (mname, rname) = (self.soa_mname.clone(), self.soa_rname.clone());
+        let soa = SOA::new(mname, rname, serial, 3600, 600, 86_400, 0);
+        let record = Record::from_rdata(self.domain_name.clone(), 0, RData::SOA(soa));
+        response.add(section, record);
     }
 
     /// This server as the domain's name server, with its address as glue.
-    fn name_servers(&self, response: &mut Response<'_>, section: Section) {
+    fn name_servers(&self, response: &mut Response, section: Section) {
         let Some(fqdn) = &self.node.fqdn else {
             return;
         };
-        let owner = Owner::Name(&self.domain_wire);
-        response.add(section, owner, wire::TYPE_NS, self.ttl, &Data::Name(fqdn));
-        if let Some(glue) = self.node.ip.and_then(|ip| address_data(ip, wire::TYPE_ANY)) {
-            response.add(Section::Additional, Owner::Name(fqdn), 0, self.ttl, &glue);
+        let ns = RData::NS(NS(fqdn.clone()));
+        response.add(
+            section,
+            Record::from_rdata(self.domain_name.clone(), self.ttl, ns),
+        );
+        if let Some(glue) = self
+            .node
+            .ip
+            .and_then(|ip| address_data(ip, RecordType::ANY))
+        {
+            let record = Record::from_rdata(fqdn.clone(), self.ttl, glue);
+            response.add(Section::Additional, record);
         }
     }
 
-    fn node(&self, name: &str, qtype: u16, response: &mut Response<'_>) {
+    fn node(&self, name: &str, qtype: RecordType, response: &mut Response) {
         // Consul answers node names only for these types, and nothing (NOERROR) for others.
         if !matches!(
             qtype,
-            wire::TYPE_A | wire::TYPE_AAAA | wire::TYPE_ANY | wire::TYPE_TXT
+            RecordType::A | RecordType::AAAA | RecordType::ANY | RecordType::TXT
         ) {
             return;
         }
         if name != self.node.name {
             return self.not_found(response);
         }
-        if qtype != wire::TYPE_TXT
+        if qtype != RecordType::TXT
             && let Some(data) = self.node.ip.and_then(|ip| address_data(ip, qtype))
         {
-            response.add(Section::Answer, Owner::Question, 0, self.ttl, &data);
+            response.add_asked(Section::Answer, self.ttl, data);
         }
         // The node's metadata as TXT: the answer to TXT and ANY, additional data otherwise (as
         // Consul's default `enable_additional_node_meta_txt`).
-        let section = if matches!(qtype, wire::TYPE_TXT | wire::TYPE_ANY) {
+        let section = if matches!(qtype, RecordType::TXT | RecordType::ANY) {
             Section::Answer
         } else {
             Section::Additional
         };
         for txt in &self.node.txt {
-            response.add(section, Owner::Question, 0, self.ttl, &Data::Txt(txt));
+            response.add_asked(section, self.ttl, txt.clone());
         }
     }
 
     /// `HEX.addr`: the address itself, in the answer if the question asks for its family.
-    fn addr(&self, ip: IpAddr, qtype: u16, response: &mut Response<'_>) {
+    fn addr(&self, ip: IpAddr, qtype: RecordType, response: &mut Response) {
         let (data, family) = match ip {
-            IpAddr::V4(v4) => (Data::A(v4.octets()), wire::TYPE_A),
-            IpAddr::V6(v6) => (Data::Aaaa(v6.octets()), wire::TYPE_AAAA),
+            IpAddr::V4(v4) => (RData::A(A(v4)), RecordType::A),
+            IpAddr::V6(v6) => (RData::AAAA(AAAA(v6)), RecordType::AAAA),
         };
-        let section = if qtype == family || qtype == wire::TYPE_ANY {
+        let section = if qtype == family || qtype == RecordType::ANY {
             Section::Answer
         } else {
             Section::Additional
         };
-        response.add(section, Owner::Question, 0, self.ttl, &data);
+        response.add_asked(section, self.ttl, data);
     }
 
-    fn service(&self, name: &str, tag: Option<&str>, qtype: u16, response: &mut Response<'_>) {
+    fn service(&self, name: &str, tag: Option<&str>, qtype: RecordType, response: &mut Response) {
         let slot = match self.state.slot(name) {
             Ok(slot) => slot,
-            Err(_) => return response.set_rcode(wire::RCODE_SERVFAIL),
+            Err(_) => return response.set_rcode(ResponseCode::ServFail),
         };
         let published = slot.current();
         drop(slot);
@@ -309,92 +321,52 @@ impl Resolver {
         let mut answered = vec![false; prepared.instances.len()];
         let mut cname = None;
         let mut rng = rand::rng();
-        // Shuffled as Consul does, one pick at a time: a truncated answer costs no more than
-        // what it carries.
+        // Shuffled as Consul does, one pick at a time, until the response is full: a truncated
+        // answer costs no more than what it carries.
         for i in 0..order.len() {
+            if response.full() {
+                response.truncate();
+                break;
+            }
             let pick = rng.random_range(i..order.len());
             order.swap(i, pick);
             let instance = &prepared.instances[order[i]];
-            let added = if qtype == wire::TYPE_SRV {
-                self.srv_record(instance, &mut answered, response)
-            } else {
-                match instance.address {
-                    Address::Ip(ip) => match address_data(ip, qtype) {
-                        Some(data) if !answered[instance.address_group] => {
-                            answered[instance.address_group] = true;
-                            add_answer(response, &data, self.ttl)
-                        }
-                        _ => true,
-                    },
-                    Address::Host => {
-                        cname.get_or_insert(order[i]);
-                        true
+            if qtype == RecordType::SRV {
+                if answered[instance.srv_group] {
+                    continue;
+                }
+                answered[instance.srv_group] = true;
+                let srv = instance.srv.clone();
+                match &instance.target_address {
+                    Some(address) => response.add_asked_with(self.ttl, srv, address.clone()),
+                    None => response.add_asked(Section::Answer, self.ttl, srv),
+                }
+                continue;
+            }
+            match instance.address {
+                Address::Ip(ip) => {
+                    if !answered[instance.address_group]
+                        && let Some(data) = address_data(ip, qtype)
+                    {
+                        answered[instance.address_group] = true;
+                        response.add_asked(Section::Answer, self.ttl, data);
                     }
                 }
-            };
-            if !added {
-                response.truncate();
-                break;
+                Address::Host => {
+                    cname.get_or_insert(order[i]);
+                }
             }
         }
         if response.answers() == 0
             && let Some(i) = cname
         {
-            let data = Data::Name(&prepared.instances[i].target);
-            response.add(
-                Section::Answer,
-                Owner::Question,
-                wire::TYPE_CNAME,
-                self.ttl,
-                &data,
-            );
+            let data = RData::CNAME(CNAME(prepared.instances[i].target.clone()));
+            response.add_asked(Section::Answer, self.ttl, data);
         }
         if response.answers() == 0 {
             // NODATA: the name exists, not with this type (RFC 2308).
             self.soa(response, Section::Authority);
         }
-    }
-
-    /// One SRV answer and the address of its target; false if they do not fit.
-    fn srv_record(
-        &self,
-        instance: &Instance,
-        answered: &mut [bool],
-        response: &mut Response<'_>,
-    ) -> bool {
-        if answered[instance.srv_group] {
-            return true;
-        }
-        let srv = Data::Srv {
-            priority: 1,
-            weight: instance.weight,
-            port: instance.port,
-            target: &instance.target,
-        };
-        // The address record's owner points at the target inside the SRV record: after the
-        // owner pointer (2), type, class, TTL and length (10), priority, weight and port (6).
-        let target_at = response.next_offset() + 18;
-        let owner = match u16::try_from(target_at) {
-            Ok(at) if at < 0x4000 => Owner::At(at),
-            _ => Owner::Name(&instance.target),
-        };
-        let extra = match instance.address {
-            Address::Ip(ip) => address_data(ip, wire::TYPE_SRV),
-            Address::Host => None,
-        };
-        let fits = match &extra {
-            Some(data) => response.fits(&[(Owner::Question, &srv), (owner, data)]),
-            None => response.fits(&[(Owner::Question, &srv)]),
-        };
-        if !fits {
-            return false;
-        }
-        answered[instance.srv_group] = true;
-        response.add(Section::Answer, Owner::Question, 0, self.ttl, &srv);
-        if let Some(data) = extra {
-            response.add(Section::Additional, owner, 0, self.ttl, &data);
-        }
-        true
     }
 
     /// The view prepared for DNS, once per published view.
@@ -414,8 +386,8 @@ impl Resolver {
 
     fn prepare(&self, published: Arc<Published>) -> Prepared {
         let mut instances = Vec::new();
-        let mut by_address: HashMap<(Address, Vec<u8>), usize> = HashMap::new();
-        let mut by_target: HashMap<(Vec<u8>, u16), usize> = HashMap::new();
+        let mut by_address: HashMap<(Address, Option<Name>), usize> = HashMap::new();
+        let mut by_target: HashMap<(Name, u16), usize> = HashMap::new();
         // Consul's default (`only_passing = false`): passing and warning instances answer,
         // critical ones do not.
         for view in published
@@ -426,7 +398,7 @@ impl Resolver {
         {
             let r = &view.instance.registration;
             let target = |ip: IpAddr| {
-                wire::encode_name(&format!(
+                wire::name(&format!(
                     "{}.addr.{}.{}",
                     names::ip_hex(ip),
                     self.datacenter,
@@ -443,7 +415,7 @@ impl Resolver {
                 let ip = plain_ip(ip);
                 (Address::Ip(ip), target(ip))
             } else {
-                (Address::Host, wire::encode_name(&r.address))
+                (Address::Host, wire::name(&r.address))
             };
             // An address that makes no DNS name cannot be answered.
             let Some(target) = target else {
@@ -453,18 +425,20 @@ impl Resolver {
                 CheckStatus::Warning => r.weights.warning,
                 _ => r.weights.passing,
             };
-            let n = instances.len();
-            let key = if address == Address::Host {
-                target.clone()
-            } else {
-                Vec::new()
+            let weight = u16::try_from(weight).unwrap_or(u16::MAX);
+            let target_address = match address {
+                Address::Ip(ip) => address_data(ip, RecordType::SRV)
+                    .map(|data| Record::from_rdata(target.clone(), self.ttl, data)),
+                Address::Host => None,
             };
+            let n = instances.len();
+            let host = (address == Address::Host).then(|| target.clone());
             instances.push(Instance {
                 tags: r.tags.iter().map(|t| t.to_lowercase()).collect(),
                 address,
-                port: r.port,
-                weight: u16::try_from(weight).unwrap_or(u16::MAX),
-                address_group: *by_address.entry((address, key)).or_insert(n),
+                srv: RData::SRV(SRV::new(1, weight, r.port, target.clone())),
+                target_address,
+                address_group: *by_address.entry((address, host)).or_insert(n),
                 srv_group: *by_target.entry((target.clone(), r.port)).or_insert(n),
                 target,
             });
@@ -474,15 +448,6 @@ impl Resolver {
             instances,
         }
     }
-}
-
-/// Adds an answer with the question's name if it fits; false if not.
-fn add_answer(response: &mut Response<'_>, data: &Data<'_>, ttl: u32) -> bool {
-    if !response.fits(&[(Owner::Question, data)]) {
-        return false;
-    }
-    response.add(Section::Answer, Owner::Question, 0, ttl, data);
-    true
 }
 
 #[cfg(test)]

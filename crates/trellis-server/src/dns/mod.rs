@@ -241,6 +241,8 @@ async fn serve_connection(
 #[cfg(test)]
 mod tests {
     use crate::{ServerConfig, ServerError, start};
+    use hickory_proto::op::{Message, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RecordType};
     use std::net::UdpSocket;
 
     fn config(http_port: u16) -> ServerConfig {
@@ -306,15 +308,18 @@ mod tests {
         client
             .set_read_timeout(Some(std::time::Duration::from_secs(2)))
             .unwrap();
-        let mut query = vec![0xAB, 0xCD, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-        query.extend(super::wire::encode_name("nope.service.consul").unwrap());
-        query.extend([0, 1, 0, 1]);
-        client.send_to(&query, dns).unwrap();
+        let name = Name::from_ascii("nope.service.consul.").unwrap();
+        let mut query = Message::new();
+        query
+            .set_id(0xABCD)
+            .add_query(Query::query(name, RecordType::A));
+        client.send_to(&query.to_vec().unwrap(), dns).unwrap();
         let mut answer = [0u8; 512];
         let len = client.recv(&mut answer).unwrap();
-        assert!(len > 12);
-        assert_eq!(answer[..2], [0xAB, 0xCD]);
-        assert_eq!(answer[3] & 0x0F, super::wire::RCODE_NXDOMAIN);
+        let answer = Message::from_vec(&answer[..len]).unwrap();
+        assert_eq!(answer.id(), 0xABCD);
+        assert_eq!(answer.response_code(), ResponseCode::NXDomain);
+        assert_eq!(answer.name_servers()[0].record_type(), RecordType::SOA);
         stop.send(()).unwrap();
         running.wait().await.unwrap();
         // Stopped: the port is free again.

@@ -1,24 +1,13 @@
-//! DNS wire format (RFC 1035, RFC 6891): reading a query — header, one question, the EDNS
-//! payload size — and writing a response record by record within a size limit.
+//! The DNS message layer, over hickory-proto's message model: reading a query (one question and
+//! the EDNS payload size) and writing the response within a size limit, leaving out whole
+//! answers (each with the additional record that goes with it) when it does not fit.
 
-pub const TYPE_A: u16 = 1;
-pub const TYPE_NS: u16 = 2;
-pub const TYPE_CNAME: u16 = 5;
-pub const TYPE_SOA: u16 = 6;
-pub const TYPE_TXT: u16 = 16;
-pub const TYPE_AAAA: u16 = 28;
-pub const TYPE_SRV: u16 = 33;
-const TYPE_OPT: u16 = 41;
-pub const TYPE_IXFR: u16 = 251;
-pub const TYPE_AXFR: u16 = 252;
-pub const TYPE_ANY: u16 = 255;
-const CLASS_IN: u16 = 1;
+use hickory_proto::ProtoError;
+use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query as Question};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
-pub const RCODE_FORMERR: u8 = 1;
-pub const RCODE_SERVFAIL: u8 = 2;
-pub const RCODE_NXDOMAIN: u8 = 3;
-pub const RCODE_NOTIMP: u8 = 4;
-pub const RCODE_REFUSED: u8 = 5;
+pub use hickory_proto::op::ResponseCode;
 
 /// The smallest limit every resolver accepts over UDP (RFC 1035), and the largest payload sent
 /// however much EDNS allows (Consul's limit: 64 KiB less IP and UDP headers).
@@ -27,151 +16,100 @@ pub const UDP_MAX: usize = 65_535 - 68;
 /// A DNS message over TCP carries a 16-bit length.
 pub const TCP_MAX: usize = 65_535;
 
-/// Length of the OPT record a response to an EDNS query ends with.
-const OPT_LEN: usize = 11;
-/// The header is 12 bytes; the question starts right after it, which is what a name pointer to
-/// the question name points at.
+/// Length of the header, and of the OPT record a response to an EDNS query ends with.
 const HEADER_LEN: usize = 12;
-const QUESTION_NAME: u16 = 0xC000 | HEADER_LEN as u16;
+const OPT_LEN: usize = 11;
 
 /// A query this server can answer.
 #[derive(Debug)]
-pub struct Query<'a> {
-    pub id: u16,
-    flags: u16,
-    /// The question as received (name, type, class), echoed in the response.
-    question: &'a [u8],
+pub struct Query {
+    header: Header,
+    /// The question as received, echoed in the response (its name as spelled).
+    question: Question,
     /// The name in lower case, labels joined by '.', without the root's trailing dot. A byte
     /// that no name can hold (not printable ASCII, or a '.' inside a label) becomes NUL, so such
     /// a name matches nothing.
     pub name: String,
-    pub qtype: u16,
-    /// The requester's UDP payload size, if it sent an EDNS OPT record.
+    /// The requester's UDP payload size (at least 512), if it sent an EDNS OPT record.
     pub edns: Option<u16>,
 }
 
 /// What a packet asks for.
 #[derive(Debug)]
-pub enum Request<'a> {
-    Query(Query<'a>),
+pub enum Request {
+    Query(Query),
     /// A request answered with a bare header carrying this response code.
     Reject {
-        id: u16,
-        flags: u16,
-        rcode: u8,
+        header: Header,
+        rcode: ResponseCode,
     },
     /// Not a query (too short, or a response): no answer at all, so that a spoofed source
     /// cannot bounce packets between servers.
     Ignore,
 }
 
-fn u16_at(packet: &[u8], at: usize) -> Option<u16> {
-    let bytes = packet.get(at..at + 2)?;
-    Some(u16::from_be_bytes([bytes[0], bytes[1]]))
-}
-
-/// Skips a possibly compressed name; returns the offset after it.
-fn skip_name(packet: &[u8], mut at: usize) -> Option<usize> {
-    loop {
-        let len = *packet.get(at)?;
-        match len & 0xC0 {
-            0x00 if len == 0 => return Some(at + 1),
-            0x00 => at += 1 + usize::from(len),
-            0xC0 => return Some(at + 2),
-            _ => return None,
-        }
-    }
-}
-
-/// Reads an uncompressed question name; returns the lower-case text and the offset after it.
-fn read_question_name(packet: &[u8], mut at: usize) -> Option<(String, usize)> {
-    let mut name = String::new();
-    loop {
-        let len = usize::from(*packet.get(at)?);
-        if len == 0 {
-            return Some((name, at + 1));
-        }
-        // A compressed question (never sent by real clients) or a reserved label type.
-        if len > 63 || at - HEADER_LEN + len + 2 > 255 {
-            return None;
-        }
-        let label = packet.get(at + 1..at + 1 + len)?;
-        if !name.is_empty() {
-            name.push('.');
-        }
-        for &byte in label {
-            if byte.is_ascii_graphic() && byte != b'.' {
-                name.push(char::from(byte.to_ascii_lowercase()));
-            } else {
-                name.push('\0');
-            }
-        }
-        at += 1 + len;
-    }
-}
-
 /// Parses a request packet.
-pub fn parse(packet: &[u8]) -> Request<'_> {
-    let (Some(id), Some(flags)) = (u16_at(packet, 0), u16_at(packet, 2)) else {
+pub fn parse(packet: &[u8]) -> Request {
+    let mut decoder = BinDecoder::new(packet);
+    let Ok(header) = Header::read(&mut decoder) else {
         return Request::Ignore;
     };
-    if packet.len() < HEADER_LEN || flags & 0x8000 != 0 {
+    if header.message_type() == MessageType::Response {
         return Request::Ignore;
     }
-    let reject = |rcode| Request::Reject { id, flags, rcode };
-    let opcode = (flags >> 11) & 0xF;
-    if opcode != 0 {
-        return reject(RCODE_NOTIMP);
+    let reject = |rcode| Request::Reject { header, rcode };
+    if header.op_code() != OpCode::Query {
+        return reject(ResponseCode::NotImp);
     }
-    let counts: Vec<u16> = (0..4)
-        .map(|i| u16_at(packet, 4 + 2 * i).unwrap_or(0))
-        .collect();
-    if counts[0] != 1 {
-        return reject(RCODE_FORMERR);
+    if header.query_count() != 1 {
+        return reject(ResponseCode::FormErr);
     }
-    let Some((name, after_name)) = read_question_name(packet, HEADER_LEN) else {
-        return reject(RCODE_FORMERR);
+    let Ok(question) = Question::read(&mut decoder) else {
+        return reject(ResponseCode::FormErr);
     };
-    let (Some(qtype), Some(_class)) = (u16_at(packet, after_name), u16_at(packet, after_name + 2))
-    else {
-        return reject(RCODE_FORMERR);
-    };
-    let question_end = after_name + 4;
-    // The OPT record is in the additional section; skip whatever precedes it.
-    let mut at = question_end;
+    // The OPT record is in the additional section: read past whatever precedes it.
     let mut edns = None;
-    let records = usize::from(counts[1]) + usize::from(counts[2]) + usize::from(counts[3]);
-    for i in 0..records {
-        let Some(after_owner) = skip_name(packet, at) else {
-            return reject(RCODE_FORMERR);
-        };
-        let (Some(rtype), Some(class), Some(rdlen)) = (
-            u16_at(packet, after_owner),
-            u16_at(packet, after_owner + 2),
-            u16_at(packet, after_owner + 8),
-        ) else {
-            return reject(RCODE_FORMERR);
-        };
-        let additional = i >= usize::from(counts[1]) + usize::from(counts[2]);
-        if additional && rtype == TYPE_OPT {
-            edns = Some(class);
-        }
-        at = after_owner + 10 + usize::from(rdlen);
-        if at > packet.len() {
-            return reject(RCODE_FORMERR);
+    let sections = [
+        (header.answer_count(), false),
+        (header.name_server_count(), false),
+        (header.additional_count(), true),
+    ];
+    for (count, additional) in sections.into_iter().filter(|(count, _)| *count > 0) {
+        match Message::read_records(&mut decoder, usize::from(count), additional) {
+            Ok((_, opt, _)) => edns = opt.or(edns),
+            Err(_) => return reject(ResponseCode::FormErr),
         }
     }
     Request::Query(Query {
-        id,
-        flags,
-        question: &packet[HEADER_LEN..question_end],
-        name,
-        qtype,
-        edns,
+        header,
+        name: lower_case(question.name()),
+        question,
+        edns: edns.as_ref().map(Edns::max_payload),
     })
 }
 
-impl Query<'_> {
+fn lower_case(name: &Name) -> String {
+    let mut text = String::with_capacity(name.len());
+    for (i, label) in name.iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        text.extend(label.iter().map(|&byte| {
+            if byte.is_ascii_graphic() && byte != b'.' {
+                char::from(byte.to_ascii_lowercase())
+            } else {
+                '\0'
+            }
+        }));
+    }
+    text
+}
+
+impl Query {
+    pub fn qtype(&self) -> RecordType {
+        self.question.query_type()
+    }
+
     /// The largest response this query may get over UDP (RFC 6891: the EDNS size, at least
     /// 512 bytes).
     pub fn udp_limit(&self) -> usize {
@@ -180,13 +118,28 @@ impl Query<'_> {
     }
 }
 
-/// Writes a bare-header answer to a rejected request.
-pub fn reject(id: u16, request_flags: u16, rcode: u8, out: &mut Vec<u8>) {
+/// Writes a bare-header answer to a rejected request (its opcode and RD copied).
+pub fn reject(request: &Header, rcode: ResponseCode, out: &mut Vec<u8>) {
+    let mut header = Header::response_from_request(request);
+    header.set_response_code(rcode);
     out.clear();
-    out.extend_from_slice(&id.to_be_bytes());
-    let flags = 0x8000 | (request_flags & 0x7900) | u16::from(rcode);
-    out.extend_from_slice(&flags.to_be_bytes());
-    out.extend_from_slice(&[0; 8]);
+    // Twelve bytes cannot exceed the encoder's limit.
+    let _ = header.emit(&mut BinEncoder::new(out));
+}
+
+/// A dotted name (a trailing dot optional); `None` if a label is empty or longer than 63
+/// bytes, or the name longer than 255.
+pub fn name(text: &str) -> Option<Name> {
+    let text = text.strip_suffix('.').unwrap_or(text);
+    if text.is_empty() {
+        return Some(Name::root());
+    }
+    Name::from_labels(text.split('.').map(str::as_bytes)).ok()
+}
+
+/// Bytes a name takes uncompressed.
+fn encoded_len(name: &Name) -> usize {
+    if name.is_root() { 1 } else { name.len() + 1 }
 }
 
 /// The section a record goes to.
@@ -197,351 +150,378 @@ pub enum Section {
     Additional,
 }
 
-/// The owner name of a record.
-#[derive(Debug, Clone, Copy)]
-pub enum Owner<'a> {
-    /// The question's name, as asked (a pointer to it).
-    Question,
-    /// A name in wire format.
-    Name(&'a [u8]),
-    /// A name already written at this offset of the message.
-    At(u16),
-}
-
-/// Record data.
-#[derive(Debug, Clone, Copy)]
-pub enum Data<'a> {
-    A([u8; 4]),
-    Aaaa([u8; 16]),
-    /// A name in wire format (CNAME, NS).
-    Name(&'a [u8]),
-    Srv {
-        priority: u16,
-        weight: u16,
-        port: u16,
-        target: &'a [u8],
-    },
-    Soa {
-        mname: &'a [u8],
-        rname: &'a [u8],
-        serial: u32,
-        refresh: u32,
-        retry: u32,
-        expire: u32,
-        minimum: u32,
-    },
-    /// One character-string (at most 255 bytes).
-    Txt(&'a [u8]),
-}
-
-impl Data<'_> {
-    fn rtype(&self, name_type: u16) -> u16 {
-        match self {
-            Self::A(_) => TYPE_A,
-            Self::Aaaa(_) => TYPE_AAAA,
-            Self::Name(_) => name_type,
-            Self::Srv { .. } => TYPE_SRV,
-            Self::Soa { .. } => TYPE_SOA,
-            Self::Txt(_) => TYPE_TXT,
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Self::A(_) => 4,
-            Self::Aaaa(_) => 16,
-            Self::Name(name) => name.len(),
-            Self::Srv { target, .. } => 6 + target.len(),
-            Self::Soa { mname, rname, .. } => mname.len() + rname.len() + 20,
-            Self::Txt(text) => 1 + text.len().min(255),
-        }
-    }
-}
-
-/// A response being written: header and question first, then answer and authority records in
-/// the message itself and additional records aside (so that an SRV answer and the address
-/// record of its target can be added together), joined by `finish`.
-pub struct Response<'b> {
-    out: &'b mut Vec<u8>,
-    additional: Vec<u8>,
-    counts: [u16; 4],
+/// A response being built: a hickory `Message` with the question echoed, written by `finish`
+/// within the size limit.
+pub struct Response {
+    message: Message,
+    /// For each additional record, the answer it goes with (the address of an SRV answer's
+    /// target): it is left out with that answer.
+    goes_with: Vec<Option<usize>>,
     limit: usize,
-    edns: Option<u16>,
-    truncated: bool,
-    rcode: u8,
-    flags: u16,
+    /// Fewest bytes the message can take with the records added so far (every name that may
+    /// be compressed counted as a pointer).
+    least: usize,
 }
 
-impl<'b> Response<'b> {
-    /// Starts the response to `query` in `out`, at most `limit` bytes long.
-    pub fn new(query: &Query<'_>, limit: usize, out: &'b mut Vec<u8>) -> Self {
-        out.clear();
-        out.extend_from_slice(&query.id.to_be_bytes());
-        out.extend_from_slice(&[0; 10]);
-        out.extend_from_slice(query.question);
+impl Response {
+    /// Starts the response to `query`, at most `limit` bytes long.
+    pub fn new(query: &Query, limit: usize) -> Self {
+        // Opcode and RD are copied (RFC 1035 4.1.1); every answer is authoritative.
+        let mut header = Header::response_from_request(&query.header);
+        header.set_authoritative(true);
+        let mut message = Message::new();
+        message.set_header(header).add_query(query.question.clone());
+        let mut least = HEADER_LEN + encoded_len(query.question.name()) + 4;
+        if let Some(size) = query.edns {
+            // The requester's payload size echoed as Consul does; version 0, no flags, no
+            // options.
+            let mut edns = Edns::new();
+            edns.set_max_payload(size);
+            message.set_edns(edns);
+            least += OPT_LEN;
+        }
         Self {
-            out,
-            additional: Vec::new(),
-            counts: [1, 0, 0, 0],
+            message,
+            goes_with: Vec::new(),
             limit,
-            edns: query.edns,
-            truncated: false,
-            rcode: 0,
-            // Opcode and RD are copied (RFC 1035 4.1.1); every answer is authoritative.
-            flags: 0x8000 | (query.flags & 0x7900) | 0x0400,
+            least,
         }
     }
 
-    pub fn set_rcode(&mut self, rcode: u8) {
-        self.rcode = rcode;
+    /// The question's name as asked: the owner of the records `add_asked` adds.
+    fn question(&self) -> &Name {
+        self.message.queries()[0].name()
     }
 
-    pub fn answers(&self) -> u16 {
-        self.counts[1]
+    pub fn set_rcode(&mut self, rcode: ResponseCode) {
+        self.message.set_response_code(rcode);
     }
 
-    /// The offset the next answer or authority record would start at.
-    pub fn next_offset(&self) -> usize {
-        self.out.len()
+    pub fn answers(&self) -> usize {
+        self.message.answers().len()
     }
 
-    /// Marks the response truncated (TC): records were left out for lack of room.
+    /// Marks the response truncated (TC): answers were left out for lack of room.
     pub fn truncate(&mut self) {
-        self.truncated = true;
+        self.message.set_truncated(true);
     }
 
-    /// Bytes the message would have with `more` bytes of records added.
-    fn size_with(&self, more: usize) -> usize {
-        let opt = if self.edns.is_some() { OPT_LEN } else { 0 };
-        self.out.len() + self.additional.len() + more + opt
+    /// Whether the records added so far cannot all fit: an answer added now would be left out.
+    pub fn full(&self) -> bool {
+        self.least > self.limit
     }
 
-    fn record_len(owner: Owner<'_>, data: &Data<'_>) -> usize {
-        let owner = match owner {
-            Owner::Question | Owner::At(_) => 2,
-            Owner::Name(name) => name.len(),
+    /// Adds a record.
+    pub fn add(&mut self, section: Section, record: Record) {
+        self.least += least_len(&record);
+        match section {
+            Section::Answer => self.message.add_answer(record),
+            Section::Authority => self.message.add_name_server(record),
+            Section::Additional => {
+                self.goes_with.push(None);
+                self.message.add_additional(record)
+            }
         };
-        owner + 10 + data.len()
     }
 
-    /// Whether records of these sizes fit together; the first answer always does (a message
-    /// must carry something, as Consul does).
-    pub fn fits(&self, records: &[(Owner<'_>, &Data<'_>)]) -> bool {
-        let more: usize = records.iter().map(|(o, d)| Self::record_len(*o, d)).sum();
-        self.counts[1] == 0 || self.size_with(more) <= self.limit
+    /// Adds a record named as the question.
+    pub fn add_asked(&mut self, section: Section, ttl: u32, data: RData) {
+        let record = Record::from_rdata(self.question().clone(), ttl, data);
+        self.add(section, record);
     }
 
-    /// Adds a record of `name_type` (for `Data::Name`) or the data's own type; returns the
-    /// offset its data starts at (within the message for answer and authority records).
-    pub fn add(
-        &mut self,
-        section: Section,
-        owner: Owner<'_>,
-        name_type: u16,
-        ttl: u32,
-        data: &Data<'_>,
-    ) -> usize {
-        let buf: &mut Vec<u8> = match section {
-            Section::Answer | Section::Authority => self.out,
-            Section::Additional => &mut self.additional,
-        };
-        match owner {
-            Owner::Question => buf.extend_from_slice(&QUESTION_NAME.to_be_bytes()),
-            Owner::At(offset) => buf.extend_from_slice(&(0xC000 | offset).to_be_bytes()),
-            Owner::Name(name) => buf.extend_from_slice(name),
+    /// Adds an answer named as the question and the additional record that goes with it: a
+    /// truncated response keeps both or neither.
+    pub fn add_asked_with(&mut self, ttl: u32, data: RData, additional: Record) {
+        self.add_asked(Section::Answer, ttl, data);
+        self.add(Section::Additional, additional);
+        if let Some(last) = self.goes_with.last_mut() {
+            *last = Some(self.message.answers().len() - 1);
         }
-        buf.extend_from_slice(&data.rtype(name_type).to_be_bytes());
-        buf.extend_from_slice(&CLASS_IN.to_be_bytes());
-        buf.extend_from_slice(&ttl.to_be_bytes());
-        let rdlen = u16::try_from(data.len()).unwrap_or(u16::MAX);
-        buf.extend_from_slice(&rdlen.to_be_bytes());
-        let start = buf.len();
-        match data {
-            Data::A(ip) => buf.extend_from_slice(ip),
-            Data::Aaaa(ip) => buf.extend_from_slice(ip),
-            Data::Name(name) => buf.extend_from_slice(name),
-            Data::Srv {
-                priority,
-                weight,
-                port,
-                target,
-            } => {
-                for value in [priority, weight, port] {
-                    buf.extend_from_slice(&value.to_be_bytes());
-                }
-                // RFC 2782: the target is never compressed.
-                buf.extend_from_slice(target);
-            }
-            Data::Soa {
-                mname,
-                rname,
-                serial,
-                refresh,
-                retry,
-                expire,
-                minimum,
-            } => {
-                buf.extend_from_slice(mname);
-                buf.extend_from_slice(rname);
-                for value in [serial, refresh, retry, expire, minimum] {
-                    buf.extend_from_slice(&value.to_be_bytes());
-                }
-            }
-            Data::Txt(text) => {
-                let text = &text[..text.len().min(255)];
-                buf.push(text.len() as u8);
-                buf.extend_from_slice(text);
+    }
+
+    /// Writes the response into `out`: every record if they fit, else as many answers as fit
+    /// (at least one: a message must carry something, as Consul's do) and the TC bit.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        let all = self.answers();
+        match self.write(all, out) {
+            Ok(len) if len <= self.limit || all <= 1 => return,
+            Err(error) if all <= 1 => return self.fail(&error, out),
+            _ => {}
+        }
+        // Answers that fit, and a number that does not.
+        let (mut fit, mut over) = (1, all);
+        while over - fit > 1 {
+            let middle = (fit + over) / 2;
+            match self.write(middle, out) {
+                Ok(len) if len <= self.limit => fit = middle,
+                _ => over = middle,
             }
         }
-        let slot = match section {
-            Section::Answer => 1,
-            Section::Authority => 2,
-            Section::Additional => 3,
-        };
-        self.counts[slot] = self.counts[slot].saturating_add(1);
-        start
+        if let Err(error) = self.write(fit, out) {
+            self.fail(&error, out);
+        }
     }
 
-    /// Writes the header counts and flags, the additional records and the OPT record.
-    pub fn finish(self) {
-        let Self {
-            out,
-            additional,
-            mut counts,
-            edns,
-            truncated,
-            rcode,
-            mut flags,
-            ..
-        } = self;
-        out.extend_from_slice(&additional);
-        if let Some(size) = edns {
-            // Root owner, OPT, the requester's payload size as Consul echoes it, no extended
-            // rcode, version 0, no flags, no options.
-            out.push(0);
-            out.extend_from_slice(&TYPE_OPT.to_be_bytes());
-            out.extend_from_slice(&size.max(UDP_MIN as u16).to_be_bytes());
-            out.extend_from_slice(&[0; 6]);
-            counts[3] = counts[3].saturating_add(1);
+    /// Answers SERVFAIL instead of a response that cannot be written (none should be).
+    fn fail(&self, error: &ProtoError, out: &mut Vec<u8>) {
+        tracing::debug!(%error, "cannot encode a DNS answer");
+        reject(self.message.header(), ResponseCode::ServFail, out);
+    }
+
+    /// Writes the message with its first `answers` answers (and what goes with them); returns
+    /// its length.
+    fn write(&self, answers: usize, out: &mut Vec<u8>) -> Result<usize, ProtoError> {
+        let message = &self.message;
+        out.clear();
+        let mut encoder = BinEncoder::new(out);
+        let place = encoder.place::<Header>()?;
+        for question in message.queries() {
+            question.emit(&mut encoder)?;
         }
-        if truncated {
-            flags |= 0x0200;
+        for record in &message.answers()[..answers] {
+            emit_record(record, &mut encoder)?;
         }
-        flags |= u16::from(rcode);
-        out[2..4].copy_from_slice(&flags.to_be_bytes());
-        for (i, count) in counts.iter().enumerate() {
-            out[4 + 2 * i..6 + 2 * i].copy_from_slice(&count.to_be_bytes());
+        for record in message.name_servers() {
+            emit_record(record, &mut encoder)?;
         }
+        let mut additional = 0;
+        for (record, with) in message.additionals().iter().zip(&self.goes_with) {
+            if with.is_none_or(|answer| answer < answers) {
+                emit_record(record, &mut encoder)?;
+                additional += 1;
+            }
+        }
+        if let Some(edns) = message.extensions() {
+            edns.emit(&mut encoder)?;
+            additional += 1;
+        }
+        let count = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+        let mut header = *message.header();
+        header
+            .set_query_count(count(message.queries().len()))
+            .set_answer_count(count(answers))
+            .set_name_server_count(count(message.name_servers().len()))
+            .set_additional_count(count(additional))
+            .set_truncated(message.truncated() || answers < message.answers().len());
+        place.replace(&mut encoder, header)?;
+        Ok(encoder.len())
     }
 }
 
-/// A dotted name in wire format (labels, then the root); `None` if a label is empty, longer
-/// than 63 bytes, or the name longer than 255.
-pub fn encode_name(name: &str) -> Option<Vec<u8>> {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    let mut wire = Vec::with_capacity(name.len() + 2);
-    if !name.is_empty() {
-        for label in name.split('.') {
-            if label.is_empty() || label.len() > 63 {
-                return None;
-            }
-            wire.push(label.len() as u8);
-            wire.extend_from_slice(label.as_bytes());
-        }
+/// Writes a record, names compressed by hickory, except an SRV target: RFC 2782 forbids
+/// compressing it, and hickory's `SRV` compresses it outside canonical (DNSSEC) mode, which
+/// would write it in lower case.
+fn emit_record(record: &Record, encoder: &mut BinEncoder<'_>) -> Result<(), ProtoError> {
+    let RData::SRV(srv) = record.data() else {
+        return record.emit(encoder);
+    };
+    record.name().emit(encoder)?;
+    RecordType::SRV.emit(encoder)?;
+    record.dns_class().emit(encoder)?;
+    encoder.emit_u32(record.ttl())?;
+    let place = encoder.place::<u16>()?;
+    for value in [srv.priority(), srv.weight(), srv.port()] {
+        encoder.emit_u16(value)?;
     }
-    wire.push(0);
-    (wire.len() <= 255).then_some(wire)
+    // Written whole as spelled, and still offered to later names to point at, such as the
+    // owner of the target's address record.
+    srv.target().emit_as_canonical(encoder, true)?;
+    let len = encoder.len_since_place(&place);
+    place.replace(encoder, u16::try_from(len).unwrap_or(u16::MAX))
+}
+
+/// Fewest bytes a record can take: its owner as a pointer, names in its data as pointers too
+/// (but an SRV target, never compressed).
+fn least_len(record: &Record) -> usize {
+    let data = match record.data() {
+        RData::A(_) => 4,
+        RData::AAAA(_) => 16,
+        RData::SRV(srv) => 6 + encoded_len(srv.target()),
+        RData::TXT(txt) => txt.iter().map(|text| 1 + text.len()).sum(),
+        _ => 1,
+    };
+    encoded_len(record.name()).min(2) + 10 + data
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::rr::rdata::{A, SRV};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use std::net::Ipv4Addr;
 
-    fn query(name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
-        let mut packet = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        packet.extend(encode_name(name).unwrap());
-        packet.extend(qtype.to_be_bytes());
-        packet.extend(CLASS_IN.to_be_bytes());
+    fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+        let mut message = Message::new();
+        message
+            .set_id(0x1234)
+            .set_recursion_desired(true)
+            .add_query(Question::query(Name::from_ascii(name).unwrap(), qtype));
         if let Some(size) = edns {
-            packet[11] = 1;
-            packet.extend([0, 0, 41]);
-            packet.extend(size.to_be_bytes());
-            packet.extend([0, 0, 0, 0, 0, 0]);
+            let mut opt = Edns::new();
+            opt.set_max_payload(size);
+            message.set_edns(opt);
         }
-        packet
+        message.to_vec().unwrap()
+    }
+
+    fn parsed(packet: &[u8]) -> Query {
+        match parse(packet) {
+            Request::Query(query) => query,
+            other => panic!("not a query: {other:?}"),
+        }
+    }
+
+    fn rejected(packet: &[u8]) -> Option<ResponseCode> {
+        match parse(packet) {
+            Request::Reject { rcode, .. } => Some(rcode),
+            _ => None,
+        }
     }
 
     #[test]
     fn parses_a_question_in_lower_case_with_its_edns_size() {
-        let packet = query("Web.Service.CONSUL", TYPE_SRV, Some(1232));
-        let Request::Query(q) = parse(&packet) else {
-            panic!("not a query");
-        };
-        assert_eq!(q.id, 0x1234);
+        let q = parsed(&query("Web.Service.CONSUL.", RecordType::SRV, Some(1232)));
+        assert_eq!(q.header.id(), 0x1234);
         assert_eq!(q.name, "web.service.consul");
-        assert_eq!(q.qtype, TYPE_SRV);
+        assert_eq!(q.qtype(), RecordType::SRV);
         assert_eq!(q.edns, Some(1232));
         assert_eq!(q.udp_limit(), 1232);
-        let plain = query("consul", TYPE_A, None);
-        let Request::Query(q) = parse(&plain) else {
-            panic!("not a query");
-        };
-        assert_eq!(q.udp_limit(), 512);
+        let plain = parsed(&query("consul.", RecordType::A, None));
+        assert_eq!(plain.udp_limit(), 512);
+        // RFC 6891: a smaller EDNS size means 512.
+        assert_eq!(
+            parsed(&query("consul.", RecordType::A, Some(100))).udp_limit(),
+            512
+        );
     }
 
     #[test]
     fn odd_packets_are_rejected_or_ignored_without_panicking() {
         assert!(matches!(parse(&[1, 2, 3]), Request::Ignore));
-        let mut response = query("a.consul", TYPE_A, None);
+        let mut response = query("a.consul.", RecordType::A, None);
         response[2] |= 0x80;
         assert!(matches!(parse(&response), Request::Ignore));
-        let mut two = query("a.consul", TYPE_A, None);
+        let mut two = query("a.consul.", RecordType::A, None);
         two[5] = 2;
-        assert!(matches!(
-            parse(&two),
-            Request::Reject {
-                rcode: RCODE_FORMERR,
-                ..
-            }
-        ));
-        let mut update = query("a.consul", TYPE_A, None);
+        assert_eq!(rejected(&two), Some(ResponseCode::FormErr));
+        let mut update = query("a.consul.", RecordType::A, None);
         update[2] = 5 << 3;
-        assert!(matches!(
-            parse(&update),
-            Request::Reject {
-                rcode: RCODE_NOTIMP,
-                ..
-            }
-        ));
-        let full = query("a.b.consul", TYPE_A, Some(4096));
+        assert_eq!(rejected(&update), Some(ResponseCode::NotImp));
+        let full = query("a.b.consul.", RecordType::A, Some(4096));
         for end in 0..full.len() {
             let _ = parse(&full[..end]);
         }
-        // Every single-byte corruption parses or is refused, never panics.
+        let answer = |packet: &[u8]| {
+            let mut out = Vec::new();
+            match parse(packet) {
+                Request::Query(q) => Response::new(&q, q.udp_limit()).finish(&mut out),
+                Request::Reject { header, rcode } => reject(&header, rcode, &mut out),
+                Request::Ignore => {}
+            }
+        };
+        // Every single-byte corruption parses or is refused, never panics, nor does answering
+        // what parses.
         for at in 0..full.len() {
             for value in [0u8, 1, 63, 64, 0xC0, 0xFF] {
                 let mut bad = full.clone();
                 bad[at] = value;
-                let _ = parse(&bad);
+                answer(&bad);
             }
+        }
+        // Nor do random corruptions of a few bytes, or random packets.
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let mut bad = full.clone();
+            for _ in 0..rng.random_range(1..4) {
+                let at = rng.random_range(0..bad.len());
+                bad[at] = rng.random();
+            }
+            bad.truncate(rng.random_range(12..=bad.len()));
+            answer(&bad);
+            let noise: Vec<u8> = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
+            answer(&noise);
         }
     }
 
     #[test]
     fn a_label_that_is_not_a_name_matches_nothing() {
-        let mut packet = query("ab.consul", TYPE_A, None);
+        let mut packet = query("ab.consul.", RecordType::A, None);
         packet[13] = b'.';
-        let Request::Query(q) = parse(&packet) else {
-            panic!("not a query");
-        };
-        assert_eq!(q.name, "\0b.consul");
+        assert_eq!(parsed(&packet).name, "\0b.consul");
     }
 
     #[test]
-    fn names_encode_to_wire_format() {
-        assert_eq!(encode_name("a.bc.").unwrap(), b"\x01a\x02bc\x00");
-        assert_eq!(encode_name("").unwrap(), b"\x00");
-        assert!(encode_name("a..b").is_none());
-        assert!(encode_name(&"x".repeat(64)).is_none());
+    fn names_are_made_of_labels() {
+        let name = name("a.bc.").unwrap();
+        assert_eq!(name.iter().collect::<Vec<_>>(), [&b"a"[..], b"bc"]);
+        assert!(super::name("").unwrap().is_root());
+        assert!(super::name("a..b").is_none());
+        assert!(super::name(&"x".repeat(64)).is_none());
+    }
+
+    fn srv_response(q: &Query, limit: usize, n: u8) -> Message {
+        let mut response = Response::new(q, limit);
+        for i in 1..=n {
+            let target = name(&format!("0a0000{i:02x}.addr.dc1.consul")).unwrap();
+            let srv = RData::SRV(SRV::new(1, 1, 8000, target.clone()));
+            let address = Record::from_rdata(target, 0, RData::A(A(Ipv4Addr::new(10, 0, 0, i))));
+            if response.full() {
+                response.truncate();
+                break;
+            }
+            response.add_asked_with(0, srv, address);
+        }
+        let mut out = Vec::new();
+        response.finish(&mut out);
+        assert!(out.len() <= limit, "{} > {limit}", out.len());
+        Message::from_vec(&out).unwrap()
+    }
+
+    #[test]
+    fn a_truncated_answer_keeps_each_srv_record_with_its_address() {
+        let q = parsed(&query("web.service.consul.", RecordType::SRV, None));
+        let small = srv_response(&q, UDP_MIN, 40);
+        assert!(small.truncated());
+        assert!(small.answers().len() > 1 && small.answers().len() < 40);
+        assert_eq!(small.answers().len(), small.additionals().len());
+        for (srv, address) in small.answers().iter().zip(small.additionals()) {
+            let RData::SRV(srv) = srv.data() else {
+                panic!("not SRV: {srv:?}");
+            };
+            assert_eq!(srv.target(), address.name());
+        }
+        let whole = srv_response(&q, TCP_MAX, 40);
+        assert!(!whole.truncated());
+        assert_eq!(whole.answers().len(), 40);
+        assert_eq!(whole.additionals().len(), 40);
+    }
+
+    #[test]
+    fn srv_targets_are_written_whole_and_edns_is_echoed() {
+        let q = parsed(&query("Web.service.consul.", RecordType::SRV, Some(1232)));
+        let mut response = Response::new(&q, q.udp_limit());
+        let target = name("0a000001.addr.dc1.consul").unwrap();
+        let srv = RData::SRV(SRV::new(1, 1, 8080, target.clone()));
+        let address = Record::from_rdata(target, 0, RData::A(A(Ipv4Addr::new(10, 0, 0, 1))));
+        response.add_asked_with(0, srv, address);
+        let mut out = Vec::new();
+        response.finish(&mut out);
+        let target = b"\x080a000001\x04addr\x03dc1\x06consul\x00";
+        assert!(out.windows(target.len()).any(|w| w == target), "{out:?}");
+        let message = Message::from_vec(&out).unwrap();
+        assert_eq!(message.id(), 0x1234);
+        assert!(message.authoritative() && message.recursion_desired());
+        assert_eq!(
+            message.queries()[0].name().to_ascii(),
+            "Web.service.consul."
+        );
+        assert_eq!(
+            message.answers()[0].name().to_ascii(),
+            "Web.service.consul."
+        );
+        assert_eq!(message.max_payload(), 1232);
+        assert_eq!(message.additionals().len(), 1);
     }
 }
