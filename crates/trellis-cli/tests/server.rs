@@ -406,7 +406,11 @@ async fn bad_input_is_a_4xx_with_a_reason_and_the_server_stays_up() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400, "an incomplete filter is refused with its position");
+    assert_eq!(
+        r.status(),
+        400,
+        "an incomplete filter is refused with its position"
+    );
     assert!(r.text().await.unwrap().contains("invalid filter: 1:16"));
     let r = c
         .get(s.url("/v1/health/service/web?index=1&wait=forever"))
