@@ -1,7 +1,7 @@
 //! The catalog: instances, checks and health views of services, and the per-service index rules
 //! (see [`crate::index`] for the rules every index follows). KV is delegated to [`KvStore`]
-//! (its writes decided by `txn.rs`), the books of sessions to [`SessionStore`] and the periodic
-//! scan to [`TickScan`]; the catalog decides when a session is invalidated (destroy, TTL, a
+//! (its writes decided by `txn.rs`), the books of sessions to [`SessionStore`] and the checks'
+//! deadlines (TTL expiry, the reaper) to [`Deadlines`]; the catalog decides when a session is invalidated (destroy, TTL, a
 //! bound check critical or gone) and what that does to its locks. Every command reports what
 //! changed (for publishing) and what must be written (for durability) in [`Effects`].
 
@@ -12,7 +12,7 @@ use crate::index::GlobalIndex;
 use crate::kv::{KvEntry, KvSnapshot, KvStore};
 use crate::record::{CheckRecord, InstanceRecord};
 use crate::session::{MAX_LOCK_DELAY, MAX_SESSIONS, SessionStore, session_ttl};
-use crate::tick::TickScan;
+use crate::tick::{Deadlines, TICK_BUDGET};
 use crate::txn::{self, Context, Failure, TxnOutcome};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -67,7 +67,9 @@ pub struct Catalog {
     node_checks: BTreeSet<String>,
     kv: KvStore,
     sessions: SessionStore,
-    tick_scan: TickScan,
+    /// When each check next needs [`Catalog::tick`]: kept up to date by every change to a
+    /// check, so a tick takes only the due ones (see `tick.rs`).
+    deadlines: Deadlines,
 }
 
 impl Default for Catalog {
@@ -90,7 +92,7 @@ impl Catalog {
             node_checks: BTreeSet::new(),
             kv: KvStore::new(),
             sessions: SessionStore::new(),
-            tick_scan: TickScan::default(),
+            deadlines: Deadlines::default(),
         }
     }
 
@@ -151,6 +153,7 @@ impl Catalog {
                     catalog.node_checks.insert(id.clone());
                 }
             }
+            catalog.deadlines.set(&id, check.next_deadline());
             catalog.checks.insert(id, Arc::new(check));
         }
         catalog.sessions =
@@ -835,6 +838,7 @@ impl Catalog {
                 self.node_checks.insert(check_id.clone());
             }
         }
+        self.deadlines.set(&check_id, check.next_deadline());
         self.checks.insert(check_id.clone(), Arc::new(check));
         self.touch_check_owner(&check_id, index, fx);
         fx.writes.insert(Write::Check {
@@ -864,6 +868,7 @@ impl Catalog {
         let index = self.index.get();
         self.touch_check_owner(check_id, index, fx);
         if let Some(check) = self.checks.remove(check_id) {
+            self.deadlines.clear(check_id);
             self.unlink_check(&check);
             fx.writes.insert(Write::Check {
                 id: check_id.to_owned(),
@@ -892,6 +897,7 @@ impl Catalog {
         fx.writes.insert(Write::Instance(service_id.to_owned()));
         for check_id in self.checks_of.remove(service_id).unwrap_or_default() {
             self.checks.remove(&check_id);
+            self.deadlines.clear(&check_id);
             fx.writes.insert(Write::Check {
                 id: check_id.clone(),
                 owner: Some(service_id.to_owned()),
@@ -957,8 +963,9 @@ impl Catalog {
     }
 
     /// A TTL heartbeat: memory-only (no write, it is not acknowledged after a commit). The TTL
-    /// restarts either way, but indexes move only if the status or the output changed: the
-    /// usual heartbeat repeating the same status takes no index and wakes nobody.
+    /// restarts either way (its deadline moves in O(log n)), but indexes move only if the
+    /// status or the output changed: the usual heartbeat repeating the same status takes no
+    /// index and wakes nobody.
     fn update_ttl(
         &mut self,
         check_id: &str,
@@ -976,7 +983,9 @@ impl Catalog {
                 "check {check_id:?} is not a TTL check"
             )));
         }
-        if Arc::make_mut(check).update_ttl(status, output, now) {
+        let changed = Arc::make_mut(check).update_ttl(status, output, now);
+        self.deadlines.set(check_id, check.next_deadline());
+        if changed {
             self.mark_check_changed(check_id, fx);
             self.check_failed(check_id, now, fx);
         }
@@ -998,7 +1007,10 @@ impl Catalog {
             .checks
             .get_mut(check_id)
             .ok_or_else(|| CatalogError::NotFound(format!("unknown check ID {check_id:?}")))?;
-        if Arc::make_mut(check).report(result, output, now) {
+        let changed = Arc::make_mut(check).report(result, output, now);
+        // Going critical starts the reaper's clock; recovering stops it.
+        self.deadlines.set(check_id, check.next_deadline());
+        if changed {
             self.mark_check_changed(check_id, fx);
             self.check_failed(check_id, now, fx);
         }
@@ -1016,18 +1028,52 @@ impl Catalog {
         self.touch_check_owner(check_id, index, fx);
     }
 
+    /// The earliest time [`Catalog::tick`] has something to do: a TTL check running out, a
+    /// service due for the reaper, a session's TTL running out (or a restored session doomed by
+    /// its checks). A deadline at or before the last tick's `now` means due already (a tick left
+    /// work for the next one, see [`crate::TICK_BUDGET`]): tick again at once. `None` when
+    /// nothing is pending.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        match (self.deadlines.next(), self.sessions.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Time passes: expired TTL checks turn critical (invalidating the sessions bound to them),
     /// services whose check has been critical longer than its `DeregisterCriticalServiceAfter`
     /// are deregistered (a durable write), sessions whose TTL ran out are invalidated, and
-    /// lock-delays that passed are forgotten. Examines at most [`crate::TICK_BUDGET`] checks per
-    /// call (see `tick.rs`); sessions are kept in deadline order, so only due ones are looked at.
+    /// lock-delays that passed are forgotten. Checks and sessions are kept in deadline order, so
+    /// only due ones are looked at, at most [`crate::TICK_BUDGET`] of them per call (checks
+    /// first); what is left stays due, and [`Catalog::next_deadline`] says so.
     pub fn tick(&mut self, now: Duration, fx: &mut Effects) {
-        let found = self.tick_scan.scan(&mut self.checks, now);
-        if !found.expired.is_empty() {
+        let due = self.deadlines.pop_due(now, TICK_BUDGET);
+        let budget_left = TICK_BUDGET - due.len();
+        let mut expired = Vec::new();
+        let mut reap = BTreeSet::new();
+        for check_id in due {
+            let Some(check) = self.checks.get_mut(&check_id) else {
+                continue;
+            };
+            // Test before make_mut: published views share these Arcs.
+            if check.ttl_due(now) && Arc::make_mut(check).expire_ttl(now) {
+                expired.push(check_id.clone());
+            }
+            if check.should_reap(now)
+                && let Some(service_id) = check.service_id()
+            {
+                reap.insert(service_id.to_owned());
+            }
+            // Everything due by `now` was just acted on (an expiry with a zero reaper delay is
+            // reaped in the same tick): only a later deadline goes back in the queue.
+            let next = check.next_deadline().filter(|deadline| *deadline > now);
+            self.deadlines.set(&check_id, next);
+        }
+        if !expired.is_empty() {
             // Everything that expired in this tick changes at one index, as one batch: thousands
             // of TTLs running out together take one number and wake each waiter once.
             let index = self.index.bump();
-            for check_id in found.expired {
+            for check_id in expired {
                 if let Some(check) = self.checks.get_mut(&check_id) {
                     Arc::make_mut(check).modify_index = index;
                 }
@@ -1035,11 +1081,11 @@ impl Catalog {
                 self.invalidate_sessions_of_check(&check_id, index, now, fx);
             }
         }
-        for service_id in found.reap {
+        for service_id in reap {
             // Already gone is fine: the reaper and a client may race.
             let _ = self.deregister(&service_id, now, fx);
         }
-        let due = self.sessions.due(now);
+        let due = self.sessions.due(now, budget_left);
         if !due.is_empty() {
             let index = self.index.bump();
             for id in due {

@@ -176,6 +176,23 @@ impl Check {
         }
     }
 
+    /// When something next happens to this check by itself: a TTL check that is not critical
+    /// expires at its TTL deadline; a critical service check with `DeregisterCriticalServiceAfter`
+    /// is reaped that long after it went critical. `None` when nothing is pending.
+    pub(crate) fn next_deadline(&self) -> Option<Duration> {
+        if self.status != CheckStatus::Critical {
+            return self.ttl_deadline;
+        }
+        match (
+            self.definition.deregister_critical_service_after,
+            self.critical_since,
+            self.service_id(),
+        ) {
+            (Some(after), Some(since), Some(_)) => Some(since + after),
+            _ => None,
+        }
+    }
+
     /// Whether the reaper should remove this check's service now.
     pub(crate) fn should_reap(&self, now: Duration) -> bool {
         match (

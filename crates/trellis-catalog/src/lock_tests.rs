@@ -327,11 +327,13 @@ fn ttl_sessions_expire_at_twice_their_ttl_after_the_last_renew() {
     acquire(&mut c, "k", "", "t", secs(0));
     assert_eq!(c.session_deadline("t"), Some(secs(20)));
     assert_eq!(c.session_deadline("forever"), None);
+    assert_eq!(c.next_deadline(), Some(secs(20)), "the writer wakes for it");
     tick(&mut c, secs(19));
     assert!(c.session("t").is_some(), "not before 2 x TTL");
     let renewed = ok(&mut c, Command::SessionRenew { id: "t".into() }, secs(15));
     assert!(matches!(renewed, Reply::Session(Some(ref s)) if s.id == "t"));
     assert_eq!(c.session_deadline("t"), Some(secs(35)));
+    assert_eq!(c.next_deadline(), Some(secs(35)));
     // Renewing is memory-only: no index, nothing to write.
     let mut fx = Effects::default();
     let index = c.index();
@@ -452,6 +454,10 @@ fn restore_keeps_sessions_and_locks_and_restarts_timers() {
     assert_eq!(r.session_deadline("ttl"), Some(secs(120)), "timers restart");
     // A session bound to a check that came back critical goes at the first tick.
     assert!(r.session("bound").is_some());
+    assert!(
+        r.next_deadline().is_some_and(|d| d <= secs(100)),
+        "due at once: the writer ticks right after a restore"
+    );
     let fx = tick(&mut r, secs(100));
     assert!(r.session("bound").is_none());
     assert_eq!(holder(&r, "b"), None);

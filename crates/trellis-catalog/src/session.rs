@@ -178,20 +178,30 @@ impl SessionStore {
         }
     }
 
-    /// Sessions whose TTL has run out at `now`, and restored sessions doomed by their checks.
-    /// They stay until the caller invalidates them.
-    pub(crate) fn due(&mut self, now: Duration) -> Vec<String> {
+    /// Restored sessions doomed by their checks, and at most `limit` sessions whose TTL has run
+    /// out at `now`, soonest first. They stay until the caller invalidates them.
+    pub(crate) fn due(&mut self, now: Duration, limit: usize) -> Vec<String> {
         let mut due: Vec<String> = std::mem::take(&mut self.doomed);
         due.extend(
             self.timers
                 .iter()
                 .take_while(|(deadline, _)| *deadline <= now)
+                .take(limit)
                 .map(|(_, id)| id.clone()),
         );
         due.retain(|id| self.sessions.contains_key(id));
         due.sort();
         due.dedup();
         due
+    }
+
+    /// The earliest session deadline; `Duration::ZERO` (due at once) while restored sessions
+    /// wait to be invalidated.
+    pub(crate) fn next_deadline(&self) -> Option<Duration> {
+        if !self.doomed.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        self.timers.first().map(|(deadline, _)| *deadline)
     }
 
     /// When `id`'s TTL runs out, if it has one.

@@ -567,7 +567,7 @@ fn checks_expiring_in_one_tick_share_one_index() {
 }
 
 #[test]
-fn tick_work_is_bounded_and_resumes_where_it_stopped() {
+fn tick_work_is_bounded_and_the_rest_stays_due() {
     let mut c = Catalog::new();
     let total = TICK_BUDGET + 100;
     for i in 0..total {
@@ -584,19 +584,211 @@ fn tick_work_is_bounded_and_resumes_where_it_stopped() {
             .filter(|ch| ch.status == CheckStatus::Critical)
             .count()
     };
+    assert_eq!(c.next_deadline(), Some(secs(5)));
     let mut fx = Effects::default();
     c.tick(secs(5), &mut fx);
     assert_eq!(
         critical(&c),
         TICK_BUDGET,
-        "one tick examines at most the budget"
+        "one tick handles at most the budget"
+    );
+    assert!(
+        c.next_deadline().is_some_and(|d| d <= secs(5)),
+        "the rest is still due: the writer comes back at once"
     );
     c.tick(secs(5), &mut fx);
     assert_eq!(
         critical(&c),
         total,
-        "the next tick picks up where the last stopped"
+        "the next tick takes the rest, each once"
     );
+    assert_eq!(
+        c.next_deadline(),
+        None,
+        "critical, and no reaper: nothing left"
+    );
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn heartbeat(check_id: &str) -> Command {
+    Command::UpdateTtl {
+        check_id: check_id.into(),
+        status: CheckStatus::Passing,
+        output: String::new(),
+    }
+}
+
+#[test]
+fn a_ttl_expires_exactly_at_its_deadline() {
+    let mut c = Catalog::new();
+    assert_eq!(c.next_deadline(), None);
+    apply(
+        &mut c,
+        reg(json!({"Name": "web", "ID": "w1", "Check": {"TTL": "100ms", "Status": "passing"}})),
+        ms(1000),
+    );
+    assert_eq!(c.next_deadline(), Some(ms(1100)));
+    let index = c.index();
+    let mut fx = Effects::default();
+    c.tick(ms(1100) - Duration::from_nanos(1), &mut fx);
+    assert_eq!(status_of(&c, "service:w1"), CheckStatus::Passing);
+    assert_eq!(c.index(), index, "a tick with nothing due takes no index");
+    assert!(fx.services.is_empty() && fx.writes.is_empty());
+    c.tick(ms(1100), &mut fx);
+    assert_eq!(status_of(&c, "service:w1"), CheckStatus::Critical);
+    assert_eq!(c.index(), index + 1);
+    assert!(fx.writes.is_empty(), "expiry is memory-only");
+    assert_eq!(c.next_deadline(), None);
+}
+
+#[test]
+fn a_heartbeat_moves_the_deadline() {
+    let mut c = Catalog::new();
+    for (id, ttl) in [("a", "300ms"), ("b", "1s")] {
+        apply(
+            &mut c,
+            reg(json!({"Name": "web", "ID": id, "Check": {"TTL": ttl, "Status": "passing"}})),
+            ms(0),
+        );
+    }
+    assert_eq!(c.next_deadline(), Some(ms(300)));
+    apply(&mut c, heartbeat("service:a"), ms(200));
+    assert_eq!(c.next_deadline(), Some(ms(500)));
+    apply(&mut c, heartbeat("service:a"), ms(800));
+    assert_eq!(c.next_deadline(), Some(ms(1000)), "now b is the soonest");
+    let mut fx = Effects::default();
+    c.tick(ms(1000), &mut fx);
+    assert_eq!(status_of(&c, "service:a"), CheckStatus::Passing);
+    assert_eq!(status_of(&c, "service:b"), CheckStatus::Critical);
+    assert_eq!(c.next_deadline(), Some(ms(1100)));
+    // A heartbeat on a critical check revives it and restarts its deadline.
+    apply(&mut c, heartbeat("service:b"), ms(1050));
+    assert_eq!(status_of(&c, "service:b"), CheckStatus::Passing);
+    assert_eq!(c.next_deadline(), Some(ms(1100)));
+    c.tick(ms(1100), &mut fx);
+    assert_eq!(c.next_deadline(), Some(ms(2050)));
+    // Deregistering takes the check's deadline with it.
+    apply(
+        &mut c,
+        Command::Deregister {
+            service_id: "b".into(),
+        },
+        ms(1200),
+    );
+    assert_eq!(c.next_deadline(), None);
+}
+
+#[test]
+fn the_reaper_runs_at_its_deadline() {
+    let mut c = Catalog::new();
+    apply(
+        &mut c,
+        reg(
+            json!({"Name": "web", "ID": "w1", "Check": {"TTL": "1s", "Status": "passing", "DeregisterCriticalServiceAfter": "2s"}}),
+        ),
+        ms(0),
+    );
+    let mut fx = Effects::default();
+    c.tick(ms(1000), &mut fx);
+    assert_eq!(status_of(&c, "service:w1"), CheckStatus::Critical);
+    assert_eq!(
+        c.next_deadline(),
+        Some(ms(3000)),
+        "critical since 1 s, plus 2 s"
+    );
+    c.tick(ms(3000) - Duration::from_nanos(1), &mut fx);
+    assert!(c.instance("w1").is_some());
+    let mut fx = Effects::default();
+    c.tick(ms(3000), &mut fx);
+    assert!(c.instance("w1").is_none());
+    assert!(
+        fx.writes.contains(&Write::Instance("w1".into())),
+        "reaping is durable"
+    );
+    assert_eq!(c.next_deadline(), None);
+    // A probe result that goes critical starts the reaper's clock too; recovering stops it.
+    apply(
+        &mut c,
+        reg(
+            json!({"Name": "web", "ID": "w2", "Check": {"HTTP": "http://127.0.0.1:1/", "Interval": "10s", "Status": "passing", "DeregisterCriticalServiceAfter": "5s"}}),
+        ),
+        ms(4000),
+    );
+    assert_eq!(c.next_deadline(), None);
+    let report = |result| Command::ReportCheck {
+        check_id: "service:w2".into(),
+        result,
+        output: String::new(),
+    };
+    apply(&mut c, report(CheckStatus::Critical), ms(4500));
+    assert_eq!(c.next_deadline(), Some(ms(9500)));
+    apply(&mut c, report(CheckStatus::Passing), ms(6000));
+    assert_eq!(c.next_deadline(), None);
+}
+
+#[test]
+fn a_zero_reaper_delay_reaps_in_the_expiring_tick() {
+    let mut c = Catalog::new();
+    apply(
+        &mut c,
+        reg(
+            json!({"Name": "web", "ID": "w1", "Check": {"TTL": "1s", "Status": "passing", "DeregisterCriticalServiceAfter": "0s"}}),
+        ),
+        ms(0),
+    );
+    let mut fx = Effects::default();
+    c.tick(ms(1000), &mut fx);
+    // Whether "0s" means "reap at once" or "no reaper", nothing may stay due.
+    assert!(c.next_deadline().is_none_or(|d| d > ms(1000)));
+}
+
+#[test]
+fn restore_rebuilds_the_deadlines() {
+    let mut c = Catalog::new();
+    apply(
+        &mut c,
+        reg(json!({"Name": "web", "ID": "w1", "Check": {"TTL": "10s", "Status": "passing"}})),
+        secs(0),
+    );
+    apply(
+        &mut c,
+        reg(
+            json!({"Name": "db", "ID": "d1", "Check": {"TTL": "10s", "DeregisterCriticalServiceAfter": "30s"}}),
+        ),
+        secs(0),
+    );
+    let instances = c.instances().map(|i| (**i).clone()).collect();
+    let checks = c.checks().map(|ch| ch.record()).collect();
+    let mut restored = Catalog::restore(
+        c.index(),
+        instances,
+        checks,
+        Vec::<KvEntry>::new(),
+        secs(100),
+    );
+    assert_eq!(
+        restored.next_deadline(),
+        Some(secs(110)),
+        "TTL restarts at restore"
+    );
+    let mut fx = Effects::default();
+    restored.tick(secs(110), &mut fx);
+    assert_eq!(
+        restored.check("service:w1").unwrap().status,
+        CheckStatus::Critical
+    );
+    assert_eq!(
+        restored.next_deadline(),
+        Some(secs(130)),
+        "the critical check's reaper restarted at restore"
+    );
+    restored.tick(secs(130), &mut fx);
+    assert!(restored.instance("d1").is_none());
+    assert!(restored.instance("w1").is_some());
+    assert_eq!(restored.next_deadline(), None);
 }
 
 fn put(key: &str, cas: Option<u64>) -> Command {
@@ -796,4 +988,44 @@ fn restore_never_moves_an_index_backwards() {
     apply(&mut r, put("app/c", None), secs(100));
     assert_eq!(r.index(), top + 1);
     assert_eq!(r.kv_index("app/"), top + 1);
+}
+
+/// Micro-benchmark of the heartbeat path (`cargo test -p trellis-catalog --release -- --ignored
+/// --nocapture heartbeat_cost`): 100k TTL checks, 1M heartbeats spread over them, each moving
+/// its check's deadline, with a tick every 1,000 heartbeats as the writer would run.
+#[test]
+#[ignore = "micro-benchmark; run in release with --ignored --nocapture"]
+fn heartbeat_cost() {
+    let mut c = Catalog::new();
+    let n = 100_000;
+    for i in 0..n {
+        apply(
+            &mut c,
+            reg(
+                json!({"Name": format!("s{}", i % 100), "ID": format!("i{i:06}"), "Check": {"TTL": "30s", "Status": "passing"}}),
+            ),
+            secs(0),
+        );
+    }
+    let beats = 1_000_000u64;
+    let started = std::time::Instant::now();
+    let mut fx = Effects::default();
+    for k in 0..beats {
+        let now = Duration::from_micros(k * 10);
+        c.apply(
+            Command::UpdateTtl {
+                check_id: format!("service:i{:06}", (k * 7919) % n as u64),
+                status: CheckStatus::Passing,
+                output: String::new(),
+            },
+            now,
+            &mut fx,
+        )
+        .unwrap();
+        if k % 1000 == 0 {
+            c.tick(now, &mut fx);
+        }
+    }
+    let per = started.elapsed() / beats as u32;
+    eprintln!("heartbeat_cost: {per:?} per heartbeat over {n} checks");
 }

@@ -1,127 +1,121 @@
-//! The periodic scan behind [`crate::Catalog::tick`]: finds TTL checks that ran out (and marks
-//! them critical) and services due for the reaper, examining at most [`TICK_BUDGET`] checks per
-//! call and resuming after the last check examined.
+//! The deadline queue behind [`crate::Catalog::tick`]: every check with something to happen at a
+//! known time (a TTL running out, or the reaper's `DeregisterCriticalServiceAfter` passing) has
+//! one entry, keyed by `(deadline, check ID)`, so a tick looks only at the checks that are due
+//! and the writer can sleep until [`Deadlines::next`].
+//!
+//! An ordered set plus an ID → deadline map (as `session.rs` keeps session timers), rather than
+//! a lazy binary heap with generation numbers: a heartbeat moves its check's deadline with one
+//! map lookup, one removal and one insertion, all O(log n), and the set never holds stale
+//! entries, so its size is the number of checks with a deadline (a lazy heap grows by one entry
+//! per heartbeat until it is compacted) and the earliest entry is always a live one.
 
-use crate::check::Check;
-use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-/// Most checks [`crate::Catalog::tick`] examines per call.
+/// Most due entries [`crate::Catalog::tick`] handles per call (checks, then sessions); the rest
+/// stay due, so the next deadline is already past and the writer comes back at once.
 pub const TICK_BUDGET: usize = 16_384;
 
-/// Where the scan stopped: the next scan resumes after the last check examined, so every check is
-/// examined once per `ceil(checks / TICK_BUDGET)` ticks.
+/// The checks' deadlines, soonest first.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct TickScan {
-    cursor: Option<String>,
+pub(crate) struct Deadlines {
+    queue: BTreeSet<(Duration, String)>,
+    of: HashMap<String, Duration>,
 }
 
-/// What one scan found. The catalog numbers and publishes the changes.
-#[derive(Debug, Default)]
-pub(crate) struct Findings {
-    /// TTL checks this scan turned critical; their indexes are still the old ones.
-    pub(crate) expired: Vec<String>,
-    /// Service IDs with a check critical for longer than its `DeregisterCriticalServiceAfter`.
-    pub(crate) reap: BTreeSet<String>,
-}
+impl Deadlines {
+    /// Sets (`Some`) or clears (`None`) the deadline of check `id`. O(log n); nothing to do when
+    /// the deadline stays where it is.
+    pub(crate) fn set(&mut self, id: &str, deadline: Option<Duration>) {
+        match (self.of.get_mut(id), deadline) {
+            (Some(old), Some(new)) => {
+                if *old != new {
+                    // Take the queued ID back and reuse it for the new entry.
+                    let key = self
+                        .queue
+                        .take(&(*old, id.to_owned()))
+                        .map_or_else(|| id.to_owned(), |(_, key)| key);
+                    *old = new;
+                    self.queue.insert((new, key));
+                }
+            }
+            (Some(_), None) => self.clear(id),
+            (None, Some(new)) => {
+                self.of.insert(id.to_owned(), new);
+                self.queue.insert((new, id.to_owned()));
+            }
+            (None, None) => {}
+        }
+    }
 
-impl TickScan {
-    /// Examines the next at most [`TICK_BUDGET`] checks in ID order, wrapping around.
-    pub(crate) fn scan(
-        &mut self,
-        checks: &mut BTreeMap<String, Arc<Check>>,
-        now: Duration,
-    ) -> Findings {
-        let mut found = Findings::default();
-        let mut examine = |id: &String, check: &mut Arc<Check>| {
-            // Test before make_mut: published views share these Arcs, and cloning every check
-            // on every tick would cost far more than the scan.
-            if check.ttl_due(now) && Arc::make_mut(check).expire_ttl(now) {
-                found.expired.push(id.clone());
-            }
-            if check.should_reap(now)
-                && let Some(service_id) = check.service_id()
-            {
-                found.reap.insert(service_id.to_owned());
-            }
-        };
-        // At most TICK_BUDGET checks per tick, resuming after the last one examined: with
-        // hundreds of thousands of checks a full pass (pointer chasing through every check)
-        // would hold the writer for tens of milliseconds each tick; this way a pass spans a
-        // few ticks instead.
-        let budget = checks.len().min(TICK_BUDGET);
-        let mut seen = 0;
-        let mut last: Option<String> = None;
-        if let Some(cursor) = self.cursor.take() {
-            let mut tail_last = None;
-            for (id, check) in checks
-                .range_mut::<str, _>((Bound::Excluded(cursor.as_str()), Bound::Unbounded))
-                .take(budget)
-            {
-                examine(id, check);
-                tail_last = Some(id);
-                seen += 1;
-            }
-            last = tail_last.cloned();
+    /// Forgets check `id`'s deadline.
+    pub(crate) fn clear(&mut self, id: &str) {
+        if let Some(old) = self.of.remove(id) {
+            self.queue.remove(&(old, id.to_owned()));
         }
-        let mut head_last = None;
-        for (id, check) in checks.iter_mut().take(budget - seen) {
-            examine(id, check);
-            head_last = Some(id);
+    }
+
+    /// The earliest deadline.
+    pub(crate) fn next(&self) -> Option<Duration> {
+        self.queue.first().map(|(deadline, _)| *deadline)
+    }
+
+    /// Takes out at most `limit` checks due at `now`, soonest first. The caller acts on each and
+    /// sets its next deadline, if it has one still to come.
+    pub(crate) fn pop_due(&mut self, now: Duration, limit: usize) -> Vec<String> {
+        let mut due = Vec::new();
+        while due.len() < limit {
+            match self.queue.first() {
+                Some((deadline, _)) if *deadline <= now => {}
+                _ => break,
+            }
+            if let Some((_, id)) = self.queue.pop_first() {
+                self.of.remove(&id);
+                due.push(id);
+            }
         }
-        if let Some(id) = head_last {
-            last = Some(id.clone());
-        }
-        self.cursor = last;
-        found
+        due
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.of.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trellis_types::CheckDefinition;
 
-    fn ttl_checks(n: usize) -> BTreeMap<String, Arc<Check>> {
-        (0..n)
-            .map(|i| {
-                let id = format!("c{i:06}");
-                let definition = CheckDefinition::from_json(
-                    serde_json::json!({"CheckID": id, "Name": id, "TTL": "5s", "Status": "passing"}),
-                )
-                .expect("valid check");
-                (id, Arc::new(Check::new(definition, None, 1, Duration::ZERO)))
-            })
-            .collect()
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     #[test]
-    fn resumes_after_a_cursor_that_was_removed() {
-        let mut checks = ttl_checks(TICK_BUDGET + 10);
-        let mut scan = TickScan::default();
-        let first = scan.scan(&mut checks, Duration::from_secs(5));
-        assert_eq!(first.expired.len(), TICK_BUDGET);
-        let cursor = first.expired.last().cloned().expect("some expired");
-        // The check the scan stopped at goes away before the next tick.
-        checks.remove(&cursor);
-        let second = scan.scan(&mut checks, Duration::from_secs(5));
-        assert_eq!(second.expired.len(), 10, "the rest, each once");
-        assert!(second.expired.iter().all(|id| id > &cursor));
+    fn due_entries_come_out_soonest_first_and_bounded() {
+        let mut d = Deadlines::default();
+        d.set("b", Some(ms(20)));
+        d.set("a", Some(ms(10)));
+        d.set("c", Some(ms(30)));
+        assert_eq!(d.next(), Some(ms(10)));
+        assert!(d.pop_due(ms(9), 10).is_empty());
+        assert_eq!(d.pop_due(ms(30), 2), ["a", "b"]);
+        assert_eq!(d.next(), Some(ms(30)), "the rest stays due");
+        assert_eq!(d.pop_due(ms(30), 2), ["c"]);
+        assert_eq!((d.next(), d.len()), (None, 0));
     }
 
     #[test]
-    fn a_small_set_is_scanned_whole_every_time() {
-        let mut checks = ttl_checks(3);
-        let mut scan = TickScan::default();
-        assert!(
-            scan.scan(&mut checks, Duration::from_secs(1))
-                .expired
-                .is_empty()
-        );
-        // The cursor now sits on the last check; the next scan wraps and sees all three once.
-        let found = scan.scan(&mut checks, Duration::from_secs(5));
-        assert_eq!(found.expired, ["c000000", "c000001", "c000002"]);
+    fn moving_and_clearing_keep_one_entry_per_check() {
+        let mut d = Deadlines::default();
+        d.set("a", Some(ms(10)));
+        d.set("a", Some(ms(50)));
+        d.set("b", Some(ms(40)));
+        assert_eq!(d.len(), 2);
+        assert_eq!(d.pop_due(ms(45), 10), ["b"]);
+        d.set("a", None);
+        d.set("gone", None);
+        d.clear("gone");
+        assert_eq!((d.next(), d.len()), (None, 0));
     }
 }

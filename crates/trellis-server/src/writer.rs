@@ -1,6 +1,9 @@
 //! The single writer: drains queued commands in batches, applies them to the catalog, makes the
 //! batch durable with one commit (group commit), then publishes and answers every request; if
-//! the commit fails, it answers every request with an error and reloads the catalog.
+//! the commit fails, it answers every request with an error and reloads the catalog. Between
+//! batches it sleeps on the queue until the catalog's next deadline (a TTL running out, the
+//! reaper, a session's TTL) or the next slot GC, whichever comes first, so time-driven changes
+//! happen within a few milliseconds of their deadline instead of at a fixed tick.
 
 use crate::metrics::StoreMetrics;
 use crate::publisher::Publisher;
@@ -16,9 +19,8 @@ use trellis_store::{Mutation, Store, StoreError};
 
 /// Most commands applied in one batch; bounds the latency a batch adds to its first request.
 const MAX_BATCH: usize = 4096;
-/// How often time-driven changes (TTL expiry, the reaper) are evaluated.
-const TICK: Duration = Duration::from_millis(250);
-/// How often empty, unwatched service slots are dropped.
+/// How often empty, unwatched service slots are dropped; also the longest time between two
+/// ticks (a tick with nothing due only forgets lock-delays that passed).
 const SLOT_GC: Duration = Duration::from_secs(10);
 
 /// Why the writer stopped for good.
@@ -46,6 +48,8 @@ pub struct Writer {
     metrics: StoreMetrics,
     /// The catalog's clock: time since the server started.
     clock: Instant,
+    /// The catalog's [`Catalog::next_deadline`] as of the last batch: when to wake up.
+    next_deadline: Option<Duration>,
     last_tick: Duration,
     last_gc: Duration,
 }
@@ -66,6 +70,8 @@ impl Writer {
             publisher,
             metrics,
             clock,
+            // Unknown until the first batch: wake at once and read it.
+            next_deadline: Some(Duration::ZERO),
             last_tick: Duration::ZERO,
             last_gc: Duration::ZERO,
         }
@@ -81,10 +87,15 @@ impl Writer {
         Ok(())
     }
 
-    /// Waits for the first command (or the next tick), then takes whatever else is queued, up
-    /// to `MAX_BATCH`. `None` once every handle is gone.
+    /// Waits for the first command, or until the catalog's next deadline or the next slot GC
+    /// (an empty batch), then takes whatever else is queued, up to `MAX_BATCH`. `None` once
+    /// every handle is gone.
     fn collect_batch(&self) -> Option<Vec<Submission>> {
-        let wait = TICK.saturating_sub(self.clock.elapsed().saturating_sub(self.last_tick));
+        let idle_due = self.last_gc.min(self.last_tick) + SLOT_GC;
+        let wake = self
+            .next_deadline
+            .map_or(idle_due, |deadline| deadline.min(idle_due));
+        let wait = wake.saturating_sub(self.clock.elapsed());
         let mut batch = Vec::new();
         match self.queue.recv_timeout(wait) {
             Ok(first) => batch.push(first),
@@ -109,6 +120,7 @@ impl Writer {
         let mut fx = Effects::default();
         let pending = apply(catalog, batch, now, &mut fx);
         self.tick_if_due(catalog, now, &mut fx);
+        self.next_deadline = catalog.next_deadline();
         match self.commit(catalog, &fx, size) {
             Ok(()) => {
                 self.publisher.publish(catalog, &fx);
@@ -118,6 +130,7 @@ impl Writer {
             }
             Err(commit) => {
                 let recovered = self.recover(catalog, now, commit);
+                self.next_deadline = catalog.next_deadline();
                 if recovered.is_err() {
                     // Nobody may read the writes that were applied but never made durable.
                     *guard = None;
@@ -129,8 +142,14 @@ impl Writer {
         }
     }
 
+    /// Ticks when a deadline has come (the batch may have added one already due), or when
+    /// nothing was due for `SLOT_GC` (to forget lock-delays that passed). A tick with nothing
+    /// due changes nothing and takes no index.
     fn tick_if_due(&mut self, catalog: &mut Catalog, now: Duration, fx: &mut Effects) {
-        if now.saturating_sub(self.last_tick) >= TICK {
+        let due = catalog
+            .next_deadline()
+            .is_some_and(|deadline| deadline <= now);
+        if due || now.saturating_sub(self.last_tick) >= SLOT_GC {
             catalog.tick(now, fx);
             self.last_tick = now;
         }
