@@ -1,7 +1,17 @@
 //! Logging for every command, set up once in `main`: `tracing` to stderr, level from
-//! `TRELLIS_LOG` (default `info`), text or JSON (`TRELLIS_LOG_FORMAT=json`) for log shippers.
+//! `TRELLIS_LOG` (default `info`), text or JSON (`TRELLIS_LOG_FORMAT=json`) for log shippers;
+//! and the lines `/v1/agent/monitor` streams, at the level each monitor asks for.
 
+use std::fmt::Write as _;
 use std::io::IsTerminal;
+use tracing::field::{Field, Visit};
+use tracing::subscriber::Interest;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::dynamic_filter_fn;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Installs the global subscriber. Colour codes only when stderr is a terminal, so log files
 /// and pipes stay plain text. A bad `TRELLIS_LOG` or `TRELLIS_LOG_FORMAT` is reported once and
@@ -21,20 +31,84 @@ pub fn init() {
         }
         _ => tracing_subscriber::EnvFilter::new("info"),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
     let format = std::env::var("TRELLIS_LOG_FORMAT").unwrap_or_default();
-    let _ = match format.trim().to_ascii_lowercase().as_str() {
-        "json" => builder.json().flatten_event(true).try_init(),
-        "" | "text" => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let stderr = match format.trim().to_ascii_lowercase().as_str() {
+        "json" => stderr.json().flatten_event(true).boxed(),
+        "" | "text" => stderr.with_ansi(std::io::stderr().is_terminal()).boxed(),
         other => {
             eprintln!("warning: TRELLIS_LOG_FORMAT={other:?} is not text or json; using text");
-            builder
-                .with_ansi(std::io::stderr().is_terminal())
-                .try_init()
+            stderr.with_ansi(std::io::stderr().is_terminal()).boxed()
         }
     };
+    // TRELLIS_LOG filters stderr only: `/v1/agent/monitor` may ask for more detail.
+    let _ = tracing_subscriber::registry()
+        .with(stderr.with_filter(filter))
+        // Asked per event (not cached per call site): monitors come and go. Dependencies'
+        // debug and trace call sites stay off, so their hot paths pay nothing for this.
+        .with(
+            Monitor.with_filter(
+                dynamic_filter_fn(|meta, _| trellis_server::log_feed().wants(meta.level()))
+                    .with_callsite_filter(|meta| {
+                        if meta.target().starts_with("trellis")
+                            || *meta.level() <= tracing::Level::INFO
+                        {
+                            Interest::sometimes()
+                        } else {
+                            Interest::never()
+                        }
+                    }),
+            ),
+        )
+        .try_init();
+}
+
+/// Feeds `/v1/agent/monitor`: each event some monitor wants, as one plain-text line in
+/// Consul's (hclog's) shape, `2026-12-01T13:05:10.123456Z [INFO]  target: message key=value`.
+struct Monitor;
+
+impl<S: tracing::Subscriber> Layer<S> for Monitor {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let mut line = String::new();
+        let _ = SystemTime.format_time(&mut Writer::new(&mut line));
+        let level = meta.level().as_str();
+        let _ = write!(
+            line,
+            " [{level}] {:pad$}{}:",
+            "",
+            meta.target(),
+            pad = 5 - level.len()
+        );
+        let mut fields = Fields {
+            message: String::new(),
+            rest: String::new(),
+        };
+        event.record(&mut fields);
+        let _ = write!(line, " {}{}", fields.message, fields.rest);
+        trellis_server::log_feed().send(*meta.level(), line);
+    }
+}
+
+struct Fields {
+    message: String,
+    rest: String,
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let _ = write!(self.rest, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            let _ = write!(self.rest, " {}={value}", field.name());
+        }
+    }
 }

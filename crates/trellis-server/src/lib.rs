@@ -14,6 +14,8 @@ mod shared;
 mod state;
 mod writer;
 
+/// The feed of formatted log lines `/v1/agent/monitor` streams; the binary's logging fills it.
+pub use api::monitor::{LogFeed, LogLine, log_feed};
 pub use config::{ConfigError, DnsListen, DnsTtl, HostPort, InvalidHostPort, ServerConfig};
 pub use writer::WriterFailed;
 
@@ -299,6 +301,15 @@ async fn serve(
     let router = api::router(state.clone());
     let (failed_tx, mut failed) = oneshot::channel();
     let stop = async move {
+        tokio::pin!(shutdown);
+        // A signal or `/v1/agent/leave`, whichever comes first.
+        let leave = state.clone();
+        let shutdown = async move {
+            tokio::select! {
+                () = &mut shutdown => {}
+                () = leave.left() => tracing::info!("leaving: /v1/agent/leave was called"),
+            }
+        };
         tokio::pin!(shutdown);
         tokio::select! {
             () = &mut shutdown => {}

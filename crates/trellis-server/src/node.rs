@@ -2,10 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use trellis_types::response::CheckDefinitionInfo;
 use trellis_types::{CheckStatus, HealthCheck, NodeInfo};
 
 /// Version of the Consul API this server emulates (reported by `/v1/agent/self`).
 pub const CONSUL_API_VERSION: &str = "1.17.0";
+
+/// The server RPC port every Consul server listens on (and lists its `consul` service with).
+pub const SERVER_RPC_PORT: u16 = 8300;
 
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -63,6 +67,8 @@ impl Node {
             check_type: String::new(),
             interval: String::new(),
             timeout: String::new(),
+            exposed_port: 0,
+            definition: CheckDefinitionInfo::default(),
             create_index: 1,
             modify_index: 1,
         }
@@ -70,7 +76,7 @@ impl Node {
 
     /// The Raft-style address `/v1/status/leader` reports.
     pub fn server_address(&self) -> String {
-        format!("{}:8300", self.address)
+        format!("{}:{SERVER_RPC_PORT}", self.address)
     }
 }
 

@@ -3,16 +3,19 @@
 //! expression reads from each kind of entry the API answers (`*Fields`, thin borrowed wrappers
 //! over the catalog's own structs, so filtering builds nothing per entry).
 
-use crate::node::Node;
+use crate::node::{CONSUL_API_VERSION, Node, SERVER_RPC_PORT};
 use bytes::Bytes;
 use parking_lot::Mutex;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 use trellis_catalog::{Check, InstanceRecord, InstanceView, ServiceView};
 use trellis_filter::{Field, Filter, MAX_SELECTOR_PARTS, Selectable};
+use trellis_types::registration::service_key;
+use trellis_types::response::{CheckDefinitionInfo, EmptyObject, ProxyInfo};
 use trellis_types::{
     CatalogService, CheckStatus, HealthCheck, HealthEntry, NodeInfo, ServiceInfo,
-    ServiceRegistration, WatchEvent, WatchInstance, format_go_duration,
+    ServiceRegistration, WatchEvent, WatchInstance, Weights, format_go_duration,
 };
 
 /// Distinct renderings cached per view; filters beyond this are rendered per request.
@@ -64,10 +67,72 @@ pub struct Published {
     renders: Mutex<Vec<(RenderKey, Bytes)>>,
 }
 
+/// The service every Consul server registers for itself (agent/consul/leader.go
+/// `handleAliveMember`): ID and name `consul`, the server RPC port, no tags, the Raft and Serf
+/// versions as meta, and no check of its own (the node's `serfHealth` covers it). Synthesised
+/// in the read path, like the node, and never stored.
+pub const CONSUL_SERVICE: &str = "consul";
+
+pub fn consul_service() -> ServiceRegistration {
+    let meta = [
+        ("non_voter", "false"),
+        ("raft_version", "3"),
+        ("read_replica", "false"),
+        ("serf_protocol_current", "2"),
+        ("serf_protocol_max", "5"),
+        ("serf_protocol_min", "1"),
+        ("version", CONSUL_API_VERSION),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    ServiceRegistration {
+        id: CONSUL_SERVICE.to_owned(),
+        name: CONSUL_SERVICE.to_owned(),
+        tags: Vec::new(),
+        address: String::new(),
+        port: SERVER_RPC_PORT,
+        meta,
+        tagged_addresses: BTreeMap::new(),
+        weights: Weights::default(),
+        enable_tag_override: false,
+        checks: Vec::new(),
+    }
+}
+
+/// `view` with this server's `consul` instance added when it is the `consul` service (unless
+/// an instance registered with that ID is there already), in ID order.
+fn with_consul_service(mut view: ServiceView) -> ServiceView {
+    if service_key(&view.name) != CONSUL_SERVICE
+        || view
+            .instances
+            .iter()
+            .any(|i| i.instance.registration.id == CONSUL_SERVICE)
+    {
+        return view;
+    }
+    let at = view
+        .instances
+        .partition_point(|i| i.instance.registration.id.as_str() < CONSUL_SERVICE);
+    view.instances.insert(
+        at,
+        InstanceView {
+            instance: Arc::new(InstanceRecord {
+                registration: consul_service(),
+                create_index: 1,
+                modify_index: 1,
+            }),
+            checks: Vec::new(),
+            status: CheckStatus::Passing,
+        },
+    );
+    view
+}
+
 impl Published {
     pub fn new(view: ServiceView) -> Self {
         Self {
-            view,
+            view: with_consul_service(view),
             renders: Mutex::new(Vec::new()),
         }
     }
@@ -182,7 +247,11 @@ fn render(view: &ServiceView, key: &RenderKey, filter: Option<&Filter>, node: &N
                         service_weights: r.weights,
                         service_meta: r.meta.to_map(),
                         service_port: r.port,
+                        service_socket_path: String::new(),
                         service_enable_tag_override: r.enable_tag_override,
+                        service_proxy: ProxyInfo::default(),
+                        service_connect: EmptyObject::default(),
+                        service_locality: None,
                         create_index: i.instance.create_index,
                         modify_index: i.instance.modify_index,
                     }
@@ -252,6 +321,8 @@ fn service_info(i: &InstanceView) -> ServiceInfo {
         port: r.port,
         weights: r.weights,
         enable_tag_override: r.enable_tag_override,
+        proxy: ProxyInfo::default(),
+        connect: EmptyObject::default(),
         create_index: i.instance.create_index,
         modify_index: i.instance.modify_index,
     }
@@ -287,6 +358,10 @@ pub fn check_json(
         check_type: check.definition.kind.type_name().to_owned(),
         interval: interval_text(check),
         timeout: timeout_text(check),
+        exposed_port: 0,
+        // Consul fills `Definition` only for checks registered through the catalog with one;
+        // an agent's checks (all of Trellis's probed and TTL checks) print `{}`.
+        definition: CheckDefinitionInfo::default(),
         create_index: check.create_index,
         modify_index: check.modify_index,
     }

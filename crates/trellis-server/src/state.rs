@@ -1,7 +1,7 @@
 //! What the HTTP handlers share: the node, read access to the catalog, the published views, the
 //! writer handle, the waiter bound, metrics and the shutdown signal.
 
-use crate::metrics::Metrics;
+use crate::metrics::{HealthLabels, Metrics};
 use crate::node::Node;
 use crate::published::Slot;
 use crate::publisher::Publisher;
@@ -29,6 +29,37 @@ struct Inner {
     closing: watch::Sender<bool>,
     /// `/v1/catalog/services` rendered for an index.
     services_render: Mutex<Option<(u64, Bytes)>>,
+    /// The most recent user events (`/v1/event/*`), memory-only as in Consul.
+    events: Mutex<EventRing>,
+    /// Events received so far: what `/v1/event/list` waiters wait on.
+    events_changed: watch::Sender<u64>,
+    /// When the server started (autopilot's `StableSince`).
+    started: std::time::SystemTime,
+    /// Set by `/v1/agent/leave`: the server shuts down as on SIGTERM.
+    leave: watch::Sender<bool>,
+}
+
+/// How many user events the agent keeps (Consul's ring of 256).
+pub const EVENT_RING: usize = 256;
+
+/// A user event as Consul's agent keeps it (`agent.UserEvent`).
+#[derive(Debug, Clone)]
+pub struct UserEvent {
+    pub id: String,
+    pub name: String,
+    pub payload: Option<Bytes>,
+    pub node_filter: String,
+    pub service_filter: String,
+    pub tag_filter: String,
+    pub version: u32,
+    /// The Lamport time it was received at; 0 in the answer to the fire request, as in Consul.
+    pub ltime: u64,
+}
+
+#[derive(Default)]
+struct EventRing {
+    events: std::collections::VecDeque<Arc<UserEvent>>,
+    ltime: u64,
 }
 
 /// The parts the server is built from (see `AppState::new`).
@@ -61,11 +92,20 @@ impl AppState {
             metrics,
             closing: watch::channel(false).0,
             services_render: Mutex::new(None),
+            events: Mutex::new(EventRing::default()),
+            events_changed: watch::channel(0).0,
+            started: std::time::SystemTime::now(),
+            leave: watch::channel(false).0,
         }))
     }
 
     pub fn node(&self) -> &Node {
         &self.0.node
+    }
+
+    /// When the server started.
+    pub fn started(&self) -> std::time::SystemTime {
+        self.0.started
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -117,6 +157,18 @@ impl AppState {
         self.0.closing.subscribe()
     }
 
+    /// Asks the server to shut down gracefully (`/v1/agent/leave`), as a SIGTERM does.
+    pub fn leave(&self) {
+        self.0.leave.send_replace(true);
+    }
+
+    /// Resolves once `leave` was called.
+    pub async fn left(&self) {
+        let mut leave = self.0.leave.subscribe();
+        // The sender lives as long as the state; an error cannot happen while we hold it.
+        let _ = leave.wait_for(|left| *left).await;
+    }
+
     /// Releases blocking queries and watch streams so a shutdown drains promptly.
     pub fn close(&self) {
         self.0.closing.send_replace(true);
@@ -151,5 +203,47 @@ impl AppState {
         drop(catalog);
         *cache = Some((index, body.clone()));
         Ok((index, body))
+    }
+
+    /// Keeps a user event (stamped with the next Lamport time) in the ring of the last
+    /// `EVENT_RING`, and wakes `/v1/event/list` waiters.
+    pub fn ingest_event(&self, mut event: UserEvent) {
+        {
+            let mut ring = self.0.events.lock();
+            ring.ltime += 1;
+            event.ltime = ring.ltime;
+            if ring.events.len() == EVENT_RING {
+                ring.events.pop_front();
+            }
+            ring.events.push_back(Arc::new(event));
+        }
+        self.0.events_changed.send_modify(|n| *n += 1);
+    }
+
+    /// The kept user events, oldest first.
+    pub fn events(&self) -> Vec<Arc<UserEvent>> {
+        self.0.events.lock().events.iter().cloned().collect()
+    }
+
+    /// Counts the user events received; changes with each one.
+    pub fn events_changed(&self) -> watch::Receiver<u64> {
+        self.0.events_changed.subscribe()
+    }
+
+    /// The metrics with the gauges read now (catalog size, instances by health, waiters); a
+    /// retired catalog (the server is stopping) leaves the last values.
+    pub fn refreshed_metrics(&self) -> &Metrics {
+        let metrics = self.metrics();
+        if let Ok(catalog) = self.catalog() {
+            metrics.services.set(catalog.service_count() as i64);
+            for (status, count) in catalog.health_counts() {
+                let labels = HealthLabels {
+                    health: status.as_str().to_owned(),
+                };
+                metrics.instances.get_or_create(&labels).set(count as i64);
+            }
+        }
+        metrics.watchers.set(self.waiters_in_use() as i64);
+        metrics
     }
 }

@@ -188,8 +188,30 @@ pub struct ServiceRegistration {
     pub checks: Vec<CheckDefinition>,
 }
 
-/// Service names: letters, digits, `-`, `_`, `.`, starting with a letter or digit, so that they
-/// are usable in DNS labels, URLs and metrics.
+/// The names the registry accepts, as Consul does: any non-empty name (`app#10.0.0.1#3000`
+/// included; Consul only warns that such a name is not discoverable through DNS), bounded in
+/// length and without control characters. DNS simply finds no name that is not a DNS label.
+pub fn validate_registered_name(name: &str) -> Result<(), InvalidInput> {
+    if name.is_empty() {
+        return Err(InvalidInput::new("missing service Name"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(InvalidInput::new(format!(
+            "service name longer than {MAX_NAME_LEN} characters"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(InvalidInput::new(format!(
+            "invalid service name {name:?}: no control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Stricter names for the proxies' own flags (sidecar service, gateway routes, outbound
+/// targets): letters, digits, `-`, `_`, `.`, starting with a letter or digit, so that they are
+/// usable in DNS labels, `Host` headers, URLs and metrics. The registry itself accepts any name
+/// [`validate_registered_name`] accepts.
 pub fn validate_service_name(name: &str) -> Result<(), InvalidInput> {
     if name.is_empty() {
         return Err(InvalidInput::new("missing service Name"));
@@ -248,7 +270,7 @@ impl ServiceRegistration {
         let name = f
             .string(&["Name", "Service"])?
             .ok_or_else(|| InvalidInput::new("missing service Name"))?;
-        validate_service_name(&name)?;
+        validate_registered_name(&name)?;
         let id = f
             .string(&["ID"])?
             .filter(|s| !s.is_empty())
@@ -577,12 +599,28 @@ mod tests {
     }
 
     #[test]
+    fn accepts_any_printable_name_as_consul_does() {
+        for name in ["app#127.0.0.1#3000", "Billing API", "a/b", "ünïcode"] {
+            let reg = ServiceRegistration::from_json(json!({"Name": name, "ID": "x"})).unwrap();
+            assert_eq!(reg.name, name);
+        }
+        let reg = ServiceRegistration::from_json(json!({"Name": "app#127.0.0.1#3000"})).unwrap();
+        assert_eq!(reg.id, "app#127.0.0.1#3000");
+        assert!(
+            validate_service_name("app#1").is_err(),
+            "proxies stay strict"
+        );
+    }
+
+    #[test]
     fn rejects_bad_input() {
         let cases = [
             json!({}),
             json!({"Name": ""}),
             json!({"Name": "bad name"}),
             json!({"Name": "a/b"}),
+            json!({"Name": "bad\u{1}name", "ID": "x"}),
+            json!({"Name": "x".repeat(MAX_NAME_LEN + 1), "ID": "x"}),
             json!({"Name": "x", "Port": 70000}),
             json!({"Name": "x", "Port": "80"}),
             json!({"Name": "x", "Check": {"TTL": "10s", "Interval": "10s"}}),

@@ -6,6 +6,7 @@ use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
 use super::waiting::{Hashed, Signal, add_content_hash, block_on_hash, content_hash};
 use crate::published::{CheckFields, ServiceFields, check_json};
+use crate::queue::WriteError;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -13,7 +14,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use trellis_catalog::Command;
+use trellis_catalog::{CatalogError, Command};
 use trellis_filter::{Filter, schema};
 use trellis_types::fields::Fields;
 use trellis_types::{
@@ -58,8 +59,21 @@ pub async fn deregister(
 
 pub async fn register_check(State(state): State<AppState>, body: Bytes) -> Result<(), ApiError> {
     let check = CheckDefinition::from_json(parse_body(&body, "check definition")?)?;
-    state.submit(Command::RegisterCheck { check }).await?;
-    Ok(())
+    let missing = check
+        .service_id
+        .as_ref()
+        .map(|sid| format!("ServiceID {sid:?} does not exist"));
+    // Consul (since 1.12) answers a check on a service the agent does not have with 404 and
+    // this reason; the catalog refuses it as invalid input.
+    match state.submit(Command::RegisterCheck { check }).await {
+        Err(WriteError::Rejected(CatalogError::Invalid(m))) if Some(&m) == missing.as_ref() => {
+            Err(ApiError::not_found(m))
+        }
+        other => {
+            other?;
+            Ok(())
+        }
+    }
 }
 
 pub async fn deregister_check(
@@ -160,6 +174,8 @@ pub(super) struct AgentServiceView<'a> {
     meta: &'a Meta,
     port: u16,
     address: &'a str,
+    /// `omitempty` in Consul's `api.AgentService`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     tagged_addresses: &'a BTreeMap<String, TaggedAddress>,
     weights: Weights,
     enable_tag_override: bool,

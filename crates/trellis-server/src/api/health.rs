@@ -6,7 +6,9 @@ use super::blocking::block_on;
 use super::error::ApiError;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
-use crate::published::{Published, RenderKey, ServiceNodeFields, filter_key};
+use crate::published::{
+    CONSUL_SERVICE, Published, RenderKey, ServiceNodeFields, consul_service, filter_key,
+};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -14,6 +16,7 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use trellis_filter::{Filter, schema};
+use trellis_types::registration::service_key;
 
 /// The published view of `name`, after blocking if asked to.
 async fn service_view(
@@ -69,7 +72,7 @@ async fn instances(
     filter: Option<Filter>,
 ) -> Result<Response, ApiError> {
     query.check_dc(state.node())?;
-    let meta_ok = query.node_meta_matches(state.node())?;
+    let meta_ok = query.node_meta_matches(state.node())? && query.local_peer();
     let published = service_view(&state, &name, &query).await?;
     let body = if meta_ok {
         published.render(key, filter.as_ref(), state.node())
@@ -91,10 +94,12 @@ pub async fn health_checks(
     let key = RenderKey::Checks {
         filter: filter_key(filter.as_ref()),
     };
-    Ok(json_response(
-        published.index(),
-        published.render(key, filter.as_ref(), state.node()),
-    ))
+    let body = if query.local_peer() {
+        published.render(key, filter.as_ref(), state.node())
+    } else {
+        Bytes::from_static(b"[]")
+    };
+    Ok(json_response(published.index(), body))
 }
 
 /// `GET /v1/catalog/services`: names and tags, rendered once per services index. With a
@@ -107,7 +112,7 @@ pub async fn catalog_services(
     let query = QueryParams::new(q);
     let filter = query.filter(&schema::CATALOG_SERVICES)?;
     query.check_dc(state.node())?;
-    let meta_ok = query.node_meta_matches(state.node())?;
+    let meta_ok = query.node_meta_matches(state.node())? && query.local_peer();
     let rx = state.services_changed();
     let index = block_on(&state, rx, query.blocking()?, |i| *i).await?;
     if !meta_ok {
@@ -116,9 +121,10 @@ pub async fn catalog_services(
     if let Some(filter) = filter {
         let catalog = state.catalog()?;
         let node = state.node().info();
+        let consul = consul_service();
         let mut names: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for instance in catalog.instances() {
-            let service = &instance.registration;
+        let listed = catalog.instances().map(|i| &i.registration);
+        for service in std::iter::once(&consul).chain(listed) {
             if filter.matches(&ServiceNodeFields {
                 node: &node,
                 service,
@@ -135,11 +141,15 @@ pub async fn catalog_services(
         ));
     }
     let (index, body) = state.services_rendering(index, |catalog| {
-        let names: BTreeMap<String, Vec<String>> = catalog
+        let mut names: BTreeMap<String, Vec<String>> = catalog
             .service_names()
             .into_iter()
             .map(|(name, tags)| (name, tags.into_iter().collect()))
             .collect();
+        // This server's own `consul` service (see `published::consul_service`).
+        if !names.keys().any(|n| service_key(n) == CONSUL_SERVICE) {
+            names.insert(CONSUL_SERVICE.to_owned(), Vec::new());
+        }
         to_json_bytes(&names)
     })?;
     Ok(json_response(index, body))

@@ -2,14 +2,20 @@
 
 mod agent;
 mod agent_health;
+mod agent_ops;
 mod blocking;
 mod catalog_write;
+mod clock;
+mod coordinate;
 mod error;
+mod event;
 mod health;
 mod host;
 mod kv;
 mod maintenance;
+pub mod monitor;
 mod node;
+mod operator;
 mod params;
 mod respond;
 mod session;
@@ -50,6 +56,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agent/self", get(status::agent_self))
         .route("/v1/agent/members", get(status::members))
         .route("/v1/agent/host", get(status::agent_host))
+        .route("/v1/agent/metrics", get(agent_ops::metrics))
+        .route("/v1/agent/reload", put(agent_ops::reload))
+        .route("/v1/agent/leave", put(agent_ops::leave))
+        .route("/v1/agent/monitor", get(monitor::monitor))
         .route("/v1/agent/maintenance", put(maintenance::node_maintenance))
         .route(
             "/v1/agent/service/maintenance/{id}",
@@ -108,6 +118,21 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/session/{op}/",
             get(session::missing).put(session::missing),
+        )
+        .route("/v1/event/fire/{name}", put(event::fire))
+        .route("/v1/event/fire/", put(event::missing_name))
+        .route("/v1/event/list", get(event::list))
+        .route("/v1/coordinate/datacenters", get(coordinate::datacenters))
+        .route("/v1/coordinate/nodes", get(coordinate::nodes))
+        .route("/v1/coordinate/node/{node}", get(coordinate::node))
+        .route("/v1/coordinate/node/", get(coordinate::missing_node))
+        .route(
+            "/v1/operator/raft/configuration",
+            get(operator::raft_configuration),
+        )
+        .route(
+            "/v1/operator/autopilot/health",
+            get(operator::autopilot_health),
         )
         .route("/v1/txn", put(txn::txn))
         .route("/v1/status/leader", get(status::leader))

@@ -109,8 +109,17 @@ impl QueryParams {
         self.check_dc(node)
     }
 
-    /// `?dc=`: this server's datacenter (or none); another one is Consul's 500.
+    /// `?dc=`: this server's datacenter (or none); another one is Consul's 500. Also the
+    /// Enterprise scopes a Consul CE server refuses (agent/http_ce.go): any non-empty `ns` or
+    /// `partition`, `default` included, is a 400 naming the parameter.
     pub fn check_dc(&self, node: &Node) -> Result<(), ApiError> {
+        for (key, feature) in [("ns", "Namespaces"), ("partition", "Partitions")] {
+            if self.get(key).is_some_and(|v| !v.is_empty()) {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid query parameter: {key:?} - {feature} are a Consul Enterprise feature"
+                )));
+            }
+        }
         if let Some(dc) = self.get("dc")
             && !dc.is_empty()
             && dc != node.datacenter
@@ -121,6 +130,12 @@ impl QueryParams {
             ));
         }
         Ok(())
+    }
+
+    /// False for `?peer=NAME`: this server has no cluster peers, so a read of what a peer
+    /// imported finds nothing, as Consul answers for a peer it does not know (an empty list).
+    pub fn local_peer(&self) -> bool {
+        self.get("peer").is_none_or(str::is_empty)
     }
 
     /// `node-meta=key:value` pairs; the synthesised node has to match all of them.

@@ -15,12 +15,27 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use trellis_filter::schema;
 
-pub async fn leader(State(state): State<AppState>) -> Response {
-    json_response(1, to_json_bytes(&state.node().server_address()))
+/// `GET /v1/status/leader` (Consul forwards it to `?dc=`, so another datacenter is a 500).
+pub async fn leader(
+    State(state): State<AppState>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    QueryParams::new(q).check_dc(state.node())?;
+    Ok(json_response(
+        1,
+        to_json_bytes(&state.node().server_address()),
+    ))
 }
 
-pub async fn peers(State(state): State<AppState>) -> Response {
-    json_response(1, to_json_bytes(&[state.node().server_address()]))
+pub async fn peers(
+    State(state): State<AppState>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    QueryParams::new(q).check_dc(state.node())?;
+    Ok(json_response(
+        1,
+        to_json_bytes(&[state.node().server_address()]),
+    ))
 }
 
 pub async fn datacenters(State(state): State<AppState>) -> Response {
@@ -38,6 +53,7 @@ pub async fn catalog_nodes(
     query.check_dc(state.node())?;
     let info = state.node().info();
     let listed = query.node_meta_matches(state.node())?
+        && query.local_peer()
         && filter.is_none_or(|f| f.matches(&NodeFields(&info)));
     let nodes: &[_] = if listed { &[info] } else { &[] };
     Ok(json_response(1, to_json_bytes(&nodes)))
@@ -60,11 +76,44 @@ pub async fn agent_self(State(state): State<AppState>) -> Response {
         "DebugConfig": {},
         "Coord": {"Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "Error": 1.5, "Adjustment": 0.0, "Height": 1e-5},
         "Member": member(node, false),
-        "Stats": {"trellis": {"version": env!("CARGO_PKG_VERSION")}},
+        "Stats": stats(node),
         "Meta": {},
         "xDS": {},
     });
     json_response(1, to_json_bytes(&body))
+}
+
+/// `Stats` as a Consul server prints them (agent/consul/server.go `Stats`, agent/agent.go): maps
+/// of strings. This server is the datacenter's only server, so it leads and bootstraps it.
+fn stats(node: &Node) -> Value {
+    json!({
+        "consul": {
+            "server": "true",
+            "leader": "true",
+            "leader_addr": node.server_address(),
+            "bootstrap": "true",
+            "known_datacenters": "1",
+            "acl": "disabled",
+        },
+        "build": {
+            "prerelease": "",
+            "revision": concat!("trellis-", env!("CARGO_PKG_VERSION")),
+            "version": CONSUL_API_VERSION,
+            "version_metadata": "",
+        },
+        "runtime": {
+            // Go's names for the architectures.
+            "arch": match std::env::consts::ARCH {
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                "x86" => "386",
+                other => other,
+            },
+            "os": std::env::consts::OS,
+            "cpu_count": std::thread::available_parallelism().map_or(1, |n| n.get()).to_string(),
+        },
+        "trellis": {"version": env!("CARGO_PKG_VERSION")},
+    })
 }
 
 /// This server as a Serf member (Consul's `serf.Member`): a live server of its datacenter. On

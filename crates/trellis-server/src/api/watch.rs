@@ -22,7 +22,7 @@ pub async fn watch(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    trellis_types::registration::validate_service_name(&name)?;
+    trellis_types::registration::validate_registered_name(&name)?;
     let sse = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -1,0 +1,191 @@
+//! `GET /v1/agent/monitor[?loglevel=]`: the server's log, streamed as plain-text lines from the
+//! moment of the request, as Consul's agent streams its log.
+//!
+//! The process's logging (set up by the binary) feeds formatted lines into the `LogFeed`, a
+//! bounded broadcast: sending never blocks, and a monitor that reads too slowly loses the lines
+//! it fell behind on (it is told how many) instead of slowing down logging. Lines are formatted
+//! only at the levels some monitor asks for, so without a monitor the feed costs a few atomic
+//! loads per event that the log filter would otherwise drop.
+
+use super::blocking::waiter_permit;
+use super::error::ApiError;
+use super::params::QueryParams;
+use super::respond::add_index_headers;
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::broadcast;
+use tracing::Level;
+
+/// Lines a monitor may fall behind by before it loses some.
+const FEED_CAPACITY: usize = 1024;
+
+/// One formatted log line.
+#[derive(Debug)]
+pub struct LogLine {
+    pub level: Level,
+    pub text: String,
+}
+
+/// Where the process's log lines go for `/v1/agent/monitor`.
+pub struct LogFeed {
+    lines: broadcast::Sender<Arc<LogLine>>,
+    /// Monitors open per level, error (0) to trace (4).
+    monitors: [AtomicUsize; 5],
+}
+
+/// The process's log feed.
+pub fn log_feed() -> &'static LogFeed {
+    static FEED: OnceLock<LogFeed> = OnceLock::new();
+    FEED.get_or_init(|| LogFeed {
+        lines: broadcast::channel(FEED_CAPACITY).0,
+        monitors: Default::default(),
+    })
+}
+
+fn rank(level: &Level) -> usize {
+    match *level {
+        Level::ERROR => 0,
+        Level::WARN => 1,
+        Level::INFO => 2,
+        Level::DEBUG => 3,
+        Level::TRACE => 4,
+    }
+}
+
+impl LogFeed {
+    /// Whether some monitor wants lines at `level` (one at that level or a more verbose one).
+    pub fn wants(&self, level: &Level) -> bool {
+        self.monitors[rank(level)..]
+            .iter()
+            .any(|open| open.load(Ordering::Relaxed) > 0)
+    }
+
+    /// Hands a line to the open monitors; never blocks.
+    pub fn send(&self, level: Level, text: String) {
+        let _ = self.lines.send(Arc::new(LogLine { level, text }));
+    }
+
+    fn subscribe(&'static self, level: Level) -> Subscription {
+        // Subscribe before counting, so no line wanted by this monitor is formatted unseen.
+        let lines = self.lines.subscribe();
+        self.monitors[rank(&level)].fetch_add(1, Ordering::Relaxed);
+        Subscription {
+            feed: self,
+            level,
+            lines,
+        }
+    }
+}
+
+/// An open monitor: its receiver and its place in the per-level count.
+struct Subscription {
+    feed: &'static LogFeed,
+    level: Level,
+    lines: broadcast::Receiver<Arc<LogLine>>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.feed.monitors[rank(&self.level)].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Consul's log levels (hclog's names, any case); none is `info`.
+fn parse_level(text: Option<&str>) -> Result<Level, ApiError> {
+    match text.unwrap_or("").to_ascii_lowercase().as_str() {
+        "" | "info" => Ok(Level::INFO),
+        "trace" => Ok(Level::TRACE),
+        "debug" => Ok(Level::DEBUG),
+        "warn" | "warning" => Ok(Level::WARN),
+        "err" | "error" => Ok(Level::ERROR),
+        _ => Err(ApiError::bad_request(format!(
+            "Unknown log level: {}",
+            text.unwrap_or_default()
+        ))),
+    }
+}
+
+/// `GET /v1/agent/monitor[?loglevel=trace|debug|info|warn|err]`.
+pub async fn monitor(
+    State(state): State<AppState>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let query = QueryParams::new(q);
+    query.check_common(state.node())?;
+    let level = parse_level(query.get("loglevel"))?;
+    if query.flag("logjson")? {
+        return Err(ApiError::bad_request(
+            "logjson is not supported: the monitor streams plain-text lines",
+        ));
+    }
+    let permit = waiter_permit(&state)?;
+    let subscription = log_feed().subscribe(level);
+    let closing = state.closing();
+    let stream = futures_util::stream::unfold(
+        (subscription, closing, permit),
+        move |(mut sub, mut closing, permit)| async move {
+            loop {
+                if *closing.borrow_and_update() {
+                    return None;
+                }
+                let received = tokio::select! {
+                    _ = closing.changed() => return None,
+                    received = sub.lines.recv() => received,
+                };
+                let chunk = match received {
+                    Ok(line) if line.level <= sub.level => {
+                        let mut text = line.text.clone();
+                        text.push('\n');
+                        Bytes::from(text)
+                    }
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(lost)) => Bytes::from(format!(
+                        "[monitor] {lost} log lines dropped: the client reads too slowly\n"
+                    )),
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                };
+                return Some((Ok::<_, Infallible>(chunk), (sub, closing, permit)));
+            }
+        },
+    );
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    add_index_headers(headers, 1);
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_are_consuls() {
+        assert_eq!(parse_level(None).unwrap(), Level::INFO);
+        assert_eq!(parse_level(Some("TRACE")).unwrap(), Level::TRACE);
+        assert_eq!(parse_level(Some("err")).unwrap(), Level::ERROR);
+        assert!(parse_level(Some("loud")).is_err());
+    }
+
+    #[test]
+    fn the_feed_wants_only_what_a_monitor_asks_for() {
+        let feed = log_feed();
+        assert!(!feed.wants(&Level::TRACE));
+        let sub = feed.subscribe(Level::DEBUG);
+        assert!(feed.wants(&Level::ERROR));
+        assert!(feed.wants(&Level::DEBUG));
+        assert!(!feed.wants(&Level::TRACE));
+        drop(sub);
+        assert!(!feed.wants(&Level::DEBUG));
+    }
+}
