@@ -462,6 +462,38 @@ def txn_put(t: Trellis, c: consul.Consul) -> None:
 
 
 @step
+def agent_and_operator_calls(t: Trellis, c: consul.Consul) -> None:
+    # User events: fired, listed, and a blocking list woken by the next one.
+    fired = c.event.fire("compat-deploy", "v42")
+    assert fired["Name"] == "compat-deploy" and fired["ID"], fired
+    index, events = c.event.list(name="compat-deploy")
+    # py-consul decodes the base64 payload itself.
+    assert [e["Payload"] for e in events] == [b"v42"], events
+    watcher = consul.Consul(host=t.host, port=t.port)
+    blocked = Blocked(lambda: watcher.event.list(name="compat-deploy", index=index, wait="20s"))
+    time.sleep(0.3)
+    c.event.fire("compat-deploy", "v43")
+    new_index, events = blocked.join(10)
+    assert new_index != index and len(events) == 2 and blocked.elapsed < 5, (new_index, events)
+    # Coordinates and the Raft configuration of a single server.
+    dcs = c.coordinate.datacenters()
+    assert dcs and dcs[0]["Datacenter"] == "dc1", dcs
+    _, nodes = c.coordinate.nodes()
+    assert len(nodes) == 1 and "Coord" in nodes[0], nodes
+    raft = c.operator.raft_config()
+    assert len(raft["Servers"]) == 1 and raft["Servers"][0]["Leader"] is True, raft
+    # Metrics in Consul's JSON shape, and as Prometheus text.
+    summary = c.agent.metrics()
+    assert {"Timestamp", "Gauges", "Counters", "Samples"} <= set(summary), sorted(summary)
+    assert "trellis_http_requests_total" in c.agent.metrics(format_prometheus=True)
+    # Every Consul server lists itself as the `consul` service.
+    _, services = c.catalog.services()
+    assert "consul" in services, services
+    _, consul_nodes = c.health.service("consul")
+    assert consul_nodes and consul_nodes[0]["Service"]["Port"] == 8300, consul_nodes
+
+
+@step
 def deregister(t: Trellis, c: consul.Consul) -> None:
     assert c.agent.service.deregister("web-1")
     assert "web-1" not in c.agent.services()
