@@ -6,6 +6,8 @@ use trellis_types::{CheckDefinition, CheckKind, CheckStatus};
 
 /// Probe timeout used when a check does not set one, as Consul does.
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timeout of a script check that sets none (Consul's `CheckMonitor` default).
+pub const DEFAULT_SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
@@ -82,12 +84,18 @@ impl Check {
     }
 
     pub fn timeout(&self) -> Duration {
-        self.definition.timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT)
+        let default = if self.definition.kind.is_script() {
+            DEFAULT_SCRIPT_TIMEOUT
+        } else {
+            DEFAULT_CHECK_TIMEOUT
+        };
+        self.definition.timeout.unwrap_or(default)
     }
 
-    /// Checks the server runs itself (HTTP and TCP), as opposed to TTL checks.
+    /// Checks the server probes itself (HTTP, TCP, gRPC, script), as opposed to TTL checks and
+    /// static ones (maintenance, catalog-registered) that nobody probes.
     pub fn is_active(&self) -> bool {
-        !matches!(self.definition.kind, CheckKind::Ttl { .. })
+        self.definition.kind.is_probed()
     }
 
     fn reset_timers(&mut self, now: Duration) {

@@ -16,7 +16,7 @@ mod tick;
 mod txn;
 
 pub use catalog::{Catalog, InstanceView, ServiceView};
-pub use check::{Check, DEFAULT_CHECK_TIMEOUT};
+pub use check::{Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_SCRIPT_TIMEOUT};
 pub use command::{Command, Effects, Reply, Write};
 pub use error::CatalogError;
 pub use kv::{KvEntry, KvSnapshot, MAX_KEY_LEN, MAX_KV_TOMBSTONES, validate_key};

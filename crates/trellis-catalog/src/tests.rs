@@ -1029,3 +1029,24 @@ fn heartbeat_cost() {
     let per = started.elapsed() / beats as u32;
     eprintln!("heartbeat_cost: {per:?} per heartbeat over {n} checks");
 }
+
+#[test]
+fn probed_checks_have_timeouts_and_scripts_default_to_thirty_seconds() {
+    let mut c = Catalog::new();
+    let body = json!({"Name": "web", "ID": "web-1", "Checks": [
+        {"Args": ["/bin/true"], "Interval": "10s"},
+        {"HTTP": "http://127.0.0.1:1/", "Interval": "10s"},
+        {"TTL": "10s"},
+    ]});
+    let registration = Command::Register {
+        registration: ServiceRegistration::from_agent_json(body).unwrap(),
+        replace_existing_checks: false,
+    };
+    apply(&mut c, registration, secs(0));
+    let script = c.check("service:web-1:1").unwrap();
+    let http = c.check("service:web-1:2").unwrap();
+    let ttl = c.check("service:web-1:3").unwrap();
+    assert_eq!(script.timeout(), DEFAULT_SCRIPT_TIMEOUT);
+    assert_eq!(http.timeout(), DEFAULT_CHECK_TIMEOUT);
+    assert!(script.is_active() && http.is_active() && !ttl.is_active());
+}

@@ -34,6 +34,11 @@ pub struct ServerArgs {
     /// TTL of DNS answers, e.g. 30s [default: 0s]
     #[arg(long, value_name = "DURATION")]
     pub dns_ttl: Option<DnsTtl>,
+    /// Run script checks (`Args`) registered through the API, as Consul's
+    /// `-enable-script-checks`; off, they are refused. Anyone who can reach the API can then
+    /// run commands as this server's user.
+    #[arg(long)]
+    pub enable_script_checks: bool,
     /// TOML configuration file; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -67,6 +72,9 @@ impl ServerArgs {
         }
         if let Some(ttl) = &self.dns_ttl {
             args.push(format!("--dns-ttl={ttl}"));
+        }
+        if self.enable_script_checks {
+            args.push("--enable-script-checks".to_owned());
         }
         if let Some(path) = &self.config {
             args.push(format!("--config={}", path.display()));
@@ -108,6 +116,9 @@ impl ServerArgs {
         if let Some(ttl) = self.dns_ttl {
             config.dns_ttl = ttl;
         }
+        if self.enable_script_checks {
+            config.enable_script_checks = true;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -115,6 +126,9 @@ impl ServerArgs {
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
+    if config.enable_script_checks {
+        tracing::warn!("script checks are enabled: anyone who can reach the API can run commands");
+    }
     let storage = if config.dev {
         "in memory (--dev)".to_owned()
     } else {
@@ -162,9 +176,17 @@ mod tests {
             dns: Some("[::1]:8600".parse().unwrap()),
             dns_domain: Some("example".into()),
             dns_ttl: Some("30s".parse().unwrap()),
+            enable_script_checks: true,
             ..ServerArgs::default()
         };
         assert_eq!(parse(&args.to_args()), args);
+        assert!(args.clone().into_config().unwrap().enable_script_checks);
+        assert!(
+            !ServerArgs::default()
+                .into_config()
+                .unwrap()
+                .enable_script_checks
+        );
         let off = ServerArgs {
             dns: Some(DnsListen::Off),
             ..ServerArgs::default()

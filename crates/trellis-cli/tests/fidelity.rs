@@ -274,3 +274,102 @@ async fn other_datacenters_and_enterprise_scopes_are_refused_as_consul_ce_does()
     let (_, body) = get(&c, s.url("/v1/catalog/nodes?peer=other")).await;
     assert_eq!(body, json!([]));
 }
+
+#[tokio::test]
+async fn enterprise_scope_headers_are_refused_on_every_endpoint_as_consul_ce_does() {
+    let s = Server::dev();
+    let c = http();
+    for (header, feature) in [
+        ("X-Consul-Namespace", "Namespaces"),
+        ("X-Consul-Partition", "Partitions"),
+    ] {
+        for (method, path) in [
+            ("GET", "/v1/catalog/nodes"),
+            ("GET", "/v1/catalog/services"),
+            ("GET", "/v1/health/service/consul"),
+            ("GET", "/v1/catalog/node-services/x"),
+            ("GET", "/v1/agent/services"),
+            ("GET", "/v1/agent/self"),
+            ("GET", "/v1/status/leader"),
+            ("GET", "/v1/kv/x"),
+            ("PUT", "/v1/kv/x"),
+            ("PUT", "/v1/agent/service/register"),
+        ] {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let r = c
+                .request(method.clone(), s.url(path))
+                .header(header, "default")
+                .body(r#"{"Name": "web"}"#)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            assert_eq!(status, 400, "{method} {path} with {header}: {text}");
+            assert_eq!(
+                text.trim(),
+                format!("Invalid header: \"{header}\" - {feature} are a Consul Enterprise feature"),
+                "{method} {path}"
+            );
+        }
+        // An empty header is no scope, as in Consul.
+        let r = c
+            .get(s.url("/v1/catalog/services"))
+            .header(header, "")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    // Nothing was written through a refused request.
+    let (status, _) = get(&c, s.url("/v1/kv/x")).await;
+    assert_eq!(status, 404);
+    let (_, agent) = get(&c, s.url("/v1/agent/services")).await;
+    assert_eq!(agent, json!({}));
+    // The header is checked before the query parameter, as in Consul.
+    let r = c
+        .get(s.url("/v1/catalog/services?ns=a"))
+        .header("X-Consul-Namespace", "b")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.text().await.unwrap().starts_with("Invalid header"));
+}
+
+#[tokio::test]
+async fn node_reads_print_services_as_a_health_entry_does() {
+    let s = Server::dev();
+    let c = http();
+    for body in [
+        json!({"Name": "plain"}),
+        json!({"Name": "tagged", "Port": 80,
+               "TaggedAddresses": {"lan": {"Address": "10.0.0.1", "Port": 80}}}),
+    ] {
+        let (status, text) = put(&c, s.url("/v1/agent/service/register"), body).await;
+        assert_eq!(status, 200, "{text}");
+    }
+    let (_, me) = get(&c, s.url("/v1/agent/self")).await;
+    let node = me["Config"]["NodeName"].as_str().unwrap().to_owned();
+    let no_proxy = json!({"Mode": "", "MeshGateway": {}, "Expose": {}});
+
+    let (status, by_id) = get(&c, s.url(&format!("/v1/catalog/node/{node}"))).await;
+    assert_eq!(status, 200, "{by_id}");
+    let services = &by_id["Services"];
+    let (_, list) = get(&c, s.url(&format!("/v1/catalog/node-services/{node}"))).await;
+    let list = list["Services"].as_array().unwrap().clone();
+    let ids: Vec<&str> = list.iter().map(|s| s["ID"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["plain", "tagged"]);
+
+    // The same shape as a health entry's `Service` (structs.NodeService).
+    for (listed, id) in list.iter().map(|s| (s, s["ID"].as_str().unwrap())) {
+        assert_eq!(&services[id], listed, "{id}");
+        let (_, health) = get(&c, s.url(&format!("/v1/health/service/{id}"))).await;
+        assert_eq!(&health[0]["Service"], listed, "{id}");
+        assert_eq!(listed["Proxy"], no_proxy);
+        assert_eq!(listed["Connect"], json!({}));
+    }
+    assert!(services["plain"].get("TaggedAddresses").is_none());
+    assert!(services["plain"].get("Port").is_none());
+    assert_eq!(services["tagged"]["Port"], 80);
+    assert_eq!(services["tagged"]["TaggedAddresses"]["lan"]["Port"], 80);
+}

@@ -85,6 +85,147 @@ fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
     current.to_string()
 }
 
+/// Runs a script check's command: `args[0]` with the rest as its arguments, no shell, stdin
+/// closed, stdout and stderr into one pipe. As Consul's `CheckMonitor`: exit 0 passing, 1
+/// warning, anything else (a signal too) critical; the output is the last [`MAX_OUTPUT`] bytes
+/// (prefixed `Captured N of M bytes` when cut). Past `timeout` (which covers the output being
+/// read to its end) the command's process group is killed and the check is critical with
+/// `Timed out (…) running check`.
+#[cfg(unix)]
+pub async fn script(args: &[String], timeout: Duration) -> (CheckStatus, String) {
+    let Some((program, rest)) = args.split_first() else {
+        return (
+            CheckStatus::Critical,
+            "script check without a command".into(),
+        );
+    };
+    let (reader, writer) = match std::io::pipe() {
+        Ok(pipe) => pipe,
+        Err(error) => return (CheckStatus::Critical, format!("cannot run check: {error}")),
+    };
+    let spawned = writer.try_clone().and_then(|out| {
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(rest)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(writer)
+            // Its own process group, so a timeout kills what it started too.
+            .process_group(0)
+            .kill_on_drop(true);
+        command.spawn()
+        // `command` (and with it this process's copies of the pipe's write end) drops here,
+        // so the reader sees the end once the command and its children are done.
+    });
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(error) => return (CheckStatus::Critical, error.to_string()),
+    };
+    let pid = child.id();
+    let output = Arc::new(std::sync::Mutex::new(Tail::default()));
+    let reading = tokio::task::spawn_blocking({
+        let output = output.clone();
+        move || read_tail(reader, &output)
+    });
+    let finished = tokio::time::timeout(timeout, async {
+        let status = child.wait().await;
+        let _ = reading.await;
+        status
+    })
+    .await;
+    let text = || output.lock().map(|t| t.text()).unwrap_or_default();
+    match finished {
+        Ok(Ok(status)) => {
+            let result = match status.code() {
+                Some(0) => CheckStatus::Passing,
+                Some(1) => CheckStatus::Warning,
+                _ => CheckStatus::Critical,
+            };
+            (result, text())
+        }
+        Ok(Err(error)) => (CheckStatus::Critical, error.to_string()),
+        Err(_) => {
+            if let Some(pid) = pid {
+                kill_process_group(pid).await;
+            }
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            let mut message = format!(
+                "Timed out ({}) running check",
+                trellis_types::format_go_duration(timeout)
+            );
+            let output = text();
+            if !output.is_empty() {
+                message.push_str("\n\n");
+                message.push_str(&output);
+            }
+            (CheckStatus::Critical, message)
+        }
+    }
+}
+
+/// Kills the process group `pgid` (a script check's command and what it started) with
+/// `kill -KILL -- -PGID`; only on a timeout, so one more process then is cheap.
+#[cfg(unix)]
+async fn kill_process_group(pgid: u32) {
+    // Best effort: the command itself is killed anyway.
+    let _ = tokio::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await;
+}
+
+/// The last [`MAX_OUTPUT`] bytes written, and how many were written in all.
+#[derive(Default)]
+struct Tail {
+    kept: std::collections::VecDeque<u8>,
+    total: u64,
+}
+
+impl Tail {
+    fn push(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        let bytes = &bytes[bytes.len().saturating_sub(MAX_OUTPUT)..];
+        let over = (self.kept.len() + bytes.len()).saturating_sub(MAX_OUTPUT);
+        self.kept.drain(..over);
+        self.kept.extend(bytes);
+    }
+
+    fn text(&self) -> String {
+        let (a, b) = self.kept.as_slices();
+        let kept = String::from_utf8_lossy(&[a, b].concat()).into_owned();
+        if self.total > self.kept.len() as u64 {
+            format!(
+                "Captured {} of {} bytes\n...\n{kept}",
+                self.kept.len(),
+                self.total
+            )
+        } else {
+            kept
+        }
+    }
+}
+
+#[cfg(unix)]
+fn read_tail(mut reader: std::io::PipeReader, output: &std::sync::Mutex<Tail>) {
+    use std::io::Read;
+    let mut buf = [0u8; 4096];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => match output.lock() {
+                Ok(mut tail) => tail.push(&buf[..n]),
+                Err(_) => return,
+            },
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
 /// Opens (and closes) a TCP connection to `address` within `timeout`.
 pub async fn tcp(address: &str, timeout: Duration) -> (CheckStatus, String) {
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
@@ -579,6 +720,44 @@ fn decode_health_check_response(mut body: Bytes) -> Result<ServingStatus, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn script_output_keeps_the_last_bytes() {
+        let mut tail = Tail::default();
+        tail.push(b"hello ");
+        tail.push(b"world");
+        assert_eq!(tail.text(), "hello world");
+        let mut tail = Tail::default();
+        tail.push(&[b'a'; 3000]);
+        tail.push(&[b'b'; 3000]);
+        let text = tail.text();
+        assert!(text.starts_with("Captured 4096 of 6000 bytes\n...\naaa"));
+        assert!(text.ends_with(&"b".repeat(3000)));
+        assert_eq!(text.len() - text.find("\n...\n").unwrap() - 5, MAX_OUTPUT);
+    }
+
+    #[tokio::test]
+    async fn scripts_map_exit_codes_and_time_out() {
+        let sh = |script: &str| vec!["/bin/sh".to_owned(), "-c".to_owned(), script.to_owned()];
+        let second = Duration::from_secs(5);
+        assert_eq!(
+            script(&sh("echo a; echo b >&2"), second).await,
+            (CheckStatus::Passing, "a\nb\n".to_owned())
+        );
+        assert_eq!(script(&sh("exit 1"), second).await.0, CheckStatus::Warning);
+        assert_eq!(script(&sh("exit 3"), second).await.0, CheckStatus::Critical);
+        assert_eq!(
+            script(&sh("kill -9 $$"), second).await.0,
+            CheckStatus::Critical
+        );
+        let (status, output) = script(&sh("sleep 5"), Duration::from_millis(100)).await;
+        assert_eq!(
+            (status, output.as_str()),
+            (CheckStatus::Critical, "Timed out (100ms) running check")
+        );
+        let (status, _) = script(&["/nonexistent".to_owned()], second).await;
+        assert_eq!(status, CheckStatus::Critical);
+    }
 
     #[test]
     fn health_check_request_encoding() {

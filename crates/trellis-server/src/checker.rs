@@ -1,7 +1,10 @@
-//! Runs HTTP(S), TCP and gRPC checks: one task per check, first probe at a random point of the
+//! Runs HTTP(S), TCP, gRPC and script checks: one task per check, first probe at a random point of the
 //! interval (so thousands of checks do not fire in lock-step), probes bounded by a semaphore.
 //! Static checks (maintenance mode, catalog-registered status) and TTL checks are not probed.
+//! Script checks run their command only while `enable_script_checks` is on; a script check
+//! restored from the store on a server without it is critical and runs nothing.
 
+use crate::config::SCRIPTS_DISABLED;
 use crate::queue::WriterHandle;
 use rand::Rng;
 use std::collections::HashMap;
@@ -31,6 +34,7 @@ pub async fn run(
     initial: Vec<Arc<Check>>,
     mut changed: mpsc::UnboundedReceiver<CheckChange>,
     concurrency: usize,
+    scripts_enabled: bool,
 ) {
     let limit = Arc::new(Semaphore::new(concurrency));
     // Reading the system's trust store is file IO: off the runtime's threads.
@@ -48,10 +52,17 @@ pub async fn run(
     let mut tasks: HashMap<String, AbortHandle> = HashMap::new();
     for check in initial {
         let id = check.id().to_owned();
-        reschedule(&writer, &mut tasks, &limit, &tls, (id, Some(check)));
+        reschedule(
+            &writer,
+            &mut tasks,
+            &limit,
+            &tls,
+            scripts_enabled,
+            (id, Some(check)),
+        );
     }
     while let Some(change) = changed.recv().await {
-        reschedule(&writer, &mut tasks, &limit, &tls, change);
+        reschedule(&writer, &mut tasks, &limit, &tls, scripts_enabled, change);
     }
 }
 
@@ -60,6 +71,7 @@ fn reschedule(
     tasks: &mut HashMap<String, AbortHandle>,
     limit: &Arc<Semaphore>,
     tls: &Arc<ProbeTls>,
+    scripts_enabled: bool,
     (id, check): CheckChange,
 ) {
     if let Some(task) = tasks.remove(&id) {
@@ -71,6 +83,7 @@ fn reschedule(
             check,
             limit.clone(),
             tls.clone(),
+            scripts_enabled,
         ));
         tasks.insert(id, task.abort_handle());
     }
@@ -81,8 +94,9 @@ async fn probe_loop(
     check: Arc<Check>,
     limit: Arc<Semaphore>,
     tls: Arc<ProbeTls>,
+    scripts_enabled: bool,
 ) {
-    let prober = Prober::new(&check, &tls);
+    let prober = Prober::new(&check, &tls, scripts_enabled);
     let interval = check.definition.interval.unwrap_or(Duration::from_secs(10));
     let offset = rand::rng().random_range(Duration::ZERO..interval);
     tokio::time::sleep(offset).await;
@@ -106,7 +120,8 @@ async fn probe_loop(
 }
 
 /// What one check's probes need, set up once per check: an HTTP check's client with its TLS
-/// settings, or why it cannot have one (every probe reports that).
+/// settings, or why it cannot run (every probe reports that: a bad TLS setting, or a script
+/// check on a server whose script checks are off, as after a restart without the flag).
 enum Prober {
     Http(HttpTarget),
     Unusable(String),
@@ -114,8 +129,11 @@ enum Prober {
 }
 
 impl Prober {
-    fn new(check: &Check, tls: &ProbeTls) -> Self {
+    fn new(check: &Check, tls: &ProbeTls, scripts_enabled: bool) -> Self {
         match &check.definition.kind {
+            CheckKind::Script { .. } if !scripts_enabled => {
+                Self::Unusable(SCRIPTS_DISABLED.to_owned())
+            }
             CheckKind::Http(h) => {
                 match probe::http_target(tls, &h.url, h.tls_skip_verify, &h.tls_server_name) {
                     Ok(target) => Self::Http(target),
@@ -134,9 +152,15 @@ impl Prober {
             (CheckKind::Http(h), Self::Http(target)) => probe_http(h, target, timeout).await,
             (CheckKind::Tcp { address }, _) => probe::tcp(address, timeout).await,
             (CheckKind::Grpc(g), _) => probe::grpc(g, timeout, tls).await,
+            (CheckKind::Script { args }, _) => probe_script(args, check).await,
             _ => (check.status, check.output.clone()),
         }
     }
+}
+
+/// Runs a script check's command with its timeout (Consul's 30 s when it sets none).
+async fn probe_script(args: &[String], check: &Check) -> (CheckStatus, String) {
+    probe::script(args, check.timeout()).await
 }
 
 /// One HTTP check request: the check's method, headers (Consul's defaults for those it does

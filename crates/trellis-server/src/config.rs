@@ -36,7 +36,16 @@ pub struct ServerConfig {
     /// TTL of DNS answers (services and nodes), as Consul's `service_ttl`/`node_ttl`: a Go
     /// duration in whole seconds or a number of seconds. Default 0.
     pub dns_ttl: DnsTtl,
+    /// Run script checks (`Args`/`ScriptArgs`: a command, no shell) registered through the HTTP
+    /// API, as Consul's `enable_script_checks`. Default false: registering a service or check
+    /// with a script check is refused with Consul's answer (500, "Scripts are disabled on this
+    /// agent from remote calls; ..."), since anyone who can reach the API could run commands.
+    pub enable_script_checks: bool,
 }
+
+/// Consul's answer (with status 500) to a script check registered through the HTTP API while
+/// script checks are disabled (`agent.go`, for a remote source).
+pub const SCRIPTS_DISABLED: &str = "Scripts are disabled on this agent from remote calls; to enable, configure 'enable_script_checks' to true";
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -55,6 +64,7 @@ impl Default for ServerConfig {
             dns: None,
             dns_domain: "consul".into(),
             dns_ttl: DnsTtl::default(),
+            enable_script_checks: false,
         }
     }
 }
@@ -362,6 +372,9 @@ mod tests {
     #[test]
     fn rejects_unknown_fields_and_bad_values() {
         assert!(ServerConfig::from_toml("htp = \"x\"").is_err());
+        assert!(!ServerConfig::default().enable_script_checks);
+        let scripts = ServerConfig::from_toml("enable_script_checks = true").unwrap();
+        assert!(scripts.enable_script_checks);
         let c = ServerConfig {
             datacenter: "a b".into(),
             ..ServerConfig::default()

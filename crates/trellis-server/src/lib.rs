@@ -256,6 +256,7 @@ async fn start_with_store(
         active_checks,
         checks_rx,
         config.check_concurrency,
+        config.enable_script_checks,
     ));
     let state = AppState::new(Parts {
         node: Node::new(&config.node_name, &config.datacenter, local_addr),
@@ -264,6 +265,7 @@ async fn start_with_store(
         writer,
         max_waiters: config.max_waiters,
         metrics,
+        scripts_enabled: config.enable_script_checks,
     });
     let dns_settings = dns::Settings {
         domain: config.dns_domain.clone(),

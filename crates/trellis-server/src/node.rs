@@ -74,6 +74,18 @@ impl Node {
         }
     }
 
+    /// This server's network coordinate: Serf's starting coordinate (8 dimensions at the
+    /// origin). It measures no round trips, so it never changes. `/v1/agent/self` reports it
+    /// as `Coord` and `/v1/coordinate/*` as the node's coordinate.
+    pub fn coordinate(&self) -> serde_json::Value {
+        serde_json::json!({
+            "Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            "Error": 1.5,
+            "Adjustment": 0.0,
+            "Height": 1e-5,
+        })
+    }
+
     /// The Raft-style address `/v1/status/leader` reports.
     pub fn server_address(&self) -> String {
         format!("{}:{SERVER_RPC_PORT}", self.address)

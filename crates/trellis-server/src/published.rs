@@ -117,11 +117,7 @@ fn with_consul_service(mut view: ServiceView) -> ServiceView {
     view.instances.insert(
         at,
         InstanceView {
-            instance: Arc::new(InstanceRecord {
-                registration: consul_service(),
-                create_index: 1,
-                modify_index: 1,
-            }),
+            instance: Arc::new(consul_instance()),
             checks: Vec::new(),
             status: CheckStatus::Passing,
         },
@@ -310,7 +306,14 @@ fn watch_event(view: &ServiceView) -> WatchEvent {
 }
 
 fn service_info(i: &InstanceView) -> ServiceInfo {
-    let r = &i.instance.registration;
+    node_service(&i.instance)
+}
+
+/// An instance as Consul prints a `structs.NodeService`: the `Service` of a health entry and
+/// the services of the node endpoints (empty `TaggedAddresses` and zero `Port` omitted, `Proxy`
+/// and `Connect` always present).
+pub fn node_service(instance: &InstanceRecord) -> ServiceInfo {
+    let r = &instance.registration;
     ServiceInfo {
         id: r.id.clone(),
         service: r.name.clone(),
@@ -323,8 +326,17 @@ fn service_info(i: &InstanceView) -> ServiceInfo {
         enable_tag_override: r.enable_tag_override,
         proxy: ProxyInfo::default(),
         connect: EmptyObject::default(),
-        create_index: i.instance.create_index,
-        modify_index: i.instance.modify_index,
+        create_index: instance.create_index,
+        modify_index: instance.modify_index,
+    }
+}
+
+/// This server's `consul` instance (see `consul_service`), as the catalog would hold it.
+fn consul_instance() -> InstanceRecord {
+    InstanceRecord {
+        registration: consul_service(),
+        create_index: 1,
+        modify_index: 1,
     }
 }
 
@@ -376,8 +388,8 @@ fn interval_text(check: &Check) -> String {
         .unwrap_or_default()
 }
 
-/// A check's `Timeout` as the API shows it: only checks the server probes (HTTP, TCP, gRPC)
-/// have one (10 s unless set); TTL and static (maintenance, catalog-registered) checks answer
+/// A check's `Timeout` as the API shows it: only checks the server probes (HTTP, TCP, gRPC,
+/// script) have one (10 s unless set, 30 s for scripts); TTL and static (maintenance, catalog-registered) checks answer
 /// `""`, as Consul does for checks nobody probes.
 fn timeout_text(check: &Check) -> String {
     if check.definition.kind.is_probed() {

@@ -37,6 +37,7 @@ struct Inner {
     started: std::time::SystemTime,
     /// Set by `/v1/agent/leave`: the server shuts down as on SIGTERM.
     leave: watch::Sender<bool>,
+    scripts_enabled: bool,
 }
 
 /// How many user events the agent keeps (Consul's ring of 256).
@@ -70,6 +71,8 @@ pub struct Parts {
     pub writer: WriterHandle,
     pub max_waiters: usize,
     pub metrics: Arc<Metrics>,
+    /// `enable_script_checks`: whether the API accepts script checks.
+    pub scripts_enabled: bool,
 }
 
 impl AppState {
@@ -81,6 +84,7 @@ impl AppState {
             writer,
             max_waiters,
             metrics,
+            scripts_enabled,
         } = parts;
         Self(Arc::new(Inner {
             node,
@@ -96,7 +100,13 @@ impl AppState {
             events_changed: watch::channel(0).0,
             started: std::time::SystemTime::now(),
             leave: watch::channel(false).0,
+            scripts_enabled,
         }))
+    }
+
+    /// Whether script checks may be registered (`enable_script_checks`).
+    pub fn scripts_enabled(&self) -> bool {
+        self.0.scripts_enabled
     }
 
     pub fn node(&self) -> &Node {

@@ -79,6 +79,9 @@ struct Check {
     grpc: Option<String>,
     #[serde(rename = "GRPCUseTLS", default, skip_serializing_if = "is_false")]
     grpc_use_tls: bool,
+    /// A script check's program and arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    args: Vec<String>,
     /// A check nobody runs, with the status its registration gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     r#static: Option<StaticCheck>,
@@ -143,6 +146,7 @@ impl From<&CheckDefinition> for Check {
             tcp: None,
             grpc: None,
             grpc_use_tls: false,
+            args: Vec::new(),
             r#static: None,
             interval: d.interval,
             timeout: d.timeout,
@@ -168,6 +172,7 @@ impl From<&CheckDefinition> for Check {
                 c.tls_skip_verify = g.tls_skip_verify;
                 c.tls_server_name = g.tls_server_name.clone();
             }
+            CheckKind::Script { args } => c.args = args.clone(),
             CheckKind::Static(s) => c.r#static = Some(s.clone()),
         }
         c
@@ -178,7 +183,10 @@ impl TryFrom<Check> for CheckDefinition {
     type Error = String;
 
     fn try_from(c: Check) -> Result<Self, String> {
+        let script = !c.args.is_empty();
         let kind = match (c.ttl, c.http, c.tcp, c.grpc, c.r#static) {
+            (None, None, None, None, None) if script => CheckKind::Script { args: c.args },
+            _ if script => return Err("a script check has Args and nothing else".into()),
             (Some(ttl), None, None, None, None) => CheckKind::Ttl { ttl },
             (None, Some(url), None, None, None) => CheckKind::Http(Box::new(HttpCheck {
                 url,
@@ -196,7 +204,11 @@ impl TryFrom<Check> for CheckDefinition {
                 tls_server_name: c.tls_server_name,
             })),
             (None, None, None, None, Some(s)) => CheckKind::Static(s),
-            _ => return Err("a check needs exactly one of TTL, HTTP, TCP, GRPC or Static".into()),
+            _ => {
+                return Err(
+                    "a check needs exactly one of TTL, HTTP, TCP, GRPC, Args or Static".into(),
+                );
+            }
         };
         Ok(CheckDefinition {
             id: c.id,

@@ -130,6 +130,10 @@ pub enum CheckKind {
     Tcp { address: String },
     /// The server asks a gRPC health service every interval: SERVING passing, else critical.
     Grpc(Box<GrpcCheck>),
+    /// The server runs a command every interval (`Args`, or its alias `ScriptArgs`: the program
+    /// and its arguments, no shell): exit 0 passing, 1 warning, anything else critical. Only
+    /// accepted when the server enables script checks, as Consul's `enable_script_checks`.
+    Script { args: Vec<String> },
     /// Nobody runs it; a registration sets its status (never parsed from an agent request).
     Static(StaticCheck),
 }
@@ -141,13 +145,22 @@ impl CheckKind {
             Self::Http(_) => "http",
             Self::Tcp { .. } => "tcp",
             Self::Grpc(_) => "grpc",
+            Self::Script { .. } => "script",
             Self::Static(s) => &s.r#type,
         }
     }
 
-    /// Whether the server probes this check itself (HTTP, TCP, gRPC).
+    /// Whether the server probes this check itself (HTTP, TCP, gRPC, script).
     pub fn is_probed(&self) -> bool {
-        matches!(self, Self::Http(_) | Self::Tcp { .. } | Self::Grpc(_))
+        matches!(
+            self,
+            Self::Http(_) | Self::Tcp { .. } | Self::Grpc(_) | Self::Script { .. }
+        )
+    }
+
+    /// Whether this is a script check (the server runs a command).
+    pub fn is_script(&self) -> bool {
+        matches!(self, Self::Script { .. })
     }
 }
 
@@ -264,8 +277,20 @@ pub fn validate_id(what: &str, id: &str) -> Result<(), InvalidInput> {
 }
 
 impl ServiceRegistration {
-    /// Parses a request body the way Consul does: keys in any case, snake_case aliases.
+    /// Parses a request body the way Consul does (keys in any case, snake_case aliases); its
+    /// checks cannot be script checks (`Args` is refused as not supported), as
+    /// `/v1/catalog/register` takes it.
     pub fn from_json(value: Value) -> Result<Self, InvalidInput> {
+        Self::parse(value, Scripts::Refuse)
+    }
+
+    /// Parses a registration as the agent endpoint takes it: script checks (`Args`) are
+    /// accepted, and the endpoint decides whether the server runs them.
+    pub fn from_agent_json(value: Value) -> Result<Self, InvalidInput> {
+        Self::parse(value, Scripts::Accept)
+    }
+
+    fn parse(value: Value, scripts: Scripts) -> Result<Self, InvalidInput> {
         let mut f = Fields::from_value(value, "service registration")?;
         let name = f
             .string(&["Name", "Service"])?
@@ -322,13 +347,13 @@ impl ServiceRegistration {
         // As in Consul, a `Check` with every field empty is no check (some clients always send
         // the field); entries of `Checks` must each be a real check.
         if let Some(check) = f.take(&["Check"]).filter(|c| !is_zero_object(c)) {
-            checks.push(CheckDefinition::from_json(check)?);
+            checks.push(CheckDefinition::parse(check, scripts)?);
         }
         match f.take(&["Checks"]) {
             None => {}
             Some(Value::Array(items)) => {
                 for item in items {
-                    checks.push(CheckDefinition::from_json(item)?);
+                    checks.push(CheckDefinition::parse(item, scripts)?);
                 }
             }
             Some(_) => return Err(InvalidInput::new("Checks must be a list")),
@@ -384,19 +409,38 @@ fn validate_grpc_target(target: &str) -> Result<(), InvalidInput> {
     }
 }
 
+/// Whether a parser accepts script checks (`Args`/`ScriptArgs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scripts {
+    Accept,
+    Refuse,
+}
+
 impl CheckDefinition {
+    /// Parses a check that cannot be a script check (`Args` is refused as not supported).
     pub fn from_json(value: Value) -> Result<Self, InvalidInput> {
+        Self::parse(value, Scripts::Refuse)
+    }
+
+    /// Parses a check as the agent endpoint takes it, script checks (`Args`) included.
+    pub fn from_agent_json(value: Value) -> Result<Self, InvalidInput> {
+        Self::parse(value, Scripts::Accept)
+    }
+
+    fn parse(value: Value, scripts: Scripts) -> Result<Self, InvalidInput> {
         let mut f = Fields::from_value(value, "check")?;
-        for unsupported in [
-            "Args",
-            "ScriptArgs",
+        let script_keys: &[&str] = match scripts {
+            Scripts::Accept => &[],
+            Scripts::Refuse => &["Args", "ScriptArgs"],
+        };
+        for unsupported in script_keys.iter().copied().chain([
             "Script",
             "H2PING",
             "DockerContainerID",
             "AliasService",
             "UDP",
             "OSService",
-        ] {
+        ]) {
             if f.take(&[unsupported]).is_some_and(|v| !is_empty_value(&v)) {
                 return Err(InvalidInput::new(format!(
                     "{unsupported} checks are not supported; use TTL, HTTP, TCP or GRPC"
@@ -411,17 +455,30 @@ impl CheckDefinition {
         let http = f.string(&["HTTP"])?.filter(|s| !s.is_empty());
         let tcp = f.string(&["TCP"])?.filter(|s| !s.is_empty());
         let grpc = f.string(&["GRPC"])?.filter(|s| !s.is_empty());
+        let args = f.string_list(&["Args", "ScriptArgs"])?;
         let interval = f.duration(&["Interval"])?;
         let timeout = f.duration(&["Timeout"])?;
         let tls_skip_verify = f.bool(&["TLSSkipVerify"])?.unwrap_or(false);
         let tls_server_name = f.string(&["TLSServerName"])?.unwrap_or_default();
-        let kinds = [ttl.is_some(), http.is_some(), tcp.is_some(), grpc.is_some()];
+        let kinds = [
+            ttl.is_some(),
+            http.is_some(),
+            tcp.is_some(),
+            grpc.is_some(),
+            !args.is_empty(),
+        ];
         if kinds.iter().filter(|k| **k).count() > 1 {
             return Err(InvalidInput::new(
-                "a check can have only one of TTL, HTTP, TCP or GRPC",
+                "a check can have only one of TTL, HTTP, TCP, GRPC or Args",
             ));
         }
         let kind = match (ttl, http, tcp) {
+            (None, None, None) if !args.is_empty() => {
+                if args[0].is_empty() {
+                    return Err(InvalidInput::new("Args must start with a program"));
+                }
+                CheckKind::Script { args }
+            }
             (Some(ttl), None, None) => {
                 if interval.is_some() {
                     return Err(InvalidInput::new(
@@ -482,7 +539,7 @@ impl CheckDefinition {
                 }
                 None => {
                     return Err(InvalidInput::new(
-                        "a check needs one of TTL, HTTP, TCP or GRPC",
+                        "a check needs one of TTL, HTTP, TCP, GRPC or Args",
                     ));
                 }
             },
@@ -626,7 +683,10 @@ mod tests {
             json!({"Name": "x", "Check": {"TTL": "10s", "Interval": "10s"}}),
             json!({"Name": "x", "Check": {"TTL": "ten seconds"}}),
             json!({"Name": "x", "Check": {"HTTP": "http://a"}}),
-            json!({"Name": "x", "Check": {"Args": ["/bin/true"], "Interval": "1s"}}),
+            json!({"Name": "x", "Check": {"Args": ["/bin/true"]}}),
+            json!({"Name": "x", "Check": {"Args": ["/bin/true"], "TTL": "1s"}}),
+            json!({"Name": "x", "Check": {"Args": "/bin/true", "Interval": "1s"}}),
+            json!({"Name": "x", "Check": {"Script": "true", "Interval": "1s"}}),
             json!({"Name": "x", "Check": {"TTL": "1s", "Status": "sleepy"}}),
             json!([1, 2]),
         ];
@@ -758,6 +818,56 @@ mod canonical_tests {
         );
         // An agent request cannot register one: it has no TTL, HTTP, TCP or GRPC.
         assert!(CheckDefinition::from_json(value).is_err());
+    }
+
+    #[test]
+    fn script_checks_parse_from_args_or_script_args_and_round_trip() {
+        for key in ["Args", "ScriptArgs", "args", "script_args"] {
+            let check = CheckDefinition::from_agent_json(
+                json!({key: ["/usr/bin/check", "-v"], "Interval": "10s", "Timeout": "2s"}),
+            )
+            .unwrap();
+            assert_eq!(
+                check.kind,
+                CheckKind::Script {
+                    args: vec!["/usr/bin/check".into(), "-v".into()]
+                },
+                "{key}"
+            );
+            assert_eq!(check.kind.type_name(), "script");
+            assert!(check.kind.is_probed() && check.kind.is_script());
+            let value = serde_json::to_value(&check).unwrap();
+            assert_eq!(value["Args"], json!(["/usr/bin/check", "-v"]));
+            assert_eq!(
+                serde_json::from_value::<CheckDefinition>(value.clone()).unwrap(),
+                check
+            );
+            assert_eq!(
+                CheckDefinition::from_agent_json(value.clone()).unwrap(),
+                check
+            );
+            // Where script checks are not taken (the catalog endpoint), they are refused.
+            let refused = CheckDefinition::from_json(value).unwrap_err().to_string();
+            assert!(refused.contains("not supported"), "{refused}");
+        }
+        // An empty list is no script, as Consul's `IsScript`.
+        assert!(CheckDefinition::from_agent_json(json!({"Args": [], "TTL": "5s"})).is_ok());
+        let service = json!({"Name": "web", "Check": {"Args": ["/bin/true"], "Interval": "1s"}});
+        assert!(ServiceRegistration::from_json(service.clone()).is_err());
+        let service = ServiceRegistration::from_agent_json(service).unwrap();
+        assert!(service.checks[0].kind.is_script());
+        for bad in [
+            json!({"Args": ["x"], "HTTP": "http://a", "Interval": "1s"}),
+            json!({"Args": [""], "Interval": "1s"}),
+            json!({"Args": [1], "Interval": "1s"}),
+        ] {
+            assert!(
+                CheckDefinition::from_agent_json(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+        let stored = json!({"Args": ["x"], "TCP": "h:1", "Interval": "1s"});
+        assert!(serde_json::from_value::<CheckDefinition>(stored).is_err());
     }
 
     #[test]

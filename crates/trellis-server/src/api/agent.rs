@@ -33,13 +33,30 @@ fn parse_body(body: &Bytes, what: &str) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
 }
 
+/// Consul refuses a script check registered through the API unless `enable_script_checks` is
+/// on, with a plain error: 500 and its reason.
+fn refuse_disabled_scripts<'a>(
+    state: &AppState,
+    mut checks: impl Iterator<Item = &'a CheckDefinition>,
+) -> Result<(), ApiError> {
+    if !state.scripts_enabled() && checks.any(|c| c.kind.is_script()) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            crate::config::SCRIPTS_DISABLED,
+        ));
+    }
+    Ok(())
+}
+
 pub async fn register(
     State(state): State<AppState>,
     Query(query): Query<Vec<(String, String)>>,
     body: Bytes,
 ) -> Result<(), ApiError> {
     let query = QueryParams::new(query);
-    let registration = ServiceRegistration::from_json(parse_body(&body, "service definition")?)?;
+    let registration =
+        ServiceRegistration::from_agent_json(parse_body(&body, "service definition")?)?;
+    refuse_disabled_scripts(&state, registration.checks.iter())?;
     state
         .submit(Command::Register {
             registration,
@@ -58,7 +75,8 @@ pub async fn deregister(
 }
 
 pub async fn register_check(State(state): State<AppState>, body: Bytes) -> Result<(), ApiError> {
-    let check = CheckDefinition::from_json(parse_body(&body, "check definition")?)?;
+    let check = CheckDefinition::from_agent_json(parse_body(&body, "check definition")?)?;
+    refuse_disabled_scripts(&state, std::iter::once(&check))?;
     let missing = check
         .service_id
         .as_ref()

@@ -16,16 +16,6 @@ use serde_json::{Value, json};
 /// The coordinate's index: it never changes.
 const INDEX: u64 = 1;
 
-/// Serf's new coordinate (8 dimensions at the origin), the `Coord` of `/v1/agent/self`.
-fn coord() -> Value {
-    json!({
-        "Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-        "Error": 1.5,
-        "Adjustment": 0.0,
-        "Height": 1e-5,
-    })
-}
-
 /// `GET /v1/coordinate/datacenters`: the WAN area with this server (named `node.dc` on the WAN,
 /// as Consul's servers are).
 pub async fn datacenters(
@@ -41,7 +31,7 @@ pub async fn datacenters(
         "Coordinates": [{
             "Node": format!("{}.{}", node.name, node.datacenter),
             "Segment": "",
-            "Coord": coord(),
+            "Coord": node.coordinate(),
         }],
     }]);
     Ok(json_response(INDEX, to_json_bytes(&body)))
@@ -97,7 +87,7 @@ fn lan_coordinates(state: &AppState, query: &QueryParams) -> Vec<Value> {
     vec![json!({
         "Node": state.node().name,
         "Segment": "",
-        "Coord": coord(),
+        "Coord": state.node().coordinate(),
     })]
 }
 

@@ -29,7 +29,7 @@ use crate::state::AppState;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use error::ApiError;
 use std::time::Instant;
@@ -141,12 +141,37 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(status::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(refuse_enterprise_headers))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
+}
+
+/// The Enterprise scope headers a Consul CE server refuses on every endpoint (agent/http_ce.go):
+/// a non-empty `X-Consul-Namespace` or `X-Consul-Partition`, `default` included, is a 400 naming
+/// the header, checked before the `ns`/`partition` query parameters (`QueryParams::check_dc`).
+/// Inside `observe`, so refusals are counted and logged like any other answer.
+async fn refuse_enterprise_headers(request: Request, next: Next) -> Response {
+    for (name, feature) in [
+        ("X-Consul-Namespace", "Namespaces"),
+        ("X-Consul-Partition", "Partitions"),
+    ] {
+        // Go's `Header.Get`: the first value.
+        if request
+            .headers()
+            .get(name)
+            .is_some_and(|v| !v.as_bytes().is_empty())
+        {
+            return ApiError::bad_request(format!(
+                "Invalid header: {name:?} - {feature} are a Consul Enterprise feature"
+            ))
+            .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// Counts every request by route and status, times it, and logs it at debug level.

@@ -8,16 +8,17 @@ use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
 use super::waiting::block_on_catalog;
 use crate::node::Node;
-use crate::published::{CheckFields, ServiceFields, check_json};
+use crate::published::{CheckFields, ServiceFields, check_json, node_service};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use trellis_catalog::{Catalog, InstanceRecord};
+use trellis_catalog::Catalog;
 use trellis_filter::{Filter, schema};
-use trellis_types::{CheckStatus, HealthCheck, Meta, NodeInfo, TaggedAddress, Weights};
+use trellis_types::response::ServiceInfo;
+use trellis_types::{CheckStatus, HealthCheck, NodeInfo};
 
 /// Whether `name` names this server's node: its name (without regard to case, as Consul's
 /// catalog matches node names) or its node ID.
@@ -25,66 +26,31 @@ pub(super) fn is_this_node(node: &Node, name: &str) -> bool {
     node.name.eq_ignore_ascii_case(name) || node.id == name
 }
 
-/// An instance as the catalog's node endpoints show it (Consul's `NodeService`).
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct NodeServiceView<'a> {
-    #[serde(rename = "ID")]
-    id: &'a str,
-    service: &'a str,
-    tags: &'a [String],
-    address: &'a str,
-    tagged_addresses: &'a BTreeMap<String, TaggedAddress>,
-    meta: &'a Meta,
-    port: u16,
-    weights: Weights,
-    enable_tag_override: bool,
-    create_index: u64,
-    modify_index: u64,
-}
-
-fn node_service(instance: &InstanceRecord) -> NodeServiceView<'_> {
-    let r = &instance.registration;
-    NodeServiceView {
-        id: &r.id,
-        service: &r.name,
-        tags: &r.tags,
-        address: &r.address,
-        tagged_addresses: &r.tagged_addresses,
-        meta: &r.meta,
-        port: r.port,
-        weights: r.weights,
-        enable_tag_override: r.enable_tag_override,
-        create_index: instance.create_index,
-        modify_index: instance.modify_index,
-    }
-}
-
 /// `/v1/catalog/node/:node`: the node and its services by ID.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct NodeServices<'a> {
+struct NodeServices {
     node: NodeInfo,
-    services: BTreeMap<&'a str, NodeServiceView<'a>>,
+    services: BTreeMap<String, ServiceInfo>,
 }
 
 /// `/v1/catalog/node-services/:node`: the node and its services as a list.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct NodeServiceList<'a> {
+struct NodeServiceList {
     node: Option<NodeInfo>,
-    services: Option<Vec<NodeServiceView<'a>>>,
+    services: Option<Vec<ServiceInfo>>,
 }
 
-/// The node's instances that pass `filter` (Consul's `NodeService` selectors).
-fn node_instances<'a>(
-    catalog: &'a Catalog,
-    filter: Option<&'a Filter>,
-) -> impl Iterator<Item = &'a InstanceRecord> {
+/// The node's services that pass `filter` (Consul's `NodeService` selectors), in ID order, as
+/// Consul prints them (`published::node_service`, the shape of a health entry's `Service`).
+fn node_services(catalog: &Catalog, filter: Option<&Filter>) -> Vec<ServiceInfo> {
     catalog
         .instances()
         .map(|i| &**i)
-        .filter(move |i| filter.is_none_or(|f| f.matches(&ServiceFields(&i.registration))))
+        .filter(|i| filter.is_none_or(|f| f.matches(&ServiceFields(&i.registration))))
+        .map(node_service)
+        .collect()
 }
 
 /// The node's services after blocking on the services index: `render` gets the catalog (or
@@ -120,8 +86,9 @@ pub async fn catalog_node(
         None => Bytes::from_static(b"null"),
         Some(catalog) => to_json_bytes(&NodeServices {
             node: info,
-            services: node_instances(catalog, filter)
-                .map(|i| (i.registration.id.as_str(), node_service(i)))
+            services: node_services(catalog, filter)
+                .into_iter()
+                .map(|s| (s.id.clone(), s))
                 .collect(),
         }),
     })
@@ -144,7 +111,7 @@ pub async fn catalog_node_services(
             },
             Some(catalog) => NodeServiceList {
                 node: Some(info),
-                services: Some(node_instances(catalog, filter).map(node_service).collect()),
+                services: Some(node_services(catalog, filter)),
             },
         })
     })

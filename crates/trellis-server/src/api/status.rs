@@ -5,7 +5,6 @@ use super::error::ApiError;
 use super::host;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
-use crate::metrics::HealthLabels;
 use crate::node::{CONSUL_API_VERSION, Node};
 use crate::published::NodeFields;
 use crate::state::AppState;
@@ -74,7 +73,7 @@ pub async fn agent_self(State(state): State<AppState>) -> Response {
             "BuildDate": "",
         },
         "DebugConfig": {},
-        "Coord": {"Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "Error": 1.5, "Adjustment": 0.0, "Height": 1e-5},
+        "Coord": node.coordinate(),
         "Member": member(node, false),
         "Stats": stats(node),
         "Meta": {},
@@ -192,19 +191,8 @@ pub async fn agent_host() -> Result<Response, ApiError> {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let metrics = state.metrics();
     // A retired catalog (the server is stopping) leaves the last values.
-    if let Ok(catalog) = state.catalog() {
-        metrics.services.set(catalog.service_count() as i64);
-        for (status, count) in catalog.health_counts() {
-            let labels = HealthLabels {
-                health: status.as_str().to_owned(),
-            };
-            metrics.instances.get_or_create(&labels).set(count as i64);
-        }
-    }
-    metrics.watchers.set(state.waiters_in_use() as i64);
-    let mut response = metrics.encode().into_response();
+    let mut response = state.refreshed_metrics().encode().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
