@@ -1,10 +1,9 @@
 //! `trellis server`: flags over an optional TOML file, logging, and the server's lifecycle.
 
-use anyhow::Context;
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
-use trellis_server::{DnsListen, DnsTtl, HostPort, ServerConfig};
+use trellis_server::{ConfigFile, ConfigOverrides, DnsListen, DnsTtl, HostPort, ServerConfig};
 
 #[derive(Args, Debug, Clone, Default, PartialEq)]
 pub struct ServerArgs {
@@ -83,42 +82,24 @@ impl ServerArgs {
     }
 
     fn into_config(self) -> anyhow::Result<ServerConfig> {
-        let mut config = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                ServerConfig::from_toml(&text)
-                    .with_context(|| format!("invalid configuration file {}", path.display()))?
-            }
-            None => ServerConfig::default(),
+        let overrides = ConfigOverrides {
+            http: self.http,
+            data_dir: self.data_dir,
+            dev: self.dev,
+            node_name: self.node_name,
+            datacenter: self.datacenter,
+            dns: self.dns,
+            dns_domain: self.dns_domain,
+            dns_ttl: self.dns_ttl,
+            enable_script_checks: self.enable_script_checks,
         };
-        if let Some(http) = self.http {
-            config.http = http;
+        // With a file, the server keeps its path and these flags, so `/v1/agent/reload` reads
+        // it again the same way.
+        if let Some(path) = self.config {
+            return Ok(ConfigFile { path, overrides }.load()?);
         }
-        if let Some(dir) = self.data_dir {
-            config.data_dir = dir;
-        }
-        if self.dev {
-            config.dev = true;
-        }
-        if let Some(name) = self.node_name {
-            config.node_name = name;
-        }
-        if let Some(dc) = self.datacenter {
-            config.datacenter = dc;
-        }
-        if let Some(dns) = self.dns {
-            config.dns = Some(dns);
-        }
-        if let Some(domain) = self.dns_domain {
-            config.dns_domain = domain;
-        }
-        if let Some(ttl) = self.dns_ttl {
-            config.dns_ttl = ttl;
-        }
-        if self.enable_script_checks {
-            config.enable_script_checks = true;
-        }
+        let mut config = ServerConfig::default();
+        overrides.apply(&mut config);
         config.validate()?;
         Ok(config)
     }

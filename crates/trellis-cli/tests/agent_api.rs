@@ -371,6 +371,78 @@ async fn operator_reads_show_this_server_as_the_only_voter_and_leader() {
     assert_eq!(status, 500);
 }
 
+/// A `PUT /v1/agent/reload` expected to fail: status and body.
+async fn reload(c: &reqwest::Client, s: &Server) -> (u16, String) {
+    refused(c.put(s.url("/v1/agent/reload")).send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn reload_reads_the_config_file_again_with_the_flags_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("server.toml");
+    std::fs::write(&file, "max_queue = 100\ndatacenter = \"dc1\"\n").unwrap();
+    let s = Server::start(&[
+        "--dev",
+        "--node-name",
+        NODE,
+        "--datacenter",
+        "dc7",
+        "--config",
+        file.to_str().unwrap(),
+    ]);
+    let c = http();
+    assert_eq!(reload(&c, &s).await, (200, String::new()));
+    let mut warn = c
+        .get(s.url("/v1/agent/monitor?loglevel=WARN"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(warn.status(), 200);
+
+    // Invalid: 500 with the one-line reason, as Consul answers a failed reload.
+    std::fs::write(&file, "max_queue = 0\n").unwrap();
+    let (status, text) = reload(&c, &s).await;
+    assert_eq!(status, 500, "{text}");
+    assert!(text.contains("max_queue must be positive"), "{text}");
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+    std::fs::write(&file, "max_queue = \"many\"\n").unwrap();
+    let (status, text) = reload(&c, &s).await;
+    assert_eq!(status, 500, "{text}");
+    assert!(text.starts_with("invalid configuration file "), "{text}");
+    assert!(text.contains("line 1, column 13"), "{text}");
+    assert_eq!(text.trim().lines().count(), 1, "{text}");
+
+    // Valid: 200, and a warning naming what changed and needs a restart. `--datacenter` still
+    // overrides the file, so the file's invalid datacenter is neither refused nor a change.
+    std::fs::write(&file, "max_queue = 200\ndatacenter = \"not a dc!\"\n").unwrap();
+    assert_eq!(reload(&c, &s).await, (200, String::new()));
+    let mut seen = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = warn.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("restart") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "{seen}");
+    let line = seen.lines().find(|l| l.contains("restart")).unwrap();
+    assert!(line.contains(" [WARN]  "), "{line}");
+    assert!(line.contains("max_queue"), "{line}");
+    assert!(!line.contains("datacenter"), "{line}");
+    // The running configuration is unchanged.
+    let (me, _) = get_json(&c, s.url("/v1/agent/self")).await;
+    assert_eq!(me["Config"]["Datacenter"], "dc7");
+
+    // A file that is gone cannot be reloaded either.
+    drop(dir);
+    let (status, text) = reload(&c, &s).await;
+    assert_eq!(status, 500, "{text}");
+    assert!(text.starts_with("cannot read "), "{text}");
+}
+
 #[tokio::test]
 async fn reload_answers_and_leave_shuts_the_server_down_cleanly() {
     let mut s = server();
@@ -470,7 +542,8 @@ async fn monitor_streams_the_log_at_the_level_asked_for() {
     assert!(line.contains(" [DEBUG] "), "{line}");
     assert!(line.contains("request"), "{line}");
 
-    // The info monitor gets no debug lines; it does get the warning a reload logs.
+    // The info monitor gets no debug lines; it does get the line a reload logs (without a
+    // configuration file there is nothing to reload).
     let r = c.put(s.url("/v1/agent/reload")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let chunk = tokio::time::timeout(Duration::from_secs(10), info.chunk())
@@ -479,7 +552,7 @@ async fn monitor_streams_the_log_at_the_level_asked_for() {
         .unwrap()
         .unwrap();
     let text = String::from_utf8_lossy(&chunk).into_owned();
-    assert!(text.contains(" [WARN]  "), "{text}");
+    assert!(text.contains(" [INFO]  "), "{text}");
     assert!(text.contains("reload"), "{text}");
     assert!(!text.contains("[DEBUG]"), "{text}");
 

@@ -80,7 +80,13 @@ async fn catalog_and_health_node_reads() {
 
     let (list, _) = get_json(&c, s.url(&format!("/v1/catalog/node-services/{NODE}"))).await;
     assert_eq!(list["Node"]["Node"], NODE);
-    assert_eq!(list["Services"][0]["ID"], "web-1");
+    let web = list["Services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["ID"] == "web-1")
+        .unwrap_or_else(|| panic!("no web-1 in {list}"));
+    assert_eq!(web["Service"], "web");
     let (unknown, _) = get_json(&c, s.url("/v1/catalog/node-services/elsewhere")).await;
     assert_eq!(unknown, json!({"Node": null, "Services": null}));
 

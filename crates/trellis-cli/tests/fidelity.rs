@@ -221,6 +221,37 @@ async fn the_server_lists_itself_as_the_consul_service() {
     assert_eq!(filtered, json!({"consul": []}));
     let (_, agent) = get(&c, s.url("/v1/agent/services")).await;
     assert!(agent.get("consul").is_none(), "{agent}");
+
+    // The node listings name it, port 8300, and their filters see it.
+    let (_, me) = get(&c, s.url("/v1/agent/self")).await;
+    let node = me["Config"]["NodeName"].as_str().unwrap().to_owned();
+    let (_, by_id) = get(&c, s.url(&format!("/v1/catalog/node/{node}"))).await;
+    assert_eq!(by_id["Services"]["consul"]["Port"], 8300, "{by_id}");
+    assert_eq!(by_id["Services"]["consul"]["Service"], "consul");
+    let (_, list) = get(&c, s.url(&format!("/v1/catalog/node-services/{node}"))).await;
+    assert_eq!(list["Services"][0]["ID"], "consul", "{list}");
+    assert_eq!(list["Services"][0]["Port"], 8300);
+    let (_, none) = get(
+        &c,
+        s.url(&format!(
+            "/v1/catalog/node-services/{node}?filter=Port%20%21%3D%208300"
+        )),
+    )
+    .await;
+    assert_eq!(none["Services"], json!([]), "{none}");
+
+    // A registered instance with the ID `consul` takes its place.
+    let (status, text) = put(
+        &c,
+        s.url("/v1/agent/service/register"),
+        json!({"Name": "consul", "ID": "consul", "Port": 9999}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let (_, list) = get(&c, s.url(&format!("/v1/catalog/node-services/{node}"))).await;
+    let list = list["Services"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["Port"], 9999);
 }
 
 #[tokio::test]
@@ -358,7 +389,11 @@ async fn node_reads_print_services_as_a_health_entry_does() {
     let (_, list) = get(&c, s.url(&format!("/v1/catalog/node-services/{node}"))).await;
     let list = list["Services"].as_array().unwrap().clone();
     let ids: Vec<&str> = list.iter().map(|s| s["ID"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["plain", "tagged"]);
+    // The server's own `consul` service is listed too, in ID order, as Consul lists it.
+    assert_eq!(ids, ["consul", "plain", "tagged"]);
+    assert_eq!(services["consul"]["Port"], 8300);
+    assert_eq!(list[0]["Port"], 8300);
+    assert_eq!(list[0]["Service"], "consul");
 
     // The same shape as a health entry's `Service` (structs.NodeService).
     for (listed, id) in list.iter().map(|s| (s, s["ID"].as_str().unwrap())) {

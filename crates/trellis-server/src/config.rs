@@ -41,6 +41,84 @@ pub struct ServerConfig {
     /// with a script check is refused with Consul's answer (500, "Scripts are disabled on this
     /// agent from remote calls; ..."), since anyone who can reach the API could run commands.
     pub enable_script_checks: bool,
+    /// The file this configuration was read from and the command-line flags laid over it, so
+    /// `/v1/agent/reload` can read it again the same way. Not a TOML key; `None` when the
+    /// server was started without a file.
+    #[serde(skip)]
+    pub config_file: Option<ConfigFile>,
+}
+
+/// A configuration file and the flags that override it: what `ConfigFile::load` reads into a
+/// `ServerConfig`, at start and again on `/v1/agent/reload`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub overrides: ConfigOverrides,
+}
+
+/// The settings given on the command line, which win over the file's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigOverrides {
+    pub http: Option<HostPort>,
+    pub data_dir: Option<PathBuf>,
+    /// `--dev` (a flag can only turn it on).
+    pub dev: bool,
+    pub node_name: Option<String>,
+    pub datacenter: Option<String>,
+    pub dns: Option<DnsListen>,
+    pub dns_domain: Option<String>,
+    pub dns_ttl: Option<DnsTtl>,
+    /// `--enable-script-checks` (a flag can only turn it on).
+    pub enable_script_checks: bool,
+}
+
+impl ConfigOverrides {
+    /// `config` with these flags laid over it.
+    pub fn apply(&self, config: &mut ServerConfig) {
+        if let Some(http) = &self.http {
+            config.http = http.clone();
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if self.dev {
+            config.dev = true;
+        }
+        if let Some(name) = &self.node_name {
+            config.node_name = name.clone();
+        }
+        if let Some(dc) = &self.datacenter {
+            config.datacenter = dc.clone();
+        }
+        if let Some(dns) = &self.dns {
+            config.dns = Some(dns.clone());
+        }
+        if let Some(domain) = &self.dns_domain {
+            config.dns_domain = domain.clone();
+        }
+        if let Some(ttl) = self.dns_ttl {
+            config.dns_ttl = ttl;
+        }
+        if self.enable_script_checks {
+            config.enable_script_checks = true;
+        }
+    }
+}
+
+impl ConfigFile {
+    /// Reads, parses and validates the file with the flags laid over it; the result remembers
+    /// this `ConfigFile`. Errors are one line naming the file.
+    pub fn load(&self) -> Result<ServerConfig, ConfigError> {
+        let path = self.path.display();
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|e| ConfigError::File(format!("cannot read {path}: {e}")))?;
+        let mut config = ServerConfig::from_toml(&text)
+            .map_err(|e| ConfigError::File(format!("invalid configuration file {path}: {e}")))?;
+        self.overrides.apply(&mut config);
+        config.validate()?;
+        config.config_file = Some(self.clone());
+        Ok(config)
+    }
 }
 
 /// Consul's answer (with status 500) to a script check registered through the HTTP API while
@@ -65,6 +143,7 @@ impl Default for ServerConfig {
             dns_domain: "consul".into(),
             dns_ttl: DnsTtl::default(),
             enable_script_checks: false,
+            config_file: None,
         }
     }
 }
@@ -258,6 +337,9 @@ pub enum ConfigError {
     /// TOML that does not parse or does not fit: one line with where and what.
     #[error("{at}{message}")]
     Parse { at: String, message: String },
+    /// A configuration file that cannot be read or does not parse: one line naming it.
+    #[error("{0}")]
+    File(String),
 }
 
 impl ConfigError {
@@ -326,6 +408,36 @@ impl ServerConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The settings (TOML key names) in which `other` differs from this configuration; the
+    /// file it came from is not a setting.
+    pub fn differences(&self, other: &ServerConfig) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        let mut differs = |name, changed| {
+            if changed {
+                names.push(name);
+            }
+        };
+        differs("http", self.http != other.http);
+        differs("data_dir", self.data_dir != other.data_dir);
+        differs("dev", self.dev != other.dev);
+        differs("node_name", self.node_name != other.node_name);
+        differs("datacenter", self.datacenter != other.datacenter);
+        differs("max_waiters", self.max_waiters != other.max_waiters);
+        differs(
+            "check_concurrency",
+            self.check_concurrency != other.check_concurrency,
+        );
+        differs("max_queue", self.max_queue != other.max_queue);
+        differs("dns", self.dns != other.dns);
+        differs("dns_domain", self.dns_domain != other.dns_domain);
+        differs("dns_ttl", self.dns_ttl != other.dns_ttl);
+        differs(
+            "enable_script_checks",
+            self.enable_script_checks != other.enable_script_checks,
+        );
+        names
     }
 
     /// Where the DNS interface listens, if it is on (see `dns`).
@@ -464,5 +576,38 @@ mod tests {
             assert!(e.contains(why), "{bad}: {e}");
             assert!(e.contains("HOST:PORT"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_config_file_loads_with_its_flags_over_it_and_names_its_differences() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(&path, "datacenter = \"not a dc!\"\nmax_queue = 9\n").unwrap();
+        let file = ConfigFile {
+            path: path.clone(),
+            overrides: ConfigOverrides {
+                datacenter: Some("dc7".into()),
+                dev: true,
+                ..ConfigOverrides::default()
+            },
+        };
+        let loaded = file.load().unwrap();
+        assert_eq!(loaded.datacenter, "dc7");
+        assert_eq!(loaded.max_queue, 9);
+        assert!(loaded.dev);
+        assert_eq!(loaded.config_file.as_ref(), Some(&file));
+        let mut other = loaded.clone();
+        assert!(loaded.differences(&other).is_empty());
+        other.max_queue = 10;
+        other.dns_ttl = DnsTtl(5);
+        other.config_file = None;
+        assert_eq!(loaded.differences(&other), ["max_queue", "dns_ttl"]);
+
+        std::fs::write(&path, "max_queue = 0\n").unwrap();
+        let e = file.load().unwrap_err().to_string();
+        assert!(e.contains("max_queue must be positive"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        let e = file.load().unwrap_err().to_string();
+        assert!(e.starts_with("cannot read "), "{e}");
     }
 }

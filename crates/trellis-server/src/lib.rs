@@ -16,7 +16,10 @@ mod writer;
 
 /// The feed of formatted log lines `/v1/agent/monitor` streams; the binary's logging fills it.
 pub use api::monitor::{LogFeed, LogLine, log_feed};
-pub use config::{ConfigError, DnsListen, DnsTtl, HostPort, InvalidHostPort, ServerConfig};
+pub use config::{
+    ConfigError, ConfigFile, ConfigOverrides, DnsListen, DnsTtl, HostPort, InvalidHostPort,
+    ServerConfig,
+};
 pub use writer::WriterFailed;
 
 use crate::metrics::Metrics;
@@ -266,6 +269,7 @@ async fn start_with_store(
         max_waiters: config.max_waiters,
         metrics,
         scripts_enabled: config.enable_script_checks,
+        config: config.clone(),
     });
     let dns_settings = dns::Settings {
         domain: config.dns_domain.clone(),

@@ -332,7 +332,7 @@ pub fn node_service(instance: &InstanceRecord) -> ServiceInfo {
 }
 
 /// This server's `consul` instance (see `consul_service`), as the catalog would hold it.
-fn consul_instance() -> InstanceRecord {
+pub fn consul_instance() -> InstanceRecord {
     InstanceRecord {
         registration: consul_service(),
         create_index: 1,

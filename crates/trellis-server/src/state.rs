@@ -1,6 +1,7 @@
 //! What the HTTP handlers share: the node, read access to the catalog, the published views, the
 //! writer handle, the waiter bound, metrics and the shutdown signal.
 
+use crate::config::ServerConfig;
 use crate::metrics::{HealthLabels, Metrics};
 use crate::node::Node;
 use crate::published::Slot;
@@ -38,6 +39,9 @@ struct Inner {
     /// Set by `/v1/agent/leave`: the server shuts down as on SIGTERM.
     leave: watch::Sender<bool>,
     scripts_enabled: bool,
+    /// The configuration the server runs with (what `/v1/agent/reload` compares a re-read
+    /// file with).
+    config: ServerConfig,
 }
 
 /// How many user events the agent keeps (Consul's ring of 256).
@@ -73,6 +77,8 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     /// `enable_script_checks`: whether the API accepts script checks.
     pub scripts_enabled: bool,
+    /// The configuration the server was started with.
+    pub config: ServerConfig,
 }
 
 impl AppState {
@@ -85,6 +91,7 @@ impl AppState {
             max_waiters,
             metrics,
             scripts_enabled,
+            config,
         } = parts;
         Self(Arc::new(Inner {
             node,
@@ -101,12 +108,18 @@ impl AppState {
             started: std::time::SystemTime::now(),
             leave: watch::channel(false).0,
             scripts_enabled,
+            config,
         }))
     }
 
     /// Whether script checks may be registered (`enable_script_checks`).
     pub fn scripts_enabled(&self) -> bool {
         self.0.scripts_enabled
+    }
+
+    /// The configuration the server runs with.
+    pub fn config(&self) -> &ServerConfig {
+        &self.0.config
     }
 
     pub fn node(&self) -> &Node {

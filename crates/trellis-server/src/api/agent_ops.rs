@@ -7,7 +7,7 @@ use super::params::QueryParams;
 use super::respond::{add_index_headers, json_response, to_json_bytes};
 use crate::state::AppState;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -60,20 +60,51 @@ pub async fn leave(
     Ok(empty_ok())
 }
 
-/// `PUT /v1/agent/reload`: Trellis applies its configuration (file and flags) only at start, and
-/// the server does not know which file it was started with, so there is nothing it could re-read
-/// or apply; it answers 200 as Consul does after a reload that changed nothing, and logs that a
-/// restart applies configuration changes.
+/// `PUT /v1/agent/reload`: reads the configuration file again the way the server read it at
+/// start (the same parsing and validation, with the command-line flags it started with still
+/// laid over it). A file that cannot be read, parsed or validated answers 500 with the reason,
+/// as Consul answers a failed reload. Trellis applies configuration only at start, so a valid
+/// file answers 200 and the settings that differ from the running ones are logged at warn as
+/// needing a restart. Without a configuration file there is nothing to reload (200), as in
+/// Consul without config files.
 pub async fn reload(
     State(state): State<AppState>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
     query.check_common(state.node())?;
-    tracing::warn!(
-        "/v1/agent/reload: configuration is applied at start only; restart the server to \
-         apply changes to its configuration file or flags"
-    );
+    let running = state.config();
+    let Some(file) = running.config_file.clone() else {
+        tracing::info!("/v1/agent/reload: no configuration file; nothing to reload");
+        return Ok(empty_ok());
+    };
+    let path = file.path.display().to_string();
+    let loaded = tokio::task::spawn_blocking(move || file.load())
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reload failed: {e}"),
+            )
+        })?;
+    let reloaded = match loaded {
+        Ok(config) => config,
+        Err(error) => {
+            let reason = error.to_string();
+            tracing::warn!("/v1/agent/reload: {reason}; the running configuration is unchanged");
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, reason));
+        }
+    };
+    let changed = running.differences(&reloaded);
+    if changed.is_empty() {
+        tracing::info!("/v1/agent/reload: {path} read again; no setting changed");
+    } else {
+        tracing::warn!(
+            "/v1/agent/reload: {path} changes {}; Trellis applies no setting live: restart the \
+             server to apply them",
+            changed.join(", ")
+        );
+    }
     Ok(empty_ok())
 }
 

@@ -8,14 +8,16 @@ use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
 use super::waiting::block_on_catalog;
 use crate::node::Node;
-use crate::published::{CheckFields, ServiceFields, check_json, node_service};
+use crate::published::{
+    CONSUL_SERVICE, CheckFields, ServiceFields, check_json, consul_instance, node_service,
+};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use trellis_catalog::Catalog;
+use trellis_catalog::{Catalog, InstanceRecord};
 use trellis_filter::{Filter, schema};
 use trellis_types::response::ServiceInfo;
 use trellis_types::{CheckStatus, HealthCheck, NodeInfo};
@@ -44,10 +46,17 @@ struct NodeServiceList {
 
 /// The node's services that pass `filter` (Consul's `NodeService` selectors), in ID order, as
 /// Consul prints them (`published::node_service`, the shape of a health entry's `Service`).
+/// The server's own `consul` service is among them (synthesised, as in the catalog and health
+/// reads) unless an instance was registered with the ID `consul`.
 fn node_services(catalog: &Catalog, filter: Option<&Filter>) -> Vec<ServiceInfo> {
-    catalog
-        .instances()
-        .map(|i| &**i)
+    let consul = consul_instance();
+    let mut instances: Vec<&InstanceRecord> = catalog.instances().map(|i| &**i).collect();
+    if catalog.instance(CONSUL_SERVICE).is_none() {
+        let at = instances.partition_point(|i| i.registration.id.as_str() < CONSUL_SERVICE);
+        instances.insert(at, &consul);
+    }
+    instances
+        .into_iter()
         .filter(|i| filter.is_none_or(|f| f.matches(&ServiceFields(&i.registration))))
         .map(node_service)
         .collect()
