@@ -350,6 +350,29 @@ fn health_check(check: &Check, owner: &InstanceView, node: &Node) -> HealthCheck
     )
 }
 
+/// A check of the catalog as the API shows it, if `filter` (Consul's `HealthCheck` selectors)
+/// keeps it; a service check carries its owner's ID, name and tags.
+pub fn catalog_check_json(
+    catalog: &trellis_catalog::Catalog,
+    check: &Check,
+    node: &Node,
+    filter: Option<&Filter>,
+) -> Option<HealthCheck> {
+    let owner = check.service_id().and_then(|sid| catalog.instance(sid));
+    let service = owner.map(|i| {
+        let r = &i.registration;
+        (r.id.as_str(), r.name.as_str(), r.tags.as_slice())
+    });
+    let fields = CheckFields::Catalog {
+        check,
+        node: &node.name,
+        service,
+    };
+    filter
+        .is_none_or(|f| f.matches(&fields))
+        .then(|| check_json(check, node, service))
+}
+
 /// A check as the API shows it; `service` is (ID, name, tags) for service checks.
 pub fn check_json(
     check: &Check,

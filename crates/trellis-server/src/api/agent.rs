@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
 use super::waiting::{Hashed, Signal, add_content_hash, block_on_hash, content_hash};
-use crate::published::{CheckFields, ServiceFields, check_json};
+use crate::published::{ServiceFields, catalog_check_json};
 use crate::queue::WriteError;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
@@ -331,20 +331,7 @@ pub async fn checks(
         let checks: BTreeMap<&str, trellis_types::HealthCheck> = catalog
             .checks()
             .filter_map(|c| {
-                let owner = c.service_id().and_then(|sid| catalog.instance(sid));
-                let service = owner.map(|i| {
-                    let r = &i.registration;
-                    (r.id.as_str(), r.name.as_str(), r.tags.as_slice())
-                });
-                let fields = CheckFields::Catalog {
-                    check: c,
-                    node: &node.name,
-                    service,
-                };
-                filter
-                    .as_ref()
-                    .is_none_or(|f| f.matches(&fields))
-                    .then(|| (c.id(), check_json(c, node, service)))
+                catalog_check_json(&catalog, c, node, filter.as_ref()).map(|json| (c.id(), json))
             })
             .collect();
         let body = to_json_bytes(&checks);

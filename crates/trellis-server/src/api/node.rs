@@ -9,7 +9,7 @@ use super::respond::{json_response, to_json_bytes};
 use super::waiting::block_on_catalog;
 use crate::node::Node;
 use crate::published::{
-    CONSUL_SERVICE, CheckFields, ServiceFields, check_json, consul_instance, node_service,
+    CONSUL_SERVICE, CheckFields, ServiceFields, catalog_check_json, consul_instance, node_service,
 };
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
@@ -139,21 +139,12 @@ fn node_checks(
         .filter(|c| keep(c.status))
         .filter(|c| filter.is_none_or(|f| f.matches(&CheckFields::Rendered(c))));
     let mut checks: Vec<HealthCheck> = serf
-        .chain(catalog.checks().filter(|c| keep(c.status)).filter_map(|c| {
-            let owner = c.service_id().and_then(|sid| catalog.instance(sid));
-            let service = owner.map(|i| {
-                let r = &i.registration;
-                (r.id.as_str(), r.name.as_str(), r.tags.as_slice())
-            });
-            let fields = CheckFields::Catalog {
-                check: c,
-                node: &node.name,
-                service,
-            };
-            filter
-                .is_none_or(|f| f.matches(&fields))
-                .then(|| check_json(c, node, service))
-        }))
+        .chain(
+            catalog
+                .checks()
+                .filter(|c| keep(c.status))
+                .filter_map(|c| catalog_check_json(catalog, c, node, filter)),
+        )
         .collect();
     checks.sort_by(|a, b| a.check_id.cmp(&b.check_id));
     checks
