@@ -275,6 +275,21 @@ step("transaction", async (c, t) => {
   assert.equal(await c.kv.del({ key: "compat/txn/", recurse: true }), true);
 });
 
+step("events and the consul service", async (c, t) => {
+  const fired = await c.event.fire("compat-node-deploy", "v7");
+  assert.equal(fired.Name, "compat-node-deploy");
+  assert.ok(fired.ID);
+  const events = await c.event.list("compat-node-deploy");
+  assert.deepEqual(
+    events.map((e) => e.Payload.toString()),
+    ["v7"],
+  );
+  const services = await c.catalog.service.list();
+  assert.ok(Object.hasOwn(services, "consul"), JSON.stringify(services));
+  const [entry] = await c.health.service("consul");
+  assert.equal(entry.Service.Port, 8300);
+});
+
 step("deregister", async (c, t) => {
   await c.agent.service.deregister("web-1");
   assert.deepEqual(ids(await c.health.service("web")), ["web-2"]);
