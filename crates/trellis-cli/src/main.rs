@@ -31,7 +31,7 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane: registry, health checks, KV, watches.
+    /// Run the control plane: registry, health checks, KV, sessions, watches, DNS.
     Server(server_cmd::ServerArgs),
     /// List registered services and their tags.
     Services(client_cmds::ListArgs),
