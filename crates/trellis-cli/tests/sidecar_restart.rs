@@ -233,6 +233,17 @@ async fn passing(registry: &str) -> bool {
         .is_some_and(|a| a.len() == 1 && a[0]["Service"]["ID"] == ID)
 }
 
+/// The instance's `CreateIndex`, if it is registered: a new value means it was registered again.
+async fn create_index(registry: &str) -> Option<u64> {
+    let r = http()
+        .get(format!("{registry}/v1/catalog/service/users"))
+        .send()
+        .await
+        .ok()?;
+    let entries: serde_json::Value = r.json().await.ok()?;
+    entries.as_array()?.iter().find(|e| e["ServiceID"] == ID)?["CreateIndex"].as_u64()
+}
+
 async fn ready(sidecar: &Proc) -> bool {
     let url = format!("http://{}/ready", sidecar.addr("admin"));
     matches!(http().get(url).send().await, Ok(r) if r.status() == 200)
@@ -406,6 +417,9 @@ async fn an_operators_deregistration_of_a_healthy_instance_is_undone() {
     })
     .await;
 
+    let before = create_index(&registry_url)
+        .await
+        .expect("registered before the deregistration");
     let deregistered = Instant::now();
     let r = http()
         .put(format!("{registry_url}/v1/agent/service/deregister/{ID}"))
@@ -413,7 +427,13 @@ async fn an_operators_deregistration_of_a_healthy_instance_is_undone() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(!passing(&registry_url).await, "gone for a moment");
+    // The sidecar may be back before a read could see the gap (it reports every 100 ms), so the
+    // proof that the instance went away and came back is a newer CreateIndex.
+    eventually("the instance to be registered again", bound, || {
+        let url = registry_url.clone();
+        async move { create_index(&url).await.is_some_and(|now| now > before) }
+    })
+    .await;
     eventually("the instance to be back", bound, || passing(&registry_url)).await;
     let took = deregistered.elapsed();
     eprintln!("re-registered {took:?} after the operator's deregistration");
