@@ -23,6 +23,7 @@ missing=()
 command -v dnsperf >/dev/null 2>&1 || missing+=(dnsperf)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}" >&2
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
@@ -34,7 +35,7 @@ DNSMASQ=$(command -v dnsmasq || echo /usr/sbin/dnsmasq)
 
 if [ -z "${TRELLIS:-}" ]; then
   cargo build --profile dist -q -j2 -p trellis-cli
-  TRELLIS=target/dist/trellis
+  TRELLIS=${CARGO_TARGET_DIR:-target}/dist/trellis
 fi
 
 work=$(mktemp -d)
@@ -85,19 +86,27 @@ for n in $(seq 1 "$INSTANCES"); do
 done
 register '{"Name": "db", "Address": "10.0.9.9", "Port": 5432}'
 
-# Both must give the same answers before anything is measured.
-check() { # $1 = port
-  local a srv
-  a=$(dig @127.0.0.1 -p "$1" +short web.service.consul A | sort | tr '\n' ' ')
-  srv=$(dig @127.0.0.1 -p "$1" +short _web._tcp.service.consul SRV | sort | tr '\n' ' ')
-  echo "A: $a SRV: $srv"
+# Both must give the same answers (status and records) to every question of the query set
+# before anything is measured.
+check() { # $1 = port; one line per question
+  local name type out
+  while read -r name type; do
+    out=$(dig @127.0.0.1 -p "$1" +time=2 +tries=1 "$name" "$type") ||
+      { echo "dig $name $type on port $1 failed" >&2; return 1; }
+    echo "$name $type $(grep -o 'status: [A-Z]*' <<< "$out")" \
+      "$(dig @127.0.0.1 -p "$1" +time=2 +tries=1 +short "$name" "$type" | sort | tr '\n' ' ')"
+  done < "$work/queries"
 }
 expected=$(check "$DNSMASQ_DNS")
 actual=$(check "$TRELLIS_DNS")
+# Not equal by both being empty: every instance of web is in the answers.
+for n in $(seq 1 "$INSTANCES"); do
+  grep -q "^web.service.consul A status: NOERROR .*10\.0\.0\.$n " <<< "$expected" ||
+    { echo "dnsmasq does not answer 10.0.0.$n for web.service.consul:" >&2; echo "$expected" >&2; exit 1; }
+done
 if [ "$expected" != "$actual" ]; then
   echo "dnsmasq and trellis answer differently:" >&2
-  echo "  dnsmasq: $expected" >&2
-  echo "  trellis: $actual" >&2
+  diff <(echo "$expected") <(echo "$actual") | sed 's/^</dnsmasq:/; s/^>/trellis:/' >&2 || true
   exit 1
 fi
 

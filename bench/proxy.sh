@@ -33,8 +33,8 @@ HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 cargo build --profile dist -q -j2 -p trellis-cli
 cargo build --profile dist -q -j2 -p trellis-proxy --example loadgen
-TRELLIS=target/dist/trellis
-LOADGEN=target/dist/examples/loadgen
+TRELLIS=${CARGO_TARGET_DIR:-target}/dist/trellis
+LOADGEN=${CARGO_TARGET_DIR:-target}/dist/examples/loadgen
 
 work=$(mktemp -d)
 pids=()

@@ -22,7 +22,9 @@ WATCHERS=${WATCHERS:-5000}
 FANOUT_ROUNDS=${FANOUT_ROUNDS:-3}
 INSTANCES=${INSTANCES:-100000}
 RESTART_ROUNDS=${RESTART_ROUNDS:-3}
-BIN=$REPO/target/dist/trellis
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+[[ $TARGET = /* ]] || TARGET=$REPO/$TARGET
+BIN=$TARGET/dist/trellis
 RUN=$REPO/target/bench-run/registry
 HELPER=(python3 "$HERE/registry_helper.py")
 LUA=$HERE/lua
@@ -84,10 +86,10 @@ if ((${#need[@]})); then
     apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${need[@]}" ||
         { apt-get update && apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${need[@]}"; }
 fi
-if [[ ! -x $BIN ]]; then
-    log "building the dist-profile binary"
-    (cd "$REPO" && cargo build --profile dist -p trellis-cli)
-fi
+# Always (a no-op when it is up to date): a binary left from older sources would be measured
+# instead of this tree.
+log "building the dist-profile binary"
+(cd "$REPO" && cargo build --profile dist -p trellis-cli)
 # 5,000 watchers need 5,000 sockets on each side; take what the hard limit allows.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 

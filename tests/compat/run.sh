@@ -8,8 +8,9 @@
 #      instances: VictoriaMetrics (Debian package `victoria-metrics`), and Prometheus as well
 #      when the installed one was built with Consul SD (Debian's is not; see README.md).
 #
-# Usage: tests/compat/run.sh            (from anywhere; builds the debug trellis if needed)
-# Env:   TRELLIS_BIN           trellis binary (default $CARGO_TARGET_DIR or target, /debug/trellis)
+# Usage: tests/compat/run.sh            (from anywhere; builds the debug trellis unless given one)
+# Env:   TRELLIS_BIN           trellis binary (default $CARGO_TARGET_DIR or target, /debug/trellis,
+#                              built first)
 #        PROMETHEUS_BIN        a Prometheus with Consul SD to test too (default: `prometheus`
 #                              on PATH, used only if it supports consul_sd_configs)
 #        VICTORIA_METRICS_BIN  default `victoria-metrics` (scripts/install-deps installs it)
@@ -28,12 +29,14 @@ die() { printf 'compat: %s\n' "$*" >&2; exit 1; }
 # Everything this script builds or installs goes under the cargo target dir.
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 [[ "$target_dir" = /* ]] || target_dir="$root/$target_dir"
-export TRELLIS_BIN="${TRELLIS_BIN:-$target_dir/debug/trellis}"
-if [[ ! -x "$TRELLIS_BIN" ]]; then
-    [[ "$TRELLIS_BIN" == "$target_dir/debug/trellis" ]] || die "TRELLIS_BIN=$TRELLIS_BIN is not an executable"
+if [[ -z "${TRELLIS_BIN:-}" ]]; then
+    # Always (a no-op when it is up to date): a binary left from older sources would be tested
+    # instead of this tree.
+    export TRELLIS_BIN="$target_dir/debug/trellis"
     say "building $TRELLIS_BIN"
     cargo build -j2 -p trellis-cli
 fi
+[[ -x "$TRELLIS_BIN" ]] || die "TRELLIS_BIN=$TRELLIS_BIN is not an executable"
 TRELLIS_BIN="$(cd "$(dirname "$TRELLIS_BIN")" && pwd)/$(basename "$TRELLIS_BIN")"
 
 # --- Python client in a venv under target/ ---------------------------------------------------

@@ -1,12 +1,14 @@
 //! The catalog: instances, checks and health views of services, and the per-service index rules
 //! (see [`crate::index`] for the rules every index follows). KV is delegated to [`KvStore`]
 //! (its writes decided by `txn.rs`), the books of sessions to [`SessionStore`] and the checks'
-//! deadlines (TTL expiry, the reaper) to [`Deadlines`]; the catalog decides when a session is invalidated (destroy, TTL, a
-//! bound check critical or gone) and what that does to its locks. Every command reports what
-//! changed (for publishing) and what must be written (for durability) in [`Effects`].
+//! deadlines (TTL expiry, the reaper) to [`Deadlines`]; the catalog decides when a session is
+//! invalidated (destroy, TTL, a bound check critical or gone) and what that does to its locks.
+//! Every command reports what changed (for publishing) and what must be written (for
+//! durability) in [`Effects`].
 
 use crate::check::Check;
-use crate::command::{Command, Effects, Reply, Write};
+use crate::command::{Command, Reply};
+use crate::effects::{Effects, Write};
 use crate::error::CatalogError;
 use crate::index::GlobalIndex;
 use crate::kv::{KvEntry, KvSnapshot, KvStore};
@@ -277,7 +279,7 @@ impl Catalog {
         Context {
             sessions: &self.sessions,
             now,
-            index: self.index.get() + 1,
+            index: self.index.peek_next(),
         }
     }
 
@@ -376,18 +378,7 @@ impl Catalog {
     /// index: a change to one service wakes only that service's waiters. A name's entry is
     /// created here and kept after its last instance leaves (see `name_index`).
     fn touch_name(&mut self, name: &str, index: u64, fx: &mut Effects) {
-        let key = service_key(name);
-        // Mass changes (thousands of TTLs expiring in one tick) touch the same few names over
-        // and over: update in place instead of allocating a key each time.
-        match self.name_index.get_mut(key.as_ref()) {
-            Some(existing) => *existing = index,
-            None => {
-                self.name_index.insert(key.clone().into_owned(), index);
-            }
-        }
-        if !fx.services.contains(key.as_ref()) {
-            fx.services.insert(key.into_owned());
-        }
+        touch_name(&mut self.name_index, name, index, fx);
     }
 
     /// Marks the services a check belongs to as changed (all of them for a node check).
@@ -395,12 +386,13 @@ impl Catalog {
         let Some(check) = self.checks.get(check_id) else {
             return;
         };
-        match check.service_name.clone() {
-            Some(name) => self.touch_name(&name, index, fx),
+        // Borrowing the names (not cloning them) while `name_index` changes: a tick expiring
+        // thousands of checks comes through here for each.
+        match &check.service_name {
+            Some(name) => touch_name(&mut self.name_index, name, index, fx),
             None => {
-                let names: Vec<String> = self.by_name.keys().cloned().collect();
-                for name in names {
-                    self.touch_name(&name, index, fx);
+                for name in self.by_name.keys() {
+                    touch_name(&mut self.name_index, name, index, fx);
                 }
             }
         }
@@ -490,31 +482,13 @@ impl Catalog {
                 value,
                 flags,
                 session,
-            } => self.kv_write(
-                KvOp {
-                    value,
-                    flags,
-                    session,
-                    ..KvOp::new(KvVerb::Lock, key)
-                },
-                now,
-                fx,
-            ),
+            } => self.kv_write(lock_op(KvVerb::Lock, key, value, flags, session), now, fx),
             Command::KvUnlock {
                 key,
                 value,
                 flags,
                 session,
-            } => self.kv_write(
-                KvOp {
-                    value,
-                    flags,
-                    session,
-                    ..KvOp::new(KvVerb::Unlock, key)
-                },
-                now,
-                fx,
-            ),
+            } => self.kv_write(lock_op(KvVerb::Unlock, key, value, flags, session), now, fx),
             Command::Txn { ops } => Ok(Reply::Txn(self.txn(&ops, now, fx))),
             Command::SessionCreate { session } => {
                 self.create_session(session, now, fx).map(|()| Reply::Done)
@@ -761,8 +735,8 @@ impl Catalog {
             self.remove_check(&check_id, now, fx);
         }
         // Checks kept from before follow a renamed service.
-        for check_id in self.checks_of.get(&id).cloned().unwrap_or_default() {
-            if let Some(check) = self.checks.get_mut(&check_id)
+        for check_id in self.checks_of.get(&id).into_iter().flatten() {
+            if let Some(check) = self.checks.get_mut(check_id)
                 && check.service_name.as_deref() != Some(name.as_str())
             {
                 Arc::make_mut(check).service_name = Some(name.clone());
@@ -823,8 +797,7 @@ impl Catalog {
         if let Some(previous) = previous {
             check.create_index = previous.create_index;
             if !explicit_status && previous.definition.kind == check.definition.kind {
-                check.status = previous.status;
-                check.output = previous.output.clone();
+                check.keep_status_of(&previous, now);
             }
         }
         match &service_id {
@@ -896,14 +869,7 @@ impl Catalog {
         fx.services_list = true;
         fx.writes.insert(Write::Instance(service_id.to_owned()));
         for check_id in self.checks_of.remove(service_id).unwrap_or_default() {
-            self.checks.remove(&check_id);
-            self.deadlines.clear(&check_id);
-            fx.writes.insert(Write::Check {
-                id: check_id.clone(),
-                owner: Some(service_id.to_owned()),
-            });
-            self.check_failed(&check_id, now, fx);
-            fx.checks.insert(check_id);
+            self.remove_check(&check_id, now, fx);
         }
         Ok(())
     }
@@ -1052,7 +1018,7 @@ impl Catalog {
         let mut expired = Vec::new();
         let mut reap = BTreeSet::new();
         for check_id in due {
-            let Some(check) = self.checks.get_mut(&check_id) else {
+            let Some(check) = self.checks.get_mut(&*check_id) else {
                 continue;
             };
             // Test before make_mut: published views share these Arcs.
@@ -1074,7 +1040,7 @@ impl Catalog {
             // of TTLs running out together take one number and wake each waiter once.
             let index = self.index.bump();
             for check_id in expired {
-                if let Some(check) = self.checks.get_mut(&check_id) {
+                if let Some(check) = self.checks.get_mut(&*check_id) {
                     Arc::make_mut(check).modify_index = index;
                 }
                 self.touch_check_owner(&check_id, index, fx);
@@ -1093,6 +1059,33 @@ impl Catalog {
             }
         }
         self.sessions.prune_lock_delays(now);
+    }
+}
+
+/// [`Catalog::touch_name`] on the name index alone, so that callers may borrow the name from the
+/// catalog's other maps.
+fn touch_name(name_index: &mut HashMap<String, u64>, name: &str, index: u64, fx: &mut Effects) {
+    let key = service_key(name);
+    // Mass changes (thousands of TTLs expiring in one tick) touch the same few names over and
+    // over: update in place instead of allocating a key each time.
+    match name_index.get_mut(key.as_ref()) {
+        Some(existing) => *existing = index,
+        None => {
+            name_index.insert(key.clone().into_owned(), index);
+        }
+    }
+    if !fx.services.contains(key.as_ref()) {
+        fx.services.insert(key.into_owned());
+    }
+}
+
+/// The operation of `?acquire=` / `?release=`: `verb` (lock or unlock) writing `value`.
+fn lock_op(verb: KvVerb, key: String, value: Vec<u8>, flags: u64, session: String) -> KvOp {
+    KvOp {
+        value,
+        flags,
+        session,
+        ..KvOp::new(verb, key)
     }
 }
 

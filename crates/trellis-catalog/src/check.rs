@@ -11,7 +11,8 @@ pub const DEFAULT_SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
-    /// Normalised definition: `id`, `name` and `timeout` always set.
+    /// Normalised definition: `id` and `name` always set (an unset `timeout` defaults in
+    /// [`Check::timeout`]).
     pub definition: CheckDefinition,
     pub service_name: Option<String>,
     pub status: CheckStatus,
@@ -96,6 +97,16 @@ impl Check {
     /// static ones (maintenance, catalog-registered) that nobody probes.
     pub fn is_active(&self) -> bool {
         self.definition.kind.is_probed()
+    }
+
+    /// Keeps `previous`'s status and output (a new definition of the same kind that sets no
+    /// status). The critical-since time follows the status kept: from `now` if critical, none
+    /// otherwise (not the one [`Check::new`] derived from the definition's default status, which
+    /// would start the reaper's clock early once the check goes critical).
+    pub(crate) fn keep_status_of(&mut self, previous: &Check, now: Duration) {
+        self.status = previous.status;
+        self.output = previous.output.clone();
+        self.critical_since = (self.status == CheckStatus::Critical).then_some(now);
     }
 
     fn reset_timers(&mut self, now: Duration) {

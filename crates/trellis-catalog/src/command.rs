@@ -1,8 +1,7 @@
-//! The vocabulary of [`crate::Catalog::apply`]: commands, replies, and the effects a batch
-//! reports for publishing (which views changed) and durability (which records to write).
+//! The vocabulary of [`crate::Catalog::apply`]: the commands it takes and the replies it gives
+//! (what a batch changed is in [`crate::effects`]).
 
 use crate::txn::TxnOutcome;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use trellis_types::{CheckDefinition, CheckStatus, KvOp, ServiceRegistration, Session};
 
@@ -28,7 +27,8 @@ pub enum Command {
         status: CheckStatus,
         output: String,
     },
-    /// A probe result of an HTTP or TCP check (memory-only, through hysteresis).
+    /// A probe result of an active check (HTTP, TCP, gRPC, script; memory-only, through
+    /// hysteresis).
     ReportCheck {
         check_id: String,
         result: CheckStatus,
@@ -76,16 +76,6 @@ pub enum Command {
     },
 }
 
-impl Command {
-    /// Whether a successful command needs a durable write before it is acknowledged.
-    pub fn is_durable(&self) -> bool {
-        !matches!(
-            self,
-            Self::UpdateTtl { .. } | Self::ReportCheck { .. } | Self::SessionRenew { .. }
-        )
-    }
-}
-
 /// The answer to a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -96,48 +86,4 @@ pub enum Reply {
     Session(Option<Arc<Session>>),
     /// A transaction's results, or why it failed (then nothing was applied).
     Txn(TxnOutcome),
-}
-
-/// A record whose durable copy must be brought up to date: written if it still exists in the
-/// catalog, deleted otherwise.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Write {
-    Instance(String),
-    /// A check, with the instance it belongs to (none for a node check): the store keeps a
-    /// service's checks next to its instance.
-    Check {
-        id: String,
-        owner: Option<String>,
-    },
-    Kv(String),
-    Session(String),
-}
-
-/// What a batch of commands changed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Effects {
-    /// Service keys ([`service_key`](trellis_types::registration::service_key)) whose views
-    /// must be republished.
-    pub services: BTreeSet<String>,
-    /// The list of service names or their tags may have changed.
-    pub services_list: bool,
-    /// Some KV entry changed.
-    pub kv: bool,
-    /// A session was created or destroyed.
-    pub sessions: bool,
-    /// Records to persist.
-    pub writes: BTreeSet<Write>,
-    /// Check IDs whose active (HTTP/TCP) probing must be started, restarted or stopped.
-    pub checks: BTreeSet<String>,
-}
-
-impl Effects {
-    pub fn is_empty(&self) -> bool {
-        self.services.is_empty()
-            && !self.services_list
-            && !self.kv
-            && !self.sessions
-            && self.writes.is_empty()
-            && self.checks.is_empty()
-    }
 }

@@ -35,6 +35,12 @@ impl GlobalIndex {
         self.0
     }
 
+    /// The number the next change will take: a transaction numbers its writes with it before
+    /// deciding whether to apply them (and then takes it with [`GlobalIndex::bump`]).
+    pub(crate) fn peek_next(self) -> u64 {
+        self.0 + 1
+    }
+
     /// Numbers a new change: one more than any index handed out before. Everything one change
     /// touches (an instance, its checks, its service's index, the services list) takes this same
     /// number, and a batch-like change (every TTL expiring in one tick) takes one number in all.

@@ -1,7 +1,7 @@
 //! The KV store: entries (with their lock holders), the tombstones that keep prefix indexes
 //! moving forward across deletes, and the store's own index.
 
-use crate::command::{Effects, Write};
+use crate::effects::{Effects, Write};
 use crate::error::CatalogError;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -35,18 +35,23 @@ impl KvEntry {
     /// Whether two versions of a key have the same content (value, flags, lock and holder),
     /// whatever their indexes: writing what is there changes nothing and takes no index, as in
     /// Consul.
-    pub fn same_content(&self, other: &KvEntry) -> bool {
+    pub(crate) fn same_content(&self, other: &KvEntry) -> bool {
         self.value == other.value
             && self.flags == other.flags
             && self.lock_index == other.lock_index
             && self.session == other.session
     }
 
-    /// The entry without its value, as a transaction answers a write.
-    pub fn without_value(&self) -> KvEntry {
+    /// The entry without its value, as a transaction answers a write (the value is not copied).
+    pub(crate) fn without_value(&self) -> KvEntry {
         KvEntry {
+            key: self.key.clone(),
             value: Vec::new(),
-            ..self.clone()
+            flags: self.flags,
+            lock_index: self.lock_index,
+            session: self.session.clone(),
+            create_index: self.create_index,
+            modify_index: self.modify_index,
         }
     }
 }

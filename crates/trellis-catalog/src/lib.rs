@@ -7,6 +7,7 @@
 mod catalog;
 mod check;
 mod command;
+mod effects;
 mod error;
 mod index;
 mod kv;
@@ -17,7 +18,8 @@ mod txn;
 
 pub use catalog::{Catalog, InstanceView, ServiceView};
 pub use check::{Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_SCRIPT_TIMEOUT};
-pub use command::{Command, Effects, Reply, Write};
+pub use command::{Command, Reply};
+pub use effects::{Effects, Write};
 pub use error::CatalogError;
 pub use kv::{KvEntry, KvSnapshot, MAX_KEY_LEN, MAX_KV_TOMBSTONES, validate_key};
 pub use record::{CheckRecord, InstanceRecord};

@@ -75,8 +75,12 @@ fn holder(c: &Catalog, key: &str) -> Option<String> {
 }
 
 fn register_ttl_service(c: &mut Catalog, id: &str, status: &str) {
+    register_service_with_ttl(c, id, status, "10s");
+}
+
+fn register_service_with_ttl(c: &mut Catalog, id: &str, status: &str, ttl: &str) {
     let registration = ServiceRegistration::from_json(
-        json!({"Name": "web", "ID": id, "Check": {"TTL": "10s", "Status": status}}),
+        json!({"Name": "web", "ID": id, "Check": {"TTL": ttl, "Status": status}}),
     )
     .unwrap();
     ok(
@@ -692,12 +696,16 @@ fn property_locks_never_outlive_their_sessions() {
     const KEYS: [&str; 5] = ["k/a", "k/b", "k/c", "l/a", "l/b"];
     const CHECKS: [&str; 3] = ["service:w0", "service:w1", "service:w2"];
     // How often the interesting things happened, so the test shows it exercised them.
-    let (mut acquired, mut lost_with_locks) = (0, 0);
+    let (mut acquired, mut lost_with_locks, mut lost_to_checks) = (0, 0, 0);
     for seed in 1..=40u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let mut c = Catalog::new();
         for (n, _) in CHECKS.iter().enumerate() {
-            register_ttl_service(&mut c, &format!("w{n}"), "passing");
+            // A TTL long enough, and heartbeats passing more often than not, that the checks
+            // are mostly healthy: sessions bound to them get created, take locks, and then lose
+            // them when a check fails (with a 10 s TTL and even odds the checks were critical
+            // nearly all the time, and that happened twice in all the seeds).
+            register_service_with_ttl(&mut c, &format!("w{n}"), "passing", "60s");
         }
         let mut now = Duration::ZERO;
         let mut ids: Vec<String> = Vec::new();
@@ -753,7 +761,7 @@ fn property_locks_never_outlive_their_sessions() {
                 },
                 7 => Command::UpdateTtl {
                     check_id: rng.pick(&CHECKS).to_string(),
-                    status: if rng.below(2) == 0 {
+                    status: if rng.below(3) == 0 {
                         CheckStatus::Critical
                     } else {
                         CheckStatus::Passing
@@ -780,6 +788,16 @@ fn property_locks_never_outlive_their_sessions() {
                 }
             };
             let held: Vec<String> = c.kv_range("").filter_map(|e| e.session.clone()).collect();
+            // Lock holders bound to a check of the test (not the synthesised serfHealth).
+            let bound: Vec<(String, Vec<String>)> = held
+                .iter()
+                .filter_map(|id| c.session(id))
+                .map(|s| {
+                    let checks = s.check_ids().filter(|ch| CHECKS.contains(ch));
+                    (s.id.clone(), checks.map(str::to_owned).collect::<Vec<_>>())
+                })
+                .filter(|(_, checks)| !checks.is_empty())
+                .collect();
             let is_lock = matches!(command, Command::KvLock { .. });
             // Errors (an unknown session, a critical check at create) are answers too.
             let answer = c.apply(command, now, &mut Effects::default());
@@ -787,6 +805,14 @@ fn property_locks_never_outlive_their_sessions() {
                 acquired += 1;
             }
             lost_with_locks += held.iter().filter(|id| c.session(id).is_none()).count();
+            let failed = |check: &String| {
+                c.check(check)
+                    .is_none_or(|ch| ch.status == CheckStatus::Critical)
+            };
+            lost_to_checks += bound
+                .iter()
+                .filter(|(id, checks)| c.session(id).is_none() && checks.iter().any(failed))
+                .count();
             ids.retain(|id| c.session(id).is_some());
 
             let at = format!("seed {seed} step {step}");
@@ -835,5 +861,9 @@ fn property_locks_never_outlive_their_sessions() {
     assert!(
         lost_with_locks > 200,
         "only {lost_with_locks} locks lost with their session"
+    );
+    assert!(
+        lost_to_checks > 30,
+        "only {lost_to_checks} lock holders lost to a failing check"
     );
 }

@@ -4,6 +4,7 @@
 //! what happens to its locks; this module only keeps the books.
 
 use crate::error::CatalogError;
+use crate::tick::Deadlines;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,10 +51,9 @@ pub fn session_ttl(ttl: &str) -> Result<Option<Duration>, CatalogError> {
 #[derive(Debug, Clone)]
 pub(crate) struct SessionStore {
     sessions: BTreeMap<String, Arc<Session>>,
-    /// `(deadline, id)` of every session with a TTL, soonest first: a tick looks only at the
-    /// sessions that are due.
-    timers: BTreeSet<(Duration, String)>,
-    deadlines: HashMap<String, Duration>,
+    /// When each session with a TTL runs out, soonest first: a tick looks only at the sessions
+    /// that are due.
+    timers: Deadlines,
     /// Session IDs per check ID they are bound to.
     by_check: HashMap<String, BTreeSet<String>>,
     /// Until when each key may not be locked, after the session holding it was invalidated.
@@ -70,8 +70,7 @@ impl SessionStore {
     pub(crate) fn new() -> Self {
         Self {
             sessions: BTreeMap::new(),
-            timers: BTreeSet::new(),
-            deadlines: HashMap::new(),
+            timers: Deadlines::default(),
             by_check: HashMap::new(),
             lock_delays: HashMap::new(),
             doomed: Vec::new(),
@@ -143,7 +142,7 @@ impl SessionStore {
     /// Removes a session, its timer and its check bindings.
     pub(crate) fn remove(&mut self, id: &str) -> Option<Arc<Session>> {
         let session = self.sessions.remove(id)?;
-        self.stop_timer(id);
+        self.timers.clear(id);
         for check in session.check_ids() {
             if let Some(ids) = self.by_check.get_mut(check) {
                 ids.remove(id);
@@ -158,37 +157,23 @@ impl SessionStore {
     /// Restarts a session's TTL timer at `now`; `None` for an unknown session.
     pub(crate) fn renew(&mut self, id: &str, now: Duration) -> Option<Arc<Session>> {
         let session = self.sessions.get(id)?.clone();
-        self.stop_timer(id);
         self.start_timer(&session, now);
         Some(session)
     }
 
+    /// Starts (or restarts) a session's TTL timer at `now`.
     fn start_timer(&mut self, session: &Session, now: Duration) {
         // Validated when created; a record that no longer parses simply has no TTL.
-        if let Ok(Some(ttl)) = session_ttl(&session.ttl) {
-            let deadline = now + ttl * SESSION_TTL_MULTIPLIER;
-            self.timers.insert((deadline, session.id.clone()));
-            self.deadlines.insert(session.id.clone(), deadline);
-        }
-    }
-
-    fn stop_timer(&mut self, id: &str) {
-        if let Some(deadline) = self.deadlines.remove(id) {
-            self.timers.remove(&(deadline, id.to_owned()));
-        }
+        let ttl = session_ttl(&session.ttl).ok().flatten();
+        let deadline = ttl.map(|ttl| now + ttl * SESSION_TTL_MULTIPLIER);
+        self.timers.set(&session.id, deadline);
     }
 
     /// Restored sessions doomed by their checks, and at most `limit` sessions whose TTL has run
     /// out at `now`, soonest first. They stay until the caller invalidates them.
     pub(crate) fn due(&mut self, now: Duration, limit: usize) -> Vec<String> {
         let mut due: Vec<String> = std::mem::take(&mut self.doomed);
-        due.extend(
-            self.timers
-                .iter()
-                .take_while(|(deadline, _)| *deadline <= now)
-                .take(limit)
-                .map(|(_, id)| id.clone()),
-        );
+        due.extend(self.timers.due(now, limit).map(str::to_owned));
         due.retain(|id| self.sessions.contains_key(id));
         due.sort();
         due.dedup();
@@ -201,12 +186,12 @@ impl SessionStore {
         if !self.doomed.is_empty() {
             return Some(Duration::ZERO);
         }
-        self.timers.first().map(|(deadline, _)| *deadline)
+        self.timers.next()
     }
 
     /// When `id`'s TTL runs out, if it has one.
     pub(crate) fn deadline(&self, id: &str) -> Option<Duration> {
-        self.deadlines.get(id).copied()
+        self.timers.get(id)
     }
 
     /// Sessions bound to a check.

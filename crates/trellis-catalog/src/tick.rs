@@ -1,58 +1,65 @@
 //! The deadline queue behind [`crate::Catalog::tick`]: every check with something to happen at a
 //! known time (a TTL running out, or the reaper's `DeregisterCriticalServiceAfter` passing) has
 //! one entry, keyed by `(deadline, check ID)`, so a tick looks only at the checks that are due
-//! and the writer can sleep until [`Deadlines::next`].
+//! and the writer can sleep until [`Deadlines::next`]. Session TTLs use the same queue (in
+//! `session.rs`).
 //!
-//! An ordered set plus an ID → deadline map (as `session.rs` keeps session timers), rather than
-//! a lazy binary heap with generation numbers: a heartbeat moves its check's deadline with one
-//! map lookup, one removal and one insertion, all O(log n), and the set never holds stale
-//! entries, so its size is the number of checks with a deadline (a lazy heap grows by one entry
-//! per heartbeat until it is compacted) and the earliest entry is always a live one.
+//! An ordered set plus an ID → deadline map, rather than a lazy binary heap with generation
+//! numbers: a heartbeat moves its check's deadline with one map lookup, one removal and one
+//! insertion, all O(log n), and the set never holds stale entries, so its size is the number of
+//! checks with a deadline (a lazy heap grows by one entry per heartbeat until it is compacted)
+//! and the earliest entry is always a live one. The set and the map share each ID (`Arc<str>`),
+//! so moving a deadline allocates nothing: heartbeats are the hottest write.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Most due entries [`crate::Catalog::tick`] handles per call (checks, then sessions); the rest
 /// stay due, so the next deadline is already past and the writer comes back at once.
 pub const TICK_BUDGET: usize = 16_384;
 
-/// The checks' deadlines, soonest first.
+/// Deadlines by ID, soonest first.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Deadlines {
-    queue: BTreeSet<(Duration, String)>,
-    of: HashMap<String, Duration>,
+    queue: BTreeSet<(Duration, Arc<str>)>,
+    of: HashMap<Arc<str>, Duration>,
 }
 
 impl Deadlines {
-    /// Sets (`Some`) or clears (`None`) the deadline of check `id`. O(log n); nothing to do when
-    /// the deadline stays where it is.
+    /// Sets (`Some`) or clears (`None`) the deadline of `id`. O(log n), and no allocation when
+    /// `id` already has one; nothing to do when the deadline stays where it is.
     pub(crate) fn set(&mut self, id: &str, deadline: Option<Duration>) {
-        match (self.of.get_mut(id), deadline) {
-            (Some(old), Some(new)) => {
-                if *old != new {
-                    // Take the queued ID back and reuse it for the new entry.
-                    let key = self
-                        .queue
-                        .take(&(*old, id.to_owned()))
-                        .map_or_else(|| id.to_owned(), |(_, key)| key);
-                    *old = new;
-                    self.queue.insert((new, key));
-                }
+        let Some(new) = deadline else {
+            return self.clear(id);
+        };
+        match self.of.get_key_value(id) {
+            Some((_, old)) if *old == new => {}
+            Some((key, old)) => {
+                let entry = (*old, Arc::clone(key));
+                self.queue.remove(&entry);
+                let key = entry.1;
+                self.of.insert(Arc::clone(&key), new);
+                self.queue.insert((new, key));
             }
-            (Some(_), None) => self.clear(id),
-            (None, Some(new)) => {
-                self.of.insert(id.to_owned(), new);
-                self.queue.insert((new, id.to_owned()));
+            None => {
+                let key: Arc<str> = Arc::from(id);
+                self.of.insert(Arc::clone(&key), new);
+                self.queue.insert((new, key));
             }
-            (None, None) => {}
         }
     }
 
-    /// Forgets check `id`'s deadline.
+    /// Forgets `id`'s deadline.
     pub(crate) fn clear(&mut self, id: &str) {
-        if let Some(old) = self.of.remove(id) {
-            self.queue.remove(&(old, id.to_owned()));
+        if let Some((key, old)) = self.of.remove_entry(id) {
+            self.queue.remove(&(old, key));
         }
+    }
+
+    /// The deadline of `id`, if it has one.
+    pub(crate) fn get(&self, id: &str) -> Option<Duration> {
+        self.of.get(id).copied()
     }
 
     /// The earliest deadline.
@@ -60,9 +67,18 @@ impl Deadlines {
         self.queue.first().map(|(deadline, _)| *deadline)
     }
 
-    /// Takes out at most `limit` checks due at `now`, soonest first. The caller acts on each and
+    /// At most `limit` IDs due at `now`, soonest first, left in the queue.
+    pub(crate) fn due(&self, now: Duration, limit: usize) -> impl Iterator<Item = &str> {
+        self.queue
+            .iter()
+            .take_while(move |(deadline, _)| *deadline <= now)
+            .take(limit)
+            .map(|(_, id)| &**id)
+    }
+
+    /// Takes out at most `limit` IDs due at `now`, soonest first. The caller acts on each and
     /// sets its next deadline, if it has one still to come.
-    pub(crate) fn pop_due(&mut self, now: Duration, limit: usize) -> Vec<String> {
+    pub(crate) fn pop_due(&mut self, now: Duration, limit: usize) -> Vec<Arc<str>> {
         let mut due = Vec::new();
         while due.len() < limit {
             match self.queue.first() {
@@ -91,6 +107,10 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    fn ids(due: Vec<Arc<str>>) -> Vec<String> {
+        due.iter().map(|id| id.to_string()).collect()
+    }
+
     #[test]
     fn due_entries_come_out_soonest_first_and_bounded() {
         let mut d = Deadlines::default();
@@ -99,9 +119,9 @@ mod tests {
         d.set("c", Some(ms(30)));
         assert_eq!(d.next(), Some(ms(10)));
         assert!(d.pop_due(ms(9), 10).is_empty());
-        assert_eq!(d.pop_due(ms(30), 2), ["a", "b"]);
+        assert_eq!(ids(d.pop_due(ms(30), 2)), ["a", "b"]);
         assert_eq!(d.next(), Some(ms(30)), "the rest stays due");
-        assert_eq!(d.pop_due(ms(30), 2), ["c"]);
+        assert_eq!(ids(d.pop_due(ms(30), 2)), ["c"]);
         assert_eq!((d.next(), d.len()), (None, 0));
     }
 
@@ -112,7 +132,7 @@ mod tests {
         d.set("a", Some(ms(50)));
         d.set("b", Some(ms(40)));
         assert_eq!(d.len(), 2);
-        assert_eq!(d.pop_due(ms(45), 10), ["b"]);
+        assert_eq!(ids(d.pop_due(ms(45), 10)), ["b"]);
         d.set("a", None);
         d.set("gone", None);
         d.clear("gone");

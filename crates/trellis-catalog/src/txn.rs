@@ -119,6 +119,16 @@ impl View<'_> {
     }
 
     fn range(&self, prefix: &str) -> Vec<KvEntry> {
+        self.merged(prefix).into_values().cloned().collect()
+    }
+
+    /// The keys under `prefix`, without copying their entries.
+    fn keys_under(&self, prefix: &str) -> Vec<String> {
+        self.merged(prefix).into_keys().map(str::to_owned).collect()
+    }
+
+    /// The entries under `prefix` as the transaction left them, by key.
+    fn merged<'s>(&'s self, prefix: &'s str) -> BTreeMap<&'s str, &'s KvEntry> {
         let mut merged: BTreeMap<&str, &KvEntry> = self
             .base
             .range(prefix)
@@ -134,19 +144,20 @@ impl View<'_> {
                 None => merged.remove(key.as_str()),
             };
         }
-        merged.into_values().cloned().collect()
+        merged
     }
 
-    /// Writes `entry` unless the key already has the same content (then the entry as it is).
-    /// Answers the entry the key now has.
+    /// Writes `entry` unless the key already has the same content (then the entry stays as it
+    /// is). Answers the entry the key now has, without its value, as a write's result.
     fn put(&mut self, entry: KvEntry) -> KvEntry {
         if let Some(existing) = self.get(&entry.key)
             && existing.same_content(&entry)
         {
-            return existing.clone();
+            return existing.without_value();
         }
-        self.writes.insert(entry.key.clone(), Some(entry.clone()));
-        entry
+        let answer = entry.without_value();
+        self.writes.insert(entry.key.clone(), Some(entry));
+        answer
     }
 
     fn delete(&mut self, key: &str) {
@@ -159,8 +170,9 @@ impl View<'_> {
 /// One operation; answers the entries it reports.
 fn run(view: &mut View<'_>, op: &KvOp, cx: &Context<'_>) -> Result<Vec<KvEntry>, Failure> {
     let key = op.key.as_str();
-    let existing = view.get(key).cloned();
-    let create_index = existing.as_ref().map_or(cx.index, |e| e.create_index);
+    // Borrowed, not cloned: a value may be 512 KiB, and most operations only look at indexes.
+    let existing = view.get(key);
+    let create_index = existing.map_or(cx.index, |e| e.create_index);
     let entry = |lock_index: u64, session: Option<String>| KvEntry {
         key: op.key.clone(),
         value: op.value.clone(),
@@ -170,16 +182,16 @@ fn run(view: &mut View<'_>, op: &KvOp, cx: &Context<'_>) -> Result<Vec<KvEntry>,
         create_index,
         modify_index: cx.index,
     };
-    let written = |view: &mut View<'_>, new: KvEntry| Ok(vec![view.put(new).without_value()]);
+    let written = |view: &mut View<'_>, new: KvEntry| Ok(vec![view.put(new)]);
     match &op.verb {
         // A plain write keeps the key's lock holder; like Consul's, it does not carry the
         // LockIndex over (a client's PUT sets it to 0).
         KvVerb::Set => {
-            let holder = existing.and_then(|e| e.session);
+            let holder = existing.and_then(|e| e.session.clone());
             written(view, entry(0, holder))
         }
         KvVerb::Cas => {
-            let fresh = match (&existing, op.index) {
+            let fresh = match (existing, op.index) {
                 (None, 0) => true,
                 (Some(e), want) => want != 0 && e.modify_index == want,
                 (None, _) => false,
@@ -189,12 +201,12 @@ fn run(view: &mut View<'_>, op: &KvOp, cx: &Context<'_>) -> Result<Vec<KvEntry>,
                     "failed to set key {key:?}, index is stale"
                 )));
             }
-            let holder = existing.and_then(|e| e.session);
+            let holder = existing.and_then(|e| e.session.clone());
             written(view, entry(0, holder))
         }
         KvVerb::Lock => {
             let session = known_session(op, cx)?;
-            let lock_index = match &existing {
+            let lock_index = match existing {
                 None => 1,
                 Some(e) => match e.session.as_deref() {
                     Some(holder) if holder == session => e.lock_index,
@@ -222,9 +234,9 @@ fn run(view: &mut View<'_>, op: &KvOp, cx: &Context<'_>) -> Result<Vec<KvEntry>,
             }
         }
         KvVerb::Get => existing
-            .map(|e| vec![e])
+            .map(|e| vec![e.clone()])
             .ok_or_else(|| Failure::Error(format!("key {key:?} doesn't exist"))),
-        KvVerb::GetOrEmpty => Ok(vec![existing.unwrap_or_else(|| KvEntry {
+        KvVerb::GetOrEmpty => Ok(vec![existing.cloned().unwrap_or_else(|| KvEntry {
             key: op.key.clone(),
             value: Vec::new(),
             flags: op.flags,
@@ -277,8 +289,8 @@ fn run(view: &mut View<'_>, op: &KvOp, cx: &Context<'_>) -> Result<Vec<KvEntry>,
             }
         },
         KvVerb::DeleteTree => {
-            for e in view.range(key) {
-                view.delete(&e.key);
+            for key in view.keys_under(key) {
+                view.delete(&key);
             }
             Ok(Vec::new())
         }

@@ -23,16 +23,9 @@ pub struct RegistryAddr {
 impl RegistryAddr {
     /// The address to use: the flag, else the environment, else the default.
     fn resolve(&self) -> String {
-        let from_env = |name| {
-            std::env::var(name)
-                .ok()
-                .filter(|v: &String| !v.trim().is_empty())
-        };
         self.addr
             .clone()
-            .or_else(|| from_env("TRELLIS_HTTP_ADDR"))
-            .or_else(|| from_env("CONSUL_HTTP_ADDR"))
-            .unwrap_or_else(|| trellis_client::DEFAULT_ADDR.to_owned())
+            .unwrap_or_else(trellis_client::addr_from_env)
     }
 
     /// Runs `command` with a client for this registry, turning "cannot connect" into one line

@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::{Server, http, index_of};
+use support::{Server, eventually, http, index_of};
 
 const NODE: &str = "node-1";
 
@@ -470,7 +470,17 @@ async fn reload_answers_and_leave_shuts_the_server_down_cleanly() {
         let url = s.url("/v1/coordinate/nodes?index=1&wait=60s");
         tokio::spawn(async move { c.get(url).send().await.map(|r| r.status().as_u16()) })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Leave only once the server holds it (it counts it as a watcher).
+    eventually(
+        Duration::from_secs(10),
+        "the blocking query to arrive",
+        || async {
+            let metrics = c.get(s.url("/metrics")).send().await.unwrap();
+            let text = metrics.text().await.unwrap();
+            text.lines().any(|l| l == "trellis_watchers 1")
+        },
+    )
+    .await;
 
     let r = c.put(s.url("/v1/agent/leave")).send().await.unwrap();
     assert_eq!(r.status(), 200);

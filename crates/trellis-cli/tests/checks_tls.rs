@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::http;
+use support::{Server, http};
 
 /// A certificate and its key.
 struct Issued {
@@ -161,44 +161,15 @@ async fn https_server(identity: &Issued, seen: Arc<Mutex<Vec<Seen>>>) -> SocketA
 
 /// `trellis server --dev` trusting `ca_file` only (as `SSL_CERT_FILE` makes any OpenSSL-style
 /// client do).
-struct Trellis {
-    child: Child,
-    url: String,
+fn start_trellis(ca_file: &Path) -> Server {
+    Server::start_with(&["--dev"], |command| {
+        command
+            .env("SSL_CERT_FILE", ca_file)
+            .env_remove("SSL_CERT_DIR");
+    })
 }
 
-impl Drop for Trellis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_trellis(ca_file: &Path) -> Trellis {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .args(["server", "--dev", "--http", "127.0.0.1:0"])
-        .env("TRELLIS_LOG", "warn")
-        .env("SSL_CERT_FILE", ca_file)
-        .env_remove("SSL_CERT_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start trellis server");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("server exited before printing its address")
-            .unwrap();
-        if let Some(pos) = line.find("http://") {
-            break line[pos..].trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Trellis { child, url }
-}
-
-async fn register_check(c: &reqwest::Client, t: &Trellis, check: Value) {
+async fn register_check(c: &reqwest::Client, t: &Server, check: Value) {
     let r = c
         .put(format!("{}/v1/agent/check/register", t.url))
         .json(&check)
@@ -209,7 +180,7 @@ async fn register_check(c: &reqwest::Client, t: &Trellis, check: Value) {
 }
 
 /// Waits until check `id` has `status` and an output containing `output`.
-async fn expect_check(c: &reqwest::Client, t: &Trellis, id: &str, status: &str, output: &str) {
+async fn expect_check(c: &reqwest::Client, t: &Server, id: &str, status: &str, output: &str) {
     let url = format!("{}/v1/agent/checks", t.url);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -227,14 +198,18 @@ async fn expect_check(c: &reqwest::Client, t: &Trellis, id: &str, status: &str, 
     }
 }
 
+/// A check definition probed every 200 ms: `kind` (`HTTP` or `GRPC`) is `target`, `extra`
+/// adds fields.
+fn check(kind: &str, id: &str, target: String, extra: Value) -> Value {
+    let mut check = json!({"ID": id, "Name": id, "Interval": "200ms", "Timeout": "2s"});
+    let fields = check.as_object_mut().unwrap();
+    fields.insert(kind.to_owned(), Value::String(target));
+    fields.extend(extra.as_object().unwrap().clone());
+    check
+}
+
 fn http_check(id: &str, url: String, extra: Value) -> Value {
-    let mut check =
-        json!({"ID": id, "Name": id, "HTTP": url, "Interval": "200ms", "Timeout": "2s"});
-    check
-        .as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    check
+    check("HTTP", id, url, extra)
 }
 
 #[tokio::test]
@@ -474,13 +449,7 @@ impl Drop for GrpcServer {
 }
 
 fn grpc_check(id: &str, target: String, extra: Value) -> Value {
-    let mut check =
-        json!({"ID": id, "Name": id, "GRPC": target, "Interval": "200ms", "Timeout": "2s"});
-    check
-        .as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    check
+    check("GRPC", id, target, extra)
 }
 
 #[tokio::test]

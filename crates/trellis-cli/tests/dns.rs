@@ -3,57 +3,39 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use support::Proc;
 
 /// A server started with DNS on a free port.
 struct Server {
-    child: Child,
+    _proc: Proc,
     http: String,
     dns_port: u16,
 }
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
-            .args(["server", "--dev", "--http", "127.0.0.1:0"])
-            .args(["--dns", "127.0.0.1:0", "--node-name", "dns-test"])
-            .args(extra)
-            .env("TRELLIS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start trellis server");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut http, mut dns_port) = (None, None);
-        while http.is_none() || dns_port.is_none() {
-            let line = lines
-                .next()
-                .expect("server exited before printing its addresses")
-                .unwrap();
-            if let Some(pos) = line.find("http://") {
-                http = Some(line[pos..].trim().to_owned());
-            }
-            if let Some(rest) = line.strip_prefix("trellis server: DNS listening on ") {
-                let addr = rest.split_whitespace().next().unwrap();
-                dns_port = Some(addr.rsplit(':').next().unwrap().parse().unwrap());
-            }
-            if line.contains("instances restored") && dns_port.is_none() {
-                panic!("the server printed no DNS address");
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        let mut args = vec!["server", "--dev", "--http", "127.0.0.1:0"];
+        args.extend(["--dns", "127.0.0.1:0", "--node-name", "dns-test"]);
+        args.extend_from_slice(extra);
+        // The HTTP API's line, then the DNS interface's.
+        let proc = Proc::start(&args, 2, None);
+        let http = format!("http://{}", proc.addr("API"));
+        let dns = proc.addr("DNS");
+        let dns_port = dns.rsplit(':').next().unwrap().parse().unwrap();
         Server {
-            child,
-            http: http.unwrap(),
-            dns_port: dns_port.unwrap(),
+            _proc: proc,
+            http,
+            dns_port,
         }
     }
 
     async fn put(&self, path: &str, body: Value) {
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        let r = client
+        let r = support::http()
             .put(format!("{}{path}", self.http))
             .json(&body)
             .send()
@@ -78,13 +60,6 @@ impl Server {
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(output.status.success(), "dig {name} {qtype}: {text}");
         Dig::parse(&text)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -146,22 +121,17 @@ impl Dig {
     }
 }
 
-/// Whether dig is here; without it the tests fail under CI and are skipped (saying so) elsewhere.
-fn have_dig() -> bool {
+/// Fails (rather than skips) when dig is missing, so that a run without it cannot pass
+/// unnoticed.
+fn need_dig() {
     let found = Command::new("dig")
         .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "dig is missing: install dnsutils (scripts/install-deps does)"
-        );
-        eprintln!("SKIPPED: dig is missing; install dnsutils (scripts/install-deps does)");
-    }
-    found
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "dig is missing: install dnsutils (scripts/install-deps does)"
+    );
 }
 
 fn instance(id: &str, address: &str, port: u16, tags: &[&str], status: &str) -> Value {
@@ -171,9 +141,7 @@ fn instance(id: &str, address: &str, port: u16, tags: &[&str], status: &str) -> 
 
 #[tokio::test]
 async fn service_node_and_negative_answers_follow_consul() {
-    if !have_dig() {
-        return;
-    }
+    need_dig();
     let s = Server::start(&[]);
     s.register(instance("web-1", "10.0.0.1", 8080, &["v1"], "passing"))
         .await;
@@ -281,9 +249,7 @@ async fn service_node_and_negative_answers_follow_consul() {
 
 #[tokio::test]
 async fn a_large_answer_is_truncated_on_udp_and_whole_over_tcp() {
-    if !have_dig() {
-        return;
-    }
+    need_dig();
     let s = Server::start(&[]);
     for n in 1..=40 {
         let address = format!("10.0.1.{n}");
@@ -328,9 +294,7 @@ async fn a_large_answer_is_truncated_on_udp_and_whole_over_tcp() {
 
 #[tokio::test]
 async fn domain_and_ttl_are_configurable() {
-    if !have_dig() {
-        return;
-    }
+    need_dig();
     let s = Server::start(&["--dns-domain", "trellis.test", "--dns-ttl", "30s"]);
     s.register(json!({"Name": "web", "Address": "10.0.0.1", "Port": 80}))
         .await;

@@ -142,7 +142,7 @@ async fn health_state_lists_checks_and_blocks_until_one_fails() {
         &s,
         json!({"Name": "web", "ID": "web-1",
                "Checks": [{"CheckID": "web-ttl", "TTL": "30s", "Status": "passing"},
-                          {"CheckID": "web-short", "TTL": "1s", "Status": "passing"}]}),
+                          {"CheckID": "web-short", "TTL": "3s", "Status": "passing"}]}),
     )
     .await;
     let (passing, _) = get_json(&c, s.url("/v1/health/state/passing")).await;
@@ -186,7 +186,8 @@ async fn health_state_lists_checks_and_blocks_until_one_fails() {
     assert_eq!(check_ids(&critical), ["web-ttl"]);
     assert_eq!(critical[0]["Output"], "down");
 
-    // And by a TTL running out, which no request causes.
+    // And by a TTL running out, which no request causes (3 s after the registration: long
+    // enough that it cannot run out before the blocking read above is woken by the fail).
     let blocked = {
         let c = c.clone();
         let url = s.url(&format!("/v1/health/state/critical?index={newer}&wait=30s"));

@@ -252,6 +252,37 @@ async fn the_server_lists_itself_as_the_consul_service() {
     let list = list["Services"].as_array().unwrap();
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["Port"], 9999);
+    let (status, _) = put(&c, s.url("/v1/agent/service/deregister/consul"), json!({})).await;
+    assert_eq!(status, 200);
+
+    // Every read follows the same rule, also when the instance with the ID `consul` belongs
+    // to another service: the server's own instance is then shown nowhere.
+    let (health_before, _) = get(&c, s.url("/v1/health/service/consul")).await;
+    assert_eq!(health_before, 200);
+    let (status, text) = put(
+        &c,
+        s.url("/v1/agent/service/register"),
+        json!({"Name": "web", "ID": "consul", "Port": 7777}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let (_, services) = get(&c, s.url("/v1/catalog/services")).await;
+    assert!(services.get("consul").is_none(), "{services}");
+    let (_, filtered) = get(
+        &c,
+        s.url("/v1/catalog/services?filter=ServicePort%20%3D%3D%208300"),
+    )
+    .await;
+    assert_eq!(filtered, json!({}), "{filtered}");
+    let (_, health) = get(&c, s.url("/v1/health/service/consul")).await;
+    assert_eq!(health, json!([]), "the watched consul view is republished");
+    let (_, list) = get(&c, s.url(&format!("/v1/catalog/node-services/{node}"))).await;
+    let list = list["Services"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        (&list[0]["Service"], &list[0]["Port"]),
+        (&json!("web"), &json!(7777))
+    );
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::{Server, http, index_of};
 
 const NODE: &str = "node-1";
@@ -81,6 +81,32 @@ impl Registry {
 
     async fn answer(&self, path: &str, filter: &str) -> Value {
         self.get(path, filter).await.0
+    }
+
+    /// A blocking read of `/v1/health/service/web` from `index` with `filter`, in the
+    /// background: its answer, its index and how long it took.
+    fn wait_on_web(
+        &self,
+        index: u64,
+        wait: &str,
+        filter: &'static str,
+    ) -> tokio::task::JoinHandle<(Value, u64, Duration)> {
+        let client = self.client.clone();
+        let url = self
+            .server
+            .url(&format!("/v1/health/service/web?index={index}&wait={wait}"));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let resp = client
+                .get(url)
+                .query(&[("filter", filter)])
+                .send()
+                .await
+                .unwrap();
+            let index = index_of(&resp);
+            let answer = resp.json::<Value>().await.unwrap();
+            (answer, index, started.elapsed())
+        })
     }
 
     /// The 400 answer's text.
@@ -396,24 +422,8 @@ async fn blocking_queries_with_a_filter() {
 
     // Two waiters with the same filter, spelled differently: both woken by a change that
     // affects what they see, with the same answer.
-    let waiter = |filter: &'static str| {
-        let client = r.client.clone();
-        let url = r
-            .server
-            .url(&format!("/v1/health/service/web?index={index}&wait=30s"));
-        tokio::spawn(async move {
-            let resp = client
-                .get(url)
-                .query(&[("filter", filter)])
-                .send()
-                .await
-                .unwrap();
-            let index = index_of(&resp);
-            (resp.json::<Value>().await.unwrap(), index)
-        })
-    };
-    let first = waiter("Service.Meta.env == prod");
-    let second = waiter(r#"Service.Meta["env"] == "prod""#);
+    let first = r.wait_on_web(index, "30s", "Service.Meta.env == prod");
+    let second = r.wait_on_web(index, "30s", r#"Service.Meta["env"] == "prod""#);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !first.is_finished() && !second.is_finished(),
@@ -422,11 +432,11 @@ async fn blocking_queries_with_a_filter() {
     r.register(json!({"Name": "web", "ID": "web-3", "Port": 8082, "Meta": {"env": "prod"}}))
         .await;
     let wait = Duration::from_secs(5);
-    let (a, a_index) = tokio::time::timeout(wait, first)
+    let (a, a_index, _) = tokio::time::timeout(wait, first)
         .await
         .expect("woken")
         .unwrap();
-    let (b, b_index) = tokio::time::timeout(wait, second)
+    let (b, b_index, _) = tokio::time::timeout(wait, second)
         .await
         .expect("woken")
         .unwrap();
@@ -436,54 +446,29 @@ async fn blocking_queries_with_a_filter() {
 
     // The index stays the service's (as in Consul): a change the filter leaves out wakes the
     // waiter too, with the same entries at the newer index.
-    let blocked = {
-        let client = r.client.clone();
-        let url = r
-            .server
-            .url(&format!("/v1/health/service/web?index={a_index}&wait=30s"));
-        tokio::spawn(async move {
-            let resp = client
-                .get(url)
-                .query(&[("filter", filter)])
-                .send()
-                .await
-                .unwrap();
-            let index = index_of(&resp);
-            (resp.json::<Value>().await.unwrap(), index)
-        })
-    };
+    let blocked = r.wait_on_web(a_index, "30s", filter);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!blocked.is_finished());
     r.register(json!({"Name": "web", "ID": "web-2", "Port": 9090, "Meta": {"env": "dev"}}))
         .await;
-    let (same, newer) = tokio::time::timeout(wait, blocked)
+    let (same, newer, _) = tokio::time::timeout(wait, blocked)
         .await
         .expect("woken")
         .unwrap();
     assert!(newer > a_index);
     assert_eq!(same, a);
 
-    // Another service's change does not wake it.
-    let blocked = {
-        let client = r.client.clone();
-        let url = r
-            .server
-            .url(&format!("/v1/health/service/web?index={newer}&wait=1s"));
-        tokio::spawn(async move {
-            let resp = client
-                .get(url)
-                .query(&[("filter", filter)])
-                .send()
-                .await
-                .unwrap();
-            index_of(&resp)
-        })
-    };
+    // Another service's change does not wake it: it waits out its full second.
+    let blocked = r.wait_on_web(newer, "1s", filter);
     tokio::time::sleep(Duration::from_millis(200)).await;
     r.register(json!({"Name": "db", "ID": "db-2", "Meta": {"env": "prod"}}))
         .await;
-    let index = tokio::time::timeout(wait, blocked).await.unwrap().unwrap();
+    let (_, index, took) = tokio::time::timeout(wait, blocked).await.unwrap().unwrap();
     assert_eq!(index, newer, "the wait ran out with the same index");
+    assert!(
+        took >= Duration::from_secs(1),
+        "answered after {took:?}, before its wait ran out"
+    );
 }
 
 #[tokio::test]

@@ -1,106 +1,18 @@
 //! The sidecar and gateway as real processes in front of real apps, with the real registry.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{Proc, http};
 use trellis_proxy::body::{Body, full};
 use trellis_proxy::hyper::{HeaderMap, Request, Response, StatusCode};
 use trellis_proxy::server::{ShutdownTrigger, serve, shutdown_pair};
 
-/// A child process killed when the test ends, with the listen addresses it printed.
-struct Proc {
-    child: Child,
-    addrs: Vec<(String, String)>,
-    /// Its stderr, when started with [`Proc::start_logged`].
-    log: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    /// Starts `trellis ARGS` and waits for `lines` "X listening on http://ADDR" lines.
-    fn start(args: &[&str], lines: usize) -> Self {
-        Self::spawn(args, lines, None)
-    }
-
-    /// Like [`Proc::start`], logging at `filter` (`TRELLIS_LOG`) into [`Proc::log`].
-    fn start_logged(args: &[&str], lines: usize, filter: &str) -> Self {
-        Self::spawn(args, lines, Some(filter))
-    }
-
-    fn spawn(args: &[&str], lines: usize, log_filter: Option<&str>) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_trellis"));
-        command.args(args).stdout(Stdio::piped());
-        match log_filter {
-            Some(filter) => command.env("TRELLIS_LOG", filter).stderr(Stdio::piped()),
-            None => command.env("TRELLIS_LOG", "warn").stderr(Stdio::inherit()),
-        };
-        let mut child = command.spawn().expect("start trellis");
-        let log = Arc::new(Mutex::new(String::new()));
-        if let Some(mut stderr) = child.stderr.take() {
-            let sink = log.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    sink.lock().unwrap().push_str(&text);
-                }
-            });
-        }
-        let stdout = child.stdout.take().unwrap();
-        let mut reader = BufReader::new(stdout);
-        let mut addrs = Vec::new();
-        let mut line = String::new();
-        while addrs.len() < lines {
-            line.clear();
-            assert!(
-                reader.read_line(&mut line).unwrap() > 0,
-                "trellis {args:?} exited early"
-            );
-            if let Some((what, addr)) = line.trim().split_once(" listening on http://") {
-                let what = what.rsplit(' ').next().unwrap_or(what).to_owned();
-                addrs.push((what, addr.to_owned()));
-            }
-        }
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in reader.lines() {});
-        Self { child, addrs, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn addr(&self, what: &str) -> String {
-        self.addrs
-            .iter()
-            .find(|(w, _)| w == what)
-            .map(|(_, a)| a.clone())
-            .unwrap_or_else(|| panic!("no {what} address in {:?}", self.addrs))
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn registry() -> (Proc, String) {
-    let p = Proc::start(&["server", "--dev", "--http", "127.0.0.1:0"], 1);
+    let p = Proc::start(&["server", "--dev", "--http", "127.0.0.1:0"], 1, None);
     let url = format!("http://{}", p.addrs[0].1);
     (p, url)
 }
@@ -140,47 +52,16 @@ async fn app(name: &str, status: u16) -> App {
 }
 
 fn sidecar(registry: &str, service: &str, app_port: u16, extra: &[&str]) -> Proc {
-    let app = format!("127.0.0.1:{app_port}");
-    let mut args = vec![
-        "sidecar",
-        "--registry",
-        registry,
-        "--service",
-        service,
-        "--app",
-        &app,
-        "--inbound",
-        "127.0.0.1:0",
-        "--outbound",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--check-interval",
-        "100ms",
-        "--ttl",
-        "3s",
-        "--workers",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    Proc::start(&args, 3)
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    support::sidecar(registry, service, app_port, extra, None)
 }
 
 /// Polls `check` until it returns true, failing after a generous bound.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::eventually(Duration::from_secs(20), what, check).await;
 }
 
 /// Instances of `service` as the sidecar at `admin` knows them.
@@ -487,6 +368,7 @@ async fn gateway_routes_by_prefix_and_kv_policy_applies_live() {
             "1",
         ],
         2,
+        None,
     );
     let base = format!("http://{}", gw.addr("gateway"));
     let client = http();
@@ -549,33 +431,12 @@ async fn gateway_routes_by_prefix_and_kv_policy_applies_live() {
 async fn the_sidecar_logs_registration_health_invalid_policies_and_deregistration() {
     let (_registry, url) = registry();
     let users = app("users", 200).await;
-    let app_addr = format!("127.0.0.1:{}", users.port);
-    let mut car = Proc::start_logged(
-        &[
-            "sidecar",
-            "--registry",
-            &url,
-            "--service",
-            "users",
-            "--id",
-            "users-logged",
-            "--app",
-            &app_addr,
-            "--inbound",
-            "127.0.0.1:0",
-            "--outbound",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--check-interval",
-            "100ms",
-            "--ttl",
-            "3s",
-            "--workers",
-            "1",
-        ],
-        3,
-        "info",
+    let mut car = support::sidecar(
+        &url,
+        "users",
+        users.port,
+        &["--id", "users-logged"],
+        Some("info"),
     );
     let log_has = |needle: &'static str| {
         let log = car.log.clone();

@@ -30,9 +30,10 @@ async fn agent_check(c: &reqwest::Client, s: &Server, id: &str) -> Option<Value>
 }
 
 /// Waits until check `id` has `status` and some output (from a run, not its registration),
-/// and returns it.
+/// and returns it. The first run comes at a random point of the check's interval (up to 10 s
+/// in these tests), so the bound is well beyond that.
 async fn wait_for(c: &reqwest::Client, s: &Server, id: &str, status: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let check = agent_check(c, s, id).await;
         if let Some(check) = &check

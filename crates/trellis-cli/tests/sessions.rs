@@ -255,7 +255,8 @@ async fn kv_locks_acquire_release_and_lock_delay() {
     let (status, _) = put(&c, key(&format!("?acquire={a}&release={a}")), "").await;
     assert_eq!(status, 400);
     // Destroying the holder releases the lock: Session cleared, LockIndex kept, ModifyIndex
-    // moved; for its lock-delay nobody may take it.
+    // moved; for its lock-delay (1 s, from the destroy) nobody may take it.
+    let destroyed = Instant::now();
     put(&c, s.url(&format!("/v1/session/destroy/{a}")), "").await;
     let (_, entry, after) = get(&c, key("")).await;
     assert!(entry[0].get("Session").is_none(), "{entry}");
@@ -265,14 +266,14 @@ async fn kv_locks_acquire_release_and_lock_delay() {
     );
     assert!(after > index);
     assert_eq!(put(&c, key(&format!("?acquire={b}")), "b").await.1, "false");
-    let started = Instant::now();
     eventually(Duration::from_secs(5), "the lock-delay to pass", || {
         let c = c.clone();
         let url = key(&format!("?acquire={b}"));
         async move { put(&c, url, "b").await.1 == "true" }
     })
     .await;
-    assert!(started.elapsed() >= Duration::from_millis(500));
+    // Measured from before the destroy was sent, so a slow machine cannot shorten it.
+    assert!(destroyed.elapsed() >= Duration::from_millis(900));
     let (_, entry, _) = get(&c, key("")).await;
     assert_eq!(
         (entry[0]["Session"].clone(), entry[0]["LockIndex"].clone()),

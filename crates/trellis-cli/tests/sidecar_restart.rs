@@ -3,111 +3,15 @@
 //! traffic through the gateway recovers. Real binaries, a real registry.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{Proc, free_port};
 use trellis_proxy::body::{Body, full};
 use trellis_proxy::hyper::{Request, Response};
 use trellis_proxy::server::{ShutdownTrigger, serve, shutdown_pair};
-
-/// A child process, killed when the test ends, with the addresses it printed and its log.
-struct Proc {
-    child: Child,
-    addrs: Vec<(String, String)>,
-    log: Arc<Mutex<String>>,
-    /// When the last expected address line was read.
-    ready_at: Instant,
-}
-
-impl Proc {
-    /// Starts `trellis ARGS` with `TRELLIS_LOG=filter` and waits for `lines` "X listening on
-    /// http://ADDR" lines; `None` if it exits first (a port still taken, say).
-    fn try_start(args: &[&str], lines: usize, filter: &str) -> Option<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
-            .args(args)
-            .env("TRELLIS_LOG", filter)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start trellis");
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let mut addrs = Vec::new();
-        let mut line = String::new();
-        while addrs.len() < lines {
-            line.clear();
-            if reader.read_line(&mut line).unwrap() == 0 {
-                let _ = child.wait();
-                return None;
-            }
-            if let Some((what, addr)) = line.trim().split_once(" listening on http://") {
-                let what = what.rsplit(' ').next().unwrap_or(what).to_owned();
-                addrs.push((what, addr.to_owned()));
-            }
-        }
-        let ready_at = Instant::now();
-        std::thread::spawn(move || for _ in reader.lines() {});
-        Some(Self {
-            child,
-            addrs,
-            log,
-            ready_at,
-        })
-    }
-
-    fn start(args: &[&str], lines: usize, filter: &str) -> Self {
-        Self::try_start(args, lines, filter)
-            .unwrap_or_else(|| panic!("trellis {args:?} exited early"))
-    }
-
-    fn addr(&self, what: &str) -> String {
-        self.addrs
-            .iter()
-            .find(|(w, _)| w == what)
-            .map(|(_, a)| a.clone())
-            .unwrap_or_else(|| panic!("no {what} address in {:?}", self.addrs))
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `trellis server --dev` on `port`; retried for a while in case the old process's port is not
 /// free yet.
@@ -115,7 +19,7 @@ fn dev_server(port: u16) -> Proc {
     let http = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(p) = Proc::try_start(&["server", "--dev", "--http", &http], 1, "warn") {
+        if let Some(p) = Proc::try_start(&["server", "--dev", "--http", &http], 1, None) {
             return p;
         }
         assert!(Instant::now() < deadline, "cannot start a server on {http}");
@@ -145,34 +49,13 @@ async fn app() -> App {
 const ID: &str = "users-1";
 
 fn sidecar(registry: &str, app_port: u16) -> Proc {
-    let app = format!("127.0.0.1:{app_port}");
-    Proc::start(
-        &[
-            "sidecar",
-            "--registry",
-            registry,
-            "--service",
-            "users",
-            "--id",
-            ID,
-            "--app",
-            &app,
-            "--inbound",
-            "127.0.0.1:0",
-            "--outbound",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--check-interval",
-            "100ms",
-            "--ttl",
-            "3s",
-            "--workers",
-            "1",
-        ],
-        3,
+    support::sidecar(
+        registry,
+        "users",
+        app_port,
+        &["--id", ID],
         // Debug for the registration loop, to see its retries.
-        "info,trellis_proxy::registration=debug",
+        Some("info,trellis_proxy::registration=debug"),
     )
 }
 
@@ -192,30 +75,21 @@ fn gateway(registry: &str) -> Proc {
             "1",
         ],
         2,
-        "info,trellis_proxy::discovery=debug",
+        Some("info,trellis_proxy::discovery=debug"),
     )
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
+    support::http_with_timeout(Duration::from_secs(5))
 }
 
 /// Polls `check` every 20 ms until it holds; panics with `what` after `bound`.
-async fn eventually<F, Fut>(what: &str, bound: Duration, mut check: F) -> Duration
+async fn eventually<F, Fut>(what: &str, bound: Duration, check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < bound, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    start.elapsed()
+    support::eventually(bound, what, check).await
 }
 
 /// The instance is registered and passing in the registry at `registry`.

@@ -47,7 +47,13 @@ async fn a_ttl_check_expires_at_its_ttl() {
         "critical",
         "a new check starts critical"
     );
-    for round in 0..3 {
+    // Three rounds that can tell (a poll answered between 200 ms and the TTL); a round a
+    // loaded machine polled too slowly for that is run again, up to ten rounds in all.
+    let mut told = 0;
+    for round in 0..10 {
+        if told == 3 {
+            break;
+        }
         let pass_sent = Instant::now();
         let r = c
             .put(s.url("/v1/agent/check/pass/service:ttl-1"))
@@ -82,13 +88,14 @@ async fn a_ttl_check_expires_at_its_ttl() {
                 poll.answered - pass_sent
             );
         }
-        assert!(
-            polls
-                .iter()
-                .any(|p| p.sent >= pass_answered + Duration::from_millis(200)
-                    && p.answered < pass_sent + TTL),
-            "round {round}: no poll between 200 ms and the TTL (machine too slow to tell)"
-        );
+        let can_tell = polls.iter().any(|p| {
+            p.sent >= pass_answered + Duration::from_millis(200) && p.answered < pass_sent + TTL
+        });
+        if can_tell {
+            told += 1;
+        } else {
+            eprintln!("round {round}: no poll between 200 ms and the TTL (too slow to tell)");
+        }
         let first_critical = polls.last().unwrap();
         assert_eq!(
             first_critical.status, "critical",
@@ -110,4 +117,8 @@ async fn a_ttl_check_expires_at_its_ttl() {
             .saturating_duration_since(pass_sent + TTL);
         eprintln!("round {round}: expired {earliest:?}..{latest:?} after its TTL");
     }
+    assert_eq!(
+        told, 3,
+        "fewer than 3 of 10 rounds had a poll between 200 ms and the TTL (machine too slow to tell)"
+    );
 }

@@ -59,10 +59,7 @@ impl Error {
 /// A transport failure in a few words: what went wrong and the innermost cause
 /// ("connection refused (os error 111)"), instead of reqwest's four nested messages.
 fn describe(error: &reqwest::Error) -> String {
-    let mut root: &dyn std::error::Error = error;
-    while let Some(next) = root.source() {
-        root = next;
-    }
+    let root = root_cause(error);
     let what = if error.is_connect() {
         "cannot connect"
     } else if error.is_timeout() {
@@ -77,6 +74,17 @@ fn describe(error: &reqwest::Error) -> String {
     } else {
         format!("{what}: {root}")
     }
+}
+
+/// The innermost error of `error`'s source chain (`error` itself when it has no source).
+pub(crate) fn root_cause<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    let mut root = error;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    root
 }
 
 /// A response value together with its `X-Consul-Index`.
@@ -97,6 +105,15 @@ pub struct Blocking {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+}
+
+/// The registry's address from the environment: `TRELLIS_HTTP_ADDR`, else `CONSUL_HTTP_ADDR`,
+/// else [`DEFAULT_ADDR`]; a variable that is set but blank counts as unset.
+pub fn addr_from_env() -> String {
+    ["TRELLIS_HTTP_ADDR", "CONSUL_HTTP_ADDR"]
+        .into_iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| DEFAULT_ADDR.to_owned())
 }
 
 /// Turns `host:port`, `http://host:port` or `https://...` into a base URL without trailing '/'.
@@ -128,14 +145,6 @@ impl Client {
             http,
             base: normalise_addr(addr)?,
         })
-    }
-
-    /// `TRELLIS_HTTP_ADDR`, else `CONSUL_HTTP_ADDR`, else the default address.
-    pub fn from_env() -> Result<Self> {
-        let addr = std::env::var("TRELLIS_HTTP_ADDR")
-            .or_else(|_| std::env::var("CONSUL_HTTP_ADDR"))
-            .unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
-        Self::new(&addr)
     }
 
     pub fn base_url(&self) -> &str {

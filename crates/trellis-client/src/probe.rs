@@ -78,11 +78,7 @@ fn describe(error: &reqwest::Error) -> String {
 }
 
 fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    current.to_string()
+    crate::root_cause(error).to_string()
 }
 
 /// Runs a script check's command: `args[0]` with the rest as its arguments, no shell, stdin

@@ -178,40 +178,37 @@ impl<'s> Parser<'s> {
     }
 
     fn or(&mut self) -> Result<Expr, Error> {
-        let mut items = Vec::new();
-        loop {
-            match self.and()? {
-                Expr::Or(inner) => items.extend(inner),
-                e => items.push(e),
-            }
-            if !self.eat_word("or") {
-                break;
-            }
-            self.need_operand("or")?;
-        }
-        Ok(if items.len() == 1 {
-            items.swap_remove(0)
-        } else {
-            Expr::Or(items)
-        })
+        self.chain("or", Self::and)
     }
 
     fn and(&mut self) -> Result<Expr, Error> {
+        self.chain("and", Self::unary)
+    }
+
+    /// `operand { word operand }` for `word` `or` or `and`, as one flat list: an operand that is
+    /// itself a (parenthesised) list of the same operator joins it.
+    fn chain(
+        &mut self,
+        word: &str,
+        operand: fn(&mut Self) -> Result<Expr, Error>,
+    ) -> Result<Expr, Error> {
+        let or = word == "or";
         let mut items = Vec::new();
         loop {
-            match self.unary()? {
-                Expr::And(inner) => items.extend(inner),
+            match operand(self)? {
+                Expr::Or(inner) if or => items.extend(inner),
+                Expr::And(inner) if !or => items.extend(inner),
                 e => items.push(e),
             }
-            if !self.eat_word("and") {
+            if !self.eat_word(word) {
                 break;
             }
-            self.need_operand("and")?;
+            self.need_operand(word)?;
         }
-        Ok(if items.len() == 1 {
-            items.swap_remove(0)
-        } else {
-            Expr::And(items)
+        Ok(match items.len() {
+            1 => items.swap_remove(0),
+            _ if or => Expr::Or(items),
+            _ => Expr::And(items),
         })
     }
 

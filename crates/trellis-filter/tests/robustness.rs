@@ -1,6 +1,7 @@
-//! Hostile input: random bytes and random token sequences never panic, accepted expressions
-//! survive a round trip through their canonical form, and pathological inputs are refused
-//! quickly by the limits instead of exhausting the stack or memory.
+//! Hostile input: random bytes (alone or spliced into valid filters) and random token
+//! sequences never panic, accepted expressions survive a round trip through their canonical
+//! form, and pathological inputs are refused quickly by the limits instead of exhausting the
+//! stack or memory.
 
 mod common;
 
@@ -58,21 +59,40 @@ fn entries() -> Vec<HealthEntry> {
     vec![full, HealthEntry::default()]
 }
 
+/// Valid filters that random bytes are spliced into, so that some mutated texts still parse
+/// and get evaluated (text made of random bytes alone never parses).
+const SEEDS: &[&str] = &[
+    "Service.Service == web",
+    "\"x\" in Service.Tags",
+    "Checks.Status == passing and Service.Port == 1",
+    "Service.Meta.k matches \"^x\"",
+    "not (Node.Node is empty) or Service.Meta[\"k\"] != ``",
+];
+
 #[test]
 fn random_bytes_never_panic() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let specials = b"()[]\"`\\.=!-_ \t\n\r0123456789";
     let entries = entries();
     let mut accepted = 0;
-    for _ in 0..20_000 {
-        let len = rng.below(80);
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| match rng.below(10) {
-                0..=4 => b' ' + rng.below(95) as u8,
-                5..=7 => *rng.pick(specials),
-                _ => rng.next() as u8,
-            })
-            .collect();
+    for round in 0..20_000 {
+        let random_byte = |rng: &mut Rng| match rng.below(10) {
+            0..=4 => b' ' + rng.below(95) as u8,
+            5..=7 => *rng.pick(specials),
+            _ => rng.next() as u8,
+        };
+        let bytes: Vec<u8> = if round % 2 == 0 {
+            let len = rng.below(80);
+            (0..len).map(|_| random_byte(&mut rng)).collect()
+        } else {
+            // A valid filter with a few bytes overwritten.
+            let mut bytes = rng.pick(SEEDS).as_bytes().to_vec();
+            for _ in 0..rng.below(3) {
+                let at = rng.below(bytes.len());
+                bytes[at] = random_byte(&mut rng);
+            }
+            bytes
+        };
         let text = String::from_utf8_lossy(&bytes);
         let _ = parse(&text);
         for schema in schema::ALL {
@@ -86,6 +106,10 @@ fn random_bytes_never_panic() {
     }
     // the generator is not entirely useless: a few random strings are valid somewhere
     assert!(accepted < 20_000 * schema::ALL.len());
+    assert!(
+        accepted > 1_000,
+        "only {accepted} accepted: evaluation was hardly reached"
+    );
 }
 
 const TOKENS: &[&str] = &[
@@ -178,6 +202,7 @@ fn round_trip(text: &str, entries: &[HealthEntry]) -> (bool, bool) {
 fn random_token_sequences_never_panic() {
     let mut rng = Rng(0xD1B5_4A32_D192_ED03);
     let entries = entries();
+    let (mut parsed, mut valid) = (0, 0);
     for _ in 0..30_000 {
         let n = 1 + rng.below(14);
         let mut text = String::new();
@@ -188,8 +213,12 @@ fn random_token_sequences_never_panic() {
             let token = TOKENS[rng.below(TOKENS.len())];
             text.push_str(token);
         }
-        round_trip(&text, &entries);
+        let (p, v) = round_trip(&text, &entries);
+        parsed += usize::from(p);
+        valid += usize::from(v);
     }
+    // Few random sequences parse, but enough that the round trip is exercised.
+    assert!(parsed > 100 && valid > 20, "parsed {parsed}, valid {valid}");
 }
 
 const SELECTORS: &[&str] = &[

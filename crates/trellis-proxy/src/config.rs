@@ -241,7 +241,8 @@ impl PolicySource {
         if let Some(layer) = self.services.get(service) {
             merge(&mut value, layer.clone());
         }
-        let below_kv = value.clone();
+        // Kept only to name the offending field if the KV layer turns out invalid.
+        let below_kv = kv.map(|_| value.clone());
         if let Some(layer) = kv {
             if !layer.is_object() {
                 return Err(Error::config("policy must be a JSON object"));
@@ -249,7 +250,9 @@ impl PolicySource {
             merge(&mut value, layer.clone());
         }
         let policy: ServicePolicy = serde_json::from_value(value).map_err(|e| {
-            let field = kv.and_then(|layer| offending_field(&below_kv, layer));
+            let field = kv
+                .zip(below_kv.as_ref())
+                .and_then(|(layer, base)| offending_field(base, layer));
             Error::config(match field {
                 Some(field) => format!("{field}: {e}"),
                 None => e.to_string(),

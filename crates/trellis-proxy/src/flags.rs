@@ -43,15 +43,45 @@ pub struct PolicyArgs {
 impl Default for PolicyArgs {
     /// What the command line gives when no flag is passed.
     fn default() -> Self {
-        #[derive(clap::Parser)]
-        struct Only {
-            #[command(flatten)]
-            policy: PolicyArgs,
-        }
-        <Only as clap::Parser>::try_parse_from(["policy"])
-            .map(|only| only.policy)
-            .expect("the policy flags' defaults parse")
+        parse_in_code(["policy"])
     }
+}
+
+/// `T` as the command line `argv` (the command's name first) gives it, without reading any
+/// environment variable a flag falls back to: how arguments are built in code with the command
+/// line's defaults. Panics if `argv` does not parse, which only a bug in the caller can cause.
+pub(crate) fn parse_in_code<T: clap::Args>(argv: impl IntoIterator<Item = impl Into<String>>) -> T {
+    let argv: Vec<String> = argv.into_iter().map(Into::into).collect();
+    let command = T::augment_args(clap::Command::new("trellis"))
+        .mut_args(|arg| arg.env(None::<&'static str>));
+    parse(command, &argv).unwrap_or_else(|e| panic!("{argv:?} does not parse: {e}"))
+}
+
+fn parse<T: clap::Args>(command: clap::Command, argv: &[String]) -> Result<T, clap::Error> {
+    command
+        .try_get_matches_from(argv)
+        .and_then(|matches| T::from_arg_matches(&matches))
+}
+
+/// `T` from the command line `argv` (the command's name first), as the binary parses it.
+#[cfg(test)]
+pub(crate) fn parse_command_line<T: clap::Args>(argv: &[&str]) -> Result<T, clap::Error> {
+    let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
+    parse(T::augment_args(clap::Command::new("trellis")), &argv)
+}
+
+/// Asserts that `to_args` (what `args.to_args()` gave) parses back into `args`.
+#[cfg(test)]
+pub(crate) fn assert_round_trips<T>(args: &T, to_args: Vec<String>)
+where
+    T: clap::Args + PartialEq + std::fmt::Debug,
+{
+    let argv: Vec<String> = std::iter::once("trellis".to_owned())
+        .chain(to_args)
+        .collect();
+    let parsed: T = parse(T::augment_args(clap::Command::new("trellis")), &argv)
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    assert_eq!(&parsed, args, "{argv:?}");
 }
 
 impl PolicyArgs {
@@ -160,19 +190,9 @@ pub(crate) fn duration_arg(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser, Debug, PartialEq)]
-    struct Wrapper {
-        #[command(flatten)]
-        policy: PolicyArgs,
-    }
 
     fn round_trip(policy: PolicyArgs) {
-        let mut argv = vec!["policy".to_owned()];
-        argv.extend(policy.to_args());
-        let parsed = Wrapper::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-        assert_eq!(parsed.policy, policy, "{argv:?}");
+        assert_round_trips(&policy, policy.to_args());
     }
 
     #[test]

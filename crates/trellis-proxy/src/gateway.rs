@@ -2,9 +2,8 @@
 
 use crate::admin::Admin;
 use crate::client::UpstreamClient;
-use crate::config::PolicySource;
 use crate::discovery::Discovery;
-use crate::flags::{PolicyArgs, push};
+use crate::flags::{PolicyArgs, parse_in_code, push};
 use crate::listeners::{AdminListener, ProxyListener, serve_until};
 use crate::metrics::Metrics;
 use crate::proxy::{Mode, Proxy};
@@ -50,18 +49,7 @@ impl Default for GatewayArgs {
     /// The command line's defaults (without reading `TRELLIS_HTTP_ADDR`), for building the
     /// arguments in code.
     fn default() -> Self {
-        #[derive(clap::Parser)]
-        struct Only {
-            #[command(flatten)]
-            args: GatewayArgs,
-        }
-        let command = <Only as clap::CommandFactory>::command()
-            .mut_arg("registry", |arg| arg.env(None::<&'static str>));
-        command
-            .try_get_matches_from(["gateway"])
-            .and_then(|matches| <Only as clap::FromArgMatches>::from_arg_matches(&matches))
-            .map(|only| only.args)
-            .expect("the gateway flags' defaults parse")
+        parse_in_code(["gateway"])
     }
 }
 
@@ -99,11 +87,13 @@ impl GatewayArgs {
 pub struct Gateway {
     args: GatewayArgs,
     routes: Routes,
-    policies: PolicySource,
+    metrics: Metrics,
+    discovery: Arc<Discovery>,
 }
 
 impl Gateway {
-    /// Reads the config file and validates everything, before any port is bound.
+    /// Reads the config file and validates everything (the registry address too), before any
+    /// port is bound.
     pub fn new(args: GatewayArgs) -> Result<Self> {
         let (file, policies) = args.policy.load(args.config.as_deref())?;
         let mut specs: Vec<String> = file
@@ -116,10 +106,13 @@ impl Gateway {
         if routes.is_empty() {
             return Err(Error::config("no routes: give --route PREFIX=SERVICE"));
         }
+        let metrics = Metrics::new();
+        let discovery = Arc::new(Discovery::new(&args.registry, policies, metrics.clone())?);
         Ok(Self {
             args,
             routes,
-            policies,
+            metrics,
+            discovery,
         })
     }
 
@@ -128,12 +121,11 @@ impl Gateway {
         let Self {
             args,
             routes,
-            policies,
+            metrics,
+            discovery,
         } = self;
         let listener = bind(&args.listen).await?;
         let admin_listener = bind(&args.admin).await?;
-        let metrics = Metrics::new();
-        let discovery = Arc::new(Discovery::new(&args.registry, policies, metrics.clone())?);
         let client = UpstreamClient::new(args.policy.pool());
         let proxy = Arc::new(Proxy::new(
             Mode::Gateway(routes),
@@ -177,19 +169,10 @@ pub async fn run_gateway(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser, Debug)]
-    struct Wrapper {
-        #[command(flatten)]
-        args: GatewayArgs,
-    }
+    use crate::flags::assert_round_trips;
 
     fn round_trip(args: GatewayArgs) {
-        let mut argv = vec!["gateway".to_owned()];
-        argv.extend(args.to_args());
-        let parsed = Wrapper::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-        assert_eq!(parsed.args, args, "{argv:?}");
+        assert_round_trips(&args, args.to_args());
     }
 
     #[test]
@@ -220,6 +203,7 @@ mod tests {
 
     #[test]
     fn zero_workers_is_refused() {
-        assert!(Wrapper::try_parse_from(["gateway", "--workers", "0"]).is_err());
+        let zero = crate::flags::parse_command_line::<GatewayArgs>(&["gateway", "--workers", "0"]);
+        assert!(zero.is_err());
     }
 }

@@ -195,8 +195,15 @@ impl Keeper {
 
 /// How the app's health is probed.
 pub enum AppCheck {
-    Http { http: reqwest::Client, url: String },
-    Tcp { addr: String },
+    Http {
+        http: reqwest::Client,
+        url: String,
+        /// `HTTP GET <url>`, the start of every output.
+        label: String,
+    },
+    Tcp {
+        addr: String,
+    },
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -212,6 +219,7 @@ impl AppCheck {
                     .build()
                     .map_err(|e| Error::config(format!("http client: {e}")))?,
                 url: format!("http://{app}{path}"),
+                label: format!("HTTP GET http://{app}{path}"),
             },
             None => Self::Tcp {
                 addr: app.to_owned(),
@@ -222,9 +230,7 @@ impl AppCheck {
     /// The app's status and a line saying why.
     pub async fn probe(&self) -> (CheckStatus, String) {
         match self {
-            Self::Http { http, url } => {
-                probe::http(http.get(url), &format!("HTTP GET {url}")).await
-            }
+            Self::Http { http, url, label } => probe::http(http.get(url), label).await,
             Self::Tcp { addr } => probe::tcp(addr, PROBE_TIMEOUT).await,
         }
     }

@@ -46,10 +46,6 @@ impl Shutdown {
         // An error means the trigger is gone, which also means shut down.
         let _ = self.0.wait_for(|stop| *stop).await;
     }
-
-    pub fn is_triggered(&self) -> bool {
-        *self.0.borrow()
-    }
 }
 
 /// Serves `handler` on `listener` until `shutdown`, then stops accepting and waits up to `drain`

@@ -3,9 +3,9 @@
 
 use crate::admin::Admin;
 use crate::client::UpstreamClient;
-use crate::config::{PolicySource, ServicePolicy};
+use crate::config::ServicePolicy;
 use crate::discovery::Discovery;
-use crate::flags::{PolicyArgs, duration_arg, push};
+use crate::flags::{PolicyArgs, duration_arg, parse_in_code, push};
 use crate::listeners::{AdminListener, ProxyListener, serve_until};
 use crate::metrics::Metrics;
 use crate::proxy::{Mode, Proxy};
@@ -84,23 +84,11 @@ impl SidecarArgs {
     /// The arguments for `service` in front of `app` (`HOST:PORT`), every other field at the
     /// command line's default (without reading `TRELLIS_HTTP_ADDR`).
     pub fn new(service: &str, app: &str) -> Self {
-        #[derive(clap::Parser)]
-        struct Only {
-            #[command(flatten)]
-            args: SidecarArgs,
-        }
-        let command = <Only as clap::CommandFactory>::command()
-            .mut_arg("registry", |arg| arg.env(None::<&'static str>));
-        let argv = [
+        parse_in_code([
             "sidecar".to_owned(),
             format!("--service={service}"),
             format!("--app={app}"),
-        ];
-        command
-            .try_get_matches_from(argv)
-            .and_then(|matches| <Only as clap::FromArgMatches>::from_arg_matches(&matches))
-            .map(|only| only.args)
-            .expect("the sidecar flags' defaults parse")
+        ])
     }
 
     /// Runtime worker threads asked for (`None`: one per core).
@@ -175,14 +163,16 @@ fn parse_meta(pairs: &[String]) -> Result<BTreeMap<String, String>> {
 pub struct Sidecar {
     args: SidecarArgs,
     meta: BTreeMap<String, String>,
-    policies: PolicySource,
+    metrics: Metrics,
+    discovery: Arc<Discovery>,
     /// The policy of the inbound side (the local app).
     own: ServicePolicy,
     check: AppCheck,
 }
 
 impl Sidecar {
-    /// Reads the config file and validates everything, before any port is bound.
+    /// Reads the config file and validates everything (the registry address too), before any
+    /// port is bound.
     pub fn new(args: SidecarArgs) -> Result<Self> {
         trellis_types::registration::validate_service_name(&args.service)
             .map_err(|e| Error::config(e.to_string()))?;
@@ -210,10 +200,13 @@ impl Sidecar {
         let mut own = policies.resolve(&args.service, None)?;
         inbound_policy(&mut own);
         let check = AppCheck::new(&args.app, args.health_path.as_deref())?;
+        let metrics = Metrics::new();
+        let discovery = Arc::new(Discovery::new(&args.registry, policies, metrics.clone())?);
         Ok(Self {
             args,
             meta,
-            policies,
+            metrics,
+            discovery,
             own,
             check,
         })
@@ -224,7 +217,8 @@ impl Sidecar {
         let Self {
             args,
             meta,
-            policies,
+            metrics,
+            discovery,
             own,
             check,
         } = self;
@@ -232,8 +226,6 @@ impl Sidecar {
         let outbound = bind(&args.outbound).await?;
         let admin_listener = bind(&args.admin).await?;
         let inbound_addr = local_addr(&inbound)?;
-        let metrics = Metrics::new();
-        let discovery = Arc::new(Discovery::new(&args.registry, policies, metrics.clone())?);
         let client = UpstreamClient::new(args.policy.pool());
         let app = Arc::new(Upstream::fixed(
             &args.service,
@@ -374,19 +366,10 @@ fn registration(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser, Debug)]
-    struct Wrapper {
-        #[command(flatten)]
-        args: SidecarArgs,
-    }
+    use crate::flags::assert_round_trips;
 
     fn round_trip(args: SidecarArgs) {
-        let mut argv = vec!["sidecar".to_owned()];
-        argv.extend(args.to_args());
-        let parsed = Wrapper::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-        assert_eq!(parsed.args, args, "{argv:?}");
+        assert_round_trips(&args, args.to_args());
     }
 
     #[test]
@@ -447,6 +430,7 @@ mod tests {
         assert!(bad(|a| a.meta = vec!["novalue".into()]));
         assert!(bad(|a| a.health_path = Some("health".into())));
         assert!(bad(|a| a.ttl = a.check_interval));
+        assert!(bad(|a| a.registry = "ftp://registry".into()));
         assert!(!bad(|_| {}));
     }
 }

@@ -18,6 +18,9 @@ pub struct Node {
     pub address: String,
     pub datacenter: String,
     pub http: SocketAddr,
+    /// What `info` and `serf_health` answer, built once: they never change.
+    info: NodeInfo,
+    serf: HealthCheck,
 }
 
 impl Node {
@@ -26,52 +29,40 @@ impl Node {
             ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             ip => ip,
         };
-        Self {
-            name: name.to_owned(),
-            id: node_id(name),
-            address: ip.to_string(),
-            datacenter: datacenter.to_owned(),
-            http,
-        }
-    }
-
-    pub fn info(&self) -> NodeInfo {
+        let (id, address) = (node_id(name), ip.to_string());
         let tagged: BTreeMap<String, String> = ["lan", "lan_ipv4", "wan", "wan_ipv4"]
             .into_iter()
-            .map(|k| (k.to_owned(), self.address.clone()))
+            .map(|k| (k.to_owned(), address.clone()))
             .collect();
-        NodeInfo {
-            id: self.id.clone(),
-            node: self.name.clone(),
-            address: self.address.clone(),
-            datacenter: self.datacenter.clone(),
+        let info = NodeInfo {
+            id: id.clone(),
+            node: name.to_owned(),
+            address: address.clone(),
+            datacenter: datacenter.to_owned(),
             tagged_addresses: tagged,
             meta: BTreeMap::from([("consul-network-segment".to_owned(), String::new())]),
             create_index: 1,
             modify_index: 1,
+        };
+        Self {
+            name: name.to_owned(),
+            id,
+            address,
+            datacenter: datacenter.to_owned(),
+            http,
+            info,
+            serf: serf_health(name),
         }
     }
 
+    /// The node as Consul prints it.
+    pub fn info(&self) -> &NodeInfo {
+        &self.info
+    }
+
     /// The always-passing node health check every Consul agent reports.
-    pub fn serf_health(&self) -> HealthCheck {
-        HealthCheck {
-            node: self.name.clone(),
-            check_id: "serfHealth".into(),
-            name: "Serf Health Status".into(),
-            status: CheckStatus::Passing,
-            notes: String::new(),
-            output: "Agent alive and reachable".into(),
-            service_id: String::new(),
-            service_name: String::new(),
-            service_tags: Vec::new(),
-            check_type: String::new(),
-            interval: String::new(),
-            timeout: String::new(),
-            exposed_port: 0,
-            definition: CheckDefinitionInfo::default(),
-            create_index: 1,
-            modify_index: 1,
-        }
+    pub fn serf_health(&self) -> &HealthCheck {
+        &self.serf
     }
 
     /// This server's network coordinate: Serf's starting coordinate (8 dimensions at the
@@ -89,6 +80,28 @@ impl Node {
     /// The Raft-style address `/v1/status/leader` reports.
     pub fn server_address(&self) -> String {
         format!("{}:{SERVER_RPC_PORT}", self.address)
+    }
+}
+
+/// The always-passing node health check every Consul agent reports.
+fn serf_health(node: &str) -> HealthCheck {
+    HealthCheck {
+        node: node.to_owned(),
+        check_id: "serfHealth".into(),
+        name: "Serf Health Status".into(),
+        status: CheckStatus::Passing,
+        notes: String::new(),
+        output: "Agent alive and reachable".into(),
+        service_id: String::new(),
+        service_name: String::new(),
+        service_tags: Vec::new(),
+        check_type: String::new(),
+        interval: String::new(),
+        timeout: String::new(),
+        exposed_port: 0,
+        definition: CheckDefinitionInfo::default(),
+        create_index: 1,
+        modify_index: 1,
     }
 }
 

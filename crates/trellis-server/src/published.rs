@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::watch;
-use trellis_catalog::{Check, InstanceRecord, InstanceView, ServiceView};
+use trellis_catalog::{Catalog, Check, InstanceRecord, InstanceView, ServiceView};
 use trellis_filter::{Field, Filter, MAX_SELECTOR_PARTS, Selectable};
 use trellis_types::registration::service_key;
 use trellis_types::response::{CheckDefinitionInfo, EmptyObject, ProxyInfo};
@@ -100,15 +100,18 @@ pub fn consul_service() -> ServiceRegistration {
     }
 }
 
-/// `view` with this server's `consul` instance added when it is the `consul` service (unless
-/// an instance registered with that ID is there already), in ID order.
-fn with_consul_service(mut view: ServiceView) -> ServiceView {
-    if service_key(&view.name) != CONSUL_SERVICE
-        || view
-            .instances
-            .iter()
-            .any(|i| i.instance.registration.id == CONSUL_SERVICE)
-    {
+/// Whether this server's own `consul` instance is shown: unless an instance was registered
+/// with the ID `consul` (IDs are unique on a node, so a registered one takes its place). Every
+/// read that shows it (catalog, health, node and DNS reads) follows this one rule.
+pub fn shows_consul_instance(catalog: &Catalog) -> bool {
+    catalog.instance(CONSUL_SERVICE).is_none()
+}
+
+/// The view of service `name` as readers see it: the catalog's, with this server's `consul`
+/// instance added to the `consul` service (in ID order) when [`shows_consul_instance`].
+pub fn service_view(catalog: &Catalog, name: &str) -> ServiceView {
+    let mut view = catalog.service_view(name);
+    if service_key(name) != CONSUL_SERVICE || !shows_consul_instance(catalog) {
         return view;
     }
     let at = view
@@ -128,7 +131,7 @@ fn with_consul_service(mut view: ServiceView) -> ServiceView {
 impl Published {
     pub fn new(view: ServiceView) -> Self {
         Self {
-            view: with_consul_service(view),
+            view,
             renders: Mutex::new(Vec::new()),
         }
     }
@@ -194,7 +197,7 @@ fn render(view: &ServiceView, key: &RenderKey, filter: Option<&Filter>, node: &N
                 .filter(|i| {
                     filter.as_ref().is_none_or(|(f, serf)| {
                         f.matches(&HealthEntryFields {
-                            node: &node_info,
+                            node: node_info,
                             serf,
                             instance: i,
                         })
@@ -203,7 +206,7 @@ fn render(view: &ServiceView, key: &RenderKey, filter: Option<&Filter>, node: &N
                 .map(|i| HealthEntry {
                     node: node_info.clone(),
                     service: service_info(i),
-                    checks: std::iter::once(node.serf_health())
+                    checks: std::iter::once(node.serf_health().clone())
                         .chain(i.checks.iter().map(|c| health_check(c, i, node)))
                         .collect(),
                 })
@@ -220,7 +223,7 @@ fn render(view: &ServiceView, key: &RenderKey, filter: Option<&Filter>, node: &N
                     passes(
                         filter,
                         &ServiceNodeFields {
-                            node: &info,
+                            node: info,
                             service: &i.instance.registration,
                         },
                     )
@@ -748,7 +751,7 @@ mod tests {
     }
 
     fn published() -> Published {
-        Published::new(catalog().service_view("web"))
+        Published::new(service_view(&catalog(), "web"))
     }
 
     fn rendered(published: &Published, key: RenderKey, filter: Option<&Filter>) -> Value {
@@ -906,8 +909,8 @@ mod tests {
         let serf = node.serf_health();
         for (instance, json) in view.instances.iter().zip(health.as_array().unwrap()) {
             let entry = HealthEntryFields {
-                node: &info,
-                serf: &serf,
+                node: info,
+                serf,
                 instance,
             };
             same_as_answer(&schema::HEALTH_SERVICE, &entry, json);
@@ -917,7 +920,7 @@ mod tests {
             let checks = json["Checks"].as_array().unwrap();
             same_as_answer(
                 &schema::HEALTH_CHECKS,
-                &CheckFields::Rendered(&serf),
+                &CheckFields::Rendered(serf),
                 &checks[0],
             );
             for (check, json) in instance.checks.iter().zip(&checks[1..]) {
@@ -927,7 +930,7 @@ mod tests {
         }
         same_as_answer(
             &schema::CATALOG_NODES,
-            &NodeFields(&info),
+            &NodeFields(info),
             &health[0]["Node"],
         );
 
@@ -941,7 +944,7 @@ mod tests {
         );
         for (instance, json) in view.instances.iter().zip(catalog.as_array().unwrap()) {
             let entry = ServiceNodeFields {
-                node: &info,
+                node: info,
                 service: &instance.instance.registration,
             };
             same_as_answer(&schema::CATALOG_SERVICE, &entry, json);

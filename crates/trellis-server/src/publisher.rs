@@ -1,14 +1,14 @@
 //! Makes durable changes visible: republishes the slots of changed services, signals changes of
-//! the service list, of KV and of the catalog as a whole, and hands changed checks to the
-//! checker.
+//! the service list, of KV, of the sessions and of the catalog as a whole, and hands changed
+//! checks to the checker.
 
 use crate::checker::CheckChange;
-use crate::published::{Published, Slot};
+use crate::published::{CONSUL_SERVICE, Published, Slot, service_view};
 use dashmap::DashMap;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
-use trellis_catalog::{Catalog, Effects, ServiceView};
+use trellis_catalog::{Catalog, Effects, ServiceView, Write};
 use trellis_types::registration::service_key;
 
 pub struct Publisher {
@@ -17,10 +17,11 @@ pub struct Publisher {
     slots: DashMap<String, Arc<Slot>>,
     /// The services index, sent after every change of the list of services.
     services_changed: watch::Sender<u64>,
-    /// The KV store index, sent after every KV change and every session created or destroyed
-    /// (sessions hold KV's locks; session reads wait on this signal too and re-check their own
-    /// index).
+    /// The KV store index, sent after every KV change (locks a destroyed session held
+    /// included).
     kv_changed: watch::Sender<u64>,
+    /// The sessions index, sent after every session created or destroyed.
+    sessions_changed: watch::Sender<u64>,
     /// The global index, sent after every batch that changed anything (a probe result or a TTL
     /// running out included): what reads of the whole catalog (`/v1/health/state`, ...) wait on.
     catalog_changed: watch::Sender<u64>,
@@ -33,6 +34,7 @@ impl Publisher {
             slots: DashMap::new(),
             services_changed: watch::channel(catalog.services_index()).0,
             kv_changed: watch::channel(catalog.kv_store_index()).0,
+            sessions_changed: watch::channel(catalog.sessions_index()).0,
             catalog_changed: watch::channel(catalog.index()).0,
             checks_changed,
         }
@@ -62,27 +64,44 @@ impl Publisher {
         self.kv_changed.subscribe()
     }
 
+    pub fn sessions_changed(&self) -> watch::Receiver<u64> {
+        self.sessions_changed.subscribe()
+    }
+
     pub fn catalog_changed(&self) -> watch::Receiver<u64> {
         self.catalog_changed.subscribe()
     }
 
-    /// Publishes what a durable batch changed: new views per changed service, then the list and
-    /// KV signals, then the changed checks.
+    /// Publishes what a durable batch changed: new views per changed service, then the list,
+    /// KV, sessions and catalog signals, then the changed checks.
     pub fn publish(&self, catalog: &Catalog, fx: &Effects) {
         // Only services somebody has read or watched have a slot; the others get one, built from
         // the catalog, on their first read. Registrations nobody looks at cost no view and no
         // memory.
-        for name in &fx.services {
+        // Registering or removing an instance with the ID `consul` decides whether the `consul`
+        // service shows this server's own instance, whatever service that instance is in.
+        let consul_changed = fx
+            .writes
+            .contains(&Write::Instance(CONSUL_SERVICE.to_owned()));
+        let names = fx
+            .services
+            .iter()
+            .map(String::as_str)
+            .chain(consul_changed.then_some(CONSUL_SERVICE));
+        for name in names {
             if let Some(slot) = self.slots.get(service_key(name).as_ref()) {
                 slot.tx
-                    .send_replace(Arc::new(Published::new(catalog.service_view(name))));
+                    .send_replace(Arc::new(Published::new(service_view(catalog, name))));
             }
         }
         if fx.services_list {
             self.services_changed.send_replace(catalog.services_index());
         }
-        if fx.kv || fx.sessions {
+        if fx.kv {
             self.kv_changed.send_replace(catalog.kv_store_index());
+        }
+        if fx.sessions {
+            self.sessions_changed.send_replace(catalog.sessions_index());
         }
         let index = catalog.index();
         self.catalog_changed.send_if_modified(|seen| {
@@ -98,7 +117,7 @@ impl Publisher {
         }
     }
 
-    /// Publishes everything again after the catalog was reloaded: every held slot, both signals,
+    /// Publishes everything again after the catalog was reloaded: every held slot, every signal,
     /// and `checks` (every check that may be probed, before or after the reload).
     pub fn republish_all(&self, catalog: &Catalog, checks: BTreeSet<String>) {
         let everything = Effects {

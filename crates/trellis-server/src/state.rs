@@ -157,7 +157,7 @@ impl AppState {
         Ok(self
             .0
             .publisher
-            .slot_or_insert_with(name, || catalog.service_view(name)))
+            .slot_or_insert_with(name, || crate::published::service_view(&catalog, name)))
     }
 
     /// Changes of the list of services, as the services index.
@@ -168,6 +168,11 @@ impl AppState {
     /// Changes of the KV store, as the KV store index.
     pub fn kv_changed(&self) -> watch::Receiver<u64> {
         self.0.publisher.kv_changed()
+    }
+
+    /// Sessions created or destroyed, as the sessions index.
+    pub fn sessions_changed(&self) -> watch::Receiver<u64> {
+        self.0.publisher.sessions_changed()
     }
 
     /// The global index, sent after every published change.

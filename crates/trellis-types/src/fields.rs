@@ -53,10 +53,9 @@ impl Fields {
 
     /// Removes and returns the first present, non-null field among `names`.
     pub fn take(&mut self, names: &[&str]) -> Option<Value> {
-        names.iter().find_map(|name| {
-            let pos = self.by_name.iter().position(|(k, _)| same_name(k, name))?;
-            Some(self.by_name.swap_remove(pos).1).filter(|v| !v.is_null())
-        })
+        names
+            .iter()
+            .find_map(|name| self.take_present(&[name]).filter(|v| !v.is_null()))
     }
 
     /// Removes and returns the first present field among `names`, `null` included (for fields
@@ -118,20 +117,8 @@ impl Fields {
     }
 
     pub fn string_list(&mut self, names: &[&str]) -> Result<Vec<String>, InvalidInput> {
-        match self.take(names) {
-            None => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .into_iter()
-                .map(|item| match item {
-                    Value::String(s) => Ok(s),
-                    _ => Err(InvalidInput::new(format!("{} must hold strings", names[0]))),
-                })
-                .collect(),
-            Some(_) => Err(InvalidInput::new(format!(
-                "{} must be a list of strings",
-                names[0]
-            ))),
-        }
+        self.take(names)
+            .map_or(Ok(Vec::new()), |value| string_list(value, names[0]))
     }
 
     /// A map of string to string (`Meta`); keys keep their case.
@@ -166,6 +153,23 @@ impl Fields {
             None => Ok(None),
             Some(v) => Fields::from_value(v, names[0]).map(Some),
         }
+    }
+}
+
+/// A JSON list of strings named `name` (for messages); `null` is an empty list.
+pub fn string_list(value: Value, name: &str) -> Result<Vec<String>, InvalidInput> {
+    match value {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(s),
+                _ => Err(InvalidInput::new(format!("{name} must hold strings"))),
+            })
+            .collect(),
+        _ => Err(InvalidInput::new(format!(
+            "{name} must be a list of strings"
+        ))),
     }
 }
 

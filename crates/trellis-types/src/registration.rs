@@ -175,9 +175,9 @@ pub struct CheckDefinition {
     /// Initial status; critical when absent.
     pub status: Option<CheckStatus>,
     pub kind: CheckKind,
-    /// Required for HTTP and TCP checks, forbidden with TTL.
+    /// Required for probed checks (HTTP, TCP, gRPC, script), forbidden with TTL.
     pub interval: Option<Duration>,
-    /// Per-probe timeout; the catalog defaults it to 10 s.
+    /// Per-probe timeout; the catalog defaults it to 10 s (30 s for a script check).
     pub timeout: Option<Duration>,
     pub deregister_critical_service_after: Option<Duration>,
     pub success_before_passing: u32,
@@ -226,14 +226,7 @@ pub fn validate_registered_name(name: &str) -> Result<(), InvalidInput> {
 /// usable in DNS labels, `Host` headers, URLs and metrics. The registry itself accepts any name
 /// [`validate_registered_name`] accepts.
 pub fn validate_service_name(name: &str) -> Result<(), InvalidInput> {
-    if name.is_empty() {
-        return Err(InvalidInput::new("missing service Name"));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(InvalidInput::new(format!(
-            "service name longer than {MAX_NAME_LEN} characters"
-        )));
-    }
+    validate_registered_name(name)?;
     let valid_start = name.starts_with(|c: char| c.is_ascii_alphanumeric());
     let valid_chars = name
         .chars()

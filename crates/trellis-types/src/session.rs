@@ -5,7 +5,7 @@
 
 use crate::InvalidInput;
 use crate::duration::parse_go_duration;
-use crate::fields::Fields;
+use crate::fields::{Fields, string_list};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
@@ -163,12 +163,12 @@ pub fn session_from_create(
     // A key that is present replaces the default, even with an empty list or `null` (Go decodes
     // `null` into a nil slice).
     if let Some(checks) = f.take_present(&["Checks"]) {
-        session.checks = string_list(checks, "Checks")?;
+        session.checks = string_list(checks, "Checks").map_err(decode)?;
     }
     if let Some(checks) = f.take_present(&["NodeChecks"]) {
         session.node_checks = match checks {
             Value::Null => None,
-            checks => Some(string_list(checks, "NodeChecks")?),
+            checks => Some(string_list(checks, "NodeChecks").map_err(decode)?),
         };
     }
     if let Some(checks) = f.take_present(&["ServiceChecks"]) {
@@ -221,24 +221,6 @@ fn lock_delay(value: Value) -> Result<u64, SessionInputError> {
     } else {
         nanos
     })
-}
-
-fn string_list(value: Value, what: &str) -> Result<Vec<String>, SessionInputError> {
-    match value {
-        Value::Null => Ok(Vec::new()),
-        Value::Array(items) => items
-            .into_iter()
-            .map(|item| match item {
-                Value::String(s) => Ok(s),
-                other => Err(SessionInputError::Decode(format!(
-                    "{what} must hold check IDs (strings), not {other}"
-                ))),
-            })
-            .collect(),
-        other => Err(SessionInputError::Decode(format!(
-            "{what} must be a list of check IDs, not {other}"
-        ))),
-    }
 }
 
 fn service_checks(value: Value) -> Result<Option<Vec<ServiceCheck>>, SessionInputError> {

@@ -1,10 +1,12 @@
-//! Test support: start the real `trellis server` binary on a free port and talk to it.
+//! Test support: start the real `trellis` binary (a server on a free port, or any command as a
+//! [`Proc`] with the addresses it printed and its log) and talk to it.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct Server {
@@ -15,11 +17,21 @@ pub struct Server {
 impl Server {
     /// Starts `trellis server` with the given extra flags and waits for its address line.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        Server::start_with(args, |_| {})
+    }
+
+    /// Like [`Server::start`], with the command changed by `configure` first (its environment,
+    /// say).
+    pub fn start_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trellis"));
+        command
             .arg("server")
             .args(["--http", "127.0.0.1:0"])
             .args(args)
-            .env("TRELLIS_LOG", "warn")
+            .env("TRELLIS_LOG", "warn");
+        configure(&mut command);
+        let mut child = command
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -75,6 +87,168 @@ impl Drop for Server {
     }
 }
 
+/// A `trellis` child process, killed when the test ends, with the addresses it printed
+/// ("X listening on ADDR" lines on stdout) and, when started with a log filter, its stderr.
+pub struct Proc {
+    pub child: Child,
+    /// (the word before "listening on", the address), in the order printed.
+    pub addrs: Vec<(String, String)>,
+    /// Its stderr so far, when started with a log filter (see [`Proc::log`]).
+    pub log: Arc<Mutex<String>>,
+    /// When the last expected address line was read.
+    pub ready_at: Instant,
+}
+
+impl Proc {
+    /// Starts `trellis ARGS` and waits for `lines` "X listening on ADDR" lines. With
+    /// `Some(filter)` it logs at that `TRELLIS_LOG` filter into [`Proc::log`]; with `None` at
+    /// `warn`, to the test's stderr.
+    pub fn start(args: &[&str], lines: usize, log: Option<&str>) -> Proc {
+        Proc::try_start(args, lines, log)
+            .unwrap_or_else(|| panic!("trellis {args:?} exited before printing its addresses"))
+    }
+
+    /// Like [`Proc::start`]; `None` if the process exits before printing `lines` addresses
+    /// (a port still taken, say).
+    pub fn try_start(args: &[&str], lines: usize, log: Option<&str>) -> Option<Proc> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trellis"));
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        match log {
+            Some(filter) => command.env("TRELLIS_LOG", filter).stderr(Stdio::piped()),
+            None => command.env("TRELLIS_LOG", "warn").stderr(Stdio::inherit()),
+        };
+        let mut child = command.spawn().expect("start trellis");
+        let sink = Arc::new(Mutex::new(String::new()));
+        if let Some(mut stderr) = child.stderr.take() {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stderr.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    sink.lock().unwrap().push_str(&text);
+                }
+            });
+        }
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut addrs = Vec::new();
+        let mut line = String::new();
+        while addrs.len() < lines {
+            line.clear();
+            if reader.read_line(&mut line).expect("read stdout") == 0 {
+                let _ = child.wait();
+                return None;
+            }
+            if let Some((what, addr)) = line.trim().split_once(" listening on ") {
+                let what = what.rsplit(' ').next().unwrap_or(what).to_owned();
+                let addr = addr.strip_prefix("http://").unwrap_or(addr);
+                let addr = addr.split_whitespace().next().unwrap_or(addr).to_owned();
+                addrs.push((what, addr));
+            }
+            // The server's last start-up line: no address comes after it.
+            assert!(
+                addrs.len() >= lines || !line.contains(" instances restored"),
+                "trellis {args:?} printed {} of {lines} addresses: {addrs:?}",
+                addrs.len()
+            );
+        }
+        let ready_at = Instant::now();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in reader.lines() {});
+        Some(Proc {
+            child,
+            addrs,
+            log: sink,
+            ready_at,
+        })
+    }
+
+    /// The address printed as "`what` listening on ADDR" (`API` for the server's HTTP API).
+    pub fn addr(&self, what: &str) -> String {
+        self.addrs
+            .iter()
+            .find(|(w, _)| w == what)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_else(|| panic!("no {what} address in {:?}", self.addrs))
+    }
+
+    /// What it logged so far (empty unless started with a log filter).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` (`-TERM`, ...) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal}");
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `trellis sidecar` for `service` in front of the app on loopback port `app_port`, every
+/// listener on a free port, probing the app every 100 ms with a 3 s TTL, one worker thread;
+/// `extra` flags go after these. Waits for its three addresses (`inbound`, `outbound`, `admin`).
+pub fn sidecar(
+    registry: &str,
+    service: &str,
+    app_port: u16,
+    extra: &[&str],
+    log: Option<&str>,
+) -> Proc {
+    let app = format!("127.0.0.1:{app_port}");
+    let mut args = vec![
+        "sidecar",
+        "--registry",
+        registry,
+        "--service",
+        service,
+        "--app",
+        &app,
+        "--inbound",
+        "127.0.0.1:0",
+        "--outbound",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--check-interval",
+        "100ms",
+        "--ttl",
+        "3s",
+        "--workers",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(&args, 3, log)
+}
+
+/// A loopback port that was free a moment ago (nothing listens on it now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
@@ -82,20 +256,28 @@ pub fn http() -> reqwest::Client {
         .expect("client")
 }
 
-/// Polls `condition` until it holds or the timeout passes.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+/// Like [`http`], with a timeout for each request.
+pub fn http_with_timeout(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+        .expect("client")
+}
+
+/// Polls `condition` until it holds, answering how long that took; panics with `what` once
+/// the timeout passes.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut condition: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if condition().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    let start = Instant::now();
+    while !condition().await {
+        assert!(start.elapsed() < timeout, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("timed out waiting for: {what}");
+    start.elapsed()
 }
 
 pub fn index_of(response: &reqwest::Response) -> u64 {

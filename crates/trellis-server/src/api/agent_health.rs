@@ -135,7 +135,7 @@ pub async fn by_name(
     let query = QueryParams::new(q);
     let text = wants_text(&headers, &query);
     let catalog = state.catalog()?;
-    let view = catalog.service_view(&name);
+    let view = crate::published::service_view(&catalog, &name);
     let infos: Vec<ServiceChecksInfo> = view
         .instances
         .iter()

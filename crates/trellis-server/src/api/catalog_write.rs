@@ -10,12 +10,13 @@
 
 use super::error::ApiError;
 use super::node::is_this_node;
+use super::respond::bool_response;
 use crate::node::Node;
 use crate::queue::WriteError;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use trellis_catalog::{CatalogError, Command};
@@ -164,33 +165,45 @@ fn parse_check(node: &Node, value: Value) -> Result<CatalogCheck, ApiError> {
     trellis_types::registration::validate_id("CheckID", &id)?;
     let service_id = take_string(&mut fields, "ServiceID")?;
     Ok(CatalogCheck {
-        definition: CheckDefinition {
-            id: Some(id),
-            name: Some(name),
-            service_id: (!service_id.is_empty()).then_some(service_id),
-            notes: take_string(&mut fields, "Notes")?,
-            status: Some(status),
-            kind: CheckKind::Static(StaticCheck {
-                status,
-                r#type: check_type,
-            }),
-            interval: None,
-            timeout: None,
-            deregister_critical_service_after: None,
-            success_before_passing: 0,
-            failures_before_critical: 0,
-            failures_before_warning: 0,
-        },
+        definition: static_check(
+            id,
+            name,
+            (!service_id.is_empty()).then_some(service_id),
+            take_string(&mut fields, "Notes")?,
+            status,
+            check_type,
+        ),
         output,
     })
 }
 
-fn json_true() -> Response {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        "true",
-    )
-        .into_response()
+/// A check nobody runs (a catalog-registered or maintenance check): `status` until a write
+/// changes it.
+pub fn static_check(
+    id: String,
+    name: String,
+    service_id: Option<String>,
+    notes: String,
+    status: CheckStatus,
+    check_type: String,
+) -> CheckDefinition {
+    CheckDefinition {
+        id: Some(id),
+        name: Some(name),
+        service_id,
+        notes,
+        status: Some(status),
+        kind: CheckKind::Static(StaticCheck {
+            status,
+            r#type: check_type,
+        }),
+        interval: None,
+        timeout: None,
+        deregister_critical_service_after: None,
+        success_before_passing: 0,
+        failures_before_critical: 0,
+        failures_before_warning: 0,
+    }
 }
 
 /// `PUT /v1/catalog/register`: `{"Node", "Service"?, "Check"?, "Checks"?}`; answers `true`.
@@ -261,7 +274,7 @@ pub async fn register(State(state): State<AppState>, body: Bytes) -> Result<Resp
                 .await?;
         }
     }
-    Ok(json_true())
+    Ok(bool_response(true))
 }
 
 /// `PUT /v1/catalog/deregister`: `{"Node", "ServiceID"}` or `{"Node", "CheckID"}`; answers
@@ -282,7 +295,7 @@ pub async fn deregister(State(state): State<AppState>, body: Bytes) -> Result<Re
         ));
     };
     match state.submit(command).await {
-        Ok(_) | Err(WriteError::Rejected(CatalogError::NotFound(_))) => Ok(json_true()),
+        Ok(_) | Err(WriteError::Rejected(CatalogError::NotFound(_))) => Ok(bool_response(true)),
         Err(e) => Err(e.into()),
     }
 }

@@ -1,52 +1,49 @@
-//! Wall-clock times as Consul prints them, without a date library: Go's `time.Time.String()` of
-//! a UTC time, and RFC 3339.
+//! Wall-clock times as Consul prints them: Go's `time.Time.String()` of a UTC time, and
+//! RFC 3339. The calendar is the `time` crate's.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+use time::OffsetDateTime;
 
 /// Now as Go prints a UTC `time.Time` (Consul's `Timestamp`): `2026-12-01 13:05:10 +0000 UTC`.
 pub fn now_utc() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format_utc(secs)
+    go_utc(OffsetDateTime::now_utc())
 }
 
-pub fn format_utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Days to a civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+fn go_utc(t: OffsetDateTime) -> String {
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} +0000 UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} +0000 UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
     )
 }
 
 /// `time` in RFC 3339 at second precision, UTC (`2026-12-01T13:05:10Z`), as Go's JSON prints a
 /// UTC time rounded to the second.
 pub fn rfc3339(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
-    let go = format_utc(secs);
-    // "YYYY-MM-DD hh:mm:ss +0000 UTC" -> "YYYY-MM-DDThh:mm:ssZ"
-    format!("{}T{}Z", &go[..10], &go[11..19])
+    let t = OffsetDateTime::from(time);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn format_utc(secs: i64) -> String {
+        go_utc(OffsetDateTime::from_unix_timestamp(secs).unwrap())
+    }
 
     #[test]
     fn timestamps_print_as_go_prints_utc() {

@@ -3,7 +3,7 @@
 //! on Consul's index for events: the last listed event's ID folded to 64 bits (1 when the list is
 //! empty), which is not monotonic, so a waiter wakes on any index other than its own.
 
-use super::blocking::waiter_permit;
+use super::blocking::block_while;
 use super::error::ApiError;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
@@ -97,30 +97,12 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
     query.check_common(state.node())?;
-    let name = query.get("name").unwrap_or_default().to_owned();
-    let blocking = query.blocking()?;
-    let mut changed = state.events_changed();
-    changed.borrow_and_update();
-    let (mut index, mut events) = listing(&state, &name);
-    if let Some(blocking) = blocking
-        && index == blocking.index
-    {
-        let _permit = waiter_permit(&state)?;
-        let deadline = blocking.deadline();
-        let mut closing = state.closing();
-        while index == blocking.index && !*closing.borrow() {
-            tokio::select! {
-                _ = closing.changed() => break,
-                () = tokio::time::sleep_until(deadline) => break,
-                result = changed.changed() => {
-                    if result.is_err() {
-                        break;
-                    }
-                    (index, events) = listing(&state, &name);
-                }
-            }
-        }
-    }
+    let name = query.get("name").unwrap_or_default();
+    block_while(&state, state.events_changed(), query.blocking()?, || {
+        Ok(listing(&state, name).0)
+    })
+    .await?;
+    let (index, events) = listing(&state, name);
     let body: Vec<Value> = events.iter().map(|e| render(e)).collect();
     Ok(json_response(index, to_json_bytes(&body)))
 }

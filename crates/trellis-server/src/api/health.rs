@@ -8,6 +8,7 @@ use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
 use crate::published::{
     CONSUL_SERVICE, Published, RenderKey, ServiceNodeFields, consul_service, filter_key,
+    shows_consul_instance,
 };
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
@@ -121,14 +122,11 @@ pub async fn catalog_services(
     if let Some(filter) = filter {
         let catalog = state.catalog()?;
         let node = state.node().info();
-        let consul = consul_service();
+        let consul = shows_consul_instance(&catalog).then(consul_service);
         let mut names: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         let listed = catalog.instances().map(|i| &i.registration);
-        for service in std::iter::once(&consul).chain(listed) {
-            if filter.matches(&ServiceNodeFields {
-                node: &node,
-                service,
-            }) {
+        for service in consul.iter().chain(listed) {
+            if filter.matches(&ServiceNodeFields { node, service }) {
                 names
                     .entry(&service.name)
                     .or_default()
@@ -146,8 +144,9 @@ pub async fn catalog_services(
             .into_iter()
             .map(|(name, tags)| (name, tags.into_iter().collect()))
             .collect();
-        // This server's own `consul` service (see `published::consul_service`).
-        if !names.keys().any(|n| service_key(n) == CONSUL_SERVICE) {
+        // This server's own `consul` service (see `published::shows_consul_instance`).
+        if shows_consul_instance(catalog) && !names.keys().any(|n| service_key(n) == CONSUL_SERVICE)
+        {
             names.insert(CONSUL_SERVICE.to_owned(), Vec::new());
         }
         to_json_bytes(&names)

@@ -4,10 +4,10 @@
 //! `cas`, `acquire` and `release` exclude each other, and every read answers `X-Consul-Index`
 //! (404s included).
 
-use super::blocking::waiter_permit;
+use super::blocking::block_while;
 use super::error::ApiError;
 use super::params::QueryParams;
-use super::respond::{add_index_headers, json_response, to_json_bytes};
+use super::respond::{add_index_headers, bool_response, json_response, to_json_bytes};
 use crate::queue::WriteError;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
@@ -87,35 +87,18 @@ fn read_index(catalog: &Catalog, key: &str, single: bool) -> u64 {
     }
 }
 
-/// Waits until the read's index moves off the client's, or the wait ends.
+/// Waits until the read's index moves off the client's (re-checked on each KV change), or the
+/// wait ends.
 async fn wait_for_change(
     state: &AppState,
     key: &str,
     single: bool,
     query: &QueryParams,
 ) -> Result<(), ApiError> {
-    let Some(blocking) = query.blocking()? else {
-        return Ok(());
-    };
-    let mut rx = state.kv_changed();
-    let mut closing = state.closing();
-    if read_index(&*state.catalog()?, key, single) != blocking.index {
-        return Ok(());
-    }
-    let _permit = waiter_permit(state)?;
-    let deadline = blocking.deadline();
-    loop {
-        tokio::select! {
-            changed = rx.changed() => {
-                let index = read_index(&*state.catalog()?, key, single);
-                if changed.is_err() || index != blocking.index {
-                    return Ok(());
-                }
-            }
-            _ = closing.changed() => return Ok(()),
-            () = tokio::time::sleep_until(deadline) => return Ok(()),
-        }
-    }
+    block_while(state, state.kv_changed(), query.blocking()?, || {
+        Ok(read_index(&*state.catalog()?, key, single))
+    })
+    .await
 }
 
 /// Whether a flag Consul reads by its presence alone is in the query, whatever its value.
@@ -192,16 +175,6 @@ async fn read(state: AppState, key: String, query: QueryParams) -> Result<Respon
 fn not_found(index: u64) -> Response {
     let mut response = StatusCode::NOT_FOUND.into_response();
     add_index_headers(response.headers_mut(), index);
-    response
-}
-
-pub fn bool_response(value: bool) -> Response {
-    let body = if value { "true" } else { "false" };
-    let mut response = body.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     response
 }
 

@@ -4,17 +4,20 @@
 //! ordinary durable check, so maintenance survives a restart, and a node check counts for every
 //! instance: node maintenance makes every instance critical in every health read.
 
+use super::catalog_write::static_check;
 use super::error::ApiError;
-use super::params::QueryParams;
+use super::params::{QueryParams, parse_bool};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use trellis_catalog::{CatalogError, Command};
-use trellis_types::registration::StaticCheck;
-use trellis_types::{CheckDefinition, CheckKind, CheckStatus};
+use trellis_types::{CheckDefinition, CheckStatus};
 
 /// Consul's names for the maintenance checks (`api.ServiceMaintPrefix`, `api.NodeMaint`).
 pub const SERVICE_MAINT_PREFIX: &str = "_service_maintenance:";
 pub const NODE_MAINT: &str = "_node_maintenance";
+
+/// The `Type` the maintenance checks report.
+const MAINTENANCE_TYPE: &str = "maintenance";
 
 /// Notes when no reason is given: Consul's words.
 const DEFAULT_SERVICE_REASON: &str = "Maintenance mode is enabled for this service, but no reason \
@@ -33,41 +36,9 @@ fn parse_toggle(query: &QueryParams) -> Result<(bool, String), ApiError> {
     let raw = query
         .get("enable")
         .ok_or_else(|| ApiError::bad_request("Missing value for enable"))?;
-    let enable = match raw {
-        "true" | "1" | "t" | "T" | "True" | "TRUE" => true,
-        "false" | "0" | "f" | "F" | "False" | "FALSE" => false,
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "Invalid value for enable: {other:?}"
-            )));
-        }
-    };
+    let enable = parse_bool(raw)
+        .ok_or_else(|| ApiError::bad_request(format!("Invalid value for enable: {raw:?}")))?;
     Ok((enable, query.get("reason").unwrap_or_default().to_owned()))
-}
-
-fn maintenance_check(
-    id: String,
-    name: &str,
-    service_id: Option<String>,
-    reason: String,
-) -> CheckDefinition {
-    CheckDefinition {
-        id: Some(id),
-        name: Some(name.to_owned()),
-        service_id,
-        notes: reason,
-        status: Some(CheckStatus::Critical),
-        kind: CheckKind::Static(StaticCheck {
-            status: CheckStatus::Critical,
-            r#type: "maintenance".into(),
-        }),
-        interval: None,
-        timeout: None,
-        deregister_critical_service_after: None,
-        success_before_passing: 0,
-        failures_before_critical: 0,
-        failures_before_warning: 0,
-    }
 }
 
 /// Registers the check unless it is there already (as Consul, the first reason stays), or
@@ -111,11 +82,13 @@ pub async fn service_maintenance(
     } else {
         reason
     };
-    let check = maintenance_check(
+    let check = static_check(
         format!("{SERVICE_MAINT_PREFIX}{id}"),
-        "Service Maintenance Mode",
+        "Service Maintenance Mode".to_owned(),
         Some(id),
         reason,
+        CheckStatus::Critical,
+        MAINTENANCE_TYPE.to_owned(),
     );
     toggle(&state, enable, check).await
 }
@@ -131,7 +104,14 @@ pub async fn node_maintenance(
     } else {
         reason
     };
-    let check = maintenance_check(NODE_MAINT.to_owned(), "Node Maintenance Mode", None, reason);
+    let check = static_check(
+        NODE_MAINT.to_owned(),
+        "Node Maintenance Mode".to_owned(),
+        None,
+        reason,
+        CheckStatus::Critical,
+        MAINTENANCE_TYPE.to_owned(),
+    );
     toggle(&state, enable, check).await
 }
 

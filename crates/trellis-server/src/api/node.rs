@@ -10,6 +10,7 @@ use super::waiting::block_on_catalog;
 use crate::node::Node;
 use crate::published::{
     CONSUL_SERVICE, CheckFields, ServiceFields, catalog_check_json, consul_instance, node_service,
+    shows_consul_instance,
 };
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
@@ -51,7 +52,7 @@ struct NodeServiceList {
 fn node_services(catalog: &Catalog, filter: Option<&Filter>) -> Vec<ServiceInfo> {
     let consul = consul_instance();
     let mut instances: Vec<&InstanceRecord> = catalog.instances().map(|i| &**i).collect();
-    if catalog.instance(CONSUL_SERVICE).is_none() {
+    if shows_consul_instance(catalog) {
         let at = instances.partition_point(|i| i.registration.id.as_str() < CONSUL_SERVICE);
         instances.insert(at, &consul);
     }
@@ -90,7 +91,7 @@ pub async fn catalog_node(
     Path(node): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let info = state.node().info();
+    let info = state.node().info().clone();
     node_read(&state, &node, q, |catalog, filter| match catalog {
         None => Bytes::from_static(b"null"),
         Some(catalog) => to_json_bytes(&NodeServices {
@@ -111,7 +112,7 @@ pub async fn catalog_node_services(
     Path(node): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let info = state.node().info();
+    let info = state.node().info().clone();
     node_read(&state, &node, q, |catalog, filter| {
         to_json_bytes(&match catalog {
             None => NodeServiceList {
@@ -135,7 +136,7 @@ fn node_checks(
     keep: impl Fn(CheckStatus) -> bool,
     filter: Option<&Filter>,
 ) -> Vec<HealthCheck> {
-    let serf = std::iter::once(node.serf_health())
+    let serf = std::iter::once(node.serf_health().clone())
         .filter(|c| keep(c.status))
         .filter(|c| filter.is_none_or(|f| f.matches(&CheckFields::Rendered(c))));
     let mut checks: Vec<HealthCheck> = serf

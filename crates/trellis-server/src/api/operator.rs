@@ -17,8 +17,12 @@ use serde_json::json;
 /// Raft protocol version 3, what Consul servers speak.
 const RAFT_PROTOCOL: &str = "3";
 
-fn raft_index(state: &AppState) -> u64 {
-    (*state.catalog_changed().borrow()).max(1)
+/// What both reads check (`dc`, no filter, a valid `?stale`), and the index they report.
+fn raft_index(state: &AppState, q: Vec<(String, String)>) -> Result<u64, ApiError> {
+    let query = QueryParams::new(q);
+    query.check_common(state.node())?;
+    query.flag("stale")?;
+    Ok((*state.catalog_changed().borrow()).max(1))
 }
 
 /// `GET /v1/operator/raft/configuration[?stale]`: Consul's `RaftConfigurationResponse`.
@@ -26,11 +30,8 @@ pub async fn raft_configuration(
     State(state): State<AppState>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let query = QueryParams::new(q);
-    query.check_common(state.node())?;
-    query.flag("stale")?;
+    let index = raft_index(&state, q)?;
     let node = state.node();
-    let index = raft_index(&state);
     let body = json!({
         "Servers": [{
             "ID": node.id,
@@ -52,11 +53,8 @@ pub async fn autopilot_health(
     State(state): State<AppState>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let query = QueryParams::new(q);
-    query.check_common(state.node())?;
-    query.flag("stale")?;
+    let index = raft_index(&state, q)?;
     let node = state.node();
-    let index = raft_index(&state);
     let body = json!({
         "Healthy": true,
         "FailureTolerance": 0,

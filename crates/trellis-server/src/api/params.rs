@@ -10,9 +10,9 @@ use std::time::Duration;
 use trellis_filter::{Filter, Schema};
 use trellis_types::parse_go_duration;
 
-/// Default and longest wait of a blocking query.
-const DEFAULT_WAIT: Duration = Duration::from_secs(300);
-const MAX_WAIT: Duration = Duration::from_secs(600);
+/// Default and longest wait of a blocking query (index- or hash-based, as in Consul).
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Default)]
 pub struct QueryParams {
@@ -39,16 +39,14 @@ impl QueryParams {
             .collect()
     }
 
-    /// A flag like `?passing`, `?passing=true` or `?recurse=1`.
-    /// Values are those of Go's `strconv.ParseBool`, which Consul uses.
+    /// A flag like `?passing`, `?passing=true` or `?recurse=1` (present without a value is
+    /// true).
     pub fn flag(&self, key: &str) -> Result<bool, ApiError> {
         match self.get(key) {
             None => Ok(false),
-            Some("" | "true" | "1" | "t" | "T" | "True" | "TRUE") => Ok(true),
-            Some("false" | "0" | "f" | "F" | "False" | "FALSE") => Ok(false),
-            Some(other) => Err(ApiError::bad_request(format!(
-                "invalid value {other:?} for {key}"
-            ))),
+            Some("") => Ok(true),
+            Some(value) => parse_bool(value)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid value {value:?} for {key}"))),
         }
     }
 
@@ -69,18 +67,21 @@ impl QueryParams {
                 .parse::<u64>()
                 .map_err(|_| ApiError::bad_request(format!("invalid index {v:?}")))?,
         };
+        let wait = self.wait()?;
+        if index == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Blocking { index, wait }))
+    }
+
+    /// `?wait=D`, a Go duration: `DEFAULT_WAIT` if absent or empty, at most `MAX_WAIT`.
+    pub fn wait(&self) -> Result<Duration, ApiError> {
         let wait = match self.get("wait") {
             None | Some("") => DEFAULT_WAIT,
             Some(v) => parse_go_duration(v)
                 .map_err(|e| ApiError::bad_request(format!("invalid wait: {e}")))?,
         };
-        if index == 0 {
-            return Ok(None);
-        }
-        Ok(Some(Blocking {
-            index,
-            wait: wait.min(MAX_WAIT),
-        }))
+        Ok(wait.min(MAX_WAIT))
     }
 
     /// `?filter=EXPR` for an endpoint whose entries have `schema`: parsed and validated once
@@ -144,7 +145,7 @@ impl QueryParams {
         if wanted.is_empty() {
             return Ok(true);
         }
-        let meta = node.info().meta;
+        let meta = &node.info().meta;
         for pair in wanted {
             let (key, value) = pair.split_once(':').ok_or_else(|| {
                 ApiError::bad_request(format!("invalid node-meta {pair:?}: want key:value"))
@@ -154,6 +155,15 @@ impl QueryParams {
             }
         }
         Ok(true)
+    }
+}
+
+/// A value of Go's `strconv.ParseBool`, which Consul uses for its boolean parameters.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "true" | "1" | "t" | "T" | "True" | "TRUE" => Some(true),
+        "false" | "0" | "f" | "F" | "False" | "FALSE" => Some(false),
+        _ => None,
     }
 }
 
@@ -168,12 +178,18 @@ impl Blocking {
     /// The wait with random jitter of up to wait/16 added, so that many clients that started
     /// together do not all come back together.
     pub fn deadline(&self) -> tokio::time::Instant {
-        let jitter_cap = self.wait / 16;
-        let jitter = if jitter_cap.is_zero() {
-            Duration::ZERO
-        } else {
-            rand::rng().random_range(Duration::ZERO..jitter_cap)
-        };
-        tokio::time::Instant::now() + self.wait + jitter
+        deadline_after(self.wait)
     }
+}
+
+/// Now plus `wait` plus random jitter of up to wait/16, so that many clients that started
+/// together do not all come back together.
+pub fn deadline_after(wait: Duration) -> tokio::time::Instant {
+    let jitter_cap = wait / 16;
+    let jitter = if jitter_cap.is_zero() {
+        Duration::ZERO
+    } else {
+        rand::rng().random_range(Duration::ZERO..jitter_cap)
+    };
+    tokio::time::Instant::now() + wait + jitter
 }

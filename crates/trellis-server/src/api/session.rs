@@ -4,11 +4,10 @@
 //! critical check, an unknown node) is a 500 with Consul's words, a body that does not decode a
 //! 400.
 
-use super::blocking::waiter_permit;
+use super::blocking::block_on;
 use super::error::ApiError;
-use super::kv::bool_response;
 use super::params::QueryParams;
-use super::respond::{add_index_headers, json_response, to_json_bytes};
+use super::respond::{add_index_headers, bool_response, json_response, to_json_bytes};
 use crate::queue::WriteError;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
@@ -173,37 +172,11 @@ async fn read(
     select: impl Fn(&Catalog) -> Vec<Arc<Session>>,
 ) -> Result<Response, ApiError> {
     query.check_common(state.node())?;
-    wait_for_change(&state, &query).await?;
+    block_on(&state, state.sessions_changed(), query.blocking()?, |i| *i).await?;
     let catalog = state.catalog()?;
     let index = catalog.sessions_index();
     let sessions = select(&catalog);
     drop(catalog);
     let body: Vec<&Session> = sessions.iter().map(Arc::as_ref).collect();
     Ok(json_response(index, to_json_bytes(&body)))
-}
-
-/// Waits until the sessions index moves off the client's, or the wait ends. Sessions share the
-/// KV change signal (they hold KV's locks), so a waiter re-reads its own index on each signal.
-async fn wait_for_change(state: &AppState, query: &QueryParams) -> Result<(), ApiError> {
-    let Some(blocking) = query.blocking()? else {
-        return Ok(());
-    };
-    let mut rx = state.kv_changed();
-    let mut closing = state.closing();
-    if state.catalog()?.sessions_index() != blocking.index {
-        return Ok(());
-    }
-    let _permit = waiter_permit(state)?;
-    let deadline = blocking.deadline();
-    loop {
-        tokio::select! {
-            changed = rx.changed() => {
-                if changed.is_err() || state.catalog()?.sessions_index() != blocking.index {
-                    return Ok(());
-                }
-            }
-            _ = closing.changed() => return Ok(()),
-            () = tokio::time::sleep_until(deadline) => return Ok(()),
-        }
-    }
 }

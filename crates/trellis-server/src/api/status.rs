@@ -53,7 +53,7 @@ pub async fn catalog_nodes(
     let info = state.node().info();
     let listed = query.node_meta_matches(state.node())?
         && query.local_peer()
-        && filter.is_none_or(|f| f.matches(&NodeFields(&info)));
+        && filter.is_none_or(|f| f.matches(&NodeFields(info)));
     let nodes: &[_] = if listed { &[info] } else { &[] };
     Ok(json_response(1, to_json_bytes(&nodes)))
 }

@@ -7,7 +7,7 @@
 use super::error::ApiError;
 use super::kv::pair;
 use super::params::QueryParams;
-use super::respond::to_json_bytes;
+use super::respond::{add_leader_headers, to_json_bytes};
 use crate::state::AppState;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -80,8 +80,7 @@ fn answer(outcome: TxnOutcome, read_only: bool) -> Response {
     );
     if read_only {
         // A read-only transaction is a read: Consul adds its leader headers (not an index).
-        headers.insert("x-consul-knownleader", HeaderValue::from_static("true"));
-        headers.insert("x-consul-lastcontact", HeaderValue::from_static("0"));
+        add_leader_headers(headers);
     }
     response
 }

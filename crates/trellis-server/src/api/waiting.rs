@@ -7,22 +7,16 @@
 //! the list of instances, the global index for anything in the catalog (a probe result or a TTL
 //! running out included). Neither takes the catalog lock to wait.
 
-use super::blocking::waiter_permit;
+use super::blocking::{block_on, wait_for, waiter_permit};
 use super::error::ApiError;
-use super::params::{Blocking, QueryParams};
+use super::params::{Blocking, DEFAULT_WAIT, QueryParams, deadline_after};
 use crate::state::AppState;
 use axum::http::{HeaderMap, HeaderValue};
 use bytes::Bytes;
 use std::time::Duration;
-use tokio::time::Instant;
-use trellis_types::parse_go_duration;
 
 /// The header that carries the content hash of a hash-blocking answer.
 pub const CONTENT_HASH: &str = "x-consul-contenthash";
-
-/// Default and longest wait of a hash-based blocking query (as index-based ones, and Consul).
-const DEFAULT_WAIT: Duration = Duration::from_secs(300);
-const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// What a waiter waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,41 +27,10 @@ pub enum Signal {
     Catalog,
 }
 
-/// The current value of a signal's index.
-pub fn current_index(state: &AppState, signal: Signal) -> Result<u64, ApiError> {
-    Ok(*receiver(state, signal).borrow())
-}
-
 fn receiver(state: &AppState, signal: Signal) -> tokio::sync::watch::Receiver<u64> {
     match signal {
         Signal::Services => state.services_changed(),
         Signal::Catalog => state.catalog_changed(),
-    }
-}
-
-/// Waits until `signal`'s index differs from `seen`; `false` if the deadline passed or the
-/// server started shutting down first.
-pub async fn changed(
-    state: &AppState,
-    signal: Signal,
-    seen: u64,
-    deadline: Instant,
-) -> Result<bool, ApiError> {
-    let mut index = receiver(state, signal);
-    let mut closing = state.closing();
-    if *closing.borrow() {
-        return Ok(false);
-    }
-    loop {
-        if *index.borrow_and_update() != seen {
-            return Ok(true);
-        }
-        tokio::select! {
-            _ = closing.changed() => return Ok(false),
-            () = tokio::time::sleep_until(deadline) => return Ok(false),
-            // A closed channel means the server is going away: stop waiting on it.
-            result = index.changed() => if result.is_err() { return Ok(false) },
-        }
     }
 }
 
@@ -77,14 +40,7 @@ pub async fn block_on_catalog(
     state: &AppState,
     blocking: Option<Blocking>,
 ) -> Result<(), ApiError> {
-    let Some(blocking) = blocking else {
-        return Ok(());
-    };
-    if current_index(state, Signal::Catalog)? != blocking.index {
-        return Ok(());
-    }
-    let _permit = waiter_permit(state)?;
-    changed(state, Signal::Catalog, blocking.index, blocking.deadline()).await?;
+    block_on(state, state.catalog_changed(), blocking, |index| *index).await?;
     Ok(())
 }
 
@@ -101,16 +57,12 @@ pub fn hash_wait(query: &QueryParams) -> Result<Option<HashWait>, ApiError> {
     let Some(hash) = query.get("hash").filter(|h| !h.is_empty()) else {
         return Ok(None);
     };
-    let wait = match query.get("wait") {
-        None | Some("") => DEFAULT_WAIT,
-        Some(v) => {
-            parse_go_duration(v).map_err(|e| ApiError::bad_request(format!("invalid wait: {e}")))?
-        }
-    };
+    // Unlike an index-based wait, a zero wait is the default one.
+    let wait = query.wait()?;
     let wait = if wait.is_zero() { DEFAULT_WAIT } else { wait };
     Ok(Some(HashWait {
         hash: hash.to_owned(),
-        wait: wait.min(MAX_WAIT),
+        wait,
     }))
 }
 
@@ -130,8 +82,8 @@ pub async fn block_on_hash(
     render: impl Fn() -> Result<Hashed, ApiError>,
 ) -> Result<Hashed, ApiError> {
     let wait = hash_wait(query)?;
-    // Read the signal before rendering, so a change in between is seen as a change.
-    let mut seen = current_index(state, signal)?;
+    // Subscribe before rendering, so a change in between is seen as a change.
+    let signal = receiver(state, signal);
     let mut rendered = render()?;
     let Some(wait) = wait else {
         return Ok(rendered);
@@ -140,18 +92,12 @@ pub async fn block_on_hash(
         return Ok(rendered);
     }
     let _permit = waiter_permit(state)?;
-    let deadline = Blocking {
-        index: seen,
-        wait: wait.wait,
-    }
-    .deadline();
-    while changed(state, signal, seen, deadline).await? {
-        seen = current_index(state, signal)?;
+    let deadline = deadline_after(wait.wait);
+    wait_for(state, signal, deadline, || {
         rendered = render()?;
-        if rendered.hash != wait.hash {
-            break;
-        }
-    }
+        Ok(rendered.hash != wait.hash)
+    })
+    .await?;
     Ok(rendered)
 }
 
@@ -176,6 +122,7 @@ pub fn add_content_hash(headers: &mut HeaderMap, hash: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::params::MAX_WAIT;
 
     #[test]
     fn content_hash_is_stable_hex() {
