@@ -494,6 +494,38 @@ def agent_and_operator_calls(t: Trellis, c: consul.Consul) -> None:
 
 
 @step
+def config_entries(t: Trellis, c: consul.Consul) -> None:
+    # py-consul's generic config entry API: write, read (as Consul prints it), cas, list, delete.
+    assert c.config.set("service-defaults", "compat-web", {"Protocol": "HTTP", "Meta": {"team": "compat"}})
+    entry = c.config.get("service-defaults", "compat-web")
+    assert entry["Protocol"] == "http" and entry["Meta"] == {"team": "compat"}, entry
+    assert entry["TransparentProxy"] == {} and entry["MeshGateway"] == {} and entry["Expose"] == {}, entry
+    modify = entry["ModifyIndex"]
+    assert c.config.set("service-defaults", "compat-web", {"Protocol": "grpc"}, cas=0) is False
+    assert c.config.set("service-defaults", "compat-web", {"Protocol": "grpc"}, cas=modify) is True
+    assert c.config.get("service-defaults", "compat-web")["Protocol"] == "grpc"
+    assert c.config.set("proxy-defaults", "global", {"Config": {"protocol": "http"}})
+    assert [e["Name"] for e in c.config.list("service-defaults")] == ["compat-web"]
+    # A write replaces the whole entry (its Meta went with the cas write above).
+    assert c.config.list("service-defaults", filter_expr='Meta.team == "compat"') == []
+    grpc = c.config.list("service-defaults", filter_expr='Protocol == "grpc"')
+    assert [e["Name"] for e in grpc] == ["compat-web"], grpc
+    assert c.config.get("proxy-defaults", "global")["Config"] == {"protocol": "http"}
+    # Kinds that configure Connect are refused with the reason.
+    try:
+        c.config.set("service-router", "compat-web", {})
+    except BadRequest as e:
+        assert "not supported by Trellis" in str(e), e
+    else:
+        raise AssertionError("a service-router entry should be refused")
+    assert c.config.delete("service-defaults", "compat-web", cas=modify) is False
+    assert c.config.delete("service-defaults", "compat-web") is True
+    assert c.config.get("service-defaults", "compat-web") is None
+    assert c.config.delete("proxy-defaults", "global") is True
+    assert c.config.list("proxy-defaults") == []
+
+
+@step
 def deregister(t: Trellis, c: consul.Consul) -> None:
     assert c.agent.service.deregister("web-1")
     assert "web-1" not in c.agent.services()

@@ -3,11 +3,12 @@
 //! (its writes decided by `txn.rs`), the books of sessions to [`SessionStore`] and the checks'
 //! deadlines (TTL expiry, the reaper) to [`Deadlines`]; the catalog decides when a session is
 //! invalidated (destroy, TTL, a bound check critical or gone) and what that does to its locks.
-//! Every command reports what changed (for publishing) and what must be written (for
-//! durability) in [`Effects`].
+//! Config entries are kept by [`ConfigStore`]. Every command reports what changed (for
+//! publishing) and what must be written (for durability) in [`Effects`].
 
 use crate::check::Check;
 use crate::command::{Command, Reply};
+use crate::config_entry::{Change, ConfigStore};
 use crate::effects::{Effects, Write};
 use crate::error::CatalogError;
 use crate::index::GlobalIndex;
@@ -23,8 +24,8 @@ use trellis_types::registration::service_key;
 use trellis_types::session::SERF_CHECK_ID;
 use trellis_types::txn::TxnError;
 use trellis_types::{
-    CheckDefinition, CheckKind, CheckStatus, KvOp, KvVerb, ServiceRegistration, Session,
-    SessionBehavior,
+    CheckDefinition, CheckKind, CheckStatus, ConfigEntry, KvOp, KvVerb, ServiceRegistration,
+    Session, SessionBehavior,
 };
 
 /// One instance with its checks (service checks and node checks) and their worst status.
@@ -69,6 +70,7 @@ pub struct Catalog {
     node_checks: BTreeSet<String>,
     kv: KvStore,
     sessions: SessionStore,
+    config: ConfigStore,
     /// When each check next needs [`Catalog::tick`]: kept up to date by every change to a
     /// check, so a tick takes only the due ones (see `tick.rs`).
     deadlines: Deadlines,
@@ -94,15 +96,16 @@ impl Catalog {
             node_checks: BTreeSet::new(),
             kv: KvStore::new(),
             sessions: SessionStore::new(),
+            config: ConfigStore::new(),
             deadlines: Deadlines::default(),
         }
     }
 
     /// Rebuilds a catalog from durable records (`index`: the highest index committed).
     ///
-    /// Every index — global, services list, each service name, KV store, each KV prefix —
-    /// resumes at the top: the highest of `index`, 1 and every record's `ModifyIndex`. Deletes
-    /// and memory-only changes before the restart left no record, so a per-resource index
+    /// Every index — global, services list, each service name, KV store, each KV prefix, config
+    /// entries — resumes at the top: the highest of `index`, 1 and every record's `ModifyIndex`.
+    /// Deletes and memory-only changes before the restart left no record, so a per-resource index
     /// computed from what is left could come back lower than a watcher last saw; starting all
     /// of them at the top means none goes backwards relative to anything persisted (a caller
     /// reloading a running catalog must pass an `index` at least as high as the indexes it has
@@ -114,6 +117,7 @@ impl Catalog {
         instances: Vec<InstanceRecord>,
         checks: Vec<CheckRecord>,
         kv: impl Into<KvSnapshot>,
+        config_entries: Vec<ConfigEntry>,
         now: Duration,
     ) -> Self {
         let KvSnapshot { entries, sessions } = kv.into();
@@ -123,6 +127,7 @@ impl Catalog {
             .chain(checks.iter().map(|r| r.modify_index))
             .chain(entries.iter().map(|e| e.modify_index))
             .chain(sessions.iter().map(|s| s.modify_index))
+            .chain(config_entries.iter().map(|e| e.modify_index))
             .fold(index.max(1), u64::max);
         let mut catalog = Self::new();
         for record in instances {
@@ -162,6 +167,7 @@ impl Catalog {
             SessionStore::restore(sessions, top, now, |check| catalog.check_is_healthy(check));
         let sessions = &catalog.sessions;
         catalog.kv = KvStore::restore(entries, top, |session| sessions.contains(session));
+        catalog.config = ConfigStore::restore(config_entries, top);
         catalog.index = GlobalIndex::resume_at(top);
         catalog.services_index = top;
         catalog
@@ -281,6 +287,31 @@ impl Catalog {
             now,
             index: self.index.peek_next(),
         }
+    }
+
+    /// Index of the config entries: their last upsert or delete (what every config read
+    /// answers, as Consul's table index).
+    pub fn config_index(&self) -> u64 {
+        self.config.index()
+    }
+
+    /// Index of the last upsert or delete of an entry of `kind` since the catalog was built or
+    /// restored (0 if none): a kind's list waits for it to pass the client's index.
+    pub fn config_kind_index(&self, kind: &str) -> u64 {
+        self.config.kind_index(kind)
+    }
+
+    /// A config entry; names match without regard to case.
+    pub fn config_entry(&self, kind: &str, name: &str) -> Option<&Arc<ConfigEntry>> {
+        self.config.get(kind, name)
+    }
+
+    /// The config entries of `kind` in name order, or all of them (by kind, then name).
+    pub fn config_entries<'a>(
+        &'a self,
+        kind: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Arc<ConfigEntry>> + 'a {
+        self.config.list(kind)
     }
 
     pub fn kv_get(&self, key: &str) -> Option<&KvEntry> {
@@ -502,6 +533,32 @@ impl Catalog {
                 Ok(Reply::Done)
             }
             Command::SessionRenew { id } => Ok(Reply::Session(self.sessions.renew(&id, now))),
+            Command::ConfigUpsert { entry, cas } => {
+                let (kind, name) = (entry.kind.clone(), entry.name.clone());
+                let change = self.config.plan_upsert(entry, cas);
+                Ok(Reply::Bool(self.apply_config(&kind, &name, change, fx)))
+            }
+            Command::ConfigDelete { kind, name, cas } => {
+                let change = self.config.plan_delete(&kind, &name, cas);
+                Ok(Reply::Bool(self.apply_config(&kind, &name, change, fx)))
+            }
+        }
+    }
+
+    /// Applies a decided config entry write at a new index, if it changes anything.
+    fn apply_config(&mut self, kind: &str, name: &str, change: Change, fx: &mut Effects) -> bool {
+        match change {
+            Change::Unchanged(answer) => answer,
+            Change::Apply(Some(entry)) => {
+                let index = self.index.bump();
+                self.config.put(entry, index, fx);
+                true
+            }
+            Change::Apply(None) => {
+                let index = self.index.bump();
+                self.config.delete(kind, name, index, fx);
+                true
+            }
         }
     }
 

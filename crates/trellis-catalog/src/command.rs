@@ -3,7 +3,9 @@
 
 use crate::txn::TxnOutcome;
 use std::sync::Arc;
-use trellis_types::{CheckDefinition, CheckStatus, KvOp, ServiceRegistration, Session};
+use trellis_types::{
+    CheckDefinition, CheckStatus, ConfigEntry, KvOp, ServiceRegistration, Session,
+};
 
 /// A state change requested through the API (or by the server's own health checker).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,13 +76,25 @@ pub enum Command {
     SessionRenew {
         id: String,
     },
+    /// `PUT /v1/config[?cas=]`: a decoded, validated entry (its indexes are the catalog's to
+    /// set). Answers `Bool`.
+    ConfigUpsert {
+        entry: ConfigEntry,
+        cas: Option<u64>,
+    },
+    /// `DELETE /v1/config/:kind/:name[?cas=]`. Answers `Bool`.
+    ConfigDelete {
+        kind: String,
+        name: String,
+        cas: Option<u64>,
+    },
 }
 
 /// The answer to a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Done,
-    /// KV writes answer `true`/`false` (a failed CAS is `false`).
+    /// KV and config entry writes answer `true`/`false` (a failed CAS is `false`).
     Bool(bool),
     /// A renewed session, `None` if there is no such session.
     Session(Option<Arc<Session>>),

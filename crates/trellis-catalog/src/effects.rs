@@ -17,6 +17,11 @@ pub enum Write {
     },
     Kv(String),
     Session(String),
+    /// A config entry, by kind and lower-cased name (`config_entry::name_key`).
+    ConfigEntry {
+        kind: String,
+        name: String,
+    },
 }
 
 /// What a batch of commands changed.
@@ -31,6 +36,8 @@ pub struct Effects {
     pub kv: bool,
     /// A session was created or destroyed.
     pub sessions: bool,
+    /// A config entry was written or deleted.
+    pub config: bool,
     /// Records to persist.
     pub writes: BTreeSet<Write>,
     /// Check IDs whose active (HTTP, TCP, gRPC, script) probing must be started, restarted or
@@ -44,6 +51,7 @@ impl Effects {
             && !self.services_list
             && !self.kv
             && !self.sessions
+            && !self.config
             && self.writes.is_empty()
             && self.checks.is_empty()
     }

@@ -2,8 +2,9 @@
 //! rules every index the catalog hands out follows.
 //!
 //! Every index the catalog shows — the global index, the services-list index, each service
-//! name's index, the KV store index, each KV prefix index, and every record's `CreateIndex` and
-//! `ModifyIndex` — is a value this counter had when the change was made. Hence:
+//! name's index, the KV store index, each KV prefix index, the config entries index, and every
+//! record's `CreateIndex` and `ModifyIndex` — is a value this counter had when the change was
+//! made. Hence:
 //!
 //! - **Never 0.** The counter starts at 1: Consul clients treat 0 as "no index", and a blocking
 //!   query with index 0 answers at once, so a 0 would turn watchers into busy loops.

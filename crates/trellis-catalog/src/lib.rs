@@ -1,12 +1,13 @@
 //! The pure registry state machine: services, checks, health aggregation, KV with CAS, sessions
-//! and locks, transactions, and the Consul index rules. No IO and no clock: callers pass `now` as
-//! a monotonic [`Duration`].
+//! and locks, transactions, config entries, and the Consul index rules. No IO and no clock:
+//! callers pass `now` as a monotonic [`Duration`].
 //!
 //! [`Duration`]: std::time::Duration
 
 mod catalog;
 mod check;
 mod command;
+mod config_entry;
 mod effects;
 mod error;
 mod index;

@@ -451,7 +451,14 @@ fn restore_keeps_sessions_and_locks_and_restarts_timers() {
     entries.last_mut().unwrap().key = "orphan".into();
     let sessions = c.sessions().map(|s| (**s).clone()).collect();
     let snapshot = KvSnapshot { entries, sessions };
-    let mut r = Catalog::restore(c.index(), instances, checks, snapshot, secs(100));
+    let mut r = Catalog::restore(
+        c.index(),
+        instances,
+        checks,
+        snapshot,
+        Vec::new(),
+        secs(100),
+    );
     assert_eq!(r.sessions_index(), c.index());
     assert_eq!(holder(&r, "a").as_deref(), Some("ttl"));
     assert_eq!(holder(&r, "orphan"), None, "no lock outlives its session");

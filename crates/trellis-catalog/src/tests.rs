@@ -34,7 +34,8 @@ fn restart(c: &Catalog, now: Duration) -> Catalog {
         entries: c.kv_range("").cloned().collect(),
         sessions: c.sessions().map(|s| (**s).clone()).collect(),
     };
-    Catalog::restore(c.index(), instances, checks, kv, now)
+    let config = c.config_entries(None).map(|e| (**e).clone()).collect();
+    Catalog::restore(c.index(), instances, checks, kv, config, now)
 }
 
 #[test]
@@ -817,7 +818,7 @@ fn indexes_are_never_zero() {
     assert_eq!(c.kv_index(""), 1);
     assert_eq!(c.kv_index("missing/"), 1);
     assert_eq!(c.kv_store_index(), 1);
-    let r = Catalog::restore(0, Vec::new(), Vec::new(), Vec::new(), secs(0));
+    let r = Catalog::restore(0, Vec::new(), Vec::new(), Vec::new(), Vec::new(), secs(0));
     assert_eq!(
         [
             r.index(),
@@ -979,7 +980,7 @@ fn restore_never_moves_an_index_backwards() {
     }
     // A restore given a stale index still resumes above every record.
     let instances = c.instances().map(|i| (**i).clone()).collect();
-    let stale = Catalog::restore(1, instances, Vec::new(), Vec::new(), secs(0));
+    let stale = Catalog::restore(1, instances, Vec::new(), Vec::new(), Vec::new(), secs(0));
     assert_eq!(stale.index(), c.instance("w1").unwrap().modify_index);
     // The next change is numbered above everything restored.
     apply(&mut r, put("app/c", None), secs(100));
@@ -1086,4 +1087,99 @@ fn a_redefined_passing_check_starts_its_reaper_clock_when_it_goes_critical() {
     );
     c.tick(secs(30), &mut Effects::default());
     assert!(c.instance("w1").is_some(), "not reaped before its time");
+}
+
+fn config_put(body: serde_json::Value, cas: Option<u64>) -> Command {
+    Command::ConfigUpsert {
+        entry: trellis_types::config_entry::decode_config_entry(body).unwrap(),
+        cas,
+    }
+}
+
+fn answer(c: &mut Catalog, cmd: Command) -> (Reply, Effects) {
+    let mut fx = Effects::default();
+    let reply = c.apply(cmd, secs(0), &mut fx).unwrap();
+    (reply, fx)
+}
+
+#[test]
+fn config_entries_follow_the_index_rules() {
+    let mut c = Catalog::new();
+    let web = json!({"Kind": "service-defaults", "Name": "web", "Protocol": "http"});
+    let (reply, fx) = answer(&mut c, config_put(web.clone(), None));
+    assert_eq!(reply, Reply::Bool(true));
+    assert!(fx.config);
+    assert!(fx.writes.contains(&Write::ConfigEntry {
+        kind: "service-defaults".into(),
+        name: "web".into()
+    }));
+    let created = c.index();
+    assert_eq!(c.config_index(), created);
+    assert_eq!(c.config_kind_index("service-defaults"), created);
+    let entry = c.config_entry("service-defaults", "WEB").unwrap();
+    assert_eq!((entry.create_index, entry.modify_index), (created, created));
+    // Writing what is there takes no index, whatever the cas (as Consul skips it).
+    let (reply, fx) = answer(&mut c, config_put(web.clone(), Some(0)));
+    assert_eq!(reply, Reply::Bool(true));
+    assert!(fx.is_empty() && c.index() == created);
+    // A failed cas takes no index either.
+    let grpc = json!({"Kind": "service-defaults", "Name": "web", "Protocol": "grpc"});
+    let (reply, fx) = answer(&mut c, config_put(grpc.clone(), Some(created + 7)));
+    assert_eq!(reply, Reply::Bool(false));
+    assert!(fx.is_empty());
+    let (reply, _) = answer(&mut c, config_put(grpc, Some(created)));
+    assert_eq!(reply, Reply::Bool(true));
+    let entry = c.config_entry("service-defaults", "web").unwrap();
+    assert_eq!(
+        (entry.create_index, entry.modify_index),
+        (created, created + 1)
+    );
+    // Another kind moves the table index but not this kind's.
+    answer(
+        &mut c,
+        config_put(json!({"Kind": "proxy-defaults", "Name": "global"}), None),
+    );
+    assert_eq!(c.config_index(), created + 2);
+    assert_eq!(c.config_kind_index("service-defaults"), created + 1);
+    let names: Vec<&str> = c.config_entries(None).map(|e| e.kind.as_str()).collect();
+    assert_eq!(names, ["proxy-defaults", "service-defaults"]);
+    // Deletes: a missing entry answers true and changes nothing; a stale cas answers false.
+    let delete = |name: &str, cas| Command::ConfigDelete {
+        kind: "service-defaults".into(),
+        name: name.into(),
+        cas,
+    };
+    let (reply, fx) = answer(&mut c, delete("missing", Some(3)));
+    assert_eq!((reply, fx.is_empty()), (Reply::Bool(true), true));
+    let (reply, _) = answer(&mut c, delete("web", Some(created)));
+    assert_eq!(reply, Reply::Bool(false));
+    let (reply, fx) = answer(&mut c, delete("Web", Some(created + 1)));
+    assert_eq!((reply, fx.config), (Reply::Bool(true), true));
+    assert!(c.config_entry("service-defaults", "web").is_none());
+    assert_eq!(c.config_index(), created + 3);
+}
+
+#[test]
+fn config_entries_survive_a_restart_and_their_index_resumes() {
+    let mut c = Catalog::new();
+    answer(
+        &mut c,
+        config_put(
+            json!({"Kind": "service-defaults", "Name": "web", "Protocol": "http"}),
+            None,
+        ),
+    );
+    apply(&mut c, reg(json!({"Name": "api", "ID": "a1"})), secs(0));
+    let r = restart(&c, secs(50));
+    let entry = r.config_entry("service-defaults", "web").unwrap();
+    assert_eq!(
+        **entry,
+        **c.config_entry("service-defaults", "web").unwrap()
+    );
+    assert_eq!(r.config_index(), c.index(), "resumes at the top");
+    assert_eq!(
+        r.config_kind_index("service-defaults"),
+        0,
+        "no change since"
+    );
 }

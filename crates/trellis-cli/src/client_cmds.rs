@@ -30,7 +30,7 @@ impl RegistryAddr {
 
     /// Runs `command` with a client for this registry, turning "cannot connect" into one line
     /// that says what to do.
-    async fn run<F, Fut>(&self, command: F) -> anyhow::Result<()>
+    pub async fn run<F, Fut>(&self, command: F) -> anyhow::Result<()>
     where
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = anyhow::Result<()>>,
@@ -152,7 +152,7 @@ pub struct DeregisterArgs {
 }
 
 /// Prints rows as aligned columns.
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

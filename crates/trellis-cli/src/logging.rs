@@ -63,36 +63,39 @@ pub fn init() {
         .try_init();
 }
 
-/// Feeds `/v1/agent/monitor`: each event some monitor wants, as one plain-text line in
-/// Consul's (hclog's) shape, `2026-12-01T13:05:10.123456Z [INFO]  target: message key=value`.
+/// Feeds `/v1/agent/monitor`: each event some monitor wants, with its time, level, target,
+/// message and fields; each monitor formats it in hclog's text or JSON shape.
 struct Monitor;
 
 impl<S: tracing::Subscriber> Layer<S> for Monitor {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let mut line = String::new();
-        let _ = SystemTime.format_time(&mut Writer::new(&mut line));
-        let level = meta.level().as_str();
-        let _ = write!(
-            line,
-            " [{level}] {:pad$}{}:",
-            "",
-            meta.target(),
-            pad = 5 - level.len()
-        );
+        let mut timestamp = String::new();
+        let _ = SystemTime.format_time(&mut Writer::new(&mut timestamp));
         let mut fields = Fields {
             message: String::new(),
-            rest: String::new(),
+            rest: Vec::new(),
         };
         event.record(&mut fields);
-        let _ = write!(line, " {}{}", fields.message, fields.rest);
-        trellis_server::log_feed().send(*meta.level(), line);
+        trellis_server::log_feed().send(trellis_server::LogLine {
+            level: *meta.level(),
+            timestamp,
+            target: meta.target().to_owned(),
+            message: fields.message,
+            fields: fields.rest,
+        });
     }
 }
 
 struct Fields {
     message: String,
-    rest: String,
+    rest: Vec<(String, serde_json::Value)>,
+}
+
+impl Fields {
+    fn record(&mut self, field: &Field, value: serde_json::Value) {
+        self.rest.push((field.name().to_owned(), value));
+    }
 }
 
 impl Visit for Fields {
@@ -100,7 +103,7 @@ impl Visit for Fields {
         if field.name() == "message" {
             let _ = write!(self.message, "{value:?}");
         } else {
-            let _ = write!(self.rest, " {}={value:?}", field.name());
+            self.record(field, format!("{value:?}").into());
         }
     }
 
@@ -108,7 +111,23 @@ impl Visit for Fields {
         if field.name() == "message" {
             self.message.push_str(value);
         } else {
-            let _ = write!(self.rest, " {}={value}", field.name());
+            self.record(field, value.into());
         }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.record(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.record(field, value.into());
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.record(field, value.into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.record(field, value.into());
     }
 }

@@ -5,8 +5,15 @@ mod demo;
 mod logging;
 mod server_cmd;
 mod shutdown;
+mod txn_cmd;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc instead of glibc's malloc: the server and the proxies allocate per request on many
+/// threads, where glibc's arenas spend their time in locks and consolidation (measured in
+/// bench/README.md, "Transactions").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `trellis --version`: the package version and the git commit it was built from.
 const VERSION: &str = concat!(
@@ -45,16 +52,23 @@ enum Command {
     Register(client_cmds::RegisterArgs),
     /// Deregister a service instance by ID.
     Deregister(client_cmds::DeregisterArgs),
+    /// List, show and abort two-phase-commit transactions.
+    Txn(txn_cmd::TxnArgs),
     /// Run a sidecar proxy for one service instance: register it, check it, proxy in and out.
     Sidecar(trellis_proxy::SidecarArgs),
     /// Run the edge gateway: route external requests to services by path prefix.
     Gateway(trellis_proxy::GatewayArgs),
-    /// Run the example system (users, orders, sidecars, gateway) and its client flow.
+    /// Run the example system (users, orders, inventory, sidecars, gateway) and its client flow.
     Demo(demo::DemoArgs),
     /// Run one instance of the example users service.
     Users(trellis_example::UsersArgs),
     /// Run one instance of the example orders service.
     Orders(trellis_example::OrdersArgs),
+    /// Run one instance of the example inventory service.
+    Inventory(trellis_example::InventoryArgs),
+    /// Run one participant of the bank example (the two-phase-commit chaos test).
+    #[command(hide = true)]
+    Bank(trellis_example::BankArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -76,11 +90,16 @@ fn main() -> std::process::ExitCode {
             Command::Kv(args) => client_cmds::kv(args).await,
             Command::Register(args) => client_cmds::register(args).await,
             Command::Deregister(args) => client_cmds::deregister(args).await,
+            Command::Txn(args) => txn_cmd::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Users(args) => Ok(trellis_example::run_users(args, shutdown::signal()).await?),
             Command::Orders(args) => {
                 Ok(trellis_example::run_orders(args, shutdown::signal()).await?)
             }
+            Command::Inventory(args) => {
+                Ok(trellis_example::run_inventory(args, shutdown::signal()).await?)
+            }
+            Command::Bank(args) => Ok(trellis_example::run_bank(args, shutdown::signal()).await?),
             Command::Sidecar(args) => {
                 Ok(trellis_proxy::run_sidecar(args, shutdown::signal()).await?)
             }

@@ -504,6 +504,116 @@ async fn reload_answers_and_leave_shuts_the_server_down_cleanly() {
 }
 
 #[tokio::test]
+async fn coordinate_updates_set_this_nodes_lan_coordinate() {
+    let s = server();
+    let c = http();
+    let (before, index) = get_json(&c, s.url("/v1/coordinate/nodes")).await;
+    assert_eq!(index, 1);
+    // A blocking read of the LAN coordinates wakes at the update.
+    let waiter = {
+        let (c, url) = (c.clone(), s.url("/v1/coordinate/nodes?index=1&wait=20s"));
+        tokio::spawn(async move { get_json(&c, url).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished());
+    let coord = json!({"Vec": [0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.2], "Error": 0.4,
+        "Adjustment": 0.01, "Height": 0.0002});
+    let put = |body: Value| c.put(s.url("/v1/coordinate/update")).json(&body).send();
+    // Keys in any case, as Go decodes them.
+    let r = put(json!({"node": NODE, "coord": coord})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "");
+    let (nodes, after) = waiter.await.unwrap();
+    assert_eq!(after, 2);
+    assert_eq!(
+        nodes,
+        json!([{"Node": NODE, "Segment": "", "Coord": coord}])
+    );
+    let (node, _) = get_json(&c, s.url(&format!("/v1/coordinate/node/{NODE}"))).await;
+    assert_eq!(node, nodes);
+    // The WAN coordinate (Serf's, as /v1/agent/self reports it) does not move.
+    let (dcs, _) = get_json(&c, s.url("/v1/coordinate/datacenters")).await;
+    assert_eq!(dcs[0]["Coordinates"][0]["Coord"], before[0]["Coord"]);
+    // The same coordinate again changes nothing; another node's is dropped, as Consul drops a
+    // coordinate for a node the catalog does not have.
+    put(json!({"Node": NODE, "Coord": coord})).await.unwrap();
+    let other = put(json!({"Node": "elsewhere", "Coord": coord}))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    assert_eq!(
+        get_json(&c, s.url("/v1/coordinate/nodes")).await,
+        (nodes, 2)
+    );
+    // Consul's refusals.
+    let (status, text) = refused(put(json!({"Node": NODE})).await.unwrap()).await;
+    assert_eq!((status, text.trim()), (500, "invalid coordinate"));
+    let (status, text) = refused(
+        put(json!({"Node": NODE, "Coord": {"Vec": [1.0, 2.0]}}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, text.trim()), (500, "incompatible coordinate"));
+    let (status, text) = refused(put(json!({"Node": 7})).await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert!(
+        text.starts_with("Request decode failed: json: cannot unmarshal number"),
+        "{text}"
+    );
+    let (status, _) = refused(
+        put(json!({"Node": NODE, "Datacenter": "elsewhere", "Coord": coord}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 500);
+}
+
+#[tokio::test]
+async fn monitor_streams_json_lines_with_logjson() {
+    let s = server();
+    let c = http();
+    // `logjson` counts by its presence, as in Consul.
+    let mut json_lines = c
+        .get(s.url("/v1/agent/monitor?loglevel=debug&logjson"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_lines.status(), 200);
+    get_json(&c, s.url("/v1/catalog/nodes?json-monitored")).await;
+    let mut seen = String::new();
+    let line = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let chunk = json_lines
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream goes on");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if let Some(line) = seen.lines().find(|l| l.contains("json-monitored")) {
+                return line.to_owned();
+            }
+        }
+    })
+    .await
+    .expect("the request's debug line");
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["@level"], "debug", "{line}");
+    assert_eq!(event["@message"], "request", "{line}");
+    assert!(
+        event["@module"].as_str().unwrap().starts_with("trellis"),
+        "{line}"
+    );
+    assert!(
+        event["@timestamp"].as_str().unwrap().ends_with('Z'),
+        "{line}"
+    );
+    assert_eq!(event["status"], 200, "fields keep their types: {line}");
+    assert_eq!(event["method"], "GET", "{line}");
+}
+
+#[tokio::test]
 async fn monitor_streams_the_log_at_the_level_asked_for() {
     // The server logs at warn to stderr; the monitor still gets debug lines.
     let s = server();

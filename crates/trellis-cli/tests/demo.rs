@@ -1,5 +1,6 @@
-//! End-to-end: `trellis demo` runs the whole example system and its flow, and leaves nothing
-//! behind.
+//! End-to-end: `trellis demo` runs the whole example system and its flow (orders placed as
+//! transactions across orders and inventory: committed, aborted, and finished after a
+//! participant's crash), and leaves nothing behind.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,10 +9,11 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Ports the demo uses above its base (registry, gateway, gateway admin, 4 × 4 per instance).
+/// Ports the demo uses above its base (registry, gateway, gateway admin, registry DNS, 4 per
+/// instance for 5 instances).
 fn demo_ports(base: u16) -> Vec<u16> {
-    let mut ports = vec![base, base + 1, base + 2];
-    for k in 0..4 {
+    let mut ports = vec![base, base + 1, base + 2, base + 3];
+    for k in 0..5 {
         let first = base + 10 + 10 * k;
         ports.extend(first..first + 4);
     }
@@ -24,10 +26,14 @@ fn all_free(base: u16) -> bool {
         .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
 }
 
-/// A base port whose whole range is free right now.
+/// A base port whose whole range is free right now, below Linux's ephemeral ports (32768 and
+/// up by default): the many connections the demos and other tests open take their local ports
+/// from there and could take one of a demo's ports between its check and its bind.
 fn free_base(seed: u16) -> u16 {
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 32_768 - 60 - LOW;
     (0..200)
-        .map(|i| 20_000 + (seed.wrapping_mul(131).wrapping_add(i * 97)) % 30_000)
+        .map(|i| LOW + (seed.wrapping_mul(131).wrapping_add(i * 97)) % SPAN)
         .find(|b| all_free(*b))
         .expect("a free port range")
 }
@@ -41,6 +47,21 @@ fn wait_until_free(base: u16) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("demo processes are still listening after the demo exited");
+}
+
+/// `GET path` over a fresh connection; the whole response, head and body.
+fn get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "GET {path}: {answer}");
+    answer
 }
 
 #[test]
@@ -60,8 +81,22 @@ fn demo_once_runs_the_whole_flow_and_exits_zero() {
         "John, Jane",
         "Product A, Product B",
         "load-balanced across users-1, users-2",
-        "POST /orders for John → 201",
+        "GET /stock → Limited edition 1, Product A 100, Product B 100, Product C 100",
+        // A committed transaction: the order and its stock together.
+        "POST /orders for John, 2 × Product C → 201",
+        "Product C stock 100 → 98 (0 reserved)",
         "→ 422",
+        // An aborted one: nothing left behind in either database.
+        "POST /orders for Jane, 2 × Limited edition → 409 only 1 of Limited edition left",
+        "no order row left behind",
+        "Limited edition stock 1, 0 reserved: no reservation left behind",
+        // A participant killed between prepare and commit finishes the commit after restarting.
+        "1 × Product B → 202 committing",
+        "inventory-1 exited (exit status: 3) on receiving the commit",
+        "inventory-1 restarted without --crash-before-commit",
+        "transaction committed",
+        "1 × Product B: the order is placed",
+        "Product B stock 100 → 99 (0 reserved)",
         "200/200 requests succeeded",
         "removed from the registry",
         "users-1 serves traffic through the gateway again",
@@ -105,7 +140,10 @@ fn demo_keeps_serving_until_interrupted_and_leaves_no_process() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = String::new();
     loop {
-        let line = lines.next().expect("demo ended before serving").unwrap();
+        let Some(line) = lines.next() else {
+            panic!("demo ended before serving:\n{seen}");
+        };
+        let line = line.unwrap();
         seen.push_str(&line);
         seen.push('\n');
         if line.contains("Ctrl-C stops everything") {
@@ -128,6 +166,25 @@ fn demo_keeps_serving_until_interrupted_and_leaves_no_process() {
         answer.starts_with("HTTP/1.1 200") && answer.contains("John"),
         "{answer}"
     );
+    // What the transactions left, asked of the running system: the stock through the gateway,
+    // the outcomes from the coordinator.
+    let stock = get(&gateway, "/stock");
+    for product in [
+        r#"{"product":"Limited edition","stock":1,"reserved":0}"#,
+        r#"{"product":"Product B","stock":99,"reserved":0}"#,
+        r#"{"product":"Product C","stock":98,"reserved":0}"#,
+    ] {
+        assert!(stock.contains(product), "{product} in {stock}");
+    }
+    let registry = format!("127.0.0.1:{base}");
+    for (state, count) in [("committed", 2), ("aborted", 1), ("committing", 0)] {
+        let txns = get(&registry, &format!("/v1/trellis/txn?state={state}"));
+        assert_eq!(
+            txns.matches(r#""gid":"order-"#).count(),
+            count,
+            "{state}: {txns}"
+        );
+    }
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -385,6 +385,75 @@ impl Client {
         bool_body(&path, response).await
     }
 
+    /// A two-phase-commit transaction (`GET /v1/trellis/txn/:gid`), `None` if the coordinator
+    /// does not know it (never begun, or finished and forgotten: presumed abort).
+    pub async fn txn_get(&self, gid: &str) -> Result<Option<serde_json::Value>> {
+        let path = format!("/v1/trellis/txn/{}", encode_key(gid));
+        let response = self
+            .transmit(&path, self.get_request(&path, &[], None))
+            .await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = Self::successful("GET", &path, response).await?;
+        Ok(Some(Self::decode(&path, response).await?.value))
+    }
+
+    /// Every transaction the coordinator holds (all pages), optionally in one state.
+    pub async fn txn_list(&self, state: Option<&str>) -> Result<Vec<serde_json::Value>> {
+        let path = "/v1/trellis/txn";
+        let mut all = Vec::new();
+        let mut after = 0u64;
+        loop {
+            let mut query = vec![("after", after.to_string()), ("limit", "1000".to_string())];
+            if let Some(state) = state {
+                query.push(("state", state.to_string()));
+            }
+            let page: serde_json::Value = self.get_json(path, &query, None).await?.value;
+            if let Some(txns) = page["transactions"].as_array() {
+                all.extend(txns.iter().cloned());
+            }
+            match page["next"].as_u64() {
+                Some(next) if next > after => after = next,
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// Submits a transaction (`POST /v1/trellis/txn`; with `"commit": true` the one-shot
+    /// submit) and answers the transaction as the coordinator left it: an aborted outcome is
+    /// an answer (`state` says it), not an error.
+    pub async fn txn_submit(&self, body: &serde_json::Value) -> Result<serde_json::Value> {
+        self.txn_post("/v1/trellis/txn", body).await
+    }
+
+    /// Aborts a transaction not yet decided (`POST /v1/trellis/txn/:gid/abort`).
+    pub async fn txn_abort(&self, gid: &str) -> Result<serde_json::Value> {
+        let path = format!("/v1/trellis/txn/{}/abort", encode_key(gid));
+        self.txn_post(&path, &serde_json::json!({})).await
+    }
+
+    async fn txn_post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+        let request = self.http.post(format!("{}{}", self.base, path)).json(body);
+        let response = self.transmit(path, request).await?;
+        // 409 with a transaction body is an aborted outcome; 409 with a reason is a refusal.
+        let response = if response.status() == reqwest::StatusCode::CONFLICT {
+            let text = response.text().await.unwrap_or_default();
+            return match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(txn) if txn.get("gid").is_some() => Ok(txn),
+                _ => Err(Error::Status {
+                    method: "POST",
+                    path: path.to_owned(),
+                    status: 409,
+                    body: text.trim().to_owned(),
+                }),
+            };
+        } else {
+            Self::successful("POST", path, response).await?
+        };
+        Ok(Self::decode(path, response).await?.value)
+    }
+
     /// Streams the routable instance set of a service: the current set first, then one event per
     /// change. The stream ends when the connection does; callers reconnect.
     pub async fn watch(&self, service: &str) -> Result<WatchStream> {

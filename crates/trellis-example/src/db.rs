@@ -1,4 +1,4 @@
-//! SQLite access shared by both services: safe for several processes on one file, and never
+//! SQLite access shared by the services: safe for several processes on one file, and never
 //! run on the async runtime's worker threads.
 
 use std::path::{Path, PathBuf};
@@ -21,6 +21,9 @@ pub(crate) struct Schema {
     pub service: &'static str,
     /// Idempotent DDL (`CREATE ... IF NOT EXISTS`), run on every start.
     pub ddl: &'static str,
+    /// Brings a file made by an older version up to date (e.g. adds a column), after `ddl` and
+    /// in the same transaction, on every start; it must be idempotent.
+    pub migrate: Option<fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>>,
     /// Run once in the life of the file.
     pub seed: &'static str,
 }
@@ -126,6 +129,9 @@ fn open_blocking(path: &Path, schema: &Schema) -> Result<Connection, Error> {
         )));
     }
     tx.execute_batch(schema.ddl).map_err(fail)?;
+    if let Some(migrate) = schema.migrate {
+        migrate(&tx).map_err(fail)?;
+    }
     if version == 0 {
         tx.execute_batch(schema.seed).map_err(fail)?;
         tx.pragma_update(None, "application_id", schema.application_id)
@@ -134,4 +140,24 @@ fn open_blocking(path: &Path, schema: &Schema) -> Result<Connection, Error> {
     }
     tx.commit().map_err(fail)?;
     Ok(conn)
+}
+
+/// Opens a service's two-phase-commit participant on its database file: a connection of its own
+/// (in WAL mode, `synchronous = FULL` so that a yes vote survives a power loss) next to the
+/// service's [`Db`], and the participant library's barrier table. Open the [`Db`] first, so
+/// that the schema exists.
+pub(crate) async fn participant<H: trellis_participant::SqliteBranch>(
+    path: &Path,
+    handler: H,
+) -> Result<trellis_participant::SqliteParticipant<H>, Error> {
+    trellis_participant::SqliteParticipant::open(path, handler)
+        .await
+        .map_err(|e| match e {
+            trellis_participant::Error::Sqlite(source) => Error::OpenDb {
+                path: path.to_owned(),
+                source,
+            },
+            trellis_participant::Error::Task(e) => Error::Task(e),
+            other => Error::from(other),
+        })
 }

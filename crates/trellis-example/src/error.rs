@@ -35,6 +35,22 @@ pub enum Error {
     /// A blocking database task panicked or was cancelled.
     #[error("database task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The bank's two-phase-commit participant (its database, or asking the coordinator about
+    /// branches in doubt) failed.
+    #[error("bank: {0}")]
+    Participant(trellis_participant::Error),
+}
+
+impl From<trellis_participant::Error> for Error {
+    fn from(e: trellis_participant::Error) -> Self {
+        Error::Participant(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Error::Participant(trellis_participant::Error::Postgres(e))
+    }
 }
 
 impl Error {

@@ -17,3 +17,12 @@ pub struct Order {
     pub product: String,
     pub quantity: i64,
 }
+
+/// One product of the inventory service: how many are in stock, and how many of those are
+/// reserved by orders prepared but not yet committed or aborted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stock {
+    pub product: String,
+    pub stock: i64,
+    pub reserved: i64,
+}

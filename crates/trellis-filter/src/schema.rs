@@ -348,6 +348,94 @@ const CHECK_SERVICE_NODE: &[FieldDef] = &[
     f("Checks", StructList(HEALTH_CHECK)),
 ];
 
+/// `structs.UpstreamLimits`.
+const UPSTREAM_LIMITS: &[FieldDef] = &[
+    f("MaxConnections", Int),
+    f("MaxPendingRequests", Int),
+    f("MaxConcurrentRequests", Int),
+];
+
+/// `structs.PassiveHealthCheck` (its durations, `Interval` and `BaseEjectionTime`, are left
+/// out: Trellis keeps them as sent, a string or nanoseconds).
+const PASSIVE_HEALTH_CHECK: &[FieldDef] = &[
+    f("MaxFailures", Int),
+    f("EnforcingConsecutive5xx", Int),
+    f("MaxEjectionPercent", Int),
+];
+
+/// `structs.UpstreamConfig` (Consul CE: no namespace or partition).
+const UPSTREAM_CONFIG: &[FieldDef] = &[
+    f("Name", Str),
+    f("Peer", Str),
+    f("EnvoyListenerJSON", Str),
+    f("EnvoyClusterJSON", Str),
+    f("Protocol", Str),
+    f("ConnectTimeoutMs", Int),
+    f("Limits", Struct(UPSTREAM_LIMITS)),
+    f("PassiveHealthCheck", Struct(PASSIVE_HEALTH_CHECK)),
+    f("MeshGateway", Struct(MESH_GATEWAY)),
+    f("BalanceOutboundConnections", Str),
+];
+
+/// `structs.UpstreamConfiguration`.
+const UPSTREAM_CONFIGURATION: &[FieldDef] = &[
+    f("Overrides", StructList(UPSTREAM_CONFIG)),
+    f("Defaults", Struct(UPSTREAM_CONFIG)),
+];
+
+/// `structs.DestinationConfig`.
+const DESTINATION: &[FieldDef] = &[f("Addresses", StringList), f("Port", Int)];
+
+/// `structs.InstanceLevelRouteRateLimits`.
+const ROUTE_RATE_LIMITS: &[FieldDef] = &[
+    f("PathExact", Str),
+    f("PathPrefix", Str),
+    f("PathRegex", Str),
+    f("RequestsPerSecond", Int),
+    f("RequestsMaxBurst", Int),
+];
+
+/// `structs.InstanceLevelRateLimits`.
+const INSTANCE_RATE_LIMITS: &[FieldDef] = &[
+    f("RequestsPerSecond", Int),
+    f("RequestsMaxBurst", Int),
+    f("Routes", StructList(ROUTE_RATE_LIMITS)),
+];
+
+/// `structs.RateLimits`.
+const RATE_LIMITS: &[FieldDef] = &[f("InstanceLevel", Struct(INSTANCE_RATE_LIMITS))];
+
+/// `structs.ServiceConfigEntry`, a `service-defaults` config entry (its computed `Hash` and the
+/// embedded `RaftIndex` are left out).
+const SERVICE_CONFIG_ENTRY: &[FieldDef] = &[
+    f("Kind", Str),
+    f("Name", Str),
+    f("Protocol", Str),
+    f("Mode", Str),
+    f("TransparentProxy", Struct(TRANSPARENT_PROXY)),
+    f("MutualTLSMode", Str),
+    f("MeshGateway", Struct(MESH_GATEWAY)),
+    f("Expose", Struct(EXPOSE)),
+    f("ExternalSNI", Str),
+    f("UpstreamConfig", Struct(UPSTREAM_CONFIGURATION)),
+    f("Destination", Struct(DESTINATION)),
+    f("MaxInboundConnections", Int),
+    f("LocalConnectTimeoutMs", Int),
+    f("LocalRequestTimeoutMs", Int),
+    f("BalanceInboundConnections", Str),
+    f("RateLimits", Struct(RATE_LIMITS)),
+    f("EnvoyExtensions", StructList(ENVOY_EXTENSION)),
+    f("Meta", StringMap),
+];
+
+/// Each entry of `GET /v1/config/service-defaults` (a `structs.ServiceConfigEntry`): Consul
+/// filters the config entries of that kind only.
+pub static SERVICE_DEFAULTS: Schema = Schema {
+    name: "ServiceConfigEntry",
+    endpoints: &["/v1/config/service-defaults"],
+    fields: SERVICE_CONFIG_ENTRY,
+};
+
 /// Each value of `GET /v1/agent/services` (an `api.AgentService`).
 pub static AGENT_SERVICES: Schema = Schema {
     name: "AgentService",
@@ -428,6 +516,7 @@ pub static ALL: &[&Schema] = &[
     &CATALOG_SERVICES,
     &CATALOG_NODES,
     &CATALOG_NODE_SERVICES,
+    &SERVICE_DEFAULTS,
 ];
 
 /// The schema of the endpoint `route` (as listed in [`Schema::endpoints`], e.g.

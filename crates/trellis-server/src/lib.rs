@@ -4,6 +4,7 @@
 mod api;
 mod checker;
 pub mod config;
+pub mod coordinator;
 mod dns;
 mod metrics;
 pub mod node;
@@ -22,6 +23,7 @@ pub use config::{
 };
 pub use writer::WriterFailed;
 
+use crate::coordinator::{Coordinator, Driver, DriverParts, Participants, RegistryResolver};
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::publisher::Publisher;
@@ -36,7 +38,9 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use trellis_catalog::{Catalog, Check};
-use trellis_store::{MemoryStore, RedbStore, Store, StoreError};
+use trellis_store::{
+    DecisionLog, MemoryDecisionLog, MemoryStore, RedbDecisionLog, RedbStore, Store, StoreError,
+};
 
 /// Why the server did not start, or stopped. Each message is one line that says what to do;
 /// no variant both prints an inner error and exposes it as its source.
@@ -154,6 +158,7 @@ fn restore(
         snapshot.instances,
         snapshot.checks,
         snapshot.kv,
+        snapshot.config_entries,
         clock.elapsed(),
     );
     tracing::info!(
@@ -237,6 +242,8 @@ async fn start_with_store(
     let publisher = Arc::new(Publisher::new(&catalog, checks_tx));
     let catalog = Arc::new(SharedCatalog::new(catalog));
     let metrics = Arc::new(Metrics::new());
+    let node = Node::new(&config.node_name, &config.datacenter, local_addr);
+    let coordinator = start_coordinator(&config, &publisher, &catalog, &node, &metrics)?;
     let (writer, queue) = queue::channel(config.max_queue);
     let (writer_done_tx, writer_done) = oneshot::channel();
     let writer_thread = Writer::new(
@@ -262,7 +269,7 @@ async fn start_with_store(
         config.enable_script_checks,
     ));
     let state = AppState::new(Parts {
-        node: Node::new(&config.node_name, &config.datacenter, local_addr),
+        node,
         catalog,
         publisher,
         writer,
@@ -270,6 +277,7 @@ async fn start_with_store(
         metrics,
         scripts_enabled: config.enable_script_checks,
         config: config.clone(),
+        coordinator: coordinator.clone(),
     });
     let dns_settings = dns::Settings {
         domain: config.dns_domain.clone(),
@@ -282,6 +290,7 @@ async fn start_with_store(
     let serve = tokio::spawn(async move {
         let result = serve(listener, state, shutdown, writer_done).await;
         checker.abort();
+        coordinator.stop();
         // Closing the state (on shutdown or a writer failure) already stopped DNS from taking
         // queries; make sure it has, whatever ended the HTTP server.
         if let Some(dns) = dns {
@@ -295,6 +304,52 @@ async fn start_with_store(
         instances_restored,
         serve,
     })
+}
+
+/// Opens the decision log, restores the coordinator from it and starts its driver thread.
+fn start_coordinator(
+    config: &ServerConfig,
+    publisher: &Arc<Publisher>,
+    catalog: &Arc<SharedCatalog>,
+    node: &Node,
+    metrics: &Metrics,
+) -> Result<Coordinator, ServerError> {
+    let store_error = |error| match error {
+        StoreError::Locked { .. } => ServerError::DataDirInUse {
+            dir: store_label(config),
+        },
+        error => ServerError::Store {
+            dir: store_label(config),
+            error,
+        },
+    };
+    let log: Box<dyn DecisionLog> = if config.dev {
+        Box::new(MemoryDecisionLog::default())
+    } else {
+        Box::new(RedbDecisionLog::open(&config.data_dir).map_err(store_error)?)
+    };
+    let resolve = Arc::new(RegistryResolver {
+        publisher: Arc::clone(publisher),
+        catalog: Arc::clone(catalog),
+        node_address: node.address.clone(),
+    });
+    let (driver, coordinator) = Driver::start(DriverParts {
+        log,
+        participants: Participants::new(resolve),
+        runtime: tokio::runtime::Handle::current(),
+        metrics: metrics.coordinator.clone(),
+        config: trellis_coordinator::Config::default(),
+    })
+    .map_err(store_error)?;
+    std::thread::Builder::new()
+        .name("trellis-coordinator".into())
+        .spawn(move || {
+            if let Err(error) = driver.run() {
+                tracing::error!(%error, "the transaction coordinator stopped");
+            }
+        })
+        .map_err(ServerError::Thread)?;
+    Ok(coordinator)
 }
 
 /// Serves HTTP until `shutdown` resolves or the writer stops for good, then drains.

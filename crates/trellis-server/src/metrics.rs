@@ -32,6 +32,7 @@ pub struct Metrics {
     pub instances: Family<HealthLabels, Gauge>,
     pub watchers: Gauge,
     pub store: StoreMetrics,
+    pub coordinator: crate::coordinator::CoordinatorMetrics,
 }
 
 /// What the writer records about group commits (handles to the registered metrics).
@@ -90,8 +91,10 @@ impl Metrics {
             "Commands applied per group commit",
             batch_size.clone(),
         );
+        let coordinator = crate::coordinator::CoordinatorMetrics::register(&mut registry);
         Self {
             registry,
+            coordinator,
             requests,
             request_seconds,
             services,

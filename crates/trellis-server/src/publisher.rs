@@ -1,6 +1,6 @@
 //! Makes durable changes visible: republishes the slots of changed services, signals changes of
-//! the service list, of KV, of the sessions and of the catalog as a whole, and hands changed
-//! checks to the checker.
+//! the service list, of KV, of the sessions, of the config entries and of the catalog as a
+//! whole, and hands changed checks to the checker.
 
 use crate::checker::CheckChange;
 use crate::published::{CONSUL_SERVICE, Published, Slot, service_view};
@@ -22,6 +22,8 @@ pub struct Publisher {
     kv_changed: watch::Sender<u64>,
     /// The sessions index, sent after every session created or destroyed.
     sessions_changed: watch::Sender<u64>,
+    /// The config entries index, sent after every config entry written or deleted.
+    config_changed: watch::Sender<u64>,
     /// The global index, sent after every batch that changed anything (a probe result or a TTL
     /// running out included): what reads of the whole catalog (`/v1/health/state`, ...) wait on.
     catalog_changed: watch::Sender<u64>,
@@ -35,6 +37,7 @@ impl Publisher {
             services_changed: watch::channel(catalog.services_index()).0,
             kv_changed: watch::channel(catalog.kv_store_index()).0,
             sessions_changed: watch::channel(catalog.sessions_index()).0,
+            config_changed: watch::channel(catalog.config_index()).0,
             catalog_changed: watch::channel(catalog.index()).0,
             checks_changed,
         }
@@ -56,6 +59,21 @@ impl Publisher {
             .clone()
     }
 
+    /// The slot of a service, created from `catalog` for a name seen for the first time (also
+    /// an unknown one, so a waiter can subscribe).
+    pub fn slot_in(
+        &self,
+        catalog: &crate::shared::SharedCatalog,
+        name: &str,
+    ) -> Result<Arc<Slot>, crate::shared::Retired> {
+        if let Some(slot) = self.slot(name) {
+            return Ok(slot);
+        }
+        // The catalog read lock orders this against the writer's publishing.
+        let catalog = catalog.read()?;
+        Ok(self.slot_or_insert_with(name, || crate::published::service_view(&catalog, name)))
+    }
+
     pub fn services_changed(&self) -> watch::Receiver<u64> {
         self.services_changed.subscribe()
     }
@@ -68,12 +86,16 @@ impl Publisher {
         self.sessions_changed.subscribe()
     }
 
+    pub fn config_changed(&self) -> watch::Receiver<u64> {
+        self.config_changed.subscribe()
+    }
+
     pub fn catalog_changed(&self) -> watch::Receiver<u64> {
         self.catalog_changed.subscribe()
     }
 
     /// Publishes what a durable batch changed: new views per changed service, then the list,
-    /// KV, sessions and catalog signals, then the changed checks.
+    /// KV, sessions, config entries and catalog signals, then the changed checks.
     pub fn publish(&self, catalog: &Catalog, fx: &Effects) {
         // Only services somebody has read or watched have a slot; the others get one, built from
         // the catalog, on their first read. Registrations nobody looks at cost no view and no
@@ -103,6 +125,9 @@ impl Publisher {
         if fx.sessions {
             self.sessions_changed.send_replace(catalog.sessions_index());
         }
+        if fx.config {
+            self.config_changed.send_replace(catalog.config_index());
+        }
         let index = catalog.index();
         self.catalog_changed.send_if_modified(|seen| {
             let moved = *seen != index;
@@ -125,6 +150,7 @@ impl Publisher {
             services_list: true,
             kv: true,
             sessions: true,
+            config: true,
             checks,
             ..Effects::default()
         };

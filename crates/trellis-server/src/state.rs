@@ -2,6 +2,7 @@
 //! writer handle, the waiter bound, metrics and the shutdown signal.
 
 use crate::config::ServerConfig;
+use crate::coordinator::Coordinator;
 use crate::metrics::{HealthLabels, Metrics};
 use crate::node::Node;
 use crate::published::Slot;
@@ -10,6 +11,7 @@ use crate::queue::{WriteError, WriterHandle};
 use crate::shared::{CatalogRead, Retired, SharedCatalog};
 use bytes::Bytes;
 use parking_lot::Mutex;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use trellis_catalog::{Catalog, Command, Reply};
@@ -34,6 +36,12 @@ struct Inner {
     events: Mutex<EventRing>,
     /// Events received so far: what `/v1/event/list` waiters wait on.
     events_changed: watch::Sender<u64>,
+    /// This node's LAN coordinate per network segment, as `/v1/coordinate/update` last set it
+    /// (memory-only); the default segment starts at Serf's origin.
+    coordinates: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// The coordinates index: 1, then one more per change (what coordinate reads answer and
+    /// wait on). Sent under the `coordinates` lock, so a reader sees a list and its index.
+    coordinates_changed: watch::Sender<u64>,
     /// When the server started (autopilot's `StableSince`).
     started: std::time::SystemTime,
     /// Set by `/v1/agent/leave`: the server shuts down as on SIGTERM.
@@ -42,7 +50,13 @@ struct Inner {
     /// The configuration the server runs with (what `/v1/agent/reload` compares a re-read
     /// file with).
     config: ServerConfig,
+    /// The two-phase-commit coordinator.
+    coordinator: Coordinator,
 }
+
+/// Most network segments this node keeps a LAN coordinate for; an update for another one is
+/// dropped, as Consul drops coordinate updates beyond its limit.
+pub const MAX_COORDINATE_SEGMENTS: usize = 64;
 
 /// How many user events the agent keeps (Consul's ring of 256).
 pub const EVENT_RING: usize = 256;
@@ -79,6 +93,7 @@ pub struct Parts {
     pub scripts_enabled: bool,
     /// The configuration the server was started with.
     pub config: ServerConfig,
+    pub coordinator: Coordinator,
 }
 
 impl AppState {
@@ -92,7 +107,9 @@ impl AppState {
             metrics,
             scripts_enabled,
             config,
+            coordinator,
         } = parts;
+        let origin = BTreeMap::from([(String::new(), node.coordinate())]);
         Self(Arc::new(Inner {
             node,
             catalog,
@@ -105,11 +122,19 @@ impl AppState {
             services_render: Mutex::new(None),
             events: Mutex::new(EventRing::default()),
             events_changed: watch::channel(0).0,
+            coordinates: Mutex::new(origin),
+            coordinates_changed: watch::channel(1).0,
             started: std::time::SystemTime::now(),
             leave: watch::channel(false).0,
             scripts_enabled,
             config,
+            coordinator,
         }))
+    }
+
+    /// The two-phase-commit coordinator.
+    pub fn coordinator(&self) -> &Coordinator {
+        &self.0.coordinator
     }
 
     /// Whether script checks may be registered (`enable_script_checks`).
@@ -149,15 +174,7 @@ impl AppState {
     /// The slot of a service, created from the catalog for a name seen for the first time (also
     /// an unknown one, so a waiter can subscribe).
     pub fn slot(&self, name: &str) -> Result<Arc<Slot>, Retired> {
-        if let Some(slot) = self.0.publisher.slot(name) {
-            return Ok(slot);
-        }
-        // The catalog read lock orders this against the writer's publishing.
-        let catalog = self.catalog()?;
-        Ok(self
-            .0
-            .publisher
-            .slot_or_insert_with(name, || crate::published::service_view(&catalog, name)))
+        self.0.publisher.slot_in(&self.0.catalog, name)
     }
 
     /// Changes of the list of services, as the services index.
@@ -173,6 +190,11 @@ impl AppState {
     /// Sessions created or destroyed, as the sessions index.
     pub fn sessions_changed(&self) -> watch::Receiver<u64> {
         self.0.publisher.sessions_changed()
+    }
+
+    /// Config entries written or deleted, as the config entries index.
+    pub fn config_changed(&self) -> watch::Receiver<u64> {
+        self.0.publisher.config_changed()
     }
 
     /// The global index, sent after every published change.
@@ -256,6 +278,37 @@ impl AppState {
     /// Counts the user events received; changes with each one.
     pub fn events_changed(&self) -> watch::Receiver<u64> {
         self.0.events_changed.subscribe()
+    }
+
+    /// This node's LAN coordinates by segment, with their index.
+    pub fn coordinates(&self) -> (u64, Vec<(String, serde_json::Value)>) {
+        let coordinates = self.0.coordinates.lock();
+        let index = *self.0.coordinates_changed.borrow();
+        let listed = coordinates
+            .iter()
+            .map(|(segment, coord)| (segment.clone(), coord.clone()))
+            .collect();
+        (index, listed)
+    }
+
+    /// Sets this node's coordinate in `segment`; a change moves the coordinates index and wakes
+    /// their waiters, the same coordinate again changes nothing, and a segment beyond
+    /// [`MAX_COORDINATE_SEGMENTS`] is dropped.
+    pub fn set_coordinate(&self, segment: String, coord: serde_json::Value) {
+        let mut coordinates = self.0.coordinates.lock();
+        let known = coordinates.contains_key(&segment);
+        if !known && coordinates.len() >= MAX_COORDINATE_SEGMENTS {
+            return;
+        }
+        if coordinates.get(&segment) != Some(&coord) {
+            coordinates.insert(segment, coord);
+            self.0.coordinates_changed.send_modify(|index| *index += 1);
+        }
+    }
+
+    /// Coordinate changes, as the coordinates index.
+    pub fn coordinates_changed(&self) -> watch::Receiver<u64> {
+        self.0.coordinates_changed.subscribe()
     }
 
     /// The metrics with the gauges read now (catalog size, instances by health, waiters); a

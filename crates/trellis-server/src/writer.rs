@@ -193,6 +193,7 @@ impl Writer {
             snapshot.instances,
             snapshot.checks,
             snapshot.kv,
+            snapshot.config_entries,
             now,
         );
         checks.extend(catalog.checks().map(|c| c.id().to_owned()));
@@ -262,6 +263,13 @@ fn mutation(catalog: &Catalog, write: &Write) -> Mutation {
         Write::Session(id) => match catalog.session(id) {
             Some(session) => Mutation::PutSession(session.as_ref().clone()),
             None => Mutation::DeleteSession(id.clone()),
+        },
+        Write::ConfigEntry { kind, name } => match catalog.config_entry(kind, name) {
+            Some(entry) => Mutation::PutConfigEntry(entry.as_ref().clone()),
+            None => Mutation::DeleteConfigEntry {
+                kind: kind.clone(),
+                name: name.clone(),
+            },
         },
     }
 }

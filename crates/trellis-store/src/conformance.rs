@@ -3,8 +3,9 @@
 
 use crate::{Mutation, Store};
 use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry};
+use trellis_types::config_entry::decode_config_entry;
 use trellis_types::session::session_from_create;
-use trellis_types::{CheckDefinition, CheckStatus, ServiceRegistration, Session};
+use trellis_types::{CheckDefinition, CheckStatus, ConfigEntry, ServiceRegistration, Session};
 
 fn instance(id: &str, index: u64) -> InstanceRecord {
     let registration = ServiceRegistration::from_json(serde_json::json!({
@@ -57,12 +58,20 @@ fn session(id: &str, index: u64) -> Session {
     s
 }
 
+fn config_entry(body: serde_json::Value, create: u64, modify: u64) -> ConfigEntry {
+    let mut entry = decode_config_entry(body).unwrap_or_else(|e| panic!("fixture: {e}"));
+    entry.create_index = create;
+    entry.modify_index = modify;
+    entry
+}
+
 /// Runs every conformance check. `open` opens the store (again) at the same location.
 pub fn run<S: Store>(open: impl Fn() -> S) {
     empty_store_loads_empty(&open());
     round_trip_and_reopen(&open);
     checks_follow_their_owner(&open);
     sessions_and_locks_round_trip(&open);
+    config_entries_round_trip(&open);
 }
 
 fn empty_store_loads_empty<S: Store>(store: &S) {
@@ -70,6 +79,7 @@ fn empty_store_loads_empty<S: Store>(store: &S) {
     assert_eq!(snapshot.index, 0);
     assert!(snapshot.instances.is_empty() && snapshot.checks.is_empty());
     assert!(snapshot.kv.entries.is_empty() && snapshot.kv.sessions.is_empty());
+    assert!(snapshot.config_entries.is_empty());
 }
 
 fn round_trip_and_reopen<S: Store>(open: &impl Fn() -> S) {
@@ -229,4 +239,53 @@ fn sessions_and_locks_round_trip<S: Store>(open: &impl Fn() -> S) {
         snapshot.kv.entries
     );
     assert_eq!(snapshot.index, 21);
+}
+
+/// Config entries are stored whole (their fields in order), replaced and deleted by kind and
+/// name without regard to the name's case, and survive a reopen.
+fn config_entries_round_trip<S: Store>(open: &impl Fn() -> S) {
+    let store = open();
+    let web = serde_json::json!({
+        "Kind": "service-defaults", "Name": "Web", "Protocol": "http",
+        "UpstreamConfig": {"Defaults": {"ConnectTimeoutMs": 5000}}, "Meta": {"team": "a"}
+    });
+    let proxy = serde_json::json!({"Kind": "proxy-defaults", "Config": {"protocol": "grpc"}});
+    let api = serde_json::json!({"Kind": "service-defaults", "Name": "api"});
+    store
+        .commit(
+            30,
+            &[
+                Mutation::PutConfigEntry(config_entry(web.clone(), 29, 29)),
+                Mutation::PutConfigEntry(config_entry(proxy.clone(), 30, 30)),
+                Mutation::PutConfigEntry(config_entry(api, 30, 30)),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("commit: {e}"));
+    let mut renamed = web.clone();
+    renamed["Name"] = "web".into();
+    renamed["Protocol"] = "grpc".into();
+    store
+        .commit(
+            31,
+            &[
+                // Replaces "Web": names are one entry whatever their case.
+                Mutation::PutConfigEntry(config_entry(renamed.clone(), 29, 31)),
+                Mutation::DeleteConfigEntry {
+                    kind: "service-defaults".into(),
+                    name: "API".into(),
+                },
+                Mutation::DeleteConfigEntry {
+                    kind: "service-defaults".into(),
+                    name: "never-existed".into(),
+                },
+            ],
+        )
+        .unwrap_or_else(|e| panic!("commit: {e}"));
+    drop(store);
+    let snapshot = open().load().unwrap_or_else(|e| panic!("load: {e}"));
+    assert_eq!(
+        snapshot.config_entries,
+        vec![config_entry(proxy, 30, 30), config_entry(renamed, 29, 31),]
+    );
+    assert_eq!(snapshot.index, 31);
 }

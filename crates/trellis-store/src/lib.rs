@@ -2,14 +2,16 @@
 //! in-memory one for `--dev`, and the conformance suite every implementation must pass.
 
 pub mod conformance;
+pub mod decision_log;
 mod memory;
 mod redb_store;
 
+pub use decision_log::{DecisionLog, LogSnapshot, MemoryDecisionLog, RedbDecisionLog};
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
 
 use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry, KvSnapshot};
-use trellis_types::Session;
+use trellis_types::{ConfigEntry, Session};
 
 /// Everything a store holds, as read back at startup.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -20,6 +22,8 @@ pub struct Snapshot {
     pub checks: Vec<CheckRecord>,
     /// KV entries and the sessions (which hold locks on them): restored together.
     pub kv: KvSnapshot,
+    /// Config entries (`/v1/config`), by kind, then lower-cased name.
+    pub config_entries: Vec<ConfigEntry>,
 }
 
 /// One change to durable state.
@@ -37,6 +41,18 @@ pub enum Mutation {
     DeleteKv(String),
     PutSession(Session),
     DeleteSession(String),
+    PutConfigEntry(ConfigEntry),
+    /// A config entry by kind and name (names match without regard to case).
+    DeleteConfigEntry {
+        kind: String,
+        name: String,
+    },
+}
+
+/// The key a store keeps a config entry under: its kind, a NUL, its lower-cased name (Consul
+/// indexes config entries so; kinds never contain control characters).
+pub(crate) fn config_key(kind: &str, name: &str) -> String {
+    format!("{kind}\0{}", trellis_types::config_entry::name_key(name))
 }
 
 #[derive(Debug, thiserror::Error)]

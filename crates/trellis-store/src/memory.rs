@@ -1,10 +1,10 @@
 //! An in-memory store for `--dev`: same semantics as the durable one, nothing on disk.
 
-use crate::{Mutation, Snapshot, Store, StoreError};
+use crate::{Mutation, Snapshot, Store, StoreError, config_key};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry, KvSnapshot};
-use trellis_types::Session;
+use trellis_types::{ConfigEntry, Session};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -18,6 +18,7 @@ struct State {
     checks: BTreeMap<String, CheckRecord>,
     kv: BTreeMap<String, KvEntry>,
     sessions: BTreeMap<String, Session>,
+    config_entries: BTreeMap<String, ConfigEntry>,
 }
 
 impl MemoryStore {
@@ -37,6 +38,7 @@ impl Store for MemoryStore {
                 entries: state.kv.values().cloned().collect(),
                 sessions: state.sessions.values().cloned().collect(),
             },
+            config_entries: state.config_entries.values().cloned().collect(),
         })
     }
 
@@ -76,6 +78,13 @@ impl Store for MemoryStore {
                 }
                 Mutation::DeleteSession(id) => {
                     state.sessions.remove(id);
+                }
+                Mutation::PutConfigEntry(entry) => {
+                    let key = config_key(&entry.kind, &entry.name);
+                    state.config_entries.insert(key, entry.clone());
+                }
+                Mutation::DeleteConfigEntry { kind, name } => {
+                    state.config_entries.remove(&config_key(kind, name));
                 }
             }
         }

@@ -2,17 +2,20 @@
 //! batch of requests shares one fsync). Instances and their checks share one table, a
 //! service's checks keyed right after its instance (`id\0` and `id\0check`), so registering an
 //! instance with its check dirties one B-tree leaf instead of one in each of two tables. KV
-//! entries and sessions have a table each.
+//! entries, sessions and config entries have a table each.
 
-use crate::{Mutation, Snapshot, Store, StoreError};
+use crate::{Mutation, Snapshot, Store, StoreError, config_key};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use std::path::Path;
 use trellis_catalog::{CheckRecord, InstanceRecord, KvSnapshot};
+use trellis_types::ConfigEntry;
 
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// Config entries by `config_key` (kind, NUL, lower-cased name).
+const CONFIG_ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("config_entries");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INDEX_KEY: &str = "index";
 /// Page cache; the catalog itself lives in memory, so the store only needs a small cache.
@@ -44,6 +47,7 @@ impl RedbStore {
             txn.open_table(RECORDS).map_err(redb::Error::from)?;
             txn.open_table(KV).map_err(redb::Error::from)?;
             txn.open_table(SESSIONS).map_err(redb::Error::from)?;
+            txn.open_table(CONFIG_ENTRIES).map_err(redb::Error::from)?;
             txn.open_table(META).map_err(redb::Error::from)?;
         }
         txn.commit().map_err(redb::Error::from)?;
@@ -96,7 +100,8 @@ impl Store for RedbStore {
                 let txn = self.db.begin_read().map_err(redb::Error::from)?;
                 read_all(&txn, RECORDS, |key| !is_instance_key(key))
             });
-            let rest = (|| -> Result<(u64, Vec<InstanceRecord>, KvSnapshot), StoreError> {
+            type Rest = (u64, Vec<InstanceRecord>, KvSnapshot, Vec<ConfigEntry>);
+            let rest = (|| -> Result<Rest, StoreError> {
                 let txn = self.db.begin_read().map_err(redb::Error::from)?;
                 let index = txn
                     .open_table(META)
@@ -110,7 +115,8 @@ impl Store for RedbStore {
                     entries: read_all(&txn, KV, |_| true)?,
                     sessions: read_all(&txn, SESSIONS, |_| true)?,
                 };
-                Ok((index, instances, kv))
+                let config_entries = read_all(&txn, CONFIG_ENTRIES, |_| true)?;
+                Ok((index, instances, kv, config_entries))
             })();
             (checks.join(), rest)
         });
@@ -118,12 +124,13 @@ impl Store for RedbStore {
             key: "checks".into(),
             reason: "decoder thread panicked".into(),
         })??;
-        let (index, instances, kv) = rest?;
+        let (index, instances, kv, config_entries) = rest?;
         Ok(Snapshot {
             index,
             instances,
             checks,
             kv,
+            config_entries,
         })
     }
 
@@ -133,6 +140,7 @@ impl Store for RedbStore {
             let mut records = txn.open_table(RECORDS).map_err(redb::Error::from)?;
             let mut kv = txn.open_table(KV).map_err(redb::Error::from)?;
             let mut sessions = txn.open_table(SESSIONS).map_err(redb::Error::from)?;
+            let mut config = txn.open_table(CONFIG_ENTRIES).map_err(redb::Error::from)?;
             let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
             for mutation in mutations {
                 match mutation {
@@ -176,6 +184,20 @@ impl Store for RedbStore {
                     }
                     Mutation::DeleteSession(id) => {
                         sessions.remove(id.as_str()).map_err(redb::Error::from)?;
+                    }
+                    Mutation::PutConfigEntry(entry) => {
+                        let bytes = serde_json::to_vec(entry)?;
+                        config
+                            .insert(
+                                config_key(&entry.kind, &entry.name).as_str(),
+                                bytes.as_slice(),
+                            )
+                            .map_err(redb::Error::from)?;
+                    }
+                    Mutation::DeleteConfigEntry { kind, name } => {
+                        config
+                            .remove(config_key(kind, name).as_str())
+                            .map_err(redb::Error::from)?;
                     }
                 }
             }

@@ -1,6 +1,7 @@
 //! Wire types shared by the Trellis server, SDK and CLI: Consul-compatible requests and responses.
 
 mod canonical;
+pub mod config_entry;
 pub mod duration;
 pub mod fields;
 mod meta;
@@ -10,6 +11,7 @@ pub mod session;
 pub mod txn;
 pub mod watch;
 
+pub use config_entry::ConfigEntry;
 pub use duration::{format_go_duration, parse_go_duration};
 pub use meta::Meta;
 pub use registration::{

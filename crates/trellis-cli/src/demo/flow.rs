@@ -1,7 +1,8 @@
-//! The demo's client flow: start everything, call the services through the gateway, inject a
-//! fault, and report what a person should see at each step.
+//! The demo's client flow: start everything, call the services through the gateway, place
+//! orders as transactions (committed, aborted, and one whose participant crashes between
+//! prepare and commit), inject a fault, and report what a person should see at each step.
 
-use super::plan::{Instance, Plan, kill_instance, start_instance};
+use super::plan::{CRASH_PRODUCT, Instance, Plan, kill_instance, restart_app, start_instance};
 use super::processes::Processes;
 use super::report::{Report, percentile};
 use anyhow::{Context, bail};
@@ -26,6 +27,8 @@ struct Stats {
 struct Answer {
     status: u16,
     served_by: String,
+    /// The transaction that placed (or did not place) an order, from `x-trellis-gid`.
+    gid: String,
     body: Value,
 }
 
@@ -59,17 +62,22 @@ async fn call(
         .await
         .with_context(|| format!("{url} unreachable"))?;
     let status = response.status().as_u16();
-    let served_by = response
-        .headers()
-        .get("x-served-by")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let served_by = header("x-served-by");
+    let gid = header(trellis_example::TXN_GID);
     let text = response.text().await.unwrap_or_default();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Ok(Answer {
         status,
         served_by,
+        gid,
         body,
     })
 }
@@ -95,6 +103,54 @@ impl Client {
 
     async fn get(&mut self, path: &str) -> anyhow::Result<Answer> {
         self.send(reqwest::Method::GET, path, None).await
+    }
+
+    async fn order(
+        &mut self,
+        user_id: i64,
+        product: &str,
+        quantity: i64,
+    ) -> anyhow::Result<Answer> {
+        let body = json!({"user_id": user_id, "product": product, "quantity": quantity});
+        self.send(reqwest::Method::POST, "/orders", Some(body))
+            .await
+    }
+
+    /// `(stock, reserved)` of `product`, through the gateway.
+    async fn stock(&mut self, product: &str) -> anyhow::Result<(i64, i64)> {
+        let answer = self
+            .get(&format!("/stock/{}", product.replace(' ', "%20")))
+            .await?;
+        match (
+            answer.body["stock"].as_i64(),
+            answer.body["reserved"].as_i64(),
+        ) {
+            (Some(stock), Some(reserved)) if answer.status == 200 => Ok((stock, reserved)),
+            _ => bail!(
+                "GET /stock/{product} answered {} {}",
+                answer.status,
+                answer.body
+            ),
+        }
+    }
+
+    /// The ids of the placed orders and of the pending ones.
+    async fn order_ids(&mut self) -> anyhow::Result<(Vec<i64>, Vec<i64>)> {
+        let ids = |body: &Value| -> Vec<i64> {
+            body.as_array()
+                .map(|items| items.iter().filter_map(|o| o["id"].as_i64()).collect())
+                .unwrap_or_default()
+        };
+        let placed = self.get("/orders").await?;
+        let pending = self.get("/orders?status=pending").await?;
+        if placed.status != 200 || pending.status != 200 {
+            bail!(
+                "listing orders answered {} and {}",
+                placed.status,
+                pending.status
+            );
+        }
+        Ok((ids(&placed.body), ids(&pending.body)))
     }
 }
 
@@ -172,6 +228,43 @@ async fn concurrent_gets(
     futures_util::future::join_all(calls).await
 }
 
+/// The coordinator's view of transaction `gid`.
+async fn transaction(http: &reqwest::Client, plan: &Plan, gid: &str) -> Option<Value> {
+    let url = format!("{}/v1/trellis/txn/{gid}", plan.registry_url());
+    let response = http.get(url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.json().await.ok()
+}
+
+/// `order committed, stock committing (attempt 3: ...)`: each branch's state.
+fn branch_states(txn: &Value) -> String {
+    txn["branches"]
+        .as_array()
+        .map(|branches| {
+            branches
+                .iter()
+                .map(|b| {
+                    let mut text = format!(
+                        "{} {}",
+                        b["branch_id"].as_str().unwrap_or("?"),
+                        b["state"].as_str().unwrap_or("?")
+                    );
+                    if let Some(error) = b["last_error"].as_str() {
+                        text.push_str(&format!(
+                            " (attempt {}: {error})",
+                            b["attempts"].as_u64().unwrap_or(0)
+                        ));
+                    }
+                    text
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
 fn names(body: &Value, field: &str) -> Vec<String> {
     body.as_array()
         .map(|items| {
@@ -216,6 +309,8 @@ pub async fn run(plan: &Plan, procs: &mut Processes, report: &mut Report) -> any
     flow.start_instances_and_gateway().await?;
     flow.list_through_the_gateway().await?;
     flow.place_orders().await?;
+    flow.abort_for_short_stock().await?;
+    flow.crash_between_prepare_and_commit().await?;
     let victim = flow.kill_an_instance_under_load().await?;
     flow.restart(&victim).await?;
     flow.summary().await;
@@ -264,22 +359,23 @@ impl Flow<'_> {
     async fn start_instances_and_gateway(&mut self) -> anyhow::Result<()> {
         let plan = self.plan;
         self.report.step(
-            "Start two users and two orders instances, each with its own sidecar, and the gateway",
+            "Start two users, two orders and one inventory instance, each with its own sidecar, and the gateway",
         );
         for instance in &plan.instances {
             start_instance(self.procs, plan, instance)?;
         }
         self.procs.spawn("gateway", &plan.gateway_args())?;
         let http = self.http.clone();
-        for service in ["users", "orders"] {
+        for service in ["users", "orders", "inventory"] {
+            let count = plan.count(service);
             let ids = self
                 .wait_for(
                     Duration::from_secs(30),
-                    &format!("two passing {service} instances"),
+                    &format!("{count} passing {service} instance(s)"),
                     || async {
                         passing_ids(&http, plan, service)
                             .await
-                            .filter(|ids| ids.len() == 2)
+                            .filter(|ids| ids.len() == count)
                     },
                 )
                 .await?;
@@ -293,21 +389,26 @@ impl Flow<'_> {
                 );
             }
         }
-        let gateway_users = format!("{}/users", plan.gateway_url());
-        self.wait_for(
-            Duration::from_secs(20),
-            "the gateway to route /users",
-            || async {
-                call(&http, reqwest::Method::GET, &gateway_users, None)
-                    .await
-                    .ok()
-                    .filter(|a| a.status == 200)
-                    .map(drop)
-            },
-        )
-        .await?;
+        self.report.info(&format!(
+            "inventory-1 is started with --crash-before-commit \"{CRASH_PRODUCT}\" (fault injection, step 6)"
+        ));
+        for route in ["/users", "/orders", "/stock"] {
+            let url = format!("{}{route}", plan.gateway_url());
+            self.wait_for(
+                Duration::from_secs(20),
+                &format!("the gateway to route {route}"),
+                || async {
+                    call(&http, reqwest::Method::GET, &url, None)
+                        .await
+                        .ok()
+                        .filter(|a| a.status == 200)
+                        .map(drop)
+                },
+            )
+            .await?;
+        }
         self.report.ok(&format!(
-            "gateway routing /users and /orders on {}",
+            "gateway routing /users, /orders and /stock on {}",
             plan.gateway_url()
         ));
         Ok(())
@@ -315,7 +416,7 @@ impl Flow<'_> {
 
     async fn list_through_the_gateway(&mut self) -> anyhow::Result<()> {
         self.report
-            .step("List the users and the orders through the gateway");
+            .step("List the users, the orders and the stock through the gateway");
         let users = self.client.get("/users").await?;
         let user_names = names(&users.body, "name");
         self.report.check(
@@ -338,6 +439,25 @@ impl Flow<'_> {
                 "GET /orders → {} (served by {})",
                 products.join(", "),
                 orders.served_by
+            ),
+        );
+        let stock = self.client.get("/stock").await?;
+        let items: Vec<String> = stock
+            .body
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|i| format!("{} {}", i["product"].as_str().unwrap_or("?"), i["stock"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.report.check(
+            stock.status == 200 && items.iter().any(|i| i == "Limited edition 1"),
+            &format!(
+                "GET /stock → {} (served by {})",
+                items.join(", "),
+                stock.served_by
             ),
         );
         // Eight at a time: the default balancer (peak-EWMA) weighs latency by requests in
@@ -364,37 +484,206 @@ impl Flow<'_> {
     }
 
     async fn place_orders(&mut self) -> anyhow::Result<()> {
-        self.report
-            .step("Place orders (the orders service checks the user through its sidecar)");
-        let created = self
-            .client
-            .send(
-                reqwest::Method::POST,
-                "/orders",
-                Some(json!({"user_id": 1, "product": "Product C", "quantity": 2})),
-            )
-            .await?;
+        self.report.step(
+            "Place an order: orders checks the user through its sidecar, then one transaction places the order and takes the stock",
+        );
+        let product = "Product C";
+        let (before, _) = self.client.stock(product).await?;
+        let created = self.client.order(1, product, 2).await?;
         self.report.check(
             created.status == 201,
             &format!(
-                "POST /orders for John → {} order {} (served by {})",
+                "POST /orders for John, 2 × {product} → {} order {} (served by {}), transaction committed",
                 created.status, created.body["id"], created.served_by
             ),
         );
-        let rejected = self
-            .client
-            .send(
-                reqwest::Method::POST,
-                "/orders",
-                Some(json!({"user_id": 999, "product": "Product D", "quantity": 1})),
-            )
-            .await?;
+        self.report.info(&format!(
+            "transaction {} across orders (the order row) and inventory (the stock), both reached through their sidecars",
+            created.gid
+        ));
+        let (after, reserved) = self.client.stock(product).await?;
+        self.report.check(
+            after == before - 2 && reserved == 0,
+            &format!("{product} stock {before} → {after} ({reserved} reserved): the order and its stock changed together"),
+        );
+        let rejected = self.client.order(999, "Product D", 1).await?;
         self.report.check(
             rejected.status == 422,
             &format!(
                 "POST /orders for unknown user 999 → {} {}",
                 rejected.status,
                 rejected.body["error"].as_str().unwrap_or_default()
+            ),
+        );
+        Ok(())
+    }
+
+    /// An order for more than is left: inventory votes no, the transaction aborts, and neither
+    /// database keeps anything of it.
+    async fn abort_for_short_stock(&mut self) -> anyhow::Result<()> {
+        let product = "Limited edition";
+        self.report.step(&format!(
+            "A transaction that aborts: an order for 2 × {product}, of which 1 is left"
+        ));
+        let (orders_before, pending_before) = self.client.order_ids().await?;
+        let stock_before = self.client.stock(product).await?;
+        self.report.info(&format!(
+            "before: {} orders placed, {} pending; {product} stock {}, {} reserved",
+            orders_before.len(),
+            pending_before.len(),
+            stock_before.0,
+            stock_before.1
+        ));
+        let refused = self.client.order(2, product, 2).await?;
+        let reason = refused.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.report.check(
+            refused.status == 409 && reason.contains("only 1 of"),
+            &format!(
+                "POST /orders for Jane, 2 × {product} → {} {reason}",
+                refused.status
+            ),
+        );
+        if let Some(txn) = transaction(&self.http, self.plan, &refused.gid).await {
+            self.report.info(&format!(
+                "transaction {} {}: {}",
+                refused.gid,
+                txn["state"].as_str().unwrap_or("?"),
+                branch_states(&txn)
+            ));
+        }
+        // The abort of the order's pending row may still be on its way if the coordinator
+        // answered "aborting"; give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (orders_after, pending_after) = loop {
+            let ids = self.client.order_ids().await?;
+            if ids.1 == pending_before || Instant::now() >= deadline {
+                break ids;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        self.report.check(
+            orders_after == orders_before && pending_after == pending_before,
+            &format!(
+                "orders: still {} placed, {} pending: no order row left behind",
+                orders_after.len(),
+                pending_after.len()
+            ),
+        );
+        let stock_after = self.client.stock(product).await?;
+        self.report.check(
+            stock_after == stock_before,
+            &format!(
+                "{product} stock {}, {} reserved: no reservation left behind",
+                stock_after.0, stock_after.1
+            ),
+        );
+        Ok(())
+    }
+
+    /// inventory-1 exits on the commit of CRASH_PRODUCT (its `--crash-before-commit`): the order
+    /// is decided but its stock not yet taken. Restarted without the flag, the coordinator's
+    /// retry commits it.
+    async fn crash_between_prepare_and_commit(&mut self) -> anyhow::Result<()> {
+        let product = CRASH_PRODUCT;
+        self.report.step(&format!(
+            "A participant crashes between prepare and commit: inventory-1 exits on the commit of {product}"
+        ));
+        let victim = self
+            .plan
+            .instance("inventory-1")
+            .context("inventory-1 is in the plan")?
+            .clone();
+        let (before, _) = self.client.stock(product).await?;
+        let accepted = self.client.order(1, product, 1).await?;
+        let state = accepted.body["state"].as_str().unwrap_or_default();
+        self.report.check(
+            accepted.status == 202 && state == "committing",
+            &format!(
+                "POST /orders for John, 1 × {product} → {} {}: decided to commit, inventory has not acknowledged",
+                accepted.status,
+                if state.is_empty() { accepted.body.to_string() } else { state.to_owned() }
+            ),
+        );
+        let gid = accepted.body["gid"]
+            .as_str()
+            .unwrap_or(&accepted.gid)
+            .to_owned();
+        let id = accepted.body["order"]["id"].as_i64();
+        let status = self
+            .procs
+            .wait_exit(&victim.name, Duration::from_secs(10))?;
+        self.report.check(
+            status.code() == Some(trellis_example::CRASH_EXIT_CODE),
+            &format!("inventory-1 exited ({status}) on receiving the commit, before committing"),
+        );
+        if let Some(txn) = transaction(&self.http, self.plan, &gid).await {
+            self.report.info(&format!(
+                "transaction {gid} {}: {}",
+                txn["state"].as_str().unwrap_or("?"),
+                branch_states(&txn)
+            ));
+        }
+        restart_app(self.procs, self.plan, &victim)?;
+        let restarted = Instant::now();
+        self.report
+            .ok("inventory-1 restarted without --crash-before-commit (its sidecar kept running)");
+        let (http, plan) = (self.http.clone(), self.plan);
+        let txn = self
+            .wait_for(
+                Duration::from_secs(30),
+                &format!("transaction {gid} to commit"),
+                || async {
+                    transaction(&http, plan, &gid)
+                        .await
+                        .filter(|t| t["state"] == "committed")
+                },
+            )
+            .await?;
+        let attempts = txn["branches"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["branch_id"] == "stock"))
+            .and_then(|b| b["attempts"].as_u64())
+            .unwrap_or(0);
+        self.report.ok(&format!(
+            "transaction committed {:.1} s after the restart: the coordinator's retry landed (stock commit attempt {attempts})",
+            restarted.elapsed().as_secs_f64()
+        ));
+        let order = match id {
+            Some(id) => self.client.get(&format!("/orders/{id}")).await?,
+            None => bail!("the 202 answer carried no order: {}", accepted.body),
+        };
+        self.report.check(
+            order.status == 200 && order.body["product"] == product,
+            &format!(
+                "GET /orders/{} → {} {} × {product}: the order is placed",
+                id.unwrap_or(0),
+                order.status,
+                order.body["quantity"]
+            ),
+        );
+        // The gateway may take a moment to route to the restarted instance again.
+        let url = format!("{}/stock", plan.gateway_url());
+        self.wait_for(
+            Duration::from_secs(15),
+            "the gateway to route /stock again",
+            || async {
+                call(&http, reqwest::Method::GET, &url, None)
+                    .await
+                    .ok()
+                    .filter(|a| a.status == 200)
+                    .map(drop)
+            },
+        )
+        .await?;
+        let stock = self.client.stock(product).await?;
+        self.report.check(
+            stock == (before - 1, 0),
+            &format!(
+                "{product} stock {before} → {} ({} reserved): the stock went down exactly once",
+                stock.0, stock.1
             ),
         );
         Ok(())
@@ -412,6 +701,7 @@ impl Flow<'_> {
             .clone();
         let metrics = self.gateway_metrics();
         let ejections_before = counter_sum(&self.http, &metrics, "trellis_ejections_total").await;
+        let retries_before = counter_sum(&self.http, &metrics, "trellis_retries_total").await;
         kill_instance(self.procs, &victim)?;
         let killed_at = Instant::now();
         self.report.ok("users-1 killed with SIGKILL");
@@ -425,9 +715,18 @@ impl Flow<'_> {
         }
         let ejections =
             counter_sum(&self.http, &metrics, "trellis_ejections_total").await - ejections_before;
+        let retries =
+            counter_sum(&self.http, &metrics, "trellis_retries_total").await - retries_before;
+        // A request that reaches the dead endpoint fails to connect and is retried; with no
+        // retry at all, the balancer never picked it (peak-EWMA had already scored it slow),
+        // which is as good as ejecting it.
         self.report.check(
-            ejections >= 1.0,
-            &format!("the gateway ejected the dead endpoint ({ejections} ejection(s))"),
+            ejections >= 1.0 || retries == 0.0,
+            &if ejections >= 1.0 {
+                format!("the gateway ejected the dead endpoint ({ejections} ejection(s))")
+            } else {
+                "the gateway never picked the dead endpoint (no retry, nothing to eject)".into()
+            },
         );
         let (http, plan) = (self.http.clone(), self.plan);
         self.wait_for(

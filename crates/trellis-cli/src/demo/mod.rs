@@ -1,6 +1,7 @@
-//! `trellis demo`: the users/orders example system, end to end on this machine — a registry,
-//! two users and two orders instances each with its own sidecar, and a gateway, every one its
-//! own OS process — then the client flow through the gateway, step by step.
+//! `trellis demo`: the users/orders/inventory example system, end to end on this machine — a
+//! registry (which is also the transaction coordinator), two users, two orders and one inventory
+//! instance each with its own sidecar, and a gateway, every one its own OS process — then the
+//! client flow through the gateway, step by step.
 
 mod flow;
 mod plan;
@@ -54,7 +55,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     ensure_free(&plan.ports())?;
     let mut procs = Processes::new(&plan.data_dir.join("logs"))?;
     let mut report = report::Report::new();
-    report.title("Trellis demo: users and orders behind sidecars and a gateway");
+    report.title("Trellis demo: users, orders and inventory behind sidecars and a gateway");
     report.info(&format!("data and logs in {}", plan.data_dir.display()));
 
     let outcome = tokio::select! {
@@ -85,8 +86,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             (
                 "gateway",
                 format!(
-                    "curl {}/users   |   curl {}/orders",
+                    "curl {}/users   |   curl {}/orders   |   curl {}/stock",
                     plan.gateway_url(),
+                    plan.gateway_url(),
+                    plan.gateway_url()
+                ),
+            ),
+            (
+                "place an order",
+                format!(
+                    "curl -i {}/orders -H 'content-type: application/json' -d '{{\"user_id\": 1, \"product\": \"Product A\", \"quantity\": 1}}'",
                     plan.gateway_url()
                 ),
             ),
@@ -97,6 +106,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             (
                 "services",
                 format!("{} services --addr {}", this_binary(), plan.registry),
+            ),
+            (
+                "transactions",
+                format!("{} txn list --addr {}", this_binary(), plan.registry),
             ),
             (
                 "gateway metrics",

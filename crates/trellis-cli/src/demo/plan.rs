@@ -6,7 +6,7 @@ use crate::server_cmd::ServerArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use trellis_example::{OrdersArgs, UsersArgs};
+use trellis_example::{InventoryArgs, OrdersArgs, UsersArgs};
 use trellis_proxy::{GatewayArgs, SidecarArgs};
 use trellis_server::{DnsListen, HostPort};
 
@@ -34,8 +34,12 @@ pub struct Plan {
 }
 
 /// Ports the demo uses above `--base-port` (registry, gateway, gateway admin, registry DNS,
-/// then four instances of four).
-const PORTS_USED: u16 = 44;
+/// then five instances of four, from `base + 10` in steps of ten).
+const PORTS_USED: u16 = 54;
+
+/// The product whose commit crashes the inventory instance the demo starts (its fault
+/// injection, `--crash-before-commit`); the demo restarts it without.
+pub const CRASH_PRODUCT: &str = "Product B";
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -50,10 +54,14 @@ impl Plan {
             );
         }
         let mut instances = Vec::new();
-        for (k, (service, n)) in [("users", 1), ("users", 2), ("orders", 1), ("orders", 2)]
-            .into_iter()
-            .enumerate()
-        {
+        let services = [
+            ("users", 1),
+            ("users", 2),
+            ("orders", 1),
+            ("orders", 2),
+            ("inventory", 1),
+        ];
+        for (k, (service, n)) in services.into_iter().enumerate() {
             let first = base + 10 + 10 * k as u16;
             instances.push(Instance {
                 service,
@@ -102,6 +110,14 @@ impl Plan {
         self.instances.iter().find(|i| i.name == name)
     }
 
+    /// How many instances of `service` the demo runs.
+    pub fn count(&self, service: &str) -> usize {
+        self.instances
+            .iter()
+            .filter(|i| i.service == service)
+            .count()
+    }
+
     /// `trellis server ...` for the registry. Every child's arguments are built as the typed
     /// arguments of its command, so a renamed flag is a compile error, not a failed demo.
     pub fn server_args(&self) -> Vec<String> {
@@ -115,13 +131,32 @@ impl Plan {
         command("server", server.to_args())
     }
 
+    /// The app of instance `i` as first started: the inventory with its fault injection.
     pub fn app_args(&self, i: &Instance) -> Vec<String> {
+        self.app_args_with(i, true)
+    }
+
+    /// The app of instance `i` started again after a crash: without fault injection.
+    pub fn restarted_app_args(&self, i: &Instance) -> Vec<String> {
+        self.app_args_with(i, false)
+    }
+
+    fn app_args_with(&self, i: &Instance, faults: bool) -> Vec<String> {
         let db = self.data_dir.join(format!("{}.db", i.service));
         let users = UsersArgs {
             listen: i.app,
             db,
             instance: i.name.clone(),
         };
+        if i.service == "inventory" {
+            let inventory = InventoryArgs {
+                listen: users.listen,
+                db: users.db,
+                instance: users.instance,
+                crash_before_commit: faults.then(|| CRASH_PRODUCT.to_owned()),
+            };
+            return command(i.service, inventory.to_args());
+        }
         if i.service != "orders" {
             return command(i.service, users.to_args());
         }
@@ -136,6 +171,7 @@ impl Plan {
                     .expect("a valid URL"),
             ),
             users_timeout_ms: 2000,
+            coordinator: self.registry_url().parse().expect("a valid URL"),
         };
         command(i.service, orders.to_args())
     }
@@ -162,7 +198,11 @@ impl Plan {
             registry: self.registry_url(),
             listen: self.gateway.to_string(),
             admin: self.gateway_admin.to_string(),
-            routes: vec!["/users=users".to_owned(), "/orders=orders".to_owned()],
+            routes: vec![
+                "/users=users".to_owned(),
+                "/orders=orders".to_owned(),
+                "/stock=inventory".to_owned(),
+            ],
             keep_prefix: true,
             workers: Some(1),
             ..GatewayArgs::default()
@@ -180,6 +220,11 @@ fn command(subcommand: &str, args: Vec<String>) -> Vec<String> {
 pub fn start_instance(procs: &mut Processes, plan: &Plan, i: &Instance) -> anyhow::Result<()> {
     procs.spawn(&i.name, &plan.app_args(i))?;
     procs.spawn(&format!("{}-sidecar", i.name), &plan.sidecar_args(i))
+}
+
+/// Starts the app of an instance again (its sidecar kept running), without fault injection.
+pub fn restart_app(procs: &mut Processes, plan: &Plan, i: &Instance) -> anyhow::Result<()> {
+    procs.spawn(&i.name, &plan.restarted_app_args(i))
 }
 
 /// SIGKILLs an instance: its app and its sidecar, as when its machine dies.
@@ -200,6 +245,7 @@ mod tests {
         let mut lines = vec![plan.server_args(), plan.gateway_args()];
         for i in &plan.instances {
             lines.push(plan.app_args(i));
+            lines.push(plan.restarted_app_args(i));
             lines.push(plan.sidecar_args(i));
         }
         for line in lines {
@@ -212,10 +258,27 @@ mod tests {
 
     #[test]
     fn ports_stay_below_65536() {
-        assert!(Plan::new(65492, PathBuf::from("/tmp")).is_ok());
-        let error = Plan::new(65493, PathBuf::from("/tmp"))
+        assert!(Plan::new(65482, PathBuf::from("/tmp")).is_ok());
+        let error = Plan::new(65483, PathBuf::from("/tmp"))
             .unwrap_err()
             .to_string();
-        assert!(error.contains("up to 65492"), "{error}");
+        assert!(error.contains("up to 65482"), "{error}");
+        let plan = Plan::new(65482, PathBuf::from("/tmp")).unwrap();
+        let highest = plan.ports().iter().map(|(_, a)| a.port()).max();
+        assert_eq!(highest, Some(u16::MAX));
+    }
+
+    #[test]
+    fn only_the_first_inventory_start_injects_the_crash() {
+        let plan = Plan::new(9500, PathBuf::from("/tmp")).unwrap();
+        let inventory = plan.instance("inventory-1").unwrap();
+        let flag = format!("--crash-before-commit={CRASH_PRODUCT}");
+        assert!(plan.app_args(inventory).contains(&flag));
+        assert!(!plan.restarted_app_args(inventory).contains(&flag));
+        let orders = plan.instance("orders-1").unwrap();
+        assert!(
+            plan.app_args(orders)
+                .contains(&"--coordinator=http://127.0.0.1:9500/".to_owned())
+        );
     }
 }

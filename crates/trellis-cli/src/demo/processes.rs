@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long a child gets to exit after SIGTERM before it is killed.
@@ -60,6 +60,25 @@ impl Processes {
             .with_context(|| format!("cannot kill {name}"))?;
         let _ = child.wait();
         Ok(())
+    }
+
+    /// Waits up to `timeout` for child `name` to exit on its own (a crash the demo injected)
+    /// and forgets it; fails if it is still running then.
+    pub fn wait_exit(&mut self, name: &str, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let Some(child) = self.children.get_mut(name) else {
+            bail!("no process {name}");
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.children.remove(name);
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("{name} is still running {timeout:?} after it should have exited");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Fails if a child has exited on its own.

@@ -1,6 +1,12 @@
-//! The orders service: list, filter, fetch and create orders; creating one checks with the
-//! users service (through the sidecar) that the user exists.
+//! The orders service: list, filter, fetch and place orders. Placing one checks with the users
+//! service (through the sidecar) that the user exists, then submits one two-phase-commit
+//! transaction to the coordinator across this service (the order row, `/txn/order`) and the
+//! inventory service (the stock): either the order is placed and the stock went down, or
+//! neither.
 
+mod branch;
+mod coordinator;
+mod outbound;
 mod store;
 mod users_client;
 
@@ -19,10 +25,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use reqwest::Url;
+use serde_json::json;
+use trellis_participant::SqliteParticipant;
 
 use crate::api::{self, ApiError};
-use crate::{Error, Order, Server};
-use store::{NewOrder, OrdersStore};
+use crate::{Error, Order, Server, TXN_GID};
+use branch::PlaceOrder;
+use coordinator::{CoordinatorClient, NoOutcome, Outcome};
+pub use coordinator::{INVENTORY_SERVICE, ORDER_PATH, ORDERS_SERVICE};
+use store::{NewOrder, OrdersStore, Status};
 use users_client::{Unavailable, UsersClient};
 
 /// Longest accepted product name, in characters.
@@ -53,6 +64,10 @@ pub struct OrdersArgs {
     /// Total time allowed for one call to users, in milliseconds.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
     pub users_timeout_ms: u64,
+    /// The two-phase-commit coordinator (`trellis server`) that places each order as one
+    /// transaction across orders and inventory.
+    #[arg(long, default_value = "http://127.0.0.1:8500")]
+    pub coordinator: Url,
 }
 
 impl OrdersArgs {
@@ -65,6 +80,7 @@ impl OrdersArgs {
             format!("--instance={}", self.instance),
             format!("--users-url={}", self.users_url),
             format!("--users-timeout-ms={}", self.users_timeout_ms),
+            format!("--coordinator={}", self.coordinator),
         ];
         if let Some(proxy) = &self.proxy {
             args.push(format!("--proxy={proxy}"));
@@ -73,11 +89,14 @@ impl OrdersArgs {
     }
 }
 
-/// What the orders handlers share: the database, the users client and this instance's name.
+/// What the orders handlers share: the database (read through its own connection, written only
+/// by the participant), the users and coordinator clients, and this instance's name.
 #[derive(Clone)]
 pub struct OrdersState {
     store: OrdersStore,
+    participant: SqliteParticipant<PlaceOrder>,
     users: UsersClient,
+    coordinator: CoordinatorClient,
     instance: HeaderValue,
 }
 
@@ -87,10 +106,14 @@ impl OrdersState {
         let instance = api::instance_header(&args.instance)?;
         let timeout = Duration::from_millis(args.users_timeout_ms.max(1));
         let users = UsersClient::new(&args.users_url, args.proxy.as_ref(), timeout)?;
+        let coordinator = CoordinatorClient::new(&args.coordinator)?;
         let store = OrdersStore::open(&args.db).await?;
+        let participant = crate::db::participant(&args.db, PlaceOrder).await?;
         Ok(Self {
             store,
+            participant,
             users,
+            coordinator,
             instance,
         })
     }
@@ -98,11 +121,15 @@ impl OrdersState {
 
 /// The orders service's routes, for serving or for driving in tests.
 pub fn orders_router(state: OrdersState) -> Router {
+    let participant = trellis_participant::router(state.participant.clone());
+    let instance = state.instance.clone();
     let routes = Router::new()
         .route("/orders", get(list).post(create))
         .route("/orders/{id}", get(fetch))
-        .route("/health", get(health));
-    api::service_router(routes, state.instance.clone(), state)
+        .route("/health", get(health))
+        .with_state(state)
+        .nest(ORDER_PATH, participant);
+    api::service_router(routes, instance, ())
 }
 
 /// Opens the database and binds the listener; nothing is served yet.
@@ -134,7 +161,12 @@ async fn list(
                 .ok_or_else(|| ApiError::bad_request("user_id must be a positive integer"))?,
         ),
     };
-    Ok(Json(state.store.list(user_id).await?))
+    let status = match query.get("status") {
+        None => Status::Placed,
+        Some(raw) => Status::parse(raw)
+            .ok_or_else(|| ApiError::bad_request("status must be placed or pending"))?,
+    };
+    Ok(Json(state.store.list(user_id, status).await?))
 }
 
 async fn fetch(
@@ -167,10 +199,70 @@ async fn create(
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason));
         }
     }
-    let order = state.store.create(new).await?;
-    tracing::info!(id = order.id, user_id = order.user_id, "order created");
-    let location = [(LOCATION, format!("/orders/{}", order.id))];
-    Ok((StatusCode::CREATED, location, Json(order)).into_response())
+    let gid = new_gid();
+    let outcome = state.coordinator.place(&gid, &new, &headers).await;
+    let mut response = answer(&state, &gid, outcome)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    if let Ok(value) = HeaderValue::from_str(&gid) {
+        response.headers_mut().insert(TXN_GID, value);
+    }
+    Ok(response)
+}
+
+/// The answer to `POST /orders` once the transaction `gid` has (or has not) an outcome.
+async fn answer(
+    state: &OrdersState,
+    gid: &str,
+    outcome: Result<Outcome, NoOutcome>,
+) -> Result<Response, ApiError> {
+    let by_gid = |gid: &str| state.store.by_gid(gid.to_owned());
+    Ok(match outcome {
+        Ok(Outcome::Committed) => match by_gid(gid).await? {
+            Some(order) => {
+                tracing::info!(id = order.id, user_id = order.user_id, %gid, "order placed");
+                let location = [(LOCATION, format!("/orders/{}", order.id))];
+                (StatusCode::CREATED, location, Json(order)).into_response()
+            }
+            None => {
+                tracing::error!(%gid, "the transaction committed but its order is missing");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+            }
+        },
+        Ok(Outcome::Committing) => {
+            let order = by_gid(gid).await?;
+            tracing::info!(%gid, "order decided; a participant has not committed yet");
+            accepted(gid, "committing", order)
+        }
+        Ok(Outcome::Undecided(txn_state)) => {
+            let order = by_gid(gid).await?;
+            tracing::warn!(%gid, state = %txn_state, "the coordinator answered before deciding");
+            accepted(gid, &txn_state, order)
+        }
+        Ok(Outcome::Aborted(reason)) => {
+            tracing::info!(%gid, %reason, "order not placed: its transaction aborted");
+            ApiError::new(StatusCode::CONFLICT, reason).into_response()
+        }
+        Err(NoOutcome(status, reason)) => ApiError::new(status, reason).into_response(),
+    })
+}
+
+/// 202: the transaction is decided to commit (or not decided yet) and the order will be placed
+/// once every participant has it: `{"gid": ..., "state": ..., "order": {...} | null}`.
+fn accepted(gid: &str, state: &str, order: Option<Order>) -> Response {
+    let location = order
+        .as_ref()
+        .map(|order| [(LOCATION, format!("/orders/{}", order.id))]);
+    let body = Json(json!({ "gid": gid, "state": state, "order": order }));
+    match location {
+        Some(location) => (StatusCode::ACCEPTED, location, body).into_response(),
+        None => (StatusCode::ACCEPTED, body).into_response(),
+    }
+}
+
+/// A new transaction ID: `order-` and 128 random bits in hex.
+fn new_gid() -> String {
+    format!("order-{:032x}", rand::random::<u128>())
 }
 
 fn parse_new_order(

@@ -6,11 +6,8 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use reqwest::{Proxy, Url};
 
+use super::outbound::{check_http, forward};
 use crate::{Error, User};
-
-/// Request headers copied from the incoming request onto the users call, so that one trace
-/// and one request id span both services.
-const FORWARDED: [&str; 3] = ["traceparent", "tracestate", "x-request-id"];
 
 /// Set by the Trellis proxy on responses it generates itself; such a 404 means "no route to
 /// users", not "no such user".
@@ -55,12 +52,7 @@ impl UsersClient {
 
     /// Asks for `/users/{id}`. `Ok(false)` only for a 404 from the users service itself.
     pub(crate) async fn exists(&self, id: i64, incoming: &HeaderMap) -> Result<bool, Unavailable> {
-        let mut request = self.http.get(format!("{}/users/{id}", self.base));
-        for name in FORWARDED {
-            for value in incoming.get_all(name) {
-                request = request.header(name, value);
-            }
-        }
+        let request = forward(self.http.get(format!("{}/users/{id}", self.base)), incoming);
         let response = request.send().await.map_err(|e| self.failure(&e))?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND && !response.headers().contains_key(PROXY_ERROR) {
@@ -100,16 +92,5 @@ impl UsersClient {
         } else {
             Unavailable("request to users service failed".into())
         }
-    }
-}
-
-/// reqwest is built without TLS here, so only plain HTTP can work; say so at start-up.
-fn check_http(what: &str, url: &Url) -> Result<(), Error> {
-    if url.scheme() == "http" && url.host().is_some() {
-        Ok(())
-    } else {
-        Err(Error::Config(format!(
-            "{what} {url} must be an http:// URL with a host"
-        )))
     }
 }

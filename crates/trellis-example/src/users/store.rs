@@ -14,6 +14,7 @@ static SCHEMA: Schema = Schema {
               id   INTEGER PRIMARY KEY AUTOINCREMENT,
               name TEXT NOT NULL
           );",
+    migrate: None,
     seed: "INSERT INTO users (id, name) VALUES (1, 'John'), (2, 'Jane');",
 };
 

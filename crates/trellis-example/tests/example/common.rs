@@ -8,7 +8,12 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use trellis_example::{Error, OrdersArgs, Server, UsersArgs, orders_server, users_server};
+use trellis_example::{
+    Error, INVENTORY_SERVICE, InventoryArgs, ORDERS_SERVICE, OrdersArgs, Server, UsersArgs,
+    inventory_server, orders_server, users_server,
+};
+
+use crate::coordinator::MiniCoordinator;
 
 /// A server running in the background until [`Running::stop`].
 pub struct Running {
@@ -152,6 +157,7 @@ pub fn users_args(db: &Path, instance: &str) -> UsersArgs {
     }
 }
 
+/// Orders arguments whose coordinator is an address nothing listens on (see [`Txns`]).
 pub fn orders_args(db: &Path, instance: &str, users_url: &str) -> OrdersArgs {
     OrdersArgs {
         listen: "127.0.0.1:0".parse().expect("addr"),
@@ -160,7 +166,24 @@ pub fn orders_args(db: &Path, instance: &str, users_url: &str) -> OrdersArgs {
         users_url: users_url.parse().expect("users url"),
         proxy: None,
         users_timeout_ms: 2000,
+        coordinator: format!("http://{}", dead_addr()).parse().expect("url"),
     }
+}
+
+pub fn inventory_args(db: &Path, instance: &str) -> InventoryArgs {
+    InventoryArgs {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        db: db.to_owned(),
+        instance: instance.to_owned(),
+        crash_before_commit: None,
+    }
+}
+
+pub async fn start_inventory(db: &Path, instance: &str) -> Running {
+    let server = inventory_server(&inventory_args(db, instance))
+        .await
+        .expect("inventory server");
+    Running::start(server, instance)
 }
 
 pub async fn start_users(db: &Path, instance: &str) -> Running {
@@ -176,32 +199,92 @@ pub async fn start_orders_with(args: OrdersArgs) -> Running {
     Running::start(server, &instance)
 }
 
-pub async fn start_orders(db: &Path, instance: &str, users_url: &str) -> Running {
-    start_orders_with(orders_args(db, instance, users_url)).await
+/// An inventory's stock of `product` as `(stock, reserved)`.
+pub async fn stock_of(inventory: &Running, product: &str) -> (i64, i64) {
+    let reply = inventory
+        .get(&format!("/stock/{}", product.replace(' ', "%20")))
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    (
+        reply.body["stock"].as_i64().unwrap(),
+        reply.body["reserved"].as_i64().unwrap(),
+    )
 }
 
-/// A users service and an orders service wired together directly (no sidecar).
+/// What placing an order needs besides users: a coordinator and a real inventory service
+/// (its database in the given directory).
+pub struct Txns {
+    pub coordinator: MiniCoordinator,
+    pub inventory: Running,
+}
+
+impl Txns {
+    pub async fn start(dir: &Path) -> Self {
+        let coordinator = MiniCoordinator::start().await;
+        let inventory = start_inventory(&dir.join("inventory.db"), "inventory-1").await;
+        coordinator.route(INVENTORY_SERVICE, inventory.addr);
+        Self {
+            coordinator,
+            inventory,
+        }
+    }
+
+    /// `args` pointed at this coordinator.
+    pub fn orders_args(&self, mut args: OrdersArgs) -> OrdersArgs {
+        args.coordinator = self.coordinator.url.parse().expect("url");
+        args
+    }
+
+    /// Starts orders with `args` pointed at this coordinator, which sends the orders branches
+    /// to this instance.
+    pub async fn start_orders(&self, args: OrdersArgs) -> Running {
+        let orders = start_orders_with(self.orders_args(args)).await;
+        self.coordinator.route(ORDERS_SERVICE, orders.addr);
+        orders
+    }
+
+    /// The inventory's stock of `product` as `(stock, reserved)`.
+    pub async fn stock(&self, product: &str) -> (i64, i64) {
+        stock_of(&self.inventory, product).await
+    }
+
+    pub async fn stop(self) {
+        self.inventory.stop().await;
+    }
+}
+
+/// Users, orders and inventory wired together directly (no sidecar), with a coordinator.
 pub struct System {
     /// Kept so the databases outlive the servers.
     _dir: tempfile::TempDir,
     pub users: Running,
     pub orders: Running,
+    pub txns: Txns,
 }
 
 impl System {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let users = start_users(&dir.path().join("users.db"), "users-1").await;
-        let orders = start_orders(&dir.path().join("orders.db"), "orders-1", &users.url("")).await;
+        let txns = Txns::start(dir.path()).await;
+        let orders = txns
+            .start_orders(orders_args(
+                &dir.path().join("orders.db"),
+                "orders-1",
+                &users.url(""),
+            ))
+            .await;
         Self {
             _dir: dir,
             users,
             orders,
+            txns,
         }
     }
 
     pub async fn stop(self) {
         self.orders.stop().await;
+        self.txns.stop().await;
         self.users.stop().await;
     }
 }

@@ -12,7 +12,9 @@ use tokio::process::Command;
 use tokio::time::timeout;
 use trellis_example::{Error, User, run_users, users_server};
 
-use crate::common::{Running, client, orders_args, start_orders, start_users, users_args};
+use crate::common::{
+    Running, Txns, client, orders_args, start_orders_with, start_users, users_args,
+};
 
 #[tokio::test]
 async fn two_users_instances_share_one_database() {
@@ -73,18 +75,22 @@ async fn two_users_instances_share_one_database() {
 async fn two_orders_instances_share_one_database() {
     let dir = tempfile::tempdir().unwrap();
     let users = start_users(&dir.path().join("users.db"), "users-1").await;
+    let txns = Txns::start(dir.path()).await;
     let db = dir.path().join("orders.db");
-    let a = start_orders(&db, "orders-1", &users.url("")).await;
-    let b = start_orders(&db, "orders-2", &users.url("")).await;
+    // The coordinator sends the orders branch to a; b sees what a's participant wrote.
+    let a = txns
+        .start_orders(orders_args(&db, "orders-1", &users.url("")))
+        .await;
+    let b = start_orders_with(txns.orders_args(orders_args(&db, "orders-2", &users.url("")))).await;
 
     let created = a
         .post(
             "/orders",
-            json!({"user_id": 2, "product": "Lamp", "quantity": 4}),
+            json!({"user_id": 2, "product": "Product C", "quantity": 4}),
         )
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
-    let expected = json!({"id": 3, "user_id": 2, "product": "Lamp", "quantity": 4});
+    let expected = json!({"id": 3, "user_id": 2, "product": "Product C", "quantity": 4});
     assert_eq!(b.get("/orders/3").await.body, expected);
     assert_eq!(
         b.get("/orders?user_id=2")
@@ -98,6 +104,7 @@ async fn two_orders_instances_share_one_database() {
 
     a.stop().await;
     b.stop().await;
+    txns.stop().await;
     users.stop().await;
 }
 
@@ -177,7 +184,7 @@ fn child_users_instance() {
 
 /// Runs one test of this binary in a child process. Children are killed if the test fails
 /// half-way, so a broken run never leaves servers behind.
-fn child(test: &str, envs: &[(&str, &std::ffi::OsStr)]) -> Command {
+pub fn child(test: &str, envs: &[(&str, &std::ffi::OsStr)]) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
@@ -194,7 +201,7 @@ fn child(test: &str, envs: &[(&str, &std::ffi::OsStr)]) -> Command {
 const CHILDREN: usize = 4;
 
 /// Generous upper bound for anything a child process does; reaching it means a hang.
-const CHILD_DEADLINE: Duration = Duration::from_secs(60);
+pub const CHILD_DEADLINE: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn instances_in_separate_processes_share_one_database() {

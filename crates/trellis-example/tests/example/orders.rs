@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use crate::common::{Body, System, dead_addr, orders_args, spawn_fake, start_orders_with};
+use crate::common::{Body, System, Txns, dead_addr, orders_args, spawn_fake, start_orders_with};
 
 #[tokio::test]
 async fn seed_orders_filters_and_fetch() {
@@ -85,11 +85,11 @@ async fn order_for_john_is_created() {
     let created = orders
         .post(
             "/orders",
-            json!({"user_id": 1, "product": "Widget", "quantity": 3}),
+            json!({"user_id": 1, "product": "Product A", "quantity": 3}),
         )
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
-    let expected = json!({"id": 3, "user_id": 1, "product": "Widget", "quantity": 3});
+    let expected = json!({"id": 3, "user_id": 1, "product": "Product A", "quantity": 3});
     assert_eq!(created.body, expected);
     assert_eq!(created.headers["location"].to_str().unwrap(), "/orders/3");
 
@@ -104,7 +104,7 @@ async fn order_for_john_is_created() {
     let created = orders
         .post(
             "/orders",
-            json!({"user_id": alice_id, "product": "Gadget", "quantity": 1000}),
+            json!({"user_id": alice_id, "product": "Product B", "quantity": 100}),
         )
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
@@ -349,16 +349,17 @@ async fn users_are_called_through_the_proxy_with_trace_headers() {
     let seen = Seen::default();
     let sidecar = fake_sidecar(Arc::clone(&seen)).await;
     let dir = tempfile::tempdir().unwrap();
+    let txns = Txns::start(dir.path()).await;
     let mut args = orders_args(&dir.path().join("orders.db"), "orders-2", "http://users");
     args.proxy = Some(format!("http://{sidecar}").parse().unwrap());
-    let orders = start_orders_with(args).await;
+    let orders = txns.start_orders(args).await;
 
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let created = orders
         .send(
             reqwest::Method::POST,
             "/orders",
-            Body::Json(json!({"user_id": 1, "product": "W", "quantity": 2})),
+            Body::Json(json!({"user_id": 1, "product": "Product A", "quantity": 2})),
             &[("traceparent", traceparent), ("x-request-id", "req-123")],
         )
         .await;
@@ -385,7 +386,15 @@ async fn users_are_called_through_the_proxy_with_trace_headers() {
     assert!(!headers.contains_key("traceparent"));
     assert!(!headers.contains_key("x-request-id"));
 
+    // The coordinator is called directly (not through the users proxy), with the same trace.
+    let submits = txns.coordinator.submits();
+    assert_eq!(submits.len(), 1);
+    let (headers, _) = &submits[0];
+    assert_eq!(headers["traceparent"], traceparent);
+    assert_eq!(headers["x-request-id"], "req-123");
+
     orders.stop().await;
+    txns.stop().await;
 }
 
 #[tokio::test]
@@ -402,21 +411,24 @@ async fn users_url_with_path_prefix_and_no_proxy() {
     });
     let addr = spawn_fake(router).await;
     let dir = tempfile::tempdir().unwrap();
-    let orders = start_orders_with(orders_args(
-        &dir.path().join("orders.db"),
-        "orders-1",
-        &format!("http://{addr}/api/"),
-    ))
-    .await;
+    let txns = Txns::start(dir.path()).await;
+    let orders = txns
+        .start_orders(orders_args(
+            &dir.path().join("orders.db"),
+            "orders-1",
+            &format!("http://{addr}/api/"),
+        ))
+        .await;
     let created = orders
         .post(
             "/orders",
-            json!({"user_id": 2, "product": "W", "quantity": 1}),
+            json!({"user_id": 2, "product": "Product A", "quantity": 1}),
         )
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     assert_eq!(seen.lock().unwrap()[0].0, "/api/users/2");
     orders.stop().await;
+    txns.stop().await;
 }
 
 #[tokio::test]

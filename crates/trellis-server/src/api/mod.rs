@@ -6,6 +6,7 @@ mod agent_ops;
 mod blocking;
 mod catalog_write;
 mod clock;
+mod config;
 mod coordinate;
 mod error;
 mod event;
@@ -20,6 +21,7 @@ mod params;
 mod respond;
 mod session;
 mod status;
+mod transactions;
 mod txn;
 mod waiting;
 mod watch;
@@ -30,7 +32,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use error::ApiError;
 use std::time::Instant;
 
@@ -122,8 +124,37 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/event/fire/{name}", put(event::fire))
         .route("/v1/event/fire/", put(event::missing_name))
         .route("/v1/event/list", get(event::list))
+        .route("/v1/config", put(config::apply))
+        .route(
+            "/v1/config/",
+            get(config::list_all).delete(config::delete_without_name),
+        )
+        .route(
+            "/v1/config/{kind}",
+            get(config::list).delete(config::delete_without_name),
+        )
+        .route(
+            "/v1/config/{kind}/",
+            get(config::get_unnamed).delete(config::delete_unnamed),
+        )
+        .route(
+            "/v1/config/{kind}/{*name}",
+            get(config::get).delete(config::delete),
+        )
+        .route(
+            "/v1/trellis/txn",
+            get(transactions::list).post(transactions::begin),
+        )
+        .route("/v1/trellis/txn/{gid}", get(transactions::show))
+        .route(
+            "/v1/trellis/txn/{gid}/branches",
+            post(transactions::add_branch),
+        )
+        .route("/v1/trellis/txn/{gid}/commit", post(transactions::commit))
+        .route("/v1/trellis/txn/{gid}/abort", post(transactions::abort))
         .route("/v1/coordinate/datacenters", get(coordinate::datacenters))
         .route("/v1/coordinate/nodes", get(coordinate::nodes))
+        .route("/v1/coordinate/update", put(coordinate::update))
         .route("/v1/coordinate/node/{node}", get(coordinate::node))
         .route("/v1/coordinate/node/", get(coordinate::missing_node))
         .route(

@@ -1,10 +1,12 @@
-//! `GET /v1/agent/monitor[?loglevel=]`: the server's log, streamed as plain-text lines from the
-//! moment of the request, as Consul's agent streams its log.
+//! `GET /v1/agent/monitor[?loglevel=][&logjson]`: the server's log, streamed from the moment of
+//! the request as Consul's agent streams its log: plain-text lines in hclog's shape, or with
+//! `logjson` one JSON object per line in hclog's JSON shape (`@level`, `@message`, `@module`,
+//! `@timestamp` and the event's fields).
 //!
-//! The process's logging (set up by the binary) feeds formatted lines into the `LogFeed`, a
+//! The process's logging (set up by the binary) feeds events into the `LogFeed`, a
 //! bounded broadcast: sending never blocks, and a monitor that reads too slowly loses the lines
-//! it fell behind on (it is told how many) instead of slowing down logging. Lines are formatted
-//! only at the levels some monitor asks for, so without a monitor the feed costs a few atomic
+//! it fell behind on (it is told how many) instead of slowing down logging. Events are captured
+//! only at the levels some monitor asks for, and formatted by each monitor in its shape, so without a monitor the feed costs a few atomic
 //! loads per event that the log filter would otherwise drop.
 
 use super::blocking::waiter_permit;
@@ -26,11 +28,60 @@ use tracing::Level;
 /// Lines a monitor may fall behind by before it loses some.
 const FEED_CAPACITY: usize = 1024;
 
-/// One formatted log line.
-#[derive(Debug)]
+/// One log event, formatted by each monitor as text or JSON.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogLine {
     pub level: Level,
-    pub text: String,
+    /// When it was logged: RFC 3339 in UTC with microseconds (`2026-12-01T13:05:10.123456Z`).
+    pub timestamp: String,
+    /// The module that logged it (its `tracing` target).
+    pub target: String,
+    pub message: String,
+    /// Its other fields in order, each as it was recorded (a string, number or boolean).
+    pub fields: Vec<(String, serde_json::Value)>,
+}
+
+impl LogLine {
+    /// hclog's text shape: `2026-12-01T13:05:10.123456Z [INFO]  target: message key=value`.
+    pub fn text(&self) -> String {
+        let level = self.level.as_str();
+        let mut line = format!(
+            "{} [{level}] {:pad$}{}: {}",
+            self.timestamp,
+            "",
+            self.target,
+            self.message,
+            pad = 5 - level.len()
+        );
+        for (key, value) in &self.fields {
+            line.push(' ');
+            line.push_str(key);
+            line.push('=');
+            match value {
+                serde_json::Value::String(text) => line.push_str(text),
+                other => line.push_str(&other.to_string()),
+            }
+        }
+        line
+    }
+
+    /// hclog's JSON shape: one object, keys sorted as Go encodes a map.
+    pub fn json(&self) -> String {
+        let mut object: serde_json::Map<String, serde_json::Value> =
+            self.fields.iter().cloned().collect();
+        let level = match self.level {
+            Level::TRACE => "trace",
+            Level::DEBUG => "debug",
+            Level::INFO => "info",
+            Level::WARN => "warn",
+            Level::ERROR => "error",
+        };
+        object.insert("@level".into(), level.into());
+        object.insert("@message".into(), self.message.clone().into());
+        object.insert("@module".into(), self.target.clone().into());
+        object.insert("@timestamp".into(), self.timestamp.clone().into());
+        serde_json::Value::Object(object).to_string()
+    }
 }
 
 /// Where the process's log lines go for `/v1/agent/monitor`.
@@ -67,9 +118,9 @@ impl LogFeed {
             .any(|open| open.load(Ordering::Relaxed) > 0)
     }
 
-    /// Hands a line to the open monitors; never blocks.
-    pub fn send(&self, level: Level, text: String) {
-        let _ = self.lines.send(Arc::new(LogLine { level, text }));
+    /// Hands an event to the open monitors; never blocks.
+    pub fn send(&self, line: LogLine) {
+        let _ = self.lines.send(Arc::new(line));
     }
 
     fn subscribe(&'static self, level: Level) -> Subscription {
@@ -112,7 +163,8 @@ fn parse_level(text: Option<&str>) -> Result<Level, ApiError> {
     }
 }
 
-/// `GET /v1/agent/monitor[?loglevel=trace|debug|info|warn|err]`.
+/// `GET /v1/agent/monitor[?loglevel=trace|debug|info|warn|err][&logjson]` (`logjson` counts by
+/// its presence, as in Consul).
 pub async fn monitor(
     State(state): State<AppState>,
     Query(q): Query<Vec<(String, String)>>,
@@ -120,11 +172,7 @@ pub async fn monitor(
     let query = QueryParams::new(q);
     query.check_common(state.node())?;
     let level = parse_level(query.get("loglevel"))?;
-    if query.flag("logjson")? {
-        return Err(ApiError::bad_request(
-            "logjson is not supported: the monitor streams plain-text lines",
-        ));
-    }
+    let json = query.get("logjson").is_some();
     let permit = waiter_permit(&state)?;
     let subscription = log_feed().subscribe(level);
     let closing = state.closing();
@@ -141,14 +189,22 @@ pub async fn monitor(
                 };
                 let chunk = match received {
                     Ok(line) if line.level <= sub.level => {
-                        let mut text = line.text.clone();
+                        let mut text = if json { line.json() } else { line.text() };
                         text.push('\n');
                         Bytes::from(text)
                     }
                     Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(lost)) => Bytes::from(format!(
-                        "[monitor] {lost} log lines dropped: the client reads too slowly\n"
-                    )),
+                    Err(broadcast::error::RecvError::Lagged(lost)) => {
+                        let note = format!("{lost} log lines dropped: the client reads too slowly");
+                        Bytes::from(if json {
+                            format!(
+                                "{}\n",
+                                serde_json::json!({"@level": "warn", "@message": note, "@module": "monitor"})
+                            )
+                        } else {
+                            format!("[monitor] {note}\n")
+                        })
+                    }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 };
                 return Some((Ok::<_, Infallible>(chunk), (sub, closing, permit)));
@@ -175,6 +231,29 @@ mod tests {
         assert_eq!(parse_level(Some("TRACE")).unwrap(), Level::TRACE);
         assert_eq!(parse_level(Some("err")).unwrap(), Level::ERROR);
         assert!(parse_level(Some("loud")).is_err());
+    }
+
+    #[test]
+    fn lines_in_hclogs_text_and_json_shapes() {
+        let line = LogLine {
+            level: Level::INFO,
+            timestamp: "2026-12-01T13:05:10.123456Z".into(),
+            target: "trellis_server::writer".into(),
+            message: "catalog restored".into(),
+            fields: vec![
+                ("instances".into(), 3.into()),
+                ("dir".into(), "/var/lib/trellis".into()),
+            ],
+        };
+        assert_eq!(
+            line.text(),
+            "2026-12-01T13:05:10.123456Z [INFO]  trellis_server::writer: catalog restored \
+             instances=3 dir=/var/lib/trellis"
+        );
+        assert_eq!(
+            line.json(),
+            r#"{"@level":"info","@message":"catalog restored","@module":"trellis_server::writer","@timestamp":"2026-12-01T13:05:10.123456Z","dir":"/var/lib/trellis","instances":3}"#
+        );
     }
 
     #[test]

@@ -1,0 +1,145 @@
+//! Placing an order as one two-phase-commit transaction: the one-shot submit to the coordinator
+//! in `trellis server` (`POST /v1/trellis/txn`) with two branches, the order itself (this
+//! service, `/txn/order`) and its stock (the inventory service, `/txn/reserve`), both named by
+//! service so that the coordinator reaches a healthy instance of each through its sidecar.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use reqwest::Url;
+use serde_json::{Value, json};
+
+use super::outbound::{check_http, forward};
+use super::store::NewOrder;
+use crate::Error;
+
+/// The service the coordinator calls for the order's own branch.
+pub const ORDERS_SERVICE: &str = "orders";
+/// The path prefix under which the orders service serves its branch.
+pub const ORDER_PATH: &str = "/txn/order";
+/// The service the coordinator calls for the stock's branch.
+pub const INVENTORY_SERVICE: &str = "inventory";
+
+/// Time from the submit to the decision, after which the coordinator aborts.
+const TXN_TIMEOUT: &str = "10s";
+/// How long the submit may take: the decision (at most [`TXN_TIMEOUT`]) and the first commit
+/// or abort messages.
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the coordinator decided.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Every branch committed.
+    Committed,
+    /// Decided commit; a branch has not acknowledged yet (the coordinator keeps retrying).
+    Committing,
+    /// Decided abort (every branch aborted, or is being told so), with the cause's reason.
+    Aborted(String),
+    /// No decision yet (the coordinator's state: `open` or `preparing`).
+    Undecided(String),
+}
+
+/// Why no outcome came back: the status to answer with and the reason.
+#[derive(Debug)]
+pub(crate) struct NoOutcome(pub StatusCode, pub String);
+
+#[derive(Clone)]
+pub(crate) struct CoordinatorClient {
+    http: reqwest::Client,
+    submit: String,
+}
+
+impl CoordinatorClient {
+    pub(crate) fn new(base: &Url) -> Result<Self, Error> {
+        check_http("coordinator URL", base)?;
+        let http = reqwest::Client::builder()
+            .timeout(SUBMIT_TIMEOUT)
+            // The coordinator is the registry, reached directly, like the sidecars reach it.
+            .no_proxy()
+            .build()
+            .map_err(Error::Client)?;
+        Ok(Self {
+            http,
+            submit: format!("{}/v1/trellis/txn", base.as_str().trim_end_matches('/')),
+        })
+    }
+
+    /// Submits the order's transaction under `gid` and waits for the outcome.
+    pub(crate) async fn place(
+        &self,
+        gid: &str,
+        order: &NewOrder,
+        incoming: &HeaderMap,
+    ) -> Result<Outcome, NoOutcome> {
+        let body = json!({
+            "gid": gid,
+            "timeout": TXN_TIMEOUT,
+            "commit": true,
+            "branches": [
+                {
+                    "branch_id": "order",
+                    "service": ORDERS_SERVICE,
+                    "path": ORDER_PATH,
+                    "payload": order,
+                },
+                {
+                    "branch_id": "stock",
+                    "service": INVENTORY_SERVICE,
+                    "path": crate::RESERVE_PATH,
+                    "payload": {"product": order.product, "quantity": order.quantity},
+                },
+            ],
+        });
+        let request = forward(self.http.post(&self.submit).json(&body), incoming);
+        let response = request.send().await.map_err(|e| failure(gid, &e))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| failure(gid, &e))?;
+        let txn: Option<Value> = serde_json::from_str(&text).ok();
+        let state = txn
+            .as_ref()
+            .and_then(|t| t["state"].as_str())
+            .filter(|_| matches!(status.as_u16(), 200 | 202 | 409));
+        let Some(state) = state else {
+            tracing::warn!(%gid, %status, body = %text, "the coordinator refused the transaction");
+            return Err(NoOutcome(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("transaction coordinator answered {}", status.as_u16()),
+            ));
+        };
+        Ok(match state {
+            "committed" => Outcome::Committed,
+            "committing" => Outcome::Committing,
+            "aborted" | "aborting" => {
+                let cause = txn.as_ref().map(|t| &t["cause"]);
+                let reason = cause
+                    .and_then(|c| c["reason"].as_str())
+                    .unwrap_or("the transaction aborted");
+                Outcome::Aborted(reason.to_owned())
+            }
+            other => Outcome::Undecided(other.to_owned()),
+        })
+    }
+}
+
+fn failure(gid: &str, err: &reqwest::Error) -> NoOutcome {
+    tracing::warn!(%gid, error = %err, "transaction coordinator unreachable");
+    if err.is_timeout() {
+        NoOutcome(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "transaction coordinator did not answer within {} s; transaction {gid} may still complete",
+                SUBMIT_TIMEOUT.as_secs()
+            ),
+        )
+    } else if err.is_connect() {
+        NoOutcome(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot connect to the transaction coordinator".into(),
+        )
+    } else {
+        NoOutcome(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request to the transaction coordinator failed".into(),
+        )
+    }
+}

@@ -1,0 +1,227 @@
+//! Phase messages to participants over HTTP: `POST <base>/prepare|commit|abort` with
+//! `{gid, branch_id, payload}`, the base being an explicit URL or a healthy instance of a
+//! registered service, and the answer mapped to what the engine understands.
+
+use rand::seq::IndexedRandom;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use trellis_coordinator::{Message, Phase, Response, Target};
+
+/// How long one phase message may take; a slower participant is retried later.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Phase messages on their way at once; the rest wait for a permit.
+pub const MAX_CALLS: usize = 4_096;
+/// Most of a refusal's reason kept.
+const MAX_REASON: usize = 512;
+
+/// An address to reach a service instance at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+/// Finds the passing instances of a service (the registry, in the server).
+pub trait Resolve: Send + Sync {
+    fn passing(&self, service: &str) -> Vec<Endpoint>;
+}
+
+/// Sends phase messages.
+#[derive(Clone)]
+pub struct Participants {
+    client: reqwest::Client,
+    resolve: Arc<dyn Resolve>,
+    permits: Arc<Semaphore>,
+}
+
+impl Participants {
+    pub fn new(resolve: Arc<dyn Resolve>) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .no_proxy()
+            .build()
+            .unwrap_or_default();
+        Self {
+            client,
+            resolve,
+            permits: Arc::new(Semaphore::new(MAX_CALLS)),
+        }
+    }
+
+    /// Sends `message` and says what the participant answered.
+    pub async fn call(&self, message: &Message) -> Response {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Response::Failed("the coordinator is stopping".into());
+        };
+        let url = match self.url(message) {
+            Ok(url) => url,
+            Err(reason) => return Response::Failed(reason),
+        };
+        let body = body(message);
+        let sent = self
+            .client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return Response::Failed(format!("{url}: {}", root_cause(&error))),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Response::Ok;
+        }
+        let text = response.text().await.unwrap_or_default();
+        classify(message.phase, status.as_u16(), &url, &text)
+    }
+
+    fn url(&self, message: &Message) -> Result<String, String> {
+        let base = match &message.target {
+            Target::Url(url) => url.trim_end_matches('/').to_string(),
+            Target::Service { name, path } => {
+                let endpoints = self.resolve.passing(name);
+                let endpoint = endpoints
+                    .choose(&mut rand::rng())
+                    .ok_or_else(|| format!("no passing instance of service {name:?}"))?;
+                let host = if endpoint.host.contains(':') {
+                    format!("[{}]", endpoint.host)
+                } else {
+                    endpoint.host.clone()
+                };
+                format!(
+                    "http://{host}:{}{}",
+                    endpoint.port,
+                    path.trim_end_matches('/')
+                )
+            }
+        };
+        Ok(format!("{base}/{}", message.phase.as_str()))
+    }
+}
+
+/// `{"gid": ..., "branch_id": ..., "payload": <the payload's JSON text as given>}`.
+fn body(message: &Message) -> String {
+    let quote = |text: &str| serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into());
+    format!(
+        r#"{{"gid":{},"branch_id":{},"payload":{}}}"#,
+        quote(&message.gid),
+        quote(&message.branch),
+        message.payload
+    )
+}
+
+/// A non-2xx answer: 409 to a prepare is a no vote; 425, 429, 503 and other 5xx are "try again";
+/// any other 4xx to a prepare is a no vote too (a participant that cannot understand the
+/// request will not prepare it, and retrying until the timeout would only delay the abort).
+/// In phase 2 nothing is a refusal the coordinator may accept, so everything is retried.
+fn classify(phase: Phase, status: u16, url: &str, text: &str) -> Response {
+    let reason = reason(text);
+    let described = if reason.is_empty() {
+        format!("{url} answered {status}")
+    } else {
+        format!("{url} answered {status}: {reason}")
+    };
+    let transient = matches!(status, 425 | 429) || status >= 500;
+    match phase {
+        Phase::Prepare if status == 409 => {
+            Response::Refused(if reason.is_empty() { described } else { reason })
+        }
+        Phase::Prepare if !transient && (400..500).contains(&status) => {
+            Response::Refused(described)
+        }
+        _ => Response::Failed(described),
+    }
+}
+
+/// The `reason` of a JSON error body, or the body's text, cut to [`MAX_REASON`] bytes.
+fn reason(text: &str) -> String {
+    let from_json = serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| {
+            ["reason", "error", "message"]
+                .iter()
+                .find_map(|key| v.get(key).and_then(|r| r.as_str()).map(str::to_string))
+        });
+    let mut reason = from_json.unwrap_or_else(|| text.trim().to_string());
+    if reason.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    reason
+}
+
+fn root_cause(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".into();
+    }
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_map_to_votes_and_retries() {
+        let url = "http://x/prepare";
+        assert_eq!(
+            classify(
+                Phase::Prepare,
+                409,
+                url,
+                r#"{"reason":"insufficient funds"}"#
+            ),
+            Response::Refused("insufficient funds".into())
+        );
+        assert_eq!(
+            classify(Phase::Prepare, 409, url, ""),
+            Response::Refused("http://x/prepare answered 409".into())
+        );
+        assert_eq!(
+            classify(Phase::Prepare, 404, url, "not found"),
+            Response::Refused("http://x/prepare answered 404: not found".into())
+        );
+        for status in [425, 429, 500, 503] {
+            assert!(matches!(
+                classify(Phase::Prepare, status, url, "busy"),
+                Response::Failed(_)
+            ));
+        }
+        for status in [400, 409, 503] {
+            assert!(matches!(
+                classify(Phase::Commit, status, url, ""),
+                Response::Failed(_)
+            ));
+        }
+        assert_eq!(reason(&"é".repeat(600)).len(), MAX_REASON);
+    }
+
+    #[test]
+    fn the_body_embeds_the_payload_as_given() {
+        let message = Message {
+            gid: Arc::from("g\"1"),
+            branch: "b".into(),
+            phase: Phase::Prepare,
+            target: Target::Url("http://x".into()),
+            payload: Arc::from(r#"{"amount": 5}"#),
+            attempt: 1,
+        };
+        let parsed: serde_json::Value = serde_json::from_str(&body(&message)).expect("json");
+        assert_eq!(
+            parsed,
+            serde_json::json!({"gid": "g\"1", "branch_id": "b", "payload": {"amount": 5}})
+        );
+    }
+}

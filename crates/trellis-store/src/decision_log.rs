@@ -1,0 +1,258 @@
+//! The two-phase-commit coordinator's durable decision log: one record per transaction (its
+//! latest state, so the log never needs compacting), and the coordinator's last index. The redb
+//! log lives in its own file, `transactions.redb`, so its fsyncs never queue behind the
+//! catalog's; the memory log is for `--dev`. [`conformance`] is what both must do.
+
+use crate::StoreError;
+use parking_lot::Mutex;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
+use std::path::Path;
+use trellis_coordinator::Txn;
+
+const TRANSACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("transactions");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const INDEX_KEY: &str = "index";
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
+
+/// What the log holds, as read back at start-up.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LogSnapshot {
+    pub index: u64,
+    pub transactions: Vec<Txn>,
+}
+
+/// Durable transaction records. `commit` writes all its records and deletions atomically and
+/// durably (fsync) before it returns; the coordinator batches many transactions into one commit.
+pub trait DecisionLog: Send {
+    fn load(&self) -> Result<LogSnapshot, StoreError>;
+    fn commit(&self, index: u64, puts: &[&Txn], deletes: &[&str]) -> Result<(), StoreError>;
+}
+
+/// The embedded decision log on redb.
+pub struct RedbDecisionLog {
+    db: Database,
+}
+
+impl RedbDecisionLog {
+    /// Opens (or creates) `dir/transactions.redb`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
+            path: dir.display().to_string(),
+            error,
+        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(dir.join("transactions.redb"))
+            .map_err(|error| match redb::Error::from(error) {
+                redb::Error::DatabaseAlreadyOpen => StoreError::Locked {
+                    dir: dir.display().to_string(),
+                },
+                other => StoreError::Engine(other),
+            })?;
+        let txn = db.begin_write().map_err(redb::Error::from)?;
+        {
+            txn.open_table(TRANSACTIONS).map_err(redb::Error::from)?;
+            txn.open_table(META).map_err(redb::Error::from)?;
+        }
+        txn.commit().map_err(redb::Error::from)?;
+        Ok(Self { db })
+    }
+}
+
+impl DecisionLog for RedbDecisionLog {
+    fn load(&self) -> Result<LogSnapshot, StoreError> {
+        let txn = self.db.begin_read().map_err(redb::Error::from)?;
+        let index = txn
+            .open_table(META)
+            .map_err(redb::Error::from)?
+            .get(INDEX_KEY)
+            .map_err(redb::Error::from)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        let table = txn.open_table(TRANSACTIONS).map_err(redb::Error::from)?;
+        let mut transactions = Vec::new();
+        for row in table.iter().map_err(redb::Error::from)? {
+            let (key, value) = row.map_err(redb::Error::from)?;
+            let record =
+                serde_json::from_slice(value.value()).map_err(|e| StoreError::Corrupt {
+                    key: key.value().to_owned(),
+                    reason: e.to_string(),
+                })?;
+            transactions.push(record);
+        }
+        Ok(LogSnapshot {
+            index,
+            transactions,
+        })
+    }
+
+    fn commit(&self, index: u64, puts: &[&Txn], deletes: &[&str]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(redb::Error::from)?;
+        {
+            let mut table = txn.open_table(TRANSACTIONS).map_err(redb::Error::from)?;
+            for record in puts {
+                let bytes = serde_json::to_vec(record)?;
+                table
+                    .insert(record.gid.as_str(), bytes.as_slice())
+                    .map_err(redb::Error::from)?;
+            }
+            for gid in deletes {
+                table.remove(*gid).map_err(redb::Error::from)?;
+            }
+            let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
+            let previous = meta
+                .get(INDEX_KEY)
+                .map_err(redb::Error::from)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            meta.insert(INDEX_KEY, previous.max(index))
+                .map_err(redb::Error::from)?;
+        }
+        // Durability::Immediate (the default): fsync'd before commit returns.
+        txn.commit().map_err(redb::Error::from)?;
+        Ok(())
+    }
+}
+
+/// The decision log of `--dev`: gone with the process.
+#[derive(Default)]
+pub struct MemoryDecisionLog {
+    state: Mutex<(u64, BTreeMap<String, Txn>)>,
+}
+
+impl DecisionLog for MemoryDecisionLog {
+    fn load(&self) -> Result<LogSnapshot, StoreError> {
+        let state = self.state.lock();
+        Ok(LogSnapshot {
+            index: state.0,
+            transactions: state.1.values().cloned().collect(),
+        })
+    }
+
+    fn commit(&self, index: u64, puts: &[&Txn], deletes: &[&str]) -> Result<(), StoreError> {
+        let mut state = self.state.lock();
+        state.0 = state.0.max(index);
+        for record in puts {
+            state.1.insert(record.gid.clone(), (*record).clone());
+        }
+        for gid in deletes {
+            state.1.remove(*gid);
+        }
+        Ok(())
+    }
+}
+
+/// What every [`DecisionLog`] must do: `open` gives the log over the same storage each time it
+/// is called (a reopen after the previous one was dropped).
+pub mod conformance {
+    use super::*;
+    use trellis_coordinator::{Config, Engine, Phase, Response, Target, TxnState};
+
+    /// Records made by the real engine, so the log is tested on what it will hold.
+    fn records() -> (u64, Vec<Txn>) {
+        let mut engine = Engine::new(Config::default(), 1);
+        for gid in ["a", "b"] {
+            engine.begin(gid, Some(5_000), 100).expect("begin");
+            engine
+                .add_branch(
+                    gid,
+                    "x",
+                    Target::Service {
+                        name: "orders".into(),
+                        path: "/txn".into(),
+                    },
+                    r#"{"amount": 5, "note": "caf\u00e9 \"quoted\""}"#.into(),
+                )
+                .expect("branch");
+        }
+        engine.commit("a", 200).expect("commit");
+        engine.on_response("a", "x", Phase::Prepare, Response::Ok, 300);
+        let mut txns: Vec<Txn> = engine.transactions().cloned().collect();
+        txns.sort_by(|x, y| x.gid.cmp(&y.gid));
+        assert_eq!(txns[0].state, TxnState::Committing);
+        (engine.index(), txns)
+    }
+
+    fn sorted(mut snapshot: LogSnapshot) -> LogSnapshot {
+        snapshot.transactions.sort_by(|x, y| x.gid.cmp(&y.gid));
+        snapshot
+    }
+
+    pub fn run<L: DecisionLog>(open: impl Fn() -> L) {
+        let (index, txns) = records();
+        {
+            let log = open();
+            assert_eq!(log.load().expect("load"), LogSnapshot::default());
+            log.commit(index, &txns.iter().collect::<Vec<_>>(), &[])
+                .expect("commit");
+        }
+        let log = open();
+        assert_eq!(
+            sorted(log.load().expect("reload")),
+            LogSnapshot {
+                index,
+                transactions: txns.clone()
+            },
+            "every record survives a reopen, byte for byte"
+        );
+
+        let mut done = txns[0].clone();
+        done.state = TxnState::Committed;
+        log.commit(index + 5, &[&done], &["b", "never-existed"])
+            .expect("second commit");
+        log.commit(index + 1, &[], &[]).expect("an older index");
+        drop(log);
+        let log = open();
+        assert_eq!(
+            log.load().expect("reload"),
+            LogSnapshot {
+                index: index + 5,
+                transactions: vec![done]
+            },
+            "records are replaced whole, deletions stick, the index never goes back"
+        );
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::sync::Arc;
+
+        #[test]
+        fn redb_log_conforms() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            run(|| RedbDecisionLog::open(dir.path()).expect("open"));
+        }
+
+        #[test]
+        fn memory_log_conforms() {
+            let shared = Arc::new(MemoryDecisionLog::default());
+            struct Handle(Arc<MemoryDecisionLog>);
+            impl DecisionLog for Handle {
+                fn load(&self) -> Result<LogSnapshot, StoreError> {
+                    self.0.load()
+                }
+                fn commit(
+                    &self,
+                    index: u64,
+                    puts: &[&Txn],
+                    deletes: &[&str],
+                ) -> Result<(), StoreError> {
+                    self.0.commit(index, puts, deletes)
+                }
+            }
+            run(|| Handle(Arc::clone(&shared)));
+        }
+
+        #[test]
+        fn a_second_open_of_the_same_directory_is_locked() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let _first = RedbDecisionLog::open(dir.path()).expect("open");
+            assert!(matches!(
+                RedbDecisionLog::open(dir.path()),
+                Err(StoreError::Locked { .. })
+            ));
+        }
+    }
+}
