@@ -30,18 +30,6 @@ pub(crate) struct PgBank;
 
 pub(crate) type PgBankParticipant = PgParticipant<PgBank>;
 
-/// More connections than the library's default 8: a prepare waiting for an account's row lock
-/// (held by another transfer's prepared transaction) holds its connection until the lock comes
-/// or `lock_timeout` passes, and with every connection held so, the commit that would release
-/// the lock waits for a connection too. The chaos test runs 16 transfers at once over 4
-/// accounts here, which with 8 connections ran at a third of the rate.
-fn pg_options() -> PgOptions {
-    PgOptions {
-        max_connections: 32,
-        ..PgOptions::default()
-    }
-}
-
 /// Connects with `config` (a `tokio_postgres` connection string), creates the tables and, when
 /// the `accounts` table is new, the accounts with `initial` each; then settles the branches a
 /// crash left prepared by asking the coordinator at `coordinator`.
@@ -55,7 +43,7 @@ pub(crate) async fn open(
         .parse()
         .map_err(|e| Error::Config(format!("--postgres {config:?}: {e}")))?;
     let connector = Connector::new(config, tokio_postgres::NoTls);
-    let participant = PgParticipant::connect(connector, pg_options(), PgBank).await?;
+    let participant = PgParticipant::connect(connector, PgOptions::default(), PgBank).await?;
     create(&participant, &accounts, initial).await?;
     let report = participant.resolve_in_doubt(coordinator).await?;
     tracing::info!(

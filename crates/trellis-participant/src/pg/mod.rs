@@ -44,7 +44,9 @@ pub trait PgBranch: Send + Sync + 'static {
 /// Settings of a [`PgParticipant`].
 #[derive(Debug, Clone)]
 pub struct PgOptions {
-    /// Most connections open at once (each call holds one until it is done). Default 8.
+    /// Most connections open at once (each call holds one until it is done; prepares at most
+    /// three quarters of them, so commits and aborts, which release the locks prepares wait
+    /// for, always find one). Default 8.
     pub max_connections: usize,
     /// PostgreSQL's `lock_timeout` for every statement, the service's included: a call that
     /// waits longer for a row lock (held by another branch's prepared transaction, say) is
@@ -155,7 +157,11 @@ impl<H: PgBranch> PgParticipant<H> {
 
     async fn run(&self, phase: Phase, branch: Branch) -> Answer {
         let xact = xact_name(&branch.gid, &branch.branch_id);
-        let result = match self.inner.pool.get().await {
+        let conn = match phase {
+            Phase::Prepare => self.inner.pool.get_for_prepare().await,
+            Phase::Commit | Phase::Abort => self.inner.pool.get().await,
+        };
+        let result = match conn {
             Err(e) => Err(Failure::Pool(e)),
             Ok(mut conn) => {
                 let client: &mut Client = &mut conn;

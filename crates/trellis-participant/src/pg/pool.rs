@@ -68,7 +68,21 @@ pub(crate) struct Pool {
     setup: String,
     idle: Mutex<Vec<Client>>,
     permits: Semaphore,
+    /// Prepares may hold only some of the connections: a prepare can wait on a row lock that a
+    /// prepared branch holds until its commit or abort, and if prepares held every connection
+    /// that commit or abort could never run (the pool would starve itself until `lock_timeout`).
+    prepare_permits: Semaphore,
     acquire_timeout: Duration,
+}
+
+/// How many of `max` connections prepares may hold at once: three quarters, keeping at least
+/// one for commits and aborts when there are two or more.
+fn prepare_share(max: usize) -> usize {
+    let max = max.max(1);
+    if max == 1 {
+        return 1;
+    }
+    (max * 3 / 4).clamp(1, max - 1)
 }
 
 impl Pool {
@@ -83,6 +97,7 @@ impl Pool {
             setup,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(max.max(1)),
+            prepare_permits: Semaphore::new(prepare_share(max)),
             acquire_timeout,
         }
     }
@@ -93,6 +108,23 @@ impl Pool {
         tokio::time::timeout(timeout, self.get_unbounded())
             .await
             .map_err(|_| Error::PoolTimeout(timeout))?
+    }
+
+    /// A connection for a prepare: like [`Pool::get`], within the prepares' share of the pool.
+    pub(crate) async fn get_for_prepare(&self) -> Result<PooledClient<'_>, Error> {
+        let timeout = self.acquire_timeout;
+        tokio::time::timeout(timeout, async {
+            let share = self
+                .prepare_permits
+                .acquire()
+                .await
+                .expect("the pool's semaphores are never closed");
+            let mut client = self.get_unbounded().await?;
+            client._prepare_permit = Some(share);
+            Ok(client)
+        })
+        .await
+        .map_err(|_| Error::PoolTimeout(timeout))?
     }
 
     async fn get_unbounded(&self) -> Result<PooledClient<'_>, Error> {
@@ -121,6 +153,8 @@ pub struct PooledClient<'a> {
     client: Option<Client>,
     pool: &'a Pool,
     _permit: SemaphorePermit<'a>,
+    /// Held by a prepare's connection (see `Pool::prepare_permits`).
+    _prepare_permit: Option<SemaphorePermit<'a>>,
 }
 
 impl<'a> PooledClient<'a> {
@@ -129,6 +163,7 @@ impl<'a> PooledClient<'a> {
             client: Some(client),
             pool,
             _permit: permit,
+            _prepare_permit: None,
         }
     }
 
@@ -164,5 +199,20 @@ impl Drop for PooledClient<'_> {
         {
             self.pool.idle.lock().push(client);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prepare_share;
+
+    #[test]
+    fn prepares_leave_room_for_commits() {
+        assert_eq!(prepare_share(0), 1);
+        assert_eq!(prepare_share(1), 1);
+        assert_eq!(prepare_share(2), 1);
+        assert_eq!(prepare_share(4), 3);
+        assert_eq!(prepare_share(8), 6);
+        assert_eq!(prepare_share(32), 24);
     }
 }
