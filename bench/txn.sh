@@ -6,13 +6,13 @@
 # writer doing write+fdatasync in a loop), which bounds any design that fsyncs per transaction.
 # Prints a Markdown table for bench/README.md.
 #
-#   bench/txn.sh                     # defaults: 10 s, 64 connections
-#   DURATION=30s CONNECTIONS=128 bench/txn.sh
+#   bench/txn.sh                     # defaults: 10 s per load, 64 then 200 connections
+#   DURATION=30s LOADS="32 128 256" bench/txn.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
-CONNECTIONS=${CONNECTIONS:-64}
+LOADS=${LOADS:-64 200}
 BASE=${BASE_PORT:-18600}
 
 missing=()
@@ -79,29 +79,32 @@ for _ in $(seq 1 100); do curl -fsS -o /dev/null -X POST "http://127.0.0.1:$PA/x
 
 export PARTICIPANT_A="http://127.0.0.1:$PA/a" PARTICIPANT_B="http://127.0.0.1:$PB/b"
 url="http://127.0.0.1:$REG/v1/trellis/txn"
-wrk -t2 -c"$CONNECTIONS" -d2s -s bench/lua/txn_submit.lua "$url" >/dev/null # warm-up
-before=$(curl -fsS "http://127.0.0.1:$REG/metrics" | awk '/^trellis_txn_committed_total/ {print $2}')
-out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/lua/txn_submit.lua "$url")
-after=$(curl -fsS "http://127.0.0.1:$REG/metrics" | awk '/^trellis_txn_committed_total/ {print $2}')
-metrics=$(curl -fsS "http://127.0.0.1:$REG/metrics")
+metric() { curl -fsS "http://127.0.0.1:$REG/metrics" | awk -v m="$1" '$1==m {print $2}'; }
+wrk -t2 -c64 -d2s -s bench/lua/txn_submit.lua "$url" >/dev/null # warm-up
 
-rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-seconds=${DURATION%s}
-committed=$(( ${after%.*} - ${before%.*} ))
-batch=$(awk '/^trellis_txn_log_batch_size_sum/ {s=$2} /^trellis_txn_log_batch_size_count/ {c=$2} END {if (c>0) printf "%.1f", s/c}' <<<"$metrics")
-commit_ms=$(awk '/^trellis_txn_log_commit_duration_seconds_sum/ {s=$2} /^trellis_txn_log_commit_duration_seconds_count/ {c=$2} END {if (c>0) printf "%.2f", 1000*s/c}' <<<"$metrics")
-cpu=$(awk '{printf "%.1f", ($14+$15)/100}' "/proc/$server_pid/stat")
-
-echo "| measure | value |"
-echo "|---|---:|"
-echo "| fsync limit (write + fdatasync, one writer) | $fsyncs /s |"
-echo "| committed transactions/s (wrk, $CONNECTIONS connections, $DURATION) | $rps |"
-echo "| committed per the coordinator's counter | $(( committed / seconds ))/s ($committed in ${seconds} s) |"
-echo "| transactions/s ÷ fsync limit | $(awk -v r="$rps" -v f="$fsyncs" 'BEGIN {printf "%.1f×", r/f}') |"
-echo "| p50 / p99 commit latency | $p50 / $p99 |"
-echo "| mean records per log commit / mean log commit | $batch / ${commit_ms} ms |"
-echo "| server CPU (user+sys) over the whole run | ${cpu} s |"
-echo "| errors | ${errors:-none} |"
+echo "fsync limit (4 KiB write + fdatasync, one writer, same filesystem): $fsyncs/s"
+echo
+echo "| connections | transactions/s | ÷ fsync limit | p50 | p99 | records per log commit | log commit | server CPU per transaction | errors |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+for connections in $LOADS; do
+  committed_before=$(metric trellis_txn_committed_total)
+  batch_sum=$(metric trellis_txn_log_batch_size_sum) batch_count=$(metric trellis_txn_log_batch_size_count)
+  commit_sum=$(metric trellis_txn_log_commit_duration_seconds_sum)
+  cpu_before=$(awk '{print $14+$15}' "/proc/$server_pid/stat")
+  out=$(wrk -t2 -c"$connections" -d"$DURATION" --latency -s bench/lua/txn_submit.lua "$url")
+  cpu_after=$(awk '{print $14+$15}' "/proc/$server_pid/stat")
+  committed=$(awk -v a="$(metric trellis_txn_committed_total)" -v b="$committed_before" 'BEGIN {print a-b}')
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+  batch=$(awk -v s="$(metric trellis_txn_log_batch_size_sum)" -v c="$(metric trellis_txn_log_batch_size_count)" \
+    -v s0="$batch_sum" -v c0="$batch_count" 'BEGIN {if (c>c0) printf "%.1f", (s-s0)/(c-c0)}')
+  commit_ms=$(awk -v s="$(metric trellis_txn_log_commit_duration_seconds_sum)" -v c="$(metric trellis_txn_log_batch_size_count)" \
+    -v s0="$commit_sum" -v c0="$batch_count" 'BEGIN {if (c>c0) printf "%.2f ms", 1000*(s-s0)/(c-c0)}')
+  cpu_us=$(awk -v a="$cpu_after" -v b="$cpu_before" -v n="$committed" 'BEGIN {if (n>0) printf "%.0f µs", (a-b)*10000/n}')
+  ratio=$(awk -v r="$rps" -v f="$fsyncs" 'BEGIN {printf "%.2f×", r/f}')
+  echo "| $connections | $rps | $ratio | $p50 | $p99 | $batch | $commit_ms | $cpu_us | ${errors:-none} |"
+done
+echo
+echo "committed by the coordinator's counter over the whole run: $(metric trellis_txn_committed_total)"

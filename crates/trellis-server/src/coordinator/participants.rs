@@ -2,6 +2,13 @@
 //! `{gid, branch_id, payload}`, the base being an explicit URL or a healthy instance of a
 //! registered service, and the answer mapped to what the engine understands.
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::CONTENT_TYPE;
+use hyper::{Request, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::seq::IndexedRandom;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +21,8 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_CALLS: usize = 4_096;
 /// Most of a refusal's reason kept.
 const MAX_REASON: usize = 512;
+/// Largest answer body read (the rest is not waited for; the connection is then dropped).
+const MAX_ANSWER: usize = 64 * 1024;
 
 /// An address to reach a service instance at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,23 +36,25 @@ pub trait Resolve: Send + Sync {
     fn passing(&self, service: &str) -> Vec<Endpoint>;
 }
 
-/// Sends phase messages.
+/// Sends phase messages: hyper's pooled HTTP/1.1 client (keep-alive per participant), no more
+/// (phase messages are plain `http://` POSTs, and this is the coordinator's hot path: reqwest's
+/// URL handling and layers cost a third of a call's CPU here).
 #[derive(Clone)]
 pub struct Participants {
-    client: reqwest::Client,
+    client: Client<HttpConnector, Full<Bytes>>,
     resolve: Arc<dyn Resolve>,
     permits: Arc<Semaphore>,
 }
 
 impl Participants {
     pub fn new(resolve: Arc<dyn Resolve>) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(CALL_TIMEOUT)
-            .connect_timeout(Duration::from_secs(2))
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
+            .pool_timer(TokioTimer::new())
+            .build(connector);
         Self {
             client,
             resolve,
@@ -60,24 +71,42 @@ impl Participants {
             Ok(url) => url,
             Err(reason) => return Response::Failed(reason),
         };
-        let body = body(message);
-        let sent = self
-            .client
-            .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(error) => return Response::Failed(format!("{url}: {}", root_cause(&error))),
+        let uri: Uri = match url.parse() {
+            Ok(uri) => uri,
+            Err(error) => return Response::Failed(format!("{url}: {error}")),
         };
-        let status = response.status();
+        let request = Request::post(uri)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body(message))));
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => return Response::Failed(format!("{url}: {error}")),
+        };
+        let exchange = async {
+            let response = self.client.request(request).await?;
+            let status = response.status();
+            // Read the answer to its end, so the connection goes back to the pool.
+            let body = Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map(|collected| collected.to_bytes())
+                .unwrap_or_default();
+            Ok::<_, hyper_util::client::legacy::Error>((status, body))
+        };
+        let (status, text) = match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
+            Err(_) => return Response::Failed(format!("{url}: timed out")),
+            Ok(Err(error)) => return Response::Failed(format!("{url}: {}", root_cause(&error))),
+            Ok(Ok(answer)) => answer,
+        };
         if status.is_success() {
             return Response::Ok;
         }
-        let text = response.text().await.unwrap_or_default();
-        classify(message.phase, status.as_u16(), &url, &text)
+        classify(
+            message.phase,
+            status.as_u16(),
+            &url,
+            &String::from_utf8_lossy(&text),
+        )
     }
 
     fn url(&self, message: &Message) -> Result<String, String> {
@@ -158,11 +187,9 @@ fn reason(text: &str) -> String {
     reason
 }
 
-fn root_cause(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        return "timed out".into();
-    }
-    let mut cause: &dyn std::error::Error = error;
+/// The innermost cause ("Connection refused (os error 111)") instead of the chain's layers.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
     while let Some(next) = cause.source() {
         cause = next;
     }
