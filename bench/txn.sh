@@ -8,6 +8,7 @@
 #
 #   bench/txn.sh                     # defaults: 10 s per load, 64 then 200 connections
 #   DURATION=30s LOADS="32 128 256" bench/txn.sh
+#   TRELLIS_BIN=/path/to/trellis SKIP_BUILD=1 bench/txn.sh   # another build, e.g. for an A/B
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,7 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 [ -n "${SKIP_BUILD:-}" ] || cargo build --profile dist -q -j2 -p trellis-cli
-TRELLIS=${CARGO_TARGET_DIR:-target}/dist/trellis
+TRELLIS=${TRELLIS_BIN:-${CARGO_TARGET_DIR:-target}/dist/trellis}
 
 # The data directory lives where the tests' temporary files do (the same disk as the fsync probe).
 work=$(mktemp -d)
