@@ -562,13 +562,8 @@ impl Engine {
             branch.attempts = 0;
             branch.last_error = None;
         }
-        self.timers
-            .remove(deadline, Timer::Timeout(Arc::clone(gid)));
         self.stats.committed += 1;
-        self.effects.persist.insert(Arc::clone(gid));
-        self.effects.decided.push(Arc::clone(gid));
-        self.send_pending(gid);
-        self.finish_if_acknowledged(gid, now);
+        self.decided(gid, deadline, now);
     }
 
     /// Decides abort. `prepares_sent` says whether branches may hold a prepared state (phase 1
@@ -602,9 +597,15 @@ impl Engine {
                 branch.state = BranchState::Aborted;
             }
         }
+        self.stats.aborted += 1;
+        self.decided(gid, deadline, now);
+    }
+
+    /// After either decision: the timeout goes, the decision is to be made durable, phase 2
+    /// starts (or the transaction finishes at once when no branch needs telling).
+    fn decided(&mut self, gid: &Arc<str>, deadline: Millis, now: Millis) {
         self.timers
             .remove(deadline, Timer::Timeout(Arc::clone(gid)));
-        self.stats.aborted += 1;
         self.effects.persist.insert(Arc::clone(gid));
         self.effects.decided.push(Arc::clone(gid));
         self.send_pending(gid);

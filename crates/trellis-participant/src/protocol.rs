@@ -124,6 +124,62 @@ impl Answer {
     }
 }
 
+/// Why a call was not answered yes/done, whatever the database (`E`, its error type).
+pub(crate) enum Failure<E> {
+    /// The service voted no (or refused a commit/abort, which it must not).
+    No(String),
+    /// A call a correct coordinator never makes (a commit without a yes vote, say).
+    Violation(String),
+    Db(E),
+    /// No database connection to be had.
+    Unavailable(String),
+    /// The service's own work failed otherwise (or its task panicked).
+    Service(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl<E: std::fmt::Display> Failure<E> {
+    /// The answer to the coordinator, with what it should not see logged: a no vote for a
+    /// refused prepare and for a violation, 503 for everything a retry may cure.
+    /// `transient` says which database errors are only "busy".
+    pub(crate) fn answer(
+        self,
+        phase: Phase,
+        (gid, branch_id): (&str, &str),
+        transient: impl Fn(&E) -> bool,
+    ) -> Answer {
+        let phase_name = phase.as_str();
+        match self {
+            Failure::No(reason) if phase == Phase::Prepare => Answer::No(reason),
+            Failure::Violation(reason) => Answer::No(reason),
+            Failure::No(reason) => {
+                tracing::error!(phase = phase_name, %gid, %branch_id, %reason,
+                    "2pc: the service refused a {phase_name}, which it must not do; answering 503");
+                Answer::Later(format!("{phase_name} failed"))
+            }
+            Failure::Db(e) if transient(&e) => {
+                tracing::warn!(phase = phase_name, %gid, %branch_id, error = %e,
+                    "2pc: database busy");
+                Answer::Later("database busy".into())
+            }
+            Failure::Db(e) => {
+                tracing::error!(phase = phase_name, %gid, %branch_id, error = %e,
+                    "2pc: database error");
+                Answer::Later("database error".into())
+            }
+            Failure::Unavailable(e) => {
+                tracing::warn!(phase = phase_name, %gid, %branch_id, error = %e,
+                    "2pc: no database connection");
+                Answer::Later("database unavailable".into())
+            }
+            Failure::Service(e) => {
+                tracing::error!(phase = phase_name, %gid, %branch_id, error = %e,
+                    "2pc: the service's {phase_name} failed");
+                Answer::Later(format!("{phase_name} failed"))
+            }
+        }
+    }
+}
+
 /// How a service's prepare (commit, abort) work fails.
 #[derive(Debug, thiserror::Error)]
 pub enum BranchError {

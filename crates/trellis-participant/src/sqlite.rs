@@ -62,14 +62,7 @@ struct Inner<H> {
     handler: H,
 }
 
-/// Why a call did not succeed, before it becomes an [`Answer`].
-enum Failure {
-    No(String),
-    /// A call a correct coordinator never makes (see [`violation`]).
-    Violation(String),
-    Db(rusqlite::Error),
-    Service(Box<dyn std::error::Error + Send + Sync>),
-}
+type Failure = crate::protocol::Failure<rusqlite::Error>;
 
 impl From<rusqlite::Error> for Failure {
     fn from(e: rusqlite::Error) -> Self {
@@ -146,31 +139,7 @@ impl<H: SqliteBranch> SqliteParticipant<H> {
             Ok(Err(failure)) => failure,
             Err(e) => Failure::Service(Box::new(e)),
         };
-        let phase_name = phase.as_str();
-        match failure {
-            Failure::No(reason) if phase == Phase::Prepare => Answer::No(reason),
-            Failure::Violation(reason) => Answer::No(reason),
-            Failure::No(reason) => {
-                tracing::error!(phase = phase_name, %gid, %branch_id, %reason,
-                    "2pc: the service refused a {phase_name}, which it must not do; answering 503");
-                Answer::Later(format!("{phase_name} failed"))
-            }
-            Failure::Db(e) if is_busy(&e) => {
-                tracing::warn!(phase = phase_name, %gid, %branch_id, error = %e,
-                    "2pc: database busy");
-                Answer::Later("database busy".into())
-            }
-            Failure::Db(e) => {
-                tracing::error!(phase = phase_name, %gid, %branch_id, error = %e,
-                    "2pc: database error");
-                Answer::Later("database error".into())
-            }
-            Failure::Service(e) => {
-                tracing::error!(phase = phase_name, %gid, %branch_id, error = %e,
-                    "2pc: the service's {phase_name} failed");
-                Answer::Later(format!("{phase_name} failed"))
-            }
-        }
+        failure.answer(phase, (&gid, &branch_id), is_busy)
     }
 }
 

@@ -4,6 +4,7 @@
 //! catalog's; the memory log is for `--dev`. [`conformance`] is what both must do.
 
 use crate::StoreError;
+use crate::redb_store::{META, create_database, raise_index, read_index};
 use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
@@ -11,9 +12,6 @@ use std::path::Path;
 use trellis_coordinator::Txn;
 
 const TRANSACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("transactions");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const INDEX_KEY: &str = "index";
-const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// What the log holds, as read back at start-up.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -37,19 +35,7 @@ pub struct RedbDecisionLog {
 impl RedbDecisionLog {
     /// Opens (or creates) `dir/transactions.redb`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
-            path: dir.display().to_string(),
-            error,
-        })?;
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(dir.join("transactions.redb"))
-            .map_err(|error| match redb::Error::from(error) {
-                redb::Error::DatabaseAlreadyOpen => StoreError::Locked {
-                    dir: dir.display().to_string(),
-                },
-                other => StoreError::Engine(other),
-            })?;
+        let db = create_database(dir, "transactions.redb")?;
         let txn = db.begin_write().map_err(redb::Error::from)?;
         {
             txn.open_table(TRANSACTIONS).map_err(redb::Error::from)?;
@@ -63,13 +49,7 @@ impl RedbDecisionLog {
 impl DecisionLog for RedbDecisionLog {
     fn load(&self) -> Result<LogSnapshot, StoreError> {
         let txn = self.db.begin_read().map_err(redb::Error::from)?;
-        let index = txn
-            .open_table(META)
-            .map_err(redb::Error::from)?
-            .get(INDEX_KEY)
-            .map_err(redb::Error::from)?
-            .map(|v| v.value())
-            .unwrap_or(0);
+        let index = read_index(&txn)?;
         let table = txn.open_table(TRANSACTIONS).map_err(redb::Error::from)?;
         let mut transactions = Vec::new();
         for row in table.iter().map_err(redb::Error::from)? {
@@ -100,15 +80,8 @@ impl DecisionLog for RedbDecisionLog {
             for gid in deletes {
                 table.remove(*gid).map_err(redb::Error::from)?;
             }
-            let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
-            let previous = meta
-                .get(INDEX_KEY)
-                .map_err(redb::Error::from)?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            meta.insert(INDEX_KEY, previous.max(index))
-                .map_err(redb::Error::from)?;
         }
+        raise_index(&txn, index)?;
         // Durability::Immediate (the default): fsync'd before commit returns.
         txn.commit().map_err(redb::Error::from)?;
         Ok(())

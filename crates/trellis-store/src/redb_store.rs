@@ -16,7 +16,7 @@ const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// Config entries by `config_key` (kind, NUL, lower-cased name).
 const CONFIG_ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("config_entries");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INDEX_KEY: &str = "index";
 /// Page cache; the catalog itself lives in memory, so the store only needs a small cache.
 const CACHE_BYTES: usize = 4 * 1024 * 1024;
@@ -28,19 +28,7 @@ pub struct RedbStore {
 impl RedbStore {
     /// Opens (or creates) `dir/catalog.redb`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
-            path: dir.display().to_string(),
-            error,
-        })?;
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(dir.join("catalog.redb"))
-            .map_err(|error| match redb::Error::from(error) {
-                redb::Error::DatabaseAlreadyOpen => StoreError::Locked {
-                    dir: dir.display().to_string(),
-                },
-                other => StoreError::Engine(other),
-            })?;
+        let db = create_database(dir, "catalog.redb")?;
         // Create the tables up front so reads never meet a missing table.
         let txn = db.begin_write().map_err(redb::Error::from)?;
         {
@@ -53,6 +41,49 @@ impl RedbStore {
         txn.commit().map_err(redb::Error::from)?;
         Ok(Self { db })
     }
+}
+
+/// Creates `dir` if needed and opens (or creates) the database `file` in it, with the small
+/// page cache every Trellis store uses; a database another process holds is `Locked`.
+pub(crate) fn create_database(dir: &Path, file: &str) -> Result<Database, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
+        path: dir.display().to_string(),
+        error,
+    })?;
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(dir.join(file))
+        .map_err(|error| match redb::Error::from(error) {
+            redb::Error::DatabaseAlreadyOpen => StoreError::Locked {
+                dir: dir.display().to_string(),
+            },
+            other => StoreError::Engine(other),
+        })
+}
+
+/// The highest index committed (0 in a new database).
+pub(crate) fn read_index(txn: &redb::ReadTransaction) -> Result<u64, StoreError> {
+    Ok(txn
+        .open_table(META)
+        .map_err(redb::Error::from)?
+        .get(INDEX_KEY)
+        .map_err(redb::Error::from)?
+        .map(|v| v.value())
+        .unwrap_or(0))
+}
+
+/// Records `index` as the highest committed, unless a higher one already is: indexes never go
+/// back.
+pub(crate) fn raise_index(txn: &redb::WriteTransaction, index: u64) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
+    let previous = meta
+        .get(INDEX_KEY)
+        .map_err(redb::Error::from)?
+        .map(|v| v.value())
+        .unwrap_or(0);
+    meta.insert(INDEX_KEY, previous.max(index))
+        .map_err(redb::Error::from)?;
+    Ok(())
 }
 
 /// An instance's key: its ID and a NUL (IDs never contain control characters).
@@ -103,13 +134,7 @@ impl Store for RedbStore {
             type Rest = (u64, Vec<InstanceRecord>, KvSnapshot, Vec<ConfigEntry>);
             let rest = (|| -> Result<Rest, StoreError> {
                 let txn = self.db.begin_read().map_err(redb::Error::from)?;
-                let index = txn
-                    .open_table(META)
-                    .map_err(redb::Error::from)?
-                    .get(INDEX_KEY)
-                    .map_err(redb::Error::from)?
-                    .map(|v| v.value())
-                    .unwrap_or(0);
+                let index = read_index(&txn)?;
                 let instances = read_all(&txn, RECORDS, is_instance_key)?;
                 let kv = KvSnapshot {
                     entries: read_all(&txn, KV, |_| true)?,
@@ -141,7 +166,6 @@ impl Store for RedbStore {
             let mut kv = txn.open_table(KV).map_err(redb::Error::from)?;
             let mut sessions = txn.open_table(SESSIONS).map_err(redb::Error::from)?;
             let mut config = txn.open_table(CONFIG_ENTRIES).map_err(redb::Error::from)?;
-            let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
             for mutation in mutations {
                 match mutation {
                     Mutation::PutInstance(r) => {
@@ -201,14 +225,8 @@ impl Store for RedbStore {
                     }
                 }
             }
-            let previous = meta
-                .get(INDEX_KEY)
-                .map_err(redb::Error::from)?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            meta.insert(INDEX_KEY, previous.max(index))
-                .map_err(redb::Error::from)?;
         }
+        raise_index(&txn, index)?;
         // Durability::Immediate (the default): fsync'd before commit returns.
         txn.commit().map_err(redb::Error::from)?;
         Ok(())

@@ -86,15 +86,7 @@ struct Inner<H> {
     handler: H,
 }
 
-/// Why a call did not succeed, before it becomes an [`Answer`].
-enum Failure {
-    No(String),
-    /// A call a correct coordinator never makes (see [`violation`]).
-    Violation(String),
-    Db(tokio_postgres::Error),
-    Pool(Error),
-    Service(Box<dyn std::error::Error + Send + Sync>),
-}
+type Failure = crate::protocol::Failure<tokio_postgres::Error>;
 
 impl From<tokio_postgres::Error> for Failure {
     fn from(e: tokio_postgres::Error) -> Self {
@@ -162,7 +154,7 @@ impl<H: PgBranch> PgParticipant<H> {
             Phase::Commit | Phase::Abort => self.inner.pool.get().await,
         };
         let result = match conn {
-            Err(e) => Err(Failure::Pool(e)),
+            Err(e) => Err(Failure::Unavailable(e.to_string())),
             Ok(mut conn) => {
                 let client: &mut Client = &mut conn;
                 let result = match phase {
@@ -181,36 +173,7 @@ impl<H: PgBranch> PgParticipant<H> {
             Ok(done) => return Answer::Done(done),
             Err(failure) => failure,
         };
-        let (phase_name, gid, branch_id) = (phase.as_str(), &branch.gid, &branch.branch_id);
-        match failure {
-            Failure::No(reason) if phase == Phase::Prepare => Answer::No(reason),
-            Failure::No(reason) => {
-                tracing::error!(phase = phase_name, %gid, %branch_id, %reason,
-                    "2pc: the service refused a {phase_name}, which it must not do; answering 503");
-                Answer::Later(format!("{phase_name} failed"))
-            }
-            Failure::Violation(reason) => Answer::No(reason),
-            Failure::Db(e) if is_transient(&e) => {
-                tracing::warn!(phase = phase_name, %gid, %branch_id, error = %e,
-                    "2pc: database busy");
-                Answer::Later("database busy".into())
-            }
-            Failure::Db(e) => {
-                tracing::error!(phase = phase_name, %gid, %branch_id, error = %e,
-                    "2pc: database error");
-                Answer::Later("database error".into())
-            }
-            Failure::Pool(e) => {
-                tracing::warn!(phase = phase_name, %gid, %branch_id, error = %e,
-                    "2pc: no database connection");
-                Answer::Later("database unavailable".into())
-            }
-            Failure::Service(e) => {
-                tracing::error!(phase = phase_name, %gid, %branch_id, error = %e,
-                    "2pc: the service's {phase_name} failed");
-                Answer::Later(format!("{phase_name} failed"))
-            }
-        }
+        failure.answer(phase, (&branch.gid, &branch.branch_id), is_transient)
     }
 
     async fn prepare_on(
