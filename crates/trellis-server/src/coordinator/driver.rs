@@ -110,8 +110,9 @@ impl Driver {
         Ok((driver, super::Coordinator::new(tx, queued, published)))
     }
 
-    /// Runs until [`super::Coordinator::stop`] (or every handle is gone), or the log fails
-    /// for good.
+    /// Runs until [`super::Coordinator::stop`] (the driver keeps a sender of its own for
+    /// participants' answers, so dropped handles do not stop it), or until the log fails and
+    /// cannot be read back.
     pub fn run(mut self) -> Result<(), DriverFailed> {
         loop {
             let Some(batch) = self.collect() else {

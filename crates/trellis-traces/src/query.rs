@@ -1,0 +1,234 @@
+//! The queries Jaeger's query API needs, over a [`SpanStore`]: services, operations, one trace,
+//! trace search ([`Query`]) and the service dependency graph.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::codec::TagMatcher;
+use crate::model::{Span, SpanId, SpanKind, StatusCode, TraceId};
+use crate::store::{SpanStore, StoredSpan};
+
+/// Jaeger's default search limit.
+pub const DEFAULT_LIMIT: usize = 20;
+
+/// An operation of a service, with the kind of its spans.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Operation {
+    pub name: Arc<str>,
+    pub span_kind: SpanKind,
+}
+
+/// A trace search, as Jaeger's `/api/traces`: a trace matches if any of its spans of `service`
+/// matches every condition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// Required, as in Jaeger.
+    pub service: String,
+    pub operation: Option<String>,
+    /// Each must equal a span attribute or a resource attribute (compared as Jaeger does, by
+    /// value: `200` matches the integer 200); `error=true` also matches an error status.
+    pub tags: Vec<(String, String)>,
+    pub min_duration_ns: Option<u64>,
+    pub max_duration_ns: Option<u64>,
+    /// The span's start must be in `start_ns..=end_ns`.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// At most this many traces; 0 means [`DEFAULT_LIMIT`].
+    pub limit: usize,
+}
+
+impl Default for Query {
+    fn default() -> Self {
+        Query {
+            service: String::new(),
+            operation: None,
+            tags: Vec::new(),
+            min_duration_ns: None,
+            max_duration_ns: None,
+            start_ns: 0,
+            end_ns: u64::MAX,
+            limit: DEFAULT_LIMIT,
+        }
+    }
+}
+
+impl Query {
+    /// A search of `service` with no other condition.
+    pub fn service(service: impl Into<String>) -> Self {
+        Query {
+            service: service.into(),
+            ..Query::default()
+        }
+    }
+}
+
+/// An edge of the service dependency graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    pub parent: Arc<str>,
+    pub child: Arc<str>,
+    pub call_count: u64,
+    /// Calls whose child span has an error status.
+    pub error_count: u64,
+}
+
+impl SpanStore {
+    /// The services with stored spans, sorted.
+    pub fn services(&self) -> Vec<Arc<str>> {
+        let mut out: Vec<Arc<str>> = self
+            .services
+            .keys()
+            .map(|&id| self.names.name(id).clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The operations of `service` (of one span kind if given), sorted by name then kind.
+    pub fn operations(&self, service: &str, span_kind: Option<SpanKind>) -> Vec<Operation> {
+        let Some(index) = self
+            .names
+            .get(service)
+            .and_then(|id| self.services.get(&id))
+        else {
+            return Vec::new();
+        };
+        let mut out: Vec<Operation> = index
+            .operations
+            .keys()
+            .filter(|(_, kind)| span_kind.is_none_or(|k| k == *kind))
+            .map(|&(op, kind)| Operation {
+                name: self.names.name(op).clone(),
+                span_kind: kind,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Every stored span of a trace, in arrival order.
+    pub fn trace(&self, trace_id: TraceId) -> Option<Vec<Span>> {
+        let &seq = self.by_id.get(&trace_id)?;
+        let trace = &self.traces[(seq - self.first_seq) as usize];
+        Some(
+            trace
+                .spans
+                .iter()
+                .map(|s| self.materialize(trace_id, s))
+                .collect(),
+        )
+    }
+
+    /// The traces matching `query`, newest first (by the start of their newest matching span),
+    /// at most `query.limit`.
+    pub fn find_traces(&self, query: &Query) -> Vec<TraceId> {
+        let limit = if query.limit == 0 {
+            DEFAULT_LIMIT
+        } else {
+            query.limit
+        };
+        let Some(index) = self
+            .names
+            .get(&query.service)
+            .and_then(|id| self.services.get(&id))
+        else {
+            return Vec::new();
+        };
+        let operation = match &query.operation {
+            None => None,
+            Some(op) => match self.names.get(op) {
+                Some(id) if index.operations.keys().any(|&(o, _)| o == id) => Some(id),
+                _ => return Vec::new(),
+            },
+        };
+        let tags: Vec<TagMatcher> = query
+            .tags
+            .iter()
+            .map(|(k, v)| TagMatcher::new(k, v, &self.names))
+            .collect();
+        if tags.iter().any(|t| t.key.is_none() && !t.is_error_true) {
+            return Vec::new();
+        }
+        if query.start_ns > query.end_ns {
+            return Vec::new();
+        }
+        // Resource sets are few: decide each tag on each of them once.
+        let resource_matches: Vec<Vec<bool>> = tags
+            .iter()
+            .map(|t| self.resources.each(|r| t.matches_attrs(&r.encoded)))
+            .collect();
+        let min = query.min_duration_ns.unwrap_or(0);
+        let max = query.max_duration_ns.unwrap_or(u64::MAX);
+        let matches = |s: &StoredSpan| {
+            s.duration_ns >= min
+                && s.duration_ns <= max
+                && tags.iter().zip(&resource_matches).all(|(t, resources)| {
+                    (t.is_error_true && s.status == StatusCode::Error)
+                        || resources[s.resource as usize]
+                        || t.matches_attrs(&s.data)
+                })
+        };
+        let mut found = Vec::new();
+        let mut seen = HashSet::new();
+        let range = (query.start_ns, 0, 0)..=(query.end_ns, u64::MAX, u32::MAX);
+        for (&(_, seq, idx), &op) in index.by_start.range(range).rev() {
+            if operation.is_some_and(|o| o != op) {
+                continue;
+            }
+            // Most spans of a slow search do not match: test them before hashing their trace.
+            if matches(self.span_at(seq, idx)) && seen.insert(seq) {
+                found.push(self.traces[(seq - self.first_seq) as usize].trace_id);
+                if found.len() == limit {
+                    break;
+                }
+            }
+        }
+        found
+    }
+
+    /// The service dependency graph: one edge per (parent service, child service) pair of a
+    /// parent span and its child span in a different service, counting child spans that started
+    /// in `end_ns - lookback_ns..=end_ns`. Sorted by parent then child.
+    pub fn dependencies(&self, end_ns: u64, lookback_ns: u64) -> Vec<Dependency> {
+        let from = end_ns.saturating_sub(lookback_ns);
+        let mut edges: BTreeMap<(u32, u32), (u64, u64)> = BTreeMap::new();
+        let mut by_span: HashMap<SpanId, u32> = HashMap::new();
+        for trace in &self.traces {
+            if trace.max_start_ns < from || trace.min_start_ns > end_ns {
+                continue;
+            }
+            by_span.clear();
+            by_span.extend(trace.spans.iter().map(|s| (s.span_id, s.service)));
+            for child in &trace.spans {
+                if child.start_ns < from || child.start_ns > end_ns {
+                    continue;
+                }
+                let Some(parent) = child.parent() else {
+                    continue;
+                };
+                let Some(&parent_service) = by_span.get(&parent) else {
+                    continue;
+                };
+                if parent_service == child.service {
+                    continue;
+                }
+                let edge = edges.entry((parent_service, child.service)).or_default();
+                edge.0 += 1;
+                if child.status == StatusCode::Error {
+                    edge.1 += 1;
+                }
+            }
+        }
+        let mut out: Vec<Dependency> = edges
+            .into_iter()
+            .map(|((p, c), (calls, errors))| Dependency {
+                parent: self.names.name(p).clone(),
+                child: self.names.name(c).clone(),
+                call_count: calls,
+                error_count: errors,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.parent, &a.child).cmp(&(&b.parent, &b.child)));
+        out
+    }
+}
