@@ -38,6 +38,14 @@ pub struct ServerArgs {
     /// run commands as this server's user.
     #[arg(long)]
     pub enable_script_checks: bool,
+    /// OTLP/HTTP trace receiver (POST /v1/traces): HOST:PORT, or `off` [default:
+    /// 127.0.0.1:4318; a free port when --http has port 0]
+    #[arg(long, value_name = "HOST:PORT|off")]
+    pub otlp: Option<DnsListen>,
+    /// Most bytes of spans kept in memory; the oldest traces are evicted beyond it [default:
+    /// 268435456 (256 MiB)]
+    #[arg(long, value_name = "BYTES")]
+    pub trace_store_bytes: Option<usize>,
     /// TOML configuration file; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -75,6 +83,12 @@ impl ServerArgs {
         if self.enable_script_checks {
             args.push("--enable-script-checks".to_owned());
         }
+        if let Some(otlp) = &self.otlp {
+            args.push(format!("--otlp={otlp}"));
+        }
+        if let Some(bytes) = self.trace_store_bytes {
+            args.push(format!("--trace-store-bytes={bytes}"));
+        }
         if let Some(path) = &self.config {
             args.push(format!("--config={}", path.display()));
         }
@@ -92,6 +106,8 @@ impl ServerArgs {
             dns_domain: self.dns_domain,
             dns_ttl: self.dns_ttl,
             enable_script_checks: self.enable_script_checks,
+            otlp: self.otlp,
+            trace_store_bytes: self.trace_store_bytes,
         };
         // With a file, the server keeps its path and these flags, so `/v1/agent/reload` reads
         // it again the same way.
@@ -122,6 +138,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     );
     if let Some(dns) = running.dns_addr {
         println!("trellis server: DNS listening on {dns} (UDP and TCP)");
+    }
+    if let Some(otlp) = running.otlp_addr {
+        println!("trellis server: OTLP listening on http://{otlp} (POST /v1/traces)");
     }
     println!(
         "trellis server: data {storage}, {} instances restored",
@@ -158,9 +177,15 @@ mod tests {
             dns_domain: Some("example".into()),
             dns_ttl: Some("30s".parse().unwrap()),
             enable_script_checks: true,
+            otlp: Some("127.0.0.1:0".parse().unwrap()),
+            trace_store_bytes: Some(1 << 20),
             ..ServerArgs::default()
         };
         assert_eq!(parse(&args.to_args()), args);
+        assert_eq!(
+            args.clone().into_config().unwrap().trace_store_bytes,
+            1 << 20
+        );
         assert!(args.clone().into_config().unwrap().enable_script_checks);
         assert!(
             !ServerArgs::default()

@@ -41,6 +41,13 @@ pub struct ServerConfig {
     /// with a script check is refused with Consul's answer (500, "Scripts are disabled on this
     /// agent from remote calls; ..."), since anyone who can reach the API could run commands.
     pub enable_script_checks: bool,
+    /// OTLP/HTTP trace receiver (`POST /v1/traces`): `HOST:PORT`, or `"off"`. Default
+    /// `127.0.0.1:4318`; while unset and `http` asks for port 0, it takes any free port too,
+    /// and if the default address is taken the server runs without it (with a warning).
+    pub otlp: Option<DnsListen>,
+    /// Most bytes the in-memory span store holds; the oldest traces are evicted beyond it.
+    /// Default 256 MiB.
+    pub trace_store_bytes: usize,
     /// The file this configuration was read from and the command-line flags laid over it, so
     /// `/v1/agent/reload` can read it again the same way. Not a TOML key; `None` when the
     /// server was started without a file.
@@ -70,6 +77,8 @@ pub struct ConfigOverrides {
     pub dns_ttl: Option<DnsTtl>,
     /// `--enable-script-checks` (a flag can only turn it on).
     pub enable_script_checks: bool,
+    pub otlp: Option<DnsListen>,
+    pub trace_store_bytes: Option<usize>,
 }
 
 impl ConfigOverrides {
@@ -102,6 +111,12 @@ impl ConfigOverrides {
         if self.enable_script_checks {
             config.enable_script_checks = true;
         }
+        if let Some(otlp) = &self.otlp {
+            config.otlp = Some(otlp.clone());
+        }
+        if let Some(bytes) = self.trace_store_bytes {
+            config.trace_store_bytes = bytes;
+        }
     }
 }
 
@@ -125,6 +140,12 @@ impl ConfigFile {
 /// script checks are disabled (`agent.go`, for a remote source).
 pub const SCRIPTS_DISABLED: &str = "Scripts are disabled on this agent from remote calls; to enable, configure 'enable_script_checks' to true";
 
+/// The span store's default bound: 256 MiB.
+pub const DEFAULT_TRACE_STORE_BYTES: usize = 256 << 20;
+
+/// The smallest span store bound accepted: 1 MiB.
+pub const MIN_TRACE_STORE_BYTES: usize = 1 << 20;
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -143,6 +164,8 @@ impl Default for ServerConfig {
             dns_domain: "consul".into(),
             dns_ttl: DnsTtl::default(),
             enable_script_checks: false,
+            otlp: None,
+            trace_store_bytes: DEFAULT_TRACE_STORE_BYTES,
             config_file: None,
         }
     }
@@ -246,7 +269,7 @@ impl fmt::Display for HostPort {
     }
 }
 
-/// Where the DNS interface listens, or that it is off.
+/// Where a listener (the DNS interface, the OTLP receiver) listens, or that it is off.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum DnsListen {
@@ -407,6 +430,12 @@ impl ServerConfig {
                 "max_waiters, check_concurrency and max_queue must be positive".into(),
             ));
         }
+        if self.trace_store_bytes < MIN_TRACE_STORE_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "trace_store_bytes {} is below the minimum of {MIN_TRACE_STORE_BYTES} (1 MiB)",
+                self.trace_store_bytes
+            )));
+        }
         Ok(())
     }
 
@@ -437,6 +466,11 @@ impl ServerConfig {
             "enable_script_checks",
             self.enable_script_checks != other.enable_script_checks,
         );
+        differs("otlp", self.otlp != other.otlp);
+        differs(
+            "trace_store_bytes",
+            self.trace_store_bytes != other.trace_store_bytes,
+        );
         names
     }
 
@@ -448,6 +482,20 @@ impl ServerConfig {
             None => Some(HostPort {
                 host: "127.0.0.1".into(),
                 port: if self.http.port == 0 { 0 } else { 8600 },
+            }),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Where the OTLP/HTTP receiver listens, if it is on (see `otlp`).
+    pub fn otlp_listen(&self) -> Option<HostPort> {
+        match &self.otlp {
+            Some(DnsListen::Off) => None,
+            Some(DnsListen::At(addr)) => Some(addr.clone()),
+            None => Some(HostPort {
+                host: "127.0.0.1".into(),
+                port: if self.http.port == 0 { 0 } else { 4318 },
             }),
         }
     }
@@ -576,6 +624,28 @@ mod tests {
             assert!(e.contains(why), "{bad}: {e}");
             assert!(e.contains("HOST:PORT"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn otlp_and_trace_store_settings_parse_default_and_validate() {
+        let c = ServerConfig::from_toml("otlp = \"0.0.0.0:4318\"\ntrace_store_bytes = 2097152\n")
+            .unwrap();
+        assert_eq!(c.otlp_listen().unwrap().to_string(), "0.0.0.0:4318");
+        assert_eq!(c.trace_store_bytes, 2 << 20);
+        c.validate().unwrap();
+        let off = ServerConfig::from_toml("otlp = \"off\"").unwrap();
+        assert_eq!(off.otlp_listen(), None);
+        let default = ServerConfig::default();
+        assert_eq!(default.otlp_listen().unwrap().to_string(), "127.0.0.1:4318");
+        assert_eq!(default.trace_store_bytes, DEFAULT_TRACE_STORE_BYTES);
+        let any_port = ServerConfig::from_toml("http = \"127.0.0.1:0\"").unwrap();
+        assert_eq!(any_port.otlp_listen().unwrap().port, 0);
+        let small = ServerConfig::from_toml("trace_store_bytes = 1000").unwrap();
+        assert!(small.validate().is_err());
+        let mut other = default.clone();
+        other.trace_store_bytes = 5 << 20;
+        other.otlp = Some(DnsListen::Off);
+        assert_eq!(default.differences(&other), ["otlp", "trace_store_bytes"]);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod publisher;
 mod queue;
 mod shared;
 mod state;
+pub mod traces;
 mod writer;
 
 /// The feed of formatted log lines `/v1/agent/monitor` streams; the binary's logging fills it.
@@ -61,6 +62,8 @@ pub enum ServerError {
     Bind { addr: String, error: io::Error },
     #[error("cannot listen for DNS on {addr}: {}", bind_failure(.error, "--dns"))]
     DnsBind { addr: String, error: io::Error },
+    #[error("cannot listen for OTLP on {addr}: {}", bind_failure(.error, "--otlp"))]
+    OtlpBind { addr: String, error: io::Error },
     #[error("HTTP server failed: {0}")]
     Serve(io::Error),
     #[error("cannot start the writer thread: {0}")]
@@ -93,6 +96,8 @@ pub struct Running {
     pub local_addr: SocketAddr,
     /// Where DNS is served (UDP and TCP), unless it is off.
     pub dns_addr: Option<SocketAddr>,
+    /// Where the OTLP/HTTP trace receiver listens, unless it is off.
+    pub otlp_addr: Option<SocketAddr>,
     pub instances_restored: usize,
     serve: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
@@ -170,14 +175,17 @@ fn restore(
     Ok(catalog)
 }
 
+/// Why no address of a `HostPort` could be bound.
+enum BindFailure {
+    Resolve(io::Error),
+    Bind(io::Error),
+}
+
 /// Binds the first address `addr` resolves to that can be bound.
-async fn bind(addr: &HostPort) -> Result<TcpListener, ServerError> {
+async fn bind_any(addr: &HostPort) -> Result<TcpListener, BindFailure> {
     let candidates = tokio::net::lookup_host((addr.host.as_str(), addr.port))
         .await
-        .map_err(|error| ServerError::Resolve {
-            addr: addr.to_string(),
-            error,
-        })?;
+        .map_err(BindFailure::Resolve)?;
     let mut failure: Option<io::Error> = None;
     for candidate in candidates {
         match TcpListener::bind(candidate).await {
@@ -189,11 +197,52 @@ async fn bind(addr: &HostPort) -> Result<TcpListener, ServerError> {
             Err(_) => {}
         }
     }
-    Err(ServerError::Bind {
-        addr: addr.to_string(),
-        error: failure
-            .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "resolves to no address")),
+    Err(BindFailure::Bind(failure.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, "resolves to no address")
+    })))
+}
+
+/// Binds the HTTP API's listener.
+async fn bind(addr: &HostPort) -> Result<TcpListener, ServerError> {
+    bind_any(addr).await.map_err(|failure| match failure {
+        BindFailure::Resolve(error) => ServerError::Resolve {
+            addr: addr.to_string(),
+            error,
+        },
+        BindFailure::Bind(error) => ServerError::Bind {
+            addr: addr.to_string(),
+            error,
+        },
     })
+}
+
+/// Binds the OTLP receiver's listener, if it is on. The default address taken (another
+/// server, an OpenTelemetry collector) is a warning and no receiver; an address asked for that
+/// cannot be bound is an error.
+async fn bind_otlp(config: &ServerConfig) -> Result<Option<TcpListener>, ServerError> {
+    let Some(addr) = config.otlp_listen() else {
+        return Ok(None);
+    };
+    match bind_any(&addr).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(BindFailure::Bind(error))
+            if config.otlp.is_none() && error.kind() == io::ErrorKind::AddrInUse =>
+        {
+            tracing::warn!(
+                "the OTLP receiver is off: {addr} is already in use (another trellis server, an \
+                 OpenTelemetry collector?); choose another address with --otlp, or --otlp off"
+            );
+            Ok(None)
+        }
+        Err(BindFailure::Resolve(error)) => Err(ServerError::Resolve {
+            addr: addr.to_string(),
+            error,
+        }),
+        Err(BindFailure::Bind(error)) => Err(ServerError::OtlpBind {
+            addr: addr.to_string(),
+            error,
+        }),
+    }
 }
 
 /// `start` with a given store.
@@ -233,6 +282,13 @@ async fn start_with_store(
         None => None,
     };
     let dns_addr = dns.as_ref().map(|bound| bound.local_addr);
+    let otlp = bind_otlp(&config).await?;
+    let otlp_addr = otlp
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .map_err(ServerError::Serve)?;
+    let trace_store = traces::new_store(config.trace_store_bytes);
     let active_checks: Vec<Arc<Check>> = catalog
         .checks()
         .filter(|c| c.is_active())
@@ -287,8 +343,19 @@ async fn start_with_store(
         .map(|bound| dns::serve(bound, state.clone(), &dns_settings))
         .transpose()
         .map_err(ServerError::Serve)?;
+    let otlp = otlp.map(|listener| {
+        let router = traces::receiver::router(trace_store.clone());
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router.into_make_service()).await {
+                tracing::error!(%error, "the OTLP receiver stopped");
+            }
+        })
+    });
     let serve = tokio::spawn(async move {
-        let result = serve(listener, state, shutdown, writer_done).await;
+        let result = serve(listener, state, trace_store, shutdown, writer_done).await;
+        if let Some(otlp) = otlp {
+            otlp.abort();
+        }
         checker.abort();
         coordinator.stop();
         // Closing the state (on shutdown or a writer failure) already stopped DNS from taking
@@ -301,6 +368,7 @@ async fn start_with_store(
     Ok(Running {
         local_addr,
         dns_addr,
+        otlp_addr,
         instances_restored,
         serve,
     })
@@ -356,10 +424,12 @@ fn start_coordinator(
 async fn serve(
     listener: TcpListener,
     state: AppState,
+    trace_store: traces::TraceStore,
     shutdown: impl Future<Output = ()> + Send + 'static,
     writer_done: oneshot::Receiver<Result<(), WriterFailed>>,
 ) -> Result<(), ServerError> {
-    let router = api::router(state.clone());
+    // Jaeger's query API answers on the same port as the registry's.
+    let router = api::router(state.clone(), traces::jaeger::router(trace_store));
     let (failed_tx, mut failed) = oneshot::channel();
     let stop = async move {
         tokio::pin!(shutdown);

@@ -39,7 +39,9 @@ use std::time::Instant;
 /// Largest request body: KV values may be up to 512 KiB, as in Consul.
 pub const MAX_BODY: usize = 512 * 1024;
 
-pub fn router(state: AppState) -> Router {
+/// The HTTP API, with `extra` routes of other modules (Jaeger's query API) behind the same
+/// layers: counted, timed and logged by `observe`, the body bounded.
+pub fn router(state: AppState, extra: Router) -> Router {
     Router::new()
         .route("/v1/agent/service/register", put(agent::register))
         .route("/v1/agent/service/deregister/{id}", put(agent::deregister))
@@ -170,11 +172,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/trellis/watch/{name}", get(watch::watch))
         .route("/metrics", get(status::metrics))
+        .with_state(state.clone())
+        .merge(extra)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(refuse_enterprise_headers))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state, observe))
 }
 
 async fn not_found() -> ApiError {

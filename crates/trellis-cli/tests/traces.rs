@@ -1,0 +1,391 @@
+//! The trace collector of the real `trellis server` binary: spans exported over OTLP/HTTP
+//! (protobuf, JSON, gzip) on the `--otlp` listener, read back through Jaeger's query API on the
+//! HTTP API's port.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span};
+use prost::Message;
+use serde_json::{Value, json};
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+use support::Proc;
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const GATEWAY_SERVER: &str = "00f067aa0ba902b7";
+const GATEWAY_CLIENT: &str = "1111111111111111";
+const ORDERS_SERVER: &str = "2222222222222222";
+const OTHER_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
+
+struct Server {
+    _proc: Proc,
+    http: String,
+    otlp: String,
+}
+
+impl Server {
+    fn start() -> Server {
+        let args = [
+            "server",
+            "--dev",
+            "--http",
+            "127.0.0.1:0",
+            "--dns",
+            "off",
+            "--otlp",
+            "127.0.0.1:0",
+        ];
+        let proc = Proc::start(&args, 2, None);
+        Server {
+            http: format!("http://{}", proc.addr("API")),
+            otlp: format!("http://{}/v1/traces", proc.addr("OTLP")),
+            _proc: proc,
+        }
+    }
+
+    async fn post(&self, content_type: &str, gzip: bool, body: Vec<u8>) -> reqwest::Response {
+        let mut request = support::http()
+            .post(&self.otlp)
+            .header("content-type", content_type);
+        let body = if gzip {
+            request = request.header("content-encoding", "gzip");
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(&body).unwrap();
+            encoder.finish().unwrap()
+        } else {
+            body
+        };
+        request.body(body).send().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = support::http()
+            .get(format!("{}{path}", self.http))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn string_kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// The gateway's half of the trace: its server span and the client span calling orders.
+fn gateway_batch(start: u64) -> Vec<u8> {
+    let span = |id: &str, parent: &str, name: &str, kind: span::SpanKind, offset: u64| Span {
+        trace_id: hex(TRACE),
+        span_id: hex(id),
+        parent_span_id: hex(parent),
+        name: name.into(),
+        kind: kind as i32,
+        start_time_unix_nano: start + offset,
+        end_time_unix_nano: start + offset + 200_000_000 - 2 * offset,
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    string_kv("service.name", "gateway"),
+                    string_kv("host.name", "edge-1"),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![
+                    span(GATEWAY_SERVER, "", "GET /orders", span::SpanKind::Server, 0),
+                    span(
+                        GATEWAY_CLIENT,
+                        GATEWAY_SERVER,
+                        "orders.list",
+                        span::SpanKind::Client,
+                        10_000_000,
+                    ),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// The orders service's server span (child of the gateway's client span), as OTLP JSON.
+fn orders_batch(trace: &str, span_id: &str, parent: &str, start: u64, status: u16) -> Vec<u8> {
+    json!({
+        "resourceSpans": [{
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "orders"}}]},
+            "scopeSpans": [{
+                "scope": {"name": "orders-http"},
+                "spans": [{
+                    "traceId": trace,
+                    "spanId": span_id,
+                    "parentSpanId": parent,
+                    "name": "GET /orders",
+                    "kind": 2,
+                    "startTimeUnixNano": (start + 20_000_000).to_string(),
+                    "endTimeUnixNano": (start + 170_000_000).to_string(),
+                    "attributes": [
+                        {"key": "http.status_code", "value": {"intValue": status.to_string()}}
+                    ],
+                    "events": [{"timeUnixNano": (start + 30_000_000).to_string(), "name": "cache miss"}],
+                    "status": {"code": if status >= 500 { 2 } else { 0 }}
+                }]
+            }]
+        }]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn otlp_spans_are_found_through_jaegers_query_api() {
+    let server = Server::start();
+    let start = now_ns() - 1_000_000_000;
+
+    // Protobuf: the gateway's spans; answered in protobuf with no partial success.
+    let r = server
+        .post("application/x-protobuf", false, gateway_batch(start))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/x-protobuf"
+    );
+    let answer = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
+    assert_eq!(answer.partial_success, None);
+
+    // JSON: the orders span of the same trace.
+    let r = server
+        .post(
+            "application/json",
+            false,
+            orders_batch(TRACE, ORDERS_SERVER, GATEWAY_CLIENT, start, 201),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({}));
+
+    // Gzip: another orders trace, failing, plus a span with a bad id (refused, partially).
+    let mut batch: Value =
+        serde_json::from_slice(&orders_batch(OTHER_TRACE, ORDERS_SERVER, "", start, 503)).unwrap();
+    let spans = batch["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        .as_array_mut()
+        .unwrap();
+    let mut bad = spans[0].clone();
+    bad["spanId"] = json!("0102");
+    spans.push(bad);
+    let r = server
+        .post("application/json", true, batch.to_string().into_bytes())
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(
+        answer["partialSuccess"]["rejectedSpans"],
+        json!("1"),
+        "{answer}"
+    );
+    assert!(
+        answer["partialSuccess"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("invalid"),
+        "{answer}"
+    );
+
+    // Services and operations.
+    let (status, services) = server.get("/api/services").await;
+    assert_eq!(status, 200);
+    assert_eq!(services["data"], json!(["gateway", "orders"]));
+    assert_eq!(services["total"], json!(2));
+    assert_eq!(services["errors"], Value::Null);
+    let (_, ops) = server.get("/api/services/gateway/operations").await;
+    assert_eq!(ops["data"], json!(["GET /orders", "orders.list"]));
+    let (_, ops) = server.get("/api/services/orders/operations").await;
+    assert_eq!(ops["data"], json!(["GET /orders"]));
+
+    // Search by tag: the JSON form and the repeated `tag=` form.
+    let tags = urlencode(r#"{"http.status_code":"201"}"#);
+    let (status, found) = server
+        .get(&format!(
+            "/api/traces?service=orders&tags={tags}&lookback=1h"
+        ))
+        .await;
+    assert_eq!(status, 200, "{found}");
+    let traces = found["data"].as_array().unwrap();
+    assert_eq!(traces.len(), 1, "{found}");
+    assert_eq!(traces[0]["traceID"], json!(TRACE));
+    let (_, found) = server
+        .get("/api/traces?service=orders&tag=http.status_code:503&minDuration=100ms")
+        .await;
+    assert_eq!(found["data"][0]["traceID"], json!(OTHER_TRACE), "{found}");
+    let (_, found) = server
+        .get("/api/traces?service=orders&tag=error:true")
+        .await;
+    assert_eq!(found["data"].as_array().unwrap().len(), 1, "{found}");
+    let (_, found) = server
+        .get("/api/traces?service=orders&maxDuration=1ms")
+        .await;
+    assert_eq!(found["data"], json!([]), "{found}");
+    let (_, found) = server.get("/api/traces?service=orders").await;
+    assert_eq!(found["data"].as_array().unwrap().len(), 2, "{found}");
+    let (status, missing) = server.get("/api/traces").await;
+    assert_eq!(status, 400);
+    assert_eq!(missing["errors"][0]["code"], json!(400));
+
+    // One trace: three spans, parents right, processes per service.
+    let (status, trace) = server.get(&format!("/api/traces/{TRACE}")).await;
+    assert_eq!(status, 200);
+    let trace = &trace["data"][0];
+    assert_eq!(trace["traceID"], json!(TRACE));
+    let spans = trace["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 3);
+    let by_id = |id: &str| spans.iter().find(|s| s["spanID"] == json!(id)).unwrap();
+    assert_eq!(by_id(GATEWAY_SERVER)["references"], json!([]));
+    assert_eq!(
+        by_id(GATEWAY_CLIENT)["references"],
+        json!([{"refType": "CHILD_OF", "traceID": TRACE, "spanID": GATEWAY_SERVER}])
+    );
+    let orders = by_id(ORDERS_SERVER);
+    assert_eq!(
+        orders["references"],
+        json!([{"refType": "CHILD_OF", "traceID": TRACE, "spanID": GATEWAY_CLIENT}])
+    );
+    assert_eq!(orders["startTime"], json!((start + 20_000_000) / 1_000));
+    assert_eq!(orders["duration"], json!(150_000));
+    assert!(
+        orders["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"key": "http.status_code", "type": "int64", "value": 201}))
+    );
+    assert!(
+        orders["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"key": "span.kind", "type": "string", "value": "server"}))
+    );
+    assert_eq!(
+        orders["logs"][0]["fields"][0],
+        json!({"key": "event", "type": "string", "value": "cache miss"})
+    );
+    let process = &trace["processes"][orders["processID"].as_str().unwrap()];
+    assert_eq!(process["serviceName"], json!("orders"));
+    let gateway = &trace["processes"][by_id(GATEWAY_SERVER)["processID"].as_str().unwrap()];
+    assert_eq!(gateway["serviceName"], json!("gateway"));
+    assert_eq!(
+        gateway["tags"],
+        json!([{"key": "host.name", "type": "string", "value": "edge-1"}])
+    );
+
+    // An unknown trace: 404 in Jaeger's shape.
+    let (status, missing) = server
+        .get("/api/traces/0000000000000000000000000000abcd")
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(missing["data"], Value::Null);
+    assert_eq!(missing["errors"][0]["code"], json!(404));
+
+    // Dependencies: the gateway calls orders once.
+    let (status, deps) = server.get("/api/dependencies?lookback=3600000").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        deps["data"],
+        json!([{"parent": "gateway", "child": "orders", "callCount": 1}])
+    );
+    let end_ms = start / 1_000_000 - 60_000;
+    let (_, deps) = server
+        .get(&format!("/api/dependencies?endTs={end_ms}&lookback=1000"))
+        .await;
+    assert_eq!(deps["data"], json!([]));
+}
+
+#[tokio::test]
+async fn the_receiver_refuses_what_it_cannot_read() {
+    let server = Server::start();
+    // A malformed body: 400 with a google.rpc.Status in the request's encoding.
+    let r = server
+        .post(
+            "application/json",
+            false,
+            b"{\"resourceSpans\": 7}".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(status["code"], json!(3));
+    assert!(
+        status["message"].as_str().unwrap().contains("JSON"),
+        "{status}"
+    );
+    let r = server
+        .post("application/x-protobuf", false, vec![0xff, 0xff, 0xff])
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = server
+        .post("application/x-protobuf", true, vec![0x0a, 0x00])
+        .await;
+    assert_eq!(r.status(), 200, "a gzip body with an empty resource spans");
+    // Gzip claimed, but not gzip.
+    let r = support::http()
+        .post(&server.otlp)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Another content type: 415.
+    let r = server.post("text/plain", false, b"hello".to_vec()).await;
+    assert_eq!(r.status(), 415);
+    // Nothing reached the store.
+    let (_, services) = server.get("/api/services").await;
+    assert_eq!(services["data"], json!([]));
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
