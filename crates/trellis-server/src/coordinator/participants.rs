@@ -9,10 +9,12 @@ use hyper::{Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rand::seq::IndexedRandom;
+use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use trellis_balance::{Balancer, Policy};
 use trellis_coordinator::{Message, Phase, Response, Target};
 
 /// How long one phase message may take; a slower participant is retried later.
@@ -25,7 +27,7 @@ const MAX_REASON: usize = 512;
 const MAX_ANSWER: usize = 64 * 1024;
 
 /// An address to reach a service instance at.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
@@ -44,6 +46,8 @@ pub struct Participants {
     client: Client<HttpConnector, Full<Bytes>>,
     resolve: Arc<dyn Resolve>,
     permits: Arc<Semaphore>,
+    /// One balancer per service a branch names (few: the registry's services).
+    balancers: Arc<Mutex<HashMap<String, Balancer<Endpoint>>>>,
 }
 
 impl Participants {
@@ -59,6 +63,7 @@ impl Participants {
             client,
             resolve,
             permits: Arc::new(Semaphore::new(MAX_CALLS)),
+            balancers: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -67,10 +72,56 @@ impl Participants {
         let Ok(_permit) = self.permits.acquire().await else {
             return Response::Failed("the coordinator is stopping".into());
         };
-        let url = match self.url(message) {
-            Ok(url) => url,
-            Err(reason) => return Response::Failed(reason),
-        };
+        let phase = message.phase.as_str();
+        match &message.target {
+            Target::Url(url) => {
+                let url = format!("{}/{phase}", url.trim_end_matches('/'));
+                self.send(&url, message).await
+            }
+            Target::Service { name, path } => {
+                let Some(endpoint) = self.pick(name) else {
+                    return Response::Failed(format!("no passing instance of service {name:?}"));
+                };
+                let host = if endpoint.host.contains(':') {
+                    format!("[{}]", endpoint.host)
+                } else {
+                    endpoint.host.clone()
+                };
+                let path = path.trim_end_matches('/');
+                let url = format!("http://{host}:{}{path}/{phase}", endpoint.port);
+                let started = Instant::now();
+                let response = self.send(&url, message).await;
+                let answered = !matches!(response, Response::Failed(_));
+                self.picked_done(name, &endpoint, started, answered);
+                response
+            }
+        }
+    }
+
+    /// A passing instance of `service`, chosen as the proxy chooses (peak-EWMA over outstanding
+    /// calls, two random choices) among the registry's passing instances of the moment; the
+    /// call counts as outstanding until [`Participants::picked_done`].
+    fn pick(&self, service: &str) -> Option<Endpoint> {
+        let passing = self.resolve.passing(service);
+        let now = Instant::now();
+        let mut balancers = self.balancers.lock();
+        let balancer = balancers
+            .entry(service.to_string())
+            .or_insert_with(|| Balancer::new(Policy::default()));
+        balancer.set_endpoints(passing.into_iter().map(trellis_balance::Endpoint::new), now);
+        let picked = balancer.pick(&mut rand::rng(), now, None)?;
+        balancer.on_start(&picked);
+        Some(picked)
+    }
+
+    fn picked_done(&self, service: &str, endpoint: &Endpoint, started: Instant, answered: bool) {
+        if let Some(balancer) = self.balancers.lock().get_mut(service) {
+            balancer.on_end(endpoint, started.elapsed(), Instant::now(), answered);
+        }
+    }
+
+    /// Posts `message` to `url` and says what the participant answered.
+    async fn send(&self, url: &str, message: &Message) -> Response {
         let uri: Uri = match url.parse() {
             Ok(uri) => uri,
             Err(error) => return Response::Failed(format!("{url}: {error}")),
@@ -104,32 +155,9 @@ impl Participants {
         classify(
             message.phase,
             status.as_u16(),
-            &url,
+            url,
             &String::from_utf8_lossy(&text),
         )
-    }
-
-    fn url(&self, message: &Message) -> Result<String, String> {
-        let base = match &message.target {
-            Target::Url(url) => url.trim_end_matches('/').to_string(),
-            Target::Service { name, path } => {
-                let endpoints = self.resolve.passing(name);
-                let endpoint = endpoints
-                    .choose(&mut rand::rng())
-                    .ok_or_else(|| format!("no passing instance of service {name:?}"))?;
-                let host = if endpoint.host.contains(':') {
-                    format!("[{}]", endpoint.host)
-                } else {
-                    endpoint.host.clone()
-                };
-                format!(
-                    "http://{host}:{}{}",
-                    endpoint.port,
-                    path.trim_end_matches('/')
-                )
-            }
-        };
-        Ok(format!("{base}/{}", message.phase.as_str()))
     }
 }
 
