@@ -5,6 +5,7 @@
 
 use super::blocking::block_while;
 use super::error::ApiError;
+use super::ids::random_uuid;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
 use crate::state::{AppState, UserEvent};
@@ -12,7 +13,6 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use base64::Engine;
 use bytes::Bytes;
-use rand::Rng;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,7 +52,7 @@ pub async fn fire(
             return Err(ApiError::bad_request(format!("Invalid {what}: {e}")));
         }
     }
-    let id = new_id();
+    let id = random_uuid();
     let size = name.len()
         + id.len()
         + node_filter.len()
@@ -115,15 +115,6 @@ fn listing(state: &AppState, name: &str) -> (u64, Vec<std::sync::Arc<UserEvent>>
         .collect();
     let index = events.last().map_or(1, |e| id_to_index(&e.id));
     (index, events)
-}
-
-/// A random (version 4) UUID.
-fn new_id() -> String {
-    let bytes: [u8; 16] = rand::rng().random();
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .hyphenated()
-        .to_string()
 }
 
 /// Consul's index for events: the ID's 128 bits, high half XOR low half (never 0 in practice;
@@ -190,13 +181,13 @@ mod tests {
         // high 0x0000000000000001, low 0x0000000000000003 → 2
         assert_eq!(id_to_index("00000000-0000-0001-0000-000000000003"), 2);
         assert_eq!(id_to_index("garbage"), 1);
-        assert!(id_to_index(&new_id()) >= 1);
+        assert!(id_to_index(&random_uuid()) >= 1);
     }
 
     #[test]
     fn filters_are_unanchored_regular_expressions() {
         let event = |node: &str, service: &str, tag: &str| UserEvent {
-            id: new_id(),
+            id: random_uuid(),
             name: "deploy".into(),
             payload: None,
             node_filter: node.into(),

@@ -12,6 +12,7 @@ mod error;
 mod event;
 mod health;
 mod host;
+mod ids;
 mod kv;
 mod maintenance;
 pub mod monitor;

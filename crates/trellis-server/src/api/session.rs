@@ -6,6 +6,7 @@
 
 use super::blocking::block_on;
 use super::error::ApiError;
+use super::ids::random_uuid;
 use super::params::QueryParams;
 use super::respond::{add_index_headers, bool_response, json_response, to_json_bytes};
 use crate::queue::WriteError;
@@ -23,14 +24,6 @@ type Q = Query<Vec<(String, String)>>;
 
 fn server_error(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-}
-
-/// A fresh random (version 4) UUID, as Consul's session IDs are.
-fn new_session_id() -> String {
-    uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>())
-        .into_uuid()
-        .hyphenated()
-        .to_string()
 }
 
 /// `PUT /v1/session/create`: an optional JSON body; answers `{"ID": "..."}`.
@@ -53,7 +46,7 @@ pub async fn create(
         }
     };
     let node = state.node().name.clone();
-    let session = session_from_create(body, new_session_id(), &node).map_err(|e| match e {
+    let session = session_from_create(body, random_uuid(), &node).map_err(|e| match e {
         SessionInputError::Decode(_) => ApiError::bad_request(e.to_string()),
         SessionInputError::Refused(_) => server_error(e.to_string()),
     })?;

@@ -5,6 +5,7 @@
 
 use super::blocking::{block_on, block_while};
 use super::error::ApiError;
+use super::ids::random_uuid;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
 use crate::coordinator::{NewBranch, Request, TxnError};
@@ -65,7 +66,7 @@ pub async fn begin(
     let body: BeginBody = parse(&body)?;
     let gid = match body.gid {
         Some(gid) => validate_id("gid", gid)?,
-        None => new_gid(),
+        None => random_uuid(),
     };
     let timeout_ms = body.timeout.as_ref().map(timeout_ms).transpose()?;
     let branches = body
@@ -275,15 +276,6 @@ fn branch(body: BranchBody) -> Result<NewBranch, ApiError> {
         target,
         payload: Arc::from(payload),
     })
-}
-
-/// A random (version 4) UUID.
-fn new_gid() -> String {
-    let bytes: [u8; 16] = rand::random();
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .hyphenated()
-        .to_string()
 }
 
 fn error(error: TxnError) -> ApiError {

@@ -321,7 +321,8 @@ impl Driver {
         }
         {
             let mut txns = self.published.txns.write();
-            for gid in fx.changed.iter().chain(&fx.persist) {
+            // A transaction written is also changed, except one forgotten (deleted).
+            for gid in fx.changed.union(&fx.persist) {
                 match self.engine.get(gid) {
                     Some(txn) => {
                         txns.insert(Arc::clone(gid), Arc::new(txn.clone()));

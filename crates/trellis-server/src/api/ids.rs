@@ -1,0 +1,9 @@
+//! Fresh random identifiers the API hands out: session IDs, user event IDs, transaction gids.
+
+/// A random (version 4) UUID, hyphenated, as Consul's session and event IDs are.
+pub fn random_uuid() -> String {
+    uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>())
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}
