@@ -6,11 +6,17 @@
 #   2. p50/p99 latency at a fixed request rate (open loop, the loadgen example);
 #   3. time from deregistering an instance to the last request it receives through the gateway;
 #   4. success rate through the gateway while one of three instances is SIGKILLed under load;
-#   5. resident memory of an idle sidecar.
-# Prints Markdown tables for bench/README.md.
+#   5. resident memory of an idle sidecar;
+#   6. the gateway with tracing on (every request sampled, spans exported over OTLP to the
+#      `trellis server` collector of this run) vs off, alternating runs, same wrk load; and
+#      tracing on exporting to a sink that discards (the upstream nginx), which shows the
+#      proxy's own cost without the collector competing for the same cores.
+# Prints Markdown tables for bench/README.md. The gateway and sidecar of 1-5 run with tracing
+# off (--otlp-endpoint off), as before tracing existed.
 #
 #   bench/proxy.sh                 # defaults: 10 s per run, 50 connections, 5000 req/s
 #   DURATION=30s CONNECTIONS=100 RATE=10000 bench/proxy.sh
+#   TRACING_ONLY=1 bench/proxy.sh  # only 6 (TRACING_ROUNDS=2 rounds of off/on by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +24,8 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-50}
 RATE=${RATE:-5000}
 BASE=${BASE_PORT:-18000}
+TRACING_ONLY=${TRACING_ONLY:-}
+TRACING_ROUNDS=${TRACING_ROUNDS:-2}
 
 missing=()
 for tool in nginx haproxy wrk; do
@@ -42,7 +50,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 UP=$((BASE + 80)) NGX=$((BASE + 81)) HAP=$((BASE + 82)) GW=$((BASE + 83)) OUT=$((BASE + 84))
-REG=$((BASE + 500))
+REG=$((BASE + 500)) OTLP=$((BASE + 86)) GWT=$((BASE + 87)) GWS=$((BASE + 88))
 
 nginx_conf() { # $1 = name, $2 = server block
   mkdir -p "$work/$1"
@@ -89,8 +97,9 @@ CONF
 "$HAPROXY" -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
 pids+=($!)
 
-"$TRELLIS" server --dev --http "127.0.0.1:$REG" >"$work/server.log" 2>&1 &
-pids+=($!)
+"$TRELLIS" server --dev --http "127.0.0.1:$REG" --otlp "127.0.0.1:$OTLP" >"$work/server.log" 2>&1 &
+server_pid=$!
+pids+=($server_pid)
 wait_for() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
 wait_for "http://127.0.0.1:$REG/v1/status/leader"
 # The upstream as a registered service with no checks (routable at once).
@@ -99,11 +108,24 @@ curl -fsS -X PUT "http://127.0.0.1:$REG/v1/agent/service/register" \
 
 RUST_LOG=warn "$TRELLIS" gateway --registry "http://127.0.0.1:$REG" --listen "127.0.0.1:$GW" \
   --admin "127.0.0.1:$((BASE + 91))" --route /=bench --route /dereg=bench-dereg \
-  --route /kill=bench-kill --workers 1 >"$work/gw.log" 2>&1 &
-pids+=($!)
+  --route /kill=bench-kill --workers 1 --otlp-endpoint off >"$work/gw.log" 2>&1 &
+gw_pid=$!
+pids+=($gw_pid)
+# The same gateway recording a span pair for every request and exporting them to the server.
+RUST_LOG=warn "$TRELLIS" gateway --registry "http://127.0.0.1:$REG" --listen "127.0.0.1:$GWT" \
+  --admin "127.0.0.1:$((BASE + 92))" --route /=bench --workers 1 \
+  --otlp-endpoint "http://127.0.0.1:$OTLP/v1/traces" --trace-sample 1 >"$work/gwt.log" 2>&1 &
+gwt_pid=$!
+pids+=($gwt_pid)
+# And one exporting to a sink: nginx answers every POST /v1/traces with 200 and drops the body.
+RUST_LOG=warn "$TRELLIS" gateway --registry "http://127.0.0.1:$REG" --listen "127.0.0.1:$GWS" \
+  --admin "127.0.0.1:$((BASE + 93))" --route /=bench --workers 1 \
+  --otlp-endpoint "http://127.0.0.1:$UP/v1/traces" --trace-sample 1 >"$work/gws.log" 2>&1 &
+gws_pid=$!
+pids+=($gws_pid)
 RUST_LOG=warn "$TRELLIS" sidecar --registry "http://127.0.0.1:$REG" --service client --app "127.0.0.1:$UP" \
   --inbound "127.0.0.1:$((BASE + 85))" --outbound "127.0.0.1:$OUT" --admin "127.0.0.1:$((BASE + 90))" \
-  --workers 1 >"$work/sidecar.log" 2>&1 &
+  --workers 1 --otlp-endpoint off >"$work/sidecar.log" 2>&1 &
 sidecar_pid=$!
 pids+=($sidecar_pid)
 
@@ -111,6 +133,8 @@ wait_for "http://127.0.0.1:$UP/"
 wait_for "http://127.0.0.1:$NGX/"
 wait_for "http://127.0.0.1:$HAP/"
 wait_for "http://127.0.0.1:$GW/"
+wait_for "http://127.0.0.1:$GWT/"
+wait_for "http://127.0.0.1:$GWS/"
 for _ in $(seq 1 200); do curl -fsS -o /dev/null -H "Host: bench" "http://127.0.0.1:$OUT/" && break; sleep 0.05; done
 
 # Idle sidecar memory, before it carries any load.
@@ -128,6 +152,61 @@ run() { # $1 = label, $2 = url, [$3 = host header]
   errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
   printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$rps" "$p50" "$p99" "${errors:-none}"
 }
+
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+# Tracing on vs off: the two gateways alternate under the same wrk load.
+traced_run() { # $1 = label, $2 = url, $3 = gateway pid
+  wrk -t1 -c"$CONNECTIONS" -d2s "$2" >/dev/null # warm-up
+  local before server_before out after server_after requests rps p99
+  before=$(cpu_ticks "$3"); server_before=$(cpu_ticks "$server_pid")
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$2")
+  after=$(cpu_ticks "$3"); server_after=$(cpu_ticks "$server_pid")
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$rps" "$p99" \
+    "$(awk -v t=$((after - before)) -v n="$requests" -v hz="$TICK" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')" \
+    "$(awk -v t=$((server_after - server_before)) -v n="$requests" -v hz="$TICK" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
+}
+tracing_results=$(
+  for _ in $(seq 1 "$TRACING_ROUNDS"); do
+    traced_run "off" "http://127.0.0.1:$GW/" "$gw_pid"
+    traced_run "on" "http://127.0.0.1:$GWT/" "$gwt_pid"
+    traced_run "on-sink" "http://127.0.0.1:$GWS/" "$gws_pid"
+  done
+)
+sleep 2 # the exporter's last batch (it sends at least every second)
+gwt_metrics=$(curl -fsS "http://127.0.0.1:$((BASE + 92))/metrics")
+metric() { awk -v k="$1" '$1==k {print $2}' <<<"$gwt_metrics"; }
+exported=$(metric trellis_spans_exported_total)
+dropped_full=$(metric 'trellis_spans_dropped_total{reason="queue_full"}')
+dropped_failed=$(metric 'trellis_spans_dropped_total{reason="export_failed"}')
+dropped_rejected=$(metric 'trellis_spans_dropped_total{reason="rejected"}')
+print_tracing() {
+  echo
+  echo "gateway tracing off vs on (100% sampled, OTLP/HTTP to the trellis server of this run): wrk -t1 -c$CONNECTIONS -d$DURATION, $TRACING_ROUNDS alternating rounds"
+  echo
+  echo "| gateway | requests/s (mean) | vs off | p99 (last round) | gateway CPU per request | collector CPU per request |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  local off_rps
+  off_rps=$(awk -F'\t' '$1=="off" {s+=$2; n++} END {printf "%.0f", s/n}' <<<"$tracing_results")
+  for mode in off on on-sink; do
+    awk -F'\t' -v m="$mode" -v off="$off_rps" '$1==m {s+=$2; c+=$4; k+=$5; n++; p=$3}
+      END {printf "| tracing %s | %.0f | %.3f× | %s | %.1f µs | %.1f µs |\n", m, s/n, s/n/off, p, c/n, k/n}' <<<"$tracing_results"
+  done
+  echo
+  echo "on: exporting to the trellis server collector; on-sink: exporting to nginx, which discards"
+  echo "each round (mode, req/s, p99, gateway CPU µs/request, collector CPU µs/request):"
+  sed 's/^/  /' <<<"$tracing_results"
+  echo "spans: exported $exported, dropped: queue full $dropped_full, export failed $dropped_failed, rejected $dropped_rejected"
+}
+if [ -n "$TRACING_ONLY" ]; then
+  print_tracing
+  exit 0
+fi
 
 results=$(
   run "direct (no proxy)" "http://127.0.0.1:$UP/"
@@ -187,3 +266,5 @@ echo "one of three instances SIGKILLed under load (gateway, 2000 req/s, 8 s): $(
 
 echo
 echo "idle sidecar resident memory: $((rss_kib / 1024)).$(( (rss_kib % 1024) * 10 / 1024 )) MiB ($rss_kib KiB)"
+
+print_tracing

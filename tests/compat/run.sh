@@ -4,7 +4,9 @@
 #   1. py-consul (PyPI, pinned in requirements.txt) drives the agent, catalog, health, KV and
 #      status APIs, including blocking queries.
 #   2. The npm `consul` client (pinned in node/package.json) does the same, with its watch.
-#   3. A monitoring system's consul_sd_configs discovers, scrapes and drops trellis-registered
+#   3. The OpenTelemetry Python SDK (PyPI, pinned in requirements.txt) exports traces with its
+#      OTLP/HTTP and OTLP/gRPC exporters; they are found through Jaeger's /api/traces search.
+#   4. A monitoring system's consul_sd_configs discovers, scrapes and drops trellis-registered
 #      instances: VictoriaMetrics (Debian package `victoria-metrics`), and Prometheus as well
 #      when the installed one was built with Consul SD (Debian's is not; see README.md).
 #
@@ -93,6 +95,8 @@ fi
 status=0
 say "py-consul against $TRELLIS_BIN"
 (cd "$here" && "$venv/bin/python" consul_client_test.py) || status=1
+say "OpenTelemetry Python SDK (OTLP/HTTP and OTLP/gRPC exporters) against $TRELLIS_BIN"
+(cd "$here" && "$venv/bin/python" otel_sdk_test.py) || status=1
 say "npm consul against $TRELLIS_BIN"
 NODE_PATH="$node_dir/node_modules" node "$here/node/node_consul_test.js" || status=1
 say "consul_sd_configs against $TRELLIS_BIN"

@@ -12,6 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 LISTEN_RE = re.compile(r"HTTP API listening on http://(\S+)")
+# Every listener's line, "trellis server: <WHAT> listening on [http://]ADDR ...", and the last
+# start-up line, after which no address comes.
+ANY_LISTEN_RE = re.compile(r"trellis server: (.+?) listening on (?:http://)?(\S+)")
+READY_RE = re.compile(r"instances restored")
 
 
 class Trellis:
@@ -25,6 +29,8 @@ class Trellis:
         self.data_dir = tempfile.TemporaryDirectory(prefix="trellis-compat-")
         self.proc: subprocess.Popen[str] | None = None
         self.addr = ""
+        # Listener name ("HTTP API", "DNS", "OTLP", "OTLP/gRPC") -> HOST:PORT.
+        self.listeners: dict[str, str] = {}
         self.output: list[str] = []
 
     def __enter__(self) -> Trellis:
@@ -49,10 +55,15 @@ class Trellis:
             assert self.proc is not None and self.proc.stdout is not None
             for line in self.proc.stdout:
                 self.output.append(line.rstrip("\n"))
-                m = LISTEN_RE.search(line)
-                if m and not found.is_set():
-                    self.addr = m.group(1)
-                    found.set()
+                if not found.is_set():
+                    m = ANY_LISTEN_RE.search(line)
+                    if m:
+                        self.listeners[m.group(1)] = m.group(2)
+                    m = LISTEN_RE.search(line)
+                    if m:
+                        self.addr = m.group(1)
+                    if READY_RE.search(line) and self.addr:
+                        found.set()
 
         threading.Thread(target=pump, daemon=True).start()
         if not found.wait(30):

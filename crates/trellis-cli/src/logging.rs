@@ -13,10 +13,11 @@ use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Installs the global subscriber. Colour codes only when stderr is a terminal, so log files
-/// and pipes stay plain text. A bad `TRELLIS_LOG` or `TRELLIS_LOG_FORMAT` is reported once and
-/// the default is used: logging must never stop a command from running.
-pub fn init() {
+/// Installs the global subscriber, with `spans` (an example service's span exporter) when
+/// given. Colour codes only when stderr is a terminal, so log files and pipes stay plain text.
+/// A bad `TRELLIS_LOG` or `TRELLIS_LOG_FORMAT` is reported once and the default is used:
+/// logging must never stop a command from running.
+pub fn init(spans: Option<trellis_example::OtelLayer>) {
     let filter = match std::env::var("TRELLIS_LOG") {
         Ok(spec) if !spec.trim().is_empty() => {
             match tracing_subscriber::EnvFilter::try_new(spec.trim()) {
@@ -43,6 +44,7 @@ pub fn init() {
     };
     // TRELLIS_LOG filters stderr only: `/v1/agent/monitor` may ask for more detail.
     let _ = tracing_subscriber::registry()
+        .with(spans)
         .with(stderr.with_filter(filter))
         // Asked per event (not cached per call site): monitors come and go. Dependencies'
         // debug and trace call sites stay off, so their hot paths pay nothing for this.

@@ -5,6 +5,7 @@ mod demo;
 mod logging;
 mod server_cmd;
 mod shutdown;
+mod traces_cmd;
 mod txn_cmd;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +55,8 @@ enum Command {
     Deregister(client_cmds::DeregisterArgs),
     /// List, show and abort two-phase-commit transactions.
     Txn(txn_cmd::TxnArgs),
+    /// Search traces and show one as a waterfall, from the server's trace collector.
+    Traces(traces_cmd::TracesArgs),
     /// Run a sidecar proxy for one service instance: register it, check it, proxy in and out.
     Sidecar(trellis_proxy::SidecarArgs),
     /// Run the edge gateway: route external requests to services by path prefix.
@@ -73,7 +76,13 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    logging::init();
+    // The example services install logging inside the runtime, with their span exporter.
+    if !matches!(
+        cli.command,
+        Command::Users(_) | Command::Orders(_) | Command::Inventory(_)
+    ) {
+        logging::init(None);
+    }
     let runtime = match runtime_for(&cli.command).build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -91,13 +100,25 @@ fn main() -> std::process::ExitCode {
             Command::Register(args) => client_cmds::register(args).await,
             Command::Deregister(args) => client_cmds::deregister(args).await,
             Command::Txn(args) => txn_cmd::run(args).await,
+            Command::Traces(args) => traces_cmd::run(args).await,
             Command::Demo(args) => demo::run(args).await,
-            Command::Users(args) => Ok(trellis_example::run_users(args, shutdown::signal()).await?),
+            Command::Users(args) => {
+                let telemetry = example_telemetry("users", &args.instance, &args.tracing)?;
+                let result = trellis_example::run_users(args, shutdown::signal()).await;
+                telemetry.shutdown().await;
+                Ok(result?)
+            }
             Command::Orders(args) => {
-                Ok(trellis_example::run_orders(args, shutdown::signal()).await?)
+                let telemetry = example_telemetry("orders", &args.instance, &args.tracing)?;
+                let result = trellis_example::run_orders(args, shutdown::signal()).await;
+                telemetry.shutdown().await;
+                Ok(result?)
             }
             Command::Inventory(args) => {
-                Ok(trellis_example::run_inventory(args, shutdown::signal()).await?)
+                let telemetry = example_telemetry("inventory", &args.instance, &args.tracing)?;
+                let result = trellis_example::run_inventory(args, shutdown::signal()).await;
+                telemetry.shutdown().await;
+                Ok(result?)
             }
             Command::Bank(args) => Ok(trellis_example::run_bank(args, shutdown::signal()).await?),
             Command::Sidecar(args) => {
@@ -115,6 +136,21 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An example service's span export (when its flags name a collector), with logging installed
+/// around it; inside the runtime, whose threads carry the exports.
+fn example_telemetry(
+    service: &'static str,
+    instance: &str,
+    tracing: &trellis_example::TracingArgs,
+) -> Result<trellis_example::Telemetry, trellis_example::Error> {
+    let (telemetry, spans) = trellis_example::Telemetry::start(service, instance, tracing)?;
+    logging::init(spans);
+    if let Some(url) = tracing.otlp_endpoint.traces_url() {
+        tracing::info!(service, endpoint = %url, "exporting spans over OTLP/HTTP");
+    }
+    Ok(telemetry)
 }
 
 /// The runtime for `command`: the proxies honour `--workers` (1 is a current-thread runtime,

@@ -42,6 +42,14 @@ pub struct ServerArgs {
     /// 127.0.0.1:4318; a free port when --http has port 0]
     #[arg(long, value_name = "HOST:PORT|off")]
     pub otlp: Option<DnsListen>,
+    /// OTLP/gRPC trace receiver (TraceService/Export, no TLS): HOST:PORT, or `off` [default:
+    /// 127.0.0.1:4317; a free port when --http has port 0]
+    #[arg(long, value_name = "HOST:PORT|off")]
+    pub otlp_grpc: Option<DnsListen>,
+    /// Most payload bytes of OTLP requests worked on at once; more are answered 429 /
+    /// RESOURCE_EXHAUSTED with a retry delay [default: 67108864 (64 MiB)]
+    #[arg(long, value_name = "BYTES")]
+    pub otlp_inflight_bytes: Option<usize>,
     /// Most bytes of spans kept in memory; the oldest traces are evicted beyond it [default:
     /// 268435456 (256 MiB)]
     #[arg(long, value_name = "BYTES")]
@@ -86,6 +94,12 @@ impl ServerArgs {
         if let Some(otlp) = &self.otlp {
             args.push(format!("--otlp={otlp}"));
         }
+        if let Some(grpc) = &self.otlp_grpc {
+            args.push(format!("--otlp-grpc={grpc}"));
+        }
+        if let Some(bytes) = self.otlp_inflight_bytes {
+            args.push(format!("--otlp-inflight-bytes={bytes}"));
+        }
         if let Some(bytes) = self.trace_store_bytes {
             args.push(format!("--trace-store-bytes={bytes}"));
         }
@@ -107,6 +121,8 @@ impl ServerArgs {
             dns_ttl: self.dns_ttl,
             enable_script_checks: self.enable_script_checks,
             otlp: self.otlp,
+            otlp_grpc: self.otlp_grpc,
+            otlp_inflight_bytes: self.otlp_inflight_bytes,
             trace_store_bytes: self.trace_store_bytes,
         };
         // With a file, the server keeps its path and these flags, so `/v1/agent/reload` reads
@@ -141,6 +157,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     if let Some(otlp) = running.otlp_addr {
         println!("trellis server: OTLP listening on http://{otlp} (POST /v1/traces)");
+    }
+    if let Some(grpc) = running.otlp_grpc_addr {
+        println!("trellis server: OTLP/gRPC listening on http://{grpc} (TraceService/Export)");
     }
     println!(
         "trellis server: data {storage}, {} instances restored",
@@ -178,6 +197,8 @@ mod tests {
             dns_ttl: Some("30s".parse().unwrap()),
             enable_script_checks: true,
             otlp: Some("127.0.0.1:0".parse().unwrap()),
+            otlp_grpc: Some(DnsListen::Off),
+            otlp_inflight_bytes: Some(4096),
             trace_store_bytes: Some(1 << 20),
             ..ServerArgs::default()
         };
@@ -187,6 +208,9 @@ mod tests {
             1 << 20
         );
         assert!(args.clone().into_config().unwrap().enable_script_checks);
+        let config = args.clone().into_config().unwrap();
+        assert_eq!(config.otlp_grpc_listen(), None);
+        assert_eq!(config.otlp_inflight_bytes, 4096);
         assert!(
             !ServerArgs::default()
                 .into_config()

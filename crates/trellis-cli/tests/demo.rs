@@ -9,10 +9,10 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Ports the demo uses above its base (registry, gateway, gateway admin, registry DNS, 4 per
-/// instance for 5 instances).
+/// Ports the demo uses above its base (registry, gateway, gateway admin, registry DNS, registry
+/// OTLP/HTTP and OTLP/gRPC, 4 per instance for 5 instances).
 fn demo_ports(base: u16) -> Vec<u16> {
-    let mut ports = vec![base, base + 1, base + 2, base + 3];
+    let mut ports = vec![base, base + 1, base + 2, base + 3, base + 4, base + 5];
     for k in 0..5 {
         let first = base + 10 + 10 * k;
         ports.extend(first..first + 4);
@@ -100,6 +100,8 @@ fn demo_once_runs_the_whole_flow_and_exits_zero() {
         "200/200 requests succeeded",
         "removed from the registry",
         "users-1 serves traffic through the gateway again",
+        // The waterfall of the first order's trace, read back from the collector.
+        "The trace of the order of step 4: gateway → orders → users",
         "every step passed",
     ] {
         assert!(
@@ -107,6 +109,38 @@ fn demo_once_runs_the_whole_flow_and_exits_zero() {
             "missing {expected:?} in\n{stdout}"
         );
     }
+    let trace_id = stdout
+        .split("trace id ")
+        .nth(1)
+        .and_then(|rest| rest.get(..32))
+        .unwrap_or_else(|| panic!("no trace id in\n{stdout}"));
+    assert!(
+        trace_id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{trace_id}"
+    );
+    let waterfall = stdout
+        .split(&format!("trace {trace_id}  "))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no waterfall of {trace_id} in\n{stdout}"));
+    let line_of = |what: &str| {
+        waterfall
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} in the waterfall:\n{waterfall}"))
+    };
+    // orders' request span, its call to users and users' request span under it (indented one
+    // level deeper), and a database query.
+    let indent = |line: &str| line.find(|c: char| c.is_alphanumeric()).unwrap();
+    let orders = line_of("POST /orders   ");
+    let call = line_of("GET users /users/{id}");
+    let users = line_of("GET /users/{id}  ");
+    assert!(indent(call) > indent(orders), "{waterfall}");
+    assert!(indent(users) > indent(call), "{waterfall}");
+    assert!(line_of("SELECT users").contains("sqlite"), "{waterfall}");
+    assert!(
+        line_of("POST coordinator /v1/trellis/txn").contains("gid=order-"),
+        "{waterfall}"
+    );
     assert!(!stdout.contains('✗'), "{stdout}");
     assert!(!stdout.contains("\x1b["), "no colour when piped");
     wait_until_free(base);

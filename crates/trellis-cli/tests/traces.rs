@@ -1,6 +1,6 @@
 //! The trace collector of the real `trellis server` binary: spans exported over OTLP/HTTP
 //! (protobuf, JSON, gzip) on the `--otlp` listener, read back through Jaeger's query API on the
-//! HTTP API's port.
+//! HTTP API's port; back-pressure (429 / RESOURCE_EXHAUSTED) once the in-flight budget is spent.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,74 +15,14 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, spa
 use prost::Message;
 use serde_json::{Value, json};
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
-use support::Proc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::{Collector, Proc, hex};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const GATEWAY_SERVER: &str = "00f067aa0ba902b7";
 const GATEWAY_CLIENT: &str = "1111111111111111";
 const ORDERS_SERVER: &str = "2222222222222222";
 const OTHER_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
-
-struct Server {
-    _proc: Proc,
-    http: String,
-    otlp: String,
-}
-
-impl Server {
-    fn start() -> Server {
-        let args = [
-            "server",
-            "--dev",
-            "--http",
-            "127.0.0.1:0",
-            "--dns",
-            "off",
-            "--otlp",
-            "127.0.0.1:0",
-        ];
-        let proc = Proc::start(&args, 2, None);
-        Server {
-            http: format!("http://{}", proc.addr("API")),
-            otlp: format!("http://{}/v1/traces", proc.addr("OTLP")),
-            _proc: proc,
-        }
-    }
-
-    async fn post(&self, content_type: &str, gzip: bool, body: Vec<u8>) -> reqwest::Response {
-        let mut request = support::http()
-            .post(&self.otlp)
-            .header("content-type", content_type);
-        let body = if gzip {
-            request = request.header("content-encoding", "gzip");
-            let mut encoder =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            encoder.write_all(&body).unwrap();
-            encoder.finish().unwrap()
-        } else {
-            body
-        };
-        request.body(body).send().await.unwrap()
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = support::http()
-            .get(format!("{}{path}", self.http))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap())
-    }
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 fn string_kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -169,15 +109,40 @@ fn orders_batch(trace: &str, span_id: &str, parent: &str, start: u64, status: u1
     .into_bytes()
 }
 
+/// POSTs an OTLP/HTTP body, gzip-compressed when `gzip`.
+async fn post(
+    server: &Collector,
+    content_type: &str,
+    gzip: bool,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut request = support::http()
+        .post(&server.otlp)
+        .header("content-type", content_type);
+    let body = if gzip {
+        request = request.header("content-encoding", "gzip");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(&body).unwrap();
+        encoder.finish().unwrap()
+    } else {
+        body
+    };
+    request.body(body).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn otlp_spans_are_found_through_jaegers_query_api() {
-    let server = Server::start();
+    let server = Collector::start();
     let start = now_ns() - 1_000_000_000;
 
     // Protobuf: the gateway's spans; answered in protobuf with no partial success.
-    let r = server
-        .post("application/x-protobuf", false, gateway_batch(start))
-        .await;
+    let r = post(
+        &server,
+        "application/x-protobuf",
+        false,
+        gateway_batch(start),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["content-type"].to_str().unwrap(),
@@ -187,13 +152,13 @@ async fn otlp_spans_are_found_through_jaegers_query_api() {
     assert_eq!(answer.partial_success, None);
 
     // JSON: the orders span of the same trace.
-    let r = server
-        .post(
-            "application/json",
-            false,
-            orders_batch(TRACE, ORDERS_SERVER, GATEWAY_CLIENT, start, 201),
-        )
-        .await;
+    let r = post(
+        &server,
+        "application/json",
+        false,
+        orders_batch(TRACE, ORDERS_SERVER, GATEWAY_CLIENT, start, 201),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["content-type"].to_str().unwrap(),
@@ -210,9 +175,13 @@ async fn otlp_spans_are_found_through_jaegers_query_api() {
     let mut bad = spans[0].clone();
     bad["spanId"] = json!("0102");
     spans.push(bad);
-    let r = server
-        .post("application/json", true, batch.to_string().into_bytes())
-        .await;
+    let r = post(
+        &server,
+        "application/json",
+        true,
+        batch.to_string().into_bytes(),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let answer: Value = r.json().await.unwrap();
     assert_eq!(
@@ -337,15 +306,15 @@ async fn otlp_spans_are_found_through_jaegers_query_api() {
 
 #[tokio::test]
 async fn the_receiver_refuses_what_it_cannot_read() {
-    let server = Server::start();
+    let server = Collector::start();
     // A malformed body: 400 with a google.rpc.Status in the request's encoding.
-    let r = server
-        .post(
-            "application/json",
-            false,
-            b"{\"resourceSpans\": 7}".to_vec(),
-        )
-        .await;
+    let r = post(
+        &server,
+        "application/json",
+        false,
+        b"{\"resourceSpans\": 7}".to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     let status: Value = r.json().await.unwrap();
     assert_eq!(status["code"], json!(3));
@@ -353,13 +322,15 @@ async fn the_receiver_refuses_what_it_cannot_read() {
         status["message"].as_str().unwrap().contains("JSON"),
         "{status}"
     );
-    let r = server
-        .post("application/x-protobuf", false, vec![0xff, 0xff, 0xff])
-        .await;
+    let r = post(
+        &server,
+        "application/x-protobuf",
+        false,
+        vec![0xff, 0xff, 0xff],
+    )
+    .await;
     assert_eq!(r.status(), 400);
-    let r = server
-        .post("application/x-protobuf", true, vec![0x0a, 0x00])
-        .await;
+    let r = post(&server, "application/x-protobuf", true, vec![0x0a, 0x00]).await;
     assert_eq!(r.status(), 200, "a gzip body with an empty resource spans");
     // Gzip claimed, but not gzip.
     let r = support::http()
@@ -372,7 +343,7 @@ async fn the_receiver_refuses_what_it_cannot_read() {
         .unwrap();
     assert_eq!(r.status(), 400);
     // Another content type: 415.
-    let r = server.post("text/plain", false, b"hello".to_vec()).await;
+    let r = post(&server, "text/plain", false, b"hello".to_vec()).await;
     assert_eq!(r.status(), 415);
     // Nothing reached the store.
     let (_, services) = server.get("/api/services").await;
@@ -388,4 +359,179 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// `google.rpc.Status` with its details, as the 429 body and gRPC's status details carry it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<ProtoAny>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoAny {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<ProtoDuration>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
+}
+
+/// The retry delay, in seconds, of a `google.rpc.Status` meaning RESOURCE_EXHAUSTED.
+fn retry_seconds(status: &[u8]) -> i64 {
+    let status = RpcStatus::decode(status).unwrap();
+    assert_eq!(status.code, 8, "{status:?}");
+    assert_eq!(
+        status.details[0].type_url,
+        "type.googleapis.com/google.rpc.RetryInfo"
+    );
+    let info = RetryInfo::decode(status.details[0].value.as_slice()).unwrap();
+    info.retry_delay.unwrap().seconds
+}
+
+async fn metrics_text(http: &str) -> String {
+    support::http()
+        .get(format!("{http}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_spent_inflight_budget_answers_429_and_resource_exhausted() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use tokio::io::AsyncWriteExt;
+
+    // A budget of 1000 bytes; one request alone may still exceed it.
+    let args = [
+        "server",
+        "--dev",
+        "--http",
+        "127.0.0.1:0",
+        "--dns",
+        "off",
+        "--otlp",
+        "127.0.0.1:0",
+        "--otlp-grpc",
+        "127.0.0.1:0",
+        "--otlp-inflight-bytes",
+        "1000",
+    ];
+    let proc = Proc::start(&args, 3, None);
+    let http = format!("http://{}", proc.addr("API"));
+    let otlp = format!("http://{}/v1/traces", proc.addr("OTLP"));
+    let grpc = format!("http://{}", proc.addr("OTLP/gRPC"));
+
+    // A slow exporter: it declares 100000 bytes and sends a few. Its reservation is taken from
+    // the declared length before the body is read, so it holds the whole budget.
+    let mut slow = tokio::net::TcpStream::connect(proc.addr("OTLP"))
+        .await
+        .unwrap();
+    slow.write_all(
+        b"POST /v1/traces HTTP/1.1\r\nhost: trellis\r\ncontent-type: application/x-protobuf\r\n\
+          content-length: 100000\r\n\r\n\x0a\x00",
+    )
+    .await
+    .unwrap();
+    support::eventually(
+        Duration::from_secs(10),
+        "the slow request's reservation",
+        || async {
+            metrics_text(&http)
+                .await
+                .lines()
+                .any(|l| l == "trellis_otlp_inflight_bytes 100000")
+        },
+    )
+    .await;
+
+    let post = |content_type: &'static str, body: Vec<u8>| {
+        support::http()
+            .post(&otlp)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    // OTLP/HTTP protobuf: 429, Retry-After, a google.rpc.Status with a RetryInfo.
+    let r = post(
+        "application/x-protobuf",
+        gateway_batch(now_ns() - 1_000_000_000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(retry_seconds(&r.bytes().await.unwrap()), 1);
+    // OTLP/HTTP JSON: the same in the JSON mapping.
+    let r = post("application/json", b"{}".to_vec()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], json!(8), "{body}");
+    assert_eq!(
+        body["details"][0]["@type"],
+        json!("type.googleapis.com/google.rpc.RetryInfo")
+    );
+    assert_eq!(body["details"][0]["retryDelay"], json!("1s"));
+    // OTLP/gRPC: RESOURCE_EXHAUSTED with a RetryInfo in its details.
+    let mut client = TraceServiceClient::connect(grpc).await.unwrap();
+    let request =
+        ExportTraceServiceRequest::decode(gateway_batch(now_ns() - 1_000_000_000).as_slice())
+            .unwrap();
+    let refused = client.export(request.clone()).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert_eq!(retry_seconds(refused.details()), 1);
+
+    // The slow exporter gives up: its reservation is returned, and spans are taken again.
+    drop(slow);
+    support::eventually(
+        Duration::from_secs(10),
+        "the reservation returned",
+        || async {
+            metrics_text(&http)
+                .await
+                .lines()
+                .any(|l| l == "trellis_otlp_inflight_bytes 0")
+        },
+    )
+    .await;
+    let answer = client.export(request).await.unwrap().into_inner();
+    assert_eq!(answer.partial_success, None);
+    let r = post("application/json", b"{}".to_vec()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let metrics = metrics_text(&http).await;
+    for line in [
+        "trellis_otlp_requests_throttled_total{protocol=\"http\"} 2",
+        "trellis_otlp_requests_throttled_total{protocol=\"grpc\"} 1",
+        "trellis_otlp_spans_received_total{protocol=\"grpc\"} 2",
+        "trellis_trace_store_max_bytes 268435456",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
 }

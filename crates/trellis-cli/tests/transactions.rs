@@ -20,12 +20,17 @@ use support::{Server, eventually, http};
 /// Per (branch, phase), the statuses to give in turn (the last one repeats).
 type Script = HashMap<(String, String), Vec<u16>>;
 
+/// A call's `traceparent` and `tracestate`, when it had them.
+type TraceHeaders = (Option<String>, Option<String>);
+
 /// How a scripted participant answers: by its [`Script`]; 200 when nothing is scripted.
 #[derive(Clone, Default)]
 struct Participant {
     script: Arc<Mutex<Script>>,
     /// Every call: (phase, body).
     calls: Arc<Mutex<Vec<(String, Value)>>>,
+    /// Every call's `traceparent` and `tracestate` headers.
+    trace_headers: Arc<Mutex<Vec<TraceHeaders>>>,
 }
 
 impl Participant {
@@ -62,8 +67,18 @@ impl Participant {
 async fn answer(
     State(p): State<Participant>,
     Path(phase): Path<String>,
+    headers: axum::http::HeaderMap,
     body: axum::Json<Value>,
 ) -> (StatusCode, String) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+    };
+    p.trace_headers
+        .lock()
+        .unwrap()
+        .push((header("traceparent"), header("tracestate")));
     let branch = body["branch_id"].as_str().unwrap_or_default().to_string();
     p.calls.lock().unwrap().push((phase.clone(), body.0));
     let status = {
@@ -154,6 +169,39 @@ async fn a_one_shot_submit_commits_when_every_branch_votes_yes() {
     .await;
     assert_eq!((status, &again["state"]), (200, &json!("committed")));
     assert_eq!(a.phases("debit").len(), 2, "no second round");
+}
+
+#[tokio::test]
+async fn phase_messages_carry_the_trace_context_of_the_request() {
+    let s = Server::dev();
+    let p = Participant::default();
+    let url = p.serve().await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = http()
+        .post(s.url("/v1/trellis/txn"))
+        .header("traceparent", traceparent)
+        .header("tracestate", "vendor=x")
+        .json(&json!({"gid": "traced", "branches": [branch("only", &url, json!({}))], "commit": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = p.trace_headers.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "prepare and commit: {seen:?}");
+    for (parent, state) in seen {
+        assert_eq!(parent.as_deref(), Some(traceparent));
+        assert_eq!(state.as_deref(), Some("vendor=x"));
+    }
+
+    // Without a trace context, none is made up.
+    let (status, _) = post_json(
+        &s.url("/v1/trellis/txn"),
+        json!({"gid": "untraced", "branches": [branch("only", &url, json!({}))], "commit": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = p.trace_headers.lock().unwrap().clone();
+    assert_eq!(seen[2..], [(None, None), (None, None)]);
 }
 
 #[tokio::test]

@@ -101,6 +101,25 @@ pub struct Blocking {
     pub wait: Option<Duration>,
 }
 
+/// A trace search ([`Client::trace_search`]), in the terms of Jaeger's query API.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceQuery {
+    /// The service that must have a span in the trace (required by the API).
+    pub service: String,
+    /// The operation (span name) of that span.
+    pub operation: Option<String>,
+    /// Shortest matching span, a Go duration such as `10ms`.
+    pub min_duration: Option<String>,
+    /// Longest matching span, a Go duration.
+    pub max_duration: Option<String>,
+    /// Only traces with a span marked as an error.
+    pub errors_only: bool,
+    /// How far back to look, e.g. `1h` or `2d` (the server's default: everything it holds).
+    pub lookback: Option<String>,
+    /// Most traces answered.
+    pub limit: Option<usize>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -452,6 +471,56 @@ impl Client {
             Self::successful("POST", path, response).await?
         };
         Ok(Self::decode(path, response).await?.value)
+    }
+
+    /// Searches the trace collector (Jaeger's `GET /api/traces`): the traces in which
+    /// `query.service` has a matching span, each in Jaeger's JSON shape (`traceID`, `spans`,
+    /// `processes`), newest first as the server answers them.
+    pub async fn trace_search(&self, query: &TraceQuery) -> Result<Vec<serde_json::Value>> {
+        let path = "/api/traces";
+        let mut params = vec![("service", query.service.clone())];
+        if let Some(operation) = &query.operation {
+            params.push(("operation", operation.clone()));
+        }
+        if let Some(min) = &query.min_duration {
+            params.push(("minDuration", min.clone()));
+        }
+        if let Some(max) = &query.max_duration {
+            params.push(("maxDuration", max.clone()));
+        }
+        if query.errors_only {
+            params.push(("tags", r#"{"error":"true"}"#.to_owned()));
+        }
+        if let Some(lookback) = &query.lookback {
+            params.push(("lookback", lookback.clone()));
+        }
+        if let Some(limit) = query.limit {
+            params.push(("limit", limit.to_string()));
+        }
+        let page: serde_json::Value = self.get_json(path, &params, None).await?.value;
+        match page["data"].as_array() {
+            Some(traces) => Ok(traces.clone()),
+            None if page["data"].is_null() => Ok(Vec::new()),
+            None => Err(Error::Decode {
+                path: path.to_owned(),
+                reason: "`data` is not an array of traces".to_owned(),
+            }),
+        }
+    }
+
+    /// One trace by id (Jaeger's `GET /api/traces/:traceID`), `None` if the collector does
+    /// not hold it (never received, or evicted).
+    pub async fn trace_get(&self, trace_id: &str) -> Result<Option<serde_json::Value>> {
+        let path = format!("/api/traces/{}", encode(trace_id));
+        let response = self
+            .transmit(&path, self.get_request(&path, &[], None))
+            .await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = Self::successful("GET", &path, response).await?;
+        let page: serde_json::Value = Self::decode(&path, response).await?.value;
+        Ok(page["data"].get(0).cloned())
     }
 
     /// Streams the routable instance set of a service: the current set first, then one event per

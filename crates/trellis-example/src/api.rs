@@ -79,7 +79,8 @@ pub(crate) fn instance_header(instance: &str) -> Result<HeaderValue, Error> {
 }
 
 /// Finishes a service's routes with what every example service shares: `/metrics`, JSON 404
-/// and 405 answers, the body limit, request metrics, and `x-served-by` on every response.
+/// and 405 answers, the body limit, request metrics, a span per request, and `x-served-by` on
+/// every response.
 pub(crate) fn service_router<S: Clone + Send + Sync + 'static>(
     routes: axum::Router<S>,
     instance: HeaderValue,
@@ -101,6 +102,7 @@ pub(crate) fn service_router<S: Clone + Send + Sync + 'static>(
             crate::metrics::observe,
         ))
         .layer(axum::middleware::from_fn_with_state(instance, served_by))
+        .layer(axum::middleware::from_fn(crate::telemetry::trace_request))
 }
 
 pub(crate) async fn not_found() -> ApiError {
@@ -217,7 +219,9 @@ pub(crate) fn text(key: &str, value: &str, max_chars: usize) -> Result<String, A
 /// (and so their traffic) down with it.
 pub(crate) async fn health(db: &crate::db::Db) -> Response {
     match db
-        .call(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+        .call(crate::db::Query::new("SELECT", "health"), |conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+        })
         .await
     {
         Ok(()) => Json(json!({ "status": "ok" })).into_response(),

@@ -3,9 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, TransactionBehavior};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::Error;
 
@@ -28,6 +30,24 @@ pub(crate) struct Schema {
     pub seed: &'static str,
 }
 
+/// What a query does, for its span and its latency metric: the SQL verb and the table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Query {
+    pub operation: &'static str,
+    pub table: &'static str,
+}
+
+impl Query {
+    pub(crate) const fn new(operation: &'static str, table: &'static str) -> Self {
+        Self { operation, table }
+    }
+
+    /// `SELECT users`: the span's name, as OpenTelemetry's database conventions suggest.
+    fn summary(self) -> String {
+        format!("{} {}", self.operation, self.table)
+    }
+}
+
 /// One connection per instance. A mutex is enough: the demo's load is tiny, and a single
 /// connection keeps every write a plain autocommit statement.
 #[derive(Clone)]
@@ -44,21 +64,55 @@ impl Db {
         })
     }
 
-    /// Runs `f` on a blocking thread; SQLite may wait up to [`BUSY_TIMEOUT`] for a lock.
-    pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, Error>
+    /// Runs `f`, the query `query` describes, on a blocking thread; SQLite may wait up to
+    /// [`BUSY_TIMEOUT`] for a lock. The query is a span (child of the request's) and its time
+    /// goes to `trellis_db_query_duration_seconds`.
+    pub(crate) async fn call<T, F>(&self, query: Query, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        // Only inside a traced request: a query of its own (a health probe's) would otherwise
+        // be a one-span trace.
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+            "query",
+            otel.name = %query.summary(),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            db.system = "sqlite",
+            db.system.name = "sqlite",
+            db.operation = query.operation,
+            db.operation.name = query.operation,
+            db.collection.name = query.table,
+            db.query.summary = %query.summary(),
+            error.type = Empty,
+            )
+        };
         let conn = Arc::clone(&self.conn);
+        let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock cannot leave the connection half-used: every
             // statement is self-contained, so a poisoned lock is still safe to use.
             let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
             f(&conn)
         })
-        .await?;
-        Ok(result?)
+        .instrument(span.clone())
+        .await;
+        crate::metrics::observe_query(query.operation, query.table, started.elapsed());
+        let result = match result {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => Error::from(e),
+            Err(e) => Error::from(e),
+        };
+        span.record("otel.status_code", "ERROR");
+        span.record(
+            "error.type",
+            if result.is_busy() { "busy" } else { "sqlite" },
+        );
+        Err(result)
     }
 }
 

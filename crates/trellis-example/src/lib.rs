@@ -24,6 +24,7 @@ mod metrics;
 mod model;
 mod orders;
 mod server;
+mod telemetry;
 mod users;
 
 pub use bank::{BankArgs, TRANSFER_PATH, bank_server, run_bank};
@@ -38,6 +39,7 @@ pub use orders::{
     orders_server, run_orders,
 };
 pub use server::Server;
+pub use telemetry::{OtelLayer, OtlpEndpoint, Telemetry, TracingArgs};
 pub use users::{UsersArgs, UsersState, run_users, users_router, users_server};
 
 /// Header naming the instance that produced a response, so demos and tests can see load

@@ -1,8 +1,8 @@
 //! Prometheus metrics of an example service, served at `/metrics`: requests by route, method and
-//! status code, and how long they took.
+//! status code, and how long they took; database queries by operation, and how long they took.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
@@ -25,6 +25,26 @@ struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLabels {
+    /// The SQL verb: `SELECT`, `INSERT`, ...
+    operation: &'static str,
+    table: &'static str,
+}
+
+/// Database query latency of the whole process: the database handles are opened before the
+/// router (and its [`Metrics`]) exists, so they record here and every [`Metrics`] exposes it.
+static QUERY_SECONDS: LazyLock<Family<QueryLabels, Histogram>> = LazyLock::new(|| {
+    Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_01, 2.5, 14)))
+});
+
+/// Records how long one query took (on its blocking thread, lock wait included).
+pub(crate) fn observe_query(operation: &'static str, table: &'static str, took: Duration) {
+    QUERY_SECONDS
+        .get_or_create(&QueryLabels { operation, table })
+        .observe(took.as_secs_f64());
 }
 
 /// The service's metrics; one per process, shared by every request.
@@ -50,6 +70,11 @@ impl Metrics {
             "http_request_duration_seconds",
             "Time to answer an HTTP request",
             seconds.clone(),
+        );
+        registry.register(
+            "db_query_duration_seconds",
+            "Time to run a database query, waiting for the connection included, by operation and table",
+            QUERY_SECONDS.clone(),
         );
         Arc::new(Self {
             registry,

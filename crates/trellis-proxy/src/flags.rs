@@ -47,6 +47,99 @@ impl Default for PolicyArgs {
     }
 }
 
+/// Tracing: where spans go and how many new traces are recorded.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct TracingArgs {
+    /// OTLP/HTTP collector spans are exported to (protobuf, in batches): a base URL, to which
+    /// /v1/traces is added, or the full traces URL; or `off` to record no spans (trace context
+    /// still propagates) [default: the registry's collector, http://<registry host>:4318]
+    #[arg(long, value_name = "URL|off")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces recorded, 0 to 1; a request that carries a sampling decision
+    /// (traceparent flags, B3) keeps it
+    #[arg(long, value_name = "RATIO", default_value = "1", value_parser = parse_ratio)]
+    pub trace_sample: f64,
+    /// service.name of the spans [default: the sidecar's --service; "gateway" for the gateway]
+    #[arg(long, value_name = "NAME")]
+    pub trace_service: Option<String>,
+}
+
+impl Default for TracingArgs {
+    fn default() -> Self {
+        parse_in_code(["tracing"])
+    }
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{text:?} is not a ratio from 0 to 1")),
+    }
+}
+
+/// The OTLP/HTTP path of traces.
+const TRACES_PATH: &str = "/v1/traces";
+
+/// The collector spans go to when `--otlp-endpoint` is not given: port 4318 of the registry's
+/// host (`trellis server`'s OTLP listener).
+pub fn default_otlp_endpoint(registry: &str) -> Result<String> {
+    // The registry may be given as HOST:PORT, as Consul's CONSUL_HTTP_ADDR may.
+    let normalised = trellis_client::normalise_addr(registry)
+        .map_err(|e| Error::config(format!("--registry {registry:?}: {e}")))?;
+    let mut url = reqwest::Url::parse(&normalised)
+        .map_err(|e| Error::config(format!("--registry {registry:?}: {e}")))?;
+    if url.host_str().is_none() {
+        return Err(Error::config(format!(
+            "--registry {registry:?} has no host"
+        )));
+    }
+    url.set_scheme("http")
+        .map_err(|()| Error::config(format!("--registry {registry:?} is not an HTTP URL")))?;
+    url.set_port(Some(4318))
+        .map_err(|()| Error::config(format!("--registry {registry:?} cannot take a port")))?;
+    url.set_path(TRACES_PATH);
+    url.set_query(None);
+    Ok(url.to_string())
+}
+
+impl TracingArgs {
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(endpoint) = &self.otlp_endpoint {
+            push(&mut args, "--otlp-endpoint", endpoint);
+        }
+        push(&mut args, "--trace-sample", self.trace_sample);
+        if let Some(name) = &self.trace_service {
+            push(&mut args, "--trace-service", name);
+        }
+        args
+    }
+
+    /// The export URL, `None` when tracing is off; validated.
+    pub fn endpoint(&self, registry: &str) -> Result<Option<String>> {
+        match self.otlp_endpoint.as_deref() {
+            Some("off") => Ok(None),
+            None => default_otlp_endpoint(registry).map(Some),
+            Some(url) => {
+                let mut parsed = reqwest::Url::parse(url)
+                    .map_err(|e| Error::config(format!("--otlp-endpoint {url:?}: {e}")))?;
+                if parsed.scheme() != "http" || parsed.host_str().is_none() {
+                    return Err(Error::config(format!(
+                        "--otlp-endpoint {url:?} must be an http:// URL or off"
+                    )));
+                }
+                // A collector's base URL gets the traces path, as OpenTelemetry's
+                // OTEL_EXPORTER_OTLP_ENDPOINT does (and the example services' flag).
+                if !parsed.path().ends_with(TRACES_PATH) {
+                    let path = format!("{}{TRACES_PATH}", parsed.path().trim_end_matches('/'));
+                    parsed.set_path(&path);
+                }
+                Ok(Some(parsed.to_string()))
+            }
+        }
+    }
+}
+
 /// `T` as the command line `argv` (the command's name first) gives it, without reading any
 /// environment variable a flag falls back to: how arguments are built in code with the command
 /// line's defaults. Panics if `argv` does not parse, which only a bug in the caller can cause.
@@ -218,6 +311,60 @@ mod tests {
             connect_timeout: Duration::from_millis(250),
             drain_timeout: Duration::ZERO,
         });
+    }
+
+    #[test]
+    fn tracing_flags_default_round_trip_and_validate() {
+        let defaults = TracingArgs::default();
+        assert_eq!(defaults.trace_sample, 1.0);
+        assert_eq!(defaults.otlp_endpoint, None);
+        assert_round_trips(&defaults, defaults.to_args());
+        let set = TracingArgs {
+            otlp_endpoint: Some("http://collector:4318/v1/traces".into()),
+            trace_sample: 0.25,
+            trace_service: Some("edge".into()),
+        };
+        assert_round_trips(&set, set.to_args());
+        assert!(parse_command_line::<TracingArgs>(&["t", "--trace-sample", "1.5"]).is_err());
+        assert!(parse_command_line::<TracingArgs>(&["t", "--trace-sample", "-0.1"]).is_err());
+        assert_eq!(
+            defaults
+                .endpoint("http://10.1.2.3:8500")
+                .unwrap()
+                .as_deref(),
+            Some("http://10.1.2.3:4318/v1/traces")
+        );
+        assert_eq!(
+            default_otlp_endpoint("https://[::1]:8501/").unwrap(),
+            "http://[::1]:4318/v1/traces"
+        );
+        assert_eq!(
+            default_otlp_endpoint("registry.internal:8500").unwrap(),
+            "http://registry.internal:4318/v1/traces"
+        );
+        let off = TracingArgs {
+            otlp_endpoint: Some("off".into()),
+            ..TracingArgs::default()
+        };
+        assert_eq!(off.endpoint("http://x:8500").unwrap(), None);
+        let bad = TracingArgs {
+            otlp_endpoint: Some("collector:4318".into()),
+            ..TracingArgs::default()
+        };
+        assert!(bad.endpoint("http://x:8500").is_err());
+        let base = |url: &str| TracingArgs {
+            otlp_endpoint: Some(url.into()),
+            ..TracingArgs::default()
+        };
+        for (given, used) in [
+            ("http://c:4318", "http://c:4318/v1/traces"),
+            ("http://c:4318/", "http://c:4318/v1/traces"),
+            ("http://c:4318/v1/traces", "http://c:4318/v1/traces"),
+            ("http://c:4318/otel", "http://c:4318/otel/v1/traces"),
+        ] {
+            let endpoint = base(given).endpoint("http://x:8500").unwrap();
+            assert_eq!(endpoint.as_deref(), Some(used), "{given}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::client::{SendError, UpstreamBody, UpstreamClient};
 use crate::config::ServicePolicy;
 use crate::outcome::{Attempted, Outcome, classify};
 use crate::reject::Reject;
+use crate::spans::{AttemptLog, Retry, RetryReason};
 use crate::upstream::{EndpointKey, Upstream};
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
@@ -48,11 +49,13 @@ impl Template {
 }
 
 /// Forwards `request` (origin-form URI) to `upstream` and returns the response to give the
-/// client. Every failure is turned into a response saying why.
+/// client. Every failure is turned into a response saying why. A recorded request passes `log`,
+/// which gets the attempts, the chosen endpoint and each retry's reason.
 pub async fn forward(
     client: &UpstreamClient,
     upstream: &Upstream,
     request: Request<Body>,
+    log: Option<&mut AttemptLog>,
 ) -> Response<Body> {
     let start = Instant::now();
     let admission = match upstream.admit(start) {
@@ -76,6 +79,7 @@ pub async fn forward(
         request,
         start,
         deadline,
+        log,
     )
     .await
     {
@@ -98,6 +102,7 @@ async fn attempts(
     request: Request<Body>,
     start: Instant,
     deadline: Instant,
+    mut log: Option<&mut AttemptLog>,
 ) -> Outcome<Response<UpstreamBody>> {
     let (parts, body) = request.into_parts();
     let mut template = Template {
@@ -139,6 +144,13 @@ async fn attempts(
         let Some(endpoint) = upstream.pick(now, hash_key.as_deref(), avoid.as_ref()) else {
             return last.unwrap_or(Outcome::Failed(Reject::NoEndpoints));
         };
+        if let Some(log) = log.as_deref_mut() {
+            log.attempts += 1;
+            if log.endpoint.as_ref() != Some(&endpoint) {
+                log.instance = upstream.instance_of(&endpoint);
+                log.endpoint = Some(endpoint.clone());
+            }
+        }
         let last_attempt = !body.replayable() || retries >= policy.max_retries;
         let request = template.build(attempt_body, last_attempt);
         let sent = Instant::now();
@@ -168,6 +180,16 @@ async fn attempts(
         }
         retries += 1;
         upstream.metrics().retry(upstream.name());
+        if let Some(log) = log.as_deref_mut() {
+            log.retries.push(Retry {
+                at: done,
+                reason: match &verdict.outcome {
+                    Outcome::Response(response) => RetryReason::Status(response.status().as_u16()),
+                    Outcome::Failed(reject) => RetryReason::Failed(*reject),
+                },
+                endpoint: endpoint.clone(),
+            });
+        }
         avoid = Some(endpoint);
         last = Some(verdict.outcome);
         // Nothing reached the failed endpoint on a refused connect, so another endpoint can be

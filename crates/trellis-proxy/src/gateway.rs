@@ -3,16 +3,22 @@
 use crate::admin::Admin;
 use crate::client::UpstreamClient;
 use crate::discovery::Discovery;
-use crate::flags::{PolicyArgs, parse_in_code, push};
+use crate::exporter::{ExportConfig, Exporter, Tracer};
+use crate::flags::{PolicyArgs, TracingArgs, parse_in_code, push};
 use crate::listeners::{AdminListener, ProxyListener, serve_until};
 use crate::metrics::Metrics;
 use crate::proxy::{Mode, Proxy};
 use crate::routes::Routes;
 use crate::server::bind;
+use crate::trace_context::Sampler;
 use crate::{Error, Result};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// `service.name` of the gateway's spans unless `--trace-service` names another.
+pub const GATEWAY_SERVICE: &str = "gateway";
 
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct GatewayArgs {
@@ -43,6 +49,8 @@ pub struct GatewayArgs {
     pub config: Option<String>,
     #[command(flatten)]
     pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub tracing: TracingArgs,
 }
 
 impl Default for GatewayArgs {
@@ -79,6 +87,7 @@ impl GatewayArgs {
             push(&mut args, "--config", path);
         }
         args.extend(self.policy.to_args());
+        args.extend(self.tracing.to_args());
         args
     }
 }
@@ -89,6 +98,8 @@ pub struct Gateway {
     routes: Routes,
     metrics: Metrics,
     discovery: Arc<Discovery>,
+    /// Where spans go (`None`: tracing off).
+    otlp_endpoint: Option<String>,
 }
 
 impl Gateway {
@@ -106,6 +117,7 @@ impl Gateway {
         if routes.is_empty() {
             return Err(Error::config("no routes: give --route PREFIX=SERVICE"));
         }
+        let otlp_endpoint = args.tracing.endpoint(&args.registry)?;
         let metrics = Metrics::new();
         let discovery = Arc::new(Discovery::new(&args.registry, policies, metrics.clone())?);
         Ok(Self {
@@ -113,6 +125,7 @@ impl Gateway {
             routes,
             metrics,
             discovery,
+            otlp_endpoint,
         })
     }
 
@@ -123,16 +136,36 @@ impl Gateway {
             routes,
             metrics,
             discovery,
+            otlp_endpoint,
         } = self;
         let listener = bind(&args.listen).await?;
         let admin_listener = bind(&args.admin).await?;
-        let client = UpstreamClient::new(args.policy.pool());
-        let proxy = Arc::new(Proxy::new(
-            Mode::Gateway(routes),
-            discovery.clone(),
-            client,
-            metrics.clone(),
+        let exporter = match &otlp_endpoint {
+            Some(endpoint) => {
+                let service = args
+                    .tracing
+                    .trace_service
+                    .as_deref()
+                    .unwrap_or(GATEWAY_SERVICE);
+                let config = ExportConfig::new(endpoint, service);
+                Some(Exporter::start(config, metrics.spans())?)
+            }
+            None => None,
+        };
+        let tracer = Arc::new(Tracer::new(
+            Sampler::new(args.tracing.trace_sample),
+            exporter.as_ref().map(Exporter::queue),
         ));
+        let client = UpstreamClient::new(args.policy.pool());
+        let proxy = Arc::new(
+            Proxy::new(
+                Mode::Gateway(routes),
+                discovery.clone(),
+                client,
+                metrics.clone(),
+            )
+            .with_tracer(tracer),
+        );
         let admin = Arc::new(Admin {
             metrics,
             discovery,
@@ -154,7 +187,11 @@ impl Gateway {
             async {},
             args.policy.drain_timeout,
         )
-        .await
+        .await?;
+        if let Some(exporter) = exporter {
+            exporter.shutdown(Duration::from_secs(3)).await;
+        }
+        Ok(())
     }
 }
 

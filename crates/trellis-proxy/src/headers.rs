@@ -73,10 +73,15 @@ pub fn ensure_trace_context(headers: &mut HeaderMap) -> HeaderValue {
             headers.insert(TRACEPARENT, value);
         }
     }
+    ensure_request_id(headers)
+}
+
+/// Makes sure the request carries an `x-request-id`, creating one when absent. Returns it.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(REQUEST_ID).filter(|v| !v.is_empty()) {
         return id.clone();
     }
-    let text = new_request_id(&mut rng);
+    let text = new_request_id(&mut rand::rng());
     // Two values built from the same text: cheaper than sharing one buffer between them.
     if let Ok(id) = HeaderValue::from_bytes(&text) {
         headers.insert(REQUEST_ID, id);

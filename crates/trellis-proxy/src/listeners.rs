@@ -6,7 +6,7 @@ use crate::Result;
 use crate::admin::Admin;
 use crate::body::Body;
 use crate::proxy::Proxy;
-use crate::server::{local_addr, serve, shutdown_pair};
+use crate::server::{local_addr, serve, serve_with_peer, shutdown_pair};
 use hyper::Request;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,11 +46,16 @@ pub async fn serve_until(
     } in listeners
     {
         announce(name, local_addr(&listener)?);
-        let handler = move |request: Request<Body>| {
+        let handler = move |request: Request<Body>, peer: SocketAddr| {
             let proxy = proxy.clone();
-            async move { proxy.handle(request).await }
+            async move { proxy.handle_from(request, Some(peer)).await }
         };
-        tasks.push(tokio::spawn(serve(listener, handler, stop.clone(), drain)));
+        tasks.push(tokio::spawn(serve_with_peer(
+            listener,
+            handler,
+            stop.clone(),
+            drain,
+        )));
     }
     announce("admin", local_addr(&admin.listener)?);
     let ready = admin.admin.ready.clone();

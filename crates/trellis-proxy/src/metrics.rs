@@ -51,6 +51,11 @@ struct EndpointLabels {
     state: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 type HistogramFamily = Family<DirectionLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric the proxy exports, cheap to clone.
@@ -62,6 +67,45 @@ pub struct Metrics {
     retries: Family<ServiceLabels, Counter>,
     ejections: Family<ServiceLabels, Counter>,
     endpoints: Family<EndpointLabels, Gauge>,
+    spans: SpanMetrics,
+}
+
+/// Counters of the span exporter: spans sent to the collector, and spans dropped by reason
+/// (`queue_full`: the export queue was full; `export_failed`: the collector could not be
+/// reached or refused the batch; `rejected`: the collector accepted the batch but refused these
+/// spans).
+#[derive(Clone)]
+pub struct SpanMetrics {
+    exported: Counter,
+    dropped: Family<ReasonLabels, Counter>,
+}
+
+impl SpanMetrics {
+    fn count(counter: &Counter, n: usize) {
+        if n > 0 {
+            counter.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+        }
+    }
+
+    pub fn exported(&self, n: usize) {
+        Self::count(&self.exported, n);
+    }
+
+    fn dropped(&self, reason: &'static str, n: usize) {
+        Self::count(&self.dropped.get_or_create(&ReasonLabels { reason }), n);
+    }
+
+    pub fn dropped_queue_full(&self, n: usize) {
+        self.dropped("queue_full", n);
+    }
+
+    pub fn dropped_export_failed(&self, n: usize) {
+        self.dropped("export_failed", n);
+    }
+
+    pub fn dropped_rejected(&self, n: usize) {
+        self.dropped("rejected", n);
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -147,6 +191,24 @@ impl Metrics {
             "Known endpoints per service and state (healthy, ejected)",
             endpoints.clone(),
         );
+        let spans = SpanMetrics {
+            exported: Counter::default(),
+            dropped: Family::default(),
+        };
+        registry.register(
+            "trellis_spans_exported",
+            "Spans the collector accepted",
+            spans.exported.clone(),
+        );
+        registry.register(
+            "trellis_spans_dropped",
+            "Spans not exported, by reason (queue_full, export_failed, rejected)",
+            spans.dropped.clone(),
+        );
+        // Every reason shows from the start, so a rate over it exists before the first drop.
+        for reason in ["queue_full", "export_failed", "rejected"] {
+            drop(spans.dropped.get_or_create(&ReasonLabels { reason }));
+        }
         Self {
             registry: Arc::new(registry),
             requests,
@@ -154,7 +216,13 @@ impl Metrics {
             retries,
             ejections,
             endpoints,
+            spans,
         }
+    }
+
+    /// The span exporter's counters.
+    pub fn spans(&self) -> SpanMetrics {
+        self.spans.clone()
     }
 
     /// Handles to the request counters and latency histogram of one (direction, service), so a
@@ -255,6 +323,8 @@ mod tests {
             r#"trellis_request_duration_seconds_count{direction="gateway",service="orders"} 11"#,
             r#"trellis_ejections_total{service="orders"} 1"#,
             r#"trellis_endpoints{service="orders",state="ejected"} 1"#,
+            "trellis_spans_exported_total 0",
+            r#"trellis_spans_dropped_total{reason="queue_full"} 0"#,
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

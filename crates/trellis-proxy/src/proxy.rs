@@ -4,17 +4,21 @@
 use crate::body::Body;
 use crate::client::UpstreamClient;
 use crate::discovery::Discovery;
+use crate::exporter::Tracer;
 use crate::forward::forward;
-use crate::headers::{REQUEST_ID, ensure_trace_context, strip_hop_by_hop};
+use crate::headers::{REQUEST_ID, ensure_request_id, ensure_trace_context, strip_hop_by_hop};
 use crate::metrics::{Direction, Metrics, RequestMetrics};
-use crate::reject::Reject;
+use crate::reject::{ERROR_HEADER, Reject};
 use crate::routes::Routes;
+use crate::spans::{AttemptLog, HopRecord};
+use crate::trace_context::{HopSpans, SpanIds, TRACESTATE};
 use crate::upstream::Upstream;
 use hyper::header::HOST;
 use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, Uri};
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// What a listener does with requests.
 pub enum Mode {
@@ -34,7 +38,13 @@ pub struct Proxy {
     metrics: Metrics,
     /// Metrics of requests that name no valid service.
     unknown: OnceLock<RequestMetrics>,
+    /// Span recording and context propagation; without it the proxy only makes sure a
+    /// `traceparent` is present.
+    tracer: Option<Arc<Tracer>>,
 }
+
+/// A routed request: its upstream, the request rewritten for it, and the gateway route.
+type Routed<'a> = (Arc<Upstream>, Request<Body>, Option<&'a Arc<str>>);
 
 /// Label used when a request names no valid service, so bad input cannot add label values.
 const UNKNOWN: &str = "unknown";
@@ -52,6 +62,31 @@ impl Proxy {
             client,
             metrics,
             unknown: OnceLock::new(),
+            tracer: None,
+        }
+    }
+
+    /// Records spans and propagates trace context through `tracer`.
+    pub fn with_tracer(mut self, tracer: Arc<Tracer>) -> Self {
+        self.tracer = Some(tracer);
+        self
+    }
+
+    /// The spans this listener records for a request.
+    fn hop(&self) -> HopSpans {
+        match self.mode {
+            Mode::Outbound => HopSpans {
+                server: false,
+                client: true,
+            },
+            Mode::Inbound(_) => HopSpans {
+                server: true,
+                client: false,
+            },
+            Mode::Gateway(_) => HopSpans {
+                server: true,
+                client: true,
+            },
         }
     }
 
@@ -64,15 +99,41 @@ impl Proxy {
     }
 
     /// Handles one request end to end.
-    pub async fn handle(&self, mut request: Request<Body>) -> Response<Body> {
+    pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
+        self.handle_from(request, None).await
+    }
+
+    /// Handles one request from the client at `peer` (recorded in its spans).
+    pub async fn handle_from(
+        &self,
+        mut request: Request<Body>,
+        peer: Option<SocketAddr>,
+    ) -> Response<Body> {
         let start = Instant::now();
-        let request_id = ensure_trace_context(request.headers_mut());
+        let (request_id, mut record) = match &self.tracer {
+            None => (ensure_trace_context(request.headers_mut()), None),
+            Some(tracer) => {
+                let ids = tracer.begin(request.headers_mut(), self.hop());
+                let record = ids.map(|ids| self.start_record(ids, &request, start, peer));
+                (ensure_request_id(request.headers_mut()), record)
+            }
+        };
         strip_hop_by_hop(request.headers_mut());
         let (metrics, mut response) = match self.route(request) {
-            Ok((upstream, request)) => {
+            Ok((upstream, request, route)) => {
+                let log = match &mut record {
+                    Some(record) => {
+                        record.route = route.cloned();
+                        record.service = Some(upstream.name().clone());
+                        record.forwarded_path = request.uri().path_and_query().cloned();
+                        record.call_start = Some(Instant::now());
+                        Some(&mut record.log)
+                    }
+                    None => None,
+                };
                 // Boxed: the forwarding future is large, and hyper moves the handler's future
                 // around by value a few times per request; a pointer moves for free.
-                let response = Box::pin(forward(&self.client, &upstream, request)).await;
+                let response = Box::pin(forward(&self.client, &upstream, request, log)).await;
                 (Some(upstream), response)
             }
             Err((reject, subject)) => (None, reject.response(&subject)),
@@ -90,22 +151,71 @@ impl Proxy {
                     .request_metrics(direction, &Arc::new(UNKNOWN.to_owned()))
             }),
         };
-        metrics.record(response.status().as_u16(), start.elapsed());
+        let end = Instant::now();
+        metrics.record(response.status().as_u16(), end - start);
+        if let (Some(mut record), Some(tracer)) = (record, &self.tracer) {
+            record.end = end;
+            record.status = response.status().as_u16();
+            record.proxy_error = response.headers().get(ERROR_HEADER).cloned();
+            tracer.finish(record);
+        }
         response
     }
 
-    /// Finds the upstream and rewrites the request to origin form for it.
-    fn route(
+    /// What a recorded request's spans need from the request as it arrived.
+    fn start_record(
         &self,
-        mut request: Request<Body>,
-    ) -> Result<(Arc<Upstream>, Request<Body>), (Reject, String)> {
+        ids: SpanIds,
+        request: &Request<Body>,
+        start: Instant,
+        peer: Option<SocketAddr>,
+    ) -> Box<HopRecord> {
+        let headers = request.headers();
+        let start_unix_nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let host = headers.get(HOST).cloned().or_else(|| {
+            request
+                .uri()
+                .authority()
+                .and_then(|a| a.as_str().parse().ok())
+        });
+        Box::new(HopRecord {
+            ids,
+            direction: self.direction(),
+            tracestate: headers.get(TRACESTATE).cloned(),
+            start,
+            start_unix_nanos,
+            end: start,
+            method: request.method().clone(),
+            path: request
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            version: request.version(),
+            host,
+            peer,
+            route: None,
+            service: None,
+            forwarded_path: None,
+            call_start: None,
+            status: 0,
+            proxy_error: None,
+            log: AttemptLog::default(),
+        })
+    }
+
+    /// Finds the upstream and rewrites the request to origin form for it; also answers the
+    /// gateway route that matched.
+    fn route(&self, mut request: Request<Body>) -> Result<Routed<'_>, (Reject, String)> {
         let path = request
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let (upstream, path) = match &self.mode {
-            Mode::Inbound(app) => (app.clone(), path),
+        let (upstream, path, route) = match &self.mode {
+            Mode::Inbound(app) => (app.clone(), path, None),
             Mode::Outbound => {
                 let Some(service) = target_service(&request) else {
                     return Err((Reject::BadTarget, String::new()));
@@ -114,17 +224,17 @@ impl Proxy {
                     .discovery
                     .upstream(&service)
                     .map_err(|reject| (reject, service.clone()))?;
-                (upstream, path)
+                (upstream, path, None)
             }
             Mode::Gateway(routes) => {
-                let Some((service, rewritten)) = routes.resolve(&path) else {
+                let Some((prefix, service, rewritten)) = routes.resolve_route(&path) else {
                     return Err((Reject::NoRoute, path.path().to_owned()));
                 };
                 let upstream = self
                     .discovery
                     .upstream(service)
                     .map_err(|reject| (reject, service.to_owned()))?;
-                (upstream, rewritten)
+                (upstream, rewritten, Some(prefix))
             }
         };
         // Keep the authority the client used as the Host header: the upstream may care, and an
@@ -136,7 +246,7 @@ impl Proxy {
             request.headers_mut().insert(HOST, value);
         }
         *request.uri_mut() = Uri::from(path);
-        Ok((upstream, request))
+        Ok((upstream, request, route))
     }
 }
 

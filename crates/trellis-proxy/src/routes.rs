@@ -2,12 +2,13 @@
 
 use crate::{Error, Result};
 use hyper::http::uri::PathAndQuery;
+use std::sync::Arc;
 
 /// The route table.
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
     /// Longest prefix first.
-    routes: Vec<(String, String)>,
+    routes: Vec<(Arc<str>, String)>,
     keep_prefix: bool,
 }
 
@@ -30,12 +31,15 @@ impl Routes {
                 "" => "/".to_owned(),
                 trimmed => trimmed.to_owned(),
             };
-            if routes.iter().any(|(p, _)| *p == prefix) {
+            if routes
+                .iter()
+                .any(|(p, _): &(Arc<str>, String)| **p == *prefix)
+            {
                 return Err(Error::config(format!(
                     "route prefix {prefix:?} given twice"
                 )));
             }
-            routes.push((prefix, service.to_owned()));
+            routes.push((Arc::from(prefix), service.to_owned()));
         }
         routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(Self {
@@ -60,14 +64,20 @@ impl Routes {
     /// Prefixes match whole segments: `/orders` matches `/orders` and `/orders/1`, not
     /// `/ordersx`.
     pub fn resolve(&self, path: &PathAndQuery) -> Option<(&str, PathAndQuery)> {
+        self.resolve_route(path)
+            .map(|(_, service, path)| (service, path))
+    }
+
+    /// Like [`Routes::resolve`], with the prefix that matched first.
+    pub fn resolve_route(&self, path: &PathAndQuery) -> Option<(&Arc<str>, &str, PathAndQuery)> {
         let p = path.path();
         let (prefix, service) = self.routes.iter().find(|(prefix, _)| {
-            prefix == "/"
-                || p == prefix
-                || (p.starts_with(prefix.as_str()) && p.as_bytes().get(prefix.len()) == Some(&b'/'))
+            &**prefix == "/"
+                || p == &**prefix
+                || (p.starts_with(&**prefix) && p.as_bytes().get(prefix.len()) == Some(&b'/'))
         })?;
-        if self.keep_prefix || prefix == "/" {
-            return Some((service, path.clone()));
+        if self.keep_prefix || &**prefix == "/" {
+            return Some((prefix, service, path.clone()));
         }
         let rest = &p[prefix.len()..];
         let rest = if rest.is_empty() { "/" } else { rest };
@@ -75,7 +85,7 @@ impl Routes {
             Some(q) => format!("{rest}?{q}"),
             None => rest.to_owned(),
         };
-        Some((service, rewritten.parse().ok()?))
+        Some((prefix, service, rewritten.parse().ok()?))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -50,9 +50,28 @@ impl Shutdown {
 
 /// Serves `handler` on `listener` until `shutdown`, then stops accepting and waits up to `drain`
 /// for in-flight requests (idle keep-alive connections are closed at once).
-pub async fn serve<H, F>(listener: TcpListener, handler: H, mut shutdown: Shutdown, drain: Duration)
+pub async fn serve<H, F>(listener: TcpListener, handler: H, shutdown: Shutdown, drain: Duration)
 where
     H: Fn(Request<Body>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_with_peer(
+        listener,
+        move |request, _peer| handler(request),
+        shutdown,
+        drain,
+    )
+    .await;
+}
+
+/// Like [`serve`], giving the handler the client's address too.
+pub async fn serve_with_peer<H, F>(
+    listener: TcpListener,
+    handler: H,
+    mut shutdown: Shutdown,
+    drain: Duration,
+) where
+    H: Fn(Request<Body>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -64,7 +83,7 @@ where
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -86,7 +105,7 @@ where
             } else {
                 request.map(BodyExt::boxed)
             };
-            let response = handler(request);
+            let response = handler(request, peer);
             async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = builder

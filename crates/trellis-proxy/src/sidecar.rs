@@ -5,12 +5,14 @@ use crate::admin::Admin;
 use crate::client::UpstreamClient;
 use crate::config::ServicePolicy;
 use crate::discovery::Discovery;
-use crate::flags::{PolicyArgs, duration_arg, parse_in_code, push};
+use crate::exporter::{ExportConfig, Exporter, Tracer};
+use crate::flags::{PolicyArgs, TracingArgs, duration_arg, parse_in_code, push};
 use crate::listeners::{AdminListener, ProxyListener, serve_until};
 use crate::metrics::Metrics;
 use crate::proxy::{Mode, Proxy};
 use crate::registration::{AppCheck, Registration, keep_registered};
 use crate::server::{bind, local_addr, shutdown_pair};
+use crate::trace_context::Sampler;
 use crate::upstream::Upstream;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -78,6 +80,8 @@ pub struct SidecarArgs {
     pub config: Option<String>,
     #[command(flatten)]
     pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub tracing: TracingArgs,
 }
 
 impl SidecarArgs {
@@ -139,6 +143,7 @@ impl SidecarArgs {
             push(&mut args, "--config", path);
         }
         args.extend(self.policy.to_args());
+        args.extend(self.tracing.to_args());
         args
     }
 }
@@ -168,6 +173,8 @@ pub struct Sidecar {
     /// The policy of the inbound side (the local app).
     own: ServicePolicy,
     check: AppCheck,
+    /// Where spans go (`None`: tracing off).
+    otlp_endpoint: Option<String>,
 }
 
 impl Sidecar {
@@ -200,6 +207,7 @@ impl Sidecar {
         let mut own = policies.resolve(&args.service, None)?;
         inbound_policy(&mut own);
         let check = AppCheck::new(&args.app, args.health_path.as_deref())?;
+        let otlp_endpoint = args.tracing.endpoint(&args.registry)?;
         let metrics = Metrics::new();
         let discovery = Arc::new(Discovery::new(&args.registry, policies, metrics.clone())?);
         Ok(Self {
@@ -209,6 +217,7 @@ impl Sidecar {
             discovery,
             own,
             check,
+            otlp_endpoint,
         })
     }
 
@@ -221,11 +230,30 @@ impl Sidecar {
             discovery,
             own,
             check,
+            otlp_endpoint,
         } = self;
         let inbound = bind(&args.inbound).await?;
         let outbound = bind(&args.outbound).await?;
         let admin_listener = bind(&args.admin).await?;
         let inbound_addr = local_addr(&inbound)?;
+        let registration = registration(&args, meta, inbound_addr);
+        let exporter = match &otlp_endpoint {
+            Some(endpoint) => {
+                let service = args
+                    .tracing
+                    .trace_service
+                    .as_deref()
+                    .unwrap_or(&args.service);
+                let mut config = ExportConfig::new(endpoint, service);
+                config.instance = Some(registration.id.clone());
+                Some(Exporter::start(config, metrics.spans())?)
+            }
+            None => None,
+        };
+        let tracer = Arc::new(Tracer::new(
+            Sampler::new(args.tracing.trace_sample),
+            exporter.as_ref().map(Exporter::queue),
+        ));
         let client = UpstreamClient::new(args.policy.pool());
         let app = Arc::new(Upstream::fixed(
             &args.service,
@@ -235,12 +263,10 @@ impl Sidecar {
         ));
         discovery.watch_policy_of(app.clone(), inbound_policy);
         let proxy = |mode| {
-            Arc::new(Proxy::new(
-                mode,
-                discovery.clone(),
-                client.clone(),
-                metrics.clone(),
-            ))
+            Arc::new(
+                Proxy::new(mode, discovery.clone(), client.clone(), metrics.clone())
+                    .with_tracer(tracer.clone()),
+            )
         };
         let listeners = vec![
             ProxyListener {
@@ -262,7 +288,6 @@ impl Sidecar {
             ready: ready.clone(),
         });
 
-        let registration = registration(&args, meta, inbound_addr);
         let instance = registration.id.clone();
         let (stop_keeper, keeper_stop) = shutdown_pair();
         let mut keeper = tokio::spawn(keep_registered(
@@ -306,7 +331,11 @@ impl Sidecar {
             deregister,
             args.policy.drain_timeout,
         )
-        .await
+        .await?;
+        if let Some(exporter) = exporter {
+            exporter.shutdown(Duration::from_secs(3)).await;
+        }
+        Ok(())
     }
 }
 

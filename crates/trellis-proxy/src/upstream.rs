@@ -27,7 +27,7 @@ pub type EndpointKey = Arc<str>;
 #[derive(Debug, Clone)]
 struct Known {
     key: EndpointKey,
-    instance: String,
+    instance: Arc<str>,
     weight: u32,
     status: CheckStatus,
 }
@@ -186,7 +186,7 @@ impl Upstream {
                     CheckStatus::Warning => i.weights.warning,
                     _ => i.weights.passing,
                 },
-                instance: i.id,
+                instance: Arc::from(i.id),
                 status: i.status,
             })
             .collect();
@@ -334,6 +334,15 @@ impl Upstream {
         }
     }
 
+    /// The registry instance id of the endpoint `key`, for spans.
+    pub fn instance_of(&self, key: &EndpointKey) -> Option<Arc<str>> {
+        self.lock()
+            .known
+            .iter()
+            .find(|k| k.key == *key)
+            .map(|k| k.instance.clone())
+    }
+
     /// Asks the budget for one retry.
     pub fn try_retry(&self, now: Instant) -> bool {
         self.lock().budget.try_withdraw(now)
@@ -381,7 +390,7 @@ impl Upstream {
                 };
                 json!({
                     "address": &*k.key,
-                    "instance": k.instance,
+                    "instance": &*k.instance,
                     "health": k.status.as_str(),
                     "state": ejection,
                     "weight": k.weight,

@@ -486,6 +486,89 @@ async fn trace_context_is_created_or_propagated() {
 }
 
 #[tokio::test]
+async fn a_traced_gateway_request_records_its_retries_and_parents_the_next_hop() {
+    use trellis_proxy::exporter::{SpanQueue, Tracer};
+    use trellis_proxy::spans::RetryReason;
+    use trellis_proxy::trace_context::{Sampler, parse_traceparent};
+
+    let h = Harness::new();
+    let echo = start(|request: Request<Body>| async move {
+        let tp = request.headers()["traceparent"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        Response::new(full(tp))
+    })
+    .await;
+    let dead = dead_port().await;
+    let policy = ServicePolicy {
+        load_balancer: trellis_balance::Policy::RoundRobin,
+        ..ServicePolicy::default()
+    };
+    h.service("orders", policy, &[dead, echo.port]);
+    let queue = Arc::new(SpanQueue::new(100, 512, h.metrics.spans()));
+    let tracer = Arc::new(Tracer::new(Sampler::new(1.0), Some(queue.clone())));
+    let routes = Routes::parse(&["/orders=orders".into()], false).unwrap();
+    let client = UpstreamClient::new(PoolConfig::default());
+    let proxy = Proxy::new(
+        Mode::Gateway(routes),
+        h.discovery.clone(),
+        client,
+        h.metrics.clone(),
+    )
+    .with_tracer(tracer);
+
+    let mut retried = 0;
+    for _ in 0..4 {
+        let request = Request::get("/orders/7")
+            .header("host", "gw")
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .header("tracestate", "a=1")
+            .body(empty())
+            .unwrap();
+        let r = proxy.handle(request).await;
+        assert_eq!(r.status(), 200);
+        let sent = parse_traceparent(text(r).await.as_bytes()).unwrap();
+        let records = queue.drain();
+        let [record] = records.as_slice() else {
+            panic!("one record per request: {records:?}")
+        };
+        // The upstream is the child of the gateway's CLIENT span, itself under the SERVER span.
+        assert_eq!(sent.trace_id, 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736);
+        assert_eq!(sent.span_id, record.ids.client_id);
+        assert_eq!(record.ids.parent_id, 0x00f0_67aa_0ba9_02b7);
+        assert_ne!(record.ids.server_id, 0);
+        assert_eq!(record.route.as_deref(), Some("/orders"));
+        assert_eq!(record.status, 200);
+        assert_eq!(record.tracestate.as_ref().unwrap(), "a=1");
+        let live = format!("127.0.0.1:{}", echo.port);
+        assert_eq!(record.log.endpoint.as_deref(), Some(live.as_str()));
+        assert_eq!(
+            record.log.instance.as_deref(),
+            Some(format!("i-{}", echo.port).as_str())
+        );
+        if let [retry] = record.log.retries.as_slice() {
+            retried += 1;
+            assert_eq!(record.log.attempts, 2);
+            assert_eq!(
+                retry.reason,
+                RetryReason::Failed(trellis_proxy::reject::Reject::ConnectFailed)
+            );
+            assert_eq!(&*retry.endpoint, format!("127.0.0.1:{dead}"));
+        } else {
+            assert_eq!(record.log.attempts, 1, "{record:?}");
+        }
+    }
+    assert!(
+        retried > 0,
+        "round robin sends some first attempts to the dead endpoint"
+    );
+}
+
+#[tokio::test]
 async fn h2c_and_grpc_trailers_pass_through() {
     let h = Harness::new();
     // A gRPC-like upstream: HTTP/2 only in practice, answers data then trailers.

@@ -45,6 +45,13 @@ pub struct ServerConfig {
     /// `127.0.0.1:4318`; while unset and `http` asks for port 0, it takes any free port too,
     /// and if the default address is taken the server runs without it (with a warning).
     pub otlp: Option<DnsListen>,
+    /// OTLP/gRPC trace receiver (`TraceService/Export`): `HOST:PORT`, or `"off"`. Default
+    /// `127.0.0.1:4317`; like `otlp`, any free port while unset and `http` asks for port 0, and
+    /// the default address taken is a warning and no gRPC receiver.
+    pub otlp_grpc: Option<DnsListen>,
+    /// Most payload bytes of OTLP requests (both receivers) worked on at once; beyond it they
+    /// are answered 429 / RESOURCE_EXHAUSTED with a retry delay. Default 64 MiB.
+    pub otlp_inflight_bytes: usize,
     /// Most bytes the in-memory span store holds; the oldest traces are evicted beyond it.
     /// Default 256 MiB.
     pub trace_store_bytes: usize,
@@ -78,6 +85,8 @@ pub struct ConfigOverrides {
     /// `--enable-script-checks` (a flag can only turn it on).
     pub enable_script_checks: bool,
     pub otlp: Option<DnsListen>,
+    pub otlp_grpc: Option<DnsListen>,
+    pub otlp_inflight_bytes: Option<usize>,
     pub trace_store_bytes: Option<usize>,
 }
 
@@ -113,6 +122,12 @@ impl ConfigOverrides {
         }
         if let Some(otlp) = &self.otlp {
             config.otlp = Some(otlp.clone());
+        }
+        if let Some(grpc) = &self.otlp_grpc {
+            config.otlp_grpc = Some(grpc.clone());
+        }
+        if let Some(bytes) = self.otlp_inflight_bytes {
+            config.otlp_inflight_bytes = bytes;
         }
         if let Some(bytes) = self.trace_store_bytes {
             config.trace_store_bytes = bytes;
@@ -165,6 +180,8 @@ impl Default for ServerConfig {
             dns_ttl: DnsTtl::default(),
             enable_script_checks: false,
             otlp: None,
+            otlp_grpc: None,
+            otlp_inflight_bytes: crate::traces::pressure::DEFAULT_INFLIGHT_BYTES,
             trace_store_bytes: DEFAULT_TRACE_STORE_BYTES,
             config_file: None,
         }
@@ -430,6 +447,11 @@ impl ServerConfig {
                 "max_waiters, check_concurrency and max_queue must be positive".into(),
             ));
         }
+        if self.otlp_inflight_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "otlp_inflight_bytes must be positive".into(),
+            ));
+        }
         if self.trace_store_bytes < MIN_TRACE_STORE_BYTES {
             return Err(ConfigError::Invalid(format!(
                 "trace_store_bytes {} is below the minimum of {MIN_TRACE_STORE_BYTES} (1 MiB)",
@@ -467,6 +489,11 @@ impl ServerConfig {
             self.enable_script_checks != other.enable_script_checks,
         );
         differs("otlp", self.otlp != other.otlp);
+        differs("otlp_grpc", self.otlp_grpc != other.otlp_grpc);
+        differs(
+            "otlp_inflight_bytes",
+            self.otlp_inflight_bytes != other.otlp_inflight_bytes,
+        );
         differs(
             "trace_store_bytes",
             self.trace_store_bytes != other.trace_store_bytes,
@@ -496,6 +523,18 @@ impl ServerConfig {
             None => Some(HostPort {
                 host: "127.0.0.1".into(),
                 port: if self.http.port == 0 { 0 } else { 4318 },
+            }),
+        }
+    }
+
+    /// Where the OTLP/gRPC receiver listens, if it is on (see `otlp_grpc`).
+    pub fn otlp_grpc_listen(&self) -> Option<HostPort> {
+        match &self.otlp_grpc {
+            Some(DnsListen::Off) => None,
+            Some(DnsListen::At(addr)) => Some(addr.clone()),
+            None => Some(HostPort {
+                host: "127.0.0.1".into(),
+                port: if self.http.port == 0 { 0 } else { 4317 },
             }),
         }
     }
@@ -646,6 +685,38 @@ mod tests {
         other.trace_store_bytes = 5 << 20;
         other.otlp = Some(DnsListen::Off);
         assert_eq!(default.differences(&other), ["otlp", "trace_store_bytes"]);
+    }
+
+    #[test]
+    fn otlp_grpc_and_inflight_settings_parse_default_and_validate() {
+        let c = ServerConfig::from_toml(
+            "otlp_grpc = \"0.0.0.0:4317\"\notlp_inflight_bytes = 1048576\n",
+        )
+        .unwrap();
+        assert_eq!(c.otlp_grpc_listen().unwrap().to_string(), "0.0.0.0:4317");
+        assert_eq!(c.otlp_inflight_bytes, 1 << 20);
+        let off = ServerConfig::from_toml("otlp_grpc = \"off\"").unwrap();
+        assert_eq!(off.otlp_grpc_listen(), None);
+        let default = ServerConfig::default();
+        assert_eq!(
+            default.otlp_grpc_listen().unwrap().to_string(),
+            "127.0.0.1:4317"
+        );
+        assert_eq!(
+            default.otlp_inflight_bytes,
+            crate::traces::pressure::DEFAULT_INFLIGHT_BYTES
+        );
+        let any_port = ServerConfig::from_toml("http = \"127.0.0.1:0\"").unwrap();
+        assert_eq!(any_port.otlp_grpc_listen().unwrap().port, 0);
+        let zero = ServerConfig::from_toml("otlp_inflight_bytes = 0").unwrap();
+        assert!(zero.validate().is_err());
+        let mut other = default.clone();
+        other.otlp_grpc = Some(DnsListen::Off);
+        other.otlp_inflight_bytes = 1;
+        assert_eq!(
+            default.differences(&other),
+            ["otlp_grpc", "otlp_inflight_bytes"]
+        );
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub enum ServerError {
     DnsBind { addr: String, error: io::Error },
     #[error("cannot listen for OTLP on {addr}: {}", bind_failure(.error, "--otlp"))]
     OtlpBind { addr: String, error: io::Error },
+    #[error("cannot listen for OTLP/gRPC on {addr}: {}", bind_failure(.error, "--otlp-grpc"))]
+    OtlpGrpcBind { addr: String, error: io::Error },
     #[error("HTTP server failed: {0}")]
     Serve(io::Error),
     #[error("cannot start the writer thread: {0}")]
@@ -98,6 +100,8 @@ pub struct Running {
     pub dns_addr: Option<SocketAddr>,
     /// Where the OTLP/HTTP trace receiver listens, unless it is off.
     pub otlp_addr: Option<SocketAddr>,
+    /// Where the OTLP/gRPC trace receiver listens, unless it is off.
+    pub otlp_grpc_addr: Option<SocketAddr>,
     pub instances_restored: usize,
     serve: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
@@ -216,21 +220,41 @@ async fn bind(addr: &HostPort) -> Result<TcpListener, ServerError> {
     })
 }
 
-/// Binds the OTLP receiver's listener, if it is on. The default address taken (another
+/// Which OTLP receiver a listener is for: its flag and how its bind failure is reported.
+#[derive(Clone, Copy)]
+enum OtlpListener {
+    Http,
+    Grpc,
+}
+
+/// Binds an OTLP receiver's listener, if it is on. The default address taken (another
 /// server, an OpenTelemetry collector) is a warning and no receiver; an address asked for that
 /// cannot be bound is an error.
-async fn bind_otlp(config: &ServerConfig) -> Result<Option<TcpListener>, ServerError> {
-    let Some(addr) = config.otlp_listen() else {
+async fn bind_otlp(
+    config: &ServerConfig,
+    which: OtlpListener,
+) -> Result<Option<TcpListener>, ServerError> {
+    let (listen, explicit, flag) = match which {
+        OtlpListener::Http => (config.otlp_listen(), config.otlp.is_some(), "--otlp"),
+        OtlpListener::Grpc => (
+            config.otlp_grpc_listen(),
+            config.otlp_grpc.is_some(),
+            "--otlp-grpc",
+        ),
+    };
+    let Some(addr) = listen else {
         return Ok(None);
     };
     match bind_any(&addr).await {
         Ok(listener) => Ok(Some(listener)),
-        Err(BindFailure::Bind(error))
-            if config.otlp.is_none() && error.kind() == io::ErrorKind::AddrInUse =>
-        {
+        Err(BindFailure::Bind(error)) if !explicit && error.kind() == io::ErrorKind::AddrInUse => {
             tracing::warn!(
-                "the OTLP receiver is off: {addr} is already in use (another trellis server, an \
-                 OpenTelemetry collector?); choose another address with --otlp, or --otlp off"
+                "the {} receiver is off: {addr} is already in use (another trellis server, an \
+                 OpenTelemetry collector?); choose another address with {flag}, or {flag} off",
+                match which {
+                    OtlpListener::Http => "OTLP/HTTP",
+                    OtlpListener::Grpc => "OTLP/gRPC",
+                }
             );
             Ok(None)
         }
@@ -238,10 +262,13 @@ async fn bind_otlp(config: &ServerConfig) -> Result<Option<TcpListener>, ServerE
             addr: addr.to_string(),
             error,
         }),
-        Err(BindFailure::Bind(error)) => Err(ServerError::OtlpBind {
-            addr: addr.to_string(),
-            error,
-        }),
+        Err(BindFailure::Bind(error)) => {
+            let addr = addr.to_string();
+            Err(match which {
+                OtlpListener::Http => ServerError::OtlpBind { addr, error },
+                OtlpListener::Grpc => ServerError::OtlpGrpcBind { addr, error },
+            })
+        }
     }
 }
 
@@ -282,8 +309,14 @@ async fn start_with_store(
         None => None,
     };
     let dns_addr = dns.as_ref().map(|bound| bound.local_addr);
-    let otlp = bind_otlp(&config).await?;
+    let otlp = bind_otlp(&config, OtlpListener::Http).await?;
     let otlp_addr = otlp
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .map_err(ServerError::Serve)?;
+    let otlp_grpc = bind_otlp(&config, OtlpListener::Grpc).await?;
+    let otlp_grpc_addr = otlp_grpc
         .as_ref()
         .map(TcpListener::local_addr)
         .transpose()
@@ -298,6 +331,11 @@ async fn start_with_store(
     let publisher = Arc::new(Publisher::new(&catalog, checks_tx));
     let catalog = Arc::new(SharedCatalog::new(catalog));
     let metrics = Arc::new(Metrics::new());
+    let collector = traces::ingest::Collector::new(
+        trace_store.clone(),
+        config.otlp_inflight_bytes,
+        metrics.traces.clone(),
+    );
     let node = Node::new(&config.node_name, &config.datacenter, local_addr);
     let coordinator = start_coordinator(&config, &publisher, &catalog, &node, &metrics)?;
     let (writer, queue) = queue::channel(config.max_queue);
@@ -344,17 +382,31 @@ async fn start_with_store(
         .transpose()
         .map_err(ServerError::Serve)?;
     let otlp = otlp.map(|listener| {
-        let router = traces::receiver::router(trace_store.clone());
+        let router = traces::receiver::router(collector.clone());
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, router.into_make_service()).await {
                 tracing::error!(%error, "the OTLP receiver stopped");
             }
         })
     });
+    // gRPC is HTTP/2 without TLS: axum's server takes it by its connection preface. No Nagle:
+    // an answer's headers, message and trailers would otherwise wait on the exporter's delayed
+    // ACK (about 25 ms a call on one connection).
+    let otlp_grpc = otlp_grpc.map(|listener| {
+        let router = traces::grpc::router(collector.clone());
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router.into_make_service()).await {
+                tracing::error!(%error, "the OTLP/gRPC receiver stopped");
+            }
+        })
+    });
     let serve = tokio::spawn(async move {
         let result = serve(listener, state, trace_store, shutdown, writer_done).await;
-        if let Some(otlp) = otlp {
-            otlp.abort();
+        for receiver in [otlp, otlp_grpc].into_iter().flatten() {
+            receiver.abort();
         }
         checker.abort();
         coordinator.stop();
@@ -369,6 +421,7 @@ async fn start_with_store(
         local_addr,
         dns_addr,
         otlp_addr,
+        otlp_grpc_addr,
         instances_restored,
         serve,
     })
@@ -429,7 +482,10 @@ async fn serve(
     writer_done: oneshot::Receiver<Result<(), WriterFailed>>,
 ) -> Result<(), ServerError> {
     // Jaeger's query API answers on the same port as the registry's.
-    let router = api::router(state.clone(), traces::jaeger::router(trace_store));
+    // The trace queries on the HTTP API's port: Jaeger's and Trellis's dependency graph.
+    let trace_queries =
+        traces::jaeger::router(trace_store.clone()).merge(traces::graph::router(trace_store));
+    let router = api::router(state.clone(), trace_queries);
     let (failed_tx, mut failed) = oneshot::channel();
     let stop = async move {
         tokio::pin!(shutdown);

@@ -1,11 +1,12 @@
-//! Prometheus metrics of the server: HTTP requests, blocking queries, catalog size, store commits.
+//! Prometheus metrics of the server: HTTP requests, blocking queries, catalog size, store commits,
+//! and the trace collector's (spans received, rejected, throttled requests, the span store's size).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -33,6 +34,7 @@ pub struct Metrics {
     pub watchers: Gauge,
     pub store: StoreMetrics,
     pub coordinator: crate::coordinator::CoordinatorMetrics,
+    pub traces: TraceMetrics,
 }
 
 /// What the writer records about group commits (handles to the registered metrics).
@@ -92,8 +94,10 @@ impl Metrics {
             batch_size.clone(),
         );
         let coordinator = crate::coordinator::CoordinatorMetrics::register(&mut registry);
+        let traces = TraceMetrics::register(&mut registry);
         Self {
             registry,
+            traces,
             coordinator,
             requests,
             request_seconds,
@@ -112,5 +116,98 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Which OTLP transport a request came by.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    pub protocol: &'static str,
+}
+
+/// Why spans were refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub protocol: &'static str,
+    /// `invalid_id` (a trace, span or parent id of the wrong size or all zeros) or `too_large`
+    /// (a span bigger than the whole store).
+    pub reason: &'static str,
+}
+
+/// The trace collector's metrics (handles to the registered metrics).
+#[derive(Clone, Debug, Default)]
+pub struct TraceMetrics {
+    /// Spans in accepted requests, stored or rejected.
+    pub spans_received: Family<ProtocolLabels, Counter>,
+    pub spans_rejected: Family<RejectLabels, Counter>,
+    /// Requests answered 429 / RESOURCE_EXHAUSTED by the back-pressure.
+    pub requests_throttled: Family<ProtocolLabels, Counter>,
+    /// Requests refused as unreadable (400 / INVALID_ARGUMENT).
+    pub requests_malformed: Family<ProtocolLabels, Counter>,
+    pub inflight_bytes: Gauge,
+    pub store_bytes: Gauge,
+    pub store_max_bytes: Gauge,
+    pub store_spans: Gauge,
+    pub store_traces: Gauge,
+    pub evicted_traces: Counter,
+}
+
+impl TraceMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = TraceMetrics::default();
+        registry.register(
+            "otlp_spans_received",
+            "Spans received over OTLP, by protocol (http or grpc), stored or rejected",
+            m.spans_received.clone(),
+        );
+        registry.register(
+            "otlp_spans_rejected",
+            "Spans refused, by protocol and reason (invalid_id, too_large)",
+            m.spans_rejected.clone(),
+        );
+        registry.register(
+            "otlp_requests_throttled",
+            "OTLP requests refused for back-pressure (HTTP 429, gRPC RESOURCE_EXHAUSTED)",
+            m.requests_throttled.clone(),
+        );
+        registry.register(
+            "otlp_requests_malformed",
+            "OTLP requests refused as unreadable (HTTP 400, gRPC INVALID_ARGUMENT)",
+            m.requests_malformed.clone(),
+        );
+        registry.register_with_unit(
+            "otlp_inflight",
+            "Payload bytes of OTLP requests being received, decoded and stored",
+            Unit::Bytes,
+            m.inflight_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "trace_store",
+            "Estimated bytes held by the span store",
+            Unit::Bytes,
+            m.store_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "trace_store_max",
+            "The span store's bound (--trace-store-bytes)",
+            Unit::Bytes,
+            m.store_max_bytes.clone(),
+        );
+        registry.register(
+            "trace_store_spans",
+            "Spans held by the span store",
+            m.store_spans.clone(),
+        );
+        registry.register(
+            "trace_store_traces",
+            "Traces held by the span store",
+            m.store_traces.clone(),
+        );
+        registry.register(
+            "trace_store_evicted_traces",
+            "Whole traces evicted from the span store to stay within its bound",
+            m.evicted_traces.clone(),
+        );
+        m
     }
 }

@@ -62,7 +62,13 @@ impl Query {
     }
 }
 
-/// An edge of the service dependency graph.
+/// An edge of the service dependency graph: `parent` (the caller) called `child` (the callee)
+/// `call_count` times in the window.
+///
+/// A call is a span of `child` whose parent span belongs to `parent`. Its latency is that child
+/// span's duration: the callee's side of the call (usually its server span), which every
+/// instrumented callee reports, whereas the caller's client span exists only when the caller is
+/// instrumented for outbound calls too. Network time before the callee's span is not included.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dependency {
     pub parent: Arc<str>,
@@ -70,6 +76,37 @@ pub struct Dependency {
     pub call_count: u64,
     /// Calls whose child span has an error status.
     pub error_count: u64,
+    /// Median latency of the calls (nearest rank), nanoseconds.
+    pub p50_ns: u64,
+    /// 99th percentile latency of the calls (nearest rank), nanoseconds.
+    pub p99_ns: u64,
+}
+
+impl Dependency {
+    /// The share of calls that failed, 0 to 1.
+    pub fn error_rate(&self) -> f64 {
+        if self.call_count == 0 {
+            0.0
+        } else {
+            self.error_count as f64 / self.call_count as f64
+        }
+    }
+}
+
+/// The nearest-rank percentile `p` (0 to 100) of sorted `values`; 0 for none.
+fn percentile(sorted: &[u64], p: u64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (sorted.len() as u64 * p).div_ceil(100).max(1);
+    sorted[(rank - 1) as usize]
+}
+
+/// What is gathered for one edge while walking the spans.
+#[derive(Default)]
+struct EdgeStats {
+    errors: u64,
+    durations: Vec<u64>,
 }
 
 impl SpanStore {
@@ -188,10 +225,11 @@ impl SpanStore {
 
     /// The service dependency graph: one edge per (parent service, child service) pair of a
     /// parent span and its child span in a different service, counting child spans that started
-    /// in `end_ns - lookback_ns..=end_ns`. Sorted by parent then child.
+    /// in `end_ns - lookback_ns..=end_ns`, with their errors and latency percentiles (see
+    /// [`Dependency`]). Sorted by parent then child.
     pub fn dependencies(&self, end_ns: u64, lookback_ns: u64) -> Vec<Dependency> {
         let from = end_ns.saturating_sub(lookback_ns);
-        let mut edges: BTreeMap<(u32, u32), (u64, u64)> = BTreeMap::new();
+        let mut edges: BTreeMap<(u32, u32), EdgeStats> = BTreeMap::new();
         let mut by_span: HashMap<SpanId, u32> = HashMap::new();
         for trace in &self.traces {
             if trace.max_start_ns < from || trace.min_start_ns > end_ns {
@@ -213,22 +251,43 @@ impl SpanStore {
                     continue;
                 }
                 let edge = edges.entry((parent_service, child.service)).or_default();
-                edge.0 += 1;
+                edge.durations.push(child.duration_ns);
                 if child.status == StatusCode::Error {
-                    edge.1 += 1;
+                    edge.errors += 1;
                 }
             }
         }
         let mut out: Vec<Dependency> = edges
             .into_iter()
-            .map(|((p, c), (calls, errors))| Dependency {
-                parent: self.names.name(p).clone(),
-                child: self.names.name(c).clone(),
-                call_count: calls,
-                error_count: errors,
+            .map(|((p, c), mut stats)| {
+                stats.durations.sort_unstable();
+                Dependency {
+                    parent: self.names.name(p).clone(),
+                    child: self.names.name(c).clone(),
+                    call_count: stats.durations.len() as u64,
+                    error_count: stats.errors,
+                    p50_ns: percentile(&stats.durations, 50),
+                    p99_ns: percentile(&stats.durations, 99),
+                }
             })
             .collect();
         out.sort_by(|a, b| (&a.parent, &a.child).cmp(&(&b.parent, &b.child)));
         out
+    }
+}
+
+#[cfg(test)]
+mod percentile_tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank() {
+        assert_eq!(percentile(&[], 50), 0);
+        assert_eq!(percentile(&[7], 99), 7);
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50), 50);
+        assert_eq!(percentile(&v, 99), 99);
+        assert_eq!(percentile(&v[..10], 99), 10);
+        assert_eq!(percentile(&v[..10], 50), 5);
     }
 }

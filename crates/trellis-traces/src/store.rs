@@ -184,6 +184,8 @@ pub struct Inserted {
     pub rejected_too_large: usize,
     /// Spans with an all-zero trace or span id.
     pub rejected_invalid: usize,
+    /// Whole traces evicted to make room (their spans were accepted by earlier inserts).
+    pub evicted_traces: usize,
 }
 
 /// The span store. See the module documentation.
@@ -320,6 +322,7 @@ impl SpanStore {
             result.accepted += 1;
             while self.bytes() > self.max_bytes && !self.traces.is_empty() {
                 self.evict_oldest();
+                result.evicted_traces += 1;
             }
         }
         result

@@ -197,7 +197,8 @@ fn invalid_and_too_large_spans_are_rejected() {
         Inserted {
             accepted: 1,
             rejected_too_large: 1,
-            rejected_invalid: 2
+            rejected_invalid: 2,
+            evicted_traces: 0,
         }
     );
     assert_eq!(store.trace_count(), 1);
@@ -208,6 +209,7 @@ fn invalid_and_too_large_spans_are_rejected() {
 fn eviction_keeps_the_bound_and_evicts_oldest_traces_whole() {
     let max = 20_000;
     let mut store = SpanStore::new(max);
+    let mut evicted = 0;
     // Trace 0 is the only one with service "early".
     store.insert(vec![span(
         0,
@@ -221,12 +223,16 @@ fn eviction_keeps_the_bound_and_evicts_oldest_traces_whole() {
     )]);
     for t in 1..200u64 {
         // Each trace arrives in two batches, the second after the next trace began.
-        store.insert(vec![
-            http_span(t, 1, None, "frontend", T0 + t),
-            http_span(t, 2, Some(1), "orders", T0 + t),
-        ]);
+        evicted += store
+            .insert(vec![
+                http_span(t, 1, None, "frontend", T0 + t),
+                http_span(t, 2, Some(1), "orders", T0 + t),
+            ])
+            .evicted_traces;
         if t > 1 {
-            store.insert(vec![http_span(t - 1, 3, Some(2), "orders", T0 + t)]);
+            evicted += store
+                .insert(vec![http_span(t - 1, 3, Some(2), "orders", T0 + t)])
+                .evicted_traces;
         }
         assert!(store.bytes() <= max, "{} > {max}", store.bytes());
     }
@@ -242,6 +248,11 @@ fn eviction_keeps_the_bound_and_evicts_oldest_traces_whole() {
     }
     assert_eq!(store.span_count(), 3 * (kept.len() - 1) + 2);
     assert_eq!(store.trace_count(), kept.len());
+    assert_eq!(
+        evicted,
+        200 - kept.len(),
+        "every trace not kept was counted evicted"
+    );
     // The evicted-only service and its operations are gone from the indexes.
     assert_eq!(store.services(), vec![s("frontend"), s("orders")]);
     assert!(store.operations("early", None).is_empty());
@@ -513,11 +524,14 @@ fn search_filters() {
 #[test]
 fn dependencies_count_calls_across_services() {
     let store = search_fixture();
+    // Every orders server span takes half a millisecond.
     let dep = |p: &str, c: &str, calls, errors| Dependency {
         parent: s(p),
         child: s(c),
         call_count: calls,
         error_count: errors,
+        p50_ns: MS / 2,
+        p99_ns: MS / 2,
     };
     assert_eq!(
         store.dependencies(T0 + 100 * SEC, 100 * SEC),
@@ -554,9 +568,77 @@ fn dependencies_count_calls_across_services() {
         store.dependencies(T0 + 100 * SEC, 100 * SEC),
         vec![
             dep("frontend", "orders", 10, 1),
-            dep("orders", "postgres", 1, 0)
+            Dependency {
+                p50_ns: 5,
+                p99_ns: 5,
+                ..dep("orders", "postgres", 1, 0)
+            }
         ]
     );
+}
+
+#[test]
+fn dependencies_carry_error_rates_and_latency_percentiles() {
+    // 200 calls gateway -> users, taking 1..=200 ms, every tenth failing; the gateway's own
+    // child span (same service) and a span whose parent is unknown are no calls.
+    let mut store = SpanStore::new(1 << 24);
+    for t in 1..=200u64 {
+        let start = T0 + t * MS;
+        let root = span(
+            t,
+            1,
+            None,
+            "gateway",
+            "GET /u",
+            SpanKind::Server,
+            start,
+            SEC,
+        );
+        let local = span(
+            t,
+            2,
+            Some(1),
+            "gateway",
+            "route",
+            SpanKind::Internal,
+            start,
+            1,
+        );
+        let mut call = span(
+            t,
+            3,
+            Some(2),
+            "users",
+            "GET /u",
+            SpanKind::Server,
+            start + 1,
+            t * MS,
+        );
+        if t % 10 == 0 {
+            call.status.code = StatusCode::Error;
+        }
+        let orphan = span(t, 4, Some(99), "users", "x", SpanKind::Server, start + 2, 1);
+        store.insert(vec![root, local, call, orphan]);
+    }
+    let deps = store.dependencies(T0 + SEC, SEC);
+    assert_eq!(
+        deps,
+        vec![Dependency {
+            parent: s("gateway"),
+            child: s("users"),
+            call_count: 200,
+            error_count: 20,
+            p50_ns: 100 * MS,
+            p99_ns: 198 * MS,
+        }]
+    );
+    assert!((deps[0].error_rate() - 0.1).abs() < 1e-9);
+    // A window holding only the first 10 calls (started at T0 + 1..=10 ms, plus 1 ns).
+    let early = store.dependencies(T0 + 10 * MS + 1, 10 * MS);
+    assert_eq!(early[0].call_count, 10);
+    assert_eq!((early[0].p50_ns, early[0].p99_ns), (5 * MS, 10 * MS));
+    assert_eq!(early[0].error_count, 1);
+    assert!(store.dependencies(T0 - SEC, SEC).is_empty());
 }
 
 /// A trace of 5 typical HTTP spans across 3 services.

@@ -5,6 +5,7 @@
 use super::plan::{CRASH_PRODUCT, Instance, Plan, kill_instance, restart_app, start_instance};
 use super::processes::Processes;
 use super::report::{Report, percentile};
+use crate::traces_cmd::waterfall::{Trace, waterfall};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -53,7 +54,21 @@ async fn call(
     url: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Answer> {
+    call_traced(http, method, url, body, None).await
+}
+
+/// [`call`], as part of the trace `traceparent` names when given.
+async fn call_traced(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+    traceparent: Option<&str>,
+) -> anyhow::Result<Answer> {
     let mut request = http.request(method, url);
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -95,8 +110,19 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Answer> {
+        self.send_traced(method, path, body, None).await
+    }
+
+    async fn send_traced(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        traceparent: Option<&str>,
+    ) -> anyhow::Result<Answer> {
         let started = Instant::now();
-        let result = call(&self.http, method, &format!("{}{path}", self.gateway), body).await;
+        let url = format!("{}{path}", self.gateway);
+        let result = call_traced(&self.http, method, &url, body, traceparent).await;
         self.stats.record(started.elapsed(), &result);
         result
     }
@@ -111,8 +137,19 @@ impl Client {
         product: &str,
         quantity: i64,
     ) -> anyhow::Result<Answer> {
+        self.order_traced(user_id, product, quantity, None).await
+    }
+
+    /// Places an order as part of the trace `traceparent` names.
+    async fn order_traced(
+        &mut self,
+        user_id: i64,
+        product: &str,
+        quantity: i64,
+        traceparent: Option<&str>,
+    ) -> anyhow::Result<Answer> {
         let body = json!({"user_id": user_id, "product": product, "quantity": quantity});
-        self.send(reqwest::Method::POST, "/orders", Some(body))
+        self.send_traced(reqwest::Method::POST, "/orders", Some(body), traceparent)
             .await
     }
 
@@ -284,6 +321,25 @@ struct Flow<'a> {
     report: &'a mut Report,
     http: reqwest::Client,
     client: Client,
+    /// The trace id of the first order placed, whose waterfall ends the demo, and the trace as
+    /// read back while that order's instances were all alive.
+    order_trace: Option<(String, Option<Trace>)>,
+}
+
+/// A fresh W3C trace id (32 hex digits), random enough to be unique among the demo's traces.
+fn new_trace_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let half = |salt: u64| {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(salt);
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        hasher.finish()
+    };
+    format!("{:016x}{:016x}", half(1), half(2))
 }
 
 /// Runs every step in order; the first step that cannot continue ends the flow with its error.
@@ -304,6 +360,7 @@ pub async fn run(plan: &Plan, procs: &mut Processes, report: &mut Report) -> any
         report,
         http,
         client,
+        order_trace: None,
     };
     flow.start_registry().await?;
     flow.start_instances_and_gateway().await?;
@@ -314,6 +371,7 @@ pub async fn run(plan: &Plan, procs: &mut Processes, report: &mut Report) -> any
     let victim = flow.kill_an_instance_under_load().await?;
     flow.restart(&victim).await?;
     flow.summary().await;
+    flow.show_the_order_trace().await;
     Ok(())
 }
 
@@ -489,7 +547,21 @@ impl Flow<'_> {
         );
         let product = "Product C";
         let (before, _) = self.client.stock(product).await?;
-        let created = self.client.order(1, product, 2).await?;
+        // The demo's client starts the trace (sampled), so it knows the trace id to show.
+        let trace_id = new_trace_id();
+        let traceparent = format!("00-{trace_id}-{}-01", &new_trace_id()[..16]);
+        let created = self
+            .client
+            .order_traced(1, product, 2, Some(&traceparent))
+            .await?;
+        // Read back now, while every process that served it is alive: the SIGKILL of step 7
+        // loses the spans a process has not exported yet.
+        let seen = self
+            .order_trace_spans(&trace_id, Duration::from_secs(15))
+            .await
+            .ok()
+            .flatten();
+        self.order_trace = Some((trace_id, seen));
         self.report.check(
             created.status == 201,
             &format!(
@@ -834,6 +906,87 @@ impl Flow<'_> {
                 ),
             ),
         ]);
+    }
+}
+
+impl Flow<'_> {
+    /// The services the order's trace crosses.
+    fn order_trace_services() -> Vec<&'static str> {
+        vec!["gateway", "orders", "users"]
+    }
+
+    /// Trace `trace_id` from the registry's collector once it has spans from every service it
+    /// crosses (each process exports its batches about a second apart), or as it is after
+    /// `timeout`.
+    async fn order_trace_spans(
+        &self,
+        trace_id: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<Trace>> {
+        let client = trellis_client::Client::new(&self.plan.registry_url())?;
+        crate::traces_cmd::wait_for_trace(&client, trace_id, &Self::order_trace_services(), timeout)
+            .await
+    }
+
+    /// The waterfall of the order placed in step 4, read back from the registry's trace
+    /// collector: the gateway, orders checking the user with users, and the transaction.
+    async fn show_the_order_trace(&mut self) {
+        let Some((trace_id, seen)) = self.order_trace.clone() else {
+            return;
+        };
+        let services = Self::order_trace_services();
+        self.report.step(&format!(
+            "The trace of the order of step 4: {}",
+            services.join(" → ")
+        ));
+        let complete = |t: &Trace| services.iter().all(|s| t.services().contains(s));
+        // Read again for spans that came later (the coordinator's retries, say); what was read
+        // in step 4 stands if this has less.
+        let wait = if seen.as_ref().is_some_and(complete) {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(15)
+        };
+        let again = self.order_trace_spans(&trace_id, wait).await;
+        let best = match (again, seen) {
+            (Ok(Some(now)), Some(before)) if complete(&before) && !complete(&now) => Some(before),
+            (Ok(Some(now)), Some(before)) if now.spans.len() < before.spans.len() => Some(before),
+            (Ok(Some(now)), _) => Some(now),
+            (Ok(None), seen) => seen,
+            (Err(e), seen) => {
+                self.report
+                    .info(&format!("cannot read the trace again: {e:#}"));
+                seen
+            }
+        };
+        match best {
+            Some(trace) if complete(&trace) => {
+                self.report.ok(&format!(
+                    "trace id {trace_id}: {} spans from {}",
+                    trace.spans.len(),
+                    trace.services().into_iter().collect::<Vec<_>>().join(", ")
+                ));
+                self.report.block(&waterfall(&trace, 30));
+                self.report.info(&format!(
+                    "again: {} traces show {trace_id} --addr {}",
+                    super::processes::this_binary(),
+                    self.plan.registry
+                ));
+            }
+            partial => {
+                let got = partial.as_ref().map_or_else(String::new, |t| {
+                    let got: Vec<&str> = t.services().into_iter().collect();
+                    format!(" (only from {})", got.join(", "))
+                });
+                self.report.fail(&format!(
+                    "trace {trace_id} did not reach the collector with spans from {}{got}",
+                    services.join(", ")
+                ));
+                if let Some(trace) = partial {
+                    self.report.block(&waterfall(&trace, 30));
+                }
+            }
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Args;
 use plan::Plan;
 use processes::{Processes, ensure_free};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -25,18 +25,6 @@ pub struct DemoArgs {
     /// Keep the registry's data and the services' databases here instead of a temporary dir.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-}
-
-/// How to run this very binary from the current directory (e.g. `./target/release/trellis`
-/// after `cargo run --release`), so the hints can be pasted as they are.
-fn this_binary() -> String {
-    let Ok(exe) = std::env::current_exe() else {
-        return "trellis".to_owned();
-    };
-    let relative = std::env::current_dir()
-        .ok()
-        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(|p| Path::new(".").join(p)));
-    relative.unwrap_or(exe).display().to_string()
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -105,11 +93,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ),
             (
                 "services",
-                format!("{} services --addr {}", this_binary(), plan.registry),
+                format!("{} services --addr {}", processes::this_binary(), plan.registry),
             ),
             (
                 "transactions",
-                format!("{} txn list --addr {}", this_binary(), plan.registry),
+                format!("{} txn list --addr {}", processes::this_binary(), plan.registry),
+            ),
+            (
+                "traces",
+                format!(
+                    "{} traces search --service orders --addr {}   |   {} traces show TRACE_ID --addr {}",
+                    processes::this_binary(),
+                    plan.registry,
+                    processes::this_binary(),
+                    plan.registry
+                ),
             ),
             (
                 "gateway metrics",

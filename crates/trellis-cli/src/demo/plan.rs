@@ -6,7 +6,7 @@ use crate::server_cmd::ServerArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use trellis_example::{InventoryArgs, OrdersArgs, UsersArgs};
+use trellis_example::{InventoryArgs, OrdersArgs, OtlpEndpoint, TracingArgs, UsersArgs};
 use trellis_proxy::{GatewayArgs, SidecarArgs};
 use trellis_server::{DnsListen, HostPort};
 
@@ -27,6 +27,11 @@ pub struct Plan {
     pub registry: SocketAddr,
     /// The registry's DNS interface (UDP and TCP).
     pub registry_dns: SocketAddr,
+    /// The registry's OTLP/HTTP trace receiver, where every process exports its spans.
+    pub registry_otlp: SocketAddr,
+    /// The registry's OTLP/gRPC trace receiver (unused by the demo, but inside its port range
+    /// rather than on the default 4317).
+    pub registry_otlp_grpc: SocketAddr,
     pub gateway: SocketAddr,
     pub gateway_admin: SocketAddr,
     pub instances: Vec<Instance>,
@@ -34,7 +39,7 @@ pub struct Plan {
 }
 
 /// Ports the demo uses above `--base-port` (registry, gateway, gateway admin, registry DNS,
-/// then five instances of four, from `base + 10` in steps of ten).
+/// registry OTLP/HTTP and OTLP/gRPC, then five instances of four, from `base + 10` in steps of ten).
 const PORTS_USED: u16 = 54;
 
 /// The product whose commit crashes the inventory instance the demo starts (its fault
@@ -75,6 +80,8 @@ impl Plan {
         Ok(Self {
             registry: local(base),
             registry_dns: local(base + 3),
+            registry_otlp: local(base + 4),
+            registry_otlp_grpc: local(base + 5),
             gateway: local(base + 1),
             gateway_admin: local(base + 2),
             instances,
@@ -86,6 +93,8 @@ impl Plan {
         let mut ports = vec![
             ("registry".to_owned(), self.registry),
             ("registry DNS".to_owned(), self.registry_dns),
+            ("registry OTLP".to_owned(), self.registry_otlp),
+            ("registry OTLP/gRPC".to_owned(), self.registry_otlp_grpc),
             ("gateway".to_owned(), self.gateway),
             ("gateway admin".to_owned(), self.gateway_admin),
         ];
@@ -100,6 +109,28 @@ impl Plan {
 
     pub fn registry_url(&self) -> String {
         format!("http://{}", self.registry)
+    }
+
+    /// Where spans are exported: the registry's OTLP/HTTP traces URL.
+    pub fn otlp_traces_url(&self) -> String {
+        format!("http://{}/v1/traces", self.registry_otlp)
+    }
+
+    fn tracing(&self) -> TracingArgs {
+        TracingArgs::export_to(
+            self.otlp_traces_url()
+                .parse::<OtlpEndpoint>()
+                .expect("a valid URL"),
+        )
+    }
+
+    /// The proxies' tracing: spans to the demo's collector (by default they would go to port
+    /// 4318 of the registry's host, which is not the demo's).
+    fn proxy_tracing(&self) -> trellis_proxy::TracingArgs {
+        trellis_proxy::TracingArgs {
+            otlp_endpoint: Some(self.otlp_traces_url()),
+            ..trellis_proxy::TracingArgs::default()
+        }
     }
 
     pub fn gateway_url(&self) -> String {
@@ -126,6 +157,8 @@ impl Plan {
             data_dir: Some(self.data_dir.join("registry")),
             node_name: Some("demo".to_owned()),
             dns: Some(DnsListen::At(HostPort::from(self.registry_dns))),
+            otlp: Some(DnsListen::At(HostPort::from(self.registry_otlp))),
+            otlp_grpc: Some(DnsListen::At(HostPort::from(self.registry_otlp_grpc))),
             ..ServerArgs::default()
         };
         command("server", server.to_args())
@@ -147,6 +180,7 @@ impl Plan {
             listen: i.app,
             db,
             instance: i.name.clone(),
+            tracing: self.tracing(),
         };
         if i.service == "inventory" {
             let inventory = InventoryArgs {
@@ -154,6 +188,7 @@ impl Plan {
                 db: users.db,
                 instance: users.instance,
                 crash_before_commit: faults.then(|| CRASH_PRODUCT.to_owned()),
+                tracing: users.tracing,
             };
             return command(i.service, inventory.to_args());
         }
@@ -172,6 +207,7 @@ impl Plan {
             ),
             users_timeout_ms: 2000,
             coordinator: self.registry_url().parse().expect("a valid URL"),
+            tracing: users.tracing,
         };
         command(i.service, orders.to_args())
     }
@@ -190,6 +226,7 @@ impl Plan {
         sidecar.ttl = Duration::from_secs(2);
         sidecar.deregister_after = Duration::from_secs(3);
         sidecar.workers = Some(1);
+        sidecar.tracing = self.proxy_tracing();
         command("sidecar", sidecar.to_args())
     }
 
@@ -205,6 +242,7 @@ impl Plan {
             ],
             keep_prefix: true,
             workers: Some(1),
+            tracing: self.proxy_tracing(),
             ..GatewayArgs::default()
         };
         command("gateway", gateway.to_args())
@@ -280,5 +318,25 @@ mod tests {
             plan.app_args(orders)
                 .contains(&"--coordinator=http://127.0.0.1:9500/".to_owned())
         );
+    }
+
+    #[test]
+    fn every_process_exports_spans_to_the_demo_registry() {
+        let plan = Plan::new(9500, PathBuf::from("/tmp")).unwrap();
+        assert!(
+            plan.server_args()
+                .contains(&"--otlp=127.0.0.1:9504".to_owned())
+        );
+        let to_collector = "--otlp-endpoint=http://127.0.0.1:9504/v1/traces".to_owned();
+        for i in &plan.instances {
+            assert!(plan.app_args(i).contains(&to_collector), "{}", i.name);
+            assert!(
+                plan.restarted_app_args(i).contains(&to_collector),
+                "{}",
+                i.name
+            );
+            assert!(plan.sidecar_args(i).contains(&to_collector), "{}", i.name);
+        }
+        assert!(plan.gateway_args().contains(&to_collector));
     }
 }

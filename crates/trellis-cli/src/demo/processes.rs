@@ -140,3 +140,15 @@ pub fn ensure_free(ports: &[(String, SocketAddr)]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// How to run this very binary from the current directory (e.g. `./target/release/trellis`
+/// after `cargo run --release`), so the hints can be pasted as they are.
+pub fn this_binary() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "trellis".to_owned();
+    };
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(|p| Path::new(".").join(p)));
+    relative.unwrap_or(exe).display().to_string()
+}

@@ -62,6 +62,13 @@ impl Report {
         println!("    {}", self.paint("2", text));
     }
 
+    /// Prints preformatted text (a waterfall) as it is, indented under the step.
+    pub fn block(&self, text: &str) {
+        for line in text.lines() {
+            println!("    {line}");
+        }
+    }
+
     pub fn table(&self, rows: &[(&str, String)]) {
         let width = rows
             .iter()

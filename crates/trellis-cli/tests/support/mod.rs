@@ -290,3 +290,87 @@ pub fn index_of(response: &reqwest::Response) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// A `trellis server --dev` with its trace collector: OTLP/HTTP and OTLP/gRPC on free
+/// loopback ports, and Jaeger's query API on its HTTP API.
+pub struct Collector {
+    pub proc: Proc,
+    /// The HTTP API, `http://ADDR`.
+    pub http: String,
+    /// The OTLP/HTTP traces URL, `http://ADDR/v1/traces`.
+    pub otlp: String,
+    /// The OTLP/gRPC endpoint, `http://ADDR`.
+    pub grpc: String,
+}
+
+impl Collector {
+    pub fn start() -> Collector {
+        Collector::start_with(&[])
+    }
+
+    /// Like [`Collector::start`], with more server flags.
+    pub fn start_with(extra: &[&str]) -> Collector {
+        let mut args = vec![
+            "server",
+            "--dev",
+            "--http",
+            "127.0.0.1:0",
+            "--dns",
+            "off",
+            "--otlp",
+            "127.0.0.1:0",
+            "--otlp-grpc",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let proc = Proc::start(&args, 3, None);
+        Collector {
+            http: format!("http://{}", proc.addr("API")),
+            otlp: format!("http://{}/v1/traces", proc.addr("OTLP")),
+            grpc: format!("http://{}", proc.addr("OTLP/gRPC")),
+            proc,
+        }
+    }
+
+    /// `GET path` on the HTTP API: the status and the JSON answer (`null` if not JSON).
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = http()
+            .get(format!("{}{path}", self.http))
+            .send()
+            .await
+            .expect("GET");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or_default())
+    }
+}
+
+impl Collector {
+    /// Trace `id` as Jaeger's API answers it (`data[0]`), once it has at least `spans` spans
+    /// (exporters send in batches); panics after 20 s.
+    pub async fn trace(&self, id: &str, spans: usize) -> serde_json::Value {
+        let path = format!("/api/traces/{id}");
+        let found = Arc::new(Mutex::new(serde_json::Value::Null));
+        let what = format!("{spans} spans of {id}");
+        eventually(Duration::from_secs(20), &what, || {
+            let found = found.clone();
+            let path = path.clone();
+            async move {
+                let (_, body) = self.get(&path).await;
+                let n = body["data"][0]["spans"].as_array().map_or(0, Vec::len);
+                *found.lock().unwrap() = body["data"][0].clone();
+                n >= spans
+            }
+        })
+        .await;
+        found.lock().unwrap().clone()
+    }
+}
+
+/// The bytes of a hex string (trace and span ids).
+pub fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}

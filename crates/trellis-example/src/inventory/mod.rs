@@ -37,6 +37,9 @@ pub struct InventoryArgs {
     /// Instance name, returned in `x-served-by` on every response.
     #[arg(long, default_value = "inventory-1")]
     pub instance: String,
+    /// Where this instance's spans go.
+    #[command(flatten)]
+    pub tracing: crate::TracingArgs,
     /// Fault injection (for the demo): when the commit of a reservation of PRODUCT arrives,
     /// exit at once with status 3 without committing it, as if the process crashed between
     /// prepare and commit. Start the instance again without this flag to let the
@@ -57,6 +60,7 @@ impl InventoryArgs {
         if let Some(product) = &self.crash_before_commit {
             args.push(format!("--crash-before-commit={product}"));
         }
+        args.extend(self.tracing.to_args());
         args
     }
 }

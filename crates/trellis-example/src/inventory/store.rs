@@ -3,7 +3,7 @@
 
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
-use crate::db::{Db, Schema};
+use crate::db::{Db, Query, Schema};
 use crate::{Error, Stock};
 
 pub(crate) static SCHEMA: Schema = Schema {
@@ -48,7 +48,7 @@ impl InventoryStore {
 
     pub(crate) async fn list(&self) -> Result<Vec<Stock>, Error> {
         self.db
-            .call(|conn| {
+            .call(Query::new("SELECT", "stock"), |conn| {
                 conn.prepare_cached("SELECT product, stock, reserved FROM stock ORDER BY product")?
                     .query_map([], stock)?
                     .collect()
@@ -58,7 +58,7 @@ impl InventoryStore {
 
     pub(crate) async fn get(&self, product: String) -> Result<Option<Stock>, Error> {
         self.db
-            .call(move |conn| {
+            .call(Query::new("SELECT", "stock"), move |conn| {
                 conn.prepare_cached(
                     "SELECT product, stock, reserved FROM stock WHERE product = ?1",
                 )?

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use reqwest::Url;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::outbound::{check_http, forward};
 use super::store::NewOrder;
@@ -90,10 +91,36 @@ impl CoordinatorClient {
                 },
             ],
         });
-        let request = forward(self.http.post(&self.submit).json(&body), incoming);
-        let response = request.send().await.map_err(|e| failure(gid, &e))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| failure(gid, &e))?;
+        let span = crate::telemetry::client_span(
+            "POST",
+            "coordinator /v1/trellis/txn",
+            "trellis-coordinator",
+            &self.submit,
+        );
+        tracing_opentelemetry::OpenTelemetrySpanExt::set_attribute(
+            &span,
+            "trellis.txn.gid",
+            gid.to_owned(),
+        );
+        let request = forward(self.http.post(&self.submit).json(&body), &span, incoming);
+        let (status, text) = async {
+            let response = request.send().await;
+            let response = match response {
+                Ok(response) => response,
+                Err(e) => {
+                    crate::telemetry::record_failure(&span, &e);
+                    return Err(e);
+                }
+            };
+            let status = response.status();
+            // 409 is an answer here (the transaction aborted), not a failed call.
+            let code = status.as_u16();
+            crate::telemetry::record_status(&span, code, code >= 400 && code != 409);
+            Ok((status, response.text().await?))
+        }
+        .instrument(span.clone())
+        .await
+        .map_err(|e| failure(gid, &e))?;
         let txn: Option<Value> = serde_json::from_str(&text).ok();
         let state = txn
             .as_ref()

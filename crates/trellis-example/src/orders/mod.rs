@@ -53,6 +53,9 @@ pub struct OrdersArgs {
     /// Instance name, returned in `x-served-by` on every response.
     #[arg(long, default_value = "orders-1")]
     pub instance: String,
+    /// Where this instance's spans go.
+    #[command(flatten)]
+    pub tracing: crate::TracingArgs,
     /// Base URL of the users service. The default is the service name, which the sidecar
     /// resolves.
     #[arg(long, default_value = "http://users")]
@@ -85,6 +88,7 @@ impl OrdersArgs {
         if let Some(proxy) = &self.proxy {
             args.push(format!("--proxy={proxy}"));
         }
+        args.extend(self.tracing.to_args());
         args
     }
 }

@@ -1,26 +1,21 @@
 //! What the orders service's outgoing calls (to users, to the transaction coordinator) share:
-//! the trace headers copied from the incoming request, and plain-HTTP URLs checked at start-up.
+//! the trace headers (this call's span as the parent, and the incoming request id), and
+//! plain-HTTP URLs checked at start-up.
 
 use axum::http::HeaderMap;
 use reqwest::Url;
+use tracing::Span;
 
 use crate::Error;
 
-/// Request headers copied from the incoming request onto every outgoing call, so that one trace
+/// `request`, made inside the CLIENT span `span`, with the trace headers that make one trace
 /// and one request id span every service an order touches.
-const FORWARDED: [&str; 3] = ["traceparent", "tracestate", "x-request-id"];
-
-/// `request` with the incoming request's trace headers.
 pub(crate) fn forward(
-    mut request: reqwest::RequestBuilder,
+    request: reqwest::RequestBuilder,
+    span: &Span,
     incoming: &HeaderMap,
 ) -> reqwest::RequestBuilder {
-    for name in FORWARDED {
-        for value in incoming.get_all(name) {
-            request = request.header(name, value);
-        }
-    }
-    request
+    request.headers(crate::telemetry::outgoing_headers(span, incoming))
 }
 
 /// reqwest is built without TLS here, so only plain HTTP can work; say so at start-up.

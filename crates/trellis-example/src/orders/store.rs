@@ -6,7 +6,7 @@
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{Db, Schema};
+use crate::db::{Db, Query, Schema};
 use crate::{Error, Order};
 
 static SCHEMA: Schema = Schema {
@@ -112,7 +112,7 @@ impl OrdersStore {
         status: Status,
     ) -> Result<Vec<Order>, Error> {
         self.db
-            .call(move |conn| match user_id {
+            .call(Query::new("SELECT", "orders"), move |conn| match user_id {
                 Some(user_id) => conn
                     .prepare_cached(
                         "SELECT id, user_id, product, quantity FROM orders
@@ -134,7 +134,7 @@ impl OrdersStore {
     /// A placed order.
     pub(crate) async fn get(&self, id: i64) -> Result<Option<Order>, Error> {
         self.db
-            .call(move |conn| {
+            .call(Query::new("SELECT", "orders"), move |conn| {
                 conn.prepare_cached(
                     "SELECT id, user_id, product, quantity FROM orders
                      WHERE id = ?1 AND status = 'placed'",
@@ -148,7 +148,7 @@ impl OrdersStore {
     /// The order a transaction made, pending or placed.
     pub(crate) async fn by_gid(&self, gid: String) -> Result<Option<Order>, Error> {
         self.db
-            .call(move |conn| {
+            .call(Query::new("SELECT", "orders"), move |conn| {
                 conn.prepare_cached(
                     "SELECT id, user_id, product, quantity FROM orders WHERE gid = ?1",
                 )?

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use reqwest::{Proxy, Url};
+use tracing::Instrument;
 
 use super::outbound::{check_http, forward};
 use crate::{Error, User};
@@ -50,10 +51,26 @@ impl UsersClient {
         })
     }
 
-    /// Asks for `/users/{id}`. `Ok(false)` only for a 404 from the users service itself.
+    /// Asks for `/users/{id}`, as a CLIENT span of the current request. `Ok(false)` only for
+    /// a 404 from the users service itself.
     pub(crate) async fn exists(&self, id: i64, incoming: &HeaderMap) -> Result<bool, Unavailable> {
-        let request = forward(self.http.get(format!("{}/users/{id}", self.base)), incoming);
-        let response = request.send().await.map_err(|e| self.failure(&e))?;
+        let url = format!("{}/users/{id}", self.base);
+        let span = crate::telemetry::client_span("GET", "users /users/{id}", "users", &url);
+        let request = forward(self.http.get(&url), &span, incoming);
+        let response = async {
+            let answer = request.send().await;
+            match &answer {
+                Ok(response) => {
+                    let code = response.status().as_u16();
+                    crate::telemetry::record_status(&span, code, code >= 400);
+                }
+                Err(e) => crate::telemetry::record_failure(&span, e),
+            }
+            answer
+        }
+        .instrument(span.clone())
+        .await
+        .map_err(|e| self.failure(&e))?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND && !response.headers().contains_key(PROXY_ERROR) {
             return Ok(false);

@@ -34,17 +34,22 @@ pub struct UsersArgs {
     /// Instance name, returned in `x-served-by` on every response.
     #[arg(long, default_value = "users-1")]
     pub instance: String,
+    /// Where this instance's spans go.
+    #[command(flatten)]
+    pub tracing: crate::TracingArgs,
 }
 
 impl UsersArgs {
     /// These arguments as a command line (without the subcommand name) that parses back into
     /// an equal value.
     pub fn to_args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             format!("--listen={}", self.listen),
             format!("--db={}", self.db.display()),
             format!("--instance={}", self.instance),
-        ]
+        ];
+        args.extend(self.tracing.to_args());
+        args
     }
 }
 

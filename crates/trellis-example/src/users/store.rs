@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension, Row};
 
-use crate::db::{Db, Schema};
+use crate::db::{Db, Query, Schema};
 use crate::{Error, User};
 
 static SCHEMA: Schema = Schema {
@@ -43,7 +43,7 @@ impl UsersStore {
 
     pub(crate) async fn list(&self) -> Result<Vec<User>, Error> {
         self.db
-            .call(|conn| {
+            .call(Query::new("SELECT", "users"), |conn| {
                 let mut stmt = conn.prepare_cached("SELECT id, name FROM users ORDER BY id")?;
                 stmt.query_map([], user)?.collect()
             })
@@ -52,7 +52,7 @@ impl UsersStore {
 
     pub(crate) async fn get(&self, id: i64) -> Result<Option<User>, Error> {
         self.db
-            .call(move |conn| {
+            .call(Query::new("SELECT", "users"), move |conn| {
                 conn.prepare_cached("SELECT id, name FROM users WHERE id = ?1")?
                     .query_row([id], user)
                     .optional()
@@ -62,7 +62,7 @@ impl UsersStore {
 
     pub(crate) async fn create(&self, name: String) -> Result<User, Error> {
         self.db
-            .call(move |conn| {
+            .call(Query::new("INSERT", "users"), move |conn| {
                 // One statement, so it is atomic without an explicit transaction and the id
                 // comes back even when another instance inserts at the same moment.
                 conn.prepare_cached("INSERT INTO users (name) VALUES (?1) RETURNING id, name")?

@@ -9,8 +9,8 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use trellis_example::{
-    Error, INVENTORY_SERVICE, InventoryArgs, ORDERS_SERVICE, OrdersArgs, Server, UsersArgs,
-    inventory_server, orders_server, users_server,
+    Error, INVENTORY_SERVICE, InventoryArgs, ORDERS_SERVICE, OrdersArgs, Server, TracingArgs,
+    UsersArgs, inventory_server, orders_server, users_server,
 };
 
 use crate::coordinator::MiniCoordinator;
@@ -154,6 +154,7 @@ pub fn users_args(db: &Path, instance: &str) -> UsersArgs {
         listen: "127.0.0.1:0".parse().expect("addr"),
         db: db.to_owned(),
         instance: instance.to_owned(),
+        tracing: TracingArgs::default(),
     }
 }
 
@@ -167,6 +168,7 @@ pub fn orders_args(db: &Path, instance: &str, users_url: &str) -> OrdersArgs {
         proxy: None,
         users_timeout_ms: 2000,
         coordinator: format!("http://{}", dead_addr()).parse().expect("url"),
+        tracing: TracingArgs::default(),
     }
 }
 
@@ -176,6 +178,7 @@ pub fn inventory_args(db: &Path, instance: &str) -> InventoryArgs {
         db: db.to_owned(),
         instance: instance.to_owned(),
         crash_before_commit: None,
+        tracing: TracingArgs::default(),
     }
 }
 

@@ -8,10 +8,10 @@ use super::error::ApiError;
 use super::ids::random_uuid;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
-use crate::coordinator::{NewBranch, Request, TxnError};
+use crate::coordinator::{NewBranch, Request, TraceContext, TxnError};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -60,6 +60,7 @@ struct BranchBody {
 pub async fn begin(
     State(state): State<AppState>,
     Query(q): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
@@ -84,7 +85,7 @@ pub async fn begin(
     };
     let txn = state
         .coordinator()
-        .request(request, wait)
+        .request(request, wait, TraceContext::from_headers(&headers))
         .await
         .map_err(error)?;
     Ok(answer(&txn, commit))
@@ -94,13 +95,14 @@ pub async fn begin(
 pub async fn add_branch(
     State(state): State<AppState>,
     Path(gid): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let branch = branch(parse(&body)?)?;
     let request = Request::AddBranch { gid, branch };
     let txn = state
         .coordinator()
-        .request(request, false)
+        .request(request, false, TraceContext::from_headers(&headers))
         .await
         .map_err(error)?;
     Ok(answer(&txn, false))
@@ -112,11 +114,16 @@ pub async fn commit(
     State(state): State<AppState>,
     Path(gid): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let wait = waits(&QueryParams::new(q))?;
     let txn = state
         .coordinator()
-        .request(Request::Commit { gid }, wait)
+        .request(
+            Request::Commit { gid },
+            wait,
+            TraceContext::from_headers(&headers),
+        )
         .await
         .map_err(error)?;
     Ok(answer(&txn, true))
@@ -126,10 +133,15 @@ pub async fn commit(
 pub async fn abort(
     State(state): State<AppState>,
     Path(gid): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let txn = state
         .coordinator()
-        .request(Request::Abort { gid }, false)
+        .request(
+            Request::Abort { gid },
+            false,
+            TraceContext::from_headers(&headers),
+        )
         .await
         .map_err(error)?;
     Ok(answer(&txn, false))

@@ -7,7 +7,8 @@
 
 use super::participants::Participants;
 use super::{
-    Answer, CoordinatorMetrics, Input, MAX_OUTCOME_WAITERS, NewBranch, Published, Request, TxnError,
+    Answer, CoordinatorMetrics, Input, MAX_OUTCOME_WAITERS, NewBranch, Published, Request,
+    TraceContext, TxnError,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,6 +60,9 @@ pub struct Driver {
     reported: Stats,
     /// When the scanning gauges were last refreshed.
     gauges_at: Instant,
+    /// The trace context of each unfinished transaction that was given one (memory only: after
+    /// a restart the re-driven messages start traces of their own).
+    traces: HashMap<Arc<str>, TraceContext>,
 }
 
 /// The parts a driver is built from.
@@ -99,6 +103,7 @@ impl Driver {
             waiting: 0,
             reported: Stats::default(),
             gauges_at: Instant::now(),
+            traces: HashMap::new(),
         };
         driver.reload()?;
         let restored = driver.engine.transactions().count();
@@ -126,13 +131,23 @@ impl Driver {
                         request,
                         await_outcome,
                         reply,
+                        trace,
                     } => {
                         match self.apply(request, now) {
-                            Ok(gid) => pending.push(Pending {
-                                gid,
-                                await_outcome,
-                                reply,
-                            }),
+                            Ok(gid) => {
+                                let unfinished = self
+                                    .engine
+                                    .get(&gid)
+                                    .is_some_and(|txn| !txn.state.is_done());
+                                if let (Some(trace), true) = (trace, unfinished) {
+                                    self.traces.insert(Arc::clone(&gid), trace);
+                                }
+                                pending.push(Pending {
+                                    gid,
+                                    await_outcome,
+                                    reply,
+                                })
+                            }
                             // Nothing changed: no need to wait for the commit.
                             Err(error) => {
                                 let _ = reply.send(Err(TxnError::Rejected(error)));
@@ -299,11 +314,13 @@ impl Driver {
                 }
             }
         }
+        self.forget_finished_traces(&fx);
         for message in std::mem::take(&mut fx.sends) {
             let participants = self.participants.clone();
             let tx = self.tx.clone();
+            let trace = self.traces.get(&message.gid).cloned();
             self.runtime.spawn(async move {
-                let response = participants.call(&message).await;
+                let response = participants.call(&message, trace.as_ref()).await;
                 // The driver may have stopped; the answer then no longer matters.
                 let _ = tx.send(Input::Response {
                     gid: message.gid,
@@ -312,6 +329,18 @@ impl Driver {
                     response,
                 });
             });
+        }
+    }
+
+    /// Forgets the trace context of transactions that finished (no message will follow).
+    fn forget_finished_traces(&mut self, fx: &Effects) {
+        if self.traces.is_empty() {
+            return;
+        }
+        for gid in &fx.changed {
+            if self.engine.get(gid).is_none_or(|txn| txn.state.is_done()) {
+                self.traces.remove(gid);
+            }
         }
     }
 

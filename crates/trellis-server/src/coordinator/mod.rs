@@ -37,6 +37,24 @@ pub struct NewBranch {
     pub payload: Arc<str>,
 }
 
+/// The W3C trace context a request came with (`traceparent`, and `tracestate` if any), passed on
+/// unchanged to the transaction's phase messages so the branches' spans join the caller's trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    pub traceparent: hyper::header::HeaderValue,
+    pub tracestate: Option<hyper::header::HeaderValue>,
+}
+
+impl TraceContext {
+    /// The context in `headers`, if they carry a `traceparent`.
+    pub fn from_headers(headers: &hyper::HeaderMap) -> Option<Self> {
+        Some(Self {
+            traceparent: headers.get("traceparent")?.clone(),
+            tracestate: headers.get("tracestate").cloned(),
+        })
+    }
+}
+
 /// A change asked of the coordinator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -82,6 +100,7 @@ pub(crate) enum Input {
         request: Request,
         await_outcome: bool,
         reply: oneshot::Sender<Answer>,
+        trace: Option<TraceContext>,
     },
     /// A participant's answer (or the failure to get one).
     Response {
@@ -225,7 +244,13 @@ impl Coordinator {
 
     /// Submits a request and waits until it is durable (or, with `await_outcome`, until the
     /// transaction's outcome is known: every branch acknowledged, or phase 2 is being retried).
-    pub async fn request(&self, request: Request, await_outcome: bool) -> Answer {
+    /// The transaction's phase messages carry `trace`, the latest a request about it came with.
+    pub async fn request(
+        &self,
+        request: Request,
+        await_outcome: bool,
+        trace: Option<TraceContext>,
+    ) -> Answer {
         if self.inner.queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED {
             self.inner.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(TxnError::Busy);
@@ -238,6 +263,7 @@ impl Coordinator {
                 request,
                 await_outcome,
                 reply,
+                trace,
             })
             .is_ok();
         if !sent {

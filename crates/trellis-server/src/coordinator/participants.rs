@@ -2,6 +2,7 @@
 //! `{gid, branch_id, payload}`, the base being an explicit URL or a healthy instance of a
 //! registered service, and the answer mapped to what the engine understands.
 
+use super::TraceContext;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::CONTENT_TYPE;
@@ -67,8 +68,9 @@ impl Participants {
         }
     }
 
-    /// Sends `message` and says what the participant answered.
-    pub async fn call(&self, message: &Message) -> Response {
+    /// Sends `message` (with the transaction's trace context, if it has one) and says what the
+    /// participant answered.
+    pub async fn call(&self, message: &Message, trace: Option<&TraceContext>) -> Response {
         let Ok(_permit) = self.permits.acquire().await else {
             return Response::Failed("the coordinator is stopping".into());
         };
@@ -76,7 +78,7 @@ impl Participants {
         match &message.target {
             Target::Url(url) => {
                 let url = format!("{}/{phase}", url.trim_end_matches('/'));
-                self.send(&url, message).await
+                self.send(&url, message, trace).await
             }
             Target::Service { name, path } => {
                 let Some(endpoint) = self.pick(name) else {
@@ -90,7 +92,7 @@ impl Participants {
                 let path = path.trim_end_matches('/');
                 let url = format!("http://{host}:{}{path}/{phase}", endpoint.port);
                 let started = Instant::now();
-                let response = self.send(&url, message).await;
+                let response = self.send(&url, message, trace).await;
                 let answered = !matches!(response, Response::Failed(_));
                 self.picked_done(name, &endpoint, started, answered);
                 response
@@ -121,14 +123,19 @@ impl Participants {
     }
 
     /// Posts `message` to `url` and says what the participant answered.
-    async fn send(&self, url: &str, message: &Message) -> Response {
+    async fn send(&self, url: &str, message: &Message, trace: Option<&TraceContext>) -> Response {
         let uri: Uri = match url.parse() {
             Ok(uri) => uri,
             Err(error) => return Response::Failed(format!("{url}: {error}")),
         };
-        let request = Request::post(uri)
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body(message))));
+        let mut request = Request::post(uri).header(CONTENT_TYPE, "application/json");
+        if let Some(trace) = trace {
+            request = request.header("traceparent", trace.traceparent.clone());
+            if let Some(state) = &trace.tracestate {
+                request = request.header("tracestate", state.clone());
+            }
+        }
+        let request = request.body(Full::new(Bytes::from(body(message))));
         let request = match request {
             Ok(request) => request,
             Err(error) => return Response::Failed(format!("{url}: {error}")),

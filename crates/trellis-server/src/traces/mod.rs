@@ -1,17 +1,25 @@
 //! The trace collector's adapters around the pure span store (`trellis-traces`): the shared
-//! store handle, the OTLP/HTTP receiver on its own listener (`receiver.rs`, converting with
-//! `otlp.rs`) and Jaeger's query API on the HTTP API's port (`jaeger.rs`).
+//! store handle; the OTLP receivers on their own listeners, OTLP/HTTP (`receiver.rs`) and
+//! OTLP/gRPC (`grpc.rs`), both through `ingest.rs` (admission by `pressure.rs`, conversion by
+//! `otlp.rs`, the insert, metrics, partial success; `google.rpc` answers from `rpc.rs`); and on
+//! the HTTP API's port Jaeger's query API (`jaeger.rs`) and Trellis's dependency graph with call
+//! statistics (`graph.rs`).
 
+pub mod graph;
+pub mod grpc;
+pub mod ingest;
 pub mod jaeger;
 pub mod otlp;
+pub mod pressure;
 pub mod receiver;
+pub mod rpc;
 
 use parking_lot::Mutex;
 use std::sync::Arc;
 use trellis_traces::SpanStore;
 
-/// The span store shared by the receiver and the query API. Requests convert outside the lock
-/// and only insert or query under it.
+/// The span store shared by the receivers and the query APIs. Requests convert outside the
+/// lock and only insert or query under it.
 pub type TraceStore = Arc<Mutex<SpanStore>>;
 
 /// An empty store bounded by `max_bytes`.

@@ -1,60 +1,70 @@
 //! The OTLP/HTTP trace receiver on its own listener: `POST /v1/traces` with a protobuf or JSON
 //! `ExportTraceServiceRequest` (optionally gzip-compressed), answered as the OTLP/HTTP
 //! specification says: 200 with an `ExportTraceServiceResponse` (partial success for refused
-//! spans), 400 with a `google.rpc.Status` for a malformed body, 415 for another content type.
+//! spans), 400 with a `google.rpc.Status` for a malformed body, 415 for another content type,
+//! 413 beyond [`MAX_BODY`], and 429 with `Retry-After` (and a `Status` carrying a `RetryInfo`)
+//! when the in-flight budget is spent (see `pressure.rs`).
 
-use super::TraceStore;
+use super::ingest::{Collector, MAX_BODY, Protocol};
 use super::otlp::{self, Encoding};
+use super::pressure::RETRY_DELAY;
+use super::rpc::{INVALID_ARGUMENT, RpcStatus};
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use std::io::Read;
-
-/// Largest request body, compressed and decompressed: 16 MiB.
-pub const MAX_BODY: usize = 16 << 20;
+use std::sync::Arc;
 
 /// The receiver's routes.
-pub fn router(store: TraceStore) -> Router {
+pub fn router(collector: Arc<Collector>) -> Router {
     Router::new()
         .route("/v1/traces", post(export))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(store)
+        .with_state(collector)
 }
 
-/// `google.rpc.Status`, the body of an OTLP/HTTP error answer (its `details` left out).
-#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
-
-/// gRPC's INVALID_ARGUMENT, the code of a malformed request.
-const INVALID_ARGUMENT: i32 = 3;
-
-fn bad_request(encoding: Encoding, message: String) -> Response {
-    let status = RpcStatus {
-        code: INVALID_ARGUMENT,
-        message,
-    };
+fn status_response(code: StatusCode, encoding: Encoding, status: &RpcStatus) -> Response {
     let body = match encoding {
         Encoding::Protobuf => status.encode_to_vec(),
-        Encoding::Json => serde_json::to_vec(&status).unwrap_or_default(),
+        Encoding::Json => status.to_json().to_string().into_bytes(),
     };
     (
-        StatusCode::BAD_REQUEST,
+        code,
         [(header::CONTENT_TYPE, encoding.content_type())],
         body,
     )
         .into_response()
+}
+
+fn bad_request(encoding: Encoding, message: String) -> Response {
+    let status = RpcStatus::new(INVALID_ARGUMENT, message);
+    status_response(StatusCode::BAD_REQUEST, encoding, &status)
+}
+
+fn too_large(encoding: Encoding) -> Response {
+    let status = RpcStatus::new(
+        INVALID_ARGUMENT,
+        format!("the body is larger than {MAX_BODY} bytes; export smaller batches"),
+    );
+    status_response(StatusCode::PAYLOAD_TOO_LARGE, encoding, &status)
+}
+
+/// 429 with `Retry-After` in whole seconds, as OTLP/HTTP exporters read it.
+fn throttled(encoding: Encoding) -> Response {
+    let status = RpcStatus::retry_after(
+        "the trace collector is busy: too many spans in flight; retry later",
+        RETRY_DELAY,
+    );
+    let mut response = status_response(StatusCode::TOO_MANY_REQUESTS, encoding, &status);
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(RETRY_DELAY.as_secs().max(1)),
+    );
+    response
 }
 
 /// The body, gunzipped if `Content-Encoding` says gzip; at most [`MAX_BODY`] bytes either way.
@@ -98,7 +108,11 @@ fn json_response(response: &ExportTraceServiceResponse) -> Vec<u8> {
     body.to_string().into_bytes()
 }
 
-async fn export(State(store): State<TraceStore>, headers: HeaderMap, body: Bytes) -> Response {
+async fn export(
+    State(collector): State<Arc<Collector>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -113,36 +127,60 @@ async fn export(State(store): State<TraceStore>, headers: HeaderMap, body: Bytes
         )
             .into_response();
     };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return too_large(encoding);
+    }
+    // Reserve before reading when the size is known, so a throttled body is never buffered.
+    let early = match declared {
+        Some(n) => match collector.admit(n, Protocol::Http) {
+            Some(permit) => Some(permit),
+            None => return throttled(encoding),
+        },
+        None => None,
+    };
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(error) => {
+            let limited = std::error::Error::source(&error)
+                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+            if limited {
+                return too_large(encoding);
+            }
+            collector.malformed(Protocol::Http);
+            return bad_request(encoding, format!("cannot read the body: {error}"));
+        }
+    };
+    let mut permit = match early {
+        Some(permit) => permit,
+        None => match collector.admit(body.len(), Protocol::Http) {
+            Some(permit) => permit,
+            None => return throttled(encoding),
+        },
+    };
     let body = match decompress(&headers, body) {
         Ok(body) => body,
-        Err(message) => return bad_request(encoding, message),
+        Err(message) => {
+            collector.malformed(Protocol::Http);
+            return bad_request(encoding, message);
+        }
     };
+    if !collector.grow(&mut permit, body.len(), Protocol::Http) {
+        return throttled(encoding);
+    }
     let request = match otlp::decode(encoding, &body) {
         Ok(request) => request,
-        Err(message) => return bad_request(encoding, message),
+        Err(message) => {
+            collector.malformed(Protocol::Http);
+            return bad_request(encoding, message);
+        }
     };
-    // Convert outside the lock; only the insert holds it.
-    let converted = otlp::convert(request);
-    let inserted = store.lock().insert(converted.spans);
-    let invalid = converted.rejected_invalid + inserted.rejected_invalid;
-    let too_large = inserted.rejected_too_large;
-    let mut reasons = Vec::new();
-    if invalid > 0 {
-        reasons.push(format!(
-            "{invalid} spans with an invalid trace, span or parent span id"
-        ));
-    }
-    if too_large > 0 {
-        reasons.push(format!(
-            "{too_large} spans larger than the span store (--trace-store-bytes)"
-        ));
-    }
-    let response = ExportTraceServiceResponse {
-        partial_success: (!reasons.is_empty()).then(|| ExportTracePartialSuccess {
-            rejected_spans: (invalid + too_large) as i64,
-            error_message: reasons.join("; "),
-        }),
-    };
+    drop(body);
+    let response = collector.export(request, Protocol::Http);
+    drop(permit);
     let body = match encoding {
         Encoding::Protobuf => response.encode_to_vec(),
         Encoding::Json => json_response(&response),

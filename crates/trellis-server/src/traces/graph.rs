@@ -1,0 +1,140 @@
+//! `GET /v1/trellis/traces/dependencies?lookback=&endTs=`: the service dependency graph with
+//! call statistics per edge, the form the dashboard reads (Jaeger's `/api/dependencies` keeps
+//! its own shape: parent, child, callCount).
+//!
+//! ```json
+//! {"endTs": 1750000000000, "lookback": 3600000, "dependencies": [
+//!   {"parent": "gateway", "child": "orders", "callCount": 120, "errorCount": 3,
+//!    "errorRate": 0.025, "p50Ms": 4.2, "p99Ms": 38.0}]}
+//! ```
+//!
+//! `endTs` is milliseconds since the epoch (default now); `lookback` milliseconds or a
+//! duration such as `15m` or `1h` (default one hour). An edge counts the spans of `child` whose
+//! parent span belongs to `parent` and that started in the window; latency is those child
+//! spans' durations (the callee's side), errors those with an error status.
+
+use super::TraceStore;
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const PATH: &str = "/v1/trellis/traces/dependencies";
+
+/// The default window: one hour.
+const DEFAULT_LOOKBACK_MS: u64 = 3_600_000;
+
+pub fn router(store: TraceStore) -> Router {
+    Router::new()
+        .route(PATH, get(dependencies))
+        .with_state(store)
+}
+
+/// Milliseconds: a bare number, or a number with a unit (`ms`, `s`, `m`, `h`, `d`).
+fn parse_millis(value: &str) -> Option<u64> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let scale = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn ms(ns: u64) -> f64 {
+    // Microsecond resolution is plenty for a graph's labels.
+    (ns / 1_000) as f64 / 1_000.0
+}
+
+async fn dependencies(
+    State(store): State<TraceStore>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    };
+    let end_ms = match get("endTs") {
+        None => now_ms(),
+        Some(v) => match v.parse::<u64>() {
+            Ok(ms) => ms,
+            Err(_) => {
+                return bad_request(format!(
+                    "cannot parse endTs {v:?}: expected milliseconds since the epoch"
+                ));
+            }
+        },
+    };
+    let lookback_ms = match get("lookback") {
+        None => DEFAULT_LOOKBACK_MS,
+        Some(v) => match parse_millis(v) {
+            Some(ms) => ms,
+            None => {
+                return bad_request(format!(
+                    "cannot parse lookback {v:?}: expected milliseconds or a duration such as 15m"
+                ));
+            }
+        },
+    };
+    let deps = store.lock().dependencies(
+        end_ms.saturating_mul(1_000_000),
+        lookback_ms.saturating_mul(1_000_000),
+    );
+    let edges: Vec<Value> = deps
+        .iter()
+        .map(|d| {
+            json!({
+                "parent": &*d.parent,
+                "child": &*d.child,
+                "callCount": d.call_count,
+                "errorCount": d.error_count,
+                "errorRate": d.error_rate(),
+                "p50Ms": ms(d.p50_ns),
+                "p99Ms": ms(d.p99_ns),
+            })
+        })
+        .collect();
+    Json(json!({"endTs": end_ms, "lookback": lookback_ms, "dependencies": edges})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_millis;
+
+    #[test]
+    fn lookbacks_parse() {
+        assert_eq!(parse_millis("1500"), Some(1500));
+        assert_eq!(parse_millis("250ms"), Some(250));
+        assert_eq!(parse_millis("30s"), Some(30_000));
+        assert_eq!(parse_millis("15m"), Some(900_000));
+        assert_eq!(parse_millis("2h"), Some(7_200_000));
+        assert_eq!(parse_millis("1d"), Some(86_400_000));
+        assert_eq!(parse_millis("h"), None);
+        assert_eq!(parse_millis("5y"), None);
+        assert_eq!(parse_millis("-5"), None);
+    }
+}
