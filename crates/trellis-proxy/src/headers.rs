@@ -5,8 +5,8 @@ use hyper::HeaderMap;
 use hyper::header::{self, HeaderName, HeaderValue};
 use rand::Rng;
 
-pub const TRACEPARENT: &str = "traceparent";
-pub const REQUEST_ID: &str = "x-request-id";
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Headers that apply to a single connection (RFC 9110 §7.6.1), plus the legacy proxy ones.
 const HOP_BY_HOP: [HeaderName; 6] = [

@@ -17,7 +17,7 @@ use crate::upstream::EndpointKey;
 use hyper::header::HeaderValue;
 use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Version};
-use prost::encoding::{encode_varint, encoded_len_varint};
+use prost::encoding::encoded_len_varint;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -149,7 +149,7 @@ impl HopRecord {
                 }
             }
             if let Some(peer) = self.peer {
-                out.attr_fmt("network.peer.address", format_args!("{}", peer.ip()));
+                out.attr_ip("network.peer.address", peer.ip());
                 out.attr_int("network.peer.port", i64::from(peer.port()));
             }
             self.error_attributes(out);
@@ -180,7 +180,7 @@ impl HopRecord {
             out.attr_str("http.request.method", method);
             if let Some(endpoint) = &self.log.endpoint {
                 let path = self.forwarded_path.as_ref().unwrap_or(&self.path);
-                out.attr_fmt("url.full", format_args!("http://{endpoint}{path}"));
+                out.attr_concat("url.full", &["http://", endpoint, path.as_str()]);
                 // The endpoint is an address: it is also the network peer, which is not
                 // repeated as network.peer.*.
                 if let Some((host, port)) = split_authority(endpoint) {
@@ -279,10 +279,23 @@ const FIXED64: u64 = 1;
 const LEN: u64 = 2;
 const FIXED32: u64 = 5;
 
+/// A protobuf varint, written straight into the buffer (prost's generic one goes through
+/// `BufMut` a byte at a time: a third of the encoder's instructions).
+#[inline]
+fn encode_varint(mut value: u64, buf: &mut Vec<u8>) {
+    while value >= 0x80 {
+        buf.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    buf.push(value as u8);
+}
+
+#[inline]
 fn key(buf: &mut Vec<u8>, field: u64, wire: u64) {
     encode_varint((field << 3) | wire, buf);
 }
 
+#[inline]
 fn len_field(buf: &mut Vec<u8>, field: u64, data: &[u8]) {
     key(buf, field, LEN);
     encode_varint(data.len() as u64, buf);
@@ -385,6 +398,42 @@ impl Encoder {
         key_value(&mut self.span, 9, k, &Value::Str(&self.scratch));
     }
 
+    /// A string attribute made of `parts` (no formatting machinery on the hot path).
+    pub fn attr_concat(&mut self, k: &str, parts: &[&str]) {
+        self.scratch.clear();
+        for part in parts {
+            self.scratch.push_str(part);
+        }
+        key_value(&mut self.span, 9, k, &Value::Str(&self.scratch));
+    }
+
+    /// An IP address attribute; IPv4 written digit by digit (`Display` costs more than the
+    /// rest of the span).
+    pub fn attr_ip(&mut self, k: &str, ip: std::net::IpAddr) {
+        self.scratch.clear();
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.scratch.push('.');
+                    }
+                    if octet >= 100 {
+                        self.scratch.push(char::from(b'0' + octet / 100));
+                    }
+                    if octet >= 10 {
+                        self.scratch.push(char::from(b'0' + octet / 10 % 10));
+                    }
+                    self.scratch.push(char::from(b'0' + octet % 10));
+                }
+            }
+            std::net::IpAddr::V6(v6) => {
+                use std::fmt::Write;
+                let _ = write!(self.scratch, "{v6}");
+            }
+        }
+        key_value(&mut self.span, 9, k, &Value::Str(&self.scratch));
+    }
+
     pub fn attr_int(&mut self, k: &str, v: i64) {
         key_value(&mut self.span, 9, k, &Value::Int(v));
     }
@@ -474,6 +523,25 @@ fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_attributes_read_as_display_writes_them() {
+        let mut encoder = Encoder::default();
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.255.9",
+            "192.168.100.1",
+            "::1",
+            "fe80::1:2",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            encoder.attr_ip("network.peer.address", ip);
+            assert_eq!(encoder.scratch, ip.to_string());
+        }
+        encoder.attr_concat("url.full", &["http://", "10.0.0.1:80", "/a?b=1"]);
+        assert_eq!(encoder.scratch, "http://10.0.0.1:80/a?b=1");
+    }
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value;
     use opentelemetry_proto::tonic::trace::v1::span::SpanKind;

@@ -4,15 +4,15 @@
 
 use crate::headers::TRACEPARENT;
 use hyper::HeaderMap;
-use hyper::header::HeaderValue;
+use hyper::header::{HeaderName, HeaderValue};
 use rand::Rng;
 
-pub const TRACESTATE: &str = "tracestate";
-pub const B3: &str = "b3";
-pub const B3_TRACE_ID: &str = "x-b3-traceid";
-pub const B3_SPAN_ID: &str = "x-b3-spanid";
-pub const B3_SAMPLED: &str = "x-b3-sampled";
-pub const B3_FLAGS: &str = "x-b3-flags";
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+pub const B3: HeaderName = HeaderName::from_static("b3");
+pub const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+pub const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+pub const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+pub const B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 
 /// Where an incoming context came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +147,7 @@ pub fn parse_b3_single(value: &[u8]) -> Result<Parent, Option<bool>> {
 /// `X-B3-Flags: 1` for debug). Without ids, a sampling state alone is returned as
 /// `Err(decision)`.
 pub fn parse_b3_multi(headers: &HeaderMap) -> Result<Parent, Option<bool>> {
-    let get = |name: &str| headers.get(name).map(|v| v.as_bytes().trim_ascii());
+    let get = |name: HeaderName| headers.get(name).map(|v| v.as_bytes().trim_ascii());
     let debug = get(B3_FLAGS) == Some(b"1");
     let sampled = if debug {
         Some(true)
