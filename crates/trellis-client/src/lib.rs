@@ -407,15 +407,20 @@ impl Client {
     /// A two-phase-commit transaction (`GET /v1/trellis/txn/:gid`), `None` if the coordinator
     /// does not know it (never begun, or finished and forgotten: presumed abort).
     pub async fn txn_get(&self, gid: &str) -> Result<Option<serde_json::Value>> {
-        let path = format!("/v1/trellis/txn/{}", encode_key(gid));
+        self.get_json_or_none(&format!("/v1/trellis/txn/{}", encode_key(gid)))
+            .await
+    }
+
+    /// `GET path` as JSON, `None` on 404.
+    async fn get_json_or_none(&self, path: &str) -> Result<Option<serde_json::Value>> {
         let response = self
-            .transmit(&path, self.get_request(&path, &[], None))
+            .transmit(path, self.get_request(path, &[], None))
             .await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let response = Self::successful("GET", &path, response).await?;
-        Ok(Some(Self::decode(&path, response).await?.value))
+        let response = Self::successful("GET", path, response).await?;
+        Ok(Some(Self::decode(path, response).await?.value))
     }
 
     /// Every transaction the coordinator holds (all pages), optionally in one state.
@@ -511,16 +516,10 @@ impl Client {
     /// One trace by id (Jaeger's `GET /api/traces/:traceID`), `None` if the collector does
     /// not hold it (never received, or evicted).
     pub async fn trace_get(&self, trace_id: &str) -> Result<Option<serde_json::Value>> {
-        let path = format!("/api/traces/{}", encode(trace_id));
-        let response = self
-            .transmit(&path, self.get_request(&path, &[], None))
+        let page = self
+            .get_json_or_none(&format!("/api/traces/{}", encode(trace_id)))
             .await?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        let response = Self::successful("GET", &path, response).await?;
-        let page: serde_json::Value = Self::decode(&path, response).await?.value;
-        Ok(page["data"].get(0).cloned())
+        Ok(page.and_then(|page| page["data"].get(0).cloned()))
     }
 
     /// Streams the routable instance set of a service: the current set first, then one event per

@@ -152,6 +152,32 @@ pub struct Tracer {
     queue: Option<Arc<SpanQueue>>,
 }
 
+/// A command's tracing from its flags: the exporter (started when `endpoint`, the validated
+/// `--otlp-endpoint`, is given) and the tracer that feeds it. `service` names the spans unless
+/// `--trace-service` does.
+pub fn start_tracing(
+    args: &crate::flags::TracingArgs,
+    endpoint: Option<&str>,
+    service: &str,
+    instance: Option<String>,
+    metrics: SpanMetrics,
+) -> crate::Result<(Option<Exporter>, Arc<Tracer>)> {
+    let exporter = match endpoint {
+        Some(endpoint) => {
+            let service = args.trace_service.as_deref().unwrap_or(service);
+            let mut config = ExportConfig::new(endpoint, service);
+            config.instance = instance;
+            Some(Exporter::start(config, metrics)?)
+        }
+        None => None,
+    };
+    let tracer = Tracer::new(
+        Sampler::new(args.trace_sample),
+        exporter.as_ref().map(Exporter::queue),
+    );
+    Ok((exporter, Arc::new(tracer)))
+}
+
 impl Tracer {
     pub fn new(sampler: Sampler, queue: Option<Arc<SpanQueue>>) -> Self {
         Self { sampler, queue }

@@ -3,14 +3,13 @@
 use crate::admin::Admin;
 use crate::client::UpstreamClient;
 use crate::discovery::Discovery;
-use crate::exporter::{ExportConfig, Exporter, Tracer};
+use crate::exporter::start_tracing;
 use crate::flags::{PolicyArgs, TracingArgs, parse_in_code, push};
 use crate::listeners::{AdminListener, ProxyListener, serve_until};
 use crate::metrics::Metrics;
 use crate::proxy::{Mode, Proxy};
 use crate::routes::Routes;
 use crate::server::bind;
-use crate::trace_context::Sampler;
 use crate::{Error, Result};
 use std::future::Future;
 use std::sync::Arc;
@@ -140,22 +139,13 @@ impl Gateway {
         } = self;
         let listener = bind(&args.listen).await?;
         let admin_listener = bind(&args.admin).await?;
-        let exporter = match &otlp_endpoint {
-            Some(endpoint) => {
-                let service = args
-                    .tracing
-                    .trace_service
-                    .as_deref()
-                    .unwrap_or(GATEWAY_SERVICE);
-                let config = ExportConfig::new(endpoint, service);
-                Some(Exporter::start(config, metrics.spans())?)
-            }
-            None => None,
-        };
-        let tracer = Arc::new(Tracer::new(
-            Sampler::new(args.tracing.trace_sample),
-            exporter.as_ref().map(Exporter::queue),
-        ));
+        let (exporter, tracer) = start_tracing(
+            &args.tracing,
+            otlp_endpoint.as_deref(),
+            GATEWAY_SERVICE,
+            None,
+            metrics.spans(),
+        )?;
         let client = UpstreamClient::new(args.policy.pool());
         let proxy = Arc::new(
             Proxy::new(

@@ -5,14 +5,13 @@ use crate::admin::Admin;
 use crate::client::UpstreamClient;
 use crate::config::ServicePolicy;
 use crate::discovery::Discovery;
-use crate::exporter::{ExportConfig, Exporter, Tracer};
+use crate::exporter::start_tracing;
 use crate::flags::{PolicyArgs, TracingArgs, duration_arg, parse_in_code, push};
 use crate::listeners::{AdminListener, ProxyListener, serve_until};
 use crate::metrics::Metrics;
 use crate::proxy::{Mode, Proxy};
 use crate::registration::{AppCheck, Registration, keep_registered};
 use crate::server::{bind, local_addr, shutdown_pair};
-use crate::trace_context::Sampler;
 use crate::upstream::Upstream;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -237,23 +236,13 @@ impl Sidecar {
         let admin_listener = bind(&args.admin).await?;
         let inbound_addr = local_addr(&inbound)?;
         let registration = registration(&args, meta, inbound_addr);
-        let exporter = match &otlp_endpoint {
-            Some(endpoint) => {
-                let service = args
-                    .tracing
-                    .trace_service
-                    .as_deref()
-                    .unwrap_or(&args.service);
-                let mut config = ExportConfig::new(endpoint, service);
-                config.instance = Some(registration.id.clone());
-                Some(Exporter::start(config, metrics.spans())?)
-            }
-            None => None,
-        };
-        let tracer = Arc::new(Tracer::new(
-            Sampler::new(args.tracing.trace_sample),
-            exporter.as_ref().map(Exporter::queue),
-        ));
+        let (exporter, tracer) = start_tracing(
+            &args.tracing,
+            otlp_endpoint.as_deref(),
+            &args.service,
+            Some(registration.id.clone()),
+            metrics.spans(),
+        )?;
         let client = UpstreamClient::new(args.policy.pool());
         let app = Arc::new(Upstream::fixed(
             &args.service,
