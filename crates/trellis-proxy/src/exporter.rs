@@ -203,14 +203,18 @@ impl Tracer {
     }
 }
 
-/// The export task and its queue.
+/// The export thread and its queue.
 pub struct Exporter {
     queue: Arc<SpanQueue>,
-    task: tokio::task::JoinHandle<()>,
+    /// Resolves once the export thread has sent what it will send.
+    done: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl Exporter {
-    /// Starts the export task (on the current runtime).
+    /// Starts the export on a thread of its own, with a single-threaded runtime: encoding and
+    /// sending batches then never takes turns with requests on the proxy's workers (with
+    /// `--workers 1` the only one), as OpenTelemetry SDKs' batch processors run on their own
+    /// thread.
     pub fn start(config: ExportConfig, metrics: SpanMetrics) -> crate::Result<Self> {
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -222,21 +226,31 @@ impl Exporter {
             config.batch_spans,
             metrics.clone(),
         ));
-        let task = tokio::spawn(run(queue.clone(), config, http, metrics));
-        Ok(Self { queue, task })
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| crate::Error::config(format!("cannot start the span exporter: {e}")))?;
+        let (finished, done) = tokio::sync::oneshot::channel();
+        let exported = queue.clone();
+        std::thread::Builder::new()
+            .name("span-export".into())
+            .spawn(move || {
+                runtime.block_on(run(exported, config, http, metrics));
+                let _ = finished.send(());
+            })
+            .map_err(|e| crate::Error::config(format!("cannot start the span exporter: {e}")))?;
+        Ok(Self { queue, done })
     }
 
     pub fn queue(&self) -> Arc<SpanQueue> {
         self.queue.clone()
     }
 
-    /// Stops taking spans, sends what is queued (within `wait`) and ends the task.
+    /// Stops taking spans and sends what is queued, waiting at most `wait` (a thread still
+    /// sending after that ends with the process).
     pub async fn shutdown(self, wait: Duration) {
         self.queue.close();
-        let mut task = self.task;
-        if tokio::time::timeout(wait, &mut task).await.is_err() {
-            task.abort();
-        }
+        let _ = tokio::time::timeout(wait, self.done).await;
     }
 }
 
