@@ -203,18 +203,14 @@ impl Tracer {
     }
 }
 
-/// The export thread and its queue.
+/// The export task and its queue.
 pub struct Exporter {
     queue: Arc<SpanQueue>,
-    /// Resolves once the export thread has sent what it will send.
-    done: tokio::sync::oneshot::Receiver<()>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Exporter {
-    /// Starts the export on a thread of its own, with a single-threaded runtime: encoding and
-    /// sending batches then never takes turns with requests on the proxy's workers (with
-    /// `--workers 1` the only one), as OpenTelemetry SDKs' batch processors run on their own
-    /// thread.
+    /// Starts the export task (on the current runtime).
     pub fn start(config: ExportConfig, metrics: SpanMetrics) -> crate::Result<Self> {
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -226,31 +222,21 @@ impl Exporter {
             config.batch_spans,
             metrics.clone(),
         ));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| crate::Error::config(format!("cannot start the span exporter: {e}")))?;
-        let (finished, done) = tokio::sync::oneshot::channel();
-        let exported = queue.clone();
-        std::thread::Builder::new()
-            .name("span-export".into())
-            .spawn(move || {
-                runtime.block_on(run(exported, config, http, metrics));
-                let _ = finished.send(());
-            })
-            .map_err(|e| crate::Error::config(format!("cannot start the span exporter: {e}")))?;
-        Ok(Self { queue, done })
+        let task = tokio::spawn(run(queue.clone(), config, http, metrics));
+        Ok(Self { queue, task })
     }
 
     pub fn queue(&self) -> Arc<SpanQueue> {
         self.queue.clone()
     }
 
-    /// Stops taking spans and sends what is queued, waiting at most `wait` (a thread still
-    /// sending after that ends with the process).
+    /// Stops taking spans, sends what is queued (within `wait`) and ends the task.
     pub async fn shutdown(self, wait: Duration) {
         self.queue.close();
-        let _ = tokio::time::timeout(wait, self.done).await;
+        let mut task = self.task;
+        if tokio::time::timeout(wait, &mut task).await.is_err() {
+            task.abort();
+        }
     }
 }
 
