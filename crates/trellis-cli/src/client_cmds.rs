@@ -1,6 +1,7 @@
 //! Client commands: talk to the registry's HTTP API at `--addr`, else `TRELLIS_HTTP_ADDR`, else
 //! `CONSUL_HTTP_ADDR`, else the default address; human-readable tables, or `--json` for scripts.
 
+use crate::table::print_table;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
@@ -149,31 +150,6 @@ pub struct DeregisterArgs {
     id: String,
     #[command(flatten)]
     registry: RegistryAddr,
-}
-
-/// Prints rows as aligned columns.
-pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        line(row.clone());
-    }
 }
 
 pub async fn services(args: ListArgs) -> anyhow::Result<()> {

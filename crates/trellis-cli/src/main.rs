@@ -5,6 +5,7 @@ mod demo;
 mod logging;
 mod server_cmd;
 mod shutdown;
+mod table;
 mod traces_cmd;
 mod txn_cmd;
 

@@ -7,7 +7,8 @@ use serde_json::Value;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use trellis_client::Client;
 
-use crate::client_cmds::{RegistryAddr, print_table};
+use crate::client_cmds::RegistryAddr;
+use crate::table::print_table;
 
 #[derive(Args)]
 pub struct TxnArgs {

@@ -14,33 +14,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use serde_json::{Value, json};
-use std::time::{SystemTime, UNIX_EPOCH};
-use support::{Collector, Proc, hex};
+use support::{Collector, Proc, hex, now_ns, string_kv};
 use tonic::codec::CompressionEncoding;
 
 const TRACE: &str = "7af7651916cd43dd8448eb211c80319c";
 const GZIP_TRACE: &str = "8af7651916cd43dd8448eb211c80319d";
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
 
 /// A span of `trace`; `parent` empty for a root.
 fn span(trace: &str, id: &str, parent: &str, name: &str, start: u64, millis: u64) -> Span {
@@ -60,7 +41,7 @@ fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![kv("service.name", service)],
+                attributes: vec![string_kv("service.name", service)],
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans {
@@ -166,14 +147,7 @@ async fn otlp_grpc_spans_are_found_through_jaegers_query_api() {
     assert_eq!(deps["lookback"], json!(3_600_000));
 
     // The collector's metrics count them by protocol.
-    let metrics = support::http()
-        .get(format!("{}/metrics", server.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::get_text(&format!("{}/metrics", server.http)).await;
     for line in [
         "trellis_otlp_spans_received_total{protocol=\"grpc\"} 4",
         "trellis_otlp_spans_rejected_total{protocol=\"grpc\",reason=\"invalid_id\"} 1",
@@ -247,14 +221,7 @@ async fn malformed_grpc_messages_are_invalid_argument() {
     assert_eq!(status, "0");
     let services = get_ok(&server, "/api/services").await;
     assert_eq!(services["data"], json!([]));
-    let metrics = support::http()
-        .get(format!("{}/metrics", server.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::get_text(&format!("{}/metrics", server.http)).await;
     assert!(
         metrics
             .lines()

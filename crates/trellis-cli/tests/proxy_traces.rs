@@ -343,14 +343,7 @@ async fn a_request_through_gateway_and_two_sidecars_is_one_trace() {
     assert_structure(&trace, B3_CALLER, "gateway");
 
     // The gateway's counters.
-    let metrics = http()
-        .get(format!("http://{}/metrics", gw.addr("admin")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::get_text(&format!("http://{}/metrics", gw.addr("admin"))).await;
     let exported: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("trellis_spans_exported_total "))

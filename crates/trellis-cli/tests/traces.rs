@@ -9,37 +9,19 @@ mod support;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span};
 use prost::Message;
 use serde_json::{Value, json};
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::{Collector, Proc, hex};
+use std::time::Duration;
+use support::{Collector, Proc, hex, now_ns, string_kv};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const GATEWAY_SERVER: &str = "00f067aa0ba902b7";
 const GATEWAY_CLIENT: &str = "1111111111111111";
 const ORDERS_SERVER: &str = "2222222222222222";
 const OTHER_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
-
-fn string_kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
 
 /// The gateway's half of the trace: its server span and the client span calling orders.
 fn gateway_batch(start: u64) -> Vec<u8> {
@@ -407,14 +389,7 @@ fn retry_seconds(status: &[u8]) -> i64 {
 }
 
 async fn metrics_text(http: &str) -> String {
-    support::http()
-        .get(format!("{http}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    support::get_text(&format!("{http}/metrics")).await
 }
 
 #[tokio::test]

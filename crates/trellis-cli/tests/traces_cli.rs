@@ -302,14 +302,7 @@ async fn traces_of_the_example_services_are_searched_and_shown() {
     assert!(call.contains("ERROR") && call.contains("404"), "{failed}");
 
     // The services' metrics include the database query latency.
-    let metrics = http
-        .get(users.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::get_text(&users.url("/metrics")).await;
     assert!(
         metrics.contains("# TYPE trellis_db_query_duration_seconds histogram"),
         "{metrics}"

@@ -2,6 +2,7 @@
 //! table (one row per trace) and the waterfall of one trace (spans indented by parent, bars
 //! scaled to the trace's time span).
 
+use crate::table::columns;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -237,33 +238,6 @@ fn fit(text: &str, width: usize) -> String {
         cut.push('…');
         cut
     }
-}
-
-/// Lays out rows in columns two spaces apart, the last column unpadded.
-fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let all = std::iter::once(header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>())
-        .chain(rows.iter().cloned());
-    for row in all {
-        let mut line = String::new();
-        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&fit(cell, *w));
-                line.push_str("  ");
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 /// The search result: one row per trace, newest first.

@@ -14,6 +14,7 @@
 //! spans' durations (the callee's side), errors those with an error status.
 
 use super::TraceStore;
+use super::jaeger;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State};
@@ -21,7 +22,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub const PATH: &str = "/v1/trellis/traces/dependencies";
 
@@ -34,33 +34,17 @@ pub fn router(store: TraceStore) -> Router {
         .with_state(store)
 }
 
-/// Milliseconds: a bare number, or a number with a unit (`ms`, `s`, `m`, `h`, `d`).
+/// Milliseconds: a bare number, or a duration as Jaeger UI's lookback takes it (`15m`, `2d`).
 fn parse_millis(value: &str) -> Option<u64> {
     let value = value.trim();
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let scale = match unit {
-        "" | "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(scale)
+    match value.parse::<u64>() {
+        Ok(ms) => Some(ms),
+        Err(_) => jaeger::parse_lookback(value).ok().map(|ns| ns / 1_000_000),
+    }
 }
 
 fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn ms(ns: u64) -> f64 {
@@ -72,14 +56,9 @@ async fn dependencies(
     State(store): State<TraceStore>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
-    let get = |name: &str| {
-        params
-            .iter()
-            .find(|(k, v)| k == name && !v.is_empty())
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |name: &str| jaeger::param(&params, name);
     let end_ms = match get("endTs") {
-        None => now_ms(),
+        None => jaeger::now_ns() / 1_000_000,
         Some(v) => match v.parse::<u64>() {
             Ok(ms) => ms,
             Err(_) => {

@@ -54,14 +54,14 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, v)| k == name && !v.is_empty())
         .map(|(_, v)| v.as_str())
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -204,7 +204,7 @@ pub fn parse_query(
 }
 
 /// Jaeger UI's lookback: a Go duration, or a number of days as `2d`.
-fn parse_lookback(v: &str) -> Result<u64, String> {
+pub(crate) fn parse_lookback(v: &str) -> Result<u64, String> {
     if let Some(Ok(days)) = v.strip_suffix('d').map(str::parse::<u64>) {
         return Ok(days.saturating_mul(86_400_000_000_000));
     }
