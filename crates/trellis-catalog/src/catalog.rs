@@ -9,7 +9,7 @@
 use crate::check::Check;
 use crate::command::{Command, Reply};
 use crate::config_entry::{Change, ConfigStore};
-use crate::effects::{Effects, Write};
+use crate::effects::{CheckTransition, Effects, Write};
 use crate::error::CatalogError;
 use crate::index::GlobalIndex;
 use crate::kv::{KvEntry, KvSnapshot, KvStore};
@@ -42,6 +42,17 @@ pub struct ServiceView {
     pub name: String,
     pub index: u64,
     pub instances: Vec<InstanceView>,
+}
+
+/// A service as a dashboard lists it (see [`Catalog::service_summaries`]); counts are indexed
+/// by [`CheckStatus`] (passing, warning, critical).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceSummary {
+    pub name: String,
+    pub tags: BTreeSet<String>,
+    pub instance_count: usize,
+    pub checks: [usize; 3],
+    pub instances: [usize; 3],
 }
 
 /// The registry state machine. Commands go through [`Catalog::apply`], time through
@@ -354,6 +365,50 @@ impl Catalog {
             counts[worst as usize].1 += 1;
         }
         counts
+    }
+
+    /// One line per service name (as registered), sorted: its tags, instance count, and how
+    /// many of its checks and of its instances (by their worst check, node checks included)
+    /// are passing, warning and critical. What a dashboard lists, in one pass over the catalog.
+    pub fn service_summaries(&self) -> Vec<ServiceSummary> {
+        let node_statuses: Vec<CheckStatus> = self
+            .node_checks
+            .iter()
+            .filter_map(|id| self.checks.get(id))
+            .map(|c| c.status)
+            .collect();
+        let node_worst = node_statuses
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(CheckStatus::Passing);
+        let mut summaries: Vec<ServiceSummary> = Vec::with_capacity(self.by_name.len());
+        for ids in self.by_name.values() {
+            let mut summary: Option<ServiceSummary> = None;
+            for instance in ids.iter().filter_map(|id| self.instances.get(id)) {
+                let r = &instance.registration;
+                let summary = summary.get_or_insert_with(|| ServiceSummary {
+                    name: r.name.clone(),
+                    ..ServiceSummary::default()
+                });
+                summary.tags.extend(r.tags.iter().cloned());
+                summary.instance_count += 1;
+                let mut worst = node_worst;
+                let own = self.checks_of.get(&r.id).into_iter().flatten();
+                for status in own
+                    .filter_map(|cid| self.checks.get(cid))
+                    .map(|c| c.status)
+                    .chain(node_statuses.iter().copied())
+                {
+                    summary.checks[status as usize] += 1;
+                    worst = worst.max(status);
+                }
+                summary.instances[worst as usize] += 1;
+            }
+            summaries.extend(summary);
+        }
+        summaries.sort_by(|a, b| a.name.cmp(&b.name));
+        summaries
     }
 
     /// Health view of one service name, matched without regard to case.
@@ -850,6 +905,7 @@ impl Catalog {
             }
         }
         let explicit_status = definition.status.is_some();
+        let from = previous.as_ref().map(|p| p.status);
         let mut check = Check::new(definition, service_name, index, now);
         if let Some(previous) = previous {
             check.create_index = previous.create_index;
@@ -871,6 +927,7 @@ impl Catalog {
         self.deadlines.set(&check_id, check.next_deadline());
         self.checks.insert(check_id.clone(), Arc::new(check));
         self.touch_check_owner(&check_id, index, fx);
+        self.record_transition(&check_id, from, fx);
         fx.writes.insert(Write::Check {
             id: check_id.clone(),
             owner: service_id,
@@ -1006,10 +1063,12 @@ impl Catalog {
                 "check {check_id:?} is not a TTL check"
             )));
         }
+        let from = check.status;
         let changed = Arc::make_mut(check).update_ttl(status, output, now);
         self.deadlines.set(check_id, check.next_deadline());
         if changed {
             self.mark_check_changed(check_id, fx);
+            self.record_transition(check_id, Some(from), fx);
             self.check_failed(check_id, now, fx);
         }
         Ok(())
@@ -1030,11 +1089,13 @@ impl Catalog {
             .checks
             .get_mut(check_id)
             .ok_or_else(|| CatalogError::NotFound(format!("unknown check ID {check_id:?}")))?;
+        let from = check.status;
         let changed = Arc::make_mut(check).report(result, output, now);
         // Going critical starts the reaper's clock; recovering stops it.
         self.deadlines.set(check_id, check.next_deadline());
         if changed {
             self.mark_check_changed(check_id, fx);
+            self.record_transition(check_id, Some(from), fx);
             self.check_failed(check_id, now, fx);
         }
         Ok(())
@@ -1049,6 +1110,27 @@ impl Catalog {
             Arc::make_mut(check).modify_index = index;
         }
         self.touch_check_owner(check_id, index, fx);
+    }
+
+    /// Notes in `fx` that check `check_id` went from `from` to its current status, if that
+    /// is a change (a new check, `from` = `None`, always is).
+    fn record_transition(&self, check_id: &str, from: Option<CheckStatus>, fx: &mut Effects) {
+        let Some(check) = self.checks.get(check_id) else {
+            return;
+        };
+        if from == Some(check.status) {
+            return;
+        }
+        fx.transitions.push(CheckTransition {
+            check_id: check_id.to_owned(),
+            name: check.definition.name.clone().unwrap_or_default(),
+            service_id: check.service_id().map(str::to_owned),
+            service_name: check.service_name.clone(),
+            from,
+            to: check.status,
+            output: check.output.clone(),
+            index: check.modify_index,
+        });
     }
 
     /// The earliest time [`Catalog::tick`] has something to do: a TTL check running out, a
@@ -1079,8 +1161,9 @@ impl Catalog {
                 continue;
             };
             // Test before make_mut: published views share these Arcs.
+            let from = check.status;
             if check.ttl_due(now) && Arc::make_mut(check).expire_ttl(now) {
-                expired.push(check_id.clone());
+                expired.push((check_id.clone(), from));
             }
             if check.should_reap(now)
                 && let Some(service_id) = check.service_id()
@@ -1096,11 +1179,12 @@ impl Catalog {
             // Everything that expired in this tick changes at one index, as one batch: thousands
             // of TTLs running out together take one number and wake each waiter once.
             let index = self.index.bump();
-            for check_id in expired {
+            for (check_id, from) in expired {
                 if let Some(check) = self.checks.get_mut(&*check_id) {
                     Arc::make_mut(check).modify_index = index;
                 }
                 self.touch_check_owner(&check_id, index, fx);
+                self.record_transition(&check_id, Some(from), fx);
                 self.invalidate_sessions_of_check(&check_id, index, now, fx);
             }
         }

@@ -3,6 +3,7 @@
 //! catalog is made of (KV, sessions) can record effects without depending on the commands.
 
 use std::collections::BTreeSet;
+use trellis_types::CheckStatus;
 
 /// A record whose durable copy must be brought up to date: written if it still exists in the
 /// catalog, deleted otherwise.
@@ -43,6 +44,22 @@ pub struct Effects {
     /// Check IDs whose active (HTTP, TCP, gRPC, script) probing must be started, restarted or
     /// stopped.
     pub checks: BTreeSet<String>,
+    /// Checks whose status changed (or that were registered), in the order it happened: the
+    /// history a dashboard shows.
+    pub transitions: Vec<CheckTransition>,
+}
+
+/// A check's status changed from `from` (`None`: the check is new) to `to` at `index`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckTransition {
+    pub check_id: String,
+    pub name: String,
+    pub service_id: Option<String>,
+    pub service_name: Option<String>,
+    pub from: Option<CheckStatus>,
+    pub to: CheckStatus,
+    pub output: String,
+    pub index: u64,
 }
 
 impl Effects {
@@ -54,5 +71,6 @@ impl Effects {
             && !self.config
             && self.writes.is_empty()
             && self.checks.is_empty()
+            && self.transitions.is_empty()
     }
 }

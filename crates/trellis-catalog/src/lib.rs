@@ -17,10 +17,10 @@ mod session;
 mod tick;
 mod txn;
 
-pub use catalog::{Catalog, InstanceView, ServiceView};
+pub use catalog::{Catalog, InstanceView, ServiceSummary, ServiceView};
 pub use check::{Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_SCRIPT_TIMEOUT};
 pub use command::{Command, Reply};
-pub use effects::{Effects, Write};
+pub use effects::{CheckTransition, Effects, Write};
 pub use error::CatalogError;
 pub use kv::{KvEntry, KvSnapshot, MAX_KEY_LEN, MAX_KV_TOMBSTONES, validate_key};
 pub use record::{CheckRecord, InstanceRecord};

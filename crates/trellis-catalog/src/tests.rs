@@ -1183,3 +1183,104 @@ fn config_entries_survive_a_restart_and_their_index_resumes() {
         "no change since"
     );
 }
+
+#[test]
+fn service_summaries_count_checks_and_instances_by_health() {
+    let mut c = Catalog::new();
+    let ttl = |id: &str, status: &str| json!({"CheckID": id, "TTL": "30s", "Status": status});
+    apply(
+        &mut c,
+        reg(json!({"Name": "web", "ID": "w1", "Tags": ["v1"], "Checks": [ttl("w1c", "passing")]})),
+        secs(0),
+    );
+    apply(
+        &mut c,
+        reg(json!({"Name": "web", "ID": "w2", "Tags": ["v2"],
+            "Checks": [ttl("w2a", "passing"), ttl("w2b", "warning")]})),
+        secs(0),
+    );
+    apply(&mut c, reg(json!({"Name": "db", "ID": "d1"})), secs(0));
+    let summaries = c.service_summaries();
+    assert_eq!(
+        summaries
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["db", "web"]
+    );
+    let db = &summaries[0];
+    assert_eq!(
+        (db.instance_count, db.checks, db.instances),
+        (1, [0; 3], [1, 0, 0])
+    );
+    let web = &summaries[1];
+    assert_eq!(web.tags.iter().collect::<Vec<_>>(), ["v1", "v2"]);
+    assert_eq!(
+        (web.instance_count, web.checks, web.instances),
+        (2, [2, 1, 0], [1, 1, 0])
+    );
+    // A node check counts for every instance of every service.
+    let disk = CheckDefinition::from_json(json!({"Name": "disk", "TTL": "10s"})).unwrap();
+    apply(&mut c, Command::RegisterCheck { check: disk }, secs(0));
+    let summaries = c.service_summaries();
+    assert_eq!(summaries[0].instances, [0, 0, 1]);
+    assert_eq!(
+        (summaries[1].checks, summaries[1].instances),
+        ([2, 1, 2], [0, 0, 2])
+    );
+}
+
+#[test]
+fn status_changes_are_reported_as_transitions() {
+    let mut c = Catalog::new();
+    let fx = apply(
+        &mut c,
+        reg(json!({"Name": "web", "ID": "w1", "Check": {"TTL": "10s"}})),
+        secs(0),
+    );
+    fn seen(fx: &Effects) -> Vec<(&str, Option<CheckStatus>, CheckStatus)> {
+        fx.transitions
+            .iter()
+            .map(|t| (t.check_id.as_str(), t.from, t.to))
+            .collect()
+    }
+    assert_eq!(seen(&fx), [("service:w1", None, CheckStatus::Critical)]);
+    assert_eq!(fx.transitions[0].service_name.as_deref(), Some("web"));
+    assert_eq!(fx.transitions[0].service_id.as_deref(), Some("w1"));
+    let upd = |status, output: &str| Command::UpdateTtl {
+        check_id: "service:w1".into(),
+        status,
+        output: output.into(),
+    };
+    let fx = apply(&mut c, upd(CheckStatus::Passing, "ok"), secs(1));
+    assert_eq!(
+        seen(&fx),
+        [(
+            "service:w1",
+            Some(CheckStatus::Critical),
+            CheckStatus::Passing
+        )]
+    );
+    assert_eq!(fx.transitions[0].output, "ok");
+    // A new output alone is no transition.
+    let fx = apply(&mut c, upd(CheckStatus::Passing, "still ok"), secs(2));
+    assert!(fx.transitions.is_empty());
+    let mut fx = Effects::default();
+    c.tick(secs(12), &mut fx);
+    assert_eq!(
+        seen(&fx),
+        [(
+            "service:w1",
+            Some(CheckStatus::Passing),
+            CheckStatus::Critical
+        )]
+    );
+    assert_eq!(fx.transitions[0].output, "TTL expired");
+    // Re-registering the same definition changes nothing.
+    let fx = apply(
+        &mut c,
+        reg(json!({"Name": "web", "ID": "w1", "Check": {"TTL": "10s"}})),
+        secs(13),
+    );
+    assert!(fx.transitions.is_empty());
+}

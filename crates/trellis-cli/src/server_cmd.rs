@@ -54,6 +54,10 @@ pub struct ServerArgs {
     /// 268435456 (256 MiB)]
     #[arg(long, value_name = "BYTES")]
     pub trace_store_bytes: Option<usize>,
+    /// Serve the dashboard (/ui/) from this directory, read on every request, instead of the
+    /// copy built into the binary (for working on the dashboard)
+    #[arg(long, value_name = "DIR")]
+    pub ui_dir: Option<PathBuf>,
     /// TOML configuration file; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -103,6 +107,9 @@ impl ServerArgs {
         if let Some(bytes) = self.trace_store_bytes {
             args.push(format!("--trace-store-bytes={bytes}"));
         }
+        if let Some(dir) = &self.ui_dir {
+            args.push(format!("--ui-dir={}", dir.display()));
+        }
         if let Some(path) = &self.config {
             args.push(format!("--config={}", path.display()));
         }
@@ -124,6 +131,7 @@ impl ServerArgs {
             otlp_grpc: self.otlp_grpc,
             otlp_inflight_bytes: self.otlp_inflight_bytes,
             trace_store_bytes: self.trace_store_bytes,
+            ui_dir: self.ui_dir,
         };
         // With a file, the server keeps its path and these flags, so `/v1/agent/reload` reads
         // it again the same way.

@@ -145,6 +145,23 @@ async fn otlp_grpc_spans_are_found_through_jaegers_query_api() {
         "{deps}"
     );
     assert_eq!(deps["lookback"], json!(3_600_000));
+    // Requests per service: the spans that enter each (the gateway's root; the users call and
+    // the lone root of the other trace).
+    let stats = get_ok(&server, "/v1/trellis/traces/services?lookback=1h").await;
+    assert_eq!(
+        stats["services"],
+        json!([
+            {"service": "gateway", "callCount": 1, "errorCount": 0, "errorRate": 0.0,
+             "ratePerSec": 1.0 / 3600.0, "p50Ms": 40.0, "p99Ms": 40.0},
+            {"service": "users", "callCount": 2, "errorCount": 1, "errorRate": 0.5,
+             "ratePerSec": 2.0 / 3600.0, "p50Ms": 1.0, "p99Ms": 30.0},
+        ]),
+        "{stats}"
+    );
+    let (status, _) = server
+        .get("/v1/trellis/traces/services?lookback=soon")
+        .await;
+    assert_eq!(status, 400);
 
     // The collector's metrics count them by protocol.
     let metrics = support::get_text(&format!("{}/metrics", server.http)).await;

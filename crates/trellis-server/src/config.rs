@@ -55,6 +55,10 @@ pub struct ServerConfig {
     /// Most bytes the in-memory span store holds; the oldest traces are evicted beyond it.
     /// Default 256 MiB.
     pub trace_store_bytes: usize,
+    /// Serve the dashboard (`/ui/`) from this directory, read on every request, instead of the
+    /// copy built into the binary, as Consul's `ui_config.dir`: for working on the dashboard.
+    /// Default: unset (the built-in copy).
+    pub ui_dir: Option<PathBuf>,
     /// The file this configuration was read from and the command-line flags laid over it, so
     /// `/v1/agent/reload` can read it again the same way. Not a TOML key; `None` when the
     /// server was started without a file.
@@ -88,6 +92,7 @@ pub struct ConfigOverrides {
     pub otlp_grpc: Option<DnsListen>,
     pub otlp_inflight_bytes: Option<usize>,
     pub trace_store_bytes: Option<usize>,
+    pub ui_dir: Option<PathBuf>,
 }
 
 impl ConfigOverrides {
@@ -131,6 +136,9 @@ impl ConfigOverrides {
         }
         if let Some(bytes) = self.trace_store_bytes {
             config.trace_store_bytes = bytes;
+        }
+        if let Some(dir) = &self.ui_dir {
+            config.ui_dir = Some(dir.clone());
         }
     }
 }
@@ -183,6 +191,7 @@ impl Default for ServerConfig {
             otlp_grpc: None,
             otlp_inflight_bytes: crate::traces::pressure::DEFAULT_INFLIGHT_BYTES,
             trace_store_bytes: DEFAULT_TRACE_STORE_BYTES,
+            ui_dir: None,
             config_file: None,
         }
     }

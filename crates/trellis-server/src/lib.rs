@@ -5,7 +5,9 @@ mod api;
 mod checker;
 pub mod config;
 pub mod coordinator;
+mod dashboard;
 mod dns;
+mod history;
 mod metrics;
 pub mod node;
 mod published;
@@ -485,7 +487,8 @@ async fn serve(
     // The trace queries on the HTTP API's port: Jaeger's and Trellis's dependency graph.
     let trace_queries =
         traces::jaeger::router(trace_store.clone()).merge(traces::graph::router(trace_store));
-    let router = api::router(state.clone(), trace_queries);
+    let extra = trace_queries.merge(dashboard::router(state.config().ui_dir.clone()));
+    let router = api::router(state.clone(), extra);
     let (failed_tx, mut failed) = oneshot::channel();
     let stop = async move {
         tokio::pin!(shutdown);

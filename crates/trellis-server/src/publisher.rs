@@ -3,6 +3,7 @@
 //! whole, and hands changed checks to the checker.
 
 use crate::checker::CheckChange;
+use crate::history::CheckHistory;
 use crate::published::{CONSUL_SERVICE, Published, Slot, service_view};
 use dashmap::DashMap;
 use std::collections::BTreeSet;
@@ -28,6 +29,8 @@ pub struct Publisher {
     /// running out included): what reads of the whole catalog (`/v1/health/state`, ...) wait on.
     catalog_changed: watch::Sender<u64>,
     checks_changed: mpsc::UnboundedSender<CheckChange>,
+    /// Recent check status changes, for the dashboard.
+    history: CheckHistory,
 }
 
 impl Publisher {
@@ -40,7 +43,13 @@ impl Publisher {
             config_changed: watch::channel(catalog.config_index()).0,
             catalog_changed: watch::channel(catalog.index()).0,
             checks_changed,
+            history: CheckHistory::default(),
         }
+    }
+
+    /// Recent check status changes.
+    pub fn history(&self) -> &CheckHistory {
+        &self.history
     }
 
     /// The slot of a service, if it has one.
@@ -115,6 +124,12 @@ impl Publisher {
                 slot.tx
                     .send_replace(Arc::new(Published::new(service_view(catalog, name))));
             }
+        }
+        if !fx.transitions.is_empty() {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            self.history.record(&fx.transitions, now_ms);
         }
         if fx.services_list {
             self.services_changed.send_replace(catalog.services_index());

@@ -177,6 +177,11 @@ impl AppState {
         self.0.publisher.slot_in(&self.0.catalog, name)
     }
 
+    /// Recent check status changes.
+    pub fn check_history(&self) -> &crate::history::CheckHistory {
+        self.0.publisher.history()
+    }
+
     /// Changes of the list of services, as the services index.
     pub fn services_changed(&self) -> watch::Receiver<u64> {
         self.0.publisher.services_changed()

@@ -23,5 +23,5 @@ pub use model::{
     AttrValue, Attributes, Event, ParseIdError, Resource, Span, SpanId, SpanKind, Status,
     StatusCode, TraceId,
 };
-pub use query::{DEFAULT_LIMIT, Dependency, Operation, Query};
+pub use query::{DEFAULT_LIMIT, Dependency, Operation, Query, ServiceStats};
 pub use store::{Inserted, SpanStore};

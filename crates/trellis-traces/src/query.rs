@@ -85,11 +85,16 @@ pub struct Dependency {
 impl Dependency {
     /// The share of calls that failed, 0 to 1.
     pub fn error_rate(&self) -> f64 {
-        if self.call_count == 0 {
-            0.0
-        } else {
-            self.error_count as f64 / self.call_count as f64
-        }
+        error_rate(self.error_count, self.call_count)
+    }
+}
+
+/// `errors` as a share of `calls`, 0 to 1 (0 for no calls).
+fn error_rate(errors: u64, calls: u64) -> f64 {
+    if calls == 0 {
+        0.0
+    } else {
+        errors as f64 / calls as f64
     }
 }
 
@@ -102,11 +107,40 @@ fn percentile(sorted: &[u64], p: u64) -> u64 {
     sorted[(rank - 1) as usize]
 }
 
-/// What is gathered for one edge while walking the spans.
+/// Requests to one service in a window (see [`SpanStore::service_stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceStats {
+    pub service: Arc<str>,
+    pub call_count: u64,
+    /// Requests whose span has an error status.
+    pub error_count: u64,
+    /// Median latency (nearest rank), nanoseconds.
+    pub p50_ns: u64,
+    /// 99th percentile latency (nearest rank), nanoseconds.
+    pub p99_ns: u64,
+}
+
+impl ServiceStats {
+    /// The share of requests that failed, 0 to 1.
+    pub fn error_rate(&self) -> f64 {
+        error_rate(self.error_count, self.call_count)
+    }
+}
+
+/// What is gathered for one edge or service while walking the spans.
 #[derive(Default)]
 struct EdgeStats {
     errors: u64,
     durations: Vec<u64>,
+}
+
+impl EdgeStats {
+    fn add(&mut self, span: &StoredSpan) {
+        self.durations.push(span.duration_ns);
+        if span.status == StatusCode::Error {
+            self.errors += 1;
+        }
+    }
 }
 
 impl SpanStore {
@@ -228,35 +262,15 @@ impl SpanStore {
     /// in `end_ns - lookback_ns..=end_ns`, with their errors and latency percentiles (see
     /// [`Dependency`]). Sorted by parent then child.
     pub fn dependencies(&self, end_ns: u64, lookback_ns: u64) -> Vec<Dependency> {
-        let from = end_ns.saturating_sub(lookback_ns);
         let mut edges: BTreeMap<(u32, u32), EdgeStats> = BTreeMap::new();
-        let mut by_span: HashMap<SpanId, u32> = HashMap::new();
-        for trace in &self.traces {
-            if trace.max_start_ns < from || trace.min_start_ns > end_ns {
-                continue;
+        self.for_each_entry_span(end_ns, lookback_ns, |caller, span| {
+            if let Some(parent_service) = caller {
+                edges
+                    .entry((parent_service, span.service))
+                    .or_default()
+                    .add(span);
             }
-            by_span.clear();
-            by_span.extend(trace.spans.iter().map(|s| (s.span_id, s.service)));
-            for child in &trace.spans {
-                if child.start_ns < from || child.start_ns > end_ns {
-                    continue;
-                }
-                let Some(parent) = child.parent() else {
-                    continue;
-                };
-                let Some(&parent_service) = by_span.get(&parent) else {
-                    continue;
-                };
-                if parent_service == child.service {
-                    continue;
-                }
-                let edge = edges.entry((parent_service, child.service)).or_default();
-                edge.durations.push(child.duration_ns);
-                if child.status == StatusCode::Error {
-                    edge.errors += 1;
-                }
-            }
-        }
+        });
         let mut out: Vec<Dependency> = edges
             .into_iter()
             .map(|((p, c), mut stats)| {
@@ -273,6 +287,60 @@ impl SpanStore {
             .collect();
         out.sort_by(|a, b| (&a.parent, &a.child).cmp(&(&b.parent, &b.child)));
         out
+    }
+
+    /// Requests per service: the spans of each service that started in
+    /// `end_ns - lookback_ns..=end_ns` and enter it (no parent, a parent not stored, or a
+    /// parent in another service), with their errors and latency percentiles. Sorted by name.
+    pub fn service_stats(&self, end_ns: u64, lookback_ns: u64) -> Vec<ServiceStats> {
+        let mut services: BTreeMap<u32, EdgeStats> = BTreeMap::new();
+        self.for_each_entry_span(end_ns, lookback_ns, |_, span| {
+            services.entry(span.service).or_default().add(span);
+        });
+        let mut out: Vec<ServiceStats> = services
+            .into_iter()
+            .map(|(service, mut stats)| {
+                stats.durations.sort_unstable();
+                ServiceStats {
+                    service: self.names.name(service).clone(),
+                    call_count: stats.durations.len() as u64,
+                    error_count: stats.errors,
+                    p50_ns: percentile(&stats.durations, 50),
+                    p99_ns: percentile(&stats.durations, 99),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.service.cmp(&b.service));
+        out
+    }
+
+    /// Calls `f` with every span that started in the window and enters its service, and the
+    /// service of its parent span when that is stored and another service (`None` for a root
+    /// or a span whose parent is not stored). Spans called from their own service are skipped.
+    fn for_each_entry_span(
+        &self,
+        end_ns: u64,
+        lookback_ns: u64,
+        mut f: impl FnMut(Option<u32>, &StoredSpan),
+    ) {
+        let from = end_ns.saturating_sub(lookback_ns);
+        let mut by_span: HashMap<SpanId, u32> = HashMap::new();
+        for trace in &self.traces {
+            if trace.max_start_ns < from || trace.min_start_ns > end_ns {
+                continue;
+            }
+            by_span.clear();
+            by_span.extend(trace.spans.iter().map(|s| (s.span_id, s.service)));
+            for span in &trace.spans {
+                if span.start_ns < from || span.start_ns > end_ns {
+                    continue;
+                }
+                let caller = span.parent().and_then(|p| by_span.get(&p).copied());
+                if caller != Some(span.service) {
+                    f(caller, span);
+                }
+            }
+        }
     }
 }
 

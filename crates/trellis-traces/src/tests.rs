@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::model::{
     AttrValue, Event, ParseIdError, Resource, Span, SpanId, SpanKind, Status, StatusCode, TraceId,
 };
-use crate::query::{Dependency, Operation, Query};
+use crate::query::{Dependency, Operation, Query, ServiceStats};
 use crate::store::{Inserted, SpanStore};
 
 const SEC: u64 = 1_000_000_000;
@@ -764,4 +764,82 @@ fn search_over_a_million_spans() {
         "dependencies over all spans: {:?} ({deps:?})",
         started.elapsed()
     );
+}
+
+#[test]
+fn service_stats_count_the_spans_that_enter_each_service() {
+    // gateway's root (1 s) calls users 10 times through an internal span; every other users
+    // call fails; a users span whose parent was not stored enters users too; the gateway's
+    // internal span is no request.
+    let mut store = SpanStore::new(1 << 24);
+    for t in 1..=10u64 {
+        let start = T0 + t * MS;
+        let root = span(
+            t,
+            1,
+            None,
+            "gateway",
+            "GET /u",
+            SpanKind::Server,
+            start,
+            SEC,
+        );
+        let local = span(
+            t,
+            2,
+            Some(1),
+            "gateway",
+            "route",
+            SpanKind::Internal,
+            start,
+            1,
+        );
+        let mut call = span(
+            t,
+            3,
+            Some(2),
+            "users",
+            "GET /u",
+            SpanKind::Server,
+            start,
+            t * MS,
+        );
+        if t % 2 == 0 {
+            call.status.code = StatusCode::Error;
+        }
+        store.insert(vec![root, local, call]);
+    }
+    let orphan = span(
+        11,
+        4,
+        Some(99),
+        "users",
+        "x",
+        SpanKind::Server,
+        T0 + 11 * MS,
+        20 * MS,
+    );
+    store.insert(vec![orphan]);
+    let stats = store.service_stats(T0 + SEC, SEC);
+    assert_eq!(
+        stats,
+        vec![
+            ServiceStats {
+                service: s("gateway"),
+                call_count: 10,
+                error_count: 0,
+                p50_ns: SEC,
+                p99_ns: SEC,
+            },
+            ServiceStats {
+                service: s("users"),
+                call_count: 11,
+                error_count: 5,
+                p50_ns: 6 * MS,
+                p99_ns: 20 * MS,
+            },
+        ]
+    );
+    // Outside the window: nothing.
+    assert!(store.service_stats(T0, MS / 2).is_empty());
 }

@@ -5,9 +5,11 @@ mod agent_health;
 mod agent_ops;
 mod blocking;
 mod catalog_write;
+mod check_history;
 mod clock;
 mod config;
 mod coordinate;
+mod cross_origin;
 mod error;
 mod event;
 mod health;
@@ -24,6 +26,7 @@ mod session;
 mod status;
 mod transactions;
 mod txn;
+mod ui_services;
 mod waiting;
 mod watch;
 
@@ -169,6 +172,8 @@ pub fn router(state: AppState, extra: Router) -> Router {
             get(operator::autopilot_health),
         )
         .route("/v1/txn", put(txn::txn))
+        .route("/v1/internal/ui/services", get(ui_services::services))
+        .route("/v1/trellis/checks/history", get(check_history::history))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/trellis/watch/{name}", get(watch::watch))
@@ -178,6 +183,9 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(refuse_enterprise_headers))
+        .layer(middleware::from_fn(
+            cross_origin::refuse_cross_origin_writes,
+        ))
         .layer(middleware::from_fn_with_state(state, observe))
 }
 

@@ -1,6 +1,9 @@
 //! `GET /v1/trellis/traces/dependencies?lookback=&endTs=`: the service dependency graph with
 //! call statistics per edge, the form the dashboard reads (Jaeger's `/api/dependencies` keeps
-//! its own shape: parent, child, callCount).
+//! its own shape: parent, child, callCount); and `GET /v1/trellis/traces/services` with the same
+//! parameters: requests per service (`callCount`, `errorCount`, `errorRate`, `ratePerSec`,
+//! `p50Ms`, `p99Ms`), a request being a span that enters its service (no parent, a parent not
+//! stored, or a parent in another service).
 //!
 //! ```json
 //! {"endTs": 1750000000000, "lookback": 3600000, "dependencies": [
@@ -24,6 +27,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 pub const PATH: &str = "/v1/trellis/traces/dependencies";
+pub const SERVICES_PATH: &str = "/v1/trellis/traces/services";
 
 /// The default window: one hour.
 const DEFAULT_LOOKBACK_MS: u64 = 3_600_000;
@@ -31,6 +35,7 @@ const DEFAULT_LOOKBACK_MS: u64 = 3_600_000;
 pub fn router(store: TraceStore) -> Router {
     Router::new()
         .route(PATH, get(dependencies))
+        .route(SERVICES_PATH, get(services))
         .with_state(store)
 }
 
@@ -52,32 +57,31 @@ fn ms(ns: u64) -> f64 {
     (ns / 1_000) as f64 / 1_000.0
 }
 
+/// The window asked for: (end, lookback), in milliseconds.
+fn window(params: &[(String, String)]) -> Result<(u64, u64), String> {
+    let get = |name: &str| jaeger::param(params, name);
+    let end_ms = match get("endTs") {
+        None => jaeger::now_ns() / 1_000_000,
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            format!("cannot parse endTs {v:?}: expected milliseconds since the epoch")
+        })?,
+    };
+    let lookback_ms = match get("lookback") {
+        None => DEFAULT_LOOKBACK_MS,
+        Some(v) => parse_millis(v).ok_or_else(|| {
+            format!("cannot parse lookback {v:?}: expected milliseconds or a duration such as 15m")
+        })?,
+    };
+    Ok((end_ms, lookback_ms))
+}
+
 async fn dependencies(
     State(store): State<TraceStore>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
-    let get = |name: &str| jaeger::param(&params, name);
-    let end_ms = match get("endTs") {
-        None => jaeger::now_ns() / 1_000_000,
-        Some(v) => match v.parse::<u64>() {
-            Ok(ms) => ms,
-            Err(_) => {
-                return bad_request(format!(
-                    "cannot parse endTs {v:?}: expected milliseconds since the epoch"
-                ));
-            }
-        },
-    };
-    let lookback_ms = match get("lookback") {
-        None => DEFAULT_LOOKBACK_MS,
-        Some(v) => match parse_millis(v) {
-            Some(ms) => ms,
-            None => {
-                return bad_request(format!(
-                    "cannot parse lookback {v:?}: expected milliseconds or a duration such as 15m"
-                ));
-            }
-        },
+    let (end_ms, lookback_ms) = match window(&params) {
+        Ok(window) => window,
+        Err(message) => return bad_request(message),
     };
     let deps = store.lock().dependencies(
         end_ms.saturating_mul(1_000_000),
@@ -98,6 +102,36 @@ async fn dependencies(
         })
         .collect();
     Json(json!({"endTs": end_ms, "lookback": lookback_ms, "dependencies": edges})).into_response()
+}
+
+async fn services(
+    State(store): State<TraceStore>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let (end_ms, lookback_ms) = match window(&params) {
+        Ok(window) => window,
+        Err(message) => return bad_request(message),
+    };
+    let stats = store.lock().service_stats(
+        end_ms.saturating_mul(1_000_000),
+        lookback_ms.saturating_mul(1_000_000),
+    );
+    let seconds = (lookback_ms as f64 / 1_000.0).max(0.001);
+    let services: Vec<Value> = stats
+        .iter()
+        .map(|s| {
+            json!({
+                "service": &*s.service,
+                "callCount": s.call_count,
+                "errorCount": s.error_count,
+                "errorRate": s.error_rate(),
+                "ratePerSec": s.call_count as f64 / seconds,
+                "p50Ms": ms(s.p50_ns),
+                "p99Ms": ms(s.p99_ns),
+            })
+        })
+        .collect();
+    Json(json!({"endTs": end_ms, "lookback": lookback_ms, "services": services})).into_response()
 }
 
 #[cfg(test)]
