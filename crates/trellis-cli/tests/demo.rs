@@ -185,6 +185,26 @@ fn demo_keeps_serving_until_interrupted_and_leaves_no_process() {
         }
     }
     assert!(seen.contains("every step passed"), "{seen}");
+    // The dashboard it points at shows the demo's services.
+    let dashboard = seen
+        .split("dashboard: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no dashboard URL in\n{seen}"))
+        .to_owned();
+    let registry = dashboard
+        .trim_start_matches("http://")
+        .trim_end_matches("/ui/")
+        .to_owned();
+    let page = get(&registry, "/ui/");
+    assert!(page.contains("<html"), "{page}");
+    let services = get(&registry, "/v1/internal/ui/services");
+    for name in ["users", "orders", "inventory"] {
+        assert!(
+            services.contains(&format!("\"Name\":\"{name}\"")),
+            "{services}"
+        );
+    }
     // Still serving through the gateway.
     let gateway = format!("127.0.0.1:{}", base + 1);
     let mut stream = std::net::TcpStream::connect(&gateway).unwrap();

@@ -186,6 +186,9 @@ async fn phase_messages_carry_the_trace_context_of_the_request() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // The transaction names its trace (the dashboard links to it).
+    let txn: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(txn["trace_id"], json!("4bf92f3577b34da6a3ce929d0e0e4736"));
     let seen = p.trace_headers.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "prepare and commit: {seen:?}");
     for (parent, state) in seen {
@@ -202,6 +205,8 @@ async fn phase_messages_carry_the_trace_context_of_the_request() {
     assert_eq!(status, 200);
     let seen = p.trace_headers.lock().unwrap().clone();
     assert_eq!(seen[2..], [(None, None), (None, None)]);
+    let (_, untraced) = get_json(&s.url("/v1/trellis/txn/untraced")).await;
+    assert_eq!(untraced["trace_id"], json!(null));
 }
 
 #[tokio::test]

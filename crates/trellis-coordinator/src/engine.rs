@@ -189,6 +189,7 @@ impl Engine {
                 cause: None,
                 create_index: index,
                 modify_index: index,
+                trace_id: None,
             };
             self.timers
                 .add(txn.deadline(), Timer::Timeout(Arc::clone(&gid)));
@@ -200,6 +201,20 @@ impl Engine {
         self.txns
             .get(gid)
             .ok_or_else(|| CoordinatorError::UnknownTransaction(gid.to_string()))
+    }
+
+    /// Records the trace transaction `gid` belongs to, if it has none yet (the first traced
+    /// request wins; the trace ID is written with the transaction, so it survives a restart).
+    pub fn set_trace_id(&mut self, gid: &str, trace_id: &str) {
+        let Some(key) = self.txns.get_key_value(gid).map(|(key, _)| Arc::clone(key)) else {
+            return;
+        };
+        let Some(txn) = self.txns.get_mut(gid).filter(|txn| txn.trace_id.is_none()) else {
+            return;
+        };
+        txn.trace_id = Some(trace_id.to_owned());
+        self.effects.persist.insert(Arc::clone(&key));
+        self.effects.changed.insert(key);
     }
 
     /// Adds a branch to an open transaction. Adding the same branch again (same ID, participant

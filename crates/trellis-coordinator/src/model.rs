@@ -190,6 +190,10 @@ pub struct Txn {
     /// The engine's index when the transaction was begun and last changed (for blocking reads).
     pub create_index: u64,
     pub modify_index: u64,
+    /// The W3C trace the transaction was begun in, if its caller was traced: the trace its
+    /// branches' phase messages join (32 lowercase hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl Txn {

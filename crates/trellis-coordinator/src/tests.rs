@@ -70,6 +70,26 @@ fn begin_is_durable_and_idempotent() {
 }
 
 #[test]
+fn the_first_trace_id_is_kept_and_written() {
+    let mut engine = engine();
+    engine.begin("g", None, T0).expect("begin");
+    engine.take_effects();
+    engine.set_trace_id("g", "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(engine.take_effects().persist.contains("g"));
+    engine.set_trace_id("g", "00000000000000000000000000000001");
+    assert!(
+        engine.take_effects().is_empty(),
+        "a second trace changes nothing"
+    );
+    assert_eq!(
+        engine.get("g").and_then(|t| t.trace_id.as_deref()),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    engine.set_trace_id("unknown", "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(engine.take_effects().is_empty());
+}
+
+#[test]
 fn timeouts_are_cut_to_the_maximum() {
     let mut engine = Engine::new(
         Config {

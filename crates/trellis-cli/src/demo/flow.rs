@@ -411,6 +411,10 @@ impl Flow<'_> {
             "registry answering on {}",
             self.plan.registry_url()
         ));
+        self.report.info(&format!(
+            "dashboard: {}/ui/ (open it now to watch the traffic, failover and transactions)",
+            self.plan.registry_url()
+        ));
         Ok(())
     }
 

@@ -87,6 +87,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     plan.gateway_url()
                 ),
             ),
+            ("dashboard", format!("{}/ui/", plan.registry_url())),
             (
                 "registry API",
                 format!("{}/v1/health/service/users", plan.registry_url()),

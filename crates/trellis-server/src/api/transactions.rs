@@ -352,5 +352,6 @@ pub fn view(txn: &Txn) -> Value {
         "branches": branches,
         "create_index": txn.create_index,
         "modify_index": txn.modify_index,
+        "trace_id": txn.trace_id,
     })
 }

@@ -139,6 +139,11 @@ impl Driver {
                                     .engine
                                     .get(&gid)
                                     .is_some_and(|txn| !txn.state.is_done());
+                                if let Some(trace_id) =
+                                    trace.as_ref().and_then(TraceContext::trace_id)
+                                {
+                                    self.engine.set_trace_id(&gid, &trace_id);
+                                }
                                 if let (Some(trace), true) = (trace, unfinished) {
                                     self.traces.insert(Arc::clone(&gid), trace);
                                 }

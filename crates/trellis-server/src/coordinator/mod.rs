@@ -46,6 +46,18 @@ pub struct TraceContext {
 }
 
 impl TraceContext {
+    /// The trace ID of a well-formed `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), lowercase;
+    /// `None` for a malformed one or the all-zero (invalid) ID.
+    pub fn trace_id(&self) -> Option<String> {
+        let text = self.traceparent.to_str().ok()?;
+        let mut parts = text.split('-');
+        let (_version, id) = (parts.next()?, parts.next()?);
+        let valid = id.len() == 32
+            && id.bytes().all(|b| b.is_ascii_hexdigit())
+            && id.bytes().any(|b| b != b'0');
+        valid.then(|| id.to_ascii_lowercase())
+    }
+
     /// The context in `headers`, if they carry a `traceparent`.
     pub fn from_headers(headers: &hyper::HeaderMap) -> Option<Self> {
         Some(Self {
