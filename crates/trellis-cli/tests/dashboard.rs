@@ -259,3 +259,50 @@ async fn services_summary_and_check_history_follow_check_changes() {
         assert_eq!(r.status(), 400, "{bad}");
     }
 }
+
+#[tokio::test]
+async fn json_answers_are_gzipped_for_clients_that_take_it() {
+    use std::io::Read;
+    let server = Server::dev();
+    for i in 0..30 {
+        let r = put(
+            &server,
+            "/v1/agent/service/register",
+            json!({"Name": "web", "ID": format!("web-{i}"), "Port": 8000 + i}),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    let path = "/v1/health/service/web";
+    let plain = http().get(server.url(path)).send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().await.unwrap();
+    let gzipped = http()
+        .get(server.url(path))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    assert!(gzipped.headers().contains_key("x-consul-index"));
+    let compressed = gzipped.bytes().await.unwrap();
+    assert!(
+        compressed.len() * 4 < plain.len(),
+        "{} of {}",
+        compressed.len(),
+        plain.len()
+    );
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(&compressed[..])
+        .read_to_end(&mut decoded)
+        .unwrap();
+    assert_eq!(decoded, plain);
+    // Small answers and text go as they are.
+    let small = http()
+        .get(server.url("/v1/status/leader"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert!(small.headers().get("content-encoding").is_none());
+}

@@ -5,6 +5,7 @@
 //! `/ui/assets/<path>` is the file `<path>` of the dashboard; every other path under `/ui/` is
 //! `index.html`, which routes in the browser, so each page's URL can be shared and reloaded.
 
+use crate::api::accepts_gzip;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -143,25 +144,6 @@ fn compressed() -> &'static [Option<Bytes>] {
     })
 }
 
-fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';');
-            let name = parts.next().unwrap_or("").trim();
-            let refused = parts.any(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q == 0.0)
-            });
-            name.eq_ignore_ascii_case("gzip") && !refused
-        })
-}
-
 /// A file of the dashboard directory, read now; never cached, so an edit shows on reload.
 async fn from_directory(dir: &std::path::Path, path: &str) -> Response {
     // Only plain names below the directory: no `..`, no absolute path, no drive prefix.
@@ -203,29 +185,6 @@ fn content_type(path: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_static(value));
-        }
-        map
-    }
-
-    #[test]
-    fn gzip_is_taken_unless_refused() {
-        assert!(accepts_gzip(&headers(&[(
-            "accept-encoding",
-            "gzip, deflate, br"
-        )])));
-        assert!(accepts_gzip(&headers(&[(
-            "accept-encoding",
-            "br;q=1.0, GZIP;q=0.5"
-        )])));
-        assert!(!accepts_gzip(&headers(&[("accept-encoding", "gzip;q=0")])));
-        assert!(!accepts_gzip(&headers(&[("accept-encoding", "br")])));
-        assert!(!accepts_gzip(&HeaderMap::new()));
-    }
 
     #[test]
     fn the_dashboard_is_embedded() {

@@ -7,6 +7,7 @@ mod blocking;
 mod catalog_write;
 mod check_history;
 mod clock;
+mod compress;
 mod config;
 mod coordinate;
 mod cross_origin;
@@ -37,6 +38,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+pub use compress::accepts_gzip;
 use error::ApiError;
 use std::time::Instant;
 
@@ -182,6 +184,7 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .merge(extra)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(compress::gzip_json))
         .layer(middleware::from_fn(refuse_enterprise_headers))
         .layer(middleware::from_fn(
             cross_origin::refuse_cross_origin_writes,
