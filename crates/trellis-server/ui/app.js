@@ -21,7 +21,7 @@ const button = document.querySelector('[data-testid=token-button]');
 
 function markToken() {
   button.textContent = getToken() ? 'Token ✓' : 'Token';
-  button.setAttribute('aria-label', getToken() ? 'Access token (set)' : 'Access token');
+  button.title = getToken() ? 'An access token is set for this tab' : 'Set an access token';
 }
 
 function openToken(msg) {

@@ -57,12 +57,14 @@ function trim(n, digits) {
 export function durUs(us) {
   if (us === null || us === undefined || !Number.isFinite(Number(us))) return '—';
   us = Number(us);
+  if (us === 0) return '0';
   if (us < 1000) return `${trim(us, 0)} µs`;
   if (us < 1e6) return `${trim(us / 1000, us < 1e4 ? 2 : us < 1e5 ? 1 : 0)} ms`;
   if (us < 6e7) return `${trim(us / 1e6, 2)} s`;
   const s = Math.round(us / 1e6);
-  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
-  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  if (s < 3600) return s % 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s / 60} min`;
+  const m = Math.floor((s % 3600) / 60);
+  return m ? `${Math.floor(s / 3600)} h ${m} min` : `${Math.floor(s / 3600)} h`;
 }
 
 export function durMs(ms) {
@@ -109,5 +111,6 @@ export function plural(n, word, many = word + 's') {
 export function asText(v) {
   if (v === null || v === undefined) return '';
   if (typeof v === 'string') return v;
+  if (typeof v === 'object' && typeof v.reason === 'string' && Object.keys(v).length === 1) return v.reason;
   try { return JSON.stringify(v); } catch { return String(v); }
 }

@@ -126,6 +126,10 @@ function onClick(e) {
 
 export function start() {
   document.addEventListener('click', onClick);
-  window.addEventListener('popstate', () => route({ focus: true }));
+  window.addEventListener('popstate', () => {
+    // a jump to a #fragment (the skip link) is not a new page
+    if (current && current.path === location.pathname && current.search === location.search) return;
+    route({ focus: true });
+  });
   route();
 }

@@ -6,7 +6,7 @@ export const PAGE_SIZE = 50;
 const STATUS_CLASS = {
   passing: 'ok', warning: 'warn', critical: 'bad',
   committed: 'ok', aborted: 'bad', open: 'info', preparing: 'info', committing: 'warn', aborting: 'warn',
-  prepared: 'info', failed: 'bad', error: 'bad', ok: 'ok', maintenance: 'warn', pending: 'info', unknown: 'none',
+  prepared: 'info', registered: 'none', preparing_failed: 'bad', failed: 'bad', error: 'bad', ok: 'ok', maintenance: 'warn', pending: 'info', unknown: 'none',
 };
 
 /** A status shown with its word and a colour, never colour alone. */
@@ -83,7 +83,8 @@ export function pager(label, onChange) {
   function update() {
     const start = total ? (page - 1) * PAGE_SIZE + 1 : 0;
     const end = Math.min(total, page * PAGE_SIZE);
-    status.textContent = `${start}–${end} of ${total}`;
+    const n = (x) => x.toLocaleString('en-US');
+    status.textContent = `${n(start)}–${n(end)} of ${n(total)}`;
     prev.disabled = page <= 1;
     next.disabled = page >= pages();
   }

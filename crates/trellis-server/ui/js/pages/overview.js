@@ -111,9 +111,9 @@ export function mount(ctx) {
       node: h('li', { key: `c${t.index}-${t.checkId}-${t.serviceId}` },
         timeAgo(t.time), badge('critical'),
         h('span', { class: 'what' },
-          `Check ${t.name || t.checkId} of `,
-          t.serviceName ? h('a', { href: '/ui/services/' + encodeURIComponent(t.serviceName) }, t.serviceId || t.serviceName) : (t.serviceId || 'the node'),
-          ` went ${t.from || 'new'} → critical`,
+          t.serviceName ? h('a', { href: '/ui/services/' + encodeURIComponent(t.serviceName) }, t.serviceName) : 'Node',
+          t.serviceId ? h('span', { class: 'mono muted' }, ` ${t.serviceId}`) : null,
+          `: check ${t.name || t.checkId} went ${t.from || 'new'} → critical`,
           t.output ? h('span', { class: 'output' }, ' — ' + t.output) : null)),
     }));
     renderEvents();

@@ -5,12 +5,14 @@ import { rate, pct, durMs, errClass, lookbackSeconds } from '../format.js';
 import { errorSlot, table, emptyRow } from '../ui.js';
 import { serviceHealth } from './services.js';
 
-const NW = 160, NH = 46, COL = 380, ROW = 74, MARGIN = 40;
+const NW = 150, NH = 46, COL = 330, ROW = 74, MARGIN = 30;
 const LOOKBACKS = [['5m', 'Last 5 minutes'], ['15m', 'Last 15 minutes'], ['1h', 'Last hour']];
 
 /**
- * Layered layout: cycles broken by a DFS from the roots, layer = longest path from a root,
- * order within a layer from a few barycentre sweeps. Returns {pos: Map name -> {x, y, layer}, width, height, back: Set}.
+ * Layered layout (Sugiyama style): cycles broken by a DFS from the roots, layer = longest path
+ * from a root, long edges get a placeholder in every layer they cross, order within a layer from
+ * a few barycentre sweeps. Returns {pos: Map name -> {x, y, layer}, routes: Map edge -> [{x, y}]
+ * (placeholders crossed), width, height, back: Set of edges drawn backwards}.
  */
 export function layoutGraph(names, edges) {
   const out = new Map(names.map((n) => [n, []]));
@@ -59,6 +61,29 @@ export function layoutGraph(names, edges) {
   const nLayers = names.length ? Math.max(...layer.values()) + 1 : 0;
   const layers = Array.from({ length: nLayers }, () => []);
   for (const n of names) layers[layer.get(n)].push(n);
+  // chain graph: real nodes plus one placeholder per crossed layer of a long edge
+  const up = new Map(names.map((n) => [n, []]));
+  const down = new Map(names.map((n) => [n, []]));
+  const chains = new Map();
+  for (const [u, vs] of dag) {
+    for (const v of vs) {
+      let prev = u;
+      const chain = [];
+      for (let l = layer.get(u) + 1; l < layer.get(v); l++) {
+        const d = `\u0000${u}->${v}#${l}`;
+        layers[l].push(d);
+        up.set(d, []);
+        down.set(d, []);
+        chain.push(d);
+        down.get(prev).push(d);
+        up.get(d).push(prev);
+        prev = d;
+      }
+      down.get(prev).push(v);
+      up.get(v).push(prev);
+      if (chain.length) chains.set(`${u}->${v}`, chain);
+    }
+  }
   const maxCount = Math.max(1, ...layers.map((l) => l.length));
   const yOf = new Map();
   const place = (l) => {
@@ -66,8 +91,6 @@ export function layoutGraph(names, edges) {
     layers[l].forEach((n, i) => yOf.set(n, (off + i) * ROW));
   };
   for (let l = 0; l < nLayers; l++) place(l);
-  const dagIn = new Map(names.map((n) => [n, []]));
-  for (const [u, l] of dag) for (const v of l) dagIn.get(v).push(u);
   const sweep = (l, neighbours) => {
     const bary = new Map();
     for (const n of layers[l]) {
@@ -78,43 +101,58 @@ export function layoutGraph(names, edges) {
     place(l);
   };
   for (let iter = 0; iter < 3; iter++) {
-    for (let l = 1; l < nLayers; l++) sweep(l, dagIn);
-    for (let l = nLayers - 2; l >= 0; l--) sweep(l, dag);
+    for (let l = 1; l < nLayers; l++) sweep(l, up);
+    for (let l = nLayers - 2; l >= 0; l--) sweep(l, down);
   }
-  const pos = new Map();
   const selfLoops = edges.some((e) => e.parent === e.child);
   const top = MARGIN + (selfLoops ? 40 : 0);
-  for (const n of names) pos.set(n, { x: MARGIN + layer.get(n) * COL, y: top + yOf.get(n), layer: layer.get(n) });
+  const at = (n, l) => ({ x: MARGIN + l * COL, y: top + yOf.get(n), layer: l });
+  const pos = new Map();
+  for (const n of names) pos.set(n, at(n, layer.get(n)));
+  const routes = new Map();
+  for (const [key, chain] of chains) routes.set(key, chain.map((d) => at(d, Number(d.slice(d.lastIndexOf('#') + 1)))));
   const width = nLayers ? MARGIN * 2 + (nLayers - 1) * COL + NW : 200;
   const height = top + maxCount * ROW - (ROW - NH) + MARGIN + (back.size ? 70 : 0);
-  return { pos, width, height, back };
+  return { pos, routes, width, height, back };
 }
 
 function truncate(str, n) {
   return str.length > n ? str.slice(0, n - 1) + '…' : str;
 }
 
-function edgeGeometry(a, b, backEdge, self) {
+/** Point at t on a cubic Bézier. */
+function bez(p0, p1, p2, p3, t) {
+  const m = 1 - t;
+  return [0, 1].map((i) => m ** 3 * p0[i] + 3 * m * m * t * p1[i] + 3 * m * t * t * p2[i] + t ** 3 * p3[i]);
+}
+
+function edgeGeometry(a, b, backEdge, self, via = []) {
   if (self) {
     const x1 = a.x + NW * 0.65, x2 = a.x + NW * 0.35, y = a.y;
     return { d: `M${x1},${y} C${x1 + 30},${y - 55} ${x2 - 30},${y - 55} ${x2},${y}`, lx: a.x + NW / 2, ly: y - 44 };
   }
   if (backEdge || b.x <= a.x) {
-    const sx = a.x + NW / 2, sy = a.y + NH, tx = b.x + NW / 2, ty = b.y + NH;
-    const d = 55 + Math.abs(sx - tx) * 0.12;
-    const c1 = [sx, sy + d], c2 = [tx, ty + d];
-    return { d: `M${sx},${sy} C${c1[0]},${c1[1]} ${c2[0]},${c2[1]} ${tx},${ty}`, lx: (sx + 3 * c1[0] + 3 * c2[0] + tx) / 8, ly: (sy + 3 * c1[1] + 3 * c2[1] + ty) / 8 + 4 };
+    const s = [a.x + NW / 2, a.y + NH], t = [b.x + NW / 2, b.y + NH];
+    const dy = 55 + Math.abs(s[0] - t[0]) * 0.12;
+    const c1 = [s[0], s[1] + dy], c2 = [t[0], t[1] + dy];
+    const [lx, ly] = bez(s, c1, c2, t, 0.5);
+    return { d: `M${s} C${c1} ${c2} ${t}`, lx, ly: ly + 4 };
   }
-  const sx = a.x + NW, sy = a.y + NH / 2, tx = b.x - 2, ty = b.y + NH / 2;
-  const dx = Math.max(40, (tx - sx) / 2);
-  const c1 = [sx + dx, sy], c2 = [tx - dx, ty];
-  // label near the start of long edges so it stays in the gap next to its caller
-  const span = tx - sx;
-  const t = span > COL ? Math.min(0.5, (COL - NW) / 2 / span + 0.05) : 0.5;
-  const mt = 1 - t;
-  const lx = mt ** 3 * sx + 3 * mt * mt * t * c1[0] + 3 * mt * t * t * c2[0] + t ** 3 * tx;
-  const ly = mt ** 3 * sy + 3 * mt * mt * t * c1[1] + 3 * mt * t * t * c2[1] + t ** 3 * ty;
-  return { d: `M${sx},${sy} C${c1[0]},${c1[1]} ${c2[0]},${c2[1]} ${tx},${ty}`, lx, ly: ly - 6 };
+  // through the placeholders of the layers it crosses: curves between columns, straight across them
+  const pts = [[a.x + NW, a.y + NH / 2]];
+  for (const p of via) pts.push([p.x, p.y + NH / 2], [p.x + NW, p.y + NH / 2]);
+  pts.push([b.x - 2, b.y + NH / 2]);
+  let d = `M${pts[0]}`;
+  let label = null;
+  for (let i = 0; i + 1 < pts.length; i += 2) {
+    const s = pts[i], t = pts[i + 1];
+    const dx = Math.max(30, (t[0] - s[0]) / 2);
+    const c1 = [s[0] + dx, s[1]], c2 = [t[0] - dx, t[1]];
+    d += ` C${c1} ${c2} ${t}`;
+    if (!label) label = bez(s, c1, c2, t, 0.5);
+    if (i + 2 < pts.length) d += ` L${pts[i + 2]}`;
+  }
+  return { d, lx: label[0], ly: label[1] - 6 };
 }
 
 export function mount(ctx) {
@@ -154,7 +192,7 @@ export function mount(ctx) {
     const secs = lookbackSeconds(lookback);
     const edges = deps.slice().sort((a, b) => (a.parent + '\u0000' + a.child).localeCompare(b.parent + '\u0000' + b.child));
     const names = [...new Set(edges.flatMap((e) => [e.parent, e.child]))].sort();
-    const { pos, width, height, back } = layoutGraph(names, edges);
+    const { pos, routes, width, height, back } = layoutGraph(names, edges);
     svg.setAttribute('width', width);
     svg.setAttribute('height', height);
     svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
@@ -162,7 +200,7 @@ export function mount(ctx) {
     patchList(gEdges, edges.map((e) => {
       const key = `${e.parent}->${e.child}`;
       const cls = errClass(e.errorRate);
-      const g = edgeGeometry(pos.get(e.parent), pos.get(e.child), back.has(key), e.parent === e.child);
+      const g = edgeGeometry(pos.get(e.parent), pos.get(e.child), back.has(key), e.parent === e.child, routes.get(key));
       const label = `${rate(e.callCount / secs)} req/s · ${pct(e.errorRate)} · p99 ${durMs(e.p99Ms)}`;
       return s('g', { key, class: `edge edge-${cls}`, dataset: { edge: key, errorRate: Number(e.errorRate) || 0, calls: e.callCount, p99Ms: e.p99Ms } },
         s('title', null, `${e.parent} → ${e.child}: ${e.callCount} calls, ${e.errorCount} errors, ${label}`),
@@ -175,10 +213,10 @@ export function mount(ctx) {
       const hl = entry ? serviceHealth(entry) : 'unknown';
       const sub = entry ? `${entry.InstanceCount} inst. · ${hl}` : 'not registered';
       return s('g', { key: n, class: `node node-${hl}`, dataset: { node: n, health: hl } },
-        s('a', { href: '/ui/services/' + encodeURIComponent(n), 'aria-label': `${n}: ${sub}` },
+        s('a', { href: '/ui/services/' + encodeURIComponent(n) },
           s('title', null, `${n} — ${sub}`),
           s('rect', { x: p.x, y: p.y, width: NW, height: NH, rx: 6 }),
-          s('text', { x: p.x + 10, y: p.y + 19 }, truncate(n, 20)),
+          s('text', { x: p.x + 10, y: p.y + 19 }, truncate(n, 19)),
           s('text', { x: p.x + 10, y: p.y + 36, class: 'node-sub' }, sub)));
     }));
     if (!edges.length) patchList(tbl.tbody, [emptyRow(8, 'No calls traced.')]);

@@ -100,7 +100,10 @@ export function mount(ctx) {
       const error = isErrorSpan(s);
       const left = ((s.startTime - t0) / total) * 100;
       const width = Math.max((s.duration / total) * 100, 0.2);
-      const durStyle = left + width < 80 ? { left: `calc(${(left + width).toFixed(3)}% + 4px)` } : { right: `calc(${(100 - left).toFixed(3)}% + 4px)` };
+      let durStyle, inside = false;
+      if (left + width < 82) durStyle = { left: `calc(${(left + width).toFixed(3)}% + 4px)` };
+      else if (left > 14) durStyle = { right: `calc(${(100 - left).toFixed(3)}% + 4px)` };
+      else { durStyle = { right: `calc(${(100 - left - width).toFixed(3)}% + 4px)` }; inside = true; }
       nodes.push(h('button', {
         type: 'button', class: 'wf-row', key: s.spanID,
         dataset: { span: s.spanID, parent: r.parent, depth: r.depth, service: svc, error: error ? 'true' : null },
@@ -113,7 +116,7 @@ export function mount(ctx) {
         h('span', { class: 'svc' }, svc), ' ', s.operationName),
       h('span', { class: 'wf-time' },
         h('span', { class: 'wf-bar', style: { left: left.toFixed(3) + '%', width: width.toFixed(3) + '%' } }),
-        h('span', { class: 'wf-dur', style: durStyle }, durUs(s.duration)))));
+        h('span', { class: ['wf-dur', inside && 'wf-dur-in'], style: durStyle }, durUs(s.duration)))));
     }
     patchList(waterfall, nodes);
   }

@@ -95,36 +95,41 @@ export function mount(ctx) {
   const status = h('p', { class: 'muted', 'aria-live': 'polite' });
   ctx.main.append(
     h('div', { class: 'page-head' }, h('div', null, h('h1', null, 'Traces'), h('p', { class: 'sub' }, 'Search the spans the sidecars and services report.'))),
-    form, windowNote, err.el, status, h('div', { class: 'table-wrap' }, tableEl));
+    ...[form, windowNote, err.el, status, h('div', { class: 'table-wrap' }, tableEl)].filter(Boolean));
 
   async function loadOperations(service, selected) {
-    opSel.replaceChildren(h('option', { value: '' }, 'All operations'));
-    if (!service) return;
-    try {
-      const res = await get(withQuery('/api/operations', { service }), { signal });
-      const names = [...new Set(((res && res.data) || []).map((o) => (typeof o === 'string' ? o : o.name)))].sort();
-      for (const n of names) opSel.append(h('option', { value: n }, n));
-    } catch (e) {
-      if (e.name !== 'AbortError') err.show(e, 'Operations');
+    let names = [];
+    if (service) {
+      try {
+        const res = await get(withQuery('/api/operations', { service }), { signal });
+        names = ((res && res.data) || []).map((o) => (typeof o === 'string' ? o : o.name));
+      } catch (e) {
+        if (e.name !== 'AbortError') err.show(e, 'Operations');
+      }
     }
-    if (selected && ![...opSel.options].some((o) => o.value === selected)) opSel.append(h('option', { value: selected }, selected));
+    if (service !== svcSel.value) return; // the choice changed meanwhile
+    if (selected) names.push(selected);
+    opSel.replaceChildren(h('option', { value: '' }, 'All operations'), ...[...new Set(names)].sort().map((n) => h('option', { value: n }, n)));
     opSel.value = selected || '';
   }
 
+  // the form shows the URL's choices at once; the lists fill in when they arrive
+  const svc0 = ctx.query.get('service') || '', op0 = ctx.query.get('operation') || '';
+  if (svc0) { svcSel.append(h('option', { value: svc0 }, svc0)); svcSel.value = svc0; }
+  if (op0) { opSel.append(h('option', { value: op0 }, op0)); opSel.value = op0; }
   (async () => {
     try {
       const res = await get('/api/services', { signal });
-      const names = ((res && res.data) || []).slice().sort();
-      for (const n of names) svcSel.append(h('option', { value: n }, n));
+      const names = new Set(((res && res.data) || []).concat(svc0 ? [svc0] : []));
+      const chosen = svcSel.value;
+      svcSel.replaceChildren(h('option', { value: '' }, 'Choose a service…'), ...[...names].sort().map((n) => h('option', { value: n }, n)));
+      svcSel.value = chosen;
     } catch (e) {
       if (e.name !== 'AbortError') err.show(e, 'Services');
     }
-    const svc = ctx.query.get('service') || '';
-    if (svc && ![...svcSel.options].some((o) => o.value === svc)) svcSel.append(h('option', { value: svc }, svc));
-    svcSel.value = svc;
-    await loadOperations(svc, ctx.query.get('operation') || '');
+    if (svcSel.value === svc0) await loadOperations(svc0, op0);
   })();
-  svcSel.addEventListener('change', () => loadOperations(svcSel.value, ''));
+  svcSel.addEventListener('change', () => { opSel.value = ''; loadOperations(svcSel.value, ''); });
 
   let search = null;
   function runSearch() {
