@@ -106,7 +106,15 @@ export function mount(ctx) {
   watch('/v1/trellis/checks/history?limit=100', (data) => {
     evErr.clear();
     const ts = (data && data.transitions) || [];
-    checkEvents = ts.filter((t) => t.to === 'critical').slice(0, 20).map((t) => ({
+    // A check that starts critical (a TTL check before its first heartbeat) and has changed
+    // since is no error: only a new check still critical is. The list is newest first.
+    const changedSince = new Set();
+    const errors = ts.filter((t) => {
+      const keep = t.to === 'critical' && (t.from || !changedSince.has(t.checkId));
+      changedSince.add(t.checkId);
+      return keep;
+    });
+    checkEvents = errors.slice(0, 20).map((t) => ({
       time: Number(t.time),
       node: h('li', { key: `c${t.index}-${t.checkId}-${t.serviceId}` },
         timeAgo(t.time), badge('critical'),

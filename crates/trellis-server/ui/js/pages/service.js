@@ -59,6 +59,8 @@ export function mount(ctx) {
       if (!ok) return;
       await act(id, `Maintenance enabled on ${id}`, () => put(withQuery('/v1/agent/service/maintenance/' + encodeURIComponent(id), { enable: 'true', reason: 'Set from the Trellis dashboard' })));
     } else {
+      const ok = await confirm(`Take instance ${id} of ${name} out of maintenance? It returns to service discovery as soon as its checks pass.`, 'Disable maintenance', 'Disable maintenance?');
+      if (!ok) return;
       await act(id, `Maintenance disabled on ${id}`, () => put(withQuery('/v1/agent/service/maintenance/' + encodeURIComponent(id), { enable: 'false' })));
     }
   }
