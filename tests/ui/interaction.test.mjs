@@ -4,9 +4,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, openPage, assertClean, gotoReady, waitNavigated, waitUntil, registerService,
+  startServer, launchBrowser, gotoReady, waitNavigated, waitUntil, registerService,
   setCheck, kvPut, holdLock, postSpans, hexId, startParticipant, submitTxn, txnState, colours, encodePath,
   screenshot,
+  withPage as withPageOf,
 } from './support.mjs';
 
 let server;
@@ -27,15 +28,8 @@ after(async () => {
   await server?.stop();
 });
 
-async function withPage(body, options) {
-  const page = await openPage(browser, server, options);
-  try {
-    await body(page);
-    assertClean(page);
-  } finally {
-    await page.close();
-  }
-}
+/** A fresh page that must report no console error, exception or dialog. */
+const withPage = (body, options) => withPageOf(browser, server, body, options);
 
 /** Marks the document, to tell later whether it was reloaded. */
 const markDocument = (page) => page.evaluate(() => { window.__notReloaded = true; });

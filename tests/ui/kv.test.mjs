@@ -5,8 +5,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, launchBrowser, openPage, assertClean, gotoReady, waitNavigated, waitUntil, kvPut, kvGet,
+  startServer, launchBrowser, gotoReady, waitNavigated, waitUntil, kvPut, kvGet,
   screenshot,
+  withPage as withPageOf,
 } from './support.mjs';
 
 let server;
@@ -23,15 +24,8 @@ after(async () => {
   await server?.stop();
 });
 
-async function withPage(body) {
-  const page = await openPage(browser, server);
-  try {
-    await body(page);
-    assertClean(page);
-  } finally {
-    await page.close();
-  }
-}
+/** A fresh page that must report no console error, exception or dialog. */
+const withPage = (body, options) => withPageOf(browser, server, body, options);
 
 const KEY = 'app/ui-test/greeting';
 

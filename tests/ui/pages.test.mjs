@@ -5,8 +5,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, seedStandard, launchBrowser, openPage, assertClean, gotoReady, waitNavigated,
+  startServer, seedStandard, launchBrowser, gotoReady, waitNavigated,
   screenshot, waitUntil, txnState, axeSource,
+  withPage as withPageOf,
 } from './support.mjs';
 
 let server;
@@ -25,16 +26,8 @@ after(async () => {
   await server?.stop();
 });
 
-/** Runs `body` with a fresh page; the page must report no console error, exception or dialog. */
-async function withPage(body, options) {
-  const page = await openPage(browser, server, options);
-  try {
-    await body(page);
-    assertClean(page);
-  } finally {
-    await page.close();
-  }
-}
+/** A fresh page that must report no console error, exception or dialog. */
+const withPage = (body, options) => withPageOf(browser, server, body, options);
 
 const text = (page, selector) => page.locator(selector).innerText();
 

@@ -22,19 +22,8 @@ cd "$root"
 say() { printf '\n== %s\n' "$*"; }
 die() { printf 'ui tests: %s\n' "$*" >&2; exit 1; }
 
-# --- the trellis binary ----------------------------------------------------------------------
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
-[[ "$target_dir" = /* ]] || target_dir="$root/$target_dir"
-if [[ -z "${TRELLIS_BIN:-}" ]]; then
-    # Always (a no-op when it is up to date): a binary left from older sources would be tested
-    # instead of this tree.
-    export TRELLIS_BIN="$target_dir/debug/trellis"
-    say "building $TRELLIS_BIN"
-    cargo build -j2 -p trellis-cli
-fi
-[[ -x "$TRELLIS_BIN" ]] || die "TRELLIS_BIN=$TRELLIS_BIN is not an executable"
-TRELLIS_BIN="$(cd "$(dirname "$TRELLIS_BIN")" && pwd)/$(basename "$TRELLIS_BIN")"
-export TRELLIS_BIN
+# --- the trellis binary (everything this script builds or installs goes under the target dir) ---
+source "$root/tests/trellis-bin.sh"
 if [[ -n "${TRELLIS_UI_DIR:-}" ]]; then
     [[ -f "$TRELLIS_UI_DIR/index.html" ]] || die "TRELLIS_UI_DIR=$TRELLIS_UI_DIR has no index.html"
     TRELLIS_UI_DIR="$(cd "$TRELLIS_UI_DIR" && pwd)"

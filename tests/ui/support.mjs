@@ -412,6 +412,18 @@ export function assertClean(page) {
   assert.deepEqual(page.problems, [], `the page reported problems:\n${page.problems.join('\n')}`);
 }
 
+/** Runs `body` with a fresh page of `server`; the page must report no console error, exception
+ * or dialog. */
+export async function withPage(browser, server, body, options) {
+  const page = await openPage(browser, server, options);
+  try {
+    await body(page);
+    assertClean(page);
+  } finally {
+    await page.close();
+  }
+}
+
 /** Waits until the page at `urlPath` (pathname + search) has rendered its first data. */
 export async function waitReady(page, { timeout = 15_000 } = {}) {
   try {

@@ -141,6 +141,17 @@ impl EdgeStats {
             self.errors += 1;
         }
     }
+
+    /// (calls, errors, p50, p99 in nanoseconds).
+    fn summary(mut self) -> (u64, u64, u64, u64) {
+        self.durations.sort_unstable();
+        (
+            self.durations.len() as u64,
+            self.errors,
+            percentile(&self.durations, 50),
+            percentile(&self.durations, 99),
+        )
+    }
 }
 
 impl SpanStore {
@@ -273,15 +284,15 @@ impl SpanStore {
         });
         let mut out: Vec<Dependency> = edges
             .into_iter()
-            .map(|((p, c), mut stats)| {
-                stats.durations.sort_unstable();
+            .map(|((p, c), stats)| {
+                let (call_count, error_count, p50_ns, p99_ns) = stats.summary();
                 Dependency {
                     parent: self.names.name(p).clone(),
                     child: self.names.name(c).clone(),
-                    call_count: stats.durations.len() as u64,
-                    error_count: stats.errors,
-                    p50_ns: percentile(&stats.durations, 50),
-                    p99_ns: percentile(&stats.durations, 99),
+                    call_count,
+                    error_count,
+                    p50_ns,
+                    p99_ns,
                 }
             })
             .collect();
@@ -299,14 +310,14 @@ impl SpanStore {
         });
         let mut out: Vec<ServiceStats> = services
             .into_iter()
-            .map(|(service, mut stats)| {
-                stats.durations.sort_unstable();
+            .map(|(service, stats)| {
+                let (call_count, error_count, p50_ns, p99_ns) = stats.summary();
                 ServiceStats {
                     service: self.names.name(service).clone(),
-                    call_count: stats.durations.len() as u64,
-                    error_count: stats.errors,
-                    p50_ns: percentile(&stats.durations, 50),
-                    p99_ns: percentile(&stats.durations, 99),
+                    call_count,
+                    error_count,
+                    p50_ns,
+                    p99_ns,
                 }
             })
             .collect();

@@ -25,6 +25,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
+use trellis_traces::SpanStore;
 
 pub const PATH: &str = "/v1/trellis/traces/dependencies";
 pub const SERVICES_PATH: &str = "/v1/trellis/traces/services";
@@ -75,63 +76,82 @@ fn window(params: &[(String, String)]) -> Result<(u64, u64), String> {
     Ok((end_ms, lookback_ms))
 }
 
+/// The answer of either endpoint: `{"endTs", "lookback", <key>: rows}`, the rows made by `rows`
+/// from the store, the window in nanoseconds and its length in seconds.
+fn windowed(
+    store: &TraceStore,
+    params: &[(String, String)],
+    key: &str,
+    rows: impl FnOnce(&SpanStore, u64, u64, f64) -> Vec<Value>,
+) -> Response {
+    let (end_ms, lookback_ms) = match window(params) {
+        Ok(window) => window,
+        Err(message) => return bad_request(message),
+    };
+    let seconds = (lookback_ms as f64 / 1_000.0).max(0.001);
+    let rows = rows(
+        &store.lock(),
+        end_ms.saturating_mul(1_000_000),
+        lookback_ms.saturating_mul(1_000_000),
+        seconds,
+    );
+    Json(json!({"endTs": end_ms, "lookback": lookback_ms, key: rows})).into_response()
+}
+
 async fn dependencies(
     State(store): State<TraceStore>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
-    let (end_ms, lookback_ms) = match window(&params) {
-        Ok(window) => window,
-        Err(message) => return bad_request(message),
-    };
-    let deps = store.lock().dependencies(
-        end_ms.saturating_mul(1_000_000),
-        lookback_ms.saturating_mul(1_000_000),
-    );
-    let edges: Vec<Value> = deps
-        .iter()
-        .map(|d| {
-            json!({
-                "parent": &*d.parent,
-                "child": &*d.child,
-                "callCount": d.call_count,
-                "errorCount": d.error_count,
-                "errorRate": d.error_rate(),
-                "p50Ms": ms(d.p50_ns),
-                "p99Ms": ms(d.p99_ns),
-            })
-        })
-        .collect();
-    Json(json!({"endTs": end_ms, "lookback": lookback_ms, "dependencies": edges})).into_response()
+    windowed(
+        &store,
+        &params,
+        "dependencies",
+        |spans, end, lookback, _| {
+            let edges = spans.dependencies(end, lookback);
+            edges
+                .iter()
+                .map(|d| {
+                    json!({
+                        "parent": &*d.parent,
+                        "child": &*d.child,
+                        "callCount": d.call_count,
+                        "errorCount": d.error_count,
+                        "errorRate": d.error_rate(),
+                        "p50Ms": ms(d.p50_ns),
+                        "p99Ms": ms(d.p99_ns),
+                    })
+                })
+                .collect()
+        },
+    )
 }
 
 async fn services(
     State(store): State<TraceStore>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
-    let (end_ms, lookback_ms) = match window(&params) {
-        Ok(window) => window,
-        Err(message) => return bad_request(message),
-    };
-    let stats = store.lock().service_stats(
-        end_ms.saturating_mul(1_000_000),
-        lookback_ms.saturating_mul(1_000_000),
-    );
-    let seconds = (lookback_ms as f64 / 1_000.0).max(0.001);
-    let services: Vec<Value> = stats
-        .iter()
-        .map(|s| {
-            json!({
-                "service": &*s.service,
-                "callCount": s.call_count,
-                "errorCount": s.error_count,
-                "errorRate": s.error_rate(),
-                "ratePerSec": s.call_count as f64 / seconds,
-                "p50Ms": ms(s.p50_ns),
-                "p99Ms": ms(s.p99_ns),
-            })
-        })
-        .collect();
-    Json(json!({"endTs": end_ms, "lookback": lookback_ms, "services": services})).into_response()
+    windowed(
+        &store,
+        &params,
+        "services",
+        |spans, end, lookback, seconds| {
+            let stats = spans.service_stats(end, lookback);
+            stats
+                .iter()
+                .map(|s| {
+                    json!({
+                        "service": &*s.service,
+                        "callCount": s.call_count,
+                        "errorCount": s.error_count,
+                        "errorRate": s.error_rate(),
+                        "ratePerSec": s.call_count as f64 / seconds,
+                        "p50Ms": ms(s.p50_ns),
+                        "p99Ms": ms(s.p99_ns),
+                    })
+                })
+                .collect()
+        },
+    )
 }
 
 #[cfg(test)]
