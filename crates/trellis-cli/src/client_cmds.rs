@@ -19,6 +19,10 @@ pub struct RegistryAddr {
     /// $CONSUL_HTTP_ADDR, else 127.0.0.1:8500]
     #[arg(long, value_name = "ADDR", global = true)]
     addr: Option<String>,
+    /// Access token sent as X-Consul-Token [default: $TRELLIS_HTTP_TOKEN, else
+    /// $CONSUL_HTTP_TOKEN, else none (the anonymous token)]
+    #[arg(long, value_name = "SECRET", global = true)]
+    token: Option<String>,
 }
 
 impl RegistryAddr {
@@ -37,10 +41,12 @@ impl RegistryAddr {
         Fut: Future<Output = anyhow::Result<()>>,
     {
         let addr = self.resolve();
-        let client = Client::new(&addr).map_err(|_| {
-            anyhow::anyhow!(
+        let token = self.token.clone().or_else(trellis_client::token_from_env);
+        let client = Client::with_token(&addr, token.as_deref()).map_err(|e| match e {
+            trellis_client::Error::Token => anyhow::anyhow!("invalid token: it must be printable ASCII"),
+            _ => anyhow::anyhow!(
                 "invalid registry address {addr:?}: give HOST:PORT or http://HOST:PORT (--addr or TRELLIS_HTTP_ADDR)"
-            )
+            ),
         })?;
         let base = client.base_url().to_owned();
         command(client).await.map_err(|e| explain(e, &base))

@@ -3,7 +3,9 @@
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
-use trellis_server::{ConfigFile, ConfigOverrides, DnsListen, DnsTtl, HostPort, ServerConfig};
+use trellis_server::{
+    AclDefaultPolicy, ConfigFile, ConfigOverrides, DnsListen, DnsTtl, HostPort, ServerConfig,
+};
 
 #[derive(Args, Debug, Clone, Default, PartialEq)]
 pub struct ServerArgs {
@@ -58,6 +60,10 @@ pub struct ServerArgs {
     /// copy built into the binary (for working on the dashboard)
     #[arg(long, value_name = "DIR")]
     pub ui_dir: Option<PathBuf>,
+    /// What a request may do when no rule of its token decides: allow or deny (the
+    /// configuration's [acl] default_policy) [default: allow]
+    #[arg(long, value_name = "allow|deny")]
+    pub acl_default_policy: Option<AclDefaultPolicy>,
     /// TOML configuration file; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -110,6 +116,9 @@ impl ServerArgs {
         if let Some(dir) = &self.ui_dir {
             args.push(format!("--ui-dir={}", dir.display()));
         }
+        if let Some(policy) = self.acl_default_policy {
+            args.push(format!("--acl-default-policy={policy}"));
+        }
         if let Some(path) = &self.config {
             args.push(format!("--config={}", path.display()));
         }
@@ -132,6 +141,7 @@ impl ServerArgs {
             otlp_inflight_bytes: self.otlp_inflight_bytes,
             trace_store_bytes: self.trace_store_bytes,
             ui_dir: self.ui_dir,
+            acl_default_policy: self.acl_default_policy,
         };
         // With a file, the server keeps its path and these flags, so `/v1/agent/reload` reads
         // it again the same way.

@@ -17,6 +17,10 @@ pub struct TracesArgs {
     /// $CONSUL_HTTP_ADDR, else 127.0.0.1:8500]
     #[arg(long, visible_alias = "http-addr", value_name = "ADDR", global = true)]
     addr: Option<String>,
+    /// Access token sent as X-Consul-Token [default: $TRELLIS_HTTP_TOKEN, else
+    /// $CONSUL_HTTP_TOKEN, else none]
+    #[arg(long, value_name = "SECRET", global = true)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -69,7 +73,8 @@ pub async fn run(args: TracesArgs) -> anyhow::Result<()> {
         .addr
         .clone()
         .unwrap_or_else(trellis_client::addr_from_env);
-    let client = Client::new(&addr).map_err(|_| {
+    let token = args.token.clone().or_else(trellis_client::token_from_env);
+    let client = Client::with_token(&addr, token.as_deref()).map_err(|_| {
         anyhow::anyhow!(
             "invalid server address {addr:?}: give HOST:PORT or http://HOST:PORT (--addr or TRELLIS_HTTP_ADDR)"
         )

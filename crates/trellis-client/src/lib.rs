@@ -40,6 +40,8 @@ pub enum Error {
     Decode { path: String, reason: String },
     #[error("invalid address {0:?}")]
     Address(String),
+    #[error("invalid token: it must be printable ASCII")]
+    Token,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -135,6 +137,15 @@ pub fn addr_from_env() -> String {
         .unwrap_or_else(|| DEFAULT_ADDR.to_owned())
 }
 
+/// The access token from the environment: `TRELLIS_HTTP_TOKEN`, else `CONSUL_HTTP_TOKEN`; a
+/// variable that is set but blank counts as unset.
+pub fn token_from_env() -> Option<String> {
+    ["TRELLIS_HTTP_TOKEN", "CONSUL_HTTP_TOKEN"]
+        .into_iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+        .map(|v| v.trim().to_owned())
+}
+
 /// Turns `host:port`, `http://host:port` or `https://...` into a base URL without trailing '/'.
 pub fn normalise_addr(addr: &str) -> Result<String> {
     let addr = addr.trim().trim_end_matches('/');
@@ -151,9 +162,23 @@ pub fn normalise_addr(addr: &str) -> Result<String> {
 }
 
 impl Client {
+    /// A client of the registry at `addr`, sending no token (the anonymous token).
     pub fn new(addr: &str) -> Result<Self> {
+        Self::with_token(addr, None)
+    }
+
+    /// A client that sends `token` as `X-Consul-Token` with every request.
+    pub fn with_token(addr: &str, token: Option<&str>) -> Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token.filter(|t| !t.is_empty()) {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(token).map_err(|_| Error::Token)?;
+            value.set_sensitive(true);
+            headers.insert("x-consul-token", value);
+        }
         let http = reqwest::Client::builder()
             .no_proxy()
+            .default_headers(headers)
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|cause| Error::Transport {

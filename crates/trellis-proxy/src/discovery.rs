@@ -41,8 +41,13 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    pub fn new(registry: &str, policies: PolicySource, metrics: Metrics) -> crate::Result<Self> {
-        let client = Client::new(registry)?;
+    pub fn new(
+        registry: &str,
+        token: Option<&str>,
+        policies: PolicySource,
+        metrics: Metrics,
+    ) -> crate::Result<Self> {
+        let client = Client::with_token(registry, token)?;
         Ok(Self {
             client,
             policies: Arc::new(policies),

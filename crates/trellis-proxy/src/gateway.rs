@@ -28,6 +28,15 @@ pub struct GatewayArgs {
         default_value = "http://127.0.0.1:8500"
     )]
     pub registry: String,
+    /// Access token for the registry, sent as X-Consul-Token [default: $TRELLIS_HTTP_TOKEN,
+    /// else $CONSUL_HTTP_TOKEN, else none]
+    #[arg(
+        long,
+        env = "TRELLIS_HTTP_TOKEN",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub token: Option<String>,
     /// Address to accept client requests on
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: String,
@@ -71,6 +80,9 @@ impl GatewayArgs {
     pub fn to_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         push(&mut args, "--registry", &self.registry);
+        if let Some(token) = &self.token {
+            push(&mut args, "--token", token);
+        }
         push(&mut args, "--listen", &self.listen);
         push(&mut args, "--admin", &self.admin);
         for route in &self.routes {
@@ -118,7 +130,13 @@ impl Gateway {
         }
         let otlp_endpoint = args.tracing.endpoint(&args.registry)?;
         let metrics = Metrics::new();
-        let discovery = Arc::new(Discovery::new(&args.registry, policies, metrics.clone())?);
+        let token = args.token.clone().or_else(trellis_client::token_from_env);
+        let discovery = Arc::new(Discovery::new(
+            &args.registry,
+            token.as_deref(),
+            policies,
+            metrics.clone(),
+        )?);
         Ok(Self {
             args,
             routes,
@@ -215,6 +233,7 @@ mod tests {
     fn every_flag_round_trips() {
         let mut args = GatewayArgs {
             registry: "http://10.0.0.1:8500".into(),
+            token: Some("s3cret".into()),
             listen: "127.0.0.1:0".into(),
             admin: "127.0.0.1:1".into(),
             routes: vec!["/users=users".into(), "/=web".into()],

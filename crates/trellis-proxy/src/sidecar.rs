@@ -31,6 +31,15 @@ pub struct SidecarArgs {
         default_value = "http://127.0.0.1:8500"
     )]
     pub registry: String,
+    /// Access token for the registry, sent as X-Consul-Token [default: $TRELLIS_HTTP_TOKEN,
+    /// else $CONSUL_HTTP_TOKEN, else none]
+    #[arg(
+        long,
+        env = "TRELLIS_HTTP_TOKEN",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub token: Option<String>,
     /// Service name to register
     #[arg(long)]
     pub service: String,
@@ -104,6 +113,9 @@ impl SidecarArgs {
     pub fn to_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         push(&mut args, "--registry", &self.registry);
+        if let Some(token) = &self.token {
+            push(&mut args, "--token", token);
+        }
         push(&mut args, "--service", &self.service);
         push(&mut args, "--app", &self.app);
         if let Some(id) = &self.id {
@@ -208,7 +220,13 @@ impl Sidecar {
         let check = AppCheck::new(&args.app, args.health_path.as_deref())?;
         let otlp_endpoint = args.tracing.endpoint(&args.registry)?;
         let metrics = Metrics::new();
-        let discovery = Arc::new(Discovery::new(&args.registry, policies, metrics.clone())?);
+        let token = args.token.clone().or_else(trellis_client::token_from_env);
+        let discovery = Arc::new(Discovery::new(
+            &args.registry,
+            token.as_deref(),
+            policies,
+            metrics.clone(),
+        )?);
         Ok(Self {
             args,
             meta,
@@ -405,6 +423,7 @@ mod tests {
     #[test]
     fn every_flag_round_trips() {
         let mut args = SidecarArgs {
+            token: Some("s3cret".into()),
             id: Some("users-1".into()),
             tags: vec!["v1".into(), "-dash".into()],
             meta: vec!["zone=a".into(), "k=v=w".into()],

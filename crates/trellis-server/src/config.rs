@@ -59,6 +59,9 @@ pub struct ServerConfig {
     /// copy built into the binary, as Consul's `ui_config.dir`: for working on the dashboard.
     /// Default: unset (the built-in copy).
     pub ui_dir: Option<PathBuf>,
+    /// Access control (Consul's `acl` block): the default policy and an initial management
+    /// token.
+    pub acl: AclConfig,
     /// The file this configuration was read from and the command-line flags laid over it, so
     /// `/v1/agent/reload` can read it again the same way. Not a TOML key; `None` when the
     /// server was started without a file.
@@ -93,6 +96,7 @@ pub struct ConfigOverrides {
     pub otlp_inflight_bytes: Option<usize>,
     pub trace_store_bytes: Option<usize>,
     pub ui_dir: Option<PathBuf>,
+    pub acl_default_policy: Option<AclDefaultPolicy>,
 }
 
 impl ConfigOverrides {
@@ -140,6 +144,9 @@ impl ConfigOverrides {
         if let Some(dir) = &self.ui_dir {
             config.ui_dir = Some(dir.clone());
         }
+        if let Some(policy) = self.acl_default_policy {
+            config.acl.default_policy = policy;
+        }
     }
 }
 
@@ -156,6 +163,55 @@ impl ConfigFile {
         config.validate()?;
         config.config_file = Some(self.clone());
         Ok(config)
+    }
+}
+
+/// The `[acl]` table, as Consul's `acl` block.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclConfig {
+    /// What a request may do when no rule of its token decides: `allow` (default, so a registry
+    /// without tokens keeps working) or `deny`. ACL management always needs a token with `acl`
+    /// rights.
+    pub default_policy: AclDefaultPolicy,
+    pub tokens: AclTokens,
+}
+
+/// `[acl.tokens]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclTokens {
+    /// The secret of a management token created at start if the ACL system was never
+    /// bootstrapped (Consul's `initial_management`); `PUT /v1/acl/bootstrap` is then refused.
+    pub initial_management: Option<String>,
+}
+
+/// `allow` or `deny`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AclDefaultPolicy {
+    #[default]
+    Allow,
+    Deny,
+}
+
+impl FromStr for AclDefaultPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "allow" => Ok(Self::Allow),
+            "deny" => Ok(Self::Deny),
+            other => Err(format!("{other:?}: want allow or deny")),
+        }
+    }
+}
+
+impl fmt::Display for AclDefaultPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        })
     }
 }
 
@@ -192,6 +248,7 @@ impl Default for ServerConfig {
             otlp_inflight_bytes: crate::traces::pressure::DEFAULT_INFLIGHT_BYTES,
             trace_store_bytes: DEFAULT_TRACE_STORE_BYTES,
             ui_dir: None,
+            acl: AclConfig::default(),
             config_file: None,
         }
     }

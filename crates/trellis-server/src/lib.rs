@@ -1,6 +1,7 @@
 //! The Trellis control plane: a Consul-compatible registry with health checks, KV, blocking
 //! queries and a streaming watch, backed by a durable store with group commit.
 
+mod acl;
 mod api;
 mod checker;
 pub mod config;
@@ -8,6 +9,7 @@ pub mod coordinator;
 mod dashboard;
 mod dns;
 mod history;
+mod ids;
 mod metrics;
 pub mod node;
 mod published;
@@ -21,8 +23,8 @@ mod writer;
 /// The feed of formatted log lines `/v1/agent/monitor` streams; the binary's logging fills it.
 pub use api::monitor::{LogFeed, LogLine, log_feed};
 pub use config::{
-    ConfigError, ConfigFile, ConfigOverrides, DnsListen, DnsTtl, HostPort, InvalidHostPort,
-    ServerConfig,
+    AclConfig, AclDefaultPolicy, AclTokens, ConfigError, ConfigFile, ConfigOverrides, DnsListen,
+    DnsTtl, HostPort, InvalidHostPort, ServerConfig,
 };
 pub use writer::WriterFailed;
 
@@ -58,6 +60,8 @@ pub enum ServerError {
     DataDirInUse { dir: String },
     #[error("cannot open the store in {dir}: {error}")]
     Store { dir: String, error: StoreError },
+    #[error("cannot load the ACL state: {0}")]
+    Acl(String),
     #[error("cannot resolve {addr}: {error}")]
     Resolve { addr: String, error: io::Error },
     #[error("cannot listen on {addr}: {}", bind_failure(.error, "--http"))]
@@ -364,6 +368,7 @@ async fn start_with_store(
         config.check_concurrency,
         config.enable_script_checks,
     ));
+    let acl = Arc::new(open_acl(&config)?);
     let state = AppState::new(Parts {
         node,
         catalog,
@@ -374,6 +379,7 @@ async fn start_with_store(
         scripts_enabled: config.enable_script_checks,
         config: config.clone(),
         coordinator: coordinator.clone(),
+        acl,
     });
     let dns_settings = dns::Settings {
         domain: config.dns_domain.clone(),
@@ -473,6 +479,37 @@ fn start_coordinator(
         })
         .map_err(ServerError::Thread)?;
     Ok(coordinator)
+}
+
+/// The ACL state from its log (`acl.redb` in the data dir; memory with `--dev`).
+fn open_acl(config: &ServerConfig) -> Result<acl::Acl, ServerError> {
+    let log: Box<dyn trellis_store::AclLog> = if config.dev {
+        Box::new(trellis_store::MemoryAclLog::default())
+    } else {
+        Box::new(
+            trellis_store::RedbAclLog::open(&config.data_dir).map_err(|error| {
+                ServerError::Store {
+                    dir: store_label(config),
+                    error,
+                }
+            })?,
+        )
+    };
+    let default_policy = match config.acl.default_policy {
+        AclDefaultPolicy::Allow => trellis_acl::DefaultPolicy::Allow,
+        AclDefaultPolicy::Deny => trellis_acl::DefaultPolicy::Deny,
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    acl::Acl::open(
+        log,
+        default_policy,
+        &config.datacenter,
+        config.acl.tokens.initial_management.as_deref(),
+        now_ms,
+    )
+    .map_err(|error| ServerError::Acl(error.to_string()))
 }
 
 /// Serves HTTP until `shutdown` resolves or the writer stops for good, then drains.

@@ -52,6 +52,8 @@ struct Inner {
     config: ServerConfig,
     /// The two-phase-commit coordinator.
     coordinator: Coordinator,
+    /// Tokens and policies.
+    acl: Arc<crate::acl::Acl>,
 }
 
 /// Most network segments this node keeps a LAN coordinate for; an update for another one is
@@ -94,6 +96,7 @@ pub struct Parts {
     /// The configuration the server was started with.
     pub config: ServerConfig,
     pub coordinator: Coordinator,
+    pub acl: Arc<crate::acl::Acl>,
 }
 
 impl AppState {
@@ -108,6 +111,7 @@ impl AppState {
             scripts_enabled,
             config,
             coordinator,
+            acl,
         } = parts;
         let origin = BTreeMap::from([(String::new(), node.coordinate())]);
         Self(Arc::new(Inner {
@@ -129,7 +133,18 @@ impl AppState {
             scripts_enabled,
             config,
             coordinator,
+            acl,
         }))
+    }
+
+    /// Tokens and policies.
+    pub fn acl(&self) -> &crate::acl::Acl {
+        &self.0.acl
+    }
+
+    /// The same, to move into a blocking task (ACL writes fsync).
+    pub fn acl_handle(&self) -> Arc<crate::acl::Acl> {
+        Arc::clone(&self.0.acl)
     }
 
     /// The two-phase-commit coordinator.

@@ -1,11 +1,13 @@
 //! Durable storage of the catalog: the [`Store`] trait, the embedded redb implementation, an
 //! in-memory one for `--dev`, and the conformance suite every implementation must pass.
 
+pub mod acl_log;
 pub mod conformance;
 pub mod decision_log;
 mod memory;
 mod redb_store;
 
+pub use acl_log::{AclLog, AclSnapshot, MemoryAclLog, RedbAclLog};
 pub use decision_log::{DecisionLog, LogSnapshot, MemoryDecisionLog, RedbDecisionLog};
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;

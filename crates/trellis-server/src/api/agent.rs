@@ -1,6 +1,7 @@
 //! `/v1/agent/...`: registering and deregistering services and checks, TTL updates, and the
 //! agent's view of its services and checks.
 
+use super::authz::Authz;
 use super::error::ApiError;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use trellis_acl::{Need, Resource};
 use trellis_catalog::{CatalogError, Command};
 use trellis_filter::{Filter, schema};
 use trellis_types::fields::Fields;
@@ -50,12 +52,14 @@ fn refuse_disabled_scripts<'a>(
 
 pub async fn register(
     State(state): State<AppState>,
+    authz: Authz,
     Query(query): Query<Vec<(String, String)>>,
     body: Bytes,
 ) -> Result<(), ApiError> {
     let query = QueryParams::new(query);
     let registration =
         ServiceRegistration::from_agent_json(parse_body(&body, "service definition")?)?;
+    authz.require(Resource::Service, &registration.name, Need::Write)?;
     refuse_disabled_scripts(&state, registration.checks.iter())?;
     state
         .submit(Command::Register {
@@ -74,8 +78,21 @@ pub async fn deregister(
     Ok(())
 }
 
-pub async fn register_check(State(state): State<AppState>, body: Bytes) -> Result<(), ApiError> {
+pub async fn register_check(
+    State(state): State<AppState>,
+    authz: Authz,
+    body: Bytes,
+) -> Result<(), ApiError> {
     let check = CheckDefinition::from_agent_json(parse_body(&body, "check definition")?)?;
+    // A service's check needs write on that service; a node check on this node.
+    let owner = check.service_id.as_deref().and_then(|sid| {
+        let catalog = state.catalog().ok()?;
+        catalog.instance(sid).map(|i| i.registration.name.clone())
+    });
+    match owner {
+        Some(service) => authz.require(Resource::Service, &service, Need::Write)?,
+        None => authz.require(Resource::Node, &state.node().info().node, Need::Write)?,
+    }
     refuse_disabled_scripts(&state, std::iter::once(&check))?;
     let missing = check
         .service_id
@@ -224,6 +241,8 @@ struct Listing<'a> {
     state: &'a AppState,
     catalog: &'a trellis_catalog::Catalog,
     filter: Option<&'a Filter>,
+    /// Only what the token may read is listed.
+    authz: &'a Authz,
 }
 
 impl Serialize for Listing<'_> {
@@ -232,8 +251,10 @@ impl Serialize for Listing<'_> {
             self.catalog
                 .instances()
                 .filter(|i| {
-                    self.filter
-                        .is_none_or(|f| f.matches(&ServiceFields(&i.registration)))
+                    self.authz.can_read(Resource::Service, &i.registration.name)
+                        && self
+                            .filter
+                            .is_none_or(|f| f.matches(&ServiceFields(&i.registration)))
                 })
                 .map(|i| {
                     (
@@ -257,6 +278,7 @@ fn hashed_response(hashed: Hashed) -> Response {
 /// too costs nothing and lets a client watch every local service with one request.
 pub async fn services(
     State(state): State<AppState>,
+    authz: Authz,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
@@ -268,6 +290,7 @@ pub async fn services(
             state: &state,
             catalog: &catalog,
             filter: filter.as_ref(),
+            authz: &authz,
         });
         Ok(Hashed {
             index: catalog.services_index(),
@@ -320,6 +343,7 @@ pub async fn service(
 /// `GET /v1/agent/checks`; blocks with `?hash=` until a check changes (see `services`).
 pub async fn checks(
     State(state): State<AppState>,
+    authz: Authz,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
@@ -330,6 +354,10 @@ pub async fn checks(
         let catalog = state.catalog()?;
         let checks: BTreeMap<&str, trellis_types::HealthCheck> = catalog
             .checks()
+            .filter(|c| match &c.service_name {
+                Some(service) => authz.can_read(Resource::Service, service),
+                None => authz.can_read(Resource::Node, &node.info().node),
+            })
             .filter_map(|c| {
                 catalog_check_json(&catalog, c, node, filter.as_ref()).map(|json| (c.id(), json))
             })

@@ -8,6 +8,7 @@
 //! static check whose status is the one registered (re-register to change it), as in Consul's
 //! catalog.
 
+use super::authz::Authz;
 use super::error::ApiError;
 use super::node::is_this_node;
 use super::respond::bool_response;
@@ -19,6 +20,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Map, Value};
+use trellis_acl::{Need, Resource};
 use trellis_catalog::{CatalogError, Command};
 use trellis_types::registration::StaticCheck;
 use trellis_types::{CheckDefinition, CheckKind, CheckStatus, ServiceRegistration};
@@ -209,7 +211,11 @@ pub fn static_check(
 /// `PUT /v1/catalog/register`: `{"Node", "Service"?, "Check"?, "Checks"?}`; answers `true`.
 /// Node-level fields (`Address`, `TaggedAddresses`, `NodeMeta`) are not kept: the node is
 /// synthesised from the server's configuration.
-pub async fn register(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn register(
+    State(state): State<AppState>,
+    authz: Authz,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let mut map = parse_body(&body)?;
     check_node(state.node(), &mut map)?;
     let service = match take(&mut map, "Service") {
@@ -222,6 +228,11 @@ pub async fn register(State(state): State<AppState>, body: Bytes) -> Result<Resp
             Some(ServiceRegistration::from_json(Value::Object(service))?)
         }
     };
+    // A service needs write on it; node-level changes (checks alone) write on this node.
+    match &service {
+        Some(service) => authz.require(Resource::Service, &service.name, Need::Write)?,
+        None => authz.require(Resource::Node, &state.node().info().node, Need::Write)?,
+    }
     let mut checks = Vec::new();
     if let Some(check) = take(&mut map, "Check") {
         checks.push(parse_check(state.node(), check)?);
@@ -280,11 +291,32 @@ pub async fn register(State(state): State<AppState>, body: Bytes) -> Result<Resp
 /// `PUT /v1/catalog/deregister`: `{"Node", "ServiceID"}` or `{"Node", "CheckID"}`; answers
 /// `true`, also for an ID that is not there (as Consul). Without either Consul would remove the
 /// node itself, which this server cannot do: 400.
-pub async fn deregister(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn deregister(
+    State(state): State<AppState>,
+    authz: Authz,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let mut map = parse_body(&body)?;
     check_node(state.node(), &mut map)?;
     let service_id = take_string(&mut map, "ServiceID")?;
     let check_id = take_string(&mut map, "CheckID")?;
+    // Write on the service the instance or check belongs to, or on this node.
+    let service = {
+        let catalog = state.catalog()?;
+        if !service_id.is_empty() {
+            catalog
+                .instance(&service_id)
+                .map(|i| i.registration.name.clone())
+        } else {
+            catalog
+                .check(&check_id)
+                .and_then(|c| c.service_name.clone())
+        }
+    };
+    match service {
+        Some(service) => authz.require(Resource::Service, &service, Need::Write)?,
+        None => authz.require(Resource::Node, &state.node().info().node, Need::Write)?,
+    }
     let command = if !service_id.is_empty() {
         Command::Deregister { service_id }
     } else if !check_id.is_empty() {

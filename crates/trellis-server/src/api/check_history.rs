@@ -10,6 +10,7 @@
 //! `from` is null for a newly registered check. Memory only, the last
 //! [`crate::history::CAPACITY`] changes; `limit` defaults to 100.
 
+use super::authz::Authz;
 use super::error::ApiError;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
@@ -19,6 +20,7 @@ use crate::state::AppState;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use serde_json::{Value, json};
+use trellis_acl::Resource;
 use trellis_types::CheckStatus;
 use trellis_types::registration::service_key;
 
@@ -26,6 +28,7 @@ const DEFAULT_LIMIT: usize = 100;
 
 pub async fn history(
     State(state): State<AppState>,
+    authz: Authz,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
@@ -50,12 +53,19 @@ pub async fn history(
     block_on_catalog(&state, query.blocking()?).await?;
     let index = state.catalog()?.index();
     let wanted_service = service.map(service_key);
+    let node = state.node().info().node.clone();
     let changes = state.check_history().newest(limit, |t| {
-        wanted_service.as_ref().is_none_or(|wanted| {
-            t.service_name
-                .as_deref()
-                .is_some_and(|name| service_key(name) == *wanted)
-        }) && check.is_none_or(|c| t.check_id == c)
+        let readable = match &t.service_name {
+            Some(name) => authz.can_read(Resource::Service, name),
+            None => authz.can_read(Resource::Node, &node),
+        };
+        readable
+            && wanted_service.as_ref().is_none_or(|wanted| {
+                t.service_name
+                    .as_deref()
+                    .is_some_and(|name| service_key(name) == *wanted)
+            })
+            && check.is_none_or(|c| t.check_id == c)
             && status.is_none_or(|s| t.to == s)
     });
     let transitions: Vec<Value> = changes

@@ -3,11 +3,12 @@
 //! on Consul's index for events: the last listed event's ID folded to 64 bits (1 when the list is
 //! empty), which is not monotonic, so a waiter wakes on any index other than its own.
 
+use super::authz::Authz;
 use super::blocking::block_while;
 use super::error::ApiError;
-use super::ids::random_uuid;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
+use crate::ids::random_uuid;
 use crate::state::{AppState, UserEvent};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -15,6 +16,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
+use trellis_acl::Resource;
 
 /// Serf's default `UserEventSizeLimit` (Consul keeps it): the encoded event (name, ID, filters
 /// and payload) has to fit in 512 bytes.
@@ -93,6 +95,7 @@ pub async fn missing_name() -> ApiError {
 /// `GET /v1/event/list[?name=][&index=&wait=]`: the kept events, oldest first.
 pub async fn list(
     State(state): State<AppState>,
+    authz: Authz,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
@@ -103,7 +106,11 @@ pub async fn list(
     })
     .await?;
     let (index, events) = listing(&state, name);
-    let body: Vec<Value> = events.iter().map(|e| render(e)).collect();
+    let body: Vec<Value> = events
+        .iter()
+        .filter(|e| authz.can_read(Resource::Event, &e.name))
+        .map(|e| render(e))
+        .collect();
     Ok(json_response(index, to_json_bytes(&body)))
 }
 

@@ -2,6 +2,7 @@
 //! published per-service views, blocking until the service changes. A `?filter=` is part of the
 //! rendering's key, so readers and waiters with the same filter share one rendering too.
 
+use super::authz::Authz;
 use super::blocking::block_on;
 use super::error::ApiError;
 use super::params::QueryParams;
@@ -16,6 +17,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use trellis_acl::Resource;
 use trellis_filter::{Filter, schema};
 use trellis_types::registration::service_key;
 
@@ -108,6 +110,7 @@ pub async fn health_checks(
 /// that match; that is rendered per request.
 pub async fn catalog_services(
     State(state): State<AppState>,
+    authz: Authz,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
@@ -119,14 +122,20 @@ pub async fn catalog_services(
     if !meta_ok {
         return Ok(json_response(index, Bytes::from_static(b"{}")));
     }
-    if let Some(filter) = filter {
+    // A filter, or a token that may not read everything: this request's own list. Otherwise the
+    // rendering shared by every reader.
+    if filter.is_some() || !authz.unrestricted() {
         let catalog = state.catalog()?;
         let node = state.node().info();
         let consul = shows_consul_instance(&catalog).then(consul_service);
         let mut names: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         let listed = catalog.instances().map(|i| &i.registration);
         for service in consul.iter().chain(listed) {
-            if filter.matches(&ServiceNodeFields { node, service }) {
+            if authz.can_read(Resource::Service, &service.name)
+                && filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches(&ServiceNodeFields { node, service }))
+            {
                 names
                     .entry(&service.name)
                     .or_default()

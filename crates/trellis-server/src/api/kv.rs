@@ -4,6 +4,7 @@
 //! `cas`, `acquire` and `release` exclude each other, and every read answers `X-Consul-Index`
 //! (404s included).
 
+use super::authz::Authz;
 use super::blocking::block_while;
 use super::error::ApiError;
 use super::params::QueryParams;
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use std::collections::BTreeSet;
+use trellis_acl::{Need, Resource};
 use trellis_catalog::{Catalog, Command, KvEntry, Reply};
 use trellis_types::KvPair;
 
@@ -23,43 +25,57 @@ type Q = Query<Vec<(String, String)>>;
 
 pub async fn get(
     State(s): State<AppState>,
+    authz: Authz,
     Path(key): Path<String>,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
-    read(s, key, QueryParams::new(q)).await
+    read(s, &authz, key, QueryParams::new(q)).await
 }
 
-pub async fn get_root(State(s): State<AppState>, Query(q): Q) -> Result<Response, ApiError> {
-    read(s, String::new(), QueryParams::new(q)).await
+pub async fn get_root(
+    State(s): State<AppState>,
+    authz: Authz,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    read(s, &authz, String::new(), QueryParams::new(q)).await
 }
 
 pub async fn put(
     State(s): State<AppState>,
+    authz: Authz,
     Path(key): Path<String>,
     Query(q): Q,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Key, &key, Need::Write)?;
     write(s, key, QueryParams::new(q), body).await
 }
 
 pub async fn put_root(
     State(s): State<AppState>,
+    authz: Authz,
     Query(q): Q,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    authz.require(Resource::Key, "", Need::Write)?;
     write(s, String::new(), QueryParams::new(q), body).await
 }
 
 pub async fn delete(
     State(s): State<AppState>,
+    authz: Authz,
     Path(key): Path<String>,
     Query(q): Q,
 ) -> Result<Response, ApiError> {
-    remove(s, key, QueryParams::new(q)).await
+    remove(s, &authz, key, QueryParams::new(q)).await
 }
 
-pub async fn delete_root(State(s): State<AppState>, Query(q): Q) -> Result<Response, ApiError> {
-    remove(s, String::new(), QueryParams::new(q)).await
+pub async fn delete_root(
+    State(s): State<AppState>,
+    authz: Authz,
+    Query(q): Q,
+) -> Result<Response, ApiError> {
+    remove(s, &authz, String::new(), QueryParams::new(q)).await
 }
 
 /// An entry as the API answers it: `LockIndex` always, `Session` while the lock is held.
@@ -106,7 +122,12 @@ fn present(query: &QueryParams, key: &str) -> bool {
     query.get(key).is_some()
 }
 
-async fn read(state: AppState, key: String, query: QueryParams) -> Result<Response, ApiError> {
+async fn read(
+    state: AppState,
+    authz: &Authz,
+    key: String,
+    query: QueryParams,
+) -> Result<Response, ApiError> {
     query.check_common(state.node())?;
     let keys_only = present(&query, "keys");
     let recurse = !keys_only && present(&query, "recurse");
@@ -114,6 +135,14 @@ async fn read(state: AppState, key: String, query: QueryParams) -> Result<Respon
     if single && key.is_empty() {
         return Err(ApiError::bad_request("Missing key name"));
     }
+    // As Consul: one key needs read on it; listing keys needs list on the prefix; both lists
+    // answer only the keys the token may read.
+    if single {
+        authz.require(Resource::Key, &key, Need::Read)?;
+    } else if keys_only {
+        authz.require(Resource::Key, &key, Need::List)?;
+    }
+    let readable = |k: &str| authz.can_read(Resource::Key, k);
     wait_for_change(&state, &key, single, &query).await?;
     let catalog = state.catalog()?;
     let index = read_index(&catalog, &key, single);
@@ -125,6 +154,7 @@ async fn read(state: AppState, key: String, query: QueryParams) -> Result<Respon
             .unwrap_or_default();
         let keys: BTreeSet<String> = catalog
             .kv_range(&key)
+            .filter(|e| readable(&e.key))
             .map(|e| match separator {
                 "" => e.key.clone(),
                 sep => match e.key[key.len()..].find(sep) {
@@ -141,7 +171,11 @@ async fn read(state: AppState, key: String, query: QueryParams) -> Result<Respon
         return Ok(json_response(index, to_json_bytes(&keys)));
     }
     if recurse {
-        let pairs: Vec<KvPair> = catalog.kv_range(&key).map(pair).collect();
+        let pairs: Vec<KvPair> = catalog
+            .kv_range(&key)
+            .filter(|e| readable(&e.key))
+            .map(pair)
+            .collect();
         drop(catalog);
         if pairs.is_empty() {
             return Ok(not_found(index));
@@ -262,10 +296,23 @@ async fn write(
     }
 }
 
-async fn remove(state: AppState, key: String, query: QueryParams) -> Result<Response, ApiError> {
+async fn remove(
+    state: AppState,
+    authz: &Authz,
+    key: String,
+    query: QueryParams,
+) -> Result<Response, ApiError> {
     query.check_common(state.node())?;
     conflicting(&query, &["recurse", "cas"])?;
     let recurse = present(&query, "recurse");
+    if recurse {
+        // Write on the prefix and on everything under it (Consul's KeyWritePrefix).
+        if !authz.unrestricted() && !authz.authorizer().key_write_prefix(&key) {
+            return Err(super::authz::denied(Resource::Key, &key, Need::Write));
+        }
+    } else {
+        authz.require(Resource::Key, &key, Need::Write)?;
+    }
     if key.is_empty() && !recurse {
         return Err(ApiError::bad_request("Missing key name"));
     }

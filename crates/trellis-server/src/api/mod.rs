@@ -1,8 +1,10 @@
 //! The HTTP API: the route table and the middleware that counts, times and logs every request.
 
+mod acl;
 mod agent;
 mod agent_health;
 mod agent_ops;
+mod authz;
 mod blocking;
 mod catalog_write;
 mod check_history;
@@ -15,7 +17,6 @@ mod error;
 mod event;
 mod health;
 mod host;
-mod ids;
 mod kv;
 mod maintenance;
 pub mod monitor;
@@ -175,6 +176,25 @@ pub fn router(state: AppState, extra: Router) -> Router {
         )
         .route("/v1/txn", put(txn::txn))
         .route("/v1/internal/ui/services", get(ui_services::services))
+        .route("/v1/acl/bootstrap", put(acl::bootstrap))
+        .route("/v1/acl/token", put(acl::create_token))
+        .route("/v1/acl/token/self", get(acl::token_self))
+        .route(
+            "/v1/acl/token/{id}",
+            get(acl::read_token)
+                .put(acl::update_token)
+                .delete(acl::delete_token),
+        )
+        .route("/v1/acl/tokens", get(acl::list_tokens))
+        .route("/v1/acl/policy", put(acl::create_policy))
+        .route("/v1/acl/policy/name/{name}", get(acl::read_policy_by_name))
+        .route(
+            "/v1/acl/policy/{id}",
+            get(acl::read_policy)
+                .put(acl::update_policy)
+                .delete(acl::delete_policy),
+        )
+        .route("/v1/acl/policies", get(acl::list_policies))
         .route("/v1/trellis/checks/history", get(check_history::history))
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
@@ -185,6 +205,10 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(compress::gzip_json))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            authz::authorize,
+        ))
         .layer(middleware::from_fn(refuse_enterprise_headers))
         .layer(middleware::from_fn(
             cross_origin::refuse_cross_origin_writes,

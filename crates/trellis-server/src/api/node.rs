@@ -2,6 +2,7 @@
 //! `/v1/health/node/:node` and `/v1/health/state/:state`. The server is its only node, so a node
 //! read is a read of the whole catalog; an unknown node answers what Consul answers for one.
 
+use super::authz::Authz;
 use super::blocking::block_on;
 use super::error::ApiError;
 use super::params::QueryParams;
@@ -18,6 +19,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use trellis_acl::Resource;
 use trellis_catalog::{Catalog, InstanceRecord};
 use trellis_filter::{Filter, schema};
 use trellis_types::response::ServiceInfo;
@@ -133,16 +135,23 @@ pub async fn catalog_node_services(
 fn node_checks(
     catalog: &Catalog,
     node: &Node,
+    authz: &Authz,
     keep: impl Fn(CheckStatus) -> bool,
     filter: Option<&Filter>,
 ) -> Vec<HealthCheck> {
+    // Only what the token may read: a service's checks need read on it, node checks on the node.
+    let node_readable = authz.can_read(Resource::Node, &node.info().node);
     let serf = std::iter::once(node.serf_health().clone())
-        .filter(|c| keep(c.status))
+        .filter(|c| node_readable && keep(c.status))
         .filter(|c| filter.is_none_or(|f| f.matches(&CheckFields::Rendered(c))));
     let mut checks: Vec<HealthCheck> = serf
         .chain(
             catalog
                 .checks()
+                .filter(|c| match &c.service_name {
+                    Some(service) => authz.can_read(Resource::Service, service),
+                    None => node_readable,
+                })
                 .filter(|c| keep(c.status))
                 .filter_map(|c| catalog_check_json(catalog, c, node, filter)),
         )
@@ -167,6 +176,7 @@ async fn checks_read(
 /// `GET /v1/health/node/:node`: the node's checks; another node has none (`[]`, as in Consul).
 pub async fn health_node(
     State(state): State<AppState>,
+    authz: Authz,
     Path(node): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
@@ -176,7 +186,7 @@ pub async fn health_node(
     let ours = is_this_node(state.node(), &node);
     checks_read(&state, &query, |catalog| {
         if ours {
-            node_checks(catalog, state.node(), |_| true, filter.as_ref())
+            node_checks(catalog, state.node(), &authz, |_| true, filter.as_ref())
         } else {
             Vec::new()
         }
@@ -188,6 +198,7 @@ pub async fn health_node(
 /// an unknown state with an empty list; this server says it is not one of them (400).
 pub async fn health_state(
     State(state): State<AppState>,
+    authz: Authz,
     Path(wanted): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
@@ -211,6 +222,7 @@ pub async fn health_state(
             node_checks(
                 catalog,
                 state.node(),
+                &authz,
                 |s| wanted.is_none_or(|w| w == s),
                 filter.as_ref(),
             )

@@ -6,9 +6,9 @@
 
 use super::blocking::block_on;
 use super::error::ApiError;
-use super::ids::random_uuid;
 use super::params::QueryParams;
 use super::respond::{add_index_headers, bool_response, json_response, to_json_bytes};
+use crate::ids::random_uuid;
 use crate::queue::WriteError;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};

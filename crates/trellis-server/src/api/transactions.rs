@@ -5,10 +5,10 @@
 
 use super::blocking::{block_on, block_while};
 use super::error::ApiError;
-use super::ids::random_uuid;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
 use crate::coordinator::{NewBranch, Request, TraceContext, TxnError};
+use crate::ids::random_uuid;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};

@@ -3,6 +3,7 @@
 //! services with), plus how many instances are passing, warning and critical by their worst
 //! check. Blocking on the catalog's index, so a dashboard sees any registration or check change.
 
+use super::authz::Authz;
 use super::error::ApiError;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
@@ -12,10 +13,12 @@ use crate::state::AppState;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use serde_json::{Value, json};
+use trellis_acl::Resource;
 use trellis_catalog::ServiceSummary;
 
 pub async fn services(
     State(state): State<AppState>,
+    authz: Authz,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let query = QueryParams::new(q);
@@ -23,8 +26,12 @@ pub async fn services(
     block_on_catalog(&state, query.blocking()?).await?;
     let catalog = state.catalog()?;
     let mut summaries = catalog.service_summaries();
+    summaries.retain(|s| authz.can_read(Resource::Service, &s.name));
     // This server's own `consul` service, as `/v1/catalog/services` lists it.
-    if shows_consul_instance(&catalog) && !summaries.iter().any(|s| s.name == CONSUL_SERVICE) {
+    if shows_consul_instance(&catalog)
+        && authz.can_read(Resource::Service, CONSUL_SERVICE)
+        && !summaries.iter().any(|s| s.name == CONSUL_SERVICE)
+    {
         let consul = ServiceSummary {
             name: CONSUL_SERVICE.to_owned(),
             instance_count: 1,

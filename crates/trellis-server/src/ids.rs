@@ -1,4 +1,5 @@
-//! Fresh random identifiers the API hands out: session IDs, user event IDs, transaction gids.
+//! Fresh random identifiers the server hands out: session IDs, user event IDs, transaction gids,
+//! ACL accessor IDs, policy IDs and secrets.
 
 /// A random (version 4) UUID, hyphenated, as Consul's session and event IDs are.
 pub fn random_uuid() -> String {

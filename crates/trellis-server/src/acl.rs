@@ -1,0 +1,186 @@
+//! The access-control state of this server: `trellis-acl`'s pure `AclState` made durable in its
+//! own log (`acl.redb`), with each resolved token's authorizer cached until the next change.
+//!
+//! Reads never wait for a write's fsync: a write is applied to a copy of the state, made durable,
+//! then swapped in; writes are serialised by their own lock.
+
+use crate::ids::random_uuid;
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+use std::sync::Arc;
+use trellis_acl::{AclError, AclState, Authorizer, DefaultPolicy, Policy, Token};
+use trellis_store::{AclLog, StoreError};
+
+/// Why an ACL write was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum AclWriteError {
+    #[error("{0}")]
+    Refused(#[from] AclError),
+    #[error("storage failure: {0}")]
+    Storage(#[from] StoreError),
+}
+
+/// What a token may do: its authorizer, and whether it may do everything but ACL management
+/// (no rule restricts it under the default policy `allow`, or it is a management token), so
+/// list endpoints can answer their shared, unfiltered rendering.
+#[derive(Debug)]
+pub struct Grant {
+    pub authorizer: Authorizer,
+    pub unrestricted: bool,
+}
+
+pub struct Acl {
+    state: RwLock<Arc<AclState>>,
+    /// Serialises writes (apply to a copy, commit, swap).
+    writing: Mutex<()>,
+    log: Box<dyn AclLog>,
+    default_policy: DefaultPolicy,
+    /// Policies limited to other datacenters do not apply here.
+    datacenter: String,
+    /// Grants by secret (the anonymous token under ""), dropped on every change.
+    cache: DashMap<String, Arc<Grant>>,
+}
+
+const TOKEN_PREFIX: &str = "token/";
+const POLICY_PREFIX: &str = "policy/";
+const BOOTSTRAP_KEY: &str = "meta/bootstrap";
+
+impl Acl {
+    /// Loads the state from `log`; with `initial_management` (a secret), an unbootstrapped
+    /// state is bootstrapped with it, as Consul's `acl.tokens.initial_management`.
+    pub fn open(
+        log: Box<dyn AclLog>,
+        default_policy: DefaultPolicy,
+        datacenter: &str,
+        initial_management: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Self, AclWriteError> {
+        let snapshot = log.load()?;
+        let mut tokens = Vec::new();
+        let mut policies = Vec::new();
+        let mut bootstrap_index = None;
+        for (key, bytes) in &snapshot.records {
+            let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+                key: key.clone(),
+                reason: e.to_string(),
+            };
+            if key.starts_with(TOKEN_PREFIX) {
+                tokens.push(serde_json::from_slice::<Token>(bytes).map_err(corrupt)?);
+            } else if key.starts_with(POLICY_PREFIX) {
+                policies.push(serde_json::from_slice::<Policy>(bytes).map_err(corrupt)?);
+            } else if key == BOOTSTRAP_KEY {
+                bootstrap_index = Some(serde_json::from_slice::<u64>(bytes).map_err(corrupt)?);
+            }
+        }
+        let state = AclState::restore(tokens, policies, bootstrap_index, snapshot.index);
+        let acl = Self {
+            state: RwLock::new(Arc::new(state)),
+            writing: Mutex::new(()),
+            log,
+            default_policy,
+            datacenter: datacenter.to_owned(),
+            cache: DashMap::new(),
+        };
+        if let Some(secret) = initial_management
+            && acl.state().bootstrapped().is_none()
+        {
+            let accessor = random_uuid();
+            acl.write(|state| state.bootstrap(&accessor, secret, now_ms).map(drop))?;
+        }
+        Ok(acl)
+    }
+
+    /// The current state (a snapshot: later writes do not change it).
+    pub fn state(&self) -> Arc<AclState> {
+        Arc::clone(&self.state.read())
+    }
+
+    /// What `secret` may do (none or empty: the anonymous token); `Err` for an unknown secret
+    /// ("ACL not found").
+    pub fn authorize(&self, secret: Option<&str>) -> Result<Arc<Grant>, AclError> {
+        let secret = secret.filter(|s| !s.is_empty());
+        let key = secret.unwrap_or("");
+        if let Some(found) = self.cache.get(key) {
+            return Ok(Arc::clone(&found));
+        }
+        let state = self.state();
+        let authorizer = state.authorize_in(secret, self.default_policy, &self.datacenter)?;
+        let no_rules = match secret {
+            Some(secret) => state.token_by_secret(secret),
+            None => state.token(trellis_acl::ANONYMOUS_ACCESSOR_ID),
+        }
+        .is_some_and(|token| token.policies.is_empty());
+        let unrestricted = authorizer.is_management()
+            || (no_rules && matches!(self.default_policy, DefaultPolicy::Allow));
+        let grant = Arc::new(Grant {
+            authorizer,
+            unrestricted,
+        });
+        // Bounded by the tokens that exist: an unknown secret fails above and caches nothing.
+        self.cache.insert(key.to_owned(), Arc::clone(&grant));
+        Ok(grant)
+    }
+
+    /// Applies `change` to a copy of the state, makes every record it changed durable, then
+    /// makes the copy current. Nothing is visible, and nothing is answered, before the commit.
+    pub fn write<T>(
+        &self,
+        change: impl FnOnce(&mut AclState) -> Result<T, AclError>,
+    ) -> Result<T, AclWriteError> {
+        let _writing = self.writing.lock();
+        let before = self.state();
+        let mut after = (*before).clone();
+        let value = change(&mut after)?;
+        let (puts, deletes) = diff(&before, &after)?;
+        let puts: Vec<(&str, &[u8])> = puts
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        let deletes: Vec<&str> = deletes.iter().map(String::as_str).collect();
+        self.log.commit(after.index(), &puts, &deletes)?;
+        *self.state.write() = Arc::new(after);
+        self.cache.clear();
+        Ok(value)
+    }
+}
+
+/// Records to write (key, JSON) and keys to delete.
+type Changes = (Vec<(String, Vec<u8>)>, Vec<String>);
+
+/// The records to write and delete to go from `before` to `after`.
+fn diff(before: &AclState, after: &AclState) -> Result<Changes, StoreError> {
+    let mut puts = Vec::new();
+    let mut deletes = Vec::new();
+    for token in after.tokens() {
+        if before.token(&token.accessor_id) != Some(token) {
+            puts.push((
+                format!("{TOKEN_PREFIX}{}", token.accessor_id),
+                serde_json::to_vec(token)?,
+            ));
+        }
+    }
+    for token in before.tokens() {
+        if after.token(&token.accessor_id).is_none() {
+            deletes.push(format!("{TOKEN_PREFIX}{}", token.accessor_id));
+        }
+    }
+    for policy in after.policies() {
+        if before.policy(&policy.id) != Some(policy) {
+            puts.push((
+                format!("{POLICY_PREFIX}{}", policy.id),
+                serde_json::to_vec(policy)?,
+            ));
+        }
+    }
+    for policy in before.policies() {
+        if after.policy(&policy.id).is_none() {
+            deletes.push(format!("{POLICY_PREFIX}{}", policy.id));
+        }
+    }
+    if let Some(index) = after.bootstrapped()
+        && before.bootstrapped().is_none()
+    {
+        puts.push((BOOTSTRAP_KEY.to_owned(), serde_json::to_vec(&index)?));
+    }
+    Ok((puts, deletes))
+}
