@@ -262,6 +262,51 @@ async fn the_permission_matrix_under_default_deny() {
         }
     }
 
+    // A transaction is vetted whole: one denied operation fails it, and nothing is written.
+    let set = |key: &str| json!({"KV": {"Verb": "set", "Key": key, "Value": "eA=="}});
+    let (status, answer) = call(
+        &server,
+        Method::PUT,
+        "/v1/txn",
+        t,
+        Some(json!([set("app/t1")])),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = call(
+        &server,
+        Method::PUT,
+        "/v1/txn",
+        t,
+        Some(json!([set("app/t2"), set("other/t2")])),
+    )
+    .await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(
+        answer["Errors"],
+        json!([{"OpIndex": 1, "What": "Permission denied"}])
+    );
+    let (status, _) = call(
+        &server,
+        Method::GET,
+        "/v1/kv/app/t2",
+        Some(&management),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "nothing of a refused transaction is applied");
+    let tree = json!([{"KV": {"Verb": "get-tree", "Key": ""}}]);
+    let (status, _) = call(&server, Method::PUT, "/v1/txn", t, Some(tree)).await;
+    assert_eq!(status, 409, "a tree read needs list on its prefix");
+    let (_, _) = call(
+        &server,
+        Method::DELETE,
+        "/v1/kv/app/t1",
+        Some(&management),
+        None,
+    )
+    .await;
+
     // Lists answer only what the token may read.
     let (_, pairs) = call(&server, Method::GET, "/v1/kv/?recurse", t, None).await;
     let keys: Vec<&str> = pairs

@@ -329,3 +329,52 @@ fn dns_can_be_turned_off() {
     let _ = child.wait();
     assert!(printed.iter().all(|l| !l.contains("DNS")), "{printed:?}");
 }
+
+#[tokio::test]
+async fn dns_answers_what_the_anonymous_token_may_read() {
+    let server = Server::start(&["--acl-default-policy", "deny"]);
+    let client = support::http();
+    let bootstrap: Value = client
+        .put(format!("{}/v1/acl/bootstrap", server.http))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let management = bootstrap["SecretID"].as_str().unwrap().to_owned();
+    let put = |path: &str, body: Value| {
+        client
+            .put(format!("{}{path}", server.http))
+            .header("X-Consul-Token", &management)
+            .json(&body)
+            .send()
+    };
+    let r = put(
+        "/v1/agent/service/register",
+        json!({"Name": "web", "ID": "web-1", "Address": "10.1.2.3", "Port": 80}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let hidden = server.dig("web.service.consul", "A", &[]);
+    assert_eq!(hidden.status, "NXDOMAIN", "{}", hidden.text);
+    // Let anonymous callers read services: DNS answers at once.
+    let r = put(
+        "/v1/acl/policy",
+        json!({"Name": "dns", "Rules": "service_prefix \"\" { policy = \"read\" }"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = put(
+        "/v1/acl/token/00000000-0000-0000-0000-000000000002",
+        json!({"Description": "Anonymous Token", "Policies": [{"Name": "dns"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let shown = server.dig("web.service.consul", "A", &[]);
+    assert_eq!(shown.status, "NOERROR", "{}", shown.text);
+    assert_eq!(shown.answer[0][4], "10.1.2.3", "{}", shown.text);
+}

@@ -4,6 +4,7 @@
 //! catalog's read lock, without the writer; any write goes to the writer as one command, so it
 //! is applied at one index and made durable in one commit.
 
+use super::authz::Authz;
 use super::error::ApiError;
 use super::kv::pair;
 use super::params::QueryParams;
@@ -13,11 +14,15 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use trellis_acl::{Need, Resource};
 use trellis_catalog::{Command, Reply, TxnOutcome};
-use trellis_types::txn::{TxnInputError, TxnResponse, TxnResult, parse_txn};
+use trellis_types::txn::{
+    KvOp, KvVerb, TxnError, TxnInputError, TxnResponse, TxnResult, parse_txn,
+};
 
 pub async fn txn(
     State(state): State<AppState>,
+    authz: Authz,
     Query(q): Query<Vec<(String, String)>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -30,6 +35,26 @@ pub async fn txn(
             ApiError::bad_request(e.to_string())
         }
     })?;
+    // Every operation is checked before any runs, as Consul vets a transaction: one denied
+    // operation fails the whole transaction with an error naming it.
+    let denied: Vec<TxnError> = ops
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| !permitted(&authz, op))
+        .map(|(op_index, _)| TxnError {
+            op_index,
+            what: "Permission denied".to_owned(),
+        })
+        .collect();
+    if !denied.is_empty() {
+        return Ok(answer(
+            TxnOutcome {
+                results: Vec::new(),
+                errors: denied,
+            },
+            false,
+        ));
+    }
     let writes = ops.iter().any(|op| op.verb.is_write());
     let outcome = if writes {
         match state.submit(Command::Txn { ops }).await? {
@@ -46,6 +71,31 @@ pub async fn txn(
         state.catalog()?.txn_read(&ops)
     };
     Ok(answer(outcome, !writes))
+}
+
+/// Whether the token may run `op`: reads need read on the key (a tree read, list on the
+/// prefix), writes write on it, a tree delete write on the whole prefix.
+fn permitted(authz: &Authz, op: &KvOp) -> bool {
+    let need = match op.verb {
+        KvVerb::Get
+        | KvVerb::GetOrEmpty
+        | KvVerb::CheckIndex
+        | KvVerb::CheckSession
+        | KvVerb::CheckNotExists => Need::Read,
+        KvVerb::GetTree => Need::List,
+        KvVerb::DeleteTree => {
+            return authz.unrestricted() || authz.authorizer().key_write_prefix(&op.key);
+        }
+        KvVerb::Set
+        | KvVerb::Cas
+        | KvVerb::Lock
+        | KvVerb::Unlock
+        | KvVerb::Delete
+        | KvVerb::DeleteCas => Need::Write,
+        // Fails on its own, with Consul's error for an unknown verb.
+        KvVerb::Unknown(_) => return true,
+    };
+    authz.require(Resource::Key, &op.key, need).is_ok()
 }
 
 fn answer(outcome: TxnOutcome, read_only: bool) -> Response {

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use trellis_acl::{Need, Resource};
 use trellis_types::CheckStatus;
 
 /// Prepared views kept; past this the cache starts over (it holds only services being asked).
@@ -267,7 +268,7 @@ impl Resolver {
         ) {
             return;
         }
-        if name != self.node.name {
+        if name != self.node.name || !self.anonymous_reads(Resource::Node, name) {
             return self.not_found(response);
         }
         if qtype != RecordType::TXT
@@ -301,7 +302,19 @@ impl Resolver {
         response.add_asked(section, self.ttl, data);
     }
 
+    /// Whether the anonymous token may read `name` of `resource`: DNS carries no token, so it
+    /// answers what anonymous callers may see (Consul uses the agent's default token so);
+    /// anything else is NXDOMAIN, as if it did not exist.
+    fn anonymous_reads(&self, resource: Resource, name: &str) -> bool {
+        self.state.acl().authorize(None).is_ok_and(|grant| {
+            grant.unrestricted || grant.authorizer.allows(resource, name, Need::Read)
+        })
+    }
+
     fn service(&self, name: &str, tag: Option<&str>, qtype: RecordType, response: &mut Response) {
+        if !self.anonymous_reads(Resource::Service, name) {
+            return self.not_found(response);
+        }
         let slot = match self.state.slot(name) {
             Ok(slot) => slot,
             Err(_) => return response.set_rcode(ResponseCode::ServFail),
