@@ -342,22 +342,34 @@ test('deregister asks first: "no" keeps the instance, "yes" removes it', () => w
   assert.equal(await page.locator('tr[data-instance="users-1"]').count(), 1);
 }));
 
-test('the token dialog keeps a token and sends it as X-Consul-Token; a 403 opens it', () => withPage(async (page) => {
+test('the token dialog keeps a token and sends it as X-Consul-Token; an unknown or refused token opens it', () => withPage(async (page) => {
+  // A real token: the registry's first management token.
+  const { SecretID: secret } = await server.api.put('/v1/acl/bootstrap');
   await gotoReady(page, '/ui/services');
   await page.click('[data-testid=token-button]');
   const dialog = page.locator('dialog[data-testid=token-dialog]');
   await dialog.waitFor();
   assert.equal(await dialog.evaluate((d) => d.open), true);
   const input = dialog.locator('input:not([type=hidden]):not([type=checkbox])').first();
-  await input.fill('s3cr3t-token');
+  await input.fill(secret);
   await input.press('Enter');
   await waitUntil('the token dialog to close', async () => !(await dialog.evaluate((d) => d.open)));
   const stored = await page.evaluate(() => Object.keys(sessionStorage).map((k) => sessionStorage.getItem(k)));
-  assert.ok(stored.includes('s3cr3t-token'), `token kept in sessionStorage: ${JSON.stringify(stored)}`);
+  assert.ok(stored.includes(secret), `token kept in sessionStorage: ${JSON.stringify(stored)}`);
   // The next API requests carry it (the page's live reads, or the next page's).
-  const sent = page.waitForRequest((r) => new URL(r.url()).pathname.startsWith('/v1/') && r.headers()['x-consul-token'] === 's3cr3t-token', { timeout: 10_000 });
+  const sent = page.waitForRequest((r) => new URL(r.url()).pathname.startsWith('/v1/') && r.headers()['x-consul-token'] === secret, { timeout: 10_000 });
   await page.locator('nav[aria-label="Main"] a', { hasText: /^Sessions$/ }).click();
   await sent;
+
+  // A token the registry does not know: it answers 403 "ACL not found", and the dialog opens.
+  await page.click('[data-testid=token-button]');
+  await input.fill('no-such-token');
+  await input.press('Enter');
+  await waitUntil('the token dialog to open on "ACL not found"', async () => dialog.evaluate((d) => d.open));
+  assert.match(await dialog.innerText(), /ACL not found|token/i);
+  await input.fill(secret);
+  await input.press('Enter');
+  await waitUntil('the token dialog to close again', async () => !(await dialog.evaluate((d) => d.open)));
 
   // An answer 403 "Permission denied" opens the dialog with a message.
   await page.route('**/v1/internal/ui/services*', (route) => route.fulfill({ status: 403, contentType: 'text/plain', body: 'Permission denied: token lacks service:read' }));
@@ -366,7 +378,7 @@ test('the token dialog keeps a token and sends it as X-Consul-Token; a 403 opens
   assert.match(await dialog.innerText(), /permission denied|token/i);
   await page.keyboard.press('Escape');
   await page.unroute('**/v1/internal/ui/services*');
-  // The 403 itself is logged by the browser as a failed resource; that one is expected here.
+  // The 403s themselves are logged by the browser as failed resources; those are expected here.
   page.problems = page.problems.filter((p) => !/status of 403/.test(p));
 }));
 
