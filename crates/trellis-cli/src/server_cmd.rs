@@ -64,6 +64,10 @@ pub struct ServerArgs {
     /// configuration's [acl] default_policy) [default: allow]
     #[arg(long, value_name = "allow|deny")]
     pub acl_default_policy: Option<AclDefaultPolicy>,
+    /// How long the leaf certificates the built-in CA issues are valid, 1m to 8760h (the
+    /// configuration's [connect] leaf_cert_ttl) [default: 24h]
+    #[arg(long, value_name = "DURATION")]
+    pub leaf_cert_ttl: Option<String>,
     /// TOML configuration file; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -119,6 +123,9 @@ impl ServerArgs {
         if let Some(policy) = self.acl_default_policy {
             args.push(format!("--acl-default-policy={policy}"));
         }
+        if let Some(ttl) = &self.leaf_cert_ttl {
+            args.push(format!("--leaf-cert-ttl={ttl}"));
+        }
         if let Some(path) = &self.config {
             args.push(format!("--config={}", path.display()));
         }
@@ -142,6 +149,7 @@ impl ServerArgs {
             trace_store_bytes: self.trace_store_bytes,
             ui_dir: self.ui_dir,
             acl_default_policy: self.acl_default_policy,
+            leaf_cert_ttl: self.leaf_cert_ttl,
         };
         // With a file, the server keeps its path and these flags, so `/v1/agent/reload` reads
         // it again the same way.

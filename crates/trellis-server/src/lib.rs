@@ -3,6 +3,7 @@
 
 mod acl;
 mod api;
+mod ca;
 mod checker;
 pub mod config;
 pub mod coordinator;
@@ -23,8 +24,8 @@ mod writer;
 /// The feed of formatted log lines `/v1/agent/monitor` streams; the binary's logging fills it.
 pub use api::monitor::{LogFeed, LogLine, log_feed};
 pub use config::{
-    AclConfig, AclDefaultPolicy, AclTokens, ConfigError, ConfigFile, ConfigOverrides, DnsListen,
-    DnsTtl, HostPort, InvalidHostPort, ServerConfig,
+    AclConfig, AclDefaultPolicy, AclTokens, ConfigError, ConfigFile, ConfigOverrides,
+    ConnectConfig, DnsListen, DnsTtl, HostPort, InvalidHostPort, ServerConfig,
 };
 pub use writer::WriterFailed;
 
@@ -62,6 +63,8 @@ pub enum ServerError {
     Store { dir: String, error: StoreError },
     #[error("cannot load the ACL state: {0}")]
     Acl(String),
+    #[error("cannot load the certificate authority: {0}")]
+    Ca(String),
     #[error("cannot resolve {addr}: {error}")]
     Resolve { addr: String, error: io::Error },
     #[error("cannot listen on {addr}: {}", bind_failure(.error, "--http"))]
@@ -369,6 +372,11 @@ async fn start_with_store(
         config.enable_script_checks,
     ));
     let acl = Arc::new(open_acl(&config)?);
+    let ca_dir = (!config.dev).then_some(config.data_dir.as_path());
+    let ca = Arc::new(
+        ca::Ca::load_or_create(ca_dir, std::time::SystemTime::now())
+            .map_err(|error| ServerError::Ca(error.to_string()))?,
+    );
     let state = AppState::new(Parts {
         node,
         catalog,
@@ -380,6 +388,7 @@ async fn start_with_store(
         config: config.clone(),
         coordinator: coordinator.clone(),
         acl,
+        ca,
     });
     let dns_settings = dns::Settings {
         domain: config.dns_domain.clone(),

@@ -54,6 +54,8 @@ struct Inner {
     coordinator: Coordinator,
     /// Tokens and policies.
     acl: Arc<crate::acl::Acl>,
+    /// The mesh's certificate authority.
+    ca: Arc<crate::ca::Ca>,
 }
 
 /// Most network segments this node keeps a LAN coordinate for; an update for another one is
@@ -97,6 +99,7 @@ pub struct Parts {
     pub config: ServerConfig,
     pub coordinator: Coordinator,
     pub acl: Arc<crate::acl::Acl>,
+    pub ca: Arc<crate::ca::Ca>,
 }
 
 impl AppState {
@@ -112,6 +115,7 @@ impl AppState {
             config,
             coordinator,
             acl,
+            ca,
         } = parts;
         let origin = BTreeMap::from([(String::new(), node.coordinate())]);
         Self(Arc::new(Inner {
@@ -134,7 +138,13 @@ impl AppState {
             config,
             coordinator,
             acl,
+            ca,
         }))
+    }
+
+    /// The mesh's certificate authority.
+    pub fn ca(&self) -> &crate::ca::Ca {
+        &self.0.ca
     }
 
     /// Tokens and policies.

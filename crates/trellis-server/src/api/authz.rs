@@ -197,6 +197,10 @@ fn requirement(
         | "/v1/coordinate/node/{node}" => one(Resource::Node, param("node"), Need::Read),
         "/v1/coordinate/update" => one(Resource::Node, node(), Need::Write),
         "/v1/event/fire/{name}" => one(Resource::Event, param("name"), Need::Write),
+        // A service's certificate is its identity: only who may write the service gets one.
+        "/v1/agent/connect/ca/leaf/{service}" => {
+            one(Resource::Service, param("service"), Need::Write)
+        }
         // Every session belongs to this node.
         "/v1/session/create" | "/v1/session/destroy/{id}" | "/v1/session/renew/{id}" => {
             one(Resource::Session, node(), Need::Write)

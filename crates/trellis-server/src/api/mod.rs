@@ -11,6 +11,7 @@ mod check_history;
 mod clock;
 mod compress;
 mod config;
+mod connect_ca;
 mod coordinate;
 mod cross_origin;
 mod error;
@@ -176,6 +177,9 @@ pub fn router(state: AppState, extra: Router) -> Router {
         )
         .route("/v1/txn", put(txn::txn))
         .route("/v1/internal/ui/services", get(ui_services::services))
+        .route("/v1/connect/ca/roots", get(connect_ca::roots))
+        .route("/v1/agent/connect/ca/roots", get(connect_ca::roots))
+        .route("/v1/agent/connect/ca/leaf/{service}", get(connect_ca::leaf))
         .route("/v1/acl/bootstrap", put(acl::bootstrap))
         .route("/v1/acl/token", put(acl::create_token))
         .route("/v1/acl/token/self", get(acl::token_self))
