@@ -36,9 +36,7 @@ async fn call(
 }
 
 async fn bootstrap(server: &Server) -> String {
-    let (status, token) = call(server, Method::PUT, "/v1/acl/bootstrap", None, None).await;
-    assert_eq!(status, 200, "{token}");
-    token["SecretID"].as_str().unwrap().to_owned()
+    support::bootstrap_acl(server.url.trim_end_matches('/')).await
 }
 
 /// Creates a policy with `rules` and a token linked to it; answers the token's secret.

@@ -120,15 +120,8 @@ async fn leaves_are_signed_by_the_published_root_and_carry_the_spiffe_identity()
 #[tokio::test]
 async fn a_leaf_needs_write_on_its_service() {
     let server = Server::start(&["--dev", "--acl-default-policy", "deny"]);
-    let bootstrap: Value = http()
-        .put(server.url("/v1/acl/bootstrap"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let management = bootstrap["SecretID"].as_str().unwrap();
+    let management = support::bootstrap_acl(server.url.trim_end_matches('/')).await;
+    let management = management.as_str();
     let (status, _) = get(&server, "/v1/agent/connect/ca/leaf/web", None).await;
     assert_eq!(status, 403, "the anonymous token may not write web");
     let (status, _) = get(&server, "/v1/agent/connect/ca/leaf/web", Some(management)).await;

@@ -334,15 +334,7 @@ fn dns_can_be_turned_off() {
 async fn dns_answers_what_the_anonymous_token_may_read() {
     let server = Server::start(&["--acl-default-policy", "deny"]);
     let client = support::http();
-    let bootstrap: Value = client
-        .put(format!("{}/v1/acl/bootstrap", server.http))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let management = bootstrap["SecretID"].as_str().unwrap().to_owned();
+    let management = support::bootstrap_acl(&server.http).await;
     let put = |path: &str, body: Value| {
         client
             .put(format!("{}{path}", server.http))

@@ -5,13 +5,9 @@
 //! The records are opaque bytes here: their shape belongs to `trellis-acl` and the server.
 
 use crate::StoreError;
-use crate::redb_store::{META, create_database, raise_index, read_index};
-use parking_lot::Mutex;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use crate::records::{MemoryRecords, RedbRecords};
 use std::collections::BTreeMap;
 use std::path::Path;
-
-const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("acl_records");
 
 /// What the log holds, as read back at start-up: the last index and every record by key.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -33,34 +29,18 @@ pub trait AclLog: Send + Sync {
 }
 
 /// The embedded ACL log on redb.
-pub struct RedbAclLog {
-    db: Database,
-}
+pub struct RedbAclLog(RedbRecords);
 
 impl RedbAclLog {
     /// Opens (or creates) `dir/acl.redb`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = create_database(dir, "acl.redb")?;
-        let txn = db.begin_write().map_err(redb::Error::from)?;
-        {
-            txn.open_table(RECORDS).map_err(redb::Error::from)?;
-            txn.open_table(META).map_err(redb::Error::from)?;
-        }
-        txn.commit().map_err(redb::Error::from)?;
-        Ok(Self { db })
+        RedbRecords::open(dir, "acl.redb", "acl_records").map(Self)
     }
 }
 
 impl AclLog for RedbAclLog {
     fn load(&self) -> Result<AclSnapshot, StoreError> {
-        let txn = self.db.begin_read().map_err(redb::Error::from)?;
-        let index = read_index(&txn)?;
-        let table = txn.open_table(RECORDS).map_err(redb::Error::from)?;
-        let mut records = BTreeMap::new();
-        for row in table.iter().map_err(redb::Error::from)? {
-            let (key, value) = row.map_err(redb::Error::from)?;
-            records.insert(key.value().to_owned(), value.value().to_vec());
-        }
+        let (index, records) = self.0.load()?;
         Ok(AclSnapshot { index, records })
     }
 
@@ -70,32 +50,18 @@ impl AclLog for RedbAclLog {
         puts: &[(&str, &[u8])],
         deletes: &[&str],
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(redb::Error::from)?;
-        {
-            let mut table = txn.open_table(RECORDS).map_err(redb::Error::from)?;
-            for (key, value) in puts {
-                table.insert(*key, *value).map_err(redb::Error::from)?;
-            }
-            for key in deletes {
-                table.remove(*key).map_err(redb::Error::from)?;
-            }
-        }
-        raise_index(&txn, index)?;
-        // Durability::Immediate (the default): fsync'd before commit returns.
-        txn.commit().map_err(redb::Error::from)?;
-        Ok(())
+        self.0.commit(index, puts, deletes)
     }
 }
 
 /// The ACL log of `--dev`: gone with the process.
 #[derive(Default)]
-pub struct MemoryAclLog {
-    state: Mutex<AclSnapshot>,
-}
+pub struct MemoryAclLog(MemoryRecords);
 
 impl AclLog for MemoryAclLog {
     fn load(&self) -> Result<AclSnapshot, StoreError> {
-        Ok(self.state.lock().clone())
+        let (index, records) = self.0.load()?;
+        Ok(AclSnapshot { index, records })
     }
 
     fn commit(
@@ -104,15 +70,7 @@ impl AclLog for MemoryAclLog {
         puts: &[(&str, &[u8])],
         deletes: &[&str],
     ) -> Result<(), StoreError> {
-        let mut state = self.state.lock();
-        state.index = state.index.max(index);
-        for (key, value) in puts {
-            state.records.insert((*key).to_owned(), value.to_vec());
-        }
-        for key in deletes {
-            state.records.remove(*key);
-        }
-        Ok(())
+        self.0.commit(index, puts, deletes)
     }
 }
 

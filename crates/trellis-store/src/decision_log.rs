@@ -4,14 +4,9 @@
 //! catalog's; the memory log is for `--dev`. [`conformance`] is what both must do.
 
 use crate::StoreError;
-use crate::redb_store::{META, create_database, raise_index, read_index};
-use parking_lot::Mutex;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use std::collections::BTreeMap;
+use crate::records::{MemoryRecords, Records, RedbRecords};
 use std::path::Path;
 use trellis_coordinator::Txn;
-
-const TRANSACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("transactions");
 
 /// What the log holds, as read back at start-up.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -28,92 +23,69 @@ pub trait DecisionLog: Send {
 }
 
 /// The embedded decision log on redb.
-pub struct RedbDecisionLog {
-    db: Database,
-}
+pub struct RedbDecisionLog(RedbRecords);
 
 impl RedbDecisionLog {
     /// Opens (or creates) `dir/transactions.redb`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = create_database(dir, "transactions.redb")?;
-        let txn = db.begin_write().map_err(redb::Error::from)?;
-        {
-            txn.open_table(TRANSACTIONS).map_err(redb::Error::from)?;
-            txn.open_table(META).map_err(redb::Error::from)?;
-        }
-        txn.commit().map_err(redb::Error::from)?;
-        Ok(Self { db })
+        RedbRecords::open(dir, "transactions.redb", "transactions").map(Self)
     }
 }
 
 impl DecisionLog for RedbDecisionLog {
     fn load(&self) -> Result<LogSnapshot, StoreError> {
-        let txn = self.db.begin_read().map_err(redb::Error::from)?;
-        let index = read_index(&txn)?;
-        let table = txn.open_table(TRANSACTIONS).map_err(redb::Error::from)?;
-        let mut transactions = Vec::new();
-        for row in table.iter().map_err(redb::Error::from)? {
-            let (key, value) = row.map_err(redb::Error::from)?;
-            let record =
-                serde_json::from_slice(value.value()).map_err(|e| StoreError::Corrupt {
-                    key: key.value().to_owned(),
-                    reason: e.to_string(),
-                })?;
-            transactions.push(record);
-        }
-        Ok(LogSnapshot {
-            index,
-            transactions,
-        })
+        snapshot(self.0.load()?)
     }
 
     fn commit(&self, index: u64, puts: &[&Txn], deletes: &[&str]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(redb::Error::from)?;
-        {
-            let mut table = txn.open_table(TRANSACTIONS).map_err(redb::Error::from)?;
-            for record in puts {
-                let bytes = serde_json::to_vec(record)?;
-                table
-                    .insert(record.gid.as_str(), bytes.as_slice())
-                    .map_err(redb::Error::from)?;
-            }
-            for gid in deletes {
-                table.remove(*gid).map_err(redb::Error::from)?;
-            }
-        }
-        raise_index(&txn, index)?;
-        // Durability::Immediate (the default): fsync'd before commit returns.
-        txn.commit().map_err(redb::Error::from)?;
-        Ok(())
+        let encoded = encode(puts)?;
+        self.0.commit(index, &borrowed(&encoded), deletes)
     }
 }
 
 /// The decision log of `--dev`: gone with the process.
 #[derive(Default)]
-pub struct MemoryDecisionLog {
-    state: Mutex<(u64, BTreeMap<String, Txn>)>,
-}
+pub struct MemoryDecisionLog(MemoryRecords);
 
 impl DecisionLog for MemoryDecisionLog {
     fn load(&self) -> Result<LogSnapshot, StoreError> {
-        let state = self.state.lock();
-        Ok(LogSnapshot {
-            index: state.0,
-            transactions: state.1.values().cloned().collect(),
-        })
+        snapshot(self.0.load()?)
     }
 
     fn commit(&self, index: u64, puts: &[&Txn], deletes: &[&str]) -> Result<(), StoreError> {
-        let mut state = self.state.lock();
-        state.0 = state.0.max(index);
-        for record in puts {
-            state.1.insert(record.gid.clone(), (*record).clone());
-        }
-        for gid in deletes {
-            state.1.remove(*gid);
-        }
-        Ok(())
+        let encoded = encode(puts)?;
+        self.0.commit(index, &borrowed(&encoded), deletes)
     }
+}
+
+/// Each transaction as its record: (gid, JSON).
+fn encode(puts: &[&Txn]) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    puts.iter()
+        .map(|txn| Ok((txn.gid.clone(), serde_json::to_vec(txn)?)))
+        .collect()
+}
+
+fn borrowed(records: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
+    records
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_slice()))
+        .collect()
+}
+
+fn snapshot((index, records): Records) -> Result<LogSnapshot, StoreError> {
+    let transactions = records
+        .into_iter()
+        .map(|(key, value)| {
+            serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
+                key,
+                reason: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<Txn>, _>>()?;
+    Ok(LogSnapshot {
+        index,
+        transactions,
+    })
 }
 
 /// What every [`DecisionLog`] must do: `open` gives the log over the same storage each time it

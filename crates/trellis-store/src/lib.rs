@@ -5,6 +5,7 @@ pub mod acl_log;
 pub mod conformance;
 pub mod decision_log;
 mod memory;
+mod records;
 mod redb_store;
 
 pub use acl_log::{AclLog, AclSnapshot, MemoryAclLog, RedbAclLog};

@@ -406,3 +406,20 @@ pub fn string_kv(key: &str, value: &str) -> opentelemetry_proto::tonic::common::
         ..Default::default()
     }
 }
+
+/// Bootstraps the ACL system of the server at `base` (`http://ADDR`) and answers the management
+/// token's secret.
+pub async fn bootstrap_acl(base: &str) -> String {
+    let answer: serde_json::Value = http()
+        .put(format!("{base}/v1/acl/bootstrap"))
+        .send()
+        .await
+        .expect("PUT /v1/acl/bootstrap")
+        .json()
+        .await
+        .expect("a token");
+    answer["SecretID"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no SecretID in {answer}"))
+        .to_owned()
+}
