@@ -15,7 +15,7 @@ use prost::Message;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::time::Duration;
-use support::{Collector, Proc, hex, now_ns, string_kv};
+use support::{Collector, hex, now_ns, string_kv};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const GATEWAY_SERVER: &str = "00f067aa0ba902b7";
@@ -398,24 +398,13 @@ async fn a_spent_inflight_budget_answers_429_and_resource_exhausted() {
     use tokio::io::AsyncWriteExt;
 
     // A budget of 1000 bytes; one request alone may still exceed it.
-    let args = [
-        "server",
-        "--dev",
-        "--http",
-        "127.0.0.1:0",
-        "--dns",
-        "off",
-        "--otlp",
-        "127.0.0.1:0",
-        "--otlp-grpc",
-        "127.0.0.1:0",
-        "--otlp-inflight-bytes",
-        "1000",
-    ];
-    let proc = Proc::start(&args, 3, None);
-    let http = format!("http://{}", proc.addr("API"));
-    let otlp = format!("http://{}/v1/traces", proc.addr("OTLP"));
-    let grpc = format!("http://{}", proc.addr("OTLP/gRPC"));
+    let server = Collector::start_with(&["--otlp-inflight-bytes", "1000"]);
+    let (http, otlp, grpc) = (
+        server.http.clone(),
+        server.otlp.clone(),
+        server.grpc.clone(),
+    );
+    let proc = &server.proc;
 
     // A slow exporter: it declares 100000 bytes and sends a few. Its reservation is taken from
     // the declared length before the body is read, so it holds the whole budget.

@@ -1,5 +1,6 @@
 //! The access-control state of this server: `trellis-acl`'s pure `AclState` made durable in its
-//! own log (`acl.redb`), with each resolved token's authorizer cached until the next change.
+//! own log (`acl.redb`), with each resolved token's authorizer cached with the state it was
+//! resolved from, so a change never leaves a stale grant behind.
 //!
 //! Reads never wait for a write's fsync: a write is applied to a copy of the state, made durable,
 //! then swapped in; writes are serialised by their own lock.
@@ -29,16 +30,38 @@ pub struct Grant {
     pub unrestricted: bool,
 }
 
+/// One version of the state and the grants resolved from it (by the secret's hash: secrets are
+/// never kept). A write makes a new generation, so grants resolved from an old one go with it,
+/// even those a reader was computing while the write was made current.
+pub struct Generation {
+    state: AclState,
+    grants: DashMap<String, Arc<Grant>>,
+}
+
+impl std::ops::Deref for Generation {
+    type Target = AclState;
+    fn deref(&self) -> &AclState {
+        &self.state
+    }
+}
+
+impl Generation {
+    fn new(state: AclState) -> Arc<Self> {
+        Arc::new(Self {
+            state,
+            grants: DashMap::new(),
+        })
+    }
+}
+
 pub struct Acl {
-    state: RwLock<Arc<AclState>>,
+    current: RwLock<Arc<Generation>>,
     /// Serialises writes (apply to a copy, commit, swap).
     writing: Mutex<()>,
     log: Box<dyn AclLog>,
     default_policy: DefaultPolicy,
     /// Policies limited to other datacenters do not apply here.
     datacenter: String,
-    /// Grants by secret (the anonymous token under ""), dropped on every change.
-    cache: DashMap<String, Arc<Grant>>,
 }
 
 const TOKEN_PREFIX: &str = "token/";
@@ -74,12 +97,11 @@ impl Acl {
         }
         let state = AclState::restore(tokens, policies, bootstrap_index, snapshot.index);
         let acl = Self {
-            state: RwLock::new(Arc::new(state)),
+            current: RwLock::new(Generation::new(state)),
             writing: Mutex::new(()),
             log,
             default_policy,
             datacenter: datacenter.to_owned(),
-            cache: DashMap::new(),
         };
         if let Some(secret) = initial_management
             && acl.state().bootstrapped().is_none()
@@ -91,19 +113,19 @@ impl Acl {
     }
 
     /// The current state (a snapshot: later writes do not change it).
-    pub fn state(&self) -> Arc<AclState> {
-        Arc::clone(&self.state.read())
+    pub fn state(&self) -> Arc<Generation> {
+        Arc::clone(&self.current.read())
     }
 
     /// What `secret` may do (none or empty: the anonymous token); `Err` for an unknown secret
     /// ("ACL not found").
     pub fn authorize(&self, secret: Option<&str>) -> Result<Arc<Grant>, AclError> {
         let secret = secret.filter(|s| !s.is_empty());
-        let key = secret.unwrap_or("");
-        if let Some(found) = self.cache.get(key) {
+        let state = self.state();
+        let key = secret.map(trellis_acl::hash_secret).unwrap_or_default();
+        if let Some(found) = state.grants.get(&key) {
             return Ok(Arc::clone(&found));
         }
-        let state = self.state();
         let authorizer = state.authorize_in(secret, self.default_policy, &self.datacenter)?;
         let no_rules = match secret {
             Some(secret) => state.token_by_secret(secret),
@@ -117,7 +139,7 @@ impl Acl {
             unrestricted,
         });
         // Bounded by the tokens that exist: an unknown secret fails above and caches nothing.
-        self.cache.insert(key.to_owned(), Arc::clone(&grant));
+        state.grants.insert(key, Arc::clone(&grant));
         Ok(grant)
     }
 
@@ -129,7 +151,7 @@ impl Acl {
     ) -> Result<T, AclWriteError> {
         let _writing = self.writing.lock();
         let before = self.state();
-        let mut after = (*before).clone();
+        let mut after = before.state.clone();
         let value = change(&mut after)?;
         let (puts, deletes) = diff(&before, &after)?;
         let puts: Vec<(&str, &[u8])> = puts
@@ -138,8 +160,7 @@ impl Acl {
             .collect();
         let deletes: Vec<&str> = deletes.iter().map(String::as_str).collect();
         self.log.commit(after.index(), &puts, &deletes)?;
-        *self.state.write() = Arc::new(after);
-        self.cache.clear();
+        *self.current.write() = Generation::new(after);
         Ok(value)
     }
 }

@@ -198,12 +198,16 @@ pub async fn create_token(
         .unwrap_or_else(random_uuid);
     body.secret_id = Some(secret.clone());
     let request = token_write(body, accessor.clone())?;
-    if state.acl().state().token(&accessor).is_some() {
-        return Err(ApiError::bad_request(format!(
-            "Invalid Token: AccessorID {accessor:?} is already in use"
-        )));
-    }
-    let token = write(&state, move |acl| acl.upsert_token(request, now_ms())).await?;
+    // Checked under the write lock: a create never turns into an update.
+    let token = write(&state, move |acl| {
+        if acl.token(&accessor).is_some() {
+            return Err(AclError::Invalid(format!(
+                "Invalid Token: AccessorID {accessor:?} is already in use"
+            )));
+        }
+        acl.upsert_token(request, now_ms())
+    })
+    .await?;
     Ok(answer(&state, &token_json(&token, Some(&secret))))
 }
 
@@ -225,14 +229,18 @@ pub async fn update_token(
             "Token Accessor ID in URL and payload do not match",
         ));
     }
-    if state.acl().state().token(&accessor).is_none() {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "ACL not found"));
-    }
     if body.secret_id.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::bad_request("Cannot change a token's SecretID"));
     }
-    let request = token_write(body, accessor)?;
-    let token = write(&state, move |acl| acl.upsert_token(request, now_ms())).await?;
+    let request = token_write(body, accessor.clone())?;
+    // Checked under the write lock: an update never recreates a token deleted meanwhile.
+    let token = write(&state, move |acl| {
+        if acl.token(&accessor).is_none() {
+            return Err(AclError::NotFound(accessor));
+        }
+        acl.upsert_token(request, now_ms())
+    })
+    .await?;
     Ok(answer(&state, &token_json(&token, None)))
 }
 
@@ -326,12 +334,7 @@ pub async fn create_policy(
             "Cannot specify an ID when creating a policy: PUT /v1/acl/policy/:id updates one",
         ));
     }
-    if state.acl().state().policy_by_name(&body.name).is_some() {
-        return Err(ApiError::bad_request(format!(
-            "Invalid Policy: A Policy with Name {:?} already exists",
-            body.name
-        )));
-    }
+    // A fresh ID: the state refuses a name already taken.
     let request = policy_write(body, random_uuid());
     let policy = write(&state, move |acl| acl.upsert_policy(request)).await?;
     Ok(answer(&state, &policy_json(&policy, true)))
@@ -355,11 +358,14 @@ pub async fn update_policy(
             "Policy ID in URL and payload do not match",
         ));
     }
-    if state.acl().state().policy(&id).is_none() {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "ACL not found"));
-    }
     let request = policy_write(body, id);
-    let policy = write(&state, move |acl| acl.upsert_policy(request)).await?;
+    let policy = write(&state, move |acl| {
+        if acl.policy(&request.id).is_none() {
+            return Err(AclError::NotFound(request.id.clone()));
+        }
+        acl.upsert_policy(request)
+    })
+    .await?;
     Ok(answer(&state, &policy_json(&policy, true)))
 }
 
