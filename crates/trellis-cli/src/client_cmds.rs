@@ -9,20 +9,23 @@ use std::future::Future;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
-use trellis_client::Client;
+use trellis_client::{Client, ClientOptions};
+use trellis_proxy::registry_tls::RegistryTlsArgs;
 use trellis_types::ServiceRegistration;
 
 /// Where the registry is; every client command takes it.
 #[derive(Args, Debug, Clone, Default)]
 pub struct RegistryAddr {
-    /// Registry HTTP API, HOST:PORT or http://HOST:PORT [default: $TRELLIS_HTTP_ADDR, else
-    /// $CONSUL_HTTP_ADDR, else 127.0.0.1:8500]
+    /// Registry HTTP API, HOST:PORT, http://HOST:PORT or https://HOST:PORT [default:
+    /// $TRELLIS_HTTP_ADDR, else $CONSUL_HTTP_ADDR, else 127.0.0.1:8500]
     #[arg(long, value_name = "ADDR", global = true)]
     addr: Option<String>,
     /// Access token sent as X-Consul-Token [default: $TRELLIS_HTTP_TOKEN, else
     /// $CONSUL_HTTP_TOKEN, else none (the anonymous token)]
     #[arg(long, value_name = "SECRET", global = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: RegistryTlsArgs,
 }
 
 impl RegistryAddr {
@@ -41,22 +44,40 @@ impl RegistryAddr {
         Fut: Future<Output = anyhow::Result<()>>,
     {
         let addr = self.resolve();
-        let token = self.token.clone().or_else(trellis_client::token_from_env);
-        let client = Client::with_token(&addr, token.as_deref()).map_err(|e| match e {
-            trellis_client::Error::Token => anyhow::anyhow!("invalid token: it must be printable ASCII"),
-            _ => anyhow::anyhow!(
-                "invalid registry address {addr:?}: give HOST:PORT or http://HOST:PORT (--addr or TRELLIS_HTTP_ADDR)"
-            ),
-        })?;
+        let options = ClientOptions {
+            token: self.token.clone().or_else(trellis_client::token_from_env),
+            tls: self.tls.options(),
+        };
+        let client = client_for(&addr, &options)?;
         let base = client.base_url().to_owned();
         command(client).await.map_err(|e| explain(e, &base))
     }
 }
 
+/// A client of the registry at `addr`, or why there cannot be one, in one line.
+pub(crate) fn client_for(addr: &str, options: &ClientOptions) -> anyhow::Result<Client> {
+    Client::with_options(addr, options).map_err(|e| match e {
+        trellis_client::Error::Token => anyhow::anyhow!("invalid token: it must be printable ASCII"),
+        trellis_client::Error::Tls(_) => anyhow::anyhow!("{e}"),
+        _ => anyhow::anyhow!(
+            "invalid registry address {addr:?}: give HOST:PORT, http://HOST:PORT or https://HOST:PORT (--addr or TRELLIS_HTTP_ADDR)"
+        ),
+    })
+}
+
 /// Rewrites a failure to reach the registry as one line naming the address and the fix; other
 /// errors pass unchanged.
-fn explain(error: anyhow::Error, base: &str) -> anyhow::Error {
+pub(crate) fn explain(error: anyhow::Error, base: &str) -> anyhow::Error {
     match error.downcast_ref::<trellis_client::Error>() {
+        // What the registry answers plain HTTP on its HTTPS port.
+        Some(trellis_client::Error::Status {
+            status: 400, body, ..
+        }) if body.starts_with("Client sent an HTTP request to an HTTPS server") => {
+            let https = base.replacen("http://", "https://", 1);
+            anyhow::anyhow!(
+                "the registry at {base} serves HTTPS: use {https} (--addr or TRELLIS_HTTP_ADDR), with --ca-file if its CA is not in the system's trust store"
+            )
+        }
         Some(e) if e.is_unreachable() => anyhow::anyhow!(
             "no registry at {base} — start `trellis server`, or point --addr or TRELLIS_HTTP_ADDR at one"
         ),

@@ -68,6 +68,26 @@ pub struct ServerArgs {
     /// configuration's [connect] leaf_cert_ttl) [default: 24h]
     #[arg(long, value_name = "DURATION")]
     pub leaf_cert_ttl: Option<String>,
+    /// An operator's root CA certificate (PEM) to sign leaf certificates with instead of a
+    /// root made by the server; needs --ca-key (the configuration's [connect] ca_cert_file)
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// The private key of --ca-cert (PEM, PKCS#8, unencrypted) (the configuration's
+    /// [connect] ca_key_file)
+    #[arg(long, value_name = "FILE")]
+    pub ca_key: Option<PathBuf>,
+    /// Serve the HTTP API over HTTPS with this certificate (PEM, its chain after it); needs
+    /// --tls-key (the configuration's [tls] cert_file)
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1) (the configuration's [tls]
+    /// key_file)
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Require HTTPS clients to present a certificate signed by this CA (PEM), as Consul's
+    /// verify_incoming (the configuration's [tls] client_ca_file)
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
     /// TOML configuration file; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -126,6 +146,21 @@ impl ServerArgs {
         if let Some(ttl) = &self.leaf_cert_ttl {
             args.push(format!("--leaf-cert-ttl={ttl}"));
         }
+        if let Some(path) = &self.ca_cert {
+            args.push(format!("--ca-cert={}", path.display()));
+        }
+        if let Some(path) = &self.ca_key {
+            args.push(format!("--ca-key={}", path.display()));
+        }
+        for (flag, path) in [
+            ("--tls-cert", &self.tls_cert),
+            ("--tls-key", &self.tls_key),
+            ("--tls-client-ca", &self.tls_client_ca),
+        ] {
+            if let Some(path) = path {
+                args.push(format!("{flag}={}", path.display()));
+            }
+        }
         if let Some(path) = &self.config {
             args.push(format!("--config={}", path.display()));
         }
@@ -150,6 +185,11 @@ impl ServerArgs {
             ui_dir: self.ui_dir,
             acl_default_policy: self.acl_default_policy,
             leaf_cert_ttl: self.leaf_cert_ttl,
+            ca_cert_file: self.ca_cert,
+            ca_key_file: self.ca_key,
+            tls_cert_file: self.tls_cert,
+            tls_key_file: self.tls_key,
+            tls_client_ca_file: self.tls_client_ca,
         };
         // With a file, the server keeps its path and these flags, so `/v1/agent/reload` reads
         // it again the same way.
@@ -173,9 +213,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     } else {
         config.data_dir.display().to_string()
     };
+    let scheme = if config.tls.enabled() {
+        "https"
+    } else {
+        "http"
+    };
     let running = trellis_server::start(config, crate::shutdown::signal()).await?;
     println!(
-        "trellis server: HTTP API listening on http://{}",
+        "trellis server: HTTP API listening on {scheme}://{}",
         running.local_addr
     );
     if let Some(dns) = running.dns_addr {
@@ -226,6 +271,11 @@ mod tests {
             otlp_grpc: Some(DnsListen::Off),
             otlp_inflight_bytes: Some(4096),
             trace_store_bytes: Some(1 << 20),
+            tls_cert: Some("api.pem".into()),
+            tls_key: Some("api.key".into()),
+            tls_client_ca: Some("clients-ca.pem".into()),
+            ca_cert: Some("ca.pem".into()),
+            ca_key: Some("ca.key".into()),
             ..ServerArgs::default()
         };
         assert_eq!(parse(&args.to_args()), args);

@@ -13,14 +13,16 @@ use waterfall::Trace;
 pub struct TracesArgs {
     #[command(subcommand)]
     command: TracesCommand,
-    /// The server's HTTP API, HOST:PORT or http://HOST:PORT [default: $TRELLIS_HTTP_ADDR, else
-    /// $CONSUL_HTTP_ADDR, else 127.0.0.1:8500]
+    /// The server's HTTP API, HOST:PORT, http://HOST:PORT or https://HOST:PORT [default:
+    /// $TRELLIS_HTTP_ADDR, else $CONSUL_HTTP_ADDR, else 127.0.0.1:8500]
     #[arg(long, visible_alias = "http-addr", value_name = "ADDR", global = true)]
     addr: Option<String>,
     /// Access token sent as X-Consul-Token [default: $TRELLIS_HTTP_TOKEN, else
     /// $CONSUL_HTTP_TOKEN, else none]
     #[arg(long, value_name = "SECRET", global = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: trellis_proxy::registry_tls::RegistryTlsArgs,
 }
 
 #[derive(Subcommand)]
@@ -73,19 +75,18 @@ pub async fn run(args: TracesArgs) -> anyhow::Result<()> {
         .addr
         .clone()
         .unwrap_or_else(trellis_client::addr_from_env);
-    let token = args.token.clone().or_else(trellis_client::token_from_env);
-    let client = Client::with_token(&addr, token.as_deref()).map_err(|_| {
-        anyhow::anyhow!(
-            "invalid server address {addr:?}: give HOST:PORT or http://HOST:PORT (--addr or TRELLIS_HTTP_ADDR)"
-        )
-    })?;
+    let options = trellis_client::ClientOptions {
+        token: args.token.clone().or_else(trellis_client::token_from_env),
+        tls: args.tls.options(),
+    };
+    let client = crate::client_cmds::client_for(&addr, &options)?;
     let base = client.base_url().to_owned();
     command(&client, args.command).await.map_err(|e| {
         match e.downcast_ref::<trellis_client::Error>() {
             Some(c) if c.is_unreachable() => anyhow::anyhow!(
                 "no server at {base} — start `trellis server`, or point --addr or TRELLIS_HTTP_ADDR at one"
             ),
-            _ => e,
+            _ => crate::client_cmds::explain(e, &base),
         }
     })
 }

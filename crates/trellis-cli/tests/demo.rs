@@ -1,6 +1,6 @@
 //! End-to-end: `trellis demo` runs the whole example system and its flow (orders placed as
 //! transactions across orders and inventory: committed, aborted, and finished after a
-//! participant's crash), and leaves nothing behind.
+//! participant's crash), and leaves nothing behind; and the same, secured (`--secure`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -143,6 +143,141 @@ fn demo_once_runs_the_whole_flow_and_exits_zero() {
     );
     assert!(!stdout.contains('✗'), "{stdout}");
     assert!(!stdout.contains("\x1b["), "no colour when piped");
+    wait_until_free(base);
+}
+
+/// Runs `trellis ARGS` to its end, or stops it (SIGINT: the demo then stops its children)
+/// after `limit`, failing with what it printed: a demo that hangs fails the test in bounded
+/// time instead of holding the whole run.
+fn run_bounded(args: &[&str], limit: Duration) -> std::process::Output {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            let grace = Instant::now() + Duration::from_secs(15);
+            while child.try_wait().unwrap().is_none() && Instant::now() < grace {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "trellis {args:?} still running after {limit:?}:\n{}",
+                String::from_utf8_lossy(&stdout.join().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// `--secure`: the same flow under ACL default deny with a least-privilege token per
+/// component, mutual TLS between every sidecar and the gateway, and intentions allowing only
+/// the calls the services make; then what nothing allows is refused.
+#[test]
+fn demo_once_secure_runs_the_whole_flow_under_deny_mtls_and_intentions() {
+    let base = free_base(std::process::id() as u16 ^ 0x0f0f);
+    let data = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = run_bounded(
+        &[
+            "demo",
+            "--once",
+            "--secure",
+            "--base-port",
+            &base.to_string(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(180),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "secure demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("secure demo took {:.1} s", started.elapsed().as_secs_f64());
+    for expected in [
+        // What was set up.
+        "the registry denies what no token allows (--acl-default-policy deny)",
+        r#"policy users-sidecar: service "users" write, key "trellis/config/users" read"#,
+        r#"policy orders-sidecar: service "orders" write, service "users" read, key "trellis/config/orders" read, key "trellis/config/users" read"#,
+        r#"policy inventory-sidecar: service "inventory" write, key "trellis/config/inventory" read"#,
+        r#"policy gateway: service "gateway" write, service "users" read, service "orders" read, service "inventory" read"#,
+        "policy orders-app: operator write",
+        "intentions allow gateway → users, gateway → orders, gateway → inventory, orders → users, \
+         trellis-coordinator → orders, trellis-coordinator → inventory; every other call is denied",
+        // The whole flow still works through mutual TLS and the tokens.
+        "load-balanced across users-1, users-2",
+        "POST /orders for John, 2 × Product C → 201",
+        "Product C stock 100 → 98 (0 reserved)",
+        "POST /orders for Jane, 2 × Limited edition → 409 only 1 of Limited edition left",
+        "1 × Product B → 202 committing",
+        "transaction committed",
+        "Product B stock 100 → 99 (0 reserved)",
+        "200/200 requests succeeded",
+        "users-1 serves traffic through the gateway again",
+        // What nothing allows is refused.
+        "calling orders-1's sidecar → 403 intention denied: no intention allows users → orders",
+        "plain HTTP to orders-1's sidecar (no mesh certificate) → 403",
+        "registering an orders instance without a token → 403 Permission denied",
+        r#"registering an orders instance with the users sidecars' token → 403 Permission denied: token lacks permission 'service:write' on "orders""#,
+        "The trace of the order of step 5: gateway → orders → users",
+        "every step passed",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains('✗'), "{stdout}");
+    // Least privilege, yet enough: no component had a registry request refused along the way
+    // (a refused policy or watch read would not fail the flow, only its log).
+    for entry in std::fs::read_dir(data.path().join("logs")).unwrap() {
+        let path = entry.unwrap().path();
+        let log = std::fs::read_to_string(&path).unwrap();
+        for refusal in ["Permission denied", "ACL not found", "refused"] {
+            let line = log
+                .lines()
+                .find(|l| l.contains(refusal) && !l.contains("Connection refused"));
+            assert!(line.is_none(), "{}: {line:?}", path.display());
+        }
+    }
+    // The file holding the management token's secret is readable by its owner only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let config = data.path().join("registry.toml");
+        let mode = std::fs::metadata(&config).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{}: {mode:o}", config.display());
+    }
     wait_until_free(base);
 }
 

@@ -1,6 +1,14 @@
 //! Rust SDK for the Trellis HTTP API (a Consul-compatible subset plus the streaming watch).
 
+pub mod mesh;
 pub mod probe;
+pub mod tls;
+
+pub use tls::TlsOptions;
+mod connect;
+pub use connect::{
+    CaRoot, CaRoots, INTENTION_DEFAULT_HEADER, IntentionMatch, LeafCert, MatchedIntention,
+};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -42,14 +50,26 @@ pub enum Error {
     Address(String),
     #[error("invalid token: it must be printable ASCII")]
     Token,
+    /// The TLS options cannot be used: a file that cannot be read or holds no certificate, a
+    /// key that does not match its certificate, a certificate without its key.
+    #[error("invalid TLS settings: {0}")]
+    Tls(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// Nothing listens at the address (connection refused, no route, unknown host).
+    /// Nothing listens at the address (connection refused, no route, unknown host). A TLS
+    /// handshake that failed is not this: something answered (see [`Error::is_tls`]).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Transport { cause, .. } if cause.is_connect())
+        matches!(self, Self::Transport { cause, .. } if cause.is_connect()) && !self.is_tls()
+    }
+
+    /// The request failed in TLS: the server's certificate was not trusted or not for this
+    /// host, the server refused the client's certificate (or its absence), or it does not
+    /// speak TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Transport { cause, .. } if tls::tls_failure(cause).is_some())
     }
 
     /// The server took longer than the request's timeout to answer.
@@ -61,6 +81,9 @@ impl Error {
 /// A transport failure in a few words: what went wrong and the innermost cause
 /// ("connection refused (os error 111)"), instead of reqwest's four nested messages.
 fn describe(error: &reqwest::Error) -> String {
+    if let Some(failure) = tls::tls_failure(error) {
+        return tls::explain_tls(failure);
+    }
     let root = root_cause(error);
     let what = if error.is_connect() {
         "cannot connect"
@@ -128,6 +151,27 @@ pub struct Client {
     base: String,
 }
 
+/// How a [`Client`] talks to the registry: the access token it sends and its TLS settings.
+/// The default sends no token and verifies an `https://` registry against the system's trust
+/// store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Sent as `X-Consul-Token` with every request (`None` or empty: the anonymous token).
+    pub token: Option<String>,
+    pub tls: TlsOptions,
+}
+
+impl ClientOptions {
+    /// The token and TLS settings from the environment ([`token_from_env`],
+    /// [`TlsOptions::from_env`]).
+    pub fn from_env() -> Self {
+        Self {
+            token: token_from_env(),
+            tls: TlsOptions::from_env(),
+        }
+    }
+}
+
 /// The registry's address from the environment: `TRELLIS_HTTP_ADDR`, else `CONSUL_HTTP_ADDR`,
 /// else [`DEFAULT_ADDR`]; a variable that is set but blank counts as unset.
 pub fn addr_from_env() -> String {
@@ -169,26 +213,42 @@ impl Client {
 
     /// A client that sends `token` as `X-Consul-Token` with every request.
     pub fn with_token(addr: &str, token: Option<&str>) -> Result<Self> {
+        Self::with_options(
+            addr,
+            &ClientOptions {
+                token: token.map(str::to_owned),
+                tls: TlsOptions::default(),
+            },
+        )
+    }
+
+    /// A client with a token and TLS settings. The TLS files are read here, so a file that
+    /// cannot be used is an error now rather than at the first request; an `http://` registry
+    /// with no TLS options set builds no TLS settings at all.
+    pub fn with_options(addr: &str, options: &ClientOptions) -> Result<Self> {
+        let base = normalise_addr(addr)?;
         let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(token) = token.filter(|t| !t.is_empty()) {
+        if let Some(token) = options.token.as_deref().filter(|t| !t.is_empty()) {
             let mut value =
                 reqwest::header::HeaderValue::from_str(token).map_err(|_| Error::Token)?;
             value.set_sensitive(true);
             headers.insert("x-consul-token", value);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .no_proxy()
             .default_headers(headers)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|cause| Error::Transport {
-                url: addr.to_owned(),
-                cause,
-            })?;
-        Ok(Self {
-            http,
-            base: normalise_addr(addr)?,
-        })
+            .connect_timeout(Duration::from_secs(5));
+        // reqwest is built with no root certificates of its own: an https registry needs
+        // these settings even when no option is set (the system's trust store).
+        if base.starts_with("https://") || !options.tls.is_empty() {
+            builder = builder
+                .use_preconfigured_tls(tls::client_config(&options.tls).map_err(Error::Tls)?);
+        }
+        let http = builder.build().map_err(|cause| Error::Transport {
+            url: addr.to_owned(),
+            cause,
+        })?;
+        Ok(Self { http, base })
     }
 
     pub fn base_url(&self) -> &str {

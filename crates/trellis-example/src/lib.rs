@@ -118,6 +118,7 @@ mod tests {
             &[][..],
             &["--proxy", "http://127.0.0.1:15001"],
             &["--coordinator", "http://127.0.0.1:9500"],
+            &["--token", "0e0c5a9e-secret"],
         ] {
             let mut argv = vec!["orders", "--db", "o.db", "--users-timeout-ms", "750"];
             argv.extend_from_slice(extra);

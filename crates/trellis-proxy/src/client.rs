@@ -12,6 +12,8 @@
 //! connections idle longer than the idle timeout.
 
 use crate::body::Body;
+pub use crate::mesh_tls::Transport;
+use crate::mesh_tls::{MeshTls, mesh_server_name};
 use crate::upstream::EndpointKey;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -30,6 +32,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
+use trellis_client::mesh::MeshConnector;
 
 /// Connection pool settings.
 #[derive(Debug, Clone, Copy)]
@@ -215,7 +218,14 @@ impl hyper::body::Body for UpstreamBody {
 pub struct UpstreamClient {
     pool: Arc<Pool>,
     http2: Client<HttpConnector, Body>,
+    /// This proxy's mesh identity, for connections to endpoints that take only mutual TLS.
+    mesh: Option<Arc<MeshTls>>,
+    /// HTTP/2 over mutual TLS: one pooled client per service (each accepts only that service's
+    /// certificate), with the mesh generation it was made for.
+    mesh_http2: Arc<Mutex<HashMap<String, (u64, MeshHttp2)>>>,
 }
+
+type MeshHttp2 = Client<MeshConnector, Body>;
 
 impl UpstreamClient {
     pub fn new(config: PoolConfig) -> Self {
@@ -235,7 +245,48 @@ impl UpstreamClient {
             config,
             sweeping: AtomicBool::new(false),
         });
-        Self { pool, http2 }
+        Self {
+            pool,
+            http2,
+            mesh: None,
+            mesh_http2: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The HTTP/2 client for meshed instances of `service`, made again when the mesh's leaf or
+    /// roots have changed.
+    fn mesh_http2(&self, service: &str) -> Option<MeshHttp2> {
+        let mesh = self.mesh.as_ref()?;
+        let generation = mesh.generation();
+        let mut clients = self.mesh_http2.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((made_for, client)) = clients.get(service)
+            && *made_for == generation
+        {
+            return Some(client.clone());
+        }
+        let config = match mesh.client_config_for(service, vec![b"h2".to_vec()]) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::warn!(error = %e, %service, "no mutual TLS configuration");
+                return None;
+            }
+        };
+        let config_pool = self.pool.config;
+        let mut h2 = Client::builder(TokioExecutor::new());
+        h2.pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config_pool.idle_timeout)
+            .pool_max_idle_per_host(config_pool.max_idle_per_host)
+            .http2_only(true)
+            .timer(TokioTimer::new());
+        let client = h2.build(MeshConnector::new(config, config_pool.connect_timeout));
+        clients.insert(service.to_owned(), (generation, client.clone()));
+        Some(client)
+    }
+
+    /// Speaks mutual TLS with `mesh`'s identity to endpoints that ask for it.
+    pub fn with_mesh(mut self, mesh: Arc<MeshTls>) -> Self {
+        self.mesh = Some(mesh);
+        self
     }
 
     /// Sends a request whose URI is absolute (`http://host:port/path`).
@@ -253,24 +304,43 @@ impl UpstreamClient {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         *request.uri_mut() = Uri::from(path);
-        self.send_to(&endpoint, request).await
+        self.send_to(&endpoint, Transport::Plain, request).await
     }
 
     /// Sends a request with an origin-form URI (`/path?query`) to `endpoint` (`host:port`).
     pub async fn send_to(
         &self,
         endpoint: &EndpointKey,
+        transport: Transport<'_>,
         mut request: Request<Body>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         if request.version() == Version::HTTP_2 {
+            let mesh_client = match transport {
+                Transport::Plain => None,
+                Transport::Mesh { service } => match self.mesh_http2(service) {
+                    Some(client) => Some(client),
+                    None => {
+                        tracing::warn!(%endpoint, %service, "the endpoint takes only mutual TLS, and this proxy has no mesh identity");
+                        return Err(SendError::Connect);
+                    }
+                },
+            };
             let mut parts = request.uri().clone().into_parts();
-            parts.scheme = Some(Scheme::HTTP);
+            parts.scheme = Some(if mesh_client.is_some() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            });
             parts.authority = Some(endpoint.parse().map_err(|_| SendError::Connect)?);
             if parts.path_and_query.is_none() {
                 parts.path_and_query = Some(PathAndQuery::from_static("/"));
             }
             *request.uri_mut() = Uri::from_parts(parts).map_err(|_| SendError::Connect)?;
-            return match self.http2.request(request).await {
+            let sent = match mesh_client {
+                Some(client) => client.request(request).await,
+                None => self.http2.request(request).await,
+            };
+            return match sent {
                 Ok(response) => Ok(response.map(|body| UpstreamBody::new(body, None))),
                 Err(e) => {
                     tracing::debug!(error = %e, "upstream request failed");
@@ -291,7 +361,7 @@ impl UpstreamClient {
         loop {
             let (mut sender, reused) = match self.pool.checkout(endpoint) {
                 Some(sender) => (sender, true),
-                None => (self.connect(endpoint).await?, false),
+                None => (self.connect(endpoint, transport).await?, false),
             };
             if reused && sender.ready().await.is_err() {
                 // Closed while idle: nothing was sent on it.
@@ -320,7 +390,11 @@ impl UpstreamClient {
         }
     }
 
-    async fn connect(&self, endpoint: &str) -> Result<http1::SendRequest<Body>, SendError> {
+    async fn connect(
+        &self,
+        endpoint: &str,
+        transport: Transport<'_>,
+    ) -> Result<http1::SendRequest<Body>, SendError> {
         let connect = tokio::net::TcpStream::connect(endpoint);
         let stream = match tokio::time::timeout(self.pool.config.connect_timeout, connect).await {
             Ok(Ok(stream)) => stream,
@@ -334,18 +408,51 @@ impl UpstreamClient {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| {
-                tracing::debug!(error = %e, %endpoint, "upstream handshake failed");
-                SendError::Connect
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
+        match transport {
+            Transport::Plain => handshake(endpoint, stream).await,
+            Transport::Mesh { service } => {
+                let (Some(mesh), Some(name)) = (&self.mesh, mesh_server_name(service)) else {
+                    tracing::warn!(%endpoint, %service, "the endpoint takes only mutual TLS, and this proxy has no mesh identity");
+                    return Err(SendError::Connect);
+                };
+                let connector = tokio_rustls::TlsConnector::from(mesh.client_config());
+                let handshaken = tokio::time::timeout(
+                    self.pool.config.connect_timeout,
+                    connector.connect(name, stream),
+                )
+                .await;
+                match handshaken {
+                    Ok(Ok(stream)) => handshake(endpoint, stream).await,
+                    Ok(Err(e)) => {
+                        tracing::info!(error = %e, %endpoint, %service, "mutual TLS handshake failed");
+                        Err(SendError::Connect)
+                    }
+                    Err(_) => {
+                        tracing::debug!(%endpoint, "mutual TLS handshake timed out");
+                        Err(SendError::Connect)
+                    }
+                }
             }
-        });
-        Ok(sender)
+        }
     }
+}
+
+/// HTTP/1.1 on a connected stream, driven by a task of its own.
+async fn handshake<S>(endpoint: &str, stream: S) -> Result<http1::SendRequest<Body>, SendError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| {
+            tracing::debug!(error = %e, %endpoint, "upstream handshake failed");
+            SendError::Connect
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use trellis_client::{Blocking, Client, Indexed};
+use trellis_client::{Blocking, Client, ClientOptions, Indexed};
 use trellis_resilience::{Backoff, Jitter};
 
 /// A jittered back-off delay (the thread-local generator must not live across an await).
@@ -41,13 +41,14 @@ pub struct Discovery {
 }
 
 impl Discovery {
+    /// Discovery through the registry at `registry`, reached with `options` (token, TLS).
     pub fn new(
         registry: &str,
-        token: Option<&str>,
+        options: &ClientOptions,
         policies: PolicySource,
         metrics: Metrics,
     ) -> crate::Result<Self> {
-        let client = Client::with_token(registry, token)?;
+        let client = Client::with_options(registry, options)?;
         Ok(Self {
             client,
             policies: Arc::new(policies),

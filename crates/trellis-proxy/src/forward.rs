@@ -157,7 +157,9 @@ async fn attempts(
         let per_try = policy
             .per_try_timeout
             .min(deadline.saturating_duration_since(sent));
-        let result = tokio::time::timeout(per_try, client.send_to(&endpoint, request)).await;
+        let transport = upstream.transport_of(&endpoint);
+        let result =
+            tokio::time::timeout(per_try, client.send_to(&endpoint, transport, request)).await;
         let done = Instant::now();
         let attempted = match result {
             Ok(Ok(response)) => Attempted::Answered {

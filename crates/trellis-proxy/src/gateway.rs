@@ -6,10 +6,13 @@ use crate::discovery::Discovery;
 use crate::exporter::start_tracing;
 use crate::flags::{PolicyArgs, TracingArgs, parse_in_code, push};
 use crate::listeners::{AdminListener, ProxyListener, serve_until};
+use crate::mesh_tls::MeshTls;
 use crate::metrics::Metrics;
 use crate::proxy::{Mode, Proxy};
+use crate::registry_tls::RegistryTlsArgs;
 use crate::routes::Routes;
 use crate::server::bind;
+use crate::sidecar::MESH_PATIENCE;
 use crate::{Error, Result};
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +40,8 @@ pub struct GatewayArgs {
         value_name = "SECRET"
     )]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub registry_tls: RegistryTlsArgs,
     /// Address to accept client requests on
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: String,
@@ -49,6 +54,13 @@ pub struct GatewayArgs {
     /// Forward the path unchanged instead of removing the matched prefix
     #[arg(long)]
     pub keep_prefix: bool,
+    /// Speak mutual TLS to mesh sidecars, with a certificate for the --identity service
+    #[arg(long)]
+    pub mtls: bool,
+    /// The service name the gateway's mesh certificate is issued for (its token needs
+    /// service:write on it)
+    #[arg(long, default_value = GATEWAY_SERVICE)]
+    pub identity: String,
     /// Runtime worker threads; 1 runs everything on one thread [default: number of cores]
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub workers: Option<usize>,
@@ -83,6 +95,7 @@ impl GatewayArgs {
         if let Some(token) = &self.token {
             push(&mut args, "--token", token);
         }
+        args.extend(self.registry_tls.to_args());
         push(&mut args, "--listen", &self.listen);
         push(&mut args, "--admin", &self.admin);
         for route in &self.routes {
@@ -91,6 +104,10 @@ impl GatewayArgs {
         if self.keep_prefix {
             args.push("--keep-prefix".to_owned());
         }
+        if self.mtls {
+            args.push("--mtls".to_owned());
+        }
+        push(&mut args, "--identity", &self.identity);
         if let Some(n) = self.workers {
             push(&mut args, "--workers", n);
         }
@@ -117,6 +134,8 @@ impl Gateway {
     /// Reads the config file and validates everything (the registry address too), before any
     /// port is bound.
     pub fn new(args: GatewayArgs) -> Result<Self> {
+        trellis_types::registration::validate_service_name(&args.identity)
+            .map_err(|e| Error::config(format!("--identity: {e}")))?;
         let (file, policies) = args.policy.load(args.config.as_deref())?;
         let mut specs: Vec<String> = file
             .routes
@@ -130,10 +149,13 @@ impl Gateway {
         }
         let otlp_endpoint = args.tracing.endpoint(&args.registry)?;
         let metrics = Metrics::new();
-        let token = args.token.clone().or_else(trellis_client::token_from_env);
+        let registry = trellis_client::ClientOptions {
+            token: args.token.clone().or_else(trellis_client::token_from_env),
+            tls: args.registry_tls.options(),
+        };
         let discovery = Arc::new(Discovery::new(
             &args.registry,
-            token.as_deref(),
+            &registry,
             policies,
             metrics.clone(),
         )?);
@@ -164,7 +186,13 @@ impl Gateway {
             None,
             metrics.spans(),
         )?;
-        let client = UpstreamClient::new(args.policy.pool());
+        let mut client = UpstreamClient::new(args.policy.pool());
+        if args.mtls {
+            let mesh =
+                MeshTls::fetch(discovery.client().clone(), &args.identity, MESH_PATIENCE).await?;
+            mesh.spawn_maintenance();
+            client = client.with_mesh(mesh);
+        }
         let proxy = Arc::new(
             Proxy::new(
                 Mode::Gateway(routes),
@@ -186,6 +214,7 @@ impl Gateway {
                 name: "gateway",
                 listener,
                 proxy,
+                mesh: None,
             }],
             AdminListener {
                 listener: admin_listener,
@@ -244,6 +273,8 @@ mod tests {
         };
         args.policy.max_retries = Some(1);
         args.policy.load_balancer = Some(trellis_balance::Policy::RoundRobin);
+        args.registry_tls.ca_file = Some("/etc/trellis/ca.pem".into());
+        args.registry_tls.tls_server_name = Some("registry.internal".into());
         round_trip(args);
     }
 

@@ -5,8 +5,9 @@
 use crate::Result;
 use crate::admin::Admin;
 use crate::body::Body;
+use crate::mesh_tls::MeshTls;
 use crate::proxy::Proxy;
-use crate::server::{local_addr, serve, serve_with_peer, shutdown_pair};
+use crate::server::{Peer, local_addr, serve, serve_peers, shutdown_pair};
 use hyper::Request;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ pub struct ProxyListener {
     pub name: &'static str,
     pub listener: TcpListener,
     pub proxy: Arc<Proxy>,
+    /// Mutual TLS required of every connection (the inbound listener of a mesh sidecar).
+    pub mesh: Option<Arc<MeshTls>>,
 }
 
 /// The admin listener and its handler.
@@ -43,16 +46,18 @@ pub async fn serve_until(
         name,
         listener,
         proxy,
+        mesh,
     } in listeners
     {
         announce(name, local_addr(&listener)?);
-        let handler = move |request: Request<Body>, peer: SocketAddr| {
+        let handler = move |request: Request<Body>, peer: Peer| {
             let proxy = proxy.clone();
             async move { proxy.handle_from(request, Some(peer)).await }
         };
-        tasks.push(tokio::spawn(serve_with_peer(
+        tasks.push(tokio::spawn(serve_peers(
             listener,
             handler,
+            mesh,
             stop.clone(),
             drain,
         )));

@@ -7,13 +7,17 @@ use crate::discovery::Discovery;
 use crate::exporter::Tracer;
 use crate::forward::forward;
 use crate::headers::{REQUEST_ID, ensure_request_id, ensure_trace_context, strip_hop_by_hop};
+use crate::intentions::Intentions;
+use crate::mesh_tls::{PEER_HEADER, PEER_URI_HEADER, PeerIdentity};
 use crate::metrics::{Direction, Metrics, RequestMetrics};
 use crate::reject::{ERROR_HEADER, Reject};
 use crate::routes::Routes;
+use crate::server::Peer;
 use crate::spans::{AttemptLog, HopRecord};
 use crate::trace_context::{HopSpans, SpanIds, TRACESTATE};
 use crate::upstream::Upstream;
-use hyper::header::HOST;
+use hyper::HeaderMap;
+use hyper::header::{HOST, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, Uri};
 use std::net::SocketAddr;
@@ -41,6 +45,9 @@ pub struct Proxy {
     /// Span recording and context propagation; without it the proxy only makes sure a
     /// `traceparent` is present.
     tracer: Option<Arc<Tracer>>,
+    /// On a mutual-TLS inbound listener: the intentions every caller's identity is checked
+    /// against.
+    intentions: Option<Arc<Intentions>>,
 }
 
 /// A routed request: its upstream, the request rewritten for it, and the gateway route.
@@ -63,7 +70,15 @@ impl Proxy {
             metrics,
             unknown: OnceLock::new(),
             tracer: None,
+            intentions: None,
         }
+    }
+
+    /// Requires every caller of this (inbound) listener to prove a mesh identity that
+    /// `intentions` allow.
+    pub fn with_intentions(mut self, intentions: Arc<Intentions>) -> Self {
+        self.intentions = Some(intentions);
+        self
     }
 
     /// Records spans and propagates trace context through `tracer`.
@@ -103,12 +118,15 @@ impl Proxy {
         self.handle_from(request, None).await
     }
 
-    /// Handles one request from the client at `peer` (recorded in its spans).
+    /// Handles one request from `peer` (its address is recorded in the spans, its identity
+    /// checked on a mutual-TLS inbound listener).
     pub async fn handle_from(
         &self,
         mut request: Request<Body>,
-        peer: Option<SocketAddr>,
+        peer: Option<Peer>,
     ) -> Response<Body> {
+        let identity = peer.as_ref().and_then(|p| p.identity.clone());
+        let peer = peer.map(|p| p.addr);
         let start = Instant::now();
         let (request_id, mut record) = match &self.tracer {
             None => (ensure_trace_context(request.headers_mut()), None),
@@ -119,7 +137,7 @@ impl Proxy {
             }
         };
         strip_hop_by_hop(request.headers_mut());
-        let (metrics, mut response) = match self.route(request) {
+        let (metrics, mut response) = match self.route(request, identity.as_deref()) {
             Ok((upstream, request, route)) => {
                 let log = match &mut record {
                     Some(record) => {
@@ -208,14 +226,21 @@ impl Proxy {
 
     /// Finds the upstream and rewrites the request to origin form for it; also answers the
     /// gateway route that matched.
-    fn route(&self, mut request: Request<Body>) -> Result<Routed<'_>, (Reject, String)> {
+    fn route(
+        &self,
+        mut request: Request<Body>,
+        identity: Option<&PeerIdentity>,
+    ) -> Result<Routed<'_>, (Reject, String)> {
         let path = request
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let (upstream, path, route) = match &self.mode {
-            Mode::Inbound(app) => (app.clone(), path, None),
+            Mode::Inbound(app) => {
+                self.admit(request.headers_mut(), identity)?;
+                (app.clone(), path, None)
+            }
             Mode::Outbound => {
                 let Some(service) = target_service(&request) else {
                     return Err((Reject::BadTarget, String::new()));
@@ -247,6 +272,36 @@ impl Proxy {
         }
         *request.uri_mut() = Uri::from(path);
         Ok((upstream, request, route))
+    }
+}
+
+impl Proxy {
+    /// The inbound side's check of the caller: what the caller says of itself is dropped, and
+    /// with mutual TLS its verified identity must be allowed by the intentions and is passed on.
+    fn admit(
+        &self,
+        headers: &mut HeaderMap,
+        identity: Option<&PeerIdentity>,
+    ) -> Result<(), (Reject, String)> {
+        headers.remove(PEER_HEADER);
+        headers.remove(PEER_URI_HEADER);
+        let Some(intentions) = &self.intentions else {
+            return Ok(());
+        };
+        let Some(identity) = identity else {
+            return Err((Reject::MtlsRequired, String::new()));
+        };
+        if !intentions.allows(&identity.service) {
+            return Err((Reject::IntentionDenied, identity.service.clone()));
+        }
+        if let (Ok(service), Ok(uri)) = (
+            HeaderValue::from_str(&identity.service),
+            HeaderValue::from_str(&identity.uri),
+        ) {
+            headers.insert(PEER_HEADER, service);
+            headers.insert(PEER_URI_HEADER, uri);
+        }
+        Ok(())
     }
 }
 

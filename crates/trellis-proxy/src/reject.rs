@@ -33,6 +33,10 @@ pub enum Reject {
     BadRequestBody,
     /// The proxy is shutting down.
     ShuttingDown,
+    /// The caller presented no mesh identity to an inbound listener that requires one.
+    MtlsRequired,
+    /// An intention denies the calling service this service.
+    IntentionDenied,
 }
 
 impl Reject {
@@ -50,6 +54,9 @@ impl Reject {
             Self::UpstreamReset => "upstream-reset",
             Self::BadRequestBody => "bad-request-body",
             Self::ShuttingDown => "shutting-down",
+            // As the mesh's documentation names them.
+            Self::MtlsRequired => "mtls required",
+            Self::IntentionDenied => "intention denied",
         }
     }
 
@@ -63,10 +70,11 @@ impl Reject {
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout | Self::PerTryTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::ConnectFailed | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
+            Self::MtlsRequired | Self::IntentionDenied => StatusCode::FORBIDDEN,
         }
     }
 
-    fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Self::NoRoute => "no route for this path",
             Self::BadTarget => "request does not name a service",
@@ -79,6 +87,8 @@ impl Reject {
             Self::UpstreamReset => "upstream connection failed",
             Self::BadRequestBody => "cannot read the request body",
             Self::ShuttingDown => "proxy is shutting down",
+            Self::MtlsRequired => "this listener takes only mutual TLS with a mesh certificate",
+            Self::IntentionDenied => "an intention denies the calling service",
         }
     }
 

@@ -7,10 +7,13 @@ use crate::config::ServicePolicy;
 use crate::discovery::Discovery;
 use crate::exporter::start_tracing;
 use crate::flags::{PolicyArgs, TracingArgs, duration_arg, parse_in_code, push};
+use crate::intentions::Intentions;
 use crate::listeners::{AdminListener, ProxyListener, serve_until};
+use crate::mesh_tls::{MESH_META, MeshTls};
 use crate::metrics::Metrics;
 use crate::proxy::{Mode, Proxy};
 use crate::registration::{AppCheck, Registration, keep_registered};
+use crate::registry_tls::RegistryTlsArgs;
 use crate::server::{bind, local_addr, shutdown_pair};
 use crate::upstream::Upstream;
 use crate::{Error, Result};
@@ -40,6 +43,8 @@ pub struct SidecarArgs {
         value_name = "SECRET"
     )]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub registry_tls: RegistryTlsArgs,
     /// Service name to register
     #[arg(long)]
     pub service: String,
@@ -80,6 +85,11 @@ pub struct SidecarArgs {
     /// The registry removes an instance critical for this long
     #[arg(long, value_parser = trellis_types::parse_go_duration, default_value = "1m")]
     pub deregister_after: Duration,
+    /// Mutual TLS in the mesh: the inbound listener takes only callers with a certificate from
+    /// the mesh CA that the intentions allow, and calls to other mesh sidecars use this
+    /// service's certificate (issued by the registry, renewed automatically)
+    #[arg(long)]
+    pub mtls: bool,
     /// Runtime worker threads; 1 runs everything on one thread [default: number of cores]
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub workers: Option<usize>,
@@ -116,6 +126,7 @@ impl SidecarArgs {
         if let Some(token) = &self.token {
             push(&mut args, "--token", token);
         }
+        args.extend(self.registry_tls.to_args());
         push(&mut args, "--service", &self.service);
         push(&mut args, "--app", &self.app);
         if let Some(id) = &self.id {
@@ -147,6 +158,9 @@ impl SidecarArgs {
             "--deregister-after",
             duration_arg(self.deregister_after),
         );
+        if self.mtls {
+            args.push("--mtls".to_owned());
+        }
         if let Some(n) = self.workers {
             push(&mut args, "--workers", n);
         }
@@ -158,6 +172,9 @@ impl SidecarArgs {
         args
     }
 }
+
+/// How long the sidecar waits for the registry to issue its certificate at startup.
+pub(crate) const MESH_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The inbound side forwards to one local app: retrying it or ejecting it would not help.
 fn inbound_policy(policy: &mut ServicePolicy) {
@@ -220,10 +237,13 @@ impl Sidecar {
         let check = AppCheck::new(&args.app, args.health_path.as_deref())?;
         let otlp_endpoint = args.tracing.endpoint(&args.registry)?;
         let metrics = Metrics::new();
-        let token = args.token.clone().or_else(trellis_client::token_from_env);
+        let registry = trellis_client::ClientOptions {
+            token: args.token.clone().or_else(trellis_client::token_from_env),
+            tls: args.registry_tls.options(),
+        };
         let discovery = Arc::new(Discovery::new(
             &args.registry,
-            token.as_deref(),
+            &registry,
             policies,
             metrics.clone(),
         )?);
@@ -253,6 +273,23 @@ impl Sidecar {
         let outbound = bind(&args.outbound).await?;
         let admin_listener = bind(&args.admin).await?;
         let inbound_addr = local_addr(&inbound)?;
+        let mut meta = meta;
+        let mut client = UpstreamClient::new(args.policy.pool());
+        let mut intentions = None;
+        let mesh = if args.mtls {
+            // Advertised so that callers in the mesh speak mutual TLS to this instance.
+            meta.insert(MESH_META.to_owned(), "true".to_owned());
+            let registry = discovery.client();
+            let mesh = MeshTls::fetch(registry.clone(), &args.service, MESH_PATIENCE).await?;
+            mesh.spawn_maintenance();
+            let watched = Intentions::fetch(registry.clone(), &args.service, MESH_PATIENCE).await?;
+            watched.spawn_watch();
+            client = client.with_mesh(mesh.clone());
+            intentions = Some(watched);
+            Some(mesh)
+        } else {
+            None
+        };
         let registration = registration(&args, meta, inbound_addr);
         let (exporter, tracer) = start_tracing(
             &args.tracing,
@@ -261,7 +298,6 @@ impl Sidecar {
             Some(registration.id.clone()),
             metrics.spans(),
         )?;
-        let client = UpstreamClient::new(args.policy.pool());
         let app = Arc::new(Upstream::fixed(
             &args.service,
             &args.app,
@@ -270,21 +306,25 @@ impl Sidecar {
         ));
         discovery.watch_policy_of(app.clone(), inbound_policy);
         let proxy = |mode| {
-            Arc::new(
-                Proxy::new(mode, discovery.clone(), client.clone(), metrics.clone())
-                    .with_tracer(tracer.clone()),
-            )
+            Proxy::new(mode, discovery.clone(), client.clone(), metrics.clone())
+                .with_tracer(tracer.clone())
         };
+        let mut inbound_proxy = proxy(Mode::Inbound(app.clone()));
+        if let Some(intentions) = intentions {
+            inbound_proxy = inbound_proxy.with_intentions(intentions);
+        }
         let listeners = vec![
             ProxyListener {
                 name: "inbound",
                 listener: inbound,
-                proxy: proxy(Mode::Inbound(app.clone())),
+                proxy: Arc::new(inbound_proxy),
+                mesh,
             },
             ProxyListener {
                 name: "outbound",
                 listener: outbound,
-                proxy: proxy(Mode::Outbound),
+                proxy: Arc::new(proxy(Mode::Outbound)),
+                mesh: None,
             },
         ];
         let ready = Arc::new(AtomicBool::new(false));
@@ -438,6 +478,8 @@ mod tests {
         };
         args.policy.timeout = Some(Duration::from_secs(2));
         args.policy.rate_limit = Some(50);
+        args.registry_tls.client_cert = Some("client.pem".into());
+        args.registry_tls.client_key = Some("client.key".into());
         round_trip(args);
     }
 

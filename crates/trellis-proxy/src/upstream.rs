@@ -6,9 +6,12 @@
 //! endpoint is ineligible in the balancer, a returned one eligible again).
 
 use crate::config::ServicePolicy;
+use crate::mesh_tls::{MESH_META, Transport};
 use crate::metrics::{Direction, Metrics, RequestMetrics};
 use crate::reject::Reject;
 use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -22,6 +25,11 @@ use trellis_types::{CheckStatus, WatchInstance};
 /// An endpoint's identity: `host:port`, the same on every proxy (ring-hash positions derive
 /// from it) and directly usable as a URI authority.
 pub type EndpointKey = Arc<str>;
+
+/// Whether an instance was registered by a sidecar that takes only mutual TLS.
+fn is_meshed(instance: &WatchInstance) -> bool {
+    instance.meta.get(MESH_META).is_some_and(|v| v == "true")
+}
 
 /// What discovery told us about one endpoint.
 #[derive(Debug, Clone)]
@@ -53,6 +61,8 @@ struct State {
     /// `None` when unlimited.
     semaphore: Option<Arc<Semaphore>>,
     source: Source,
+    /// Endpoints whose instance takes only mutual TLS (registered by a mesh sidecar).
+    meshed: HashSet<EndpointKey>,
 }
 
 pub struct Upstream {
@@ -64,6 +74,8 @@ pub struct Upstream {
     metrics: Metrics,
     /// Request counters and histogram for this service, resolved once per direction.
     request_metrics: [OnceLock<RequestMetrics>; 3],
+    /// Whether any endpoint is meshed, so plaintext services pay no lookup per request.
+    any_meshed: AtomicBool,
 }
 
 /// A request admitted past the rate and concurrency limits.
@@ -114,6 +126,7 @@ impl Upstream {
             policy: Arc::new(policy),
             known: Vec::new(),
             source: Source::default(),
+            meshed: HashSet::new(),
         };
         Self {
             name: Arc::new(name.to_owned()),
@@ -121,6 +134,7 @@ impl Upstream {
             resolved: watch::channel(false).0,
             metrics,
             request_metrics: Default::default(),
+            any_meshed: AtomicBool::new(false),
         }
     }
 
@@ -175,6 +189,11 @@ impl Upstream {
         index: u64,
         authority: Option<&str>,
     ) {
+        let meshed: HashSet<EndpointKey> = instances
+            .iter()
+            .filter(|i| authority.is_none() && is_meshed(i))
+            .map(|i| Arc::from(authority_of(&i.address, i.port).as_str()))
+            .collect();
         let known: Vec<Known> = instances
             .into_iter()
             .map(|i| Known {
@@ -206,8 +225,22 @@ impl Upstream {
         state.balancer.set_endpoints(endpoints, now);
         state.known = known;
         state.source.index = index;
+        self.any_meshed.store(!meshed.is_empty(), Ordering::Relaxed);
+        state.meshed = meshed;
         drop(state);
         self.resolved.send_replace(true);
+    }
+
+    /// How to speak to `endpoint`: mutual TLS naming this service if its instance takes only
+    /// that.
+    pub fn transport_of(&self, endpoint: &EndpointKey) -> Transport<'_> {
+        if self.any_meshed.load(Ordering::Relaxed) && self.lock().meshed.contains(endpoint) {
+            Transport::Mesh {
+                service: self.name.as_str(),
+            }
+        } else {
+            Transport::Plain
+        }
     }
 
     /// Records the state of the registry connection; a failed first attempt still counts as

@@ -97,7 +97,7 @@ impl Harness {
         // Port 1: nothing listens; these tests never ask the registry.
         let discovery = Discovery::new(
             "http://127.0.0.1:1",
-            None,
+            &trellis_client::ClientOptions::default(),
             PolicySource::default(),
             metrics.clone(),
         )

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use trellis_proxy::body::{Body, empty, full};
-use trellis_proxy::client::{PoolConfig, UpstreamBody, UpstreamClient};
+use trellis_proxy::client::{PoolConfig, Transport, UpstreamBody, UpstreamClient};
 use trellis_proxy::upstream::EndpointKey;
 
 /// A test upstream: its address and the number of TCP connections it accepted.
@@ -121,7 +121,10 @@ async fn sequential_requests_reuse_one_connection() {
     let up = upstream().await;
     let client = client();
     for _ in 0..5 {
-        let response = client.send_to(&up.endpoint, get("/")).await.unwrap();
+        let response = client
+            .send_to(&up.endpoint, Transport::Plain, get("/"))
+            .await
+            .unwrap();
         assert_eq!(text(response).await, "ok");
     }
     assert_eq!(
@@ -132,7 +135,10 @@ async fn sequential_requests_reuse_one_connection() {
 
     // A request with a body, too.
     let post = Request::post("/").body(full("payload")).unwrap();
-    let response = client.send_to(&up.endpoint, post).await.unwrap();
+    let response = client
+        .send_to(&up.endpoint, Transport::Plain, post)
+        .await
+        .unwrap();
     assert_eq!(text(response).await, "ok");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
 }
@@ -146,7 +152,10 @@ async fn sequential_h2c_requests_share_one_connection() {
             .version(Version::HTTP_2)
             .body(empty())
             .unwrap();
-        let response = client.send_to(&up.endpoint, request).await.unwrap();
+        let response = client
+            .send_to(&up.endpoint, Transport::Plain, request)
+            .await
+            .unwrap();
         assert_eq!(response.version(), Version::HTTP_2);
         assert_eq!(text(response).await, "ok");
     }
@@ -159,7 +168,7 @@ async fn a_pooled_connection_closed_while_idle_is_replaced_without_error() {
     let client = client();
     for round in 1..=5 {
         let response = client
-            .send_to(&up.upstream.endpoint, get("/"))
+            .send_to(&up.upstream.endpoint, Transport::Plain, get("/"))
             .await
             .unwrap();
         assert_eq!(text(response).await, "ok", "request {round}");
@@ -179,7 +188,10 @@ async fn a_pooled_connection_closed_while_idle_is_replaced_without_error() {
 async fn a_response_dropped_unread_does_not_return_its_connection() {
     let up = upstream().await;
     let client = client();
-    let response = client.send_to(&up.endpoint, get("/big")).await.unwrap();
+    let response = client
+        .send_to(&up.endpoint, Transport::Plain, get("/big"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
     // Read a little, then give up on the rest.
@@ -190,7 +202,7 @@ async fn a_response_dropped_unread_does_not_return_its_connection() {
     // The half-read connection cannot carry another request: a new one is opened.
     let response = tokio::time::timeout(
         Duration::from_secs(5),
-        client.send_to(&up.endpoint, get("/")),
+        client.send_to(&up.endpoint, Transport::Plain, get("/")),
     )
     .await
     .expect("the next request does not hang on the abandoned connection")
@@ -199,14 +211,23 @@ async fn a_response_dropped_unread_does_not_return_its_connection() {
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 
     // A response read to the end does give its connection back.
-    let response = client.send_to(&up.endpoint, get("/")).await.unwrap();
+    let response = client
+        .send_to(&up.endpoint, Transport::Plain, get("/"))
+        .await
+        .unwrap();
     assert_eq!(text(response).await, "ok");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 
     // So does a fully read large one.
-    let response = client.send_to(&up.endpoint, get("/big")).await.unwrap();
+    let response = client
+        .send_to(&up.endpoint, Transport::Plain, get("/big"))
+        .await
+        .unwrap();
     assert_eq!(text(response).await.len(), 4 * 1024 * 1024);
-    let response = client.send_to(&up.endpoint, get("/")).await.unwrap();
+    let response = client
+        .send_to(&up.endpoint, Transport::Plain, get("/"))
+        .await
+        .unwrap();
     assert_eq!(text(response).await, "ok");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 }
@@ -217,12 +238,18 @@ async fn a_response_without_body_returns_its_connection_unread() {
     let client = client();
     for _ in 0..3 {
         let head = Request::head("/").body(empty()).unwrap();
-        let response = client.send_to(&up.endpoint, head).await.unwrap();
+        let response = client
+            .send_to(&up.endpoint, Transport::Plain, head)
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         // Dropped without polling: there is nothing to read.
         drop(response);
     }
-    let response = client.send_to(&up.endpoint, get("/")).await.unwrap();
+    let response = client
+        .send_to(&up.endpoint, Transport::Plain, get("/"))
+        .await
+        .unwrap();
     assert_eq!(text(response).await, "ok");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
 }

@@ -64,6 +64,9 @@ pub struct ServerConfig {
     pub acl: AclConfig,
     /// The mesh's certificate authority (Consul's `connect` block).
     pub connect: ConnectConfig,
+    /// TLS for the HTTP API (Consul's `tls` block): HTTPS with a certificate and key, and
+    /// client certificates required when a client CA is given. Default: plain HTTP.
+    pub tls: TlsConfig,
     /// The file this configuration was read from and the command-line flags laid over it, so
     /// `/v1/agent/reload` can read it again the same way. Not a TOML key; `None` when the
     /// server was started without a file.
@@ -100,6 +103,12 @@ pub struct ConfigOverrides {
     pub ui_dir: Option<PathBuf>,
     pub acl_default_policy: Option<AclDefaultPolicy>,
     pub leaf_cert_ttl: Option<String>,
+    pub ca_cert_file: Option<PathBuf>,
+    pub ca_key_file: Option<PathBuf>,
+    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 impl ConfigOverrides {
@@ -153,6 +162,21 @@ impl ConfigOverrides {
         if let Some(ttl) = &self.leaf_cert_ttl {
             config.connect.leaf_cert_ttl = ttl.clone();
         }
+        if let Some(file) = &self.ca_cert_file {
+            config.connect.ca_cert_file = Some(file.clone());
+        }
+        if let Some(file) = &self.ca_key_file {
+            config.connect.ca_key_file = Some(file.clone());
+        }
+        if let Some(file) = &self.tls_cert_file {
+            config.tls.cert_file = Some(file.clone());
+        }
+        if let Some(file) = &self.tls_key_file {
+            config.tls.key_file = Some(file.clone());
+        }
+        if let Some(file) = &self.tls_client_ca_file {
+            config.tls.client_ca_file = Some(file.clone());
+        }
     }
 }
 
@@ -188,14 +212,24 @@ pub struct AclConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ConnectConfig {
     /// How long a service's leaf certificate is valid, a Go duration from 1m to 8760h. Default
-    /// `24h`; clients renew at about 70 % of it.
+    /// `24h`; clients renew at about 70 % of it. Once a lifetime is set through
+    /// `PUT /v1/connect/ca/configuration`, that one is kept and this no longer applies.
     pub leaf_cert_ttl: String,
+    /// An operator's root certificate (PEM, a CA: basicConstraints CA) to sign leaves with
+    /// instead of a root made by the server; with `ca_key_file`. At start it becomes the
+    /// active root if the CA has not had it yet (the previous root stays trusted until its
+    /// leaves expire). Default: unset (the server makes its own root).
+    pub ca_cert_file: Option<PathBuf>,
+    /// The private key of `ca_cert_file` (PEM, PKCS#8 `BEGIN PRIVATE KEY`, unencrypted).
+    pub ca_key_file: Option<PathBuf>,
 }
 
 impl Default for ConnectConfig {
     fn default() -> Self {
         Self {
             leaf_cert_ttl: "24h".into(),
+            ca_cert_file: None,
+            ca_key_file: None,
         }
     }
 }
@@ -203,23 +237,82 @@ impl Default for ConnectConfig {
 impl ConnectConfig {
     /// The leaf lifetime, checked.
     pub fn leaf_ttl(&self) -> Result<std::time::Duration, ConfigError> {
-        let ttl = trellis_types::parse_go_duration(&self.leaf_cert_ttl).map_err(|e| {
+        parse_leaf_ttl(&self.leaf_cert_ttl).map_err(|e| {
             ConfigError::Invalid(format!(
                 "connect.leaf_cert_ttl {:?}: {e}",
                 self.leaf_cert_ttl
             ))
-        })?;
-        let (min, max) = (
-            std::time::Duration::from_secs(60),
-            std::time::Duration::from_secs(8760 * 3600),
-        );
-        if ttl < min || ttl > max {
-            return Err(ConfigError::Invalid(format!(
-                "connect.leaf_cert_ttl {:?} must be between 1m and 8760h",
-                self.leaf_cert_ttl
-            )));
+        })
+    }
+
+    /// The table checked: a valid lifetime, and a CA certificate and key given together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.leaf_ttl()?;
+        match (&self.ca_cert_file, &self.ca_key_file) {
+            (Some(_), None) => Err(ConfigError::Invalid(
+                "connect.ca_cert_file (--ca-cert) needs connect.ca_key_file (--ca-key)".into(),
+            )),
+            (None, Some(_)) => Err(ConfigError::Invalid(
+                "connect.ca_key_file (--ca-key) needs connect.ca_cert_file (--ca-cert)".into(),
+            )),
+            _ => Ok(()),
         }
-        Ok(ttl)
+    }
+}
+
+/// A leaf certificate lifetime: a Go duration from 1m to 8760h (the configuration's and the
+/// CA configuration API's `LeafCertTTL`).
+pub fn parse_leaf_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let ttl = trellis_types::parse_go_duration(text).map_err(|e| e.to_string())?;
+    let (min, max) = (
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(8760 * 3600),
+    );
+    if ttl < min || ttl > max {
+        return Err("must be between 1m and 8760h".into());
+    }
+    Ok(ttl)
+}
+
+/// The `[tls]` table: HTTPS for the HTTP API. The files are read (and checked: a certificate
+/// in the file, the key matching it) when the server starts, before any port is bound.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The server's certificate, PEM, its chain after it (`--tls-cert`); with `key_file`.
+    /// Default: unset (plain HTTP).
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key, PEM: PKCS#8, PKCS#1 or SEC1 (`--tls-key`).
+    pub key_file: Option<PathBuf>,
+    /// CA certificate(s), PEM: clients must present a certificate one of them signed
+    /// (`--tls-client-ca`; Consul's `verify_incoming`). Default: unset (no client
+    /// certificate asked for).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The HTTP API serves HTTPS.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+
+    /// The table checked without reading the files: a certificate and key given together,
+    /// and a client CA only with them.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => Err(ConfigError::Invalid(
+                "tls.cert_file (--tls-cert) needs tls.key_file (--tls-key)".into(),
+            )),
+            (None, Some(_)) => Err(ConfigError::Invalid(
+                "tls.key_file (--tls-key) needs tls.cert_file (--tls-cert)".into(),
+            )),
+            (None, None) if self.client_ca_file.is_some() => Err(ConfigError::Invalid(
+                "tls.client_ca_file (--tls-client-ca) needs TLS: give tls.cert_file \
+                 (--tls-cert) and tls.key_file (--tls-key) too"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -296,6 +389,7 @@ impl Default for ServerConfig {
             ui_dir: None,
             acl: AclConfig::default(),
             connect: ConnectConfig::default(),
+            tls: TlsConfig::default(),
             config_file: None,
         }
     }
@@ -531,7 +625,8 @@ impl ServerConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.connect.leaf_ttl()?;
+        self.connect.validate()?;
+        self.tls.validate()?;
         let label_ok = |s: &str| {
             !s.is_empty()
                 && s.len() <= 63
@@ -612,6 +707,7 @@ impl ServerConfig {
             "trace_store_bytes",
             self.trace_store_bytes != other.trace_store_bytes,
         );
+        differs("tls", self.tls != other.tls);
         names
     }
 
@@ -830,6 +926,27 @@ mod tests {
         assert_eq!(
             default.differences(&other),
             ["otlp_grpc", "otlp_inflight_bytes"]
+        );
+    }
+
+    #[test]
+    fn an_operator_ca_needs_its_certificate_and_its_key() {
+        let both = ServerConfig::from_toml(
+            "[connect]\nca_cert_file = \"/ca.pem\"\nca_key_file = \"/ca.key\"\n",
+        )
+        .unwrap();
+        both.validate().unwrap();
+        assert_eq!(both.connect.ca_cert_file, Some(PathBuf::from("/ca.pem")));
+        let alone = ServerConfig::from_toml("[connect]\nca_cert_file = \"/ca.pem\"\n").unwrap();
+        let error = alone.validate().unwrap_err().to_string();
+        assert!(error.contains("needs connect.ca_key_file"), "{error}");
+        assert_eq!(
+            parse_leaf_ttl("30s").unwrap_err(),
+            "must be between 1m and 8760h"
+        );
+        assert_eq!(
+            parse_leaf_ttl("1h").unwrap(),
+            std::time::Duration::from_secs(3600)
         );
     }
 

@@ -18,6 +18,7 @@ mod publisher;
 mod queue;
 mod shared;
 mod state;
+mod tls;
 pub mod traces;
 mod writer;
 
@@ -25,10 +26,11 @@ mod writer;
 pub use api::monitor::{LogFeed, LogLine, log_feed};
 pub use config::{
     AclConfig, AclDefaultPolicy, AclTokens, ConfigError, ConfigFile, ConfigOverrides,
-    ConnectConfig, DnsListen, DnsTtl, HostPort, InvalidHostPort, ServerConfig,
+    ConnectConfig, DnsListen, DnsTtl, HostPort, InvalidHostPort, ServerConfig, TlsConfig,
 };
 pub use writer::WriterFailed;
 
+use crate::coordinator::mesh::{CaIdentity, MeshClients};
 use crate::coordinator::{Coordinator, Driver, DriverParts, Participants, RegistryResolver};
 use crate::metrics::Metrics;
 use crate::node::Node;
@@ -287,6 +289,8 @@ async fn start_with_store(
     store: Box<dyn Store>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, ServerError> {
+    // The certificate files are read before anything is bound.
+    let tls = tls::server_config(&config.tls)?;
     let clock = Instant::now();
     let catalog = restore(store.as_ref(), &config, clock)?;
     let instances_restored = catalog.instance_count();
@@ -346,7 +350,15 @@ async fn start_with_store(
         metrics.traces.clone(),
     );
     let node = Node::new(&config.node_name, &config.datacenter, local_addr);
-    let coordinator = start_coordinator(&config, &publisher, &catalog, &node, &metrics)?;
+    let ca_dir = (!config.dev).then_some(config.data_dir.as_path());
+    let ca = Arc::new(
+        ca::Settings::from_config(&config.connect)
+            .and_then(|settings| {
+                ca::Ca::load_or_create(ca_dir, &settings, std::time::SystemTime::now())
+            })
+            .map_err(|error| ServerError::Ca(error.to_string()))?,
+    );
+    let coordinator = start_coordinator(&config, &publisher, &catalog, &node, &metrics, &ca)?;
     let (writer, queue) = queue::channel(config.max_queue);
     let (writer_done_tx, writer_done) = oneshot::channel();
     let writer_thread = Writer::new(
@@ -372,11 +384,6 @@ async fn start_with_store(
         config.enable_script_checks,
     ));
     let acl = Arc::new(open_acl(&config)?);
-    let ca_dir = (!config.dev).then_some(config.data_dir.as_path());
-    let ca = Arc::new(
-        ca::Ca::load_or_create(ca_dir, std::time::SystemTime::now())
-            .map_err(|error| ServerError::Ca(error.to_string()))?,
-    );
     let state = AppState::new(Parts {
         node,
         catalog,
@@ -390,6 +397,7 @@ async fn start_with_store(
         acl,
         ca,
     });
+    tokio::spawn(ca::retire_expired(state.ca().clone(), state.closing()));
     let dns_settings = dns::Settings {
         domain: config.dns_domain.clone(),
         ttl: config.dns_ttl.0,
@@ -421,7 +429,7 @@ async fn start_with_store(
         })
     });
     let serve = tokio::spawn(async move {
-        let result = serve(listener, state, trace_store, shutdown, writer_done).await;
+        let result = serve(listener, tls, state, trace_store, shutdown, writer_done).await;
         for receiver in [otlp, otlp_grpc].into_iter().flatten() {
             receiver.abort();
         }
@@ -451,6 +459,7 @@ fn start_coordinator(
     catalog: &Arc<SharedCatalog>,
     node: &Node,
     metrics: &Metrics,
+    ca: &ca::Ca,
 ) -> Result<Coordinator, ServerError> {
     let store_error = |error| match error {
         StoreError::Locked { .. } => ServerError::DataDirInUse {
@@ -473,7 +482,13 @@ fn start_coordinator(
     });
     let (driver, coordinator) = Driver::start(DriverParts {
         log,
-        participants: Participants::new(resolve),
+        // Participants behind mesh sidecars are reached with the coordinator's own identity.
+        participants: Participants::new(resolve).with_mesh(Arc::new(MeshClients::new(Arc::new(
+            CaIdentity {
+                ca: ca.clone(),
+                datacenter: config.datacenter.clone(),
+            },
+        )))),
         runtime: tokio::runtime::Handle::current(),
         metrics: metrics.coordinator.clone(),
         config: trellis_coordinator::Config::default(),
@@ -521,9 +536,11 @@ fn open_acl(config: &ServerConfig) -> Result<acl::Acl, ServerError> {
     .map_err(|error| ServerError::Acl(error.to_string()))
 }
 
-/// Serves HTTP until `shutdown` resolves or the writer stops for good, then drains.
+/// Serves HTTP (HTTPS with `tls`) until `shutdown` resolves or the writer stops for good, then
+/// drains.
 async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: AppState,
     trace_store: traces::TraceStore,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -570,10 +587,21 @@ async fn serve(
         state.close();
     };
     // into_make_service: axum 0.8 would otherwise rebuild the route table per connection.
-    let served = axum::serve(listener, router.into_make_service())
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(ServerError::Serve);
+    // HTTPS goes through the same server, given connections whose handshake is done, so
+    // graceful shutdown drains both alike and plain HTTP keeps its path untouched.
+    let served = match tls {
+        None => axum::serve(listener, router.into_make_service())
+            .with_graceful_shutdown(stop)
+            .await
+            .map_err(ServerError::Serve),
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config).map_err(ServerError::Serve)?;
+            axum::serve(listener, router.into_make_service())
+                .with_graceful_shutdown(stop)
+                .await
+                .map_err(ServerError::Serve)
+        }
+    };
     match failed.try_recv() {
         Ok(error) => Err(error),
         Err(_) => served,

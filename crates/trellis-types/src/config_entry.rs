@@ -1,5 +1,5 @@
 //! Consul config entries (`/v1/config`): the kinds Trellis keeps (`service-defaults`,
-//! `proxy-defaults`), the strict decoding of a `PUT /v1/config` body as Consul's
+//! `proxy-defaults`, `service-intentions`), the strict decoding of a `PUT /v1/config` body as Consul's
 //! `structs.DecodeConfigEntry` does it (keys in any case, the snake_case aliases Consul declares,
 //! Go's weak typing, every unknown key refused with Consul's words), Consul's `Normalize` and
 //! `Validate`, and the entry as Consul answers it (also its durable form).
@@ -12,6 +12,7 @@
 //! depth (`Config`, `UpstreamConfig`, `RateLimits`, an extension's `Arguments`, ...) must be
 //! JSON objects and are kept as sent.
 
+use crate::intention::{Action, MAX_SOURCES, SOURCE_TYPE_CONSUL, check_name, precedence};
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -24,18 +25,21 @@ pub const PROXY_DEFAULTS: &str = "proxy-defaults";
 /// The only name a `proxy-defaults` entry may have.
 pub const PROXY_CONFIG_GLOBAL: &str = "global";
 
-/// The kinds Trellis keeps.
-pub const SUPPORTED_KINDS: [&str; 2] = [SERVICE_DEFAULTS, PROXY_DEFAULTS];
+/// Intentions (Consul 1.9+ keeps them as config entries: one per destination service, its
+/// `Sources` the intentions to it). See [`crate::intention_entry`].
+pub const SERVICE_INTENTIONS: &str = "service-intentions";
 
-/// The other kinds a Consul (CE) server takes: they configure Connect (routing, gateways,
-/// intentions, the mesh, peering), which Trellis does not build.
-pub const CONNECT_KINDS: [&str; 16] = [
+/// The kinds Trellis keeps.
+pub const SUPPORTED_KINDS: [&str; 3] = [SERVICE_DEFAULTS, PROXY_DEFAULTS, SERVICE_INTENTIONS];
+
+/// The other kinds a Consul (CE) server takes: they configure Connect (routing, gateways, the
+/// mesh, peering) in ways Trellis does not build.
+pub const CONNECT_KINDS: [&str; 15] = [
     "service-router",
     "service-splitter",
     "service-resolver",
     "ingress-gateway",
     "terminating-gateway",
-    "service-intentions",
     "mesh",
     "exported-services",
     "sameness-group",
@@ -79,9 +83,14 @@ pub enum ConfigEntryError {
     #[error(
         "config entry kind {0:?} is not supported by Trellis: it configures Consul Connect \
          (the service mesh), which Trellis does not build; supported kinds: service-defaults, \
-         proxy-defaults"
+         proxy-defaults, service-intentions"
     )]
     Unsupported(String),
+    /// A field of a kind Trellis keeps that asks for something Trellis does not build (L7
+    /// intention permissions, JWT requirements, peers): a 400 that says so, rather than an
+    /// entry kept and silently not enforced.
+    #[error("{0} is not supported by Trellis")]
+    NotBuilt(String),
     /// The entry decoded but Consul's `Normalize` or `Validate` refuses it: Consul answers these
     /// with a 500 and the message as is.
     #[error("{0}")]
@@ -462,10 +471,66 @@ const PROXY_DEFAULTS_FIELDS: &[Field] = &[
     field("RaftIndex", Ty::Ignored, Emit::Never),
 ];
 
+/// `structs.SourceIntention` (Consul 1.16+; `EnterpriseMeta` is empty in CE). `Permissions`
+/// are decoded as objects only to be refused (L7 intentions are not built); the legacy times
+/// are RFC 3339 strings, as Consul prints its `*time.Time`s.
+const SOURCE_INTENTION: &[Field] = &[
+    field("Name", STRING, Emit::Always),
+    field(
+        "Action",
+        Ty::Str("structs.IntentionAction"),
+        Emit::OmitEmpty,
+    ),
+    field(
+        "Permissions",
+        Ty::List(&object_ptr("structs.IntentionPermission")),
+        Emit::OmitEmpty,
+    ),
+    field("Precedence", Ty::Int, Emit::Always),
+    aliased("LegacyID", "legacy_id", STRING, Emit::OmitEmpty),
+    field("Type", Ty::Str("structs.IntentionSourceType"), Emit::Always),
+    field("Description", STRING, Emit::OmitEmpty),
+    aliased("LegacyMeta", "legacy_meta", Ty::StrMap, Emit::OmitEmpty),
+    aliased(
+        "LegacyCreateTime",
+        "legacy_create_time",
+        Ty::Str("time.Time"),
+        Emit::OmitEmpty,
+    ),
+    aliased(
+        "LegacyUpdateTime",
+        "legacy_update_time",
+        Ty::Str("time.Time"),
+        Emit::OmitEmpty,
+    ),
+    field("Peer", STRING, Emit::OmitEmpty),
+    aliased("SamenessGroup", "sameness_group", STRING, Emit::OmitEmpty),
+];
+
+/// `structs.ServiceIntentionsConfigEntry` (Consul 1.16+): the entry's name is the destination.
+const SERVICE_INTENTIONS_FIELDS: &[Field] = &[
+    field("Kind", STRING, Emit::Always),
+    field("Name", STRING, Emit::Always),
+    field(
+        "Sources",
+        Ty::List(&Ty::Ptr(SOURCE_INTENTION)),
+        Emit::Always,
+    ),
+    field(
+        "JWT",
+        object_ptr("structs.IntentionJWTRequirement"),
+        Emit::OmitEmpty,
+    ),
+    field("Meta", Ty::StrMap, Emit::OmitEmpty),
+    field("Hash", Ty::Ignored, Emit::Never),
+    field("RaftIndex", Ty::Ignored, Emit::Never),
+];
+
 fn schema_of(kind: &str) -> Option<&'static [Field]> {
     match kind {
         SERVICE_DEFAULTS => Some(SERVICE_DEFAULTS_FIELDS),
         PROXY_DEFAULTS => Some(PROXY_DEFAULTS_FIELDS),
+        SERVICE_INTENTIONS => Some(SERVICE_INTENTIONS_FIELDS),
         _ => None,
     }
 }
@@ -889,7 +954,7 @@ fn go_format(value: &Value) -> String {
 }
 
 /// go-multierror's text for a list of errors.
-fn multierror(errors: &[String]) -> String {
+pub(crate) fn multierror(errors: &[String]) -> String {
     match errors {
         [one] => format!("1 error occurred:\n\t* {one}\n\n"),
         many => {
@@ -942,6 +1007,21 @@ fn unused_keys_error(mut unused: Vec<String>) -> Option<String> {
 /// the kind (`Kind`, else `kind`), the decode (types, unknown keys), then `Normalize` (the kind
 /// set, `Protocol` lower-cased, a `proxy-defaults` name made `global`) and `Validate`.
 pub fn decode_config_entry(raw: Value) -> Result<ConfigEntry, ConfigEntryError> {
+    decode(raw, false)
+}
+
+/// Decodes a `service-intentions` entry the legacy (ID-based) intention endpoints built: as
+/// Consul's `LegacyNormalize`/`LegacyValidate`, its sources keep (and must have) their
+/// `LegacyID`, times and `LegacyMeta`.
+pub fn decode_legacy_intentions(raw: Value) -> Result<ConfigEntry, ConfigEntryError> {
+    let entry = decode(raw, true)?;
+    if entry.kind != SERVICE_INTENTIONS {
+        return Err(ConfigEntryError::Decode(invalid_kind(&entry.kind)));
+    }
+    Ok(entry)
+}
+
+fn decode(raw: Value, legacy: bool) -> Result<ConfigEntry, ConfigEntryError> {
     let Value::Object(map) = raw else {
         return Err(ConfigEntryError::Decode(match raw {
             // `null` decodes into a nil map, which has no kind.
@@ -986,8 +1066,8 @@ pub fn decode_config_entry(raw: Value) -> Result<ConfigEntry, ConfigEntryError> 
         create_index: 0,
         modify_index: 0,
     };
-    normalize(&mut entry)?;
-    validate(&entry)?;
+    normalize(&mut entry, legacy)?;
+    validate(&entry, legacy)?;
     Ok(entry)
 }
 
@@ -1016,10 +1096,21 @@ pub fn normalize_name(kind: &str, name: &str) -> Result<String, ConfigEntryError
     Ok(name.to_owned())
 }
 
-/// Consul's `Normalize`: the name (see [`normalize_name`]) and, for `service-defaults`,
-/// `Protocol` in lower case.
-fn normalize(entry: &mut ConfigEntry) -> Result<(), ConfigEntryError> {
+/// Consul's `Normalize`: the name (see [`normalize_name`]); for `service-defaults`,
+/// `Protocol` in lower case; for `service-intentions`, the sources' types, precedences and
+/// order (and, unless `legacy`, their legacy fields dropped).
+fn normalize(entry: &mut ConfigEntry, legacy: bool) -> Result<(), ConfigEntryError> {
     entry.name = normalize_name(&entry.kind, &entry.name)?;
+    if entry.kind == SERVICE_INTENTIONS {
+        let destination = entry.name.clone();
+        for (key, value) in &mut entry.fields {
+            if key == "Sources"
+                && let Value::Array(sources) = value
+            {
+                normalize_intention_sources(&destination, sources, legacy);
+            }
+        }
+    }
     if entry.kind == SERVICE_DEFAULTS {
         for (key, value) in &mut entry.fields {
             if key == "Protocol"
@@ -1033,9 +1124,9 @@ fn normalize(entry: &mut ConfigEntry) -> Result<(), ConfigEntryError> {
 }
 
 /// Consul's limits on `Meta` (`metaMaxKeyPairs`, `metaKeyMaxLength`, `metaValueMaxLength`).
-const META_MAX_PAIRS: usize = 64;
-const META_KEY_MAX: usize = 128;
-const META_VALUE_MAX: usize = 512;
+pub(crate) const META_MAX_PAIRS: usize = 64;
+pub(crate) const META_KEY_MAX: usize = 128;
+pub(crate) const META_VALUE_MAX: usize = 512;
 
 fn meta_errors(entry: &ConfigEntry) -> Vec<String> {
     let Some(Value::Object(meta)) = entry.field("Meta") else {
@@ -1080,9 +1171,19 @@ fn mutual_tls_error(entry: &ConfigEntry) -> Option<String> {
 
 /// Consul's `Validate` (its checks of fields Trellis keeps as sent, such as upstream overrides,
 /// rate limits and Envoy extensions, are not made).
-fn validate(entry: &ConfigEntry) -> Result<(), ConfigEntryError> {
+fn validate(entry: &ConfigEntry, legacy: bool) -> Result<(), ConfigEntryError> {
     let invalid = |text: String| Err(ConfigEntryError::Invalid(text.trim_end().to_owned()));
     match entry.kind.as_str() {
+        SERVICE_INTENTIONS => validate_intentions(
+            &entry.name,
+            entry
+                .field("Sources")
+                .and_then(Value::as_array)
+                .map_or(&[], Vec::as_slice),
+            entry.field("JWT").is_some(),
+            meta_errors(entry),
+            legacy,
+        ),
         SERVICE_DEFAULTS => {
             if entry.name.is_empty() {
                 return invalid("Name is required".into());
@@ -1144,6 +1245,145 @@ fn validate(entry: &ConfigEntry) -> Result<(), ConfigEntryError> {
         }
         _ => Ok(()),
     }
+}
+
+/// `service-intentions` `Normalize` for one entry's sources: the source type defaults to
+/// `consul`, each precedence is computed, legacy fields are dropped unless this is a legacy
+/// write, and sources are ordered by precedence (stable).
+fn normalize_intention_sources(destination: &str, sources: &mut [Value], legacy: bool) {
+    for source in sources.iter_mut() {
+        let Value::Object(src) = source else { continue };
+        if src
+            .get("Type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            src.insert("Type".into(), Value::from(SOURCE_TYPE_CONSUL));
+        }
+        let name = src.get("Name").and_then(Value::as_str).unwrap_or_default();
+        let p = precedence(name, destination);
+        src.insert("Precedence".into(), Value::from(p));
+        if !legacy {
+            // LegacyMeta stays, so that validation can refuse it instead of losing it.
+            for key in ["LegacyID", "LegacyCreateTime", "LegacyUpdateTime"] {
+                src.remove(key);
+            }
+        }
+    }
+    let key = |v: &Value| v.get("Precedence").and_then(Value::as_u64).unwrap_or(0);
+    sources.sort_by_key(|s| std::cmp::Reverse(key(s)));
+}
+
+/// `service-intentions` `Validate`, in Consul's order; what Trellis does not build (L7
+/// permissions, JWT, peers, sameness groups) is refused as such.
+fn validate_intentions(
+    name: &str,
+    sources: &[Value],
+    jwt: bool,
+    meta_errors: Vec<String>,
+    legacy: bool,
+) -> Result<(), ConfigEntryError> {
+    let invalid = |m: String| Err(ConfigEntryError::Invalid(m));
+    let not_built = |m: &str| Err(ConfigEntryError::NotBuilt(m.to_owned()));
+    if name.is_empty() {
+        return invalid("Name is required".into());
+    }
+    if let Err(e) = check_name(name) {
+        return invalid(format!("Name: {e}"));
+    }
+    if jwt {
+        return not_built("JWT (intention JWT requirements)");
+    }
+    if legacy {
+        // Legacy writes never carry entry Meta (the body is built without it).
+    } else if !meta_errors.is_empty() {
+        return invalid(multierror(&meta_errors).trim_end().to_owned());
+    }
+    if sources.is_empty() {
+        return invalid("At least one source is required".into());
+    }
+    if sources.len() > MAX_SOURCES {
+        return invalid(format!(
+            "Sources: at most {MAX_SOURCES} sources per destination"
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, source) in sources.iter().enumerate() {
+        let empty = Map::new();
+        let src = source.as_object().unwrap_or(&empty);
+        let text = |key: &str| src.get(key).and_then(Value::as_str).unwrap_or_default();
+        let src_name = text("Name");
+        if src_name.is_empty() {
+            return invalid(format!("Sources[{i}].Name is required"));
+        }
+        if let Err(e) = check_name(src_name) {
+            return invalid(format!("Sources[{i}].Name: {e}"));
+        }
+        if !text("Peer").is_empty() {
+            return not_built(&format!("Sources[{i}].Peer (cluster peering)"));
+        }
+        if !text("SamenessGroup").is_empty() {
+            return not_built(&format!("Sources[{i}].SamenessGroup"));
+        }
+        if text("Description").len() > META_VALUE_MAX {
+            return invalid(format!(
+                "Sources[{i}].Description exceeds maximum length {META_VALUE_MAX}"
+            ));
+        }
+        let legacy_meta = src.get("LegacyMeta").and_then(Value::as_object);
+        if legacy {
+            let meta = legacy_meta.cloned().unwrap_or_default();
+            if meta.len() > META_MAX_PAIRS {
+                return invalid(format!(
+                    "Sources[{i}].Meta exceeds maximum element count {META_MAX_PAIRS}"
+                ));
+            }
+            for (key, value) in &meta {
+                if key.len() > META_KEY_MAX {
+                    return invalid(format!(
+                        "Sources[{i}].Meta key {key:?} exceeds maximum length {META_KEY_MAX}"
+                    ));
+                }
+                if value.as_str().is_some_and(|v| v.len() > META_VALUE_MAX) {
+                    return invalid(format!(
+                        "Sources[{i}].Meta value for key {key:?} exceeds maximum length {META_VALUE_MAX}"
+                    ));
+                }
+            }
+            for key in ["LegacyCreateTime", "LegacyUpdateTime"] {
+                if text(key).is_empty() {
+                    return invalid(format!("Sources[{i}].{key} must be set"));
+                }
+            }
+            if text("LegacyID").is_empty() {
+                return invalid(format!("Sources[{i}].LegacyID must be set"));
+            }
+        } else if legacy_meta.is_some_and(|m| !m.is_empty()) {
+            return invalid(format!("Sources[{i}].LegacyMeta must be omitted"));
+        }
+        let permissions = src
+            .get("Permissions")
+            .and_then(Value::as_array)
+            .is_some_and(|p| !p.is_empty());
+        if permissions {
+            return not_built(&format!(
+                "Sources[{i}].Permissions (L7 intentions: only allow/deny actions are enforced)"
+            ));
+        }
+        if Action::parse(text("Action")).is_none() {
+            return invalid(format!(
+                "Sources[{i}].Action must be set to 'allow' or 'deny'"
+            ));
+        }
+        if text("Type") != SOURCE_TYPE_CONSUL {
+            return invalid(format!("Sources[{i}].Type must be set to 'consul'"));
+        }
+        // Consul CE's `ServiceName.String()` is the bare name.
+        if !seen.insert(src_name.to_owned()) {
+            return invalid(format!("Sources[{i}] defines {src_name:?} more than once"));
+        }
+    }
+    Ok(())
 }
 
 fn destination_errors(destination: &Value) -> Vec<String> {
@@ -1418,6 +1658,64 @@ mod tests {
             }))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn service_intentions_as_consul_answers_them() {
+        let entry = decode(json!({
+            "Kind": "service-intentions", "Name": "db",
+            "Sources": [
+                {"Name": "*", "Action": "deny", "Precedence": 1},
+                {"name": "web", "action": "allow", "legacy_id": "x", "Description": "ok"}
+            ],
+            "Meta": {"team": "core"}
+        }))
+        .unwrap();
+        assert_eq!(
+            rendered(&entry),
+            json!({
+                "Kind": "service-intentions", "Name": "db",
+                "Sources": [
+                    {"Name": "web", "Action": "allow", "Precedence": 9, "Type": "consul",
+                     "Description": "ok"},
+                    {"Name": "*", "Action": "deny", "Precedence": 8, "Type": "consul"}
+                ],
+                "Meta": {"team": "core"},
+                "CreateIndex": 0, "ModifyIndex": 0
+            }),
+            "precedence computed, sorted, legacy fields dropped, the type defaulted"
+        );
+        let refused = |body: Value| decode(body).unwrap_err();
+        assert_eq!(
+            refused(json!({"Kind": "service-intentions", "Name": "db", "Sources": []})),
+            ConfigEntryError::Invalid("At least one source is required".into())
+        );
+        assert_eq!(
+            refused(json!({"Kind": "service-intentions", "Name": "d*",
+                           "Sources": [{"Name": "web", "Action": "allow"}]}))
+            .to_string(),
+            "Name: wildcard character '*' cannot be used with partial values"
+        );
+        assert_eq!(
+            refused(
+                json!({"Kind": "service-intentions", "Name": "db", "Sources": [
+                {"Name": "web", "Action": "allow"}, {"Name": "web", "Action": "deny"}]})
+            )
+            .to_string(),
+            r#"Sources[1] defines "web" more than once"#
+        );
+        let l7 = refused(
+            json!({"Kind": "service-intentions", "Name": "db", "Sources": [
+            {"Name": "web", "Permissions": [{"Action": "allow", "HTTP": {"PathPrefix": "/"}}]}]}),
+        );
+        assert!(matches!(l7, ConfigEntryError::NotBuilt(_)), "{l7:?}");
+        assert!(l7.to_string().ends_with("is not supported by Trellis"));
+        let jwt = refused(
+            json!({"Kind": "service-intentions", "Name": "db", "JWT": {},
+            "Sources": [{"Name": "web", "Action": "allow"}]}),
+        );
+        assert!(matches!(jwt, ConfigEntryError::NotBuilt(_)), "{jwt:?}");
+        assert_eq!(kind_support("service-intentions"), KindSupport::Supported);
     }
 
     #[test]

@@ -4,6 +4,8 @@ mod canonical;
 pub mod config_entry;
 pub mod duration;
 pub mod fields;
+pub mod intention;
+pub mod intention_entry;
 mod meta;
 pub mod registration;
 pub mod response;

@@ -1,10 +1,12 @@
 //! The demo's client flow: start everything, call the services through the gateway, place
 //! orders as transactions (committed, aborted, and one whose participant crashes between
 //! prepare and commit), inject a fault, and report what a person should see at each step.
+//! With `--secure`, the system is secured first and what it refuses is shown after the fault.
 
 use super::plan::{CRASH_PRODUCT, Instance, Plan, kill_instance, restart_app, start_instance};
 use super::processes::Processes;
 use super::report::{Report, percentile};
+use super::security::{self, Tokens};
 use crate::traces_cmd::waterfall::{Trace, waterfall};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -319,7 +321,14 @@ struct Flow<'a> {
     plan: &'a Plan,
     procs: &'a mut Processes,
     report: &'a mut Report,
+    /// For the gateway, the sidecars' admin listeners and anonymous registry calls: no token.
     http: reqwest::Client,
+    /// For the registry: with `--secure`, it carries the management token.
+    registry: reqwest::Client,
+    /// With `--secure`, the components' tokens, once made.
+    tokens: Option<Tokens>,
+    /// The step that placed the order whose trace ends the demo.
+    order_step: usize,
     client: Client,
     /// The trace id of the first order placed, whose waterfall ends the demo, and the trace as
     /// read back while that order's instances were all alive.
@@ -354,15 +363,22 @@ pub async fn run(plan: &Plan, procs: &mut Processes, report: &mut Report) -> any
         gateway: plan.gateway_url(),
         stats: Stats::default(),
     };
+    let registry = registry_client(plan.management.as_deref())?;
     let mut flow = Flow {
         plan,
         procs,
         report,
         http,
+        registry,
+        tokens: None,
+        order_step: 0,
         client,
         order_trace: None,
     };
     flow.start_registry().await?;
+    if plan.secure() {
+        flow.secure().await?;
+    }
     flow.start_instances_and_gateway().await?;
     flow.list_through_the_gateway().await?;
     flow.place_orders().await?;
@@ -370,9 +386,29 @@ pub async fn run(plan: &Plan, procs: &mut Processes, report: &mut Report) -> any
     flow.crash_between_prepare_and_commit().await?;
     let victim = flow.kill_an_instance_under_load().await?;
     flow.restart(&victim).await?;
+    if plan.secure() {
+        flow.show_refusals().await?;
+    }
     flow.summary().await;
     flow.show_the_order_trace().await;
     Ok(())
+}
+
+/// The demo's client of the registry: it sends `management`, when given, as its token.
+fn registry_client(management: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(secret) = management {
+        let mut value = reqwest::header::HeaderValue::from_str(secret)
+            .context("the management token's secret is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert("x-consul-token", value);
+    }
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .default_headers(headers)
+        .build()
+        .context("cannot build an HTTP client")
 }
 
 impl Flow<'_> {
@@ -397,7 +433,7 @@ impl Flow<'_> {
         self.report.step("Start the registry");
         self.procs.spawn("registry", &self.plan.server_args())?;
         let leader_url = format!("{}/v1/status/leader", self.plan.registry_url());
-        let http = self.http.clone();
+        let http = self.registry.clone();
         self.wait_for(Duration::from_secs(20), "the registry", || async {
             http.get(&leader_url)
                 .send()
@@ -418,6 +454,29 @@ impl Flow<'_> {
         Ok(())
     }
 
+    /// `--secure`: a token for each component and the intentions, made through the registry's
+    /// API with the management token, before anything that needs them starts.
+    async fn secure(&mut self) -> anyhow::Result<()> {
+        self.report.step(
+            "Secure the system: deny by default, a least-privilege token for each component, mutual TLS, intentions",
+        );
+        let tokens = security::set_up(self.plan, &self.registry, self.procs, self.report).await?;
+        self.tokens = Some(tokens);
+        Ok(())
+    }
+
+    /// `--secure`: calls that no intention allows, and registry writes that no token allows,
+    /// are refused.
+    async fn show_refusals(&mut self) -> anyhow::Result<()> {
+        self.report
+            .step("Security at work: what no intention or token allows is refused");
+        let tokens = self
+            .tokens
+            .clone()
+            .context("no tokens were made: the system was not secured")?;
+        security::show_refusals(self.plan, &tokens, &self.http, &self.registry, self.report).await
+    }
+
     async fn start_instances_and_gateway(&mut self) -> anyhow::Result<()> {
         let plan = self.plan;
         self.report.step(
@@ -427,7 +486,7 @@ impl Flow<'_> {
             start_instance(self.procs, plan, instance)?;
         }
         self.procs.spawn("gateway", &plan.gateway_args())?;
-        let http = self.http.clone();
+        let (http, registry) = (self.http.clone(), self.registry.clone());
         for service in ["users", "orders", "inventory"] {
             let count = plan.count(service);
             let ids = self
@@ -435,7 +494,7 @@ impl Flow<'_> {
                     Duration::from_secs(30),
                     &format!("{count} passing {service} instance(s)"),
                     || async {
-                        passing_ids(&http, plan, service)
+                        passing_ids(&registry, plan, service)
                             .await
                             .filter(|ids| ids.len() == count)
                     },
@@ -451,8 +510,10 @@ impl Flow<'_> {
                 );
             }
         }
+        // The crash comes four steps on: listing, placing, the abort, then the crash.
+        let crash_step = self.report.step_number() + 4;
         self.report.info(&format!(
-            "inventory-1 is started with --crash-before-commit \"{CRASH_PRODUCT}\" (fault injection, step 6)"
+            "inventory-1 is started with --crash-before-commit \"{CRASH_PRODUCT}\" (fault injection, step {crash_step})"
         ));
         for route in ["/users", "/orders", "/stock"] {
             let url = format!("{}{route}", plan.gateway_url());
@@ -549,6 +610,7 @@ impl Flow<'_> {
         self.report.step(
             "Place an order: orders checks the user through its sidecar, then one transaction places the order and takes the stock",
         );
+        self.order_step = self.report.step_number();
         let product = "Product C";
         let (before, _) = self.client.stock(product).await?;
         // The demo's client starts the trace (sampled), so it knows the trace id to show.
@@ -622,7 +684,7 @@ impl Flow<'_> {
                 refused.status
             ),
         );
-        if let Some(txn) = transaction(&self.http, self.plan, &refused.gid).await {
+        if let Some(txn) = transaction(&self.registry, self.plan, &refused.gid).await {
             self.report.info(&format!(
                 "transaction {} {}: {}",
                 refused.gid,
@@ -695,7 +757,7 @@ impl Flow<'_> {
             status.code() == Some(trellis_example::CRASH_EXIT_CODE),
             &format!("inventory-1 exited ({status}) on receiving the commit, before committing"),
         );
-        if let Some(txn) = transaction(&self.http, self.plan, &gid).await {
+        if let Some(txn) = transaction(&self.registry, self.plan, &gid).await {
             self.report.info(&format!(
                 "transaction {gid} {}: {}",
                 txn["state"].as_str().unwrap_or("?"),
@@ -706,13 +768,13 @@ impl Flow<'_> {
         let restarted = Instant::now();
         self.report
             .ok("inventory-1 restarted without --crash-before-commit (its sidecar kept running)");
-        let (http, plan) = (self.http.clone(), self.plan);
+        let (http, registry, plan) = (self.http.clone(), self.registry.clone(), self.plan);
         let txn = self
             .wait_for(
                 Duration::from_secs(30),
                 &format!("transaction {gid} to commit"),
                 || async {
-                    transaction(&http, plan, &gid)
+                    transaction(&registry, plan, &gid)
                         .await
                         .filter(|t| t["state"] == "committed")
                 },
@@ -804,12 +866,12 @@ impl Flow<'_> {
                 "the gateway never picked the dead endpoint (no retry, nothing to eject)".into()
             },
         );
-        let (http, plan) = (self.http.clone(), self.plan);
+        let (registry, plan) = (self.registry.clone(), self.plan);
         self.wait_for(
             Duration::from_secs(30),
             "users-1 to leave the registry",
             || async {
-                registered(&http, plan, "users-1")
+                registered(&registry, plan, "users-1")
                     .await
                     .filter(|r| !r)
                     .map(drop)
@@ -849,9 +911,9 @@ impl Flow<'_> {
         self.report
             .step("Restart users-1; it registers again and rejoins");
         start_instance(self.procs, self.plan, victim)?;
-        let (http, plan) = (self.http.clone(), self.plan);
+        let (registry, plan) = (self.registry.clone(), self.plan);
         self.wait_for(Duration::from_secs(30), "users-1 passing again", || async {
-            passing_ids(&http, plan, "users")
+            passing_ids(&registry, plan, "users")
                 .await
                 .filter(|ids| ids.contains("users-1"))
                 .map(drop)
@@ -927,12 +989,15 @@ impl Flow<'_> {
         trace_id: &str,
         timeout: Duration,
     ) -> anyhow::Result<Option<Trace>> {
-        let client = trellis_client::Client::new(&self.plan.registry_url())?;
+        let client = trellis_client::Client::with_token(
+            &self.plan.registry_url(),
+            self.plan.management.as_deref(),
+        )?;
         crate::traces_cmd::wait_for_trace(&client, trace_id, &Self::order_trace_services(), timeout)
             .await
     }
 
-    /// The waterfall of the order placed in step 4, read back from the registry's trace
+    /// The waterfall of the order placed in [`Flow::place_orders`], read back from the registry's trace
     /// collector: the gateway, orders checking the user with users, and the transaction.
     async fn show_the_order_trace(&mut self) {
         let Some((trace_id, seen)) = self.order_trace.clone() else {
@@ -940,12 +1005,13 @@ impl Flow<'_> {
         };
         let services = Self::order_trace_services();
         self.report.step(&format!(
-            "The trace of the order of step 4: {}",
+            "The trace of the order of step {}: {}",
+            self.order_step,
             services.join(" → ")
         ));
         let complete = |t: &Trace| services.iter().all(|s| t.services().contains(s));
         // Read again for spans that came later (the coordinator's retries, say); what was read
-        // in step 4 stands if this has less.
+        // when the order was placed stands if this has less.
         let wait = if seen.as_ref().is_some_and(complete) {
             Duration::from_secs(1)
         } else {

@@ -1,12 +1,14 @@
 //! `trellis demo`: the users/orders/inventory example system, end to end on this machine — a
 //! registry (which is also the transaction coordinator), two users, two orders and one inventory
 //! instance each with its own sidecar, and a gateway, every one its own OS process — then the
-//! client flow through the gateway, step by step.
+//! client flow through the gateway, step by step. With `--secure`, the same system under ACL
+//! default deny, a least-privilege token for each component, mutual TLS and intentions.
 
 mod flow;
 mod plan;
 mod processes;
 mod report;
+mod security;
 
 use anyhow::Context;
 use clap::Args;
@@ -25,6 +27,11 @@ pub struct DemoArgs {
     /// Keep the registry's data and the services' databases here instead of a temporary dir.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Secure the system: the registry denies what no token allows, each component gets a
+    /// token that allows only what it does, sidecars and the gateway speak mutual TLS, and
+    /// intentions allow exactly the calls the services make.
+    #[arg(long)]
+    secure: bool,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -39,11 +46,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             temp.path().to_owned()
         }
     };
-    let plan = Plan::new(args.base_port, data_dir)?;
+    let mut plan = Plan::new(args.base_port, data_dir)?;
     ensure_free(&plan.ports())?;
+    if args.secure {
+        let management = security::prepare_management(&plan.data_dir)?;
+        plan = plan.secured(management);
+    }
     let mut procs = Processes::new(&plan.data_dir.join("logs"))?;
     let mut report = report::Report::new();
-    report.title("Trellis demo: users, orders and inventory behind sidecars and a gateway");
+    report.title(if plan.secure() {
+        "Trellis demo, secured: users, orders and inventory behind mutual-TLS sidecars and a gateway"
+    } else {
+        "Trellis demo: users, orders and inventory behind sidecars and a gateway"
+    });
     report.info(&format!("data and logs in {}", plan.data_dir.display()));
 
     let outcome = tokio::select! {
@@ -70,6 +85,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if !args.once && outcome.is_ok() {
         println!();
         report.title("The system keeps running. Try:");
+        if let Some(secret) = &plan.management {
+            // The registry answers nothing without a token now; this one may do everything.
+            report.table(&[(
+                "management token",
+                format!(
+                    "export TRELLIS_HTTP_TOKEN={secret}   (the commands below read it; curl: -H \"X-Consul-Token: $TRELLIS_HTTP_TOKEN\"; the dashboard: its Token button)"
+                ),
+            )]);
+        }
         report.table(&[
             (
                 "gateway",
@@ -121,6 +145,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 format!("http://{}/metrics", i.admin),
             )]);
         }
+
         println!();
         report.info("Ctrl-C stops everything.");
         crate::shutdown::signal().await;

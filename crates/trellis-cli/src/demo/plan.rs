@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use trellis_example::{InventoryArgs, OrdersArgs, OtlpEndpoint, TracingArgs, UsersArgs};
 use trellis_proxy::{GatewayArgs, SidecarArgs};
-use trellis_server::{DnsListen, HostPort};
+use trellis_server::{AclDefaultPolicy, DnsListen, HostPort};
 
 /// One service instance: the app and its sidecar's three listeners.
 #[derive(Debug, Clone)]
@@ -36,11 +36,28 @@ pub struct Plan {
     pub gateway_admin: SocketAddr,
     pub instances: Vec<Instance>,
     pub data_dir: PathBuf,
+    /// `--secure`: the registry under ACL default deny with this initial management token's
+    /// secret, sidecars and the gateway with mutual TLS.
+    pub management: Option<String>,
 }
 
 /// Ports the demo uses above `--base-port` (registry, gateway, gateway admin, registry DNS,
 /// registry OTLP/HTTP and OTLP/gRPC, then five instances of four, from `base + 10` in steps of ten).
 const PORTS_USED: u16 = 54;
+
+/// The gateway's routes: path prefix → service.
+pub const ROUTES: [(&str, &str); 3] = [
+    ("/users", "users"),
+    ("/orders", "orders"),
+    ("/stock", "inventory"),
+];
+
+/// The service the orders app calls through its sidecar (its `--users-url`).
+pub const ORDERS_CALLS: &str = "users";
+
+/// The registry's configuration file in the data directory under `--secure`: it holds the
+/// initial management token, so the secret is in no command line.
+pub const REGISTRY_CONFIG: &str = "registry.toml";
 
 /// The product whose commit crashes the inventory instance the demo starts (its fault
 /// injection, `--crash-before-commit`); the demo restarts it without.
@@ -86,7 +103,26 @@ impl Plan {
             gateway_admin: local(base + 2),
             instances,
             data_dir,
+            management: None,
         })
+    }
+
+    /// This plan secured (`--secure`), the registry's initial management token being
+    /// `management`.
+    pub fn secured(self, management: String) -> Self {
+        Self {
+            management: Some(management),
+            ..self
+        }
+    }
+
+    pub fn secure(&self) -> bool {
+        self.management.is_some()
+    }
+
+    /// The registry's configuration file under `--secure`.
+    pub fn registry_config(&self) -> PathBuf {
+        self.data_dir.join(REGISTRY_CONFIG)
     }
 
     pub fn ports(&self) -> Vec<(String, SocketAddr)> {
@@ -159,6 +195,8 @@ impl Plan {
             dns: Some(DnsListen::At(HostPort::from(self.registry_dns))),
             otlp: Some(DnsListen::At(HostPort::from(self.registry_otlp))),
             otlp_grpc: Some(DnsListen::At(HostPort::from(self.registry_otlp_grpc))),
+            acl_default_policy: self.secure().then_some(AclDefaultPolicy::Deny),
+            config: self.secure().then(|| self.registry_config()),
             ..ServerArgs::default()
         };
         command("server", server.to_args())
@@ -199,7 +237,9 @@ impl Plan {
             listen: users.listen,
             db: users.db,
             instance: users.instance,
-            users_url: "http://users".parse().expect("a valid URL"),
+            users_url: format!("http://{ORDERS_CALLS}")
+                .parse()
+                .expect("a valid URL"),
             proxy: Some(
                 format!("http://{}", i.outbound)
                     .parse()
@@ -207,6 +247,8 @@ impl Plan {
             ),
             users_timeout_ms: 2000,
             coordinator: self.registry_url().parse().expect("a valid URL"),
+            // Under --secure its token comes in TRELLIS_HTTP_TOKEN, not on the command line.
+            token: None,
             tracing: users.tracing,
         };
         command(i.service, orders.to_args())
@@ -227,6 +269,8 @@ impl Plan {
         sidecar.deregister_after = Duration::from_secs(3);
         sidecar.workers = Some(1);
         sidecar.tracing = self.proxy_tracing();
+        // Its token, under --secure, comes in TRELLIS_HTTP_TOKEN (see `Processes::give_token`).
+        sidecar.mtls = self.secure();
         command("sidecar", sidecar.to_args())
     }
 
@@ -235,14 +279,14 @@ impl Plan {
             registry: self.registry_url(),
             listen: self.gateway.to_string(),
             admin: self.gateway_admin.to_string(),
-            routes: vec![
-                "/users=users".to_owned(),
-                "/orders=orders".to_owned(),
-                "/stock=inventory".to_owned(),
-            ],
+            routes: ROUTES
+                .iter()
+                .map(|(prefix, service)| format!("{prefix}={service}"))
+                .collect(),
             keep_prefix: true,
             workers: Some(1),
             tracing: self.proxy_tracing(),
+            mtls: self.secure(),
             ..GatewayArgs::default()
         };
         command("gateway", gateway.to_args())
@@ -277,20 +321,57 @@ mod tests {
     use clap::Parser;
 
     /// Every child's command line parses with the real `trellis` parser.
-    #[test]
-    fn every_child_command_line_parses() {
-        let plan = Plan::new(9500, PathBuf::from("/tmp/demo data")).unwrap();
+    /// Every child's command line, secured or not.
+    fn every_line(plan: &Plan) -> Vec<Vec<String>> {
         let mut lines = vec![plan.server_args(), plan.gateway_args()];
         for i in &plan.instances {
             lines.push(plan.app_args(i));
             lines.push(plan.restarted_app_args(i));
             lines.push(plan.sidecar_args(i));
         }
-        for line in lines {
+        lines
+    }
+
+    /// Every child's command line parses with the real `trellis` parser.
+    #[test]
+    fn every_child_command_line_parses() {
+        let plan = Plan::new(9500, PathBuf::from("/tmp/demo data")).unwrap();
+        let secured = plan.clone().secured("management-secret".into());
+        for line in every_line(&plan).into_iter().chain(every_line(&secured)) {
             let argv = std::iter::once("trellis".to_owned()).chain(line.iter().cloned());
             if let Err(e) = crate::Cli::try_parse_from(argv) {
                 panic!("{line:?}: {e}");
             }
+        }
+    }
+
+    /// `--secure` turns on default deny and mutual TLS, and no secret is on a command line.
+    #[test]
+    fn secured_children_speak_mtls_and_carry_no_secret_in_their_arguments() {
+        let plain = Plan::new(9500, PathBuf::from("/tmp")).unwrap();
+        let secured = plain.clone().secured("management-secret".into());
+        let server = secured.server_args();
+        assert!(server.contains(&"--acl-default-policy=deny".to_owned()));
+        assert!(server.contains(&"--config=/tmp/registry.toml".to_owned()));
+        assert!(secured.gateway_args().contains(&"--mtls".to_owned()));
+        for i in &secured.instances {
+            assert!(secured.sidecar_args(i).contains(&"--mtls".to_owned()));
+        }
+        for line in every_line(&secured) {
+            assert!(
+                !line
+                    .iter()
+                    .any(|a| a.contains("secret") || a.contains("--token")),
+                "{line:?}"
+            );
+        }
+        for line in every_line(&plain) {
+            assert!(
+                !line
+                    .iter()
+                    .any(|a| a == "--mtls" || a.starts_with("--acl") || a.starts_with("--config")),
+                "{line:?}"
+            );
         }
     }
 

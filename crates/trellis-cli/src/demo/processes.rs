@@ -12,11 +12,17 @@ use std::time::{Duration, Instant};
 /// How long a child gets to exit after SIGTERM before it is killed.
 const GRACE: Duration = Duration::from_secs(5);
 
+/// The environment variables a registry token reaches `trellis` commands through.
+const TOKEN_VARS: [&str; 2] = ["TRELLIS_HTTP_TOKEN", "CONSUL_HTTP_TOKEN"];
+
 /// Running children by name, stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Processes {
     exe: PathBuf,
     log_dir: PathBuf,
     children: BTreeMap<String, Child>,
+    /// The registry token each child is started with (`--secure`), by child name, so that a
+    /// restarted child gets its own again.
+    tokens: BTreeMap<String, String>,
 }
 
 impl Processes {
@@ -27,7 +33,15 @@ impl Processes {
             exe: std::env::current_exe().context("cannot find the trellis executable")?,
             log_dir: log_dir.to_owned(),
             children: BTreeMap::new(),
+            tokens: BTreeMap::new(),
         })
+    }
+
+    /// Child `name`, whenever it is started from now on, gets `secret` as its registry token
+    /// in `TRELLIS_HTTP_TOKEN`: in its environment (readable only by this user), not on its
+    /// command line, which every user of the machine can read.
+    pub fn give_token(&mut self, name: &str, secret: &str) {
+        self.tokens.insert(name.to_owned(), secret.to_owned());
     }
 
     /// Starts `trellis ARGS...` as child `name`, appending its output to `logs/<name>.log`.
@@ -38,12 +52,22 @@ impl Processes {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
-        let child = Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        command
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .env("TRELLIS_LOG", "info")
+            .env("TRELLIS_LOG", "info");
+        // A token in the user's own environment is not the demo's: the demo's registry would
+        // refuse it (403 ACL not found) even without --secure.
+        for var in TOKEN_VARS {
+            command.env_remove(var);
+        }
+        if let Some(secret) = self.tokens.get(name) {
+            command.env(TOKEN_VARS[0], secret);
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;
         self.children.insert(name.to_owned(), child);

@@ -39,6 +39,11 @@ impl Report {
         );
     }
 
+    /// The number of the current step (0 before the first).
+    pub fn step_number(&self) -> usize {
+        self.step
+    }
+
     pub fn ok(&self, text: &str) {
         println!("  {} {text}", self.paint("32", "✓"));
     }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use reqwest::Url;
 use serde_json::{Value, json};
 use tracing::Instrument;
@@ -20,6 +20,9 @@ pub const ORDERS_SERVICE: &str = "orders";
 pub const ORDER_PATH: &str = "/txn/order";
 /// The service the coordinator calls for the stock's branch.
 pub const INVENTORY_SERVICE: &str = "inventory";
+
+/// The header the registry reads a token's secret from (Consul's).
+const TOKEN_HEADER: &str = "x-consul-token";
 
 /// Time from the submit to the decision, after which the coordinator aborts.
 const TXN_TIMEOUT: &str = "10s";
@@ -51,12 +54,24 @@ pub(crate) struct CoordinatorClient {
 }
 
 impl CoordinatorClient {
-    pub(crate) fn new(base: &Url) -> Result<Self, Error> {
+    /// A client of the coordinator at `base`, sending `token` (if any, and not empty) as
+    /// `X-Consul-Token` with every submit.
+    pub(crate) fn new(base: &Url, token: Option<&str>) -> Result<Self, Error> {
         check_http("coordinator URL", base)?;
+        let mut headers = HeaderMap::new();
+        if let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) {
+            let mut value = HeaderValue::from_str(token).map_err(|_| {
+                Error::Config("--token must be printable ASCII (a token's SecretID)".into())
+            })?;
+            // Kept out of debug output.
+            value.set_sensitive(true);
+            headers.insert(TOKEN_HEADER, value);
+        }
         let http = reqwest::Client::builder()
             .timeout(SUBMIT_TIMEOUT)
             // The coordinator is the registry, reached directly, like the sidecars reach it.
             .no_proxy()
+            .default_headers(headers)
             .build()
             .map_err(Error::Client)?;
         Ok(Self {

@@ -71,6 +71,16 @@ pub struct OrdersArgs {
     /// transaction across orders and inventory.
     #[arg(long, default_value = "http://127.0.0.1:8500")]
     pub coordinator: Url,
+    /// Access token for the coordinator, sent as X-Consul-Token: under ACL default deny,
+    /// submitting a transaction needs `operator = "write"` [default: $TRELLIS_HTTP_TOKEN, else
+    /// none]
+    #[arg(
+        long,
+        env = "TRELLIS_HTTP_TOKEN",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub token: Option<String>,
 }
 
 impl OrdersArgs {
@@ -87,6 +97,9 @@ impl OrdersArgs {
         ];
         if let Some(proxy) = &self.proxy {
             args.push(format!("--proxy={proxy}"));
+        }
+        if let Some(token) = &self.token {
+            args.push(format!("--token={token}"));
         }
         args.extend(self.tracing.to_args());
         args
@@ -110,7 +123,7 @@ impl OrdersState {
         let instance = api::instance_header(&args.instance)?;
         let timeout = Duration::from_millis(args.users_timeout_ms.max(1));
         let users = UsersClient::new(&args.users_url, args.proxy.as_ref(), timeout)?;
-        let coordinator = CoordinatorClient::new(&args.coordinator)?;
+        let coordinator = CoordinatorClient::new(&args.coordinator, args.token.as_deref())?;
         let store = OrdersStore::open(&args.db).await?;
         let participant = crate::db::participant(&args.db, PlaceOrder).await?;
         Ok(Self {

@@ -168,6 +168,7 @@ pub fn orders_args(db: &Path, instance: &str, users_url: &str) -> OrdersArgs {
         proxy: None,
         users_timeout_ms: 2000,
         coordinator: format!("http://{}", dead_addr()).parse().expect("url"),
+        token: None,
         tracing: TracingArgs::default(),
     }
 }

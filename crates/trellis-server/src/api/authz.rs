@@ -212,6 +212,8 @@ fn requirement(
         "/v1/operator/raft/configuration" | "/v1/operator/autopilot/health" => {
             one(Resource::Operator, String::new(), Need::Read)
         }
+        // Reading the CA's settings is an operator's; changing them rotates the mesh's root.
+        "/v1/connect/ca/configuration" => one(Resource::Operator, String::new(), need),
         "/v1/trellis/txn"
         | "/v1/trellis/txn/{gid}"
         | "/v1/trellis/txn/{gid}/branches"
@@ -233,6 +235,15 @@ fn requirement(
         | "/v1/config/{kind}"
         | "/v1/config/{kind}/"
         | "/v1/config/{kind}/{*name}" => one(Resource::Operator, String::new(), need),
+        // Intentions name their services in the query or the body, a read is allowed by
+        // either end, and lists are filtered: `api/intentions.rs` checks `intentions:read|write`
+        // (match, exact, by ID), `service:read` (check) and `service:write` (authorize).
+        "/v1/connect/intentions"
+        | "/v1/connect/intentions/exact"
+        | "/v1/connect/intentions/match"
+        | "/v1/connect/intentions/check"
+        | "/v1/connect/intentions/{id}"
+        | "/v1/agent/connect/authorize" => Vec::new(),
         _ => Vec::new(),
     }
 }

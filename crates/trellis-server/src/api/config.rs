@@ -1,8 +1,9 @@
 //! `/v1/config`: Consul's config entries, as Consul answers them. `PUT /v1/config[?cas=]`
 //! writes an entry (`true`/`false`), `GET /v1/config/:kind[/:name]` reads one or a kind's list
 //! (`GET /v1/config/` every entry), `DELETE /v1/config/:kind/:name[?cas=]` deletes one (`{}`, or
-//! `true`/`false` with `cas`). Trellis keeps `service-defaults` and `proxy-defaults`; the kinds
-//! that configure Connect are refused when written (400) and read as absent.
+//! `true`/`false` with `cas`). Trellis keeps `service-defaults`, `proxy-defaults` and
+//! `service-intentions` (the intentions `api/intentions.rs` serves); the other kinds that
+//! configure Connect are refused when written (400) and read as absent.
 //!
 //! `?filter=` takes Consul's filter expressions on a `service-defaults` list (selectors of
 //! `structs.ServiceConfigEntry`), as Consul, which refuses them on other kinds.
@@ -43,9 +44,9 @@ fn server_error(message: impl Into<String>) -> ApiError {
 fn refused(error: ConfigEntryError) -> ApiError {
     match error {
         ConfigEntryError::Invalid(_) => server_error(error.to_string()),
-        ConfigEntryError::Decode(_) | ConfigEntryError::Unsupported(_) => {
-            ApiError::bad_request(error.to_string())
-        }
+        ConfigEntryError::Decode(_)
+        | ConfigEntryError::Unsupported(_)
+        | ConfigEntryError::NotBuilt(_) => ApiError::bad_request(error.to_string()),
     }
 }
 

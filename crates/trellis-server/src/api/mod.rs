@@ -18,6 +18,7 @@ mod error;
 mod event;
 mod health;
 mod host;
+mod intentions;
 mod kv;
 mod maintenance;
 pub mod monitor;
@@ -180,6 +181,29 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .route("/v1/connect/ca/roots", get(connect_ca::roots))
         .route("/v1/agent/connect/ca/roots", get(connect_ca::roots))
         .route("/v1/agent/connect/ca/leaf/{service}", get(connect_ca::leaf))
+        .route(
+            "/v1/connect/intentions",
+            get(intentions::list).post(intentions::create),
+        )
+        .route(
+            "/v1/connect/intentions/exact",
+            get(intentions::get_exact)
+                .put(intentions::put_exact)
+                .delete(intentions::delete_exact),
+        )
+        .route("/v1/connect/intentions/match", get(intentions::matches))
+        .route("/v1/connect/intentions/check", get(intentions::check))
+        .route(
+            "/v1/connect/intentions/{id}",
+            get(intentions::read)
+                .put(intentions::update)
+                .delete(intentions::delete),
+        )
+        .route("/v1/agent/connect/authorize", post(intentions::authorize))
+        .route(
+            "/v1/connect/ca/configuration",
+            get(connect_ca::get_configuration).put(connect_ca::set_configuration),
+        )
         .route("/v1/acl/bootstrap", put(acl::bootstrap))
         .route("/v1/acl/token", put(acl::create_token))
         .route("/v1/acl/token/self", get(acl::token_self))

@@ -4,6 +4,7 @@
 //! (`participants.rs`).
 
 mod driver;
+pub mod mesh;
 mod participants;
 mod resolver;
 

@@ -3,17 +3,18 @@
 //! registered service, and the answer mapped to what the engine understands.
 
 use super::TraceContext;
+use super::mesh::MeshClients;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::CONTENT_TYPE;
 use hyper::{Request, Uri};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 use trellis_balance::{Balancer, Policy};
 use trellis_coordinator::{Message, Phase, Response, Target};
@@ -32,6 +33,8 @@ const MAX_ANSWER: usize = 64 * 1024;
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
+    /// It takes only mutual TLS with a mesh certificate (a mesh sidecar registered it).
+    pub meshed: bool,
 }
 
 /// Finds the passing instances of a service (the registry, in the server).
@@ -49,6 +52,8 @@ pub struct Participants {
     permits: Arc<Semaphore>,
     /// One balancer per service a branch names (few: the registry's services).
     balancers: Arc<Mutex<HashMap<String, Balancer<Endpoint>>>>,
+    /// Clients for participants that take only mutual TLS.
+    mesh: Option<Arc<MeshClients>>,
 }
 
 impl Participants {
@@ -65,7 +70,14 @@ impl Participants {
             resolve,
             permits: Arc::new(Semaphore::new(MAX_CALLS)),
             balancers: Arc::new(Mutex::new(HashMap::new())),
+            mesh: None,
         }
+    }
+
+    /// Reaches participants that take only mutual TLS with the coordinator's mesh identity.
+    pub fn with_mesh(mut self, mesh: Arc<MeshClients>) -> Self {
+        self.mesh = Some(mesh);
+        self
     }
 
     /// Sends `message` (with the transaction's trace context, if it has one) and says what the
@@ -78,7 +90,7 @@ impl Participants {
         match &message.target {
             Target::Url(url) => {
                 let url = format!("{}/{phase}", url.trim_end_matches('/'));
-                self.send(&url, message, trace).await
+                send(&self.client, &url, message, trace).await
             }
             Target::Service { name, path } => {
                 let Some(endpoint) = self.pick(name) else {
@@ -90,9 +102,21 @@ impl Participants {
                     endpoint.host.clone()
                 };
                 let path = path.trim_end_matches('/');
-                let url = format!("http://{host}:{}{path}/{phase}", endpoint.port);
                 let started = Instant::now();
-                let response = self.send(&url, message, trace).await;
+                let response = if endpoint.meshed {
+                    let url = format!("https://{host}:{}{path}/{phase}", endpoint.port);
+                    let client = match &self.mesh {
+                        Some(mesh) => mesh.client_for(name, SystemTime::now()),
+                        None => Err("this coordinator has no mesh identity".to_owned()),
+                    };
+                    match client {
+                        Ok(client) => send(&client, &url, message, trace).await,
+                        Err(e) => Response::Failed(format!("{url}: mutual TLS: {e}")),
+                    }
+                } else {
+                    let url = format!("http://{host}:{}{path}/{phase}", endpoint.port);
+                    send(&self.client, &url, message, trace).await
+                };
                 let answered = !matches!(response, Response::Failed(_));
                 self.picked_done(name, &endpoint, started, answered);
                 response
@@ -121,51 +145,59 @@ impl Participants {
             balancer.on_end(endpoint, started.elapsed(), Instant::now(), answered);
         }
     }
+}
 
-    /// Posts `message` to `url` and says what the participant answered.
-    async fn send(&self, url: &str, message: &Message, trace: Option<&TraceContext>) -> Response {
-        let uri: Uri = match url.parse() {
-            Ok(uri) => uri,
-            Err(error) => return Response::Failed(format!("{url}: {error}")),
-        };
-        let mut request = Request::post(uri).header(CONTENT_TYPE, "application/json");
-        if let Some(trace) = trace {
-            request = request.header("traceparent", trace.traceparent.clone());
-            if let Some(state) = &trace.tracestate {
-                request = request.header("tracestate", state.clone());
-            }
+/// Posts `message` to `url` with `client` and says what the participant answered.
+async fn send<C>(
+    client: &Client<C, Full<Bytes>>,
+    url: &str,
+    message: &Message,
+    trace: Option<&TraceContext>,
+) -> Response
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    let uri: Uri = match url.parse() {
+        Ok(uri) => uri,
+        Err(error) => return Response::Failed(format!("{url}: {error}")),
+    };
+    let mut request = Request::post(uri).header(CONTENT_TYPE, "application/json");
+    if let Some(trace) = trace {
+        request = request.header("traceparent", trace.traceparent.clone());
+        if let Some(state) = &trace.tracestate {
+            request = request.header("tracestate", state.clone());
         }
-        let request = request.body(Full::new(Bytes::from(body(message))));
-        let request = match request {
-            Ok(request) => request,
-            Err(error) => return Response::Failed(format!("{url}: {error}")),
-        };
-        let exchange = async {
-            let response = self.client.request(request).await?;
-            let status = response.status();
-            // Read the answer to its end, so the connection goes back to the pool.
-            let body = Limited::new(response.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-                .map(|collected| collected.to_bytes())
-                .unwrap_or_default();
-            Ok::<_, hyper_util::client::legacy::Error>((status, body))
-        };
-        let (status, text) = match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
-            Err(_) => return Response::Failed(format!("{url}: timed out")),
-            Ok(Err(error)) => return Response::Failed(format!("{url}: {}", root_cause(&error))),
-            Ok(Ok(answer)) => answer,
-        };
-        if status.is_success() {
-            return Response::Ok;
-        }
-        classify(
-            message.phase,
-            status.as_u16(),
-            url,
-            &String::from_utf8_lossy(&text),
-        )
     }
+    let request = request.body(Full::new(Bytes::from(body(message))));
+    let request = match request {
+        Ok(request) => request,
+        Err(error) => return Response::Failed(format!("{url}: {error}")),
+    };
+    let exchange = async {
+        let response = client.request(request).await?;
+        let status = response.status();
+        // Read the answer to its end, so the connection goes back to the pool.
+        let body = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map(|collected| collected.to_bytes())
+            .unwrap_or_default();
+        Ok::<_, hyper_util::client::legacy::Error>((status, body))
+    };
+    let (status, text) = match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
+        Err(_) => return Response::Failed(format!("{url}: timed out")),
+        Ok(Err(error)) => return Response::Failed(format!("{url}: {}", root_cause(&error))),
+        Ok(Ok(answer)) => answer,
+    };
+    if status.is_success() {
+        return Response::Ok;
+    }
+    classify(
+        message.phase,
+        status.as_u16(),
+        url,
+        &String::from_utf8_lossy(&text),
+    )
 }
 
 /// `{"gid": ..., "branch_id": ..., "payload": <the payload's JSON text as given>}`.

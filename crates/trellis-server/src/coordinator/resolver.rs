@@ -5,6 +5,7 @@ use super::participants::{Endpoint, Resolve};
 use crate::publisher::Publisher;
 use crate::shared::SharedCatalog;
 use std::sync::Arc;
+use trellis_client::mesh::MESH_META;
 use trellis_types::CheckStatus;
 
 pub struct RegistryResolver {
@@ -35,6 +36,10 @@ impl Resolve for RegistryResolver {
                 Endpoint {
                     host,
                     port: registration.port,
+                    meshed: registration
+                        .meta
+                        .get(MESH_META)
+                        .is_some_and(|v| v == "true"),
                 }
             })
             .collect()
