@@ -87,6 +87,81 @@ async fn trust_domain(registry: &str) -> String {
     roots["TrustDomain"].as_str().unwrap().to_owned()
 }
 
+/// `users` (an echo app behind a mesh sidecar) and its caller `web` (another, whose outbound
+/// listener the tests call through), `users` reachable through `web`.
+struct Pair {
+    users: Proc,
+    web: Proc,
+    outbound: String,
+    _apps: [ShutdownTrigger; 2],
+}
+
+async fn users_and_web(registry: &str, web_extra: &[&str]) -> Pair {
+    let (users_port, users_app) = echo_app().await;
+    let (web_port, web_app) = echo_app().await;
+    let users = mesh_sidecar(registry, "users", users_port, &[]);
+    let web = mesh_sidecar(registry, "web", web_port, web_extra);
+    let outbound = web.addr("outbound");
+    support::eventually(Duration::from_secs(20), "users reachable", || {
+        let outbound = outbound.clone();
+        async move { call(&outbound, "users").await.0 == 200 }
+    })
+    .await;
+    Pair {
+        users,
+        web,
+        outbound,
+        _apps: [users_app, web_app],
+    }
+}
+
+/// Calls `users` through an outbound listener again and again, counting answers, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(outbound: &str, pause: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let task = {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            let outbound = outbound.to_owned();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match call(&outbound, "users").await {
+                        (200, _, _) => ok.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            eprintln!("failed: {other:?}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                    tokio::time::sleep(pause).await;
+                }
+            })
+        };
+        Load {
+            stop,
+            ok,
+            failed,
+            task,
+        }
+    }
+
+    /// Stops; answers (successful, failed) calls.
+    async fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// A certificate and key (PEM, concatenated) for `service` from the registry's CA.
 async fn mesh_identity(registry: &str, service: &str) -> reqwest::Identity {
     let leaf: serde_json::Value = http()
@@ -121,27 +196,19 @@ fn tls_client(identity: Option<reqwest::Identity>) -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_calls_carry_the_verified_identity_and_anything_else_is_refused() {
     let (_server, url) = registry(&[]);
-    let (users_port, _users_app) = echo_app().await;
-    let (web_port, _web_app) = echo_app().await;
-    let users = mesh_sidecar(&url, "users", users_port, &[]);
-    let web = mesh_sidecar(&url, "web", web_port, &[]);
+    let pair = users_and_web(&url, &[]).await;
     let td = trust_domain(&url).await;
 
     // Through the mesh: the app sees the caller's identity, not what the caller claimed.
-    let outbound = web.addr("outbound");
-    support::eventually(Duration::from_secs(20), "users reachable", || {
-        let outbound = outbound.clone();
-        async move { call(&outbound, "users").await.0 == 200 }
-    })
-    .await;
-    let answer = call(&outbound, "users").await;
+    let outbound = &pair.outbound;
+    let answer = call(outbound, "users").await;
     assert_eq!(
         answer.2,
         format!("web|spiffe://{td}/ns/default/dc/dc1/svc/web")
     );
 
     // Plaintext to the mTLS inbound: refused, saying why.
-    let inbound = users.addr("inbound");
+    let inbound = pair.users.addr("inbound");
     let r = http()
         .get(format!("http://{inbound}/"))
         .send()
@@ -224,16 +291,8 @@ async fn put_intention(registry: &str, source: &str, destination: &str, action: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intentions_deny_and_allow_live() {
     let (_server, url) = registry(&[]);
-    let (users_port, _users_app) = echo_app().await;
-    let (web_port, _web_app) = echo_app().await;
-    let _users = mesh_sidecar(&url, "users", users_port, &[]);
-    let web = mesh_sidecar(&url, "web", web_port, &[]);
-    let outbound = web.addr("outbound");
-    support::eventually(Duration::from_secs(20), "users reachable", || {
-        let outbound = outbound.clone();
-        async move { call(&outbound, "users").await.0 == 200 }
-    })
-    .await;
+    let pair = users_and_web(&url, &[]).await;
+    let outbound = pair.outbound.clone();
 
     put_intention(&url, "web", "users", "deny").await;
     support::eventually(Duration::from_secs(10), "web denied", || {
@@ -262,47 +321,20 @@ async fn intentions_deny_and_allow_live() {
 async fn leaves_renew_under_continuous_load_without_a_failed_request() {
     // The shortest leaf lifetime the registry issues: renewed after about 42 s.
     let (_server, url) = registry(&["--leaf-cert-ttl", "1m"]);
-    let (users_port, _users_app) = echo_app().await;
-    let (web_port, _web_app) = echo_app().await;
-    let users = mesh_sidecar(&url, "users", users_port, &[]);
     // Idle upstream connections close at once, so the load keeps making new handshakes.
-    let web = mesh_sidecar(&url, "web", web_port, &["--pool-idle-timeout", "50ms"]);
-    let outbound = web.addr("outbound");
-    support::eventually(Duration::from_secs(20), "users reachable", || {
-        let outbound = outbound.clone();
-        async move { call(&outbound, "users").await.0 == 200 }
-    })
-    .await;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load = {
-        let (stop, ok, failed, outbound) = (stop.clone(), ok.clone(), failed.clone(), outbound);
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match call(&outbound, "users").await {
-                    (200, _, _) => ok.fetch_add(1, Ordering::Relaxed),
-                    other => {
-                        eprintln!("failed: {other:?}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let pair = users_and_web(&url, &["--pool-idle-timeout", "50ms"]).await;
+    let load = Load::start(&pair.outbound, Duration::from_millis(20));
     let renewed = |p: &Proc| p.log().contains("mesh certificate renewed");
     support::eventually(Duration::from_secs(70), "both leaves renewed", || {
-        let done = renewed(&users) && renewed(&web);
+        let done = renewed(&pair.users) && renewed(&pair.web);
         async move { done }
     })
     .await;
     // Keep the load on across the new leaves for a moment.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
-    assert_eq!(failed.load(Ordering::Relaxed), 0);
-    assert!(ok.load(Ordering::Relaxed) > 100, "{ok:?}");
+    let (ok, failed) = load.stop().await;
+    assert_eq!(failed, 0);
+    assert!(ok > 100, "{ok}");
 }
 
 fn gateway(registry: &str, extra: &[&str]) -> Proc {
@@ -461,74 +493,13 @@ async fn the_coordinator_reaches_mesh_participants_with_its_own_identity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_with_trailers_crosses_the_mesh_over_http2_and_mutual_tls() {
-    use trellis_proxy::http_body_util::{BodyExt, StreamBody};
-    use trellis_proxy::hyper::HeaderMap;
-    use trellis_proxy::hyper::body::Frame;
     let (_server, url) = registry(&[]);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_port = listener.local_addr().unwrap().port();
-    let (_stop, shutdown) = shutdown_pair();
-    tokio::spawn(serve(
-        listener,
-        |request: Request<Body>| async move {
-            let h2 = request.version() == trellis_proxy::hyper::Version::HTTP_2;
-            let peer = request.headers()["x-trellis-peer"]
-                .to_str()
-                .unwrap()
-                .to_owned();
-            let payload = request.into_body().collect().await.unwrap().to_bytes();
-            let mut trailers = HeaderMap::new();
-            trailers.insert("grpc-status", "0".parse().unwrap());
-            trailers.insert(
-                "grpc-message",
-                format!("h2={h2} peer={peer}").parse().unwrap(),
-            );
-            let frames = vec![Ok(Frame::data(payload)), Ok(Frame::trailers(trailers))];
-            let mut response =
-                Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed());
-            response
-                .headers_mut()
-                .insert("content-type", "application/grpc".parse().unwrap());
-            response
-        },
-        shutdown,
-        Duration::from_secs(1),
-    ));
+    let (grpc_port, _grpc_app) = support::grpc_echo_app().await;
     let _greeter = mesh_sidecar(&url, "greeter", grpc_port, &[]);
     let (caller_port, _caller_app) = echo_app().await;
     let caller = mesh_sidecar(&url, "caller", caller_port, &[]);
-    let tcp = tokio::net::TcpStream::connect(caller.addr("outbound"))
-        .await
-        .unwrap();
-    let (mut client, connection) = trellis_proxy::hyper::client::conn::http2::handshake(
-        trellis_proxy::hyper_util::rt::TokioExecutor::new(),
-        trellis_proxy::hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
-    let mut answer = None;
-    for _ in 0..200 {
-        let frames = vec![Ok::<_, trellis_proxy::hyper::Error>(Frame::data(
-            trellis_proxy::bytes::Bytes::from_static(b"\0\0\0\0\x02hi"),
-        ))];
-        let request = Request::post("http://greeter/helloworld.Greeter/SayHello")
-            .version(trellis_proxy::hyper::Version::HTTP_2)
-            .header("te", "trailers")
-            .header("content-type", "application/grpc")
-            .body(StreamBody::new(futures_util::stream::iter(frames)).boxed())
-            .unwrap();
-        let response = client.send_request(request).await.unwrap();
-        if response.status() == 200 {
-            answer = Some(response);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let response = answer.expect("a 200 answer");
-    let collected = response.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().expect("trailers");
-    assert_eq!(collected.to_bytes().as_ref(), b"\0\0\0\0\x02hi");
+    let (body, trailers) = support::grpc_call(&caller.addr("outbound"), "greeter").await;
+    assert_eq!(body.as_ref(), b"\0\0\0\0\x02hi");
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["grpc-message"], "h2=true peer=caller");
 }
@@ -620,17 +591,8 @@ async fn an_expired_mesh_certificate_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_root_rotation_under_continuous_load_fails_no_request() {
     let (_server, url) = registry(&[]);
-    let (users_port, _users_app) = echo_app().await;
-    let (web_port, _web_app) = echo_app().await;
-    let users = mesh_sidecar(&url, "users", users_port, &[]);
     // Idle upstream connections close at once, so the load keeps making new handshakes.
-    let web = mesh_sidecar(&url, "web", web_port, &["--pool-idle-timeout", "50ms"]);
-    let outbound = web.addr("outbound");
-    support::eventually(Duration::from_secs(20), "users reachable", || {
-        let outbound = outbound.clone();
-        async move { call(&outbound, "users").await.0 == 200 }
-    })
-    .await;
+    let pair = users_and_web(&url, &["--pool-idle-timeout", "50ms"]).await;
     let roots = |url: String| async move {
         let roots: serde_json::Value = http()
             .get(format!("{url}/v1/connect/ca/roots"))
@@ -644,23 +606,7 @@ async fn a_root_rotation_under_continuous_load_fails_no_request() {
     };
     let before = roots(url.clone()).await["ActiveRootID"].clone();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load = {
-        let (stop, ok, failed, outbound) = (stop.clone(), ok.clone(), failed.clone(), outbound);
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match call(&outbound, "users").await {
-                    (200, _, _) => ok.fetch_add(1, Ordering::Relaxed),
-                    other => {
-                        eprintln!("failed: {other:?}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
+    let load = Load::start(&pair.outbound, Duration::from_millis(10));
     tokio::time::sleep(Duration::from_millis(500)).await;
     // A new root, made by the server: the old one stays trusted for the leaves it signed.
     let r = http()
@@ -679,14 +625,13 @@ async fn a_root_rotation_under_continuous_load_fails_no_request() {
         Duration::from_secs(20),
         "both sidecars took a new leaf",
         || {
-            let done = rotated(&users) && rotated(&web);
+            let done = rotated(&pair.users) && rotated(&pair.web);
             async move { done }
         },
     )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
-    assert_eq!(failed.load(Ordering::Relaxed), 0);
-    assert!(ok.load(Ordering::Relaxed) > 50, "{ok:?}");
+    let (ok, failed) = load.stop().await;
+    assert_eq!(failed, 0);
+    assert!(ok > 50, "{ok}");
 }

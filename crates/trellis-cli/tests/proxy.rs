@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::{Proc, http};
 use trellis_proxy::body::{Body, full};
-use trellis_proxy::hyper::{HeaderMap, Request, Response, StatusCode};
+use trellis_proxy::hyper::{Request, Response, StatusCode};
 use trellis_proxy::server::{ShutdownTrigger, serve, shutdown_pair};
 
 fn registry() -> (Proc, String) {
@@ -274,72 +274,13 @@ async fn retry_budget_caps_extra_load_when_every_instance_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_grpc_with_trailers_passes_through_two_sidecars() {
-    use trellis_proxy::http_body_util::{BodyExt, StreamBody};
-    use trellis_proxy::hyper::body::Frame;
     let (_registry, url) = registry();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_port = listener.local_addr().unwrap().port();
-    let (_stop, shutdown) = shutdown_pair();
-    tokio::spawn(serve(
-        listener,
-        |request: Request<Body>| async move {
-            let h2 = request.version() == trellis_proxy::hyper::Version::HTTP_2;
-            let payload = request.into_body().collect().await.unwrap().to_bytes();
-            let mut trailers = HeaderMap::new();
-            trailers.insert("grpc-status", "0".parse().unwrap());
-            trailers.insert("grpc-message", format!("h2={h2}").parse().unwrap());
-            let frames = vec![Ok(Frame::data(payload)), Ok(Frame::trailers(trailers))];
-            let mut response =
-                Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed());
-            response
-                .headers_mut()
-                .insert("content-type", "application/grpc".parse().unwrap());
-            response
-        },
-        shutdown,
-        Duration::from_secs(1),
-    ));
+    let (grpc_port, _grpc_app) = support::grpc_echo_app().await;
     let _server_car = sidecar(&url, "greeter", grpc_port, &[]);
     let caller_app = app("caller", 200).await;
     let caller = sidecar(&url, "caller", caller_app.port, &[]);
-    let admin = caller.addr("admin");
-    let tcp = tokio::net::TcpStream::connect(caller.addr("outbound"))
-        .await
-        .unwrap();
-    let (mut client, connection) = trellis_proxy::hyper::client::conn::http2::handshake(
-        trellis_proxy::hyper_util::rt::TokioExecutor::new(),
-        trellis_proxy::hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
-    let mut last = None;
-    // Wait for discovery, then check the answer.
-    for _ in 0..2 {
-        let frames = vec![Ok::<_, trellis_proxy::hyper::Error>(Frame::data(
-            trellis_proxy::bytes::Bytes::from_static(b"\0\0\0\0\x02hi"),
-        ))];
-        let request = Request::post("http://greeter/helloworld.Greeter/SayHello")
-            .version(trellis_proxy::hyper::Version::HTTP_2)
-            .header("te", "trailers")
-            .header("content-type", "application/grpc")
-            .body(StreamBody::new(futures_util::stream::iter(frames)).boxed())
-            .unwrap();
-        let response = client.send_request(request).await.unwrap();
-        if response.status() == 200 {
-            last = Some(response);
-            break;
-        }
-        eventually("greeter discovered", || {
-            known(&admin, "greeter").map(|n| n == 1)
-        })
-        .await;
-    }
-    let response = last.expect("a 200 answer");
-    assert_eq!(response.version(), trellis_proxy::hyper::Version::HTTP_2);
-    let collected = response.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().expect("trailers");
-    assert_eq!(collected.to_bytes().as_ref(), b"\0\0\0\0\x02hi");
+    let (body, trailers) = support::grpc_call(&caller.addr("outbound"), "greeter").await;
+    assert_eq!(body.as_ref(), b"\0\0\0\0\x02hi");
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["grpc-message"], "h2=true", "HTTP/2 end to end");
 }

@@ -199,11 +199,12 @@ pub fn decide(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ixn(source: &str, destination: &str, action: Action) -> Intention {
+    /// An intention as stored, for tests here and in `intention_entry`.
+    pub(crate) fn ixn(source: &str, destination: &str, action: Action) -> Intention {
         Intention {
             created_at: None,
             updated_at: None,

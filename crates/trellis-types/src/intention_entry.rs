@@ -390,29 +390,7 @@ pub fn holds_legacy_id(entry: &ConfigEntry, id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::intention::precedence;
-
-    fn ixn(source: &str, destination: &str, action: Action) -> Intention {
-        Intention {
-            created_at: None,
-            updated_at: None,
-            id: String::new(),
-            description: String::new(),
-            source_ns: DEFAULT_NAMESPACE.into(),
-            source_name: source.into(),
-            destination_ns: DEFAULT_NAMESPACE.into(),
-            destination_name: destination.into(),
-            source_partition: String::new(),
-            destination_partition: String::new(),
-            source_type: SOURCE_TYPE_CONSUL.into(),
-            action,
-            permissions: Vec::new(),
-            meta: BTreeMap::new(),
-            precedence: precedence(source, destination),
-            create_index: 1,
-            modify_index: 1,
-        }
-    }
+    use crate::intention::tests::ixn;
 
     #[test]
     fn matching_by_either_end() {

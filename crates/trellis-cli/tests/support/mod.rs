@@ -423,3 +423,84 @@ pub async fn bootstrap_acl(base: &str) -> String {
         .unwrap_or_else(|| panic!("no SecretID in {answer}"))
         .to_owned()
 }
+
+/// A gRPC-like app on a free loopback port (answers `(port, stop)`): echoes the request's body
+/// and ends with trailers `grpc-status: 0` and `grpc-message: h2=<was it HTTP/2>` (plus
+/// ` peer=<x-trellis-peer>` when its sidecar set one).
+pub async fn grpc_echo_app() -> (u16, trellis_proxy::server::ShutdownTrigger) {
+    use trellis_proxy::body::Body;
+    use trellis_proxy::http_body_util::{BodyExt, StreamBody};
+    use trellis_proxy::hyper::body::Frame;
+    use trellis_proxy::hyper::{HeaderMap, Request, Response, Version};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, shutdown) = trellis_proxy::server::shutdown_pair();
+    tokio::spawn(trellis_proxy::server::serve(
+        listener,
+        |request: Request<Body>| async move {
+            let mut message = format!("h2={}", request.version() == Version::HTTP_2);
+            if let Some(peer) = request.headers().get("x-trellis-peer") {
+                message.push_str(&format!(" peer={}", peer.to_str().unwrap()));
+            }
+            let payload = request.into_body().collect().await.unwrap().to_bytes();
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            trailers.insert("grpc-message", message.parse().unwrap());
+            let frames = vec![Ok(Frame::data(payload)), Ok(Frame::trailers(trailers))];
+            let mut response =
+                Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed());
+            response
+                .headers_mut()
+                .insert("content-type", "application/grpc".parse().unwrap());
+            response
+        },
+        shutdown,
+        Duration::from_secs(1),
+    ));
+    (port, stop)
+}
+
+/// A gRPC call (HTTP/2, prior knowledge) of `service` through the outbound listener at
+/// `outbound`, repeated until it is answered 200 (discovery may not know `service` yet):
+/// answers the body and the trailers.
+pub async fn grpc_call(
+    outbound: &str,
+    service: &str,
+) -> (trellis_proxy::bytes::Bytes, trellis_proxy::hyper::HeaderMap) {
+    use trellis_proxy::http_body_util::{BodyExt, StreamBody};
+    use trellis_proxy::hyper::body::Frame;
+    use trellis_proxy::hyper::{Request, Version};
+    let tcp = tokio::net::TcpStream::connect(outbound).await.unwrap();
+    let (mut client, connection) = trellis_proxy::hyper::client::conn::http2::handshake(
+        trellis_proxy::hyper_util::rt::TokioExecutor::new(),
+        trellis_proxy::hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let start = Instant::now();
+    loop {
+        let frames = vec![Ok::<_, trellis_proxy::hyper::Error>(Frame::data(
+            trellis_proxy::bytes::Bytes::from_static(b"\0\0\0\0\x02hi"),
+        ))];
+        let request = Request::post(format!("http://{service}/helloworld.Greeter/SayHello"))
+            .version(Version::HTTP_2)
+            .header("te", "trailers")
+            .header("content-type", "application/grpc")
+            .body(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+            .unwrap();
+        let response = client.send_request(request).await.unwrap();
+        if response.status() == 200 {
+            assert_eq!(response.version(), Version::HTTP_2);
+            let collected = response.into_body().collect().await.unwrap();
+            let trailers = collected.trailers().cloned().expect("trailers");
+            return (collected.to_bytes(), trailers);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{service} never answered 200: {}",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
