@@ -4,7 +4,7 @@
 //! With `--secure`, the system is secured first and what it refuses is shown after the fault.
 
 use super::plan::{CRASH_PRODUCT, Instance, Plan, kill_instance, restart_app, start_instance};
-use super::processes::Processes;
+use super::processes::{Processes, REGISTRY};
 use super::report::{Report, percentile};
 use super::security::{self, Tokens};
 use crate::traces_cmd::waterfall::{Trace, waterfall};
@@ -431,7 +431,7 @@ impl Flow<'_> {
 
     async fn start_registry(&mut self) -> anyhow::Result<()> {
         self.report.step("Start the registry");
-        self.procs.spawn("registry", &self.plan.server_args())?;
+        self.procs.spawn(REGISTRY, &self.plan.server_args())?;
         let leader_url = format!("{}/v1/status/leader", self.plan.registry_url());
         let http = self.registry.clone();
         self.wait_for(Duration::from_secs(20), "the registry", || async {

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// The child that is the registry (stopped after the others).
+pub const REGISTRY: &str = "registry";
+
 /// How long a child gets to exit after SIGTERM before it is killed.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -124,15 +127,33 @@ impl Processes {
 
     /// Stops every child: SIGTERM first so sidecars deregister, SIGKILL after the grace time.
     pub fn stop_all(&mut self) {
-        for child in self.children.values() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+        // The registry last: the sidecars deregister on SIGTERM, which needs it.
+        let (registry, others): (Vec<String>, Vec<String>) = self
+            .children
+            .keys()
+            .cloned()
+            .partition(|name| name == REGISTRY);
+        self.stop_together(&others);
+        self.stop_together(&registry);
+    }
+
+    /// Sends SIGTERM to each of `names`, waits up to the grace time for them all, then kills
+    /// what is left.
+    fn stop_together(&mut self, names: &[String]) {
+        for name in names {
+            if let Some(child) = self.children.get(name) {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
         }
         let deadline = Instant::now() + GRACE;
-        for child in self.children.values_mut() {
+        for name in names {
+            let Some(mut child) = self.children.remove(name) else {
+                continue;
+            };
             while Instant::now() < deadline {
                 match child.try_wait() {
                     Ok(Some(_)) | Err(_) => break,
@@ -142,7 +163,6 @@ impl Processes {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.children.clear();
     }
 }
 
