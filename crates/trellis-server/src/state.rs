@@ -16,6 +16,57 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use trellis_catalog::{Catalog, Command, Reply};
 
+/// `/v1/catalog/services` as JSON: the whole object, and each service's `"name":[tags]` member
+/// on its own, in name order, so a token that may read only some services gets its answer
+/// by joining theirs (no catalog walk, no lock).
+#[derive(Clone)]
+pub struct ServicesRendering {
+    pub body: Bytes,
+    pub members: Arc<[(String, Bytes)]>,
+}
+
+impl ServicesRendering {
+    /// From each service's name and tags, in name order.
+    pub fn new(services: impl IntoIterator<Item = (String, Vec<String>)>) -> Self {
+        let members: Arc<[(String, Bytes)]> = services
+            .into_iter()
+            .map(|(name, tags)| {
+                let member = format!(
+                    "{}:{}",
+                    serde_json::Value::from(name.as_str()),
+                    serde_json::Value::from(tags)
+                );
+                (name, Bytes::from(member))
+            })
+            .collect();
+        let body = Self::join(members.iter().map(|(_, member)| member));
+        Self { body, members }
+    }
+
+    /// The object of the members `keep` says yes to.
+    pub fn only(&self, mut keep: impl FnMut(&str) -> bool) -> Bytes {
+        Self::join(
+            self.members
+                .iter()
+                .filter(|(name, _)| keep(name))
+                .map(|(_, member)| member),
+        )
+    }
+
+    fn join<'a>(members: impl Iterator<Item = &'a Bytes>) -> Bytes {
+        let mut out = Vec::with_capacity(256);
+        out.push(b'{');
+        for (i, member) in members.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(member);
+        }
+        out.push(b'}');
+        Bytes::from(out)
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
@@ -31,7 +82,7 @@ struct Inner {
     /// Set on shutdown: blocking queries answer at once and watch streams end.
     closing: watch::Sender<bool>,
     /// `/v1/catalog/services` rendered for an index.
-    services_render: Mutex<Option<(u64, Bytes)>>,
+    services_render: Mutex<Option<(u64, ServicesRendering)>>,
     /// The most recent user events (`/v1/event/*`), memory-only as in Consul.
     events: Mutex<EventRing>,
     /// Events received so far: what `/v1/event/list` waiters wait on.
@@ -269,20 +320,20 @@ impl AppState {
     pub fn services_rendering(
         &self,
         index: u64,
-        render: impl FnOnce(&Catalog) -> Bytes,
-    ) -> Result<(u64, Bytes), Retired> {
+        render: impl FnOnce(&Catalog) -> ServicesRendering,
+    ) -> Result<(u64, ServicesRendering), Retired> {
         let mut cache = self.0.services_render.lock();
-        if let Some((cached_index, body)) = cache.as_ref()
+        if let Some((cached_index, rendering)) = cache.as_ref()
             && *cached_index == index
         {
-            return Ok((index, body.clone()));
+            return Ok((index, rendering.clone()));
         }
         let catalog = self.catalog()?;
         let index = catalog.services_index();
-        let body = render(&catalog);
+        let rendering = render(&catalog);
         drop(catalog);
-        *cache = Some((index, body.clone()));
-        Ok((index, body))
+        *cache = Some((index, rendering.clone()));
+        Ok((index, rendering))
     }
 
     /// Keeps a user event (stamped with the next Lamport time) in the ring of the last
@@ -356,5 +407,32 @@ impl AppState {
         }
         metrics.watchers.set(self.waiters_in_use() as i64);
         metrics
+    }
+}
+
+#[cfg(test)]
+mod services_rendering_tests {
+    use super::ServicesRendering;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn the_whole_body_is_serdes_and_a_part_keeps_only_what_is_asked() {
+        let services: BTreeMap<String, Vec<String>> = [
+            (
+                "api".to_owned(),
+                vec!["v1".to_owned(), "q\"uote".to_owned()],
+            ),
+            ("consul".to_owned(), vec![]),
+            ("db".to_owned(), vec!["primary".to_owned()]),
+        ]
+        .into();
+        let rendering = ServicesRendering::new(services.clone());
+        assert_eq!(rendering.body, serde_json::to_vec(&services).unwrap());
+        assert_eq!(
+            rendering.only(|name| name != "db").as_ref(),
+            br#"{"api":["v1","q\"uote"],"consul":[]}"#
+        );
+        assert_eq!(rendering.only(|_| false).as_ref(), b"{}");
+        assert_eq!(ServicesRendering::new([]).body.as_ref(), b"{}");
     }
 }

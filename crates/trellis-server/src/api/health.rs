@@ -11,7 +11,7 @@ use crate::published::{
     CONSUL_SERVICE, Published, RenderKey, ServiceNodeFields, consul_service, filter_key,
     shows_consul_instance,
 };
-use crate::state::AppState;
+use crate::state::{AppState, ServicesRendering};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
@@ -122,9 +122,10 @@ pub async fn catalog_services(
     if !meta_ok {
         return Ok(json_response(index, Bytes::from_static(b"{}")));
     }
-    // A filter, or a token that may not read everything: this request's own list. Otherwise the
-    // rendering shared by every reader.
-    if filter.is_some() || !authz.unrestricted() {
+    // A filter: this request's own list, from the instances. Otherwise the rendering shared
+    // by every reader, whole or, for a token that may not read everything, the services it
+    // may read.
+    if filter.is_some() {
         let catalog = state.catalog()?;
         let node = state.node().info();
         let consul = shows_consul_instance(&catalog).then(consul_service);
@@ -147,7 +148,7 @@ pub async fn catalog_services(
             to_json_bytes(&names),
         ));
     }
-    let (index, body) = state.services_rendering(index, |catalog| {
+    let (index, rendering) = state.services_rendering(index, |catalog| {
         let mut names: BTreeMap<String, Vec<String>> = catalog
             .service_names()
             .into_iter()
@@ -158,7 +159,12 @@ pub async fn catalog_services(
         {
             names.insert(CONSUL_SERVICE.to_owned(), Vec::new());
         }
-        to_json_bytes(&names)
+        ServicesRendering::new(names)
     })?;
+    let body = if authz.unrestricted() {
+        rendering.body
+    } else {
+        rendering.only(|name| authz.can_read(Resource::Service, name))
+    };
     Ok(json_response(index, body))
 }
