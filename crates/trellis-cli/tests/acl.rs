@@ -352,6 +352,29 @@ async fn lists_are_filtered_by_service_read() {
     let t = Some(token.as_str());
     let (_, services) = call(&server, Method::GET, "/v1/catalog/services", t, None).await;
     assert_eq!(services, json!({"web": []}));
+    // The token's filtered list follows changes (it is kept per services index).
+    let mut body = register("web", "web-2");
+    body["Tags"] = json!(["v2"]);
+    let (status, _) = call(
+        &server,
+        Method::PUT,
+        "/v1/agent/service/register",
+        Some(&management),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, services) = call(&server, Method::GET, "/v1/catalog/services", t, None).await;
+    assert_eq!(services, json!({"web": ["v2"]}));
+    let (status, _) = call(
+        &server,
+        Method::PUT,
+        "/v1/agent/service/deregister/web-2",
+        Some(&management),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
     let (_, summary) = call(&server, Method::GET, "/v1/internal/ui/services", t, None).await;
     let names: Vec<&str> = summary
         .as_array()

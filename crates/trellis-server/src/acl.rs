@@ -28,6 +28,9 @@ pub enum AclWriteError {
 pub struct Grant {
     pub authorizer: Authorizer,
     pub unrestricted: bool,
+    /// The last `/v1/catalog/services` answer filtered for this grant, with the services index
+    /// it is for: a token's list is the same until a service changes, so it is filtered once.
+    pub services_list: Mutex<Option<(u64, bytes::Bytes)>>,
 }
 
 /// One version of the state and the grants resolved from it (by the secret's hash: secrets are
@@ -137,6 +140,7 @@ impl Acl {
         let grant = Arc::new(Grant {
             authorizer,
             unrestricted,
+            services_list: Mutex::new(None),
         });
         // Bounded by the tokens that exist: an unknown secret fails above and caches nothing.
         state.grants.insert(key, Arc::clone(&grant));
