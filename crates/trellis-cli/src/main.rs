@@ -2,14 +2,16 @@
 
 mod client_cmds;
 mod demo;
+mod health_cmd;
 mod logging;
 mod server_cmd;
+mod shell_cmds;
 mod shutdown;
 mod table;
 mod traces_cmd;
 mod txn_cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: the server and the proxies allocate per request on many
 /// threads, where glibc's arenas spend their time in locks and consolidation (measured in
@@ -29,6 +31,7 @@ const VERSION: &str = concat!(
 #[command(
     name = "trellis",
     version = VERSION,
+    propagate_version = true,
     about = "A microservice platform: registry, discovery, proxy, demo"
 )]
 struct Cli {
@@ -70,6 +73,12 @@ enum Command {
     Orders(trellis_example::OrdersArgs),
     /// Run one instance of the example inventory service.
     Inventory(trellis_example::InventoryArgs),
+    /// GET a URL and exit 0 on a 2xx answer: the health check of containers and probes.
+    Health(health_cmd::HealthArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions(shell_cmds::CompletionsArgs),
+    /// Write the man pages (trellis.1, trellis-<command>.1) into a directory.
+    Manpages(shell_cmds::ManpagesArgs),
     /// Run one participant of the bank example (the two-phase-commit chaos test).
     #[command(hide = true)]
     Bank(trellis_example::BankArgs),
@@ -77,6 +86,17 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // These only print what the command line describes: no runtime, no logging.
+    let printed = match cli.command {
+        Command::Completions(args) => shell_cmds::completions(args, Cli::command()),
+        Command::Manpages(args) => shell_cmds::manpages(args, Cli::command()),
+        command => return run(Cli { command }),
+    };
+    exit_code(printed)
+}
+
+/// Runs a command that does its work in the runtime.
+fn run(cli: Cli) -> std::process::ExitCode {
     // The example services install logging inside the runtime, with their span exporter.
     if !matches!(
         cli.command,
@@ -103,6 +123,8 @@ fn main() -> std::process::ExitCode {
             Command::Txn(args) => txn_cmd::run(args).await,
             Command::Traces(args) => traces_cmd::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Health(args) => health_cmd::run(args).await,
+            Command::Completions(_) | Command::Manpages(_) => unreachable!("handled above"),
             Command::Users(args) => {
                 let telemetry = example_telemetry("users", &args.instance, &args.tracing)?;
                 let result = trellis_example::run_users(args, shutdown::signal()).await;
@@ -130,6 +152,10 @@ fn main() -> std::process::ExitCode {
             }
         }
     });
+    exit_code(result)
+}
+
+fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -1,5 +1,10 @@
 //! The `trellis` binary as a user meets it: one-line errors that say what to do, client flags
-//! and their help, `--version`, and the log output every command shares.
+//! and their help, `--version`, shell completions, man pages, `trellis health`, and the log
+//! output every command shares.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -140,6 +145,135 @@ fn version_names_the_commit() {
         }
         None => assert!(text.contains("(commit "), "{text}"),
     }
+}
+
+#[test]
+fn completions_cover_every_command_in_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F _trellis"),
+        ("zsh", "#compdef trellis"),
+        ("fish", "complete -c trellis"),
+    ] {
+        let output = trellis(&["completions", shell]);
+        assert!(output.status.success(), "{shell}: {output:?}");
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(script.contains(marker), "{shell} lacks {marker:?}");
+        // Fish names a long flag `-l addr`.
+        for command in ["server", "sidecar", "gateway", "kv", "health", "addr"] {
+            assert!(script.contains(command), "{shell} lacks {command}");
+        }
+    }
+    let unknown = trellis(&["completions", "tcsh"]);
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("invalid value 'tcsh'"), "{stderr}");
+}
+
+#[test]
+fn bash_completes_subcommands_and_flags() {
+    // Completion driven the way bash does it: COMP_WORDS/COMP_CWORD, then the function.
+    let script = String::from_utf8(trellis(&["completions", "bash"]).stdout).expect("utf-8");
+    let complete = |words: &str| {
+        let program = format!(
+            "{script}\nCOMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}; \
+             _trellis trellis \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\""
+        );
+        let output = Command::new("bash")
+            .args(["-c", &program])
+            .output()
+            .expect("run bash");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let commands = complete("trellis se");
+    assert!(commands.lines().any(|l| l == "server"), "{commands}");
+    assert!(commands.lines().any(|l| l == "services"), "{commands}");
+    let flags = complete("trellis sidecar --mt");
+    assert!(flags.lines().any(|l| l == "--mtls"), "{flags}");
+}
+
+#[test]
+fn man_pages_document_every_visible_command() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = trellis(&["manpages", dir.path().to_str().expect("utf-8")]);
+    assert!(output.status.success(), "{output:?}");
+    let mut pages: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    for page in [
+        "trellis.1",
+        "trellis-server.1",
+        "trellis-sidecar.1",
+        "trellis-kv-put.1",
+        "trellis-txn-abort.1",
+        "trellis-health.1",
+    ] {
+        assert!(
+            pages.iter().any(|p| p == page),
+            "{page} missing from {pages:?}"
+        );
+    }
+    // Not the hidden bank participant, nor clap's help subcommands.
+    assert!(
+        !pages
+            .iter()
+            .any(|p| p.contains("bank") || p.contains("help")),
+        "{pages:?}"
+    );
+    // Each file written is listed on stdout.
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).lines().count(),
+        pages.len()
+    );
+    let server = std::fs::read_to_string(dir.path().join("trellis-server.1")).expect("page");
+    assert!(
+        server.starts_with(".ie"),
+        "not roff: {}",
+        &server[..40.min(server.len())]
+    );
+    assert!(server.contains(".TH trellis-server 1"), "{server}");
+    assert!(
+        server.contains("acl\\-default\\-policy"),
+        "a flag is missing"
+    );
+    assert!(
+        server.contains("trellis-server 0.1.0 (commit "),
+        "no version in the footer"
+    );
+}
+
+#[test]
+fn health_exits_zero_only_on_a_success_answer() {
+    let server = support::Server::dev();
+    let ok = trellis(&["health", &server.url("/v1/status/leader")]);
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("200 OK"));
+    // The URL may come from the environment, as the image's HEALTHCHECK takes it.
+    let from_env = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .arg("health")
+        .env("TRELLIS_HEALTH_URL", server.url("/v1/status/leader"))
+        .output()
+        .expect("run trellis");
+    assert!(from_env.status.success(), "{from_env:?}");
+
+    let missing = one_error_line(&trellis(&["health", &server.url("/v1/no-such-thing")]));
+    assert!(missing.contains("404"), "{missing}");
+    let closed = format!("http://127.0.0.1:{}/", closed_port());
+    let refused = one_error_line(&trellis(&["health", &closed]));
+    assert!(refused.contains("cannot connect"), "{refused}");
+    let bad = one_error_line(&trellis(&["health", "ftp://example"]));
+    assert!(bad.contains("not an http:// or https:// URL"), "{bad}");
+
+    // An address that accepts and never answers: the timeout bounds the wait.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/", silent.local_addr().expect("addr"));
+    let started = Instant::now();
+    let slow = one_error_line(&trellis(&["health", "--timeout=300ms", &url]));
+    assert!(slow.contains("no answer within"), "{slow}");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[test]

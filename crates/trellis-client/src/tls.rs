@@ -68,7 +68,7 @@ fn env_pair(preferred: &str, consul: &str) -> Option<String> {
 /// The rustls settings of a registry client: HTTP/1.1 (the client speaks nothing else), the
 /// CA file's certificates or the system's trust store, the client certificate if given, and
 /// verification against `server_name` if given. The error says which setting is wrong.
-pub(crate) fn client_config(options: &TlsOptions) -> Result<ClientConfig, String> {
+pub fn client_config(options: &TlsOptions) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = match &options.ca_file {
         Some(path) => Arc::new(roots_from_file(path)?),

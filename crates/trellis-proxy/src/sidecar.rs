@@ -69,8 +69,9 @@ pub struct SidecarArgs {
     /// Admin listener (/metrics, /ready, /live, /endpoints)
     #[arg(long, default_value = "127.0.0.1:15090")]
     pub admin: String,
-    /// Address registered for the inbound listener [default: its IP, or 127.0.0.1 if it
-    /// listens on all interfaces]
+    /// Address registered for the inbound listener: an IP address, or a host name resolved
+    /// once at start (a container's or pod's own name) [default: the listener's IP, or
+    /// 127.0.0.1 if it listens on all interfaces]
     #[arg(long)]
     pub advertise: Option<String>,
     /// HTTP path of the app's health check; without it the app is checked by TCP connect
@@ -261,7 +262,7 @@ impl Sidecar {
     /// Serves until `shutdown` resolves; then deregisters, drains and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let Self {
-            args,
+            mut args,
             meta,
             metrics,
             discovery,
@@ -273,6 +274,9 @@ impl Sidecar {
         let outbound = bind(&args.outbound).await?;
         let admin_listener = bind(&args.admin).await?;
         let inbound_addr = local_addr(&inbound)?;
+        if let Some(host) = &args.advertise {
+            args.advertise = Some(advertised_ip(host).await?);
+        }
         let mut meta = meta;
         let mut client = UpstreamClient::new(args.policy.pool());
         let mut intentions = None;
@@ -395,6 +399,25 @@ pub async fn run_sidecar(
     Sidecar::new(args)?.run(shutdown).await
 }
 
+/// `host` as the IP address to register: itself if it is one, else its first address (IPv4
+/// first), so the catalog and DNS answers hold an address every caller can dial.
+async fn advertised_ip(host: &str) -> Result<String> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(host.to_owned());
+    }
+    let unresolved = |why: String| Error::config(format!("--advertise {host}: {why}"));
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
+        .await
+        .map_err(|e| unresolved(format!("cannot resolve it: {e}")))?
+        .collect();
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addresses.first())
+        .map(|a| a.ip().to_string())
+        .ok_or_else(|| unresolved("it resolves to no address".to_owned()))
+}
+
 /// The instance as registered: the inbound listener's address, with a TTL check that the
 /// sidecar keeps passing, and automatic removal if the sidecar dies.
 fn registration(
@@ -481,6 +504,14 @@ mod tests {
         args.registry_tls.client_cert = Some("client.pem".into());
         args.registry_tls.client_key = Some("client.key".into());
         round_trip(args);
+    }
+
+    #[tokio::test]
+    async fn an_advertised_name_is_registered_as_its_address() {
+        assert_eq!(advertised_ip("10.1.2.3").await.unwrap(), "10.1.2.3");
+        assert_eq!(advertised_ip("::1").await.unwrap(), "::1");
+        // From /etc/hosts: a test sends no DNS query off the machine.
+        assert_eq!(advertised_ip("localhost").await.unwrap(), "127.0.0.1");
     }
 
     #[test]
