@@ -14,6 +14,11 @@ ARG RUST_IMAGE=docker.io/library/rust:1.95.0-slim-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${RUST_IMAGE} AS build
+# protoc: the etcd client's build compiles etcd's API definitions with it. Installed only when
+# the build image lacks it (the public Rust image does; the tests' image has it).
+RUN command -v protoc >/dev/null \
+    || (apt-get update && apt-get install -y --no-install-recommends protobuf-compiler \
+        && rm -rf /var/lib/apt/lists/*)
 WORKDIR /src
 COPY . .
 # The commit `trellis --version` reports; the context has no .git to ask.

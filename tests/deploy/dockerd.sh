@@ -6,8 +6,8 @@
 #                     when the script exits. No iptables rules: nothing is NATed to the outside;
 #                     the containers reach only each other, on the bridge this daemon creates.
 #   base_images       prints "RUST_IMAGE RUNTIME_IMAGE", building them when missing:
-#                     - the build image: debootstrap --variant=minbase bookworm with gcc and
-#                       libc6-dev, plus this machine's Rust toolchain (the one rust-toolchain.toml
+#                     - the build image: debootstrap --variant=minbase bookworm with gcc,
+#                       libc6-dev and protobuf-compiler, plus this machine's Rust toolchain (the one rust-toolchain.toml
 #                       names), as the public rust:<version>-slim-bookworm image provides;
 #                     - the runtime image: only the files of Debian's libc6, libgcc-s1 and
 #                       netbase, an /etc/passwd with `nonroot` (65532) and a /tmp, as
@@ -58,7 +58,7 @@ stop_dockerd() {
 
 # The Debian bookworm minbase tree both base images are made from, kept under $state.
 debian_rootfs() {
-    local rootfs="$state/rootfs-bookworm" packages="gcc,libc6-dev,netbase"
+    local rootfs="$state/rootfs-bookworm" packages="gcc,libc6-dev,netbase,protobuf-compiler"
     if [[ "$(cat "$rootfs/.complete" 2>/dev/null)" != "$packages" ]]; then
         command -v debootstrap >/dev/null || die "debootstrap missing (scripts/install-deps installs it)"
         say "debootstrap --variant=minbase bookworm (log $state/debootstrap.log)" >&2
@@ -122,7 +122,8 @@ build_runtime_image() {
 base_images() {
     local version rust runtime
     version="$(cd "$root" && rustc --version | awk '{print $2}')"
-    rust="trellis-test/rust:$version-bookworm"
+    # Bump the suffix when the build image's packages change: the daemon's state is kept.
+    rust="trellis-test/rust:$version-bookworm-2"
     # Bump the suffix when build_runtime_image changes: the daemon's state is kept.
     runtime="trellis-test/cc:bookworm-2"
     has_image "$rust" || build_rust_image "$rust" >&2

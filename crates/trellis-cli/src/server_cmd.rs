@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use trellis_server::{
     AclDefaultPolicy, ConfigFile, ConfigOverrides, DnsListen, DnsTtl, HostPort, ServerConfig,
+    StoreKind,
 };
 
 #[derive(Args, Debug, Clone, Default, PartialEq)]
@@ -19,6 +20,37 @@ pub struct ServerArgs {
     /// Keep everything in memory; write nothing to disk.
     #[arg(long)]
     pub dev: bool,
+    /// Where the catalog is kept: embedded (redb in --data-dir) or etcd (the cluster --etcd
+    /// names) [default: embedded]
+    #[arg(long, value_name = "embedded|etcd")]
+    pub store: Option<StoreKind>,
+    /// Client URLs of the etcd cluster's members, comma-separated (the configuration's
+    /// [etcd] endpoints)
+    #[arg(long = "etcd", value_name = "URL[,URL...]", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// Prefix of every key Trellis writes in etcd [default: /trellis/]
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// User name for etcd's authentication
+    #[arg(long, value_name = "NAME")]
+    pub etcd_username: Option<String>,
+    /// Password for etcd's authentication [default: $TRELLIS_ETCD_PASSWORD]
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "TRELLIS_ETCD_PASSWORD",
+        hide_env_values = true
+    )]
+    pub etcd_password: Option<String>,
+    /// CA certificate (PEM) the etcd members' certificates are checked against
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for an etcd cluster that requires one; with --etcd-key-file
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --etcd-cert-file
+    #[arg(long, value_name = "FILE")]
+    pub etcd_key_file: Option<PathBuf>,
     /// Node name [default: the host name]
     #[arg(long)]
     pub node_name: Option<String>,
@@ -107,6 +139,30 @@ impl ServerArgs {
         if self.dev {
             args.push("--dev".to_owned());
         }
+        if let Some(store) = self.store {
+            args.push(format!("--store={store}"));
+        }
+        if !self.etcd_endpoints.is_empty() {
+            args.push(format!("--etcd={}", self.etcd_endpoints.join(",")));
+        }
+        if let Some(prefix) = &self.etcd_prefix {
+            args.push(format!("--etcd-prefix={prefix}"));
+        }
+        if let Some(user) = &self.etcd_username {
+            args.push(format!("--etcd-username={user}"));
+        }
+        if let Some(password) = &self.etcd_password {
+            args.push(format!("--etcd-password={password}"));
+        }
+        for (flag, path) in [
+            ("--etcd-ca-file", &self.etcd_ca_file),
+            ("--etcd-cert-file", &self.etcd_cert_file),
+            ("--etcd-key-file", &self.etcd_key_file),
+        ] {
+            if let Some(path) = path {
+                args.push(format!("{flag}={}", path.display()));
+            }
+        }
         if let Some(name) = &self.node_name {
             args.push(format!("--node-name={name}"));
         }
@@ -172,6 +228,14 @@ impl ServerArgs {
             http: self.http,
             data_dir: self.data_dir,
             dev: self.dev,
+            store: self.store,
+            etcd_endpoints: self.etcd_endpoints,
+            etcd_prefix: self.etcd_prefix,
+            etcd_username: self.etcd_username,
+            etcd_password: self.etcd_password,
+            etcd_ca_file: self.etcd_ca_file,
+            etcd_cert_file: self.etcd_cert_file,
+            etcd_key_file: self.etcd_key_file,
             node_name: self.node_name,
             datacenter: self.datacenter,
             dns: self.dns,
@@ -210,6 +274,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     let storage = if config.dev {
         "in memory (--dev)".to_owned()
+    } else if config.store == StoreKind::Etcd {
+        format!(
+            "in etcd at {} under {}",
+            config.etcd.endpoints.join(","),
+            config.etcd.prefix
+        )
     } else {
         config.data_dir.display().to_string()
     };
@@ -256,6 +326,28 @@ mod tests {
     fn parse(args: &[String]) -> ServerArgs {
         let argv = std::iter::once("server".to_owned()).chain(args.iter().cloned());
         Line::try_parse_from(argv).unwrap().args
+    }
+
+    #[test]
+    fn the_etcd_flags_round_trip_and_reach_the_config() {
+        let args = ServerArgs {
+            store: Some(StoreKind::Etcd),
+            etcd_endpoints: vec!["http://10.0.0.1:2379".into(), "http://10.0.0.2:2379".into()],
+            etcd_prefix: Some("/shop/".into()),
+            etcd_username: Some("trellis".into()),
+            etcd_password: Some("secret".into()),
+            etcd_ca_file: Some("etcd-ca.pem".into()),
+            etcd_cert_file: Some("etcd.pem".into()),
+            etcd_key_file: Some("etcd.key".into()),
+            ..ServerArgs::default()
+        };
+        assert_eq!(parse(&args.to_args()), args);
+        let config = args.into_config().unwrap();
+        assert_eq!(config.store, StoreKind::Etcd);
+        assert_eq!(config.etcd.endpoints.len(), 2);
+        assert_eq!(config.etcd.prefix, "/shop/");
+        assert_eq!(config.etcd.password.as_deref(), Some("secret"));
+        assert!(!format!("{:?}", config.etcd).contains("secret"));
     }
 
     #[test]

@@ -18,10 +18,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use serde_json::{Value, json};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{Server, http, index_of};
+use support::{Server, fails_to_start, http, index_of};
 
 async fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, Value) {
     call(server, Method::GET, path, token, None).await
@@ -105,32 +104,6 @@ fn roots_of(roots: &Value) -> (Vec<String>, String) {
     assert_eq!(active.len(), 1, "one active root: {roots}");
     assert_eq!(active[0]["ID"], roots["ActiveRootID"]);
     (ids, active[0]["RootCert"].as_str().unwrap().to_owned())
-}
-
-/// Runs `trellis server ARGS` to its exit (it must fail to start) and answers its stderr.
-fn fails_to_start(args: &[&str]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
-        .arg("server")
-        .args(["--http", "127.0.0.1:0", "--dns", "off"])
-        .args(args)
-        .env_remove("TRELLIS_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start trellis server");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("trellis server {args:?} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(!output.status.success(), "{args:?} started: {stderr}");
-    stderr
 }
 
 /// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SSZ` (days from the civil date, as in

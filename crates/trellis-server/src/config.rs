@@ -16,6 +16,12 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Keep everything in memory; nothing is written to disk. Default false.
     pub dev: bool,
+    /// Where the catalog (instances, checks, KV, sessions, config entries) is kept:
+    /// `embedded` (redb in `data_dir`) or `etcd` (the cluster `[etcd]` names). Default
+    /// `embedded`.
+    pub store: StoreKind,
+    /// The etcd cluster of `store = "etcd"`.
+    pub etcd: EtcdConfig,
     /// Name of the synthesised node. Default: the machine's host name.
     pub node_name: String,
     /// Datacenter name. Default `dc1`.
@@ -89,6 +95,15 @@ pub struct ConfigOverrides {
     pub data_dir: Option<PathBuf>,
     /// `--dev` (a flag can only turn it on).
     pub dev: bool,
+    pub store: Option<StoreKind>,
+    /// `--etcd URL[,URL...]` (empty: not given).
+    pub etcd_endpoints: Vec<String>,
+    pub etcd_prefix: Option<String>,
+    pub etcd_username: Option<String>,
+    pub etcd_password: Option<String>,
+    pub etcd_ca_file: Option<PathBuf>,
+    pub etcd_cert_file: Option<PathBuf>,
+    pub etcd_key_file: Option<PathBuf>,
     pub node_name: Option<String>,
     pub datacenter: Option<String>,
     pub dns: Option<DnsListen>,
@@ -122,6 +137,31 @@ impl ConfigOverrides {
         }
         if self.dev {
             config.dev = true;
+        }
+        if let Some(store) = self.store {
+            config.store = store;
+        }
+        if !self.etcd_endpoints.is_empty() {
+            config.etcd.endpoints = self.etcd_endpoints.clone();
+        }
+        let etcd = &mut config.etcd;
+        if let Some(prefix) = &self.etcd_prefix {
+            etcd.prefix = prefix.clone();
+        }
+        if let Some(user) = &self.etcd_username {
+            etcd.username = Some(user.clone());
+        }
+        if let Some(password) = &self.etcd_password {
+            etcd.password = Some(password.clone());
+        }
+        for (flag, setting) in [
+            (&self.etcd_ca_file, &mut etcd.ca_file),
+            (&self.etcd_cert_file, &mut etcd.cert_file),
+            (&self.etcd_key_file, &mut etcd.key_file),
+        ] {
+            if let Some(path) = flag {
+                *setting = Some(path.clone());
+            }
         }
         if let Some(name) = &self.node_name {
             config.node_name = name.clone();
@@ -316,6 +356,128 @@ impl TlsConfig {
     }
 }
 
+/// Where the catalog is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// redb in the data directory: one server.
+    #[default]
+    Embedded,
+    /// An etcd cluster (`[etcd]`).
+    Etcd,
+}
+
+impl FromStr for StoreKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "embedded" => Ok(Self::Embedded),
+            "etcd" => Ok(Self::Etcd),
+            other => Err(format!("{other:?}: want embedded or etcd")),
+        }
+    }
+}
+
+impl fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Embedded => "embedded",
+            Self::Etcd => "etcd",
+        })
+    }
+}
+
+/// The `[etcd]` table: the cluster of `store = "etcd"`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    /// Client URLs of the members, `http://HOST:PORT` or `https://HOST:PORT` (`--etcd`).
+    pub endpoints: Vec<String>,
+    /// Every key Trellis writes starts with it (`--etcd-prefix`). Default `/trellis/`.
+    pub prefix: String,
+    /// etcd's authentication (`--etcd-username`, `--etcd-password` or
+    /// `TRELLIS_ETCD_PASSWORD`). Default: none.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// CA certificate (PEM) of the members' certificates (`--etcd-ca-file`).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) (`--etcd-cert-file`, `--etcd-key-file`).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Most operations per etcd transaction: the cluster's `--max-txn-ops`. Default 128.
+    pub max_txn_ops: usize,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            prefix: "/trellis/".into(),
+            username: None,
+            password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            max_txn_ops: 128,
+        }
+    }
+}
+
+// The password never reaches a log line.
+impl fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("max_txn_ops", &self.max_txn_ops)
+            .finish()
+    }
+}
+
+impl EtcdConfig {
+    fn validate(&self, store: StoreKind, dev: bool) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        match store {
+            StoreKind::Embedded if !self.endpoints.is_empty() => invalid(
+                "etcd endpoints are given but the store is embedded: add --store etcd (store = \"etcd\")",
+            ),
+            StoreKind::Embedded => Ok(()),
+            StoreKind::Etcd if dev => {
+                invalid("--dev keeps everything in memory: it cannot use --store etcd")
+            }
+            StoreKind::Etcd if self.endpoints.is_empty() => {
+                invalid("--store etcd needs the cluster: --etcd URL[,URL...] (etcd.endpoints)")
+            }
+            StoreKind::Etcd => {
+                for url in &self.endpoints {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(ConfigError::Invalid(format!(
+                            "etcd endpoint {url:?} must be http://HOST:PORT or https://HOST:PORT"
+                        )));
+                    }
+                }
+                if self.max_txn_ops < 2 {
+                    return invalid("etcd.max_txn_ops must be at least 2");
+                }
+                if self.username.is_some() != self.password.is_some() {
+                    return invalid(
+                        "etcd authentication needs both --etcd-username and --etcd-password",
+                    );
+                }
+                if self.cert_file.is_some() != self.key_file.is_some() {
+                    return invalid("--etcd-cert-file and --etcd-key-file go together");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// `[acl.tokens]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -373,6 +535,8 @@ impl Default for ServerConfig {
             },
             data_dir: PathBuf::from("./trellis-data"),
             dev: false,
+            store: StoreKind::Embedded,
+            etcd: EtcdConfig::default(),
             node_name: default_node_name(),
             datacenter: "dc1".into(),
             max_waiters: 100_000,
@@ -627,6 +791,7 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.connect.validate()?;
         self.tls.validate()?;
+        self.etcd.validate(self.store, self.dev)?;
         let label_ok = |s: &str| {
             !s.is_empty()
                 && s.len() <= 63
@@ -682,6 +847,8 @@ impl ServerConfig {
         differs("http", self.http != other.http);
         differs("data_dir", self.data_dir != other.data_dir);
         differs("dev", self.dev != other.dev);
+        differs("store", self.store != other.store);
+        differs("etcd", self.etcd != other.etcd);
         differs("node_name", self.node_name != other.node_name);
         differs("datacenter", self.datacenter != other.datacenter);
         differs("max_waiters", self.max_waiters != other.max_waiters);

@@ -26,7 +26,8 @@ mod writer;
 pub use api::monitor::{LogFeed, LogLine, log_feed};
 pub use config::{
     AclConfig, AclDefaultPolicy, AclTokens, ConfigError, ConfigFile, ConfigOverrides,
-    ConnectConfig, DnsListen, DnsTtl, HostPort, InvalidHostPort, ServerConfig, TlsConfig,
+    ConnectConfig, DnsListen, DnsTtl, EtcdConfig, HostPort, InvalidHostPort, ServerConfig,
+    StoreKind, TlsConfig,
 };
 pub use writer::WriterFailed;
 
@@ -141,14 +142,37 @@ pub async fn start(
 fn store_label(config: &ServerConfig) -> String {
     if config.dev {
         "memory".into()
+    } else if config.store == StoreKind::Etcd {
+        format!("etcd (prefix {})", config.etcd.prefix)
     } else {
         config.data_dir.display().to_string()
     }
 }
 
+/// The catalog's store as configured, with the etcd client's options taken from `[etcd]`.
 fn open_store(config: &ServerConfig) -> Result<Box<dyn Store>, ServerError> {
     if config.dev {
         return Ok(Box::new(MemoryStore::new()));
+    }
+    if config.store == StoreKind::Etcd {
+        let etcd = &config.etcd;
+        let options = trellis_etcd::EtcdOptions {
+            endpoints: etcd.endpoints.clone(),
+            prefix: etcd.prefix.clone(),
+            username: etcd.username.clone(),
+            password: etcd.password.clone(),
+            ca_file: etcd.ca_file.clone(),
+            cert_file: etcd.cert_file.clone(),
+            key_file: etcd.key_file.clone(),
+            max_txn_ops: etcd.max_txn_ops,
+            ..trellis_etcd::EtcdOptions::new(Vec::new())
+        };
+        return trellis_etcd::EtcdStore::connect(&options)
+            .map(|store| Box::new(store) as Box<dyn Store>)
+            .map_err(|error| ServerError::Store {
+                dir: store_label(config),
+                error,
+            });
     }
     match RedbStore::open(&config.data_dir) {
         Ok(store) => Ok(Box::new(store)),

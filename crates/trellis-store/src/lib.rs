@@ -74,6 +74,9 @@ pub enum StoreError {
     Encode(serde_json::Error),
     #[error("cannot open data directory {path}: {error}")]
     Io { path: String, error: std::io::Error },
+    /// A store on other machines (etcd) that could not do what was asked; the text names it.
+    #[error("{0}")]
+    Remote(String),
 }
 
 impl From<redb::Error> for StoreError {

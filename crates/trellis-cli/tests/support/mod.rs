@@ -87,6 +87,32 @@ impl Drop for Server {
     }
 }
 
+/// Runs `trellis server ARGS` to its exit (it must fail to start) and answers its stderr.
+pub fn fails_to_start(args: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .arg("server")
+        .args(["--http", "127.0.0.1:0", "--dns", "off"])
+        .args(args)
+        .env_remove("TRELLIS_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start trellis server");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("trellis server {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8(output.stderr).expect("utf-8 stderr");
+    assert!(!output.status.success(), "{args:?} started: {stderr}");
+    stderr
+}
+
 /// A `trellis` child process, killed when the test ends, with the addresses it printed
 /// ("X listening on ADDR" lines on stdout) and, when started with a log filter, its stderr.
 pub struct Proc {

@@ -1,0 +1,272 @@
+//! Where each record lives in etcd (the key layout under the prefix, readable with `etcdctl`),
+//! and a batch of mutations turned into one final put or delete per key, because etcd refuses a
+//! transaction that names a key twice.
+
+use std::collections::BTreeMap;
+use trellis_store::Mutation;
+
+/// The key layout under a prefix such as `/trellis/`:
+///
+/// | key | value |
+/// |---|---|
+/// | `<prefix>index` | the highest index committed, 20 decimal digits (so byte order is numeric order) |
+/// | `<prefix>instances/<id>` | an instance (registration, create and modify index), JSON |
+/// | `<prefix>checks/<instance id>/<check id>` | a check; a node check has an empty instance id (`checks//<id>`) |
+/// | `<prefix>kv/<key>` | a KV entry (flags, session, indexes, the value), JSON |
+/// | `<prefix>sessions/<id>` | a session, JSON |
+/// | `<prefix>config/<kind>/<lower-cased name>` | a config entry, JSON |
+///
+/// IDs and names are written as they are except `%` and `/`, written `%25` and `%2F`, so each
+/// is one path segment; KV keys are written as they are, being paths already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    prefix: String,
+}
+
+/// The parts of the layout that hold records, each read back with one prefix range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Instances,
+    Checks,
+    Kv,
+    Sessions,
+    Config,
+}
+
+impl Section {
+    pub const ALL: [Section; 5] = [
+        Section::Instances,
+        Section::Checks,
+        Section::Kv,
+        Section::Sessions,
+        Section::Config,
+    ];
+
+    fn segment(self) -> &'static str {
+        match self {
+            Section::Instances => "instances/",
+            Section::Checks => "checks/",
+            Section::Kv => "kv/",
+            Section::Sessions => "sessions/",
+            Section::Config => "config/",
+        }
+    }
+}
+
+impl Layout {
+    /// The layout under `prefix`, which must be non-empty and printable; a `/` is added at its
+    /// end if missing, so `/trellis` and `/trellis/` are one prefix.
+    pub fn new(prefix: &str) -> Result<Self, String> {
+        if prefix.is_empty() {
+            return Err("the etcd prefix is empty: give one such as /trellis/".into());
+        }
+        if prefix.chars().any(char::is_control) {
+            return Err(format!("the etcd prefix {prefix:?} has control characters"));
+        }
+        let mut prefix = prefix.to_owned();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Ok(Self { prefix })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn index_key(&self) -> String {
+        format!("{}index", self.prefix)
+    }
+
+    pub fn section(&self, section: Section) -> String {
+        format!("{}{}", self.prefix, section.segment())
+    }
+
+    pub fn instance_key(&self, id: &str) -> String {
+        format!("{}{}", self.section(Section::Instances), segment(id))
+    }
+
+    pub fn check_key(&self, owner: Option<&str>, id: &str) -> String {
+        format!(
+            "{}{}/{}",
+            self.section(Section::Checks),
+            segment(owner.unwrap_or_default()),
+            segment(id)
+        )
+    }
+
+    pub fn kv_key(&self, key: &str) -> String {
+        format!("{}{key}", self.section(Section::Kv))
+    }
+
+    pub fn session_key(&self, id: &str) -> String {
+        format!("{}{}", self.section(Section::Sessions), segment(id))
+    }
+
+    pub fn config_key(&self, kind: &str, name: &str) -> String {
+        format!(
+            "{}{}/{}",
+            self.section(Section::Config),
+            segment(kind),
+            segment(&trellis_types::config_entry::name_key(name))
+        )
+    }
+
+    /// `mutations`, in order, as the final state of each key they touch: `Some(value)` to
+    /// put, `None` to delete.
+    pub fn final_writes(
+        &self,
+        mutations: &[Mutation],
+    ) -> Result<BTreeMap<String, Option<Vec<u8>>>, serde_json::Error> {
+        let mut writes = BTreeMap::new();
+        for mutation in mutations {
+            let (key, value) = match mutation {
+                Mutation::PutInstance(r) => (
+                    self.instance_key(&r.registration.id),
+                    Some(serde_json::to_vec(r)?),
+                ),
+                Mutation::DeleteInstance(id) => (self.instance_key(id), None),
+                Mutation::PutCheck(r) => (
+                    self.check_key(
+                        r.definition.service_id.as_deref(),
+                        r.definition.id.as_deref().unwrap_or_default(),
+                    ),
+                    Some(serde_json::to_vec(r)?),
+                ),
+                Mutation::DeleteCheck { id, owner } => (self.check_key(owner.as_deref(), id), None),
+                Mutation::PutKv(e) => (self.kv_key(&e.key), Some(serde_json::to_vec(e)?)),
+                Mutation::DeleteKv(key) => (self.kv_key(key), None),
+                Mutation::PutSession(s) => (self.session_key(&s.id), Some(serde_json::to_vec(s)?)),
+                Mutation::DeleteSession(id) => (self.session_key(id), None),
+                Mutation::PutConfigEntry(e) => (
+                    self.config_key(&e.kind, &e.name),
+                    Some(serde_json::to_vec(e)?),
+                ),
+                Mutation::DeleteConfigEntry { kind, name } => (self.config_key(kind, name), None),
+            };
+            writes.insert(key, value);
+        }
+        Ok(writes)
+    }
+}
+
+/// The index as stored: 20 digits, so that etcd's byte-wise comparison orders indexes.
+pub fn encode_index(index: u64) -> String {
+    format!("{index:020}")
+}
+
+pub fn decode_index(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
+/// `s` as one path segment: `%` and `/` percent-encoded, everything else as it is.
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Splits `writes` into transactions of at most `max_ops` operations each, keeping one free
+/// in the last for the index. Never returns no transaction: an empty batch still raises the
+/// index.
+pub fn transactions<T>(writes: &[T], max_ops: usize) -> Vec<&[T]> {
+    let room = max_ops.max(2) - 1;
+    if writes.is_empty() {
+        return vec![writes];
+    }
+    writes.chunks(room).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trellis_catalog::KvEntry;
+
+    fn layout() -> Layout {
+        Layout::new("/trellis").unwrap()
+    }
+
+    #[test]
+    fn keys_follow_the_documented_layout() {
+        let l = layout();
+        assert_eq!(l.prefix(), "/trellis/");
+        assert_eq!(l.index_key(), "/trellis/index");
+        assert_eq!(l.instance_key("web-1"), "/trellis/instances/web-1");
+        assert_eq!(l.instance_key("a/b%c"), "/trellis/instances/a%2Fb%25c");
+        assert_eq!(
+            l.check_key(Some("web-1"), "service:web-1"),
+            "/trellis/checks/web-1/service:web-1"
+        );
+        assert_eq!(l.check_key(None, "disk"), "/trellis/checks//disk");
+        assert_eq!(l.kv_key("app/db/host"), "/trellis/kv/app/db/host");
+        assert_eq!(l.session_key("abc"), "/trellis/sessions/abc");
+        assert_eq!(
+            l.config_key("service-defaults", "Web"),
+            "/trellis/config/service-defaults/web"
+        );
+        assert!(Layout::new("").is_err());
+        assert!(Layout::new("/a\nb").is_err());
+    }
+
+    #[test]
+    fn an_id_with_a_slash_cannot_collide_with_a_check_of_another_instance() {
+        let l = layout();
+        // Instance "a/b"'s check "c" vs instance "a"'s check "b/c".
+        assert_ne!(l.check_key(Some("a/b"), "c"), l.check_key(Some("a"), "b/c"));
+    }
+
+    #[test]
+    fn the_index_orders_as_bytes_as_it_does_as_a_number() {
+        assert!(encode_index(9) < encode_index(10));
+        assert!(encode_index(99_999) < encode_index(100_000));
+        assert_eq!(
+            decode_index(encode_index(u64::MAX).as_bytes()),
+            Some(u64::MAX)
+        );
+        assert_eq!(decode_index(b"x"), None);
+    }
+
+    #[test]
+    fn the_last_mutation_of_a_key_wins() {
+        let entry = |value: &[u8]| KvEntry {
+            key: "k".into(),
+            value: value.to_vec(),
+            flags: 0,
+            lock_index: 0,
+            session: None,
+            create_index: 1,
+            modify_index: 1,
+        };
+        let writes = layout()
+            .final_writes(&[
+                Mutation::PutKv(entry(b"1")),
+                Mutation::DeleteKv("k".into()),
+                Mutation::PutKv(entry(b"2")),
+                Mutation::DeleteKv("gone".into()),
+            ])
+            .unwrap();
+        assert_eq!(writes.len(), 2);
+        let put: KvEntry =
+            serde_json::from_slice(writes["/trellis/kv/k"].as_ref().unwrap()).unwrap();
+        assert_eq!(put.value, b"2");
+        assert_eq!(writes["/trellis/kv/gone"], None);
+    }
+
+    #[test]
+    fn large_batches_split_leaving_room_for_the_index() {
+        let writes: Vec<u32> = (0..300).collect();
+        let txns = transactions(&writes, 128);
+        assert_eq!(
+            txns.iter().map(|t| t.len()).collect::<Vec<_>>(),
+            [127, 127, 46]
+        );
+        assert_eq!(transactions::<u32>(&[], 128).len(), 1);
+        assert_eq!(transactions(&writes[..127], 128).len(), 1);
+    }
+}

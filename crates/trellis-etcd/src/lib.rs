@@ -1,0 +1,11 @@
+//! Trellis's state in an etcd cluster, through etcd's v3 API (the `etcd-client` crate): the
+//! catalog [`Store`](trellis_store::Store) under a key layout an operator can read with
+//! `etcdctl` ([`Layout`]).
+
+mod layout;
+mod store;
+
+pub use layout::{Layout, Section};
+pub use store::{EtcdOptions, EtcdStore};
+#[cfg(feature = "testing")]
+pub mod testing;

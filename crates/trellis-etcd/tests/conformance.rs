@@ -1,0 +1,157 @@
+//! The store conformance suite on a real etcd member, and what an operator sees of it with
+//! `etcdctl`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use trellis_etcd::testing::EtcdProcess;
+use trellis_etcd::{EtcdOptions, EtcdStore};
+use trellis_store::{Mutation, Store, conformance};
+
+/// A prefix of its own for each test, so tests share one member.
+fn options(member: &EtcdProcess, max_txn_ops: usize) -> EtcdOptions {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let mut options = EtcdOptions::new(vec![member.client_url.clone()]);
+    options.prefix = format!("/test-{}/", NEXT.fetch_add(1, Ordering::Relaxed));
+    options.max_txn_ops = max_txn_ops;
+    options
+}
+
+#[test]
+fn the_store_conformance_suite_passes_on_etcd() {
+    let member = EtcdProcess::start();
+    let options = options(&member, 128);
+    conformance::run(|| EtcdStore::connect(&options).unwrap());
+    // Also when every batch needs several etcd transactions.
+    let options = options_with_tiny_transactions(&member);
+    conformance::run(|| EtcdStore::connect(&options).unwrap());
+}
+
+fn options_with_tiny_transactions(member: &EtcdProcess) -> EtcdOptions {
+    options(member, 2)
+}
+
+#[test]
+fn the_layout_is_readable_with_etcdctl() {
+    let member = EtcdProcess::start();
+    let options = options(&member, 128);
+    let prefix = options.prefix.clone();
+    let store = EtcdStore::connect(&options).unwrap();
+    let registration = trellis_types::ServiceRegistration::from_json(serde_json::json!({
+        "Name": "web", "ID": "web-1", "Port": 80,
+        "Check": {"CheckID": "alive", "TTL": "10s"}
+    }))
+    .unwrap();
+    let check = trellis_catalog::CheckRecord {
+        definition: registration.checks[0].clone(),
+        status: trellis_types::CheckStatus::Passing,
+        output: String::new(),
+        create_index: 3,
+        modify_index: 3,
+    };
+    let mut check = check;
+    check.definition.id = Some("alive".into());
+    check.definition.service_id = Some("web-1".into());
+    store
+        .commit(
+            3,
+            &[
+                Mutation::PutInstance(trellis_catalog::InstanceRecord {
+                    registration,
+                    create_index: 3,
+                    modify_index: 3,
+                }),
+                Mutation::PutCheck(check),
+                Mutation::PutKv(trellis_catalog::KvEntry {
+                    key: "app/db/host".into(),
+                    value: b"db.local".to_vec(),
+                    flags: 0,
+                    lock_index: 0,
+                    session: None,
+                    create_index: 3,
+                    modify_index: 3,
+                }),
+            ],
+        )
+        .unwrap();
+    let mut keys = member.keys(&prefix);
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            format!("{prefix}checks/web-1/alive"),
+            format!("{prefix}index"),
+            format!("{prefix}instances/web-1"),
+            format!("{prefix}kv/app/db/host"),
+        ]
+    );
+    assert_eq!(
+        member.value(&format!("{prefix}index")),
+        "00000000000000000003"
+    );
+    let instance: serde_json::Value =
+        serde_json::from_str(&member.value(&format!("{prefix}instances/web-1"))).unwrap();
+    assert_eq!(instance["CreateIndex"], 3, "{instance}");
+}
+
+#[test]
+fn an_unreachable_cluster_is_a_clear_error_within_the_timeout() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut options = EtcdOptions::new(vec![format!("http://127.0.0.1:{port}")]);
+    options.timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let error = EtcdStore::connect(&options).err().expect("no etcd there");
+    let text = error.to_string();
+    assert!(
+        text.starts_with(&format!("etcd at http://127.0.0.1:{port}: ")),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_commit_while_the_member_is_down_fails_and_an_acknowledged_one_survives_its_crash() {
+    let mut member = EtcdProcess::start();
+    let mut options = options(&member, 128);
+    options.timeout = Duration::from_secs(1);
+    let store = EtcdStore::connect(&options).unwrap();
+    let entry = |key: &str| trellis_catalog::KvEntry {
+        key: key.into(),
+        value: b"v".to_vec(),
+        flags: 0,
+        lock_index: 0,
+        session: None,
+        create_index: 2,
+        modify_index: 2,
+    };
+    store.commit(2, &[Mutation::PutKv(entry("kept"))]).unwrap();
+    member.kill();
+    let error = store
+        .commit(3, &[Mutation::PutKv(entry("refused"))])
+        .unwrap_err();
+    assert!(error.to_string().contains(&member.client_url), "{error}");
+    member.restart();
+    let snapshot = EtcdStore::connect(&options).unwrap().load().unwrap();
+    assert_eq!(snapshot.index, 2);
+    let keys: Vec<&str> = snapshot.kv.entries.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["kept"]);
+    // The store that saw the failure works again once the member is back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.commit(4, &[Mutation::PutKv(entry("later"))]).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no commit after the member came back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(store.load().unwrap().kv.entries.len(), 2);
+}
