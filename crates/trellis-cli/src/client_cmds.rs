@@ -16,8 +16,9 @@ use trellis_types::ServiceRegistration;
 /// Where the registry is; every client command takes it.
 #[derive(Args, Debug, Clone, Default)]
 pub struct RegistryAddr {
-    /// Registry HTTP API, HOST:PORT, http://HOST:PORT or https://HOST:PORT [default:
-    /// $TRELLIS_HTTP_ADDR, else $CONSUL_HTTP_ADDR, else 127.0.0.1:8500]
+    /// Registry HTTP API, HOST:PORT, http://HOST:PORT or https://HOST:PORT; several servers
+    /// comma-separated, tried in turn [default: $TRELLIS_HTTP_ADDR, else $CONSUL_HTTP_ADDR,
+    /// else 127.0.0.1:8500]
     #[arg(long, value_name = "ADDR", global = true)]
     addr: Option<String>,
     /// Access token sent as X-Consul-Token [default: $TRELLIS_HTTP_TOKEN, else
@@ -49,7 +50,8 @@ impl RegistryAddr {
             tls: self.tls.options(),
         };
         let client = client_for(&addr, &options)?;
-        let base = client.base_url().to_owned();
+        // Every server it may have tried, for the one line that says none answered.
+        let base = client.base_urls().join(",");
         command(client).await.map_err(|e| explain(e, &base))
     }
 }

@@ -10,18 +10,29 @@ use support::{Server, fails_to_start, http};
 use trellis_etcd::testing::EtcdProcess;
 
 fn etcd_server(member: &EtcdProcess, prefix: &str, data: &std::path::Path) -> Server {
-    Server::start(&[
+    Server::start(&etcd_flags(member, prefix, data))
+}
+
+/// A server's flags for `member` under `prefix`, with a short lease so takeovers are quick.
+fn etcd_flags<'a>(
+    member: &'a EtcdProcess,
+    prefix: &'a str,
+    data: &'a std::path::Path,
+) -> Vec<&'a str> {
+    vec![
         "--store",
         "etcd",
         "--etcd",
         &member.client_url,
         "--etcd-prefix",
         prefix,
+        "--etcd-lease-ttl",
+        "2s",
         "--data-dir",
         data.to_str().unwrap(),
         "--dns",
         "off",
-    ])
+    ]
 }
 
 #[tokio::test]
@@ -178,4 +189,76 @@ async fn losing_the_cluster_stops_the_server_and_loses_no_acknowledged_write() {
         .map(|s| s["ServiceID"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["web-1"]);
+}
+
+/// Active and standby on one cluster: the standby takes the store over once the active server
+/// is killed, within the lease's TTL, and a client that lists both servers carries on.
+#[tokio::test]
+async fn a_standby_takes_over_from_a_killed_server_and_clients_fail_over_to_it() {
+    let member = EtcdProcess::start();
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (port_a, port_b) = (support::free_port(), support::free_port());
+    let (http_a, http_b) = (format!("127.0.0.1:{port_a}"), format!("127.0.0.1:{port_b}"));
+    let spawn = |http: &str, name: &str, data: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(["server", "--http", http, "--node-name", name])
+            .args(etcd_flags(&member, "/ha/", data))
+            .args(["--otlp", "off", "--otlp-grpc", "off"])
+            .env("TRELLIS_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let serving = |http: &str| std::net::TcpStream::connect(http).is_ok();
+    let mut active = spawn(&http_a, "server-a", data_a.path());
+    let started = std::time::Instant::now();
+    while !serving(&http_a) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "server-a never served"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(member.value("/ha/lock"), "server-a");
+
+    // The standby: started, but serving nothing while it waits for the store.
+    let mut standby = spawn(&http_b, "server-b", data_b.path());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(!serving(&http_b), "the standby serves");
+
+    let client = trellis_client::Client::new(&format!("{http_a},{http_b}")).unwrap();
+    let web = trellis_types::ServiceRegistration::from_json(
+        json!({"ID": "web-1", "Name": "web", "Port": 80}),
+    )
+    .unwrap();
+    client.register(&web).await.unwrap();
+
+    let killed = std::time::Instant::now();
+    active.kill().unwrap();
+    active.wait().unwrap();
+    let takeover = loop {
+        if let Ok(services) = client.services().await {
+            assert!(services.value.contains_key("web"), "{:?}", services.value);
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(30),
+            "no takeover"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(client.base_url(), format!("http://{http_b}"));
+    assert_eq!(member.value("/ha/lock"), "server-b");
+    eprintln!("takeover after SIGKILL of the active server: {takeover:?} (lease TTL 2s)");
+    // The CLI takes the same list.
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["services", "--addr", &format!("{http_a},{http_b}")])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("web"),
+        "{listed:?}"
+    );
+    let _ = standby.kill();
+    let _ = standby.wait();
 }

@@ -15,6 +15,8 @@ use futures_util::{Stream, StreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::io::StreamReader;
@@ -145,10 +147,15 @@ pub struct TraceQuery {
     pub limit: Option<usize>,
 }
 
+/// A client of the registry: one server, or several (`a,b,c`) that it fails over between.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    /// Base URLs of the registry's servers, in the order given.
+    bases: Arc<[String]>,
+    /// The one requests go to: the last that took a connection. Shared by clones, so one
+    /// failover serves every user of the client.
+    current: Arc<AtomicUsize>,
 }
 
 /// How a [`Client`] talks to the registry: the access token it sends and its TLS settings.
@@ -190,6 +197,12 @@ pub fn token_from_env() -> Option<String> {
         .map(|v| v.trim().to_owned())
 }
 
+/// Turns a comma-separated list of registry addresses (one is a list too) into base URLs: a
+/// [`Client`] of several fails over between them.
+pub fn normalise_addrs(addrs: &str) -> Result<Vec<String>> {
+    addrs.split(',').map(normalise_addr).collect()
+}
+
 /// Turns `host:port`, `http://host:port` or `https://...` into a base URL without trailing '/'.
 pub fn normalise_addr(addr: &str) -> Result<String> {
     let addr = addr.trim().trim_end_matches('/');
@@ -225,8 +238,11 @@ impl Client {
     /// A client with a token and TLS settings. The TLS files are read here, so a file that
     /// cannot be used is an error now rather than at the first request; an `http://` registry
     /// with no TLS options set builds no TLS settings at all.
+    ///
+    /// `addr` may list several servers of one registry, comma-separated: a request that cannot
+    /// connect to the current one (so was not sent) is sent to the next, which stays current.
     pub fn with_options(addr: &str, options: &ClientOptions) -> Result<Self> {
-        let base = normalise_addr(addr)?;
+        let bases = normalise_addrs(addr)?;
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = options.token.as_deref().filter(|t| !t.is_empty()) {
             let mut value =
@@ -240,7 +256,7 @@ impl Client {
             .connect_timeout(Duration::from_secs(5));
         // reqwest is built with no root certificates of its own: an https registry needs
         // these settings even when no option is set (the system's trust store).
-        if base.starts_with("https://") || !options.tls.is_empty() {
+        if bases.iter().any(|b| b.starts_with("https://")) || !options.tls.is_empty() {
             builder = builder
                 .use_preconfigured_tls(tls::client_config(&options.tls).map_err(Error::Tls)?);
         }
@@ -248,11 +264,25 @@ impl Client {
             url: addr.to_owned(),
             cause,
         })?;
-        Ok(Self { http, base })
+        Ok(Self {
+            http,
+            bases: bases.into(),
+            current: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
+    /// The server requests go to now.
     pub fn base_url(&self) -> &str {
-        &self.base
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// Every server of the registry this client knows, in the order given.
+    pub fn base_urls(&self) -> &[String] {
+        &self.bases
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url())
     }
 
     async fn send(
@@ -265,15 +295,44 @@ impl Client {
         Self::successful(method, path, response).await
     }
 
+    /// Sends `request`; if no connection to the current server can be made, sends it to the
+    /// next server, and so on once round the list.
     async fn transmit(
         &self,
         path: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response> {
-        request.send().await.map_err(|cause| Error::Transport {
-            url: format!("{}{}", self.base, path),
+        let transport = |base: &str, cause| Error::Transport {
+            url: format!("{base}{path}"),
             cause,
-        })
+        };
+        let mut at = self.current.load(Ordering::Relaxed) % self.bases.len();
+        let mut request = request
+            .build()
+            .map_err(|cause| transport(&self.bases[at], cause))?;
+        let mut tried = 1;
+        loop {
+            // A body that cannot be cloned (a stream) is sent once, without failover.
+            let again = (tried < self.bases.len())
+                .then(|| request.try_clone())
+                .flatten();
+            let cause = match self.http.execute(request).await {
+                Ok(response) => return Ok(response),
+                Err(cause) => cause,
+            };
+            let Some(mut next_request) = again.filter(|_| cause.is_connect()) else {
+                return Err(transport(&self.bases[at], cause));
+            };
+            let next = (at + 1) % self.bases.len();
+            // Unless another request already moved on.
+            let _ = self
+                .current
+                .compare_exchange(at, next, Ordering::Relaxed, Ordering::Relaxed);
+            rebase(next_request.url_mut(), &self.bases[next]);
+            request = next_request;
+            at = next;
+            tried += 1;
+        }
     }
 
     /// The response if it is a success, else its status and body as an error.
@@ -304,7 +363,7 @@ impl Client {
         blocking: Option<Blocking>,
     ) -> reqwest::RequestBuilder {
         let mut query = query.to_vec();
-        let mut request = self.http.get(format!("{}{}", self.base, path));
+        let mut request = self.http.get(self.url(path));
         if let Some(b) = blocking {
             query.push(("index", b.index.to_string()));
             let wait = b.wait.unwrap_or(DEFAULT_WAIT).min(MAX_WAIT);
@@ -347,7 +406,7 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<reqwest::Response> {
-        let mut request = self.http.put(format!("{}{}", self.base, path));
+        let mut request = self.http.put(self.url(path));
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -468,10 +527,7 @@ impl Client {
     /// Writes a value; with `cas`, only if the key's ModifyIndex still equals it (0 = create only).
     pub async fn kv_put(&self, key: &str, value: &[u8], cas: Option<u64>) -> Result<bool> {
         let path = format!("/v1/kv/{}", encode_key(key));
-        let mut request = self
-            .http
-            .put(format!("{}{}", self.base, path))
-            .body(value.to_vec());
+        let mut request = self.http.put(self.url(&path)).body(value.to_vec());
         if let Some(cas) = cas {
             request = request.query(&[("cas", cas.to_string())]);
         }
@@ -481,7 +537,7 @@ impl Client {
 
     pub async fn kv_delete(&self, key: &str, recurse: bool) -> Result<bool> {
         let path = format!("/v1/kv/{}", encode_key(key));
-        let mut request = self.http.delete(format!("{}{}", self.base, path));
+        let mut request = self.http.delete(self.url(&path));
         if recurse {
             request = request.query(&[("recurse", "true")]);
         }
@@ -543,7 +599,7 @@ impl Client {
     }
 
     async fn txn_post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
-        let request = self.http.post(format!("{}{}", self.base, path)).json(body);
+        let request = self.http.post(self.url(path)).json(body);
         let response = self.transmit(path, request).await?;
         // 409 with a transaction body is an aborted outcome; 409 with a reason is a refusal.
         let response = if response.status() == reqwest::StatusCode::CONFLICT {
@@ -613,10 +669,19 @@ impl Client {
         let path = format!("/v1/trellis/watch/{}", encode(service));
         let request = self
             .http
-            .get(format!("{}{}", self.base, path))
+            .get(self.url(&path))
             .header("accept", "application/x-ndjson");
         let response = self.send("GET", &path, request).await?;
         Ok(watch_events(response.bytes_stream(), path))
+    }
+}
+
+/// `url` sent to the server at `base` instead: its scheme, host and port.
+fn rebase(url: &mut reqwest::Url, base: &str) {
+    if let Ok(base) = reqwest::Url::parse(base) {
+        let _ = url.set_scheme(base.scheme());
+        let _ = url.set_host(base.host_str());
+        let _ = url.set_port(base.port());
     }
 }
 
@@ -751,6 +816,63 @@ mod tests {
             std::error::Error::source(&error).is_none(),
             "not chained again"
         );
+    }
+
+    /// A loopback port nothing listens on.
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port()
+    }
+
+    /// A server that answers every request `200 {body}` and counts the requests.
+    async fn answering(body: &'static str) -> (u16, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = Arc::new(AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    // One request per connection is enough here: answer and close.
+                    let _ = stream.read(&mut buf).await;
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-consul-index: 7\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (port, served)
+    }
+
+    #[tokio::test]
+    async fn a_list_of_servers_fails_over_to_one_that_answers_and_stays_there() {
+        let dead = closed_port();
+        let (live, served) = answering("true").await;
+        let client = Client::new(&format!("127.0.0.1:{dead}, http://127.0.0.1:{live}")).unwrap();
+        assert_eq!(client.base_urls().len(), 2);
+        assert_eq!(client.base_url(), format!("http://127.0.0.1:{dead}"));
+        // A write (its body sent again) and a read both reach the live server.
+        assert!(client.kv_put("k", b"v", None).await.unwrap());
+        assert_eq!(client.base_url(), format!("http://127.0.0.1:{live}"));
+        let clone = client.clone();
+        assert!(clone.kv_put("k", b"w", None).await.unwrap());
+        assert_eq!(served.load(Ordering::SeqCst), 2);
+
+        // None answers: the error names the last one tried.
+        let other = closed_port();
+        let client = Client::new(&format!("127.0.0.1:{dead},127.0.0.1:{other}")).unwrap();
+        let error = client.services().await.unwrap_err();
+        assert!(error.is_unreachable());
+        assert!(error.to_string().contains(&format!(":{other}/")), "{error}");
+        assert!(Client::new("127.0.0.1:1,").is_err(), "an empty entry");
     }
 
     #[test]

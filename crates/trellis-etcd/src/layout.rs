@@ -9,7 +9,8 @@ use trellis_store::Mutation;
 ///
 /// | key | value |
 /// |---|---|
-/// | `<prefix>index` | the highest index committed, 20 decimal digits (so byte order is numeric order) |
+/// | `<prefix>index` | the highest index committed, 20 decimal digits |
+/// | `<prefix>lock` | the name of the server that holds the store, bound to its lease |
 /// | `<prefix>instances/<id>` | an instance (registration, create and modify index), JSON |
 /// | `<prefix>checks/<instance id>/<check id>` | a check; a node check has an empty instance id (`checks//<id>`) |
 /// | `<prefix>kv/<key>` | a KV entry (flags, session, indexes, the value), JSON |
@@ -76,6 +77,12 @@ impl Layout {
 
     pub fn index_key(&self) -> String {
         format!("{}index", self.prefix)
+    }
+
+    /// The key whose holder owns the store: it carries the holder's name and lives as long as
+    /// the holder's lease.
+    pub fn lock_key(&self) -> String {
+        format!("{}lock", self.prefix)
     }
 
     pub fn section(&self, section: Section) -> String {

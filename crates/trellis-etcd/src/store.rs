@@ -3,12 +3,16 @@
 
 use crate::layout::{Layout, Section, decode_index, encode_index, transactions};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, KvClient, Txn, TxnOp,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, KvClient, LeaseClient,
+    PutOptions, Txn, TxnOp, TxnOpResponse,
 };
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use trellis_catalog::KvSnapshot;
 use trellis_store::{Mutation, Snapshot, Store, StoreError};
 
@@ -35,6 +39,11 @@ pub struct EtcdOptions {
     pub max_txn_ops: usize,
     /// How long one request to etcd may take before the commit or load fails.
     pub timeout: Duration,
+    /// Who holds the store, as written in its lock key for operators (the server's node name).
+    pub holder: String,
+    /// The lock's lease: a server that stops renewing it (killed, cut off) loses the store
+    /// this long after its last renewal, and a waiting server takes over.
+    pub lease_ttl: Duration,
 }
 
 impl EtcdOptions {
@@ -51,15 +60,28 @@ impl EtcdOptions {
             key_file: None,
             max_txn_ops: 128,
             timeout: Duration::from_secs(5),
+            holder: "trellis".into(),
+            lease_ttl: Duration::from_secs(5),
         }
     }
 }
 
+/// The catalog's store in etcd, held by one server at a time: `connect` waits until it holds
+/// the prefix's lock (a key bound to a lease it keeps renewing), and every commit is fenced on
+/// that lock, so a server that lost it (cut off from etcd past the lease) can write nothing.
 pub struct EtcdStore {
     /// The client's own runtime: the store is called from the writer's thread and at start-up
     /// from inside the server's runtime, where it may not `block_on`.
     runtime: Option<tokio::runtime::Runtime>,
     kv: KvClient,
+    lease: LeaseClient,
+    lease_id: i64,
+    /// The lock key's create revision while this store holds it.
+    lock_revision: i64,
+    /// Set by the lease's keeper once the lease may have expired.
+    lost: Arc<AtomicBool>,
+    /// The highest index stored: an index is written only if it is higher.
+    index: Mutex<u64>,
     layout: Layout,
     max_txn_ops: usize,
     timeout: Duration,
@@ -93,16 +115,24 @@ impl EtcdStore {
             Client::connect(urls, Some(connect)).await
         })
         .map_err(|e| failure(&endpoints, "cannot connect", e))?;
-        let store = Self {
+        let kv = client.kv_client();
+        let layout_ref = layout.clone();
+        let mut store = Self {
             runtime: Some(runtime),
-            kv: client.kv_client(),
+            kv,
+            lease: client.lease_client(),
+            lease_id: 0,
+            lock_revision: 0,
+            lost: Arc::new(AtomicBool::new(false)),
+            index: Mutex::new(0),
             layout,
             max_txn_ops: options.max_txn_ops,
             timeout: options.timeout,
             endpoints,
         };
-        // The index key exists from the start, so commits can compare against its value.
-        let index_key = store.layout.index_key();
+        // The index key exists from the start. The client connects lazily: this first request
+        // is where an unreachable cluster shows.
+        let index_key = layout_ref.index_key();
         let create = Txn::new()
             .when([Compare::create_revision(
                 index_key.clone(),
@@ -110,9 +140,143 @@ impl EtcdStore {
                 0,
             )])
             .and_then([TxnOp::put(index_key, encode_index(0), None)]);
-        // The client connects lazily: this first request is where an unreachable cluster shows.
         store.txn(create, "cannot connect")?;
+        store.lease_id = store.grant_lease(options.lease_ttl)?;
+        // Renewed while standing by too, so the lease is alive when the lock is free.
+        store.keep_lease(options.lease_ttl);
+        store.lock_revision = store.acquire(&options.holder, options.lease_ttl)?;
+        *store.index.lock() = store.read_index()?.0;
         Ok(store)
+    }
+
+    fn grant_lease(&self, ttl: Duration) -> Result<i64, StoreError> {
+        let mut lease = self.lease.clone();
+        let seconds = ttl.as_secs().max(2) as i64;
+        self.block_on("cannot take a lease", async move {
+            Ok(lease.grant(seconds, None).await?.id())
+        })
+    }
+
+    /// Waits until this store holds the lock key, and answers its create revision. While
+    /// another server holds it, says so once and polls.
+    fn acquire(&self, holder: &str, ttl: Duration) -> Result<i64, StoreError> {
+        let lock = self.layout.lock_key();
+        let mut waiting_for = None;
+        loop {
+            let txn = Txn::new()
+                .when([Compare::create_revision(lock.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    lock.clone(),
+                    holder,
+                    Some(PutOptions::new().with_lease(self.lease_id)),
+                )])
+                .or_else([TxnOp::get(lock.clone(), None)]);
+            let mut kv = self.kv.clone();
+            let (acquired, revision, current) =
+                self.block_on("cannot take the store's lock", async move {
+                    let answer = kv.txn(txn).await?;
+                    let revision = answer.header().map_or(0, |h| h.revision());
+                    let current = answer.op_responses().into_iter().find_map(|op| match op {
+                        TxnOpResponse::Get(get) => get
+                            .kvs()
+                            .first()
+                            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                        _ => None,
+                    });
+                    Ok((answer.succeeded(), revision, current))
+                })?;
+            if acquired {
+                if waiting_for.is_some() {
+                    tracing::info!(lock = %lock, "took over the store");
+                }
+                return Ok(revision);
+            }
+            if waiting_for != current {
+                tracing::warn!(
+                    lock = %lock,
+                    holder = current.as_deref().unwrap_or("?"),
+                    "another server holds the store; standing by until it stops"
+                );
+                waiting_for = current;
+            }
+            std::thread::sleep(
+                (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1)),
+            );
+        }
+    }
+
+    /// Renews the lease for as long as this store lives; once a renewal has not succeeded for
+    /// the lease's whole TTL, the lease may be gone, and every later commit and load fails.
+    fn keep_lease(&self, ttl: Duration) {
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
+        let (lease, id, lost) = (self.lease.clone(), self.lease_id, self.lost.clone());
+        let endpoints = self.endpoints.clone();
+        runtime.spawn(async move {
+            let period = ttl / 3;
+            let mut renewed = Instant::now();
+            while renewed.elapsed() < ttl {
+                let mut lease = lease.clone();
+                let attempt = async {
+                    let (mut keeper, mut answers) = lease.keep_alive(id).await?;
+                    keeper.keep_alive().await?;
+                    Ok::<_, etcd_client::Error>(answers.message().await?.map(|a| a.ttl()))
+                };
+                match tokio::time::timeout(period, attempt).await {
+                    Ok(Ok(Some(left))) if left > 0 => renewed = Instant::now(),
+                    // Expired: no renewal brings it back.
+                    Ok(Ok(_)) => break,
+                    _ => {}
+                }
+                tokio::time::sleep(period).await;
+            }
+            lost.store(true, Ordering::SeqCst);
+            tracing::error!(
+                etcd = %endpoints,
+                "the store's lease could not be renewed: this server no longer holds the store"
+            );
+        });
+    }
+
+    fn read_index(&self) -> Result<(u64, i64), StoreError> {
+        let index_key = self.layout.index_key();
+        let mut kv = self.kv.clone();
+        let (index, revision) = self.block_on("cannot read the index", async move {
+            let answer = kv.get(index_key, None).await?;
+            let revision = answer.header().map_or(0, |h| h.revision());
+            let index = answer.kvs().first().map(|kv| kv.value().to_vec());
+            Ok((index, revision))
+        })?;
+        let index = match index {
+            Some(bytes) => decode_index(&bytes).ok_or_else(|| StoreError::Corrupt {
+                key: self.layout.index_key(),
+                reason: format!("not an index: {:?}", String::from_utf8_lossy(&bytes)),
+            })?,
+            None => 0,
+        };
+        Ok((index, revision))
+    }
+
+    /// Fails once this store may no longer hold the lock.
+    fn still_held(&self) -> Result<(), StoreError> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(self.not_held());
+        }
+        Ok(())
+    }
+
+    fn not_held(&self) -> StoreError {
+        StoreError::Remote(format!(
+            "etcd at {}: this server no longer holds the store ({}): its lease was not renewed in time, and another server may have taken over",
+            self.endpoints,
+            self.layout.lock_key()
+        ))
+    }
+
+    /// The compare every commit makes: the lock is still the one this store took.
+    fn fence(&self) -> Compare {
+        Compare::create_revision(self.layout.lock_key(), CompareOp::Equal, self.lock_revision)
     }
 
     pub fn layout(&self) -> &Layout {
@@ -172,6 +336,13 @@ impl EtcdStore {
 
 impl Drop for EtcdStore {
     fn drop(&mut self) {
+        // Hand the store over at once rather than after the lease's TTL.
+        if self.lease_id != 0 {
+            let (mut lease, id) = (self.lease.clone(), self.lease_id);
+            let _ = self.block_on("cannot revoke the lease", async move {
+                lease.revoke(id).await.map(drop)
+            });
+        }
         // Dropping a runtime inside another blocks and panics; this one owes nothing.
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
@@ -282,22 +453,9 @@ fn decode<T: DeserializeOwned>(kvs: &[KeyValue]) -> Result<Vec<T>, StoreError> {
 
 impl Store for EtcdStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
-        let index_key = self.layout.index_key();
-        let mut kv = self.kv.clone();
+        self.still_held()?;
         // Every section is read at the revision of the index read, so they agree.
-        let (index, revision) = self.block_on("cannot read the index", async move {
-            let answer = kv.get(index_key, None).await?;
-            let revision = answer.header().map_or(0, |h| h.revision());
-            let index = answer.kvs().first().map(|kv| kv.value().to_vec());
-            Ok((index, revision))
-        })?;
-        let index = match index {
-            Some(bytes) => decode_index(&bytes).ok_or_else(|| StoreError::Corrupt {
-                key: self.layout.index_key(),
-                reason: format!("not an index: {:?}", String::from_utf8_lossy(&bytes)),
-            })?,
-            None => 0,
-        };
+        let (index, revision) = self.read_index()?;
         let read = |section| self.read_section(section, revision);
         Ok(Snapshot {
             index,
@@ -321,25 +479,35 @@ impl Store for EtcdStore {
                 None => TxnOp::delete(key, None),
             })
             .collect();
+        self.still_held()?;
         let txns = transactions(&writes, self.max_txn_ops);
         let split = txns.len().saturating_sub(1);
         // A batch larger than one transaction goes in several, the index with the last: the
         // batch is answered only after all of them, but a crash between two leaves the first
         // ones applied (see the README's note on etcd's --max-txn-ops).
         for chunk in &txns[..split] {
-            self.txn(Txn::new().and_then(chunk.to_vec()), "cannot commit")?;
+            let txn = Txn::new().when([self.fence()]).and_then(chunk.to_vec());
+            if !self.txn(txn, "cannot commit")? {
+                return Err(self.not_held());
+            }
         }
-        let last: &[TxnOp] = txns.get(split).copied().unwrap_or_default();
-        // The index only goes up: it is written only if the stored one is lower.
-        let index_key = self.layout.index_key();
-        let encoded = encode_index(index);
-        let mut raise = last.to_vec();
-        raise.push(TxnOp::put(index_key.clone(), encoded.clone(), None));
-        let txn = Txn::new()
-            .when([Compare::value(index_key, CompareOp::Less, encoded)])
-            .and_then(raise)
-            .or_else(last.to_vec());
-        self.txn(txn, "cannot commit")?;
+        let mut last = txns.get(split).copied().unwrap_or_default().to_vec();
+        // The index only goes up.
+        let mut stored = self.index.lock();
+        if index > *stored {
+            last.push(TxnOp::put(
+                self.layout.index_key(),
+                encode_index(index),
+                None,
+            ));
+        }
+        if !self.txn(
+            Txn::new().when([self.fence()]).and_then(last),
+            "cannot commit",
+        )? {
+            return Err(self.not_held());
+        }
+        *stored = (*stored).max(index);
         Ok(())
     }
 }

@@ -84,8 +84,10 @@ fn the_layout_is_readable_with_etcdctl() {
             format!("{prefix}index"),
             format!("{prefix}instances/web-1"),
             format!("{prefix}kv/app/db/host"),
+            format!("{prefix}lock"),
         ]
     );
+    assert_eq!(member.value(&format!("{prefix}lock")), "trellis");
     assert_eq!(
         member.value(&format!("{prefix}index")),
         "00000000000000000003"
@@ -140,11 +142,8 @@ fn a_commit_while_the_member_is_down_fails_and_an_acknowledged_one_survives_its_
         .unwrap_err();
     assert!(error.to_string().contains(&member.client_url), "{error}");
     member.restart();
-    let snapshot = EtcdStore::connect(&options).unwrap().load().unwrap();
-    assert_eq!(snapshot.index, 2);
-    let keys: Vec<&str> = snapshot.kv.entries.iter().map(|e| e.key.as_str()).collect();
-    assert_eq!(keys, ["kept"]);
-    // The store that saw the failure works again once the member is back.
+    // The store that saw the failure still holds the lock (its lease outlived the outage)
+    // and works again once the member is back.
     let deadline = Instant::now() + Duration::from_secs(10);
     while store.commit(4, &[Mutation::PutKv(entry("later"))]).is_err() {
         assert!(
@@ -153,5 +152,70 @@ fn a_commit_while_the_member_is_down_fails_and_an_acknowledged_one_survives_its_
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(store.load().unwrap().kv.entries.len(), 2);
+    drop(store);
+    let snapshot = EtcdStore::connect(&options).unwrap().load().unwrap();
+    assert_eq!(snapshot.index, 4);
+    let keys: Vec<&str> = snapshot.kv.entries.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["kept", "later"], "the refused write is not there");
+}
+
+#[test]
+fn one_store_holds_a_prefix_and_a_second_stands_by_until_it_is_released() {
+    let member = EtcdProcess::start();
+    let mut options = options(&member, 128);
+    options.lease_ttl = Duration::from_secs(2);
+    options.holder = "server-a".into();
+    let active = EtcdStore::connect(&options).unwrap();
+    assert_eq!(member.value(&format!("{}lock", options.prefix)), "server-a");
+    let mut standby_options = options.clone();
+    standby_options.holder = "server-b".into();
+    let (took_over, standby) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let store = EtcdStore::connect(&standby_options).unwrap();
+        let _ = took_over.send(store);
+    });
+    // Still standing by while the active store lives and renews its lease.
+    assert!(standby.recv_timeout(Duration::from_secs(4)).is_err());
+    active.commit(5, &[]).unwrap();
+    // Released on drop: taken over at once, not after the lease's TTL.
+    let released = Instant::now();
+    drop(active);
+    let standby = standby.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        released.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        released.elapsed()
+    );
+    assert_eq!(member.value(&format!("{}lock", options.prefix)), "server-b");
+    assert_eq!(standby.load().unwrap().index, 5);
+}
+
+#[test]
+fn a_store_whose_lease_is_gone_is_fenced_off() {
+    let member = EtcdProcess::start();
+    let mut options = options(&member, 128);
+    options.lease_ttl = Duration::from_secs(2);
+    let store = EtcdStore::connect(&options).unwrap();
+    // The lease ends behind the store's back (as when etcd expires it during a partition)
+    // and another server takes the store.
+    let leases = trellis_etcd::testing::etcdctl(&member.client_url, &["lease", "list"]).unwrap();
+    let lease = leases
+        .lines()
+        .find(|l| !l.contains("found"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    trellis_etcd::testing::etcdctl(&member.client_url, &["lease", "revoke", &lease]).unwrap();
+    let mut other = options.clone();
+    other.holder = "server-b".into();
+    let successor = EtcdStore::connect(&other).unwrap();
+    let error = store.commit(9, &[]).unwrap_err().to_string();
+    assert!(error.contains("no longer holds the store"), "{error}");
+    // Its load fails too, once its keeper has noticed.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while store.load().is_ok() {
+        assert!(Instant::now() < deadline, "a fenced store still loads");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    successor.commit(9, &[]).unwrap();
 }

@@ -83,8 +83,10 @@ const TRACES_PATH: &str = "/v1/traces";
 /// The collector spans go to when `--otlp-endpoint` is not given: port 4318 of the registry's
 /// host (`trellis server`'s OTLP listener).
 pub fn default_otlp_endpoint(registry: &str) -> Result<String> {
-    // The registry may be given as HOST:PORT, as Consul's CONSUL_HTTP_ADDR may.
-    let normalised = trellis_client::normalise_addr(registry)
+    // The registry may be given as HOST:PORT, as Consul's CONSUL_HTTP_ADDR may, and as a list
+    // of its servers: the first one's collector.
+    let first = registry.split(',').next().unwrap_or(registry);
+    let normalised = trellis_client::normalise_addr(first)
         .map_err(|e| Error::config(format!("--registry {registry:?}: {e}")))?;
     let mut url = reqwest::Url::parse(&normalised)
         .map_err(|e| Error::config(format!("--registry {registry:?}: {e}")))?;

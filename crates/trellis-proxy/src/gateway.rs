@@ -24,9 +24,11 @@ pub const GATEWAY_SERVICE: &str = "gateway";
 
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct GatewayArgs {
-    /// Registry HTTP address
+    /// Registry HTTP address; several servers of one registry comma-separated, failed over
+    /// in turn when one cannot be reached
     #[arg(
         long,
+        value_name = "URL[,URL...]",
         env = "TRELLIS_HTTP_ADDR",
         default_value = "http://127.0.0.1:8500"
     )]

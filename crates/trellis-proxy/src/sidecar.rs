@@ -27,9 +27,11 @@ use trellis_types::{CheckDefinition, CheckKind, CheckStatus, ServiceRegistration
 
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct SidecarArgs {
-    /// Registry HTTP address
+    /// Registry HTTP address; several servers of one registry comma-separated, failed over
+    /// in turn when one cannot be reached
     #[arg(
         long,
+        value_name = "URL[,URL...]",
         env = "TRELLIS_HTTP_ADDR",
         default_value = "http://127.0.0.1:8500"
     )]

@@ -104,6 +104,7 @@ pub struct ConfigOverrides {
     pub etcd_ca_file: Option<PathBuf>,
     pub etcd_cert_file: Option<PathBuf>,
     pub etcd_key_file: Option<PathBuf>,
+    pub etcd_lease_ttl: Option<String>,
     pub node_name: Option<String>,
     pub datacenter: Option<String>,
     pub dns: Option<DnsListen>,
@@ -147,6 +148,9 @@ impl ConfigOverrides {
         let etcd = &mut config.etcd;
         if let Some(prefix) = &self.etcd_prefix {
             etcd.prefix = prefix.clone();
+        }
+        if let Some(ttl) = &self.etcd_lease_ttl {
+            etcd.lease_ttl = ttl.clone();
         }
         if let Some(user) = &self.etcd_username {
             etcd.username = Some(user.clone());
@@ -406,6 +410,10 @@ pub struct EtcdConfig {
     pub key_file: Option<PathBuf>,
     /// Most operations per etcd transaction: the cluster's `--max-txn-ops`. Default 128.
     pub max_txn_ops: usize,
+    /// One server holds the store at a time, through a lock bound to a lease it renews; a
+    /// standby server takes over this long after the holder stopped renewing it (killed or
+    /// cut off), at once when it stops cleanly (`--etcd-lease-ttl`). 2s to 5m. Default `5s`.
+    pub lease_ttl: String,
 }
 
 impl Default for EtcdConfig {
@@ -419,6 +427,7 @@ impl Default for EtcdConfig {
             cert_file: None,
             key_file: None,
             max_txn_ops: 128,
+            lease_ttl: "5s".into(),
         }
     }
 }
@@ -435,11 +444,30 @@ impl fmt::Debug for EtcdConfig {
             .field("cert_file", &self.cert_file)
             .field("key_file", &self.key_file)
             .field("max_txn_ops", &self.max_txn_ops)
+            .field("lease_ttl", &self.lease_ttl)
             .finish()
     }
 }
 
 impl EtcdConfig {
+    /// `lease_ttl` as a duration, or why it is not one in range.
+    pub fn lease(&self) -> Result<std::time::Duration, ConfigError> {
+        let ttl = trellis_types::parse_go_duration(&self.lease_ttl).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "etcd.lease_ttl (--etcd-lease-ttl) {:?}: {e}",
+                self.lease_ttl
+            ))
+        })?;
+        if !(std::time::Duration::from_secs(2)..=std::time::Duration::from_secs(300)).contains(&ttl)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "etcd.lease_ttl (--etcd-lease-ttl) {:?} must be from 2s to 5m",
+                self.lease_ttl
+            )));
+        }
+        Ok(ttl)
+    }
+
     fn validate(&self, store: StoreKind, dev: bool) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         match store {
@@ -472,7 +500,7 @@ impl EtcdConfig {
                 if self.cert_file.is_some() != self.key_file.is_some() {
                     return invalid("--etcd-cert-file and --etcd-key-file go together");
                 }
-                Ok(())
+                self.lease().map(drop)
             }
         }
     }

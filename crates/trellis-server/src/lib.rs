@@ -165,6 +165,8 @@ fn open_store(config: &ServerConfig) -> Result<Box<dyn Store>, ServerError> {
             cert_file: etcd.cert_file.clone(),
             key_file: etcd.key_file.clone(),
             max_txn_ops: etcd.max_txn_ops,
+            holder: config.node_name.clone(),
+            lease_ttl: etcd.lease().map_err(ServerError::Config)?,
             ..trellis_etcd::EtcdOptions::new(Vec::new())
         };
         return trellis_etcd::EtcdStore::connect(&options)
