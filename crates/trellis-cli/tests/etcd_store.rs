@@ -232,6 +232,17 @@ async fn a_standby_takes_over_from_a_killed_server_and_clients_fail_over_to_it()
     )
     .unwrap();
     client.register(&web).await.unwrap();
+    // The ACL state is in etcd too: a token made on the active server works on its successor.
+    let http = http();
+    let bootstrap: serde_json::Value = http
+        .put(format!("http://{http_a}/v1/acl/bootstrap"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = bootstrap["SecretID"].as_str().unwrap().to_owned();
 
     let killed = std::time::Instant::now();
     active.kill().unwrap();
@@ -249,6 +260,19 @@ async fn a_standby_takes_over_from_a_killed_server_and_clients_fail_over_to_it()
     };
     assert_eq!(client.base_url(), format!("http://{http_b}"));
     assert_eq!(member.value("/ha/lock"), "server-b");
+    let me = http
+        .get(format!("http://{http_b}/v1/acl/token/self"))
+        .header("X-Consul-Token", &secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200, "the token made on server-a");
+    let again = http
+        .put(format!("http://{http_b}/v1/acl/bootstrap"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 403, "bootstrapped once, whichever server");
     eprintln!("takeover after SIGKILL of the active server: {takeover:?} (lease TTL 2s)");
     // The CLI takes the same list.
     let listed = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use trellis_catalog::KvSnapshot;
-use trellis_store::{Mutation, Snapshot, Store, StoreError};
+use trellis_store::{Mutation, RecordLog, Records, Snapshot, Store, StoreError};
 
 /// Keys read per range request: well under gRPC's 4 MiB answer limit with kilobyte records.
 const PAGE: i64 = 1000;
@@ -69,7 +69,25 @@ impl EtcdOptions {
 /// The catalog's store in etcd, held by one server at a time: `connect` waits until it holds
 /// the prefix's lock (a key bound to a lease it keeps renewing), and every commit is fenced on
 /// that lock, so a server that lost it (cut off from etcd past the lease) can write nothing.
+/// The ACL log and the decision log ([`EtcdStore::records`]) share its connection and lock.
 pub struct EtcdStore {
+    conn: Arc<Connection>,
+    /// The highest index stored: an index is written only if it is higher.
+    index: Mutex<u64>,
+}
+
+/// A table of records under `<prefix><name>/records/` with its index at `<prefix><name>/index`,
+/// fenced on the store's lock: the ACL log and the coordinator's decision log in etcd.
+pub struct EtcdRecords {
+    conn: Arc<Connection>,
+    records: String,
+    index_key: String,
+    index: Mutex<u64>,
+}
+
+/// The client, the lease and the lock that an [`EtcdStore`] and its record tables share; the
+/// lease is revoked when the last of them is dropped.
+struct Connection {
     /// The client's own runtime: the store is called from the writer's thread and at start-up
     /// from inside the server's runtime, where it may not `block_on`.
     runtime: Option<tokio::runtime::Runtime>,
@@ -80,8 +98,6 @@ pub struct EtcdStore {
     lock_revision: i64,
     /// Set by the lease's keeper once the lease may have expired.
     lost: Arc<AtomicBool>,
-    /// The highest index stored: an index is written only if it is higher.
-    index: Mutex<u64>,
     layout: Layout,
     max_txn_ops: usize,
     timeout: Duration,
@@ -93,9 +109,37 @@ fn failure(endpoints: &str, what: &str, error: impl std::fmt::Display) -> StoreE
 }
 
 impl EtcdStore {
-    /// Connects to the cluster (failing if no member answers within the timeout) and makes sure
-    /// the index key exists.
+    /// Connects to the cluster (failing if no member answers within the timeout), makes sure
+    /// the index key exists, and waits until this store holds the prefix's lock.
     pub fn connect(options: &EtcdOptions) -> Result<Self, StoreError> {
+        let conn = Connection::open(options)?;
+        let index = conn.read_index(conn.layout.index_key())?.0;
+        Ok(Self {
+            conn: Arc::new(conn),
+            index: Mutex::new(index),
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.conn.layout
+    }
+
+    /// The record table `name` (`acl`, `transactions`) on this store's connection and lock.
+    pub fn records(&self, name: &str) -> Result<EtcdRecords, StoreError> {
+        let base = format!("{}{name}/", self.conn.layout.prefix());
+        let index_key = format!("{base}index");
+        let index = self.conn.read_index(index_key.clone())?.0;
+        Ok(EtcdRecords {
+            conn: Arc::clone(&self.conn),
+            records: format!("{base}records/"),
+            index_key,
+            index: Mutex::new(index),
+        })
+    }
+}
+
+impl Connection {
+    fn open(options: &EtcdOptions) -> Result<Self, StoreError> {
         let endpoints = options.endpoints.join(",");
         if options.endpoints.is_empty() {
             return Err(StoreError::Remote(
@@ -124,7 +168,6 @@ impl EtcdStore {
             lease_id: 0,
             lock_revision: 0,
             lost: Arc::new(AtomicBool::new(false)),
-            index: Mutex::new(0),
             layout,
             max_txn_ops: options.max_txn_ops,
             timeout: options.timeout,
@@ -145,7 +188,6 @@ impl EtcdStore {
         // Renewed while standing by too, so the lease is alive when the lock is free.
         store.keep_lease(options.lease_ttl);
         store.lock_revision = store.acquire(&options.holder, options.lease_ttl)?;
-        *store.index.lock() = store.read_index()?.0;
         Ok(store)
     }
 
@@ -239,8 +281,9 @@ impl EtcdStore {
         });
     }
 
-    fn read_index(&self) -> Result<(u64, i64), StoreError> {
-        let index_key = self.layout.index_key();
+    /// The index stored at `index_key` (0 if none) and the revision it was read at.
+    fn read_index(&self, index_key: String) -> Result<(u64, i64), StoreError> {
+        let key = index_key.clone();
         let mut kv = self.kv.clone();
         let (index, revision) = self.block_on("cannot read the index", async move {
             let answer = kv.get(index_key, None).await?;
@@ -250,7 +293,7 @@ impl EtcdStore {
         })?;
         let index = match index {
             Some(bytes) => decode_index(&bytes).ok_or_else(|| StoreError::Corrupt {
-                key: self.layout.index_key(),
+                key,
                 reason: format!("not an index: {:?}", String::from_utf8_lossy(&bytes)),
             })?,
             None => 0,
@@ -279,10 +322,6 @@ impl EtcdStore {
         Compare::create_revision(self.layout.lock_key(), CompareOp::Equal, self.lock_revision)
     }
 
-    pub fn layout(&self) -> &Layout {
-        &self.layout
-    }
-
     fn block_on<T>(
         &self,
         what: &str,
@@ -305,9 +344,8 @@ impl EtcdStore {
         self.block_on(what, async move { Ok(kv.txn(txn).await?.succeeded()) })
     }
 
-    /// Every key under `section` at `revision` (0: the newest), page by page.
-    fn read_section(&self, section: Section, revision: i64) -> Result<Vec<KeyValue>, StoreError> {
-        let start = self.layout.section(section);
+    /// Every key under `start` at `revision` (0: the newest), page by page.
+    fn read_range(&self, start: String, revision: i64) -> Result<Vec<KeyValue>, StoreError> {
         let end = prefix_end(start.as_bytes());
         let mut kv = self.kv.clone();
         self.block_on("cannot read", async move {
@@ -334,7 +372,7 @@ impl EtcdStore {
     }
 }
 
-impl Drop for EtcdStore {
+impl Drop for Connection {
     fn drop(&mut self) {
         // Hand the store over at once rather than after the lease's TTL.
         if self.lease_id != 0 {
@@ -451,34 +489,16 @@ fn decode<T: DeserializeOwned>(kvs: &[KeyValue]) -> Result<Vec<T>, StoreError> {
         .collect()
 }
 
-impl Store for EtcdStore {
-    fn load(&self) -> Result<Snapshot, StoreError> {
-        self.still_held()?;
-        // Every section is read at the revision of the index read, so they agree.
-        let (index, revision) = self.read_index()?;
-        let read = |section| self.read_section(section, revision);
-        Ok(Snapshot {
-            index,
-            instances: decode(&read(Section::Instances)?)?,
-            checks: decode(&read(Section::Checks)?)?,
-            kv: KvSnapshot {
-                entries: decode(&read(Section::Kv)?)?,
-                sessions: decode(&read(Section::Sessions)?)?,
-            },
-            config_entries: decode(&read(Section::Config)?)?,
-        })
-    }
-
-    fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<(), StoreError> {
-        let writes: Vec<TxnOp> = self
-            .layout
-            .final_writes(mutations)?
-            .into_iter()
-            .map(|(key, value)| match value {
-                Some(value) => TxnOp::put(key, value, None),
-                None => TxnOp::delete(key, None),
-            })
-            .collect();
+impl Connection {
+    /// Writes `writes` fenced on the lock, in as many transactions as etcd's limit needs, and
+    /// `index` at `index_key` with the last if it is above `stored`.
+    fn commit(
+        &self,
+        writes: Vec<TxnOp>,
+        index_key: &str,
+        index: u64,
+        stored: &Mutex<u64>,
+    ) -> Result<(), StoreError> {
         self.still_held()?;
         let txns = transactions(&writes, self.max_txn_ops);
         let split = txns.len().saturating_sub(1);
@@ -493,22 +513,96 @@ impl Store for EtcdStore {
         }
         let mut last = txns.get(split).copied().unwrap_or_default().to_vec();
         // The index only goes up.
-        let mut stored = self.index.lock();
+        let mut stored = stored.lock();
         if index > *stored {
-            last.push(TxnOp::put(
-                self.layout.index_key(),
-                encode_index(index),
-                None,
-            ));
+            last.push(TxnOp::put(index_key, encode_index(index), None));
         }
-        if !self.txn(
-            Txn::new().when([self.fence()]).and_then(last),
-            "cannot commit",
-        )? {
+        let txn = Txn::new().when([self.fence()]).and_then(last);
+        if !self.txn(txn, "cannot commit")? {
             return Err(self.not_held());
         }
         *stored = (*stored).max(index);
         Ok(())
+    }
+}
+
+impl Store for EtcdStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let conn = &self.conn;
+        conn.still_held()?;
+        // Every section is read at the revision of the index read, so they agree.
+        let (index, revision) = conn.read_index(conn.layout.index_key())?;
+        let read = |section| conn.read_range(conn.layout.section(section), revision);
+        Ok(Snapshot {
+            index,
+            instances: decode(&read(Section::Instances)?)?,
+            checks: decode(&read(Section::Checks)?)?,
+            kv: KvSnapshot {
+                entries: decode(&read(Section::Kv)?)?,
+                sessions: decode(&read(Section::Sessions)?)?,
+            },
+            config_entries: decode(&read(Section::Config)?)?,
+        })
+    }
+
+    fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<(), StoreError> {
+        let writes = self
+            .conn
+            .layout
+            .final_writes(mutations)?
+            .into_iter()
+            .map(|(key, value)| match value {
+                Some(value) => TxnOp::put(key, value, None),
+                None => TxnOp::delete(key, None),
+            })
+            .collect();
+        let index_key = self.conn.layout.index_key();
+        self.conn.commit(writes, &index_key, index, &self.index)
+    }
+}
+
+impl RecordLog for EtcdRecords {
+    fn load(&self) -> Result<Records, StoreError> {
+        self.conn.still_held()?;
+        let (index, revision) = self.conn.read_index(self.index_key.clone())?;
+        let records = self
+            .conn
+            .read_range(self.records.clone(), revision)?
+            .into_iter()
+            .map(|kv| {
+                let key = &kv.key()[self.records.len()..];
+                (
+                    String::from_utf8_lossy(key).into_owned(),
+                    kv.value().to_vec(),
+                )
+            })
+            .collect();
+        Ok((index, records))
+    }
+
+    fn commit(
+        &self,
+        index: u64,
+        puts: &[(&str, &[u8])],
+        deletes: &[&str],
+    ) -> Result<(), StoreError> {
+        // The last word on each key wins, as in one etcd transaction a key may appear once.
+        let mut writes = std::collections::BTreeMap::new();
+        for (key, value) in puts {
+            writes.insert(format!("{}{key}", self.records), Some(value.to_vec()));
+        }
+        for key in deletes {
+            writes.insert(format!("{}{key}", self.records), None);
+        }
+        let writes = writes
+            .into_iter()
+            .map(|(key, value)| match value {
+                Some(value) => TxnOp::put(key, value, None),
+                None => TxnOp::delete(key, None),
+            })
+            .collect();
+        self.conn
+            .commit(writes, &self.index_key, index, &self.index)
     }
 }
 

@@ -219,3 +219,24 @@ fn a_store_whose_lease_is_gone_is_fenced_off() {
     }
     successor.commit(9, &[]).unwrap();
 }
+
+#[test]
+fn the_acl_and_decision_logs_conform_on_etcd() {
+    use trellis_store::{RecordAclLog, RecordDecisionLog};
+    let member = EtcdProcess::start();
+    let options = options(&member, 2);
+    let store = EtcdStore::connect(&options).unwrap();
+    trellis_store::acl_log::conformance::run(|| RecordAclLog(store.records("acl").unwrap()));
+    trellis_store::decision_log::conformance::run(|| {
+        RecordDecisionLog(store.records("transactions").unwrap())
+    });
+    let keys = member.keys(&options.prefix);
+    assert!(
+        keys.contains(&format!("{}acl/records/policy/p1", options.prefix)),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&format!("{}transactions/index", options.prefix)),
+        "{keys:?}"
+    );
+}

@@ -135,8 +135,67 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, ServerError> {
     config.validate()?;
-    let store = open_store(&config)?;
-    start_with_store(config, store, shutdown).await
+    let stores = open_stores(&config)?;
+    start_with_stores(config, stores, shutdown).await
+}
+
+/// What the server keeps durably: the catalog, the ACL state and the coordinator's decisions.
+struct Stores {
+    catalog: Box<dyn Store>,
+    acl: Box<dyn trellis_store::AclLog>,
+    decisions: Box<dyn DecisionLog>,
+}
+
+/// The stores as configured: all three in etcd on one connection and lock, or the catalog
+/// store of `open_store` with the logs in the data directory (memory with `--dev`).
+fn open_stores(config: &ServerConfig) -> Result<Stores, ServerError> {
+    if config.store == StoreKind::Etcd && !config.dev {
+        let store_error = |error| ServerError::Store {
+            dir: store_label(config),
+            error,
+        };
+        let etcd = open_etcd(config)?;
+        return Ok(Stores {
+            acl: Box::new(trellis_store::RecordAclLog(
+                etcd.records("acl").map_err(store_error)?,
+            )),
+            decisions: Box::new(trellis_store::RecordDecisionLog(
+                etcd.records("transactions").map_err(store_error)?,
+            )),
+            catalog: Box::new(etcd),
+        });
+    }
+    let catalog = open_store(config)?;
+    local_stores(config, catalog)
+}
+
+/// `catalog` with the ACL and decision logs in the data directory (memory with `--dev`).
+fn local_stores(config: &ServerConfig, catalog: Box<dyn Store>) -> Result<Stores, ServerError> {
+    let store_error = |error| match error {
+        StoreError::Locked { .. } => ServerError::DataDirInUse {
+            dir: store_label(config),
+        },
+        error => ServerError::Store {
+            dir: store_label(config),
+            error,
+        },
+    };
+    let (acl, decisions): (Box<dyn trellis_store::AclLog>, Box<dyn DecisionLog>) = if config.dev {
+        (
+            Box::new(trellis_store::MemoryAclLog::default()),
+            Box::new(MemoryDecisionLog::default()),
+        )
+    } else {
+        (
+            Box::new(trellis_store::RedbAclLog::open(&config.data_dir).map_err(store_error)?),
+            Box::new(RedbDecisionLog::open(&config.data_dir).map_err(store_error)?),
+        )
+    };
+    Ok(Stores {
+        catalog,
+        acl,
+        decisions,
+    })
 }
 
 fn store_label(config: &ServerConfig) -> String {
@@ -149,32 +208,32 @@ fn store_label(config: &ServerConfig) -> String {
     }
 }
 
-/// The catalog's store as configured, with the etcd client's options taken from `[etcd]`.
+/// The etcd store of `[etcd]`: connected, and holding the prefix's lock (a standby waits here).
+fn open_etcd(config: &ServerConfig) -> Result<trellis_etcd::EtcdStore, ServerError> {
+    let etcd = &config.etcd;
+    let options = trellis_etcd::EtcdOptions {
+        endpoints: etcd.endpoints.clone(),
+        prefix: etcd.prefix.clone(),
+        username: etcd.username.clone(),
+        password: etcd.password.clone(),
+        ca_file: etcd.ca_file.clone(),
+        cert_file: etcd.cert_file.clone(),
+        key_file: etcd.key_file.clone(),
+        max_txn_ops: etcd.max_txn_ops,
+        holder: config.node_name.clone(),
+        lease_ttl: etcd.lease().map_err(ServerError::Config)?,
+        ..trellis_etcd::EtcdOptions::new(Vec::new())
+    };
+    trellis_etcd::EtcdStore::connect(&options).map_err(|error| ServerError::Store {
+        dir: store_label(config),
+        error,
+    })
+}
+
+/// The embedded catalog store (memory with `--dev`).
 fn open_store(config: &ServerConfig) -> Result<Box<dyn Store>, ServerError> {
     if config.dev {
         return Ok(Box::new(MemoryStore::new()));
-    }
-    if config.store == StoreKind::Etcd {
-        let etcd = &config.etcd;
-        let options = trellis_etcd::EtcdOptions {
-            endpoints: etcd.endpoints.clone(),
-            prefix: etcd.prefix.clone(),
-            username: etcd.username.clone(),
-            password: etcd.password.clone(),
-            ca_file: etcd.ca_file.clone(),
-            cert_file: etcd.cert_file.clone(),
-            key_file: etcd.key_file.clone(),
-            max_txn_ops: etcd.max_txn_ops,
-            holder: config.node_name.clone(),
-            lease_ttl: etcd.lease().map_err(ServerError::Config)?,
-            ..trellis_etcd::EtcdOptions::new(Vec::new())
-        };
-        return trellis_etcd::EtcdStore::connect(&options)
-            .map(|store| Box::new(store) as Box<dyn Store>)
-            .map_err(|error| ServerError::Store {
-                dir: store_label(config),
-                error,
-            });
     }
     match RedbStore::open(&config.data_dir) {
         Ok(store) => Ok(Box::new(store)),
@@ -309,12 +368,28 @@ async fn bind_otlp(
     }
 }
 
-/// `start` with a given store.
+/// `start` with a given catalog store (the tests' failing one) and the local logs.
+#[cfg(test)]
 async fn start_with_store(
     config: ServerConfig,
     store: Box<dyn Store>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, ServerError> {
+    let stores = local_stores(&config, store)?;
+    start_with_stores(config, stores, shutdown).await
+}
+
+/// `start` with the given stores.
+async fn start_with_stores(
+    config: ServerConfig,
+    stores: Stores,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, ServerError> {
+    let Stores {
+        catalog: store,
+        acl: acl_log,
+        decisions,
+    } = stores;
     // The certificate files are read before anything is bound.
     let tls = tls::server_config(&config.tls)?;
     let clock = Instant::now();
@@ -384,7 +459,9 @@ async fn start_with_store(
             })
             .map_err(|error| ServerError::Ca(error.to_string()))?,
     );
-    let coordinator = start_coordinator(&config, &publisher, &catalog, &node, &metrics, &ca)?;
+    let coordinator = start_coordinator(
+        &config, decisions, &publisher, &catalog, &node, &metrics, &ca,
+    )?;
     let (writer, queue) = queue::channel(config.max_queue);
     let (writer_done_tx, writer_done) = oneshot::channel();
     let writer_thread = Writer::new(
@@ -409,7 +486,7 @@ async fn start_with_store(
         config.check_concurrency,
         config.enable_script_checks,
     ));
-    let acl = Arc::new(open_acl(&config)?);
+    let acl = Arc::new(open_acl(&config, acl_log)?);
     let state = AppState::new(Parts {
         node,
         catalog,
@@ -481,6 +558,7 @@ async fn start_with_store(
 /// Opens the decision log, restores the coordinator from it and starts its driver thread.
 fn start_coordinator(
     config: &ServerConfig,
+    log: Box<dyn DecisionLog>,
     publisher: &Arc<Publisher>,
     catalog: &Arc<SharedCatalog>,
     node: &Node,
@@ -495,11 +573,6 @@ fn start_coordinator(
             dir: store_label(config),
             error,
         },
-    };
-    let log: Box<dyn DecisionLog> = if config.dev {
-        Box::new(MemoryDecisionLog::default())
-    } else {
-        Box::new(RedbDecisionLog::open(&config.data_dir).map_err(store_error)?)
     };
     let resolve = Arc::new(RegistryResolver {
         publisher: Arc::clone(publisher),
@@ -531,20 +604,11 @@ fn start_coordinator(
     Ok(coordinator)
 }
 
-/// The ACL state from its log (`acl.redb` in the data dir; memory with `--dev`).
-fn open_acl(config: &ServerConfig) -> Result<acl::Acl, ServerError> {
-    let log: Box<dyn trellis_store::AclLog> = if config.dev {
-        Box::new(trellis_store::MemoryAclLog::default())
-    } else {
-        Box::new(
-            trellis_store::RedbAclLog::open(&config.data_dir).map_err(|error| {
-                ServerError::Store {
-                    dir: store_label(config),
-                    error,
-                }
-            })?,
-        )
-    };
+/// The ACL state from its log.
+fn open_acl(
+    config: &ServerConfig,
+    log: Box<dyn trellis_store::AclLog>,
+) -> Result<acl::Acl, ServerError> {
     let default_policy = match config.acl.default_policy {
         AclDefaultPolicy::Allow => trellis_acl::DefaultPolicy::Allow,
         AclDefaultPolicy::Deny => trellis_acl::DefaultPolicy::Deny,

@@ -5,7 +5,7 @@
 //! The records are opaque bytes here: their shape belongs to `trellis-acl` and the server.
 
 use crate::StoreError;
-use crate::records::{MemoryRecords, RedbRecords};
+use crate::records::{MemoryRecords, RecordLog, RedbRecords};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -28,8 +28,15 @@ pub trait AclLog: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// An ACL log on any [`RecordLog`].
+#[derive(Default)]
+pub struct RecordAclLog<R>(pub R);
+
 /// The embedded ACL log on redb.
-pub struct RedbAclLog(RedbRecords);
+pub type RedbAclLog = RecordAclLog<RedbRecords>;
+
+/// The ACL log of `--dev`: gone with the process.
+pub type MemoryAclLog = RecordAclLog<MemoryRecords>;
 
 impl RedbAclLog {
     /// Opens (or creates) `dir/acl.redb`.
@@ -38,27 +45,7 @@ impl RedbAclLog {
     }
 }
 
-impl AclLog for RedbAclLog {
-    fn load(&self) -> Result<AclSnapshot, StoreError> {
-        let (index, records) = self.0.load()?;
-        Ok(AclSnapshot { index, records })
-    }
-
-    fn commit(
-        &self,
-        index: u64,
-        puts: &[(&str, &[u8])],
-        deletes: &[&str],
-    ) -> Result<(), StoreError> {
-        self.0.commit(index, puts, deletes)
-    }
-}
-
-/// The ACL log of `--dev`: gone with the process.
-#[derive(Default)]
-pub struct MemoryAclLog(MemoryRecords);
-
-impl AclLog for MemoryAclLog {
+impl<R: RecordLog> AclLog for RecordAclLog<R> {
     fn load(&self) -> Result<AclSnapshot, StoreError> {
         let (index, records) = self.0.load()?;
         Ok(AclSnapshot { index, records })

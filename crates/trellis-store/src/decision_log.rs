@@ -4,7 +4,7 @@
 //! catalog's; the memory log is for `--dev`. [`conformance`] is what both must do.
 
 use crate::StoreError;
-use crate::records::{MemoryRecords, Records, RedbRecords};
+use crate::records::{MemoryRecords, RecordLog, Records, RedbRecords};
 use std::path::Path;
 use trellis_coordinator::Txn;
 
@@ -22,8 +22,15 @@ pub trait DecisionLog: Send {
     fn commit(&self, index: u64, puts: &[&Txn], deletes: &[&str]) -> Result<(), StoreError>;
 }
 
+/// A decision log on any [`RecordLog`]: a transaction is its record, keyed by gid.
+#[derive(Default)]
+pub struct RecordDecisionLog<R>(pub R);
+
 /// The embedded decision log on redb.
-pub struct RedbDecisionLog(RedbRecords);
+pub type RedbDecisionLog = RecordDecisionLog<RedbRecords>;
+
+/// The decision log of `--dev`: gone with the process.
+pub type MemoryDecisionLog = RecordDecisionLog<MemoryRecords>;
 
 impl RedbDecisionLog {
     /// Opens (or creates) `dir/transactions.redb`.
@@ -32,22 +39,7 @@ impl RedbDecisionLog {
     }
 }
 
-impl DecisionLog for RedbDecisionLog {
-    fn load(&self) -> Result<LogSnapshot, StoreError> {
-        snapshot(self.0.load()?)
-    }
-
-    fn commit(&self, index: u64, puts: &[&Txn], deletes: &[&str]) -> Result<(), StoreError> {
-        let encoded = encode(puts)?;
-        self.0.commit(index, &borrowed(&encoded), deletes)
-    }
-}
-
-/// The decision log of `--dev`: gone with the process.
-#[derive(Default)]
-pub struct MemoryDecisionLog(MemoryRecords);
-
-impl DecisionLog for MemoryDecisionLog {
+impl<R: RecordLog> DecisionLog for RecordDecisionLog<R> {
     fn load(&self) -> Result<LogSnapshot, StoreError> {
         snapshot(self.0.load()?)
     }

@@ -5,12 +5,15 @@ pub mod acl_log;
 pub mod conformance;
 pub mod decision_log;
 mod memory;
-mod records;
+pub mod records;
 mod redb_store;
 
-pub use acl_log::{AclLog, AclSnapshot, MemoryAclLog, RedbAclLog};
-pub use decision_log::{DecisionLog, LogSnapshot, MemoryDecisionLog, RedbDecisionLog};
+pub use acl_log::{AclLog, AclSnapshot, MemoryAclLog, RecordAclLog, RedbAclLog};
+pub use decision_log::{
+    DecisionLog, LogSnapshot, MemoryDecisionLog, RecordDecisionLog, RedbDecisionLog,
+};
 pub use memory::MemoryStore;
+pub use records::{RecordLog, Records};
 pub use redb_store::RedbStore;
 
 use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry, KvSnapshot};

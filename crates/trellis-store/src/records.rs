@@ -12,6 +12,47 @@ use std::path::Path;
 /// The records and the index, as read back.
 pub type Records = (u64, BTreeMap<String, Vec<u8>>);
 
+/// A durable table of opaque records with an index that never goes back: `commit` writes its
+/// puts and deletions and raises the index atomically and durably before it returns. The ACL
+/// log and the decision log are made of one (redb, memory, or etcd in `trellis-etcd`).
+pub trait RecordLog: Send + Sync {
+    fn load(&self) -> Result<Records, StoreError>;
+    fn commit(
+        &self,
+        index: u64,
+        puts: &[(&str, &[u8])],
+        deletes: &[&str],
+    ) -> Result<(), StoreError>;
+}
+
+impl RecordLog for RedbRecords {
+    fn load(&self) -> Result<Records, StoreError> {
+        RedbRecords::load(self)
+    }
+    fn commit(
+        &self,
+        index: u64,
+        puts: &[(&str, &[u8])],
+        deletes: &[&str],
+    ) -> Result<(), StoreError> {
+        RedbRecords::commit(self, index, puts, deletes)
+    }
+}
+
+impl RecordLog for MemoryRecords {
+    fn load(&self) -> Result<Records, StoreError> {
+        MemoryRecords::load(self)
+    }
+    fn commit(
+        &self,
+        index: u64,
+        puts: &[(&str, &[u8])],
+        deletes: &[&str],
+    ) -> Result<(), StoreError> {
+        MemoryRecords::commit(self, index, puts, deletes)
+    }
+}
+
 /// Records in `dir/<file>`, table `table`.
 pub struct RedbRecords {
     db: Database,
