@@ -115,6 +115,32 @@ def cmd_count_etcd(args):
     print(int(json.loads(body).get("count", "0")))
 
 
+def cmd_etcd_revision(args):
+    """The cluster's current revision: it goes up by one with every etcd transaction that writes."""
+    status, _, body = request(args.addr, "POST", "/v3/kv/range", {"key": b64("\0"), "count_only": True})
+    if status != 200:
+        sys.exit(f"POST /v3/kv/range: {status} {body!r}")
+    print(int(json.loads(body)["header"]["revision"]))
+
+
+def cmd_heartbeats(args):
+    """Registers COUNT instances with a passing TTL check, then sends PASSES heartbeats
+    (PUT /v1/agent/check/pass/service:ID) round robin, one at a time; prints how many were
+    answered 200."""
+    for i in range(args.count):
+        status, _, body = request(args.addr, "PUT", "/v1/agent/service/register",
+                                  instance_body(f"hb-{i}", "hb", i, ttl="60s", status="passing"))
+        if status != 200:
+            sys.exit(f"registering hb-{i}: {status} {body!r}")
+    if args.registered_only:
+        return
+    ok = 0
+    for n in range(args.passes):
+        status, _, _ = request(args.addr, "PUT", f"/v1/agent/check/pass/service:hb-{n % args.count}")
+        ok += status == 200
+    print(ok)
+
+
 def cmd_fsync_probe(args):
     """Latency of a 4 KiB write + fsync on the disk the data directories live on."""
     path = os.path.join(args.dir, "fsync-probe")
@@ -497,6 +523,13 @@ def main():
     s = sub.add_parser("count-etcd")
     s.add_argument("addr"), s.add_argument("prefix")
     s.set_defaults(fn=cmd_count_etcd)
+    s = sub.add_parser("etcd-revision")
+    s.add_argument("addr")
+    s.set_defaults(fn=cmd_etcd_revision)
+    s = sub.add_parser("heartbeats")
+    s.add_argument("addr"), s.add_argument("count", type=int), s.add_argument("passes", type=int)
+    s.add_argument("--registered-only", action="store_true")
+    s.set_defaults(fn=cmd_heartbeats)
     s = sub.add_parser("fsync-probe")
     s.add_argument("dir"), s.add_argument("--count", type=int, default=200)
     s.set_defaults(fn=cmd_fsync_probe)

@@ -286,3 +286,42 @@ async fn a_standby_takes_over_from_a_killed_server_and_clients_fail_over_to_it()
     let _ = standby.kill();
     let _ = standby.wait();
 }
+
+/// A server stopped cleanly gives the store up at once: its standby does not wait for the
+/// lease to run out.
+#[test]
+fn a_clean_stop_hands_the_store_over_at_once() {
+    let member = EtcdProcess::start();
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut flags = etcd_flags(&member, "/handover/", data_a.path());
+    flags[7] = "10s"; // --etcd-lease-ttl: a takeover by expiry would take 10 s
+    let active = Server::start(&flags);
+    let http_b = format!("127.0.0.1:{}", support::free_port());
+    let mut standby = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["server", "--http", &http_b, "--etcd-lease-ttl", "10s"])
+        .args(&etcd_flags(&member, "/handover/", data_b.path())[..6])
+        .args([
+            "--data-dir",
+            data_b.path().to_str().unwrap(),
+            "--dns",
+            "off",
+        ])
+        .args(["--otlp", "off", "--otlp-grpc", "off"])
+        .env("TRELLIS_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let stopped = std::time::Instant::now();
+    assert!(active.terminate().success());
+    while std::net::TcpStream::connect(&http_b).is_err() {
+        assert!(
+            stopped.elapsed() < std::time::Duration::from_secs(5),
+            "the standby waited for the lease"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!("handover after a clean stop: {:?}", stopped.elapsed());
+    let _ = standby.kill();
+    let _ = standby.wait();
+}

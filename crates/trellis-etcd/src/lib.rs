@@ -6,6 +6,6 @@ mod layout;
 mod store;
 
 pub use layout::{Layout, Section};
-pub use store::{EtcdOptions, EtcdStore};
+pub use store::{EtcdOptions, EtcdStore, Release};
 #[cfg(feature = "testing")]
 pub mod testing;

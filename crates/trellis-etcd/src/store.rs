@@ -85,6 +85,27 @@ pub struct EtcdRecords {
     index: Mutex<u64>,
 }
 
+/// Gives the store's lock up (see [`EtcdStore::releaser`]).
+pub struct Release(Arc<Connection>);
+
+impl Release {
+    /// Revokes the lease, so a standby takes the store over at once; this server's later
+    /// commits fail, fenced. Blocks for at most the request timeout.
+    pub fn release(&self) {
+        let conn = &self.0;
+        conn.lost.store(true, Ordering::SeqCst);
+        let (mut lease, id) = (conn.lease.clone(), conn.lease_id);
+        match conn.block_on("cannot revoke the lease", async move {
+            lease.revoke(id).await.map(drop)
+        }) {
+            Ok(()) => tracing::info!(lock = %conn.layout.lock_key(), "gave the store up"),
+            Err(error) => {
+                tracing::warn!(%error, "the store's lock will be free when its lease ends")
+            }
+        }
+    }
+}
+
 /// The client, the lease and the lock that an [`EtcdStore`] and its record tables share; the
 /// lease is revoked when the last of them is dropped.
 struct Connection {
@@ -122,6 +143,12 @@ impl EtcdStore {
 
     pub fn layout(&self) -> &Layout {
         &self.conn.layout
+    }
+
+    /// What gives the store up on a clean stop: the store and its record tables live on other
+    /// threads until the process exits, so the lock would otherwise wait out its lease.
+    pub fn releaser(&self) -> Release {
+        Release(Arc::clone(&self.conn))
     }
 
     /// The record table `name` (`acl`, `transactions`) on this store's connection and lock.

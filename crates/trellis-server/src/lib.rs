@@ -116,16 +116,22 @@ pub struct Running {
     pub otlp_grpc_addr: Option<SocketAddr>,
     pub instances_restored: usize,
     serve: tokio::task::JoinHandle<Result<(), ServerError>>,
+    /// Gives a shared store up once the server has stopped (etcd's lock).
+    release: Option<trellis_etcd::Release>,
 }
 
 impl Running {
     /// Waits until the server has shut down (after `shutdown` resolved and requests drained).
     /// If the writer failed for good, the server shuts itself down and this is its error.
     pub async fn wait(self) -> Result<(), ServerError> {
-        match self.serve.await {
+        let result = match self.serve.await {
             Ok(result) => result,
             Err(e) => Err(ServerError::Serve(io::Error::other(e))),
+        };
+        if let Some(release) = self.release {
+            let _ = tokio::task::spawn_blocking(move || release.release()).await;
         }
+        result
     }
 }
 
@@ -144,6 +150,7 @@ struct Stores {
     catalog: Box<dyn Store>,
     acl: Box<dyn trellis_store::AclLog>,
     decisions: Box<dyn DecisionLog>,
+    release: Option<trellis_etcd::Release>,
 }
 
 /// The stores as configured: all three in etcd on one connection and lock, or the catalog
@@ -162,6 +169,7 @@ fn open_stores(config: &ServerConfig) -> Result<Stores, ServerError> {
             decisions: Box::new(trellis_store::RecordDecisionLog(
                 etcd.records("transactions").map_err(store_error)?,
             )),
+            release: Some(etcd.releaser()),
             catalog: Box::new(etcd),
         });
     }
@@ -195,6 +203,7 @@ fn local_stores(config: &ServerConfig, catalog: Box<dyn Store>) -> Result<Stores
         catalog,
         acl,
         decisions,
+        release: None,
     })
 }
 
@@ -389,6 +398,7 @@ async fn start_with_stores(
         catalog: store,
         acl: acl_log,
         decisions,
+        release,
     } = stores;
     // The certificate files are read before anything is bound.
     let tls = tls::server_config(&config.tls)?;
@@ -552,6 +562,7 @@ async fn start_with_stores(
         otlp_grpc_addr,
         instances_restored,
         serve,
+        release,
     })
 }
 

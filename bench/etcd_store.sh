@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Trellis on etcd (issue 11), side by side with etcd itself, in one run, on a three-member etcd
+# cluster on this machine's loopback:
+#
+#   1. etcd's own durable put rate (wrk through its JSON gateway, POST /v3/kv/put) against
+#      Trellis's durable registrations/s (PUT /v1/agent/service/register) with --store etcd
+#   2. etcd transactions per registration (the cluster's revision counts them) and per TTL
+#      heartbeat that changes nothing
+#   3. takeover: SIGKILL of the active server until the standby answers, with a 2 s lease
+#
+# Usage: bench/etcd_store.sh           (a couple of minutes; not part of the test suite)
+# Knobs (environment): DURATION=15s CONNS=64 THREADS=2 HEARTBEATS=2000 TAKEOVERS=3
+# Everything it writes goes to target/bench-run/etcd-store/ (logs, data, results.md).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HERE")
+DURATION=${DURATION:-15s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+HEARTBEATS=${HEARTBEATS:-2000}
+TAKEOVERS=${TAKEOVERS:-3}
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+[[ $TARGET = /* ]] || TARGET=$REPO/$TARGET
+BIN=$TARGET/release/trellis
+RUN=$REPO/target/bench-run/etcd-store
+HELPER=(python3 "$HERE/registry_helper.py")
+LUA=$HERE/lua
+PIDS=()
+
+log() { printf '\n== %s   [load average: %s]\n' "$*" "$(cut -d' ' -f1-3 /proc/loadavg)" >&2; }
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    sleep 1
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+field() { grep -oE "(^| )$2=[^ ]+" "$1" | tail -1 | cut -d= -f2; }
+port() { "${HELPER[@]}" freeport; }
+
+for tool in etcd wrk; do
+    command -v "$tool" >/dev/null || { echo "needs $tool (Debian: etcd-server, wrk)" >&2; exit 1; }
+done
+log "building the release binary"
+(cd "$REPO" && cargo build --release -p trellis-cli)
+rm -rf "$RUN"
+mkdir -p "$RUN"
+
+# --- a three-member cluster on loopback ----------------------------------------------------------
+CLIENT=() PEER=()
+for i in 1 2 3; do CLIENT+=("$(port)"); PEER+=("$(port)"); done
+CLUSTER="m1=http://127.0.0.1:${PEER[0]},m2=http://127.0.0.1:${PEER[1]},m3=http://127.0.0.1:${PEER[2]}"
+for i in 0 1 2; do
+    etcd --name "m$((i + 1))" --data-dir "$RUN/etcd-m$((i + 1))" \
+        --listen-client-urls "http://127.0.0.1:${CLIENT[i]}" \
+        --advertise-client-urls "http://127.0.0.1:${CLIENT[i]}" \
+        --listen-peer-urls "http://127.0.0.1:${PEER[i]}" \
+        --initial-advertise-peer-urls "http://127.0.0.1:${PEER[i]}" \
+        --initial-cluster "$CLUSTER" --initial-cluster-state new \
+        --logger zap --log-outputs stderr >>"$RUN/etcd-m$((i + 1)).log" 2>&1 &
+    PIDS+=($!)
+done
+for i in 0 1 2; do "${HELPER[@]}" wait-http "127.0.0.1:${CLIENT[i]}" /health; done
+ENDPOINTS="http://127.0.0.1:${CLIENT[0]},http://127.0.0.1:${CLIENT[1]},http://127.0.0.1:${CLIENT[2]}"
+ETCD=127.0.0.1:${CLIENT[0]}
+
+start_trellis() { # NAME ADDR [extra flags]
+    local name=$1 addr=$2
+    shift 2
+    "$BIN" server --http "$addr" --dns off --otlp off --otlp-grpc off --node-name "$name" \
+        --data-dir "$RUN/$name" --store etcd --etcd "$ENDPOINTS" "$@" >>"$RUN/$name.log" 2>&1 &
+    PIDS+=($!)
+}
+
+{
+    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "trellis: $(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- crates || echo ' + uncommitted changes') (release profile)"
+    echo "cpu: $(nproc) cores; etcd $(etcd --version | head -1 | sed 's/etcd Version: //'), three members on loopback, one disk"
+} | tee "$RUN/results.md"
+
+# --- 1 and 2: durable writes ---------------------------------------------------------------------
+log "1. etcd put vs Trellis registrations ($DURATION, $CONNS connections, $THREADS threads)"
+TRELLIS=127.0.0.1:$(port)
+start_trellis active "$TRELLIS"
+ACTIVE_PID=${PIDS[-1]}
+"${HELPER[@]}" wait-http "$TRELLIS" /v1/status/leader
+PREFIX=e$(date +%s)
+wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -s "$LUA/etcd_put.lua" "http://$ETCD" -- "$PREFIX" |
+    tee "$RUN/wrk-etcd-put.txt"
+BEFORE=$("${HELPER[@]}" etcd-revision "$ETCD")
+wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -s "$LUA/trellis_register.lua" "http://$TRELLIS" -- "$PREFIX" |
+    tee "$RUN/wrk-trellis-register.txt"
+AFTER=$("${HELPER[@]}" etcd-revision "$ETCD")
+ETCD_RPS=$(field "$RUN/wrk-etcd-put.txt" rps)
+REG_RPS=$(field "$RUN/wrk-trellis-register.txt" rps)
+REG_OK=$(field "$RUN/wrk-trellis-register.txt" ok)
+TXN_PER_REG=$(awk -v t="$((AFTER - BEFORE))" -v n="$REG_OK" 'BEGIN { printf "%.3f", t / n }')
+RATIO=$(awk -v a="$REG_RPS" -v b="$ETCD_RPS" 'BEGIN { printf "%.2f", a / b }')
+
+log "2. etcd transactions per heartbeat that changes nothing ($HEARTBEATS heartbeats)"
+"${HELPER[@]}" heartbeats "$TRELLIS" 20 0 --registered-only
+BEFORE=$("${HELPER[@]}" etcd-revision "$ETCD")
+HB_OK=$("${HELPER[@]}" heartbeats "$TRELLIS" 20 "$HEARTBEATS")
+AFTER=$("${HELPER[@]}" etcd-revision "$ETCD")
+# Re-registering the 20 instances takes its own transactions; heartbeats come after.
+HB_TXNS=$((AFTER - BEFORE))
+
+# --- 3. takeover ---------------------------------------------------------------------------------
+log "3. takeover after SIGKILL of the active server (lease 2 s, $TAKEOVERS rounds)"
+kill -TERM "$ACTIVE_PID"; wait "$ACTIVE_PID" 2>/dev/null || true
+TAKEOVER_TIMES=()
+for round in $(seq "$TAKEOVERS"); do
+    A=127.0.0.1:$(port) B=127.0.0.1:$(port)
+    start_trellis "a$round" "$A" --etcd-lease-ttl 2s
+    A_PID=${PIDS[-1]}
+    "${HELPER[@]}" wait-http "$A" /v1/status/leader
+    start_trellis "b$round" "$B" --etcd-lease-ttl 2s
+    B_PID=${PIDS[-1]}
+    sleep 1
+    T0=$(date +%s.%N)
+    kill -KILL "$A_PID"; wait "$A_PID" 2>/dev/null || true
+    "${HELPER[@]}" wait-http "$B" /v1/status/leader --timeout 30
+    TAKEOVER_TIMES+=("$(awk -v a="$(date +%s.%N)" -v b="$T0" 'BEGIN { printf "%.2f", a - b }')")
+    kill -TERM "$B_PID"; wait "$B_PID" 2>/dev/null || true
+done
+
+{
+    echo
+    echo "| measure | Trellis (--store etcd) | etcd | ratio |"
+    echo "|---|---|---|---|"
+    echo "| durable writes/s, $CONNS connections | $(printf '%.0f' "$REG_RPS") registrations/s | $(printf '%.0f' "$ETCD_RPS") puts/s | ${RATIO}× |"
+    echo "| etcd transactions per registration | $TXN_PER_REG (group commit) | 1 per put | |"
+    echo "| etcd transactions for $HB_OK heartbeats that change nothing | $HB_TXNS | | |"
+    echo "| takeover after SIGKILL, lease 2 s (kill → standby answers) | ${TAKEOVER_TIMES[*]} s | | |"
+} | tee -a "$RUN/results.md"
