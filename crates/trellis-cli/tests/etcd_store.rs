@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::json;
-use support::{Server, fails_to_start, http};
+use support::{Server, fails_to_start, get_json, http};
 use trellis_etcd::testing::EtcdProcess;
 
 fn etcd_server(member: &EtcdProcess, prefix: &str, data: &std::path::Path) -> Server {
@@ -58,14 +58,7 @@ async fn the_catalog_lives_in_etcd_and_survives_a_restart_of_the_server() {
         .await
         .unwrap();
     assert_eq!(put.text().await.unwrap(), "true");
-    let before: serde_json::Value = client
-        .get(server.url("/v1/catalog/service/web"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let before: serde_json::Value = get_json(&server.url("/v1/catalog/service/web")).await;
 
     // What an operator sees with etcdctl.
     let keys = member.keys("/shop/");
@@ -82,14 +75,7 @@ async fn the_catalog_lives_in_etcd_and_survives_a_restart_of_the_server() {
     server.terminate();
     let data = tempfile::tempdir().unwrap();
     let server = etcd_server(&member, "/shop", data.path());
-    let after: serde_json::Value = client
-        .get(server.url("/v1/catalog/service/web"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: serde_json::Value = get_json(&server.url("/v1/catalog/service/web")).await;
     assert_eq!(after[0]["ServiceID"], "web-1");
     assert_eq!(after[0]["ModifyIndex"], before[0]["ModifyIndex"]);
     assert_eq!(after[0]["ServiceTags"], json!(["v1"]));
@@ -104,14 +90,7 @@ async fn the_catalog_lives_in_etcd_and_survives_a_restart_of_the_server() {
     assert_eq!(value, "db.local");
     // Another prefix is another catalog.
     let other = etcd_server(&member, "/other/", data.path().join("other").as_path());
-    let empty: serde_json::Value = client
-        .get(other.url("/v1/catalog/services"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let empty: serde_json::Value = get_json(&other.url("/v1/catalog/services")).await;
     assert!(empty.get("web").is_none(), "{empty}");
 }
 
@@ -174,14 +153,7 @@ async fn losing_the_cluster_stops_the_server_and_loses_no_acknowledged_write() {
     assert!(!status.success());
     member.restart();
     let server = etcd_server(&member, "/t/", data.path());
-    let services: serde_json::Value = client
-        .get(server.url("/v1/catalog/service/web"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let services: serde_json::Value = get_json(&server.url("/v1/catalog/service/web")).await;
     let ids: Vec<&str> = services
         .as_array()
         .unwrap()

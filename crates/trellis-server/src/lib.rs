@@ -177,9 +177,10 @@ fn open_stores(config: &ServerConfig) -> Result<Stores, ServerError> {
     local_stores(config, catalog)
 }
 
-/// `catalog` with the ACL and decision logs in the data directory (memory with `--dev`).
-fn local_stores(config: &ServerConfig, catalog: Box<dyn Store>) -> Result<Stores, ServerError> {
-    let store_error = |error| match error {
+/// A store that cannot be opened, as the server says it: a data directory held by another
+/// server gets its own one-line answer.
+fn store_error(config: &ServerConfig, error: StoreError) -> ServerError {
+    match error {
         StoreError::Locked { .. } => ServerError::DataDirInUse {
             dir: store_label(config),
         },
@@ -187,7 +188,12 @@ fn local_stores(config: &ServerConfig, catalog: Box<dyn Store>) -> Result<Stores
             dir: store_label(config),
             error,
         },
-    };
+    }
+}
+
+/// `catalog` with the ACL and decision logs in the data directory (memory with `--dev`).
+fn local_stores(config: &ServerConfig, catalog: Box<dyn Store>) -> Result<Stores, ServerError> {
+    let store_error = |error| store_error(config, error);
     let (acl, decisions): (Box<dyn trellis_store::AclLog>, Box<dyn DecisionLog>) = if config.dev {
         (
             Box::new(trellis_store::MemoryAclLog::default()),
@@ -576,15 +582,7 @@ fn start_coordinator(
     metrics: &Metrics,
     ca: &ca::Ca,
 ) -> Result<Coordinator, ServerError> {
-    let store_error = |error| match error {
-        StoreError::Locked { .. } => ServerError::DataDirInUse {
-            dir: store_label(config),
-        },
-        error => ServerError::Store {
-            dir: store_label(config),
-            error,
-        },
-    };
+    let store_error = |error| store_error(config, error);
     let resolve = Arc::new(RegistryResolver {
         publisher: Arc::clone(publisher),
         catalog: Arc::clone(catalog),

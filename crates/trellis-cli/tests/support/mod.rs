@@ -402,6 +402,17 @@ pub fn hex(s: &str) -> Vec<u8> {
 }
 
 /// The body of `GET url` as text (a `/metrics` page, say).
+pub async fn get_json(url: &str) -> serde_json::Value {
+    http()
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
 pub async fn get_text(url: &str) -> String {
     http()
         .get(url)
