@@ -198,6 +198,12 @@ async fn a_standby_takes_over_from_a_killed_server_and_clients_fail_over_to_it()
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(!serving(&http_b), "the standby serves");
 
+    // A sidecar that lists both servers, in front of an app that accepts connections.
+    let app = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let app_port = app.local_addr().unwrap().port();
+    let registries = format!("http://{http_a},http://{http_b}");
+    let _sidecar = support::sidecar(&registries, "api", app_port, &["--id", "api-1"], None);
+
     let client = trellis_client::Client::new(&format!("{http_a},{http_b}")).unwrap();
     let web = trellis_types::ServiceRegistration::from_json(
         json!({"ID": "web-1", "Name": "web", "Port": 80}),
@@ -246,6 +252,18 @@ async fn a_standby_takes_over_from_a_killed_server_and_clients_fail_over_to_it()
         .unwrap();
     assert_eq!(again.status(), 403, "bootstrapped once, whichever server");
     eprintln!("takeover after SIGKILL of the active server: {takeover:?} (lease TTL 2s)");
+    // The sidecar moved to server-b and keeps its instance passing there: past the check's
+    // 3 s TTL, only its heartbeats reaching server-b keep it passing.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "api-1 passing on server-b",
+        || async {
+            let passing = get_json(&format!("http://{http_b}/v1/health/service/api?passing")).await;
+            passing.as_array().is_some_and(|a| a.len() == 1)
+        },
+    )
+    .await;
     // The CLI takes the same list.
     let listed = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args(["services", "--addr", &format!("{http_a},{http_b}")])
