@@ -684,42 +684,22 @@ async fn access_control_and_the_default_deny() {
         denied.as_str().unwrap().contains("intention:write"),
         "{denied}"
     );
-    let (status, _) = call(
-        &server,
-        Method::PUT,
-        &exact("web", "db"),
-        Some(&reader),
-        Some(allow.clone()),
-    )
-    .await;
-    assert_eq!(status, 403);
-    let (status, _) = call(
-        &server,
-        Method::PUT,
-        &exact("web", "db"),
-        Some(&writer),
-        Some(allow.clone()),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let (status, _) = call(
-        &server,
-        Method::PUT,
-        &exact("api", "cache"),
-        Some(&writer),
-        Some(allow.clone()),
-    )
-    .await;
-    assert_eq!(status, 403, "db's owner does not own cache");
-    let (status, _) = call(
-        &server,
-        Method::PUT,
-        &exact("api", "cache"),
-        root,
-        Some(allow.clone()),
-    )
-    .await;
-    assert_eq!(status, 200);
+    for (source, destination, as_token, expected, why) in [
+        ("web", "db", Some(reader.as_str()), 403, "a reader of db"),
+        ("web", "db", Some(writer.as_str()), 200, "db's owner"),
+        (
+            "api",
+            "cache",
+            Some(writer.as_str()),
+            403,
+            "db's owner does not own cache",
+        ),
+        ("api", "cache", root, 200, "the management token"),
+    ] {
+        let path = exact(source, destination);
+        let (status, _) = call(&server, Method::PUT, &path, as_token, Some(allow.clone())).await;
+        assert_eq!(status, expected, "{why}");
+    }
     let (status, created) = call(
         &server,
         Method::POST,
