@@ -9,7 +9,7 @@
 use crate::check::Check;
 use crate::command::{Command, Reply};
 use crate::config_entry::{Change, ConfigStore};
-use crate::effects::{CheckTransition, Effects, Write};
+use crate::effects::{CheckTransition, Effects, Mutation, Write};
 use crate::error::CatalogError;
 use crate::index::GlobalIndex;
 use crate::kv::{KvEntry, KvSnapshot, KvStore};
@@ -337,6 +337,41 @@ impl Catalog {
     /// The durable record of a check ([`Write::Check`]), or `None` if it must be deleted.
     pub fn check_record(&self, id: &str) -> Option<CheckRecord> {
         self.checks.get(id).map(|c| c.record())
+    }
+
+    /// The store operation that brings one record's durable copy up to date: its current
+    /// record, or its delete if the catalog no longer has it.
+    pub fn mutation(&self, write: &Write) -> Mutation {
+        match write {
+            Write::Instance(id) => match self.instance(id) {
+                Some(record) => Mutation::PutInstance(record.as_ref().clone()),
+                None => Mutation::DeleteInstance(id.clone()),
+            },
+            Write::Check { id, owner } => match self.check_record(id) {
+                Some(record) if record.definition.service_id == *owner => {
+                    Mutation::PutCheck(record)
+                }
+                _ => Mutation::DeleteCheck {
+                    id: id.clone(),
+                    owner: owner.clone(),
+                },
+            },
+            Write::Kv(key) => match self.kv_get(key) {
+                Some(entry) => Mutation::PutKv(entry.clone()),
+                None => Mutation::DeleteKv(key.clone()),
+            },
+            Write::Session(id) => match self.session(id) {
+                Some(session) => Mutation::PutSession(session.as_ref().clone()),
+                None => Mutation::DeleteSession(id.clone()),
+            },
+            Write::ConfigEntry { kind, name } => match self.config_entry(kind, name) {
+                Some(entry) => Mutation::PutConfigEntry(entry.as_ref().clone()),
+                None => Mutation::DeleteConfigEntry {
+                    kind: kind.clone(),
+                    name: name.clone(),
+                },
+            },
+        }
     }
 
     /// How many instances are passing, warning and critical (service and node checks count).

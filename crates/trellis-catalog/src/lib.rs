@@ -20,7 +20,7 @@ mod txn;
 pub use catalog::{Catalog, InstanceView, ServiceSummary, ServiceView};
 pub use check::{Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_SCRIPT_TIMEOUT};
 pub use command::{Command, Reply};
-pub use effects::{CheckTransition, Effects, Write};
+pub use effects::{CheckTransition, Effects, Mutation, Write};
 pub use error::CatalogError;
 pub use kv::{KvEntry, KvSnapshot, MAX_KEY_LEN, MAX_KV_TOMBSTONES, validate_key};
 pub use record::{CheckRecord, InstanceRecord};

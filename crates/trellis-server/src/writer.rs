@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use trellis_catalog::{Catalog, Effects, Reply, Write};
+use trellis_catalog::{Catalog, Effects, Reply};
 use trellis_store::{Mutation, Store, StoreError};
 
 /// Most commands applied in one batch; bounds the latency a batch adds to its first request.
@@ -157,7 +157,7 @@ impl Writer {
 
     /// Makes the batch's writes durable in one commit; a batch without writes needs none.
     fn commit(&self, catalog: &Catalog, fx: &Effects, size: usize) -> Result<(), StoreError> {
-        let mutations: Vec<Mutation> = fx.writes.iter().map(|w| mutation(catalog, w)).collect();
+        let mutations: Vec<Mutation> = fx.writes.iter().map(|w| catalog.mutation(w)).collect();
         if mutations.is_empty() {
             return Ok(());
         }
@@ -239,37 +239,5 @@ fn answer(pending: Vec<Pending>) {
 fn fail(pending: Vec<Pending>) {
     for (reply, _) in pending {
         let _ = reply.send(Err(WriteError::Storage));
-    }
-}
-
-/// The store operation that brings one record's durable copy up to date.
-fn mutation(catalog: &Catalog, write: &Write) -> Mutation {
-    match write {
-        Write::Instance(id) => match catalog.instance(id) {
-            Some(record) => Mutation::PutInstance(record.as_ref().clone()),
-            None => Mutation::DeleteInstance(id.clone()),
-        },
-        Write::Check { id, owner } => match catalog.check_record(id) {
-            Some(record) if record.definition.service_id == *owner => Mutation::PutCheck(record),
-            _ => Mutation::DeleteCheck {
-                id: id.clone(),
-                owner: owner.clone(),
-            },
-        },
-        Write::Kv(key) => match catalog.kv_get(key) {
-            Some(entry) => Mutation::PutKv(entry.clone()),
-            None => Mutation::DeleteKv(key.clone()),
-        },
-        Write::Session(id) => match catalog.session(id) {
-            Some(session) => Mutation::PutSession(session.as_ref().clone()),
-            None => Mutation::DeleteSession(id.clone()),
-        },
-        Write::ConfigEntry { kind, name } => match catalog.config_entry(kind, name) {
-            Some(entry) => Mutation::PutConfigEntry(entry.as_ref().clone()),
-            None => Mutation::DeleteConfigEntry {
-                kind: kind.clone(),
-                name: name.clone(),
-            },
-        },
     }
 }

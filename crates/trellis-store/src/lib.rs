@@ -16,8 +16,9 @@ pub use memory::MemoryStore;
 pub use records::{RecordLog, Records};
 pub use redb_store::RedbStore;
 
-use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry, KvSnapshot};
-use trellis_types::{ConfigEntry, Session};
+pub use trellis_catalog::Mutation;
+use trellis_catalog::{CheckRecord, InstanceRecord, KvSnapshot};
+use trellis_types::ConfigEntry;
 
 /// Everything a store holds, as read back at startup.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -30,29 +31,6 @@ pub struct Snapshot {
     pub kv: KvSnapshot,
     /// Config entries (`/v1/config`), by kind, then lower-cased name.
     pub config_entries: Vec<ConfigEntry>,
-}
-
-/// One change to durable state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mutation {
-    PutInstance(InstanceRecord),
-    DeleteInstance(String),
-    PutCheck(CheckRecord),
-    /// A check and the instance it belonged to (none for a node check).
-    DeleteCheck {
-        id: String,
-        owner: Option<String>,
-    },
-    PutKv(KvEntry),
-    DeleteKv(String),
-    PutSession(Session),
-    DeleteSession(String),
-    PutConfigEntry(ConfigEntry),
-    /// A config entry by kind and name (names match without regard to case).
-    DeleteConfigEntry {
-        kind: String,
-        name: String,
-    },
 }
 
 /// The key a store keeps a config entry under: its kind, a NUL, its lower-cased name (Consul
