@@ -6,10 +6,15 @@
 #      Trellis's durable registrations/s (PUT /v1/agent/service/register) with --store etcd
 #   2. etcd transactions per registration (the cluster's revision counts them) and per TTL
 #      heartbeat that changes nothing
-#   3. takeover: SIGKILL of the active server until the standby answers, with a 2 s lease
+#   3. durable registrations/s through three servers (two followers forward to the leader)
+#   4. watch fan-out: 5,000 blocked watchers spread over the three servers, one change on the
+#      leader, time from the change to each answer (kernel receive timestamps)
+#   5. failover: SIGKILL of the leader until a follower takes a write, with a 2 s lease (reads
+#      are served by the follower throughout)
 #
 # Usage: bench/etcd_store.sh           (a couple of minutes; not part of the test suite)
 # Knobs (environment): DURATION=15s CONNS=64 THREADS=2 HEARTBEATS=2000 TAKEOVERS=3
+#                      WATCHERS=5000 FANOUT_ROUNDS=3
 # Everything it writes goes to target/bench-run/etcd-store/ (logs, data, results.md).
 set -euo pipefail
 
@@ -20,6 +25,10 @@ CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 HEARTBEATS=${HEARTBEATS:-2000}
 TAKEOVERS=${TAKEOVERS:-3}
+WATCHERS=${WATCHERS:-5000}
+FANOUT_ROUNDS=${FANOUT_ROUNDS:-3}
+# 5,000 watchers need 5,000 sockets on each side; take what the hard limit allows.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 [[ $TARGET = /* ]] || TARGET=$REPO/$TARGET
 BIN=$TARGET/release/trellis
@@ -110,21 +119,52 @@ AFTER=$("${HELPER[@]}" etcd-revision "$ETCD")
 # Re-registering the 20 instances takes its own transactions; heartbeats come after.
 HB_TXNS=$((AFTER - BEFORE))
 
-# --- 3. takeover ---------------------------------------------------------------------------------
-log "3. takeover after SIGKILL of the active server (lease 2 s, $TAKEOVERS rounds)"
-kill -TERM "$ACTIVE_PID"; wait "$ACTIVE_PID" 2>/dev/null || true
+# --- 3. three servers ---------------------------------------------------------------------------
+log "3. registrations through three servers ($DURATION, $CONNS connections over three)"
+F1=127.0.0.1:$(port) F2=127.0.0.1:$(port)
+start_trellis follower1 "$F1"
+start_trellis follower2 "$F2"
+"${HELPER[@]}" wait-http "$F1" /v1/status/leader
+"${HELPER[@]}" wait-http "$F2" /v1/status/leader
+PER=$((CONNS / 3))
+i=0
+for server in "$TRELLIS" "$F1" "$F2"; do
+    i=$((i + 1))
+    wrk -t1 -c"$PER" -d"$DURATION" -s "$LUA/trellis_register.lua" "http://$server" -- "${PREFIX}x$i" \
+        >"$RUN/wrk-three-$i.txt" &
+done
+wait_wrk() { while pgrep -x wrk >/dev/null; do sleep 0.5; done; }
+wait_wrk
+THREE_RPS=$(for i in 1 2 3; do field "$RUN/wrk-three-$i.txt" rps; done |
+    awk '{ s += $1 } END { printf "%.0f", s }')
+THREE_RATIO=$(awk -v a="$THREE_RPS" -v b="$ETCD_RPS" 'BEGIN { printf "%.2f", a / b }')
+
+# --- 4. fan-out over three servers ---------------------------------------------------------------
+log "4. watch fan-out: $WATCHERS watchers over three servers, $FANOUT_ROUNDS changes on the leader"
+"${HELPER[@]}" seed "$TRELLIS" web 10
+"${HELPER[@]}" fanout "$TRELLIS" web "$WATCHERS" --also "$F1,$F2" --rounds "$FANOUT_ROUNDS" \
+    --seed 10 --pid "$ACTIVE_PID" | tee "$RUN/fanout.txt"
+F_P50=$(field "$RUN/fanout.txt" p50_ms)
+F_P99=$(field "$RUN/fanout.txt" p99_ms)
+F_MAX=$(field "$RUN/fanout.txt" max_ms)
+for pid in "$ACTIVE_PID" "${PIDS[-1]}" "${PIDS[-2]}"; do kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; done
+
+# --- 5. failover ---------------------------------------------------------------------------------
+log "5. failover after SIGKILL of the leader (lease 2 s, $TAKEOVERS rounds)"
 TAKEOVER_TIMES=()
 for round in $(seq "$TAKEOVERS"); do
     A=127.0.0.1:$(port) B=127.0.0.1:$(port)
     start_trellis "a$round" "$A" --etcd-lease-ttl 2s
     A_PID=${PIDS[-1]}
     "${HELPER[@]}" wait-http "$A" /v1/status/leader
+    until curl -sf -X PUT "http://$A/v1/kv/leader-ready" -d x >/dev/null; do sleep 0.05; done
     start_trellis "b$round" "$B" --etcd-lease-ttl 2s
     B_PID=${PIDS[-1]}
+    "${HELPER[@]}" wait-http "$B" /v1/status/leader
     sleep 1
     T0=$(date +%s.%N)
     kill -KILL "$A_PID"; wait "$A_PID" 2>/dev/null || true
-    "${HELPER[@]}" wait-http "$B" /v1/status/leader --timeout 30
+    until curl -sf -X PUT "http://$B/v1/kv/failover" -d x >/dev/null; do sleep 0.02; done
     TAKEOVER_TIMES+=("$(awk -v a="$(date +%s.%N)" -v b="$T0" 'BEGIN { printf "%.2f", a - b }')")
     kill -TERM "$B_PID"; wait "$B_PID" 2>/dev/null || true
 done
@@ -136,5 +176,7 @@ done
     echo "| durable writes/s, $CONNS connections | $(printf '%.0f' "$REG_RPS") registrations/s | $(printf '%.0f' "$ETCD_RPS") puts/s | ${RATIO}× |"
     echo "| etcd transactions per registration | $TXN_PER_REG (group commit) | 1 per put | |"
     echo "| etcd transactions for $HB_OK heartbeats that change nothing | $HB_TXNS | | |"
-    echo "| takeover after SIGKILL, lease 2 s (kill → standby answers) | ${TAKEOVER_TIMES[*]} s | | |"
+    echo "| durable writes/s through three servers (two forward), $CONNS connections | $THREE_RPS registrations/s | $(printf '%.0f' "$ETCD_RPS") puts/s | ${THREE_RATIO}× |"
+    echo "| watch fan-out, $WATCHERS watchers over three servers, change on the leader → answer | p50 $F_P50 ms, p99 $F_P99 ms, max $F_MAX ms | | |"
+    echo "| failover after SIGKILL of the leader, lease 2 s (kill → a follower takes a write; reads never stop) | ${TAKEOVER_TIMES[*]} s | | |"
 } | tee -a "$RUN/results.md"

@@ -299,15 +299,23 @@ def pct(sorted_values, p):
 
 def cmd_fanout(args):
     host, port = args.addr.rsplit(":", 1)
+    # Watchers spread round-robin over the server and any --also servers (followers of a
+    # cluster); the change is made on the first.
+    servers = [args.addr] + [a for a in (args.also or "").split(",") if a]
     path = f"/v1/health/service/{args.service}"
     status, headers, _ = request(args.addr, "GET", path)
     index = int({k.lower(): v for k, v in headers.items()}["x-consul-index"])
-    baseline = metric(args.addr, "trellis_watchers") or 0
+
+    def watchers():
+        return sum(metric(a, "trellis_watchers") or 0 for a in servers)
+
+    baseline = watchers()
 
     sel = selectors.EpollSelector()
     conns = []
-    for _ in range(args.watchers):
-        s = socket.create_connection((host, int(port)))
+    for i in range(args.watchers):
+        whost, wport = servers[i % len(servers)].rsplit(":", 1)
+        s = socket.create_connection((whost, int(wport)))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.setblocking(False)
         c = Conn(s)
@@ -327,7 +335,7 @@ def cmd_fanout(args):
             c.sock.send(req)
         # The change must find every watcher blocked, so wait until the server holds them all.
         deadline = time.monotonic() + 60
-        while (metric(args.addr, "trellis_watchers") or 0) < baseline + args.watchers:
+        while watchers() < baseline + args.watchers:
             if time.monotonic() > deadline:
                 sys.exit("the watchers did not all block within 60 s")
             time.sleep(0.05)
@@ -543,6 +551,7 @@ def main():
     s.add_argument("--rounds", type=int, default=3)
     s.add_argument("--seed", type=int, default=10, help="instances the service already has")
     s.add_argument("--pid", type=int, help="the server's pid, to report its CPU time per change")
+    s.add_argument("--also", help="more servers (HOST:PORT,...) to spread the watchers over")
     s.add_argument("--idle", type=float, default=1.0,
                    help="seconds the client stays idle after the change before reading answers")
     s.set_defaults(fn=cmd_fanout)

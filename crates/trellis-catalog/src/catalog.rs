@@ -4,7 +4,9 @@
 //! deadlines (TTL expiry, the reaper) to [`Deadlines`]; the catalog decides when a session is
 //! invalidated (destroy, TTL, a bound check critical or gone) and what that does to its locks.
 //! Config entries are kept by [`ConfigStore`]. Every command reports what changed (for
-//! publishing) and what must be written (for durability) in [`Effects`].
+//! publishing) and what must be written (for durability) in [`Effects`]. A replica applies a
+//! leader's committed records instead of commands, through the same helpers minus the writes
+//! and the decisions (`catalog/replica.rs`).
 
 use crate::check::Check;
 use crate::command::{Command, Reply};
@@ -27,6 +29,8 @@ use trellis_types::{
     CheckDefinition, CheckKind, CheckStatus, ConfigEntry, KvOp, KvVerb, ServiceRegistration,
     Session, SessionBehavior,
 };
+
+mod replica;
 
 /// One instance with its checks (service checks and node checks) and their worst status.
 #[derive(Debug, Clone)]
@@ -85,6 +89,9 @@ pub struct Catalog {
     /// When each check next needs [`Catalog::tick`]: kept up to date by every change to a
     /// check, so a tick takes only the due ones (see `tick.rs`).
     deadlines: Deadlines,
+    /// Whether status changes made in memory (heartbeats, probe results, TTL expiry) are also
+    /// written, so that replicas see them (see [`Catalog::set_persist_status`]).
+    persist_status: bool,
 }
 
 impl Default for Catalog {
@@ -109,7 +116,17 @@ impl Catalog {
             sessions: SessionStore::new(),
             config: ConfigStore::new(),
             deadlines: Deadlines::default(),
+            persist_status: false,
         }
+    }
+
+    /// Whether every visible status change that is otherwise memory-only (a TTL update or a
+    /// probe result that changes the status, a TTL running out in [`Catalog::tick`]) also
+    /// records the check's [`Write::Check`], so a leader commits it and its replicas see it. Off
+    /// by default (heartbeats stay memory-only); session renewals stay memory-only either way.
+    /// A catalog built by [`Catalog::restore`] starts with it off: set it again after a reload.
+    pub fn set_persist_status(&mut self, on: bool) {
+        self.persist_status = on;
     }
 
     /// Rebuilds a catalog from durable records (`index`: the highest index committed).
@@ -153,26 +170,11 @@ impl Catalog {
             catalog.instances.insert(id, Arc::new(record));
         }
         for record in checks {
-            let service_id = record.definition.service_id.clone();
-            let service_name = service_id
-                .as_ref()
-                .and_then(|sid| catalog.instances.get(sid))
-                .map(|i| i.registration.name.clone());
-            if service_id.is_some() && service_name.is_none() {
-                continue; // its service is gone; the check went with it
+            // A check whose service is gone went with it.
+            if let Some(service_name) = catalog.owner_name(record.definition.service_id.as_deref())
+            {
+                catalog.link_check(Check::restore(record, service_name, now));
             }
-            let check = Check::restore(record, service_name.clone(), now);
-            let id = check.id().to_owned();
-            match service_id {
-                Some(sid) => {
-                    catalog.checks_of.entry(sid).or_default().insert(id.clone());
-                }
-                None => {
-                    catalog.node_checks.insert(id.clone());
-                }
-            }
-            catalog.deadlines.set(&id, check.next_deadline());
-            catalog.checks.insert(id, Arc::new(check));
         }
         catalog.sessions =
             SessionStore::restore(sessions, top, now, |check| catalog.check_is_healthy(check));
@@ -504,18 +506,39 @@ impl Catalog {
 
     /// Marks the services a check belongs to as changed (all of them for a node check).
     fn touch_check_owner(&mut self, check_id: &str, index: u64, fx: &mut Effects) {
-        let Some(check) = self.checks.get(check_id) else {
-            return;
-        };
-        // Borrowing the names (not cloning them) while `name_index` changes: a tick expiring
-        // thousands of checks comes through here for each.
-        match &check.service_name {
-            Some(name) => touch_name(&mut self.name_index, name, index, fx),
-            None => {
-                for name in self.by_name.keys() {
-                    touch_name(&mut self.name_index, name, index, fx);
-                }
-            }
+        if let Some(check) = self.checks.get(check_id) {
+            // Borrowing the name (not cloning it) while `name_index` changes: a tick expiring
+            // thousands of checks comes through here for each.
+            touch_owner(
+                &mut self.name_index,
+                &self.by_name,
+                check.service_name.as_deref(),
+                index,
+                fx,
+            );
+        }
+    }
+
+    /// [`Catalog::touch_check_owner`] for a check no longer in the catalog.
+    fn touch_owner_of(&mut self, check: &Check, index: u64, fx: &mut Effects) {
+        touch_owner(
+            &mut self.name_index,
+            &self.by_name,
+            check.service_name.as_deref(),
+            index,
+            fx,
+        );
+    }
+
+    /// The service name a check owned by `service_id` counts for: `Some(None)` for a node
+    /// check, `None` if its instance does not exist.
+    fn owner_name(&self, service_id: Option<&str>) -> Option<Option<String>> {
+        match service_id {
+            None => Some(None),
+            Some(sid) => self
+                .instances
+                .get(sid)
+                .map(|i| Some(i.registration.name.clone())),
         }
     }
 
@@ -856,32 +879,46 @@ impl Catalog {
             return Ok(()); // re-registering what is there changes nothing, as in Consul
         }
         let index = self.index.bump();
-        if let Some(old) = &existing
-            && old.registration.name != name
-        {
-            self.remove_from_name(&old.registration.name, &id, index, fx);
-        }
         let create_index = existing.as_ref().map_or(index, |e| e.create_index);
-        self.instances.insert(
-            id.clone(),
-            Arc::new(InstanceRecord {
-                registration,
-                create_index,
-                modify_index: index,
-            }),
-        );
+        let record = InstanceRecord {
+            registration,
+            create_index,
+            modify_index: index,
+        };
+        self.insert_instance(record, index, fx);
+        fx.writes.insert(Write::Instance(id));
+        for check_id in stale_checks {
+            self.remove_check(&check_id, now, fx);
+        }
+        for definition in definitions {
+            self.put_check(definition, Some(name.clone()), index, now, fx);
+        }
+        Ok(())
+    }
+
+    /// Puts an instance's record in place as a change numbered `index`: its service (and the
+    /// old one on a rename) and the services list change, and the checks it already has follow
+    /// a new name. Writes nothing: shared by [`Catalog::register`] and a replica.
+    fn insert_instance(&mut self, record: InstanceRecord, index: u64, fx: &mut Effects) {
+        let id = record.registration.id.clone();
+        let name = record.registration.name.clone();
+        let old_name = self
+            .instances
+            .get(&id)
+            .map(|old| old.registration.name.clone())
+            .filter(|old| *old != name);
+        if let Some(old_name) = old_name {
+            self.remove_from_name(&old_name, &id, index, fx);
+        }
         self.by_name
             .entry(service_key(&name).into_owned())
             .or_default()
             .insert(id.clone());
-        self.services_index = index;
+        self.instances.insert(id.clone(), Arc::new(record));
+        self.services_index = self.services_index.max(index);
         fx.services_list = true;
-        fx.writes.insert(Write::Instance(id.clone()));
         self.touch_name(&name, index, fx);
-        for check_id in stale_checks {
-            self.remove_check(&check_id, now, fx);
-        }
-        // Checks kept from before follow a renamed service.
+        // Checks kept from before follow a renamed service (the leader writes none of them).
         for check_id in self.checks_of.get(&id).into_iter().flatten() {
             if let Some(check) = self.checks.get_mut(check_id)
                 && check.service_name.as_deref() != Some(name.as_str())
@@ -889,10 +926,20 @@ impl Catalog {
                 Arc::make_mut(check).service_name = Some(name.clone());
             }
         }
-        for definition in definitions {
-            self.put_check(definition, Some(name.clone()), index, now, fx);
-        }
-        Ok(())
+    }
+
+    /// Takes an instance out as a change numbered `index`: its service and the services list
+    /// change (the list even if the instance is not there: on a replica, it may have come and
+    /// gone within one commit of the leader's). Answers the IDs of its checks, for the caller
+    /// to remove. Writes nothing: shared by [`Catalog::deregister`] and a replica.
+    fn remove_instance(&mut self, id: &str, index: u64, fx: &mut Effects) -> IdSet {
+        self.services_index = self.services_index.max(index);
+        fx.services_list = true;
+        let Some(record) = self.instances.remove(id) else {
+            return IdSet::default();
+        };
+        self.remove_from_name(&record.registration.name, id, index, fx);
+        self.checks_of.remove(id).unwrap_or_default()
     }
 
     /// Takes an instance out of its service name at `index`. The name's index is kept when the
@@ -920,83 +967,115 @@ impl Catalog {
         let Some(check_id) = definition.id.clone() else {
             return;
         };
-        if let Some(existing) = self.checks.get(&check_id)
-            && existing.same_definition(&definition)
-        {
+        let previous = self.checks.get(&check_id);
+        if previous.is_some_and(|p| p.same_definition(&definition)) {
             return;
         }
-        let previous = self.checks.get(&check_id).cloned();
-        let service_id = definition.service_id.clone();
-        if let Some(previous) = &previous {
-            // The ID may move from one owner to another: the old owner's copy goes.
-            self.unlink_check(previous);
-            self.touch_check_owner(&check_id, index, fx);
-            let old_owner = previous.service_id().map(str::to_owned);
-            if old_owner != service_id {
-                fx.writes.insert(Write::Check {
-                    id: check_id.clone(),
-                    owner: old_owner,
-                });
-            }
-        }
         let explicit_status = definition.status.is_some();
-        let from = previous.as_ref().map(|p| p.status);
         let mut check = Check::new(definition, service_name, index, now);
         if let Some(previous) = previous {
             check.create_index = previous.create_index;
             if !explicit_status && previous.definition.kind == check.definition.kind {
-                check.keep_status_of(&previous, now);
+                check.keep_status_of(previous, now);
+            }
+            // The ID may move from one owner to another: the old owner's copy goes.
+            if previous.service_id() != check.service_id() {
+                fx.writes.insert(Write::Check {
+                    id: check_id.clone(),
+                    owner: previous.service_id().map(str::to_owned),
+                });
             }
         }
-        match &service_id {
-            Some(sid) => {
-                self.checks_of
-                    .entry(sid.clone())
-                    .or_default()
-                    .insert(check_id.clone());
-            }
-            None => {
-                self.node_checks.insert(check_id.clone());
-            }
-        }
-        self.deadlines.set(&check_id, check.next_deadline());
-        self.checks.insert(check_id.clone(), Arc::new(check));
-        self.touch_check_owner(&check_id, index, fx);
-        self.record_transition(&check_id, from, fx);
         fx.writes.insert(Write::Check {
             id: check_id.clone(),
-            owner: service_id,
+            owner: check.service_id().map(str::to_owned),
         });
+        self.replace_check(check, index, fx);
         self.check_failed(&check_id, now, fx);
-        fx.checks.insert(check_id);
     }
 
-    fn unlink_check(&mut self, check: &Check) {
+    /// Puts a check in place of the one with its ID, if any, as a change numbered `index`: the
+    /// services of both take the index, the status change is reported, and its probing
+    /// (re)starts if its definition is new. Writes nothing and invalidates no session: shared by
+    /// [`Catalog::put_check`] and a replica.
+    fn replace_check(&mut self, check: Check, index: u64, fx: &mut Effects) {
+        let check_id = check.id().to_owned();
+        let previous = self.unlink_check(&check_id);
+        if let Some(previous) = &previous {
+            self.touch_owner_of(previous, index, fx);
+        }
+        // A new status alone (a replica's copy of a heartbeat) leaves the probing as it is.
+        if previous
+            .as_ref()
+            .is_none_or(|p| !p.same_definition(&check.definition))
+        {
+            fx.checks.insert(check_id.clone());
+        }
+        self.link_check(check);
+        self.touch_check_owner(&check_id, index, fx);
+        self.record_transition(&check_id, previous.map(|p| p.status), fx);
+    }
+
+    /// Adds a check to the maps that find it (by ID, by owner, by deadline).
+    fn link_check(&mut self, check: Check) {
+        let id = check.id().to_owned();
+        match check.service_id() {
+            Some(sid) => {
+                self.checks_of
+                    .entry(sid.to_owned())
+                    .or_default()
+                    .insert(id.clone());
+            }
+            None => {
+                self.node_checks.insert(id.clone());
+            }
+        }
+        self.deadlines.set(&id, check.next_deadline());
+        self.checks.insert(id, Arc::new(check));
+    }
+
+    /// Takes a check out as a change numbered `index`, if it is there: its services take the
+    /// index and its probing stops. Writes nothing and invalidates no session: shared by
+    /// [`Catalog::remove_check`], [`Catalog::replace_check`] and a replica.
+    fn unregister_check(
+        &mut self,
+        check_id: &str,
+        index: u64,
+        fx: &mut Effects,
+    ) -> Option<Arc<Check>> {
+        let check = self.unlink_check(check_id)?;
+        self.touch_owner_of(&check, index, fx);
+        fx.checks.insert(check_id.to_owned());
+        Some(check)
+    }
+
+    /// Takes a check out of the maps that find it, answering it; the opposite of
+    /// [`Catalog::link_check`].
+    fn unlink_check(&mut self, check_id: &str) -> Option<Arc<Check>> {
+        let check = self.checks.remove(check_id)?;
+        self.deadlines.clear(check_id);
         match check.service_id() {
             Some(sid) => {
                 if let Some(set) = self.checks_of.get_mut(sid) {
-                    set.remove(check.id());
+                    set.remove(check_id);
                 }
             }
             None => {
-                self.node_checks.remove(check.id());
+                self.node_checks.remove(check_id);
             }
         }
+        Some(check)
     }
 
     /// Removes a check as part of a change the caller has already numbered: its services take
     /// the current global index, and the sessions bound to it are invalidated.
     fn remove_check(&mut self, check_id: &str, now: Duration, fx: &mut Effects) {
         let index = self.index.get();
-        self.touch_check_owner(check_id, index, fx);
-        if let Some(check) = self.checks.remove(check_id) {
-            self.deadlines.clear(check_id);
-            self.unlink_check(&check);
+        if let Some(check) = self.unregister_check(check_id, index, fx) {
             fx.writes.insert(Write::Check {
                 id: check_id.to_owned(),
                 owner: check.service_id().map(str::to_owned),
             });
-            fx.checks.insert(check_id.to_owned());
             self.check_failed(check_id, now, fx);
         }
     }
@@ -1007,17 +1086,14 @@ impl Catalog {
         now: Duration,
         fx: &mut Effects,
     ) -> Result<(), CatalogError> {
-        let Some(record) = self.instances.remove(service_id) else {
+        if !self.instances.contains_key(service_id) {
             return Err(CatalogError::NotFound(format!(
                 "unknown service ID {service_id:?}"
             )));
-        };
+        }
         let index = self.index.bump();
-        self.remove_from_name(&record.registration.name, service_id, index, fx);
-        self.services_index = index;
-        fx.services_list = true;
         fx.writes.insert(Write::Instance(service_id.to_owned()));
-        for check_id in self.checks_of.remove(service_id).unwrap_or_default() {
+        for check_id in self.remove_instance(service_id, index, fx) {
             self.remove_check(&check_id, now, fx);
         }
         Ok(())
@@ -1138,13 +1214,26 @@ impl Catalog {
 
     /// A visible memory-only change: the check's `ModifyIndex` and its services' indexes take a
     /// new index, and nothing is written (a restart restores the last written status and
-    /// restarts the timers).
+    /// restarts the timers) unless status changes are persisted.
     fn mark_check_changed(&mut self, check_id: &str, fx: &mut Effects) {
         let index = self.index.bump();
-        if let Some(check) = self.checks.get_mut(check_id) {
-            Arc::make_mut(check).modify_index = index;
-        }
+        self.set_check_modified(check_id, index, fx);
         self.touch_check_owner(check_id, index, fx);
+    }
+
+    /// Numbers a check's status change `index`, and records its write if status changes are
+    /// persisted (see [`Catalog::set_persist_status`]).
+    fn set_check_modified(&mut self, check_id: &str, index: u64, fx: &mut Effects) {
+        let Some(check) = self.checks.get_mut(check_id) else {
+            return;
+        };
+        Arc::make_mut(check).modify_index = index;
+        if self.persist_status {
+            fx.writes.insert(Write::Check {
+                id: check_id.to_owned(),
+                owner: check.service_id().map(str::to_owned),
+            });
+        }
     }
 
     /// Notes in `fx` that check `check_id` went from `from` to its current status, if that
@@ -1215,9 +1304,7 @@ impl Catalog {
             // of TTLs running out together take one number and wake each waiter once.
             let index = self.index.bump();
             for (check_id, from) in expired {
-                if let Some(check) = self.checks.get_mut(&*check_id) {
-                    Arc::make_mut(check).modify_index = index;
-                }
+                self.set_check_modified(&check_id, index, fx);
                 self.touch_check_owner(&check_id, index, fx);
                 self.record_transition(&check_id, Some(from), fx);
                 self.invalidate_sessions_of_check(&check_id, index, now, fx);
@@ -1239,19 +1326,39 @@ impl Catalog {
 }
 
 /// [`Catalog::touch_name`] on the name index alone, so that callers may borrow the name from the
-/// catalog's other maps.
+/// catalog's other maps. The index only rises: a leader's `index` is always the newest, but a
+/// replica touches a name with each record's own index, in any order within one commit.
 fn touch_name(name_index: &mut HashMap<String, u64>, name: &str, index: u64, fx: &mut Effects) {
     let key = service_key(name);
     // Mass changes (thousands of TTLs expiring in one tick) touch the same few names over and
     // over: update in place instead of allocating a key each time.
     match name_index.get_mut(key.as_ref()) {
-        Some(existing) => *existing = index,
+        Some(existing) => *existing = (*existing).max(index),
         None => {
             name_index.insert(key.clone().into_owned(), index);
         }
     }
     if !fx.services.contains(key.as_ref()) {
         fx.services.insert(key.into_owned());
+    }
+}
+
+/// Touches the services a check counts for: its own (`service_name`), or every service with
+/// instances for a node check (`None`).
+fn touch_owner(
+    name_index: &mut HashMap<String, u64>,
+    by_name: &BTreeMap<String, BTreeSet<String>>,
+    service_name: Option<&str>,
+    index: u64,
+    fx: &mut Effects,
+) {
+    match service_name {
+        Some(name) => touch_name(name_index, name, index, fx),
+        None => {
+            for name in by_name.keys() {
+                touch_name(name_index, name, index, fx);
+            }
+        }
     }
 }
 

@@ -109,7 +109,8 @@ impl Check {
         self.critical_since = (self.status == CheckStatus::Critical).then_some(now);
     }
 
-    fn reset_timers(&mut self, now: Duration) {
+    /// Starts the TTL and the critical-since time again at `now`, as a fresh check's.
+    pub(crate) fn reset_timers(&mut self, now: Duration) {
         self.ttl_deadline = match self.definition.kind {
             CheckKind::Ttl { ttl } => Some(now + ttl),
             _ => None,

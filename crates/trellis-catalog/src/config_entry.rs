@@ -110,29 +110,44 @@ impl ConfigStore {
     /// Writes an entry at `index` (a fresh global index): a new one is created at it, an
     /// existing one keeps its `CreateIndex`.
     pub(crate) fn put(&mut self, mut entry: ConfigEntry, index: u64, fx: &mut Effects) {
-        let key = key(&entry.kind, &entry.name);
-        entry.create_index = self.entries.get(&key).map_or(index, |e| e.create_index);
+        let (kind, name) = key(&entry.kind, &entry.name);
+        entry.create_index = self.get(&kind, &name).map_or(index, |e| e.create_index);
         entry.modify_index = index;
-        self.touch(&entry.kind, &key.1, index, fx);
-        self.entries.insert(key, Arc::new(entry));
+        self.insert(entry, index, fx);
+        fx.writes.insert(Write::ConfigEntry { kind, name });
     }
 
     /// Deletes an entry at `index` (a fresh global index).
+    /// Only for an entry that is there (see [`ConfigStore::plan_delete`]).
     pub(crate) fn delete(&mut self, kind: &str, name: &str, index: u64, fx: &mut Effects) {
-        let key = key(kind, name);
-        if self.entries.remove(&key).is_some() {
-            self.touch(kind, &key.1, index, fx);
-        }
+        self.remove(kind, name, index, fx);
+        let (kind, name) = key(kind, name);
+        fx.writes.insert(Write::ConfigEntry { kind, name });
     }
 
-    fn touch(&mut self, kind: &str, name_key: &str, index: u64, fx: &mut Effects) {
-        self.index = index;
-        self.kind_index.insert(kind.to_owned(), index);
+    /// Puts an entry in place as it is (its indexes already set), as a change numbered `index`.
+    /// Writes nothing: shared by [`ConfigStore::put`] and a replica.
+    pub(crate) fn insert(&mut self, entry: ConfigEntry, index: u64, fx: &mut Effects) {
+        self.touch(&entry.kind, index, fx);
+        self.entries
+            .insert(key(&entry.kind, &entry.name), Arc::new(entry));
+    }
+
+    /// Takes an entry out as a change numbered `index`. The table and the kind change even if
+    /// the entry is not there: on a replica, it may have come and gone within one commit of the
+    /// leader's. Writes nothing: shared by [`ConfigStore::delete`] and a replica.
+    pub(crate) fn remove(&mut self, kind: &str, name: &str, index: u64, fx: &mut Effects) {
+        self.entries.remove(&key(kind, name));
+        self.touch(kind, index, fx);
+    }
+
+    /// The table and the kind change at `index`. Indexes only rise: a replica applies a
+    /// commit's records in any order.
+    fn touch(&mut self, kind: &str, index: u64, fx: &mut Effects) {
+        self.index = self.index.max(index);
+        let kind_index = self.kind_index.entry(kind.to_owned()).or_default();
+        *kind_index = (*kind_index).max(index);
         fx.config = true;
-        fx.writes.insert(Write::ConfigEntry {
-            kind: kind.to_owned(),
-            name: name_key.to_owned(),
-        });
     }
 }
 

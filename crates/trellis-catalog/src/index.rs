@@ -15,6 +15,10 @@
 //! - **Nothing changed, no number.** Callers bump only once they know something visible changes:
 //!   a re-registration of what is there, a failed CAS, a delete of a missing key, or a heartbeat
 //!   that repeats the status changes no index and wakes nobody.
+//! - **A replica numbers nothing.** [`crate::Catalog::replicate`] takes the leader's numbers: the
+//!   counter moves up to the commit's index, records keep their indexes, and a derived index
+//!   moves to the index of the record that changed it (the commit's own for a delete, whose
+//!   mutation carries none), never down.
 
 /// The global index counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,5 +52,11 @@ impl GlobalIndex {
     pub(crate) fn bump(&mut self) -> u64 {
         self.0 += 1;
         self.0
+    }
+
+    /// Moves the counter up to `index`, a change numbered elsewhere (a replica applying the
+    /// leader's commit, see [`crate::Catalog::replicate`]); never down.
+    pub(crate) fn advance_to(&mut self, index: u64) {
+        self.0 = self.0.max(index);
     }
 }

@@ -233,24 +233,61 @@ impl KvStore {
         fx: &mut Effects,
     ) {
         for (key, entry) in writes {
-            match entry {
-                Some(entry) => {
-                    // The live entry's index is higher than the delete's and now speaks for the
-                    // key.
-                    self.tombstones.remove(&key);
-                    self.set_entry(entry);
-                }
-                None => {
-                    if self.remove_entry(&key).is_none() {
-                        continue;
-                    }
-                    self.tombstones.insert(key.clone(), index);
-                }
+            if self.change(&key, entry, index) {
+                fx.writes.insert(Write::Kv(key));
             }
-            fx.writes.insert(Write::Kv(key));
         }
         self.index = index;
         fx.kv = true;
+    }
+
+    /// Applies one record of a leader's commit numbered `index`, as it is: the key's entry
+    /// (`Some`, whose `ModifyIndex` the store index takes) or its delete (`None`). Writes
+    /// nothing. A delete's tombstone takes `index`, the commit's: the delete's own index is not
+    /// in the record, and the commit's is never below it (so a prefix index may run ahead of the
+    /// leader's, never behind). A delete of a key the replica does not have leaves one too: the
+    /// key came and went within the commit, which left the leader a tombstone.
+    pub(crate) fn replicate(
+        &mut self,
+        key: &str,
+        entry: Option<KvEntry>,
+        index: u64,
+        fx: &mut Effects,
+    ) {
+        let at = match entry {
+            Some(entry) => {
+                let at = entry.modify_index.min(index);
+                self.change(key, Some(entry), index);
+                at
+            }
+            None => {
+                self.remove_entry(key);
+                self.tombstones.insert(key.to_owned(), index);
+                index
+            }
+        };
+        self.index = self.index.max(at);
+        fx.kv = true;
+    }
+
+    /// Writes (`Some`) or deletes (`None`, leaving a tombstone at `index`) one key; answers
+    /// whether anything changed (deleting a missing key does not).
+    fn change(&mut self, key: &str, entry: Option<KvEntry>, index: u64) -> bool {
+        match entry {
+            Some(entry) => {
+                // The live entry's index is higher than the delete's and now speaks for the key.
+                self.tombstones.remove(key);
+                self.set_entry(entry);
+                true
+            }
+            None => {
+                let removed = self.remove_entry(key).is_some();
+                if removed {
+                    self.tombstones.insert(key.to_owned(), index);
+                }
+                removed
+            }
+        }
     }
 
     fn set_entry(&mut self, entry: KvEntry) {

@@ -34,4 +34,6 @@ pub use txn::TxnOutcome;
 #[cfg(test)]
 mod lock_tests;
 #[cfg(test)]
+mod replica_tests;
+#[cfg(test)]
 mod tests;

@@ -57,7 +57,9 @@ pub(crate) struct SessionStore {
     /// Session IDs per check ID they are bound to.
     by_check: HashMap<String, BTreeSet<String>>,
     /// Until when each key may not be locked, after the session holding it was invalidated.
-    /// Memory only, as in Consul (a restart forgets them).
+    /// Memory only, as in Consul (a restart forgets them), and known only to the server that
+    /// invalidated the session: a replica never starts one (`Catalog::replicate`), so a
+    /// follower promoted to leader does not enforce the lock-delays its old leader started.
     lock_delays: HashMap<String, Duration>,
     /// Restored sessions bound to a check that is gone or critical: the next tick invalidates
     /// them (restoring cannot write).
@@ -103,9 +105,10 @@ impl SessionStore {
         self.index
     }
 
-    /// Records a create or destroy at `index` (a fresh global index).
+    /// Records a create or destroy at `index` (a fresh global index, or on a replica the
+    /// index of a leader's change, which may come in any order within a commit: it only rises).
     pub(crate) fn set_index(&mut self, index: u64) {
-        self.index = index;
+        self.index = self.index.max(index);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -161,12 +164,19 @@ impl SessionStore {
         Some(session)
     }
 
+    /// Restarts every session's TTL at `now` (a follower promoted to leader: the renewals went
+    /// to the old one); `doomed` are sessions bound to a check that is gone or critical, which
+    /// the next tick invalidates, as after a restore.
+    pub(crate) fn rearm(&mut self, now: Duration, doomed: Vec<String>) {
+        for session in self.sessions.values() {
+            self.timers.set(&session.id, ttl_deadline(session, now));
+        }
+        self.doomed.extend(doomed);
+    }
+
     /// Starts (or restarts) a session's TTL timer at `now`.
     fn start_timer(&mut self, session: &Session, now: Duration) {
-        // Validated when created; a record that no longer parses simply has no TTL.
-        let ttl = session_ttl(&session.ttl).ok().flatten();
-        let deadline = ttl.map(|ttl| now + ttl * SESSION_TTL_MULTIPLIER);
-        self.timers.set(&session.id, deadline);
+        self.timers.set(&session.id, ttl_deadline(session, now));
     }
 
     /// Restored sessions doomed by their checks, and at most `limit` sessions whose TTL has run
@@ -219,6 +229,13 @@ impl SessionStore {
             self.lock_delays.retain(|_, until| now < *until);
         }
     }
+}
+
+/// When a session whose TTL starts at `now` runs out, if it has a TTL.
+fn ttl_deadline(session: &Session, now: Duration) -> Option<Duration> {
+    // Validated when created; a record that no longer parses simply has no TTL.
+    let ttl = session_ttl(&session.ttl).ok().flatten();
+    ttl.map(|ttl| now + ttl * SESSION_TTL_MULTIPLIER)
 }
 
 #[cfg(test)]

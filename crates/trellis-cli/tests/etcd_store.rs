@@ -128,14 +128,15 @@ fn an_unreachable_cluster_stops_the_start_with_the_reason() {
     assert!(stderr.contains("cannot connect"), "{stderr}");
 }
 
-/// Until servers keep a replica fed by etcd's watch, a server that loses its cluster in the
-/// middle of a commit stops (with the reason) rather than answer from a catalog it cannot
-/// make durable; restarted once etcd is back, it has every acknowledged write.
+/// A server that loses its etcd cluster keeps answering reads from what it has, saying that
+/// no leader is known (`X-Consul-KnownLeader: false`, a growing `X-Consul-LastContact`), refuses
+/// writes with 503 and the reason, and, once etcd is back, takes writes again without a
+/// restart and with every acknowledged write.
 #[tokio::test]
-async fn losing_the_cluster_stops_the_server_and_loses_no_acknowledged_write() {
+async fn losing_the_cluster_refuses_writes_keeps_reads_and_recovers_when_it_returns() {
     let mut member = EtcdProcess::start();
     let data = tempfile::tempdir().unwrap();
-    let mut server = etcd_server(&member, "/t/", data.path());
+    let server = etcd_server(&member, "/t/", data.path());
     let client = http();
     let register = |id: &str| {
         client
@@ -143,77 +144,200 @@ async fn losing_the_cluster_stops_the_server_and_loses_no_acknowledged_write() {
             .json(&json!({"ID": id, "Name": "web", "Port": 80}))
             .send()
     };
-    assert_eq!(register("web-1").await.unwrap().status(), 200);
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "the server leads",
+        || async { register("web-1").await.unwrap().status() == 200 },
+    )
+    .await;
     member.kill();
-    // Refused, unless the server was already stopping and did not answer at all.
-    if let Ok(answer) = register("web-2").await {
-        assert!(answer.status().is_server_error(), "{}", answer.status());
-    }
-    let status = server.child.wait().unwrap();
-    assert!(!status.success());
+    let refused = register("web-2").await.unwrap();
+    assert_eq!(refused.status(), 503);
+    let reason = refused.text().await.unwrap();
+    assert!(reason.contains("No cluster leader"), "{reason}");
+    // Reads go on, and say no leader is known once the lease's TTL (2 s) has passed.
+    let known = || async {
+        let answer = client
+            .get(server.url("/v1/catalog/service/web"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let header = |name: &str| answer.headers()[name].to_str().unwrap().to_owned();
+        let (known, contact) = (
+            header("x-consul-knownleader"),
+            header("x-consul-lastcontact"),
+        );
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(body[0]["ServiceID"], "web-1");
+        (known, contact.parse::<u64>().unwrap())
+    };
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "reads say no leader is known",
+        || async { known().await.0 == "false" },
+    )
+    .await;
+    let (_, first) = known().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (_, later) = known().await;
+    assert!(later > first, "LastContact grows: {first} then {later}");
     member.restart();
-    let server = etcd_server(&member, "/t/", data.path());
-    let services: serde_json::Value = get_json(&server.url("/v1/catalog/service/web")).await;
+    support::eventually(
+        std::time::Duration::from_secs(20),
+        "writes taken again",
+        || async { register("web-3").await.unwrap().status() == 200 },
+    )
+    .await;
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "reads say a leader is known again",
+        || async { known().await.0 == "true" },
+    )
+    .await;
+    let services = get_json(&server.url("/v1/catalog/service/web")).await;
     let ids: Vec<&str> = services
         .as_array()
         .unwrap()
         .iter()
         .map(|s| s["ServiceID"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["web-1"]);
+    assert!(ids.contains(&"web-1") && ids.contains(&"web-3"), "{ids:?}");
+    assert!(!ids.contains(&"web-2"), "a refused write: {ids:?}");
 }
 
-/// Active and standby on one cluster: the standby takes the store over once the active server
-/// is killed, within the lease's TTL, and a client that lists both servers carries on.
+/// The node named in the store's lock (its value is JSON: the node and its HTTP address).
+fn lock_holder(member: &EtcdProcess, prefix: &str) -> String {
+    let value: serde_json::Value =
+        serde_json::from_str(&member.value(&format!("{prefix}lock"))).unwrap();
+    value["Node"].as_str().unwrap().to_owned()
+}
+
+/// Starts a server process on `http` that shares `prefix` with others.
+fn spawn_member(
+    member: &EtcdProcess,
+    prefix: &str,
+    http: &str,
+    name: &str,
+    data: &std::path::Path,
+) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["server", "--http", http, "--node-name", name])
+        .args(etcd_flags(member, prefix, data))
+        .args(["--otlp", "off", "--otlp-grpc", "off"])
+        .env("TRELLIS_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(http).is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{name} never served"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+/// The `X-Consul-Index` and `X-Consul-KnownLeader` of a read.
+async fn read_headers(url: &str) -> (u64, String) {
+    let answer = http().get(url).send().await.unwrap();
+    assert_eq!(answer.status(), 200, "{url}");
+    let header = |name: &str| {
+        answer
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    (
+        header("x-consul-index").parse().unwrap(),
+        header("x-consul-knownleader"),
+    )
+}
+
+/// Two servers on one prefix: both serve at once, the follower from a replica fed by etcd's
+/// watch. A write sent to the follower is forwarded to the leader and readable on the follower
+/// as soon as it is answered; both show the same indexes; a blocking query on the follower
+/// wakes for a write made on the leader; an ACL token made on one works on the other. When the
+/// leader is killed, the follower takes over within the lease's TTL with its replica (no load),
+/// and clients that list both servers carry on.
 #[tokio::test]
-async fn a_standby_takes_over_from_a_killed_server_and_clients_fail_over_to_it() {
+async fn followers_serve_and_forward_and_one_takes_over_from_a_killed_leader() {
     let member = EtcdProcess::start();
     let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (port_a, port_b) = (support::free_port(), support::free_port());
     let (http_a, http_b) = (format!("127.0.0.1:{port_a}"), format!("127.0.0.1:{port_b}"));
-    let spawn = |http: &str, name: &str, data: &std::path::Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
-            .args(["server", "--http", http, "--node-name", name])
-            .args(etcd_flags(&member, "/ha/", data))
-            .args(["--otlp", "off", "--otlp-grpc", "off"])
-            .env("TRELLIS_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let serving = |http: &str| std::net::TcpStream::connect(http).is_ok();
-    let mut active = spawn(&http_a, "server-a", data_a.path());
-    let started = std::time::Instant::now();
-    while !serving(&http_a) {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(30),
-            "server-a never served"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert_eq!(member.value("/ha/lock"), "server-a");
+    let mut leader = spawn_member(&member, "/ha/", &http_a, "server-a", data_a.path());
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "server-a leads",
+        || async { member.value("/ha/lock").contains("server-a") },
+    )
+    .await;
+    let mut follower = spawn_member(&member, "/ha/", &http_b, "server-b", data_b.path());
+    assert_eq!(lock_holder(&member, "/ha/"), "server-a");
 
-    // The standby: started, but serving nothing while it waits for the store.
-    let mut standby = spawn(&http_b, "server-b", data_b.path());
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    assert!(!serving(&http_b), "the standby serves");
+    let client = http();
+    // Written through the follower: forwarded, and readable there once answered.
+    let registered = client
+        .put(format!("http://{http_b}/v1/agent/service/register"))
+        .json(&json!({"ID": "web-1", "Name": "web", "Port": 80}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 200);
+    let on_b = get_json(&format!("http://{http_b}/v1/catalog/service/web")).await;
+    assert_eq!(
+        on_b[0]["ServiceID"], "web-1",
+        "read-your-writes on the follower"
+    );
+    let (index_a, known_a) = read_headers(&format!("http://{http_a}/v1/catalog/service/web")).await;
+    let (index_b, known_b) = read_headers(&format!("http://{http_b}/v1/catalog/service/web")).await;
+    assert_eq!(index_a, index_b, "the same index on both servers");
+    assert_eq!((known_a.as_str(), known_b.as_str()), ("true", "true"));
+    let put = client
+        .put(format!("http://{http_b}/v1/kv/app/color?cas=0"))
+        .body("blue")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.text().await.unwrap(), "true");
+    let consistent = get_json(&format!("http://{http_b}/v1/kv/app/color?consistent")).await;
+    assert_eq!(consistent[0]["Key"], "app/color");
+
+    // A watcher on the follower wakes for a write made on the leader.
+    let (index, _) = read_headers(&format!("http://{http_b}/v1/health/service/api")).await;
+    let watcher = tokio::spawn({
+        let url = format!("http://{http_b}/v1/health/service/api?index={index}&wait=20s");
+        async move {
+            let started = std::time::Instant::now();
+            let body = get_json(&url).await;
+            (started.elapsed(), body)
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let registered = client
+        .put(format!("http://{http_a}/v1/agent/service/register"))
+        .json(&json!({"ID": "api-0", "Name": "api", "Port": 81}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 200);
+    let (waited, body) = watcher.await.unwrap();
+    assert_eq!(body[0]["Service"]["ID"], "api-0");
+    assert!(waited < std::time::Duration::from_secs(10), "{waited:?}");
 
     // A sidecar that lists both servers, in front of an app that accepts connections.
     let app = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let app_port = app.local_addr().unwrap().port();
     let registries = format!("http://{http_a},http://{http_b}");
     let _sidecar = support::sidecar(&registries, "api", app_port, &["--id", "api-1"], None);
-
-    let client = trellis_client::Client::new(&format!("{http_a},{http_b}")).unwrap();
-    let web = trellis_types::ServiceRegistration::from_json(
-        json!({"ID": "web-1", "Name": "web", "Port": 80}),
-    )
-    .unwrap();
-    client.register(&web).await.unwrap();
-    // The ACL state is in etcd too: a token made on the active server works on its successor.
-    let http = http();
-    let bootstrap: serde_json::Value = http
-        .put(format!("http://{http_a}/v1/acl/bootstrap"))
+    let sdk = trellis_client::Client::new(&format!("{http_a},{http_b}")).unwrap();
+    // The ACL state is in etcd too: a token made through the follower works on both.
+    let bootstrap: serde_json::Value = client
+        .put(format!("http://{http_b}/v1/acl/bootstrap"))
         .send()
         .await
         .unwrap()
@@ -221,37 +345,58 @@ async fn a_standby_takes_over_from_a_killed_server_and_clients_fail_over_to_it()
         .await
         .unwrap();
     let secret = bootstrap["SecretID"].as_str().unwrap().to_owned();
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "the token known to the follower",
+        || async {
+            http()
+                .get(format!("http://{http_b}/v1/acl/token/self"))
+                .header("X-Consul-Token", &secret)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
+        },
+    )
+    .await;
 
     let killed = std::time::Instant::now();
-    active.kill().unwrap();
-    active.wait().unwrap();
+    leader.kill().unwrap();
+    leader.wait().unwrap();
+    // Reads never stop: the follower answers them throughout.
+    let services = sdk.services().await.unwrap();
+    assert!(services.value.contains_key("web"), "{:?}", services.value);
+    let read_after = killed.elapsed();
     let takeover = loop {
-        if let Ok(services) = client.services().await {
-            assert!(services.value.contains_key("web"), "{:?}", services.value);
+        let put = client
+            .put(format!("http://{http_b}/v1/kv/after-takeover"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        if put.status() == 200 {
             break killed.elapsed();
         }
+        assert_eq!(put.status(), 503);
         assert!(
             killed.elapsed() < std::time::Duration::from_secs(30),
             "no takeover"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    assert_eq!(client.base_url(), format!("http://{http_b}"));
-    assert_eq!(member.value("/ha/lock"), "server-b");
-    let me = http
-        .get(format!("http://{http_b}/v1/acl/token/self"))
-        .header("X-Consul-Token", &secret)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), 200, "the token made on server-a");
-    let again = http
+    assert_eq!(sdk.base_url(), format!("http://{http_b}"));
+    assert_eq!(lock_holder(&member, "/ha/"), "server-b");
+    let again = client
         .put(format!("http://{http_b}/v1/acl/bootstrap"))
         .send()
         .await
         .unwrap();
     assert_eq!(again.status(), 403, "bootstrapped once, whichever server");
-    eprintln!("takeover after SIGKILL of the active server: {takeover:?} (lease TTL 2s)");
+    eprintln!(
+        "after SIGKILL of the leader: reads served in {read_after:?}, writes after {takeover:?} \
+         (lease TTL 2s)"
+    );
     // The sidecar moved to server-b and keeps its instance passing there: past the check's
     // 3 s TTL, only its heartbeats reaching server-b keep it passing.
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
@@ -260,7 +405,9 @@ async fn a_standby_takes_over_from_a_killed_server_and_clients_fail_over_to_it()
         "api-1 passing on server-b",
         || async {
             let passing = get_json(&format!("http://{http_b}/v1/health/service/api?passing")).await;
-            passing.as_array().is_some_and(|a| a.len() == 1)
+            passing
+                .as_array()
+                .is_some_and(|a| a.iter().any(|i| i["Service"]["ID"] == "api-1"))
         },
     )
     .await;
@@ -273,12 +420,12 @@ async fn a_standby_takes_over_from_a_killed_server_and_clients_fail_over_to_it()
         String::from_utf8_lossy(&listed.stdout).contains("web"),
         "{listed:?}"
     );
-    let _ = standby.kill();
-    let _ = standby.wait();
+    let _ = follower.kill();
+    let _ = follower.wait();
 }
 
-/// A server stopped cleanly gives the store up at once: its standby does not wait for the
-/// lease to run out.
+/// A leader stopped cleanly gives the store up at once: its follower takes writes without
+/// waiting for the lease to run out.
 #[test]
 fn a_clean_stop_hands_the_store_over_at_once() {
     let member = EtcdProcess::start();
@@ -301,13 +448,23 @@ fn a_clean_stop_hands_the_store_over_at_once() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    while std::net::TcpStream::connect(&http_b).is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let stopped = std::time::Instant::now();
     assert!(active.terminate().success());
-    while std::net::TcpStream::connect(&http_b).is_err() {
+    let write = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(["kv", "put", "--addr", &http_b, "handover", "x"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    while !write() {
         assert!(
             stopped.elapsed() < std::time::Duration::from_secs(5),
-            "the standby waited for the lease"
+            "the follower waited for the lease"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

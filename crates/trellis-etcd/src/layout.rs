@@ -24,6 +24,28 @@ pub struct Layout {
     prefix: String,
 }
 
+/// What a key under the prefix is (see [`Layout::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    Index,
+    Lock,
+    Instance(String),
+    Check {
+        owner: Option<String>,
+        id: String,
+    },
+    Kv(String),
+    Session(String),
+    Config {
+        kind: String,
+        name: String,
+    },
+    /// The index of a record table (`<prefix><table>/index`: `acl`, `transactions`).
+    TableIndex(String),
+    /// Anything else: a table's records, or a key Trellis does not write.
+    Other,
+}
+
 /// The parts of the layout that hold records, each read back with one prefix range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
@@ -119,6 +141,50 @@ impl Layout {
         )
     }
 
+    /// What `key` is in this layout; the inverse of the `*_key` methods.
+    pub fn parse(&self, key: &[u8]) -> Key {
+        let Some(rest) = std::str::from_utf8(key)
+            .ok()
+            .and_then(|k| k.strip_prefix(self.prefix.as_str()))
+        else {
+            return Key::Other;
+        };
+        let section = |section: Section| rest.strip_prefix(section.segment());
+        let two = |path: &str| {
+            path.split_once('/')
+                .filter(|(_, second)| !second.contains('/'))
+                .map(|(first, second)| (unsegment(first), unsegment(second)))
+        };
+        if rest == "index" {
+            Key::Index
+        } else if rest == "lock" {
+            Key::Lock
+        } else if let Some(id) = section(Section::Instances) {
+            Key::Instance(unsegment(id))
+        } else if let Some(path) = section(Section::Checks) {
+            match two(path) {
+                Some((owner, id)) => Key::Check {
+                    owner: (!owner.is_empty()).then_some(owner),
+                    id,
+                },
+                None => Key::Other,
+            }
+        } else if let Some(key) = section(Section::Kv) {
+            Key::Kv(key.to_owned())
+        } else if let Some(id) = section(Section::Sessions) {
+            Key::Session(unsegment(id))
+        } else if let Some(path) = section(Section::Config) {
+            match two(path) {
+                Some((kind, name)) => Key::Config { kind, name },
+                None => Key::Other,
+            }
+        } else if let Some(table) = rest.strip_suffix("/index").filter(|t| !t.contains('/')) {
+            Key::TableIndex(table.to_owned())
+        } else {
+            Key::Other
+        }
+    }
+
     /// `mutations`, in order, as the final state of each key they touch: `Some(value)` to
     /// put, `None` to delete.
     pub fn final_writes(
@@ -179,6 +245,11 @@ fn segment(s: &str) -> String {
     out
 }
 
+/// The inverse of [`segment`].
+fn unsegment(s: &str) -> String {
+    s.replace("%2F", "/").replace("%25", "%")
+}
+
 /// Splits `writes` into transactions of at most `max_ops` operations each, keeping one free
 /// in the last for the index. Never returns no transaction: an empty batch still raises the
 /// index.
@@ -219,6 +290,51 @@ mod tests {
         );
         assert!(Layout::new("").is_err());
         assert!(Layout::new("/a\nb").is_err());
+    }
+
+    #[test]
+    fn every_key_parses_back_to_what_it_names() {
+        let l = layout();
+        let parse = |key: String| l.parse(key.as_bytes());
+        assert_eq!(parse(l.index_key()), Key::Index);
+        assert_eq!(parse(l.lock_key()), Key::Lock);
+        assert_eq!(
+            parse(l.instance_key("a/b%c")),
+            Key::Instance("a/b%c".into())
+        );
+        assert_eq!(
+            parse(l.check_key(Some("a/b"), "c%2F")),
+            Key::Check {
+                owner: Some("a/b".into()),
+                id: "c%2F".into()
+            }
+        );
+        assert_eq!(
+            parse(l.check_key(None, "disk")),
+            Key::Check {
+                owner: None,
+                id: "disk".into()
+            }
+        );
+        assert_eq!(
+            parse(l.kv_key("app/db/host")),
+            Key::Kv("app/db/host".into())
+        );
+        assert_eq!(parse(l.session_key("s/1")), Key::Session("s/1".into()));
+        assert_eq!(
+            parse(l.config_key("service-defaults", "Web")),
+            Key::Config {
+                kind: "service-defaults".into(),
+                name: "web".into()
+            }
+        );
+        assert_eq!(
+            parse("/trellis/acl/index".into()),
+            Key::TableIndex("acl".into())
+        );
+        assert_eq!(parse("/trellis/acl/records/token/x".into()), Key::Other);
+        assert_eq!(parse("/other/index".into()), Key::Other);
+        assert_eq!(parse("/trellis/checks/no-id".into()), Key::Other);
     }
 
     #[test]

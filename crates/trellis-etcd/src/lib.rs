@@ -2,10 +2,12 @@
 //! catalog [`Store`](trellis_store::Store) under a key layout an operator can read with
 //! `etcdctl` ([`Layout`]).
 
+mod follow;
 mod layout;
 mod store;
 
-pub use layout::{Layout, Section};
+pub use follow::Feed;
+pub use layout::{Key, Layout, Section};
 pub use store::{EtcdOptions, EtcdStore, Release};
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -4,14 +4,14 @@
 use crate::layout::{Layout, Section, decode_index, encode_index, transactions};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, KvClient, LeaseClient,
-    PutOptions, Txn, TxnOp, TxnOpResponse,
+    PutOptions, Txn, TxnOp, TxnOpResponse, WatchClient,
 };
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 use trellis_catalog::KvSnapshot;
 use trellis_store::{Mutation, RecordLog, Records, Snapshot, Store, StoreError};
@@ -70,10 +70,11 @@ impl EtcdOptions {
 /// the prefix's lock (a key bound to a lease it keeps renewing), and every commit is fenced on
 /// that lock, so a server that lost it (cut off from etcd past the lease) can write nothing.
 /// The ACL log and the decision log ([`EtcdStore::records`]) share its connection and lock.
+#[derive(Clone)]
 pub struct EtcdStore {
     conn: Arc<Connection>,
     /// The highest index stored: an index is written only if it is higher.
-    index: Mutex<u64>,
+    index: Arc<Mutex<u64>>,
 }
 
 /// A table of records under `<prefix><name>/records/` with its index at `<prefix><name>/index`,
@@ -93,8 +94,9 @@ impl Release {
     /// commits fail, fenced. Blocks for at most the request timeout.
     pub fn release(&self) {
         let conn = &self.0;
-        conn.lost.store(true, Ordering::SeqCst);
-        let (mut lease, id) = (conn.lease.clone(), conn.lease_id);
+        conn.tenure.closed.store(true, Ordering::SeqCst);
+        conn.tenure.lost.store(true, Ordering::SeqCst);
+        let (mut lease, id) = (conn.lease.clone(), conn.tenure.lease());
         match conn.block_on("cannot revoke the lease", async move {
             lease.revoke(id).await.map(drop)
         }) {
@@ -108,21 +110,42 @@ impl Release {
 
 /// The client, the lease and the lock that an [`EtcdStore`] and its record tables share; the
 /// lease is revoked when the last of them is dropped.
-struct Connection {
+pub(crate) struct Connection {
     /// The client's own runtime: the store is called from the writer's thread and at start-up
     /// from inside the server's runtime, where it may not `block_on`.
-    runtime: Option<tokio::runtime::Runtime>,
-    kv: KvClient,
+    pub(crate) runtime: Option<tokio::runtime::Runtime>,
+    pub(crate) kv: KvClient,
     lease: LeaseClient,
-    lease_id: i64,
-    /// The lock key's create revision while this store holds it.
-    lock_revision: i64,
-    /// Set by the lease's keeper once the lease may have expired.
-    lost: Arc<AtomicBool>,
-    layout: Layout,
+    pub(crate) tenure: Arc<Tenure>,
+    lease_ttl: Duration,
+    pub(crate) watch: WatchClient,
+    pub(crate) layout: Layout,
     max_txn_ops: usize,
     timeout: Duration,
-    endpoints: String,
+    pub(crate) endpoints: String,
+}
+
+/// The lease and the lock as the keeper, the campaign and the commits share them.
+pub(crate) struct Tenure {
+    lease_id: AtomicI64,
+    /// The lock key's create revision while this store holds it (0 while it does not).
+    lock_revision: AtomicI64,
+    /// The lease may have expired: nothing is committed until a new lease and the lock again.
+    lost: AtomicBool,
+    /// Given up for good (a clean stop): no new lease is taken.
+    closed: AtomicBool,
+    /// When a renewal last succeeded: the last contact with a quorum.
+    renewed: Mutex<Instant>,
+}
+
+impl Tenure {
+    pub(crate) fn lease(&self) -> i64 {
+        self.lease_id.load(Ordering::SeqCst)
+    }
+
+    fn holds_lock(&self) -> bool {
+        self.lock_revision.load(Ordering::SeqCst) != 0 && !self.lost.load(Ordering::SeqCst)
+    }
 }
 
 fn failure(endpoints: &str, what: &str, error: impl std::fmt::Display) -> StoreError {
@@ -133,16 +156,88 @@ impl EtcdStore {
     /// Connects to the cluster (failing if no member answers within the timeout), makes sure
     /// the index key exists, and waits until this store holds the prefix's lock.
     pub fn connect(options: &EtcdOptions) -> Result<Self, StoreError> {
-        let conn = Connection::open(options)?;
+        let conn = Connection::open(options, true)?;
         let index = conn.read_index(conn.layout.index_key())?.0;
         Ok(Self {
             conn: Arc::new(conn),
-            index: Mutex::new(index),
+            index: Arc::new(Mutex::new(index)),
         })
     }
 
-    pub fn layout(&self) -> &Layout {
-        &self.conn.layout
+    /// Connects to the cluster and takes a lease, without waiting for the lock: a server that
+    /// follows the holder's commits ([`EtcdStore::follow`]) and [campaigns](EtcdStore::campaign)
+    /// to take over. It can commit only once it holds the lock.
+    pub fn join(options: &EtcdOptions) -> Result<Self, StoreError> {
+        let conn = Connection::open(options, false)?;
+        let index = conn.read_index(conn.layout.index_key())?.0;
+        Ok(Self {
+            conn: Arc::new(conn),
+            index: Arc::new(Mutex::new(index)),
+        })
+    }
+
+    /// Tries to take the lock in the background until it is taken (or the lease is lost):
+    /// this store can commit from then on, and the feed says so with a
+    /// [`Feed::Holder`](crate::Feed::Holder) that is `ours`.
+    /// `holder` is what the lock key says while this store holds it.
+    pub fn campaign(&self, holder: String) {
+        let conn = &self.conn;
+        let Some(runtime) = &conn.runtime else {
+            return;
+        };
+        let (kv, lock, tenure) = (conn.kv.clone(), conn.layout.lock_key(), conn.tenure.clone());
+        let pause = (conn.lease_ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        runtime.spawn(async move {
+            // For as long as the store lives: a server that lost its lease (cut off from the
+            // quorum) campaigns again under the new lease its keeper takes once it is back.
+            while !tenure.closed.load(Ordering::SeqCst) {
+                let wants = tenure.lock_revision.load(Ordering::SeqCst) == 0
+                    && !tenure.lost.load(Ordering::SeqCst);
+                if wants {
+                    let attempt =
+                        try_acquire(kv.clone(), lock.clone(), holder.clone(), tenure.lease());
+                    if let Ok((true, revision, _)) = attempt.await {
+                        tenure.lock_revision.store(revision, Ordering::SeqCst);
+                        tracing::info!(lock = %lock, "took the store's lock: this server now writes");
+                    }
+                }
+                tokio::time::sleep(pause).await;
+            }
+        });
+    }
+
+    /// Whether this store holds the lock (and has not lost its lease).
+    pub fn holds_lock(&self) -> bool {
+        self.conn.tenure.holds_lock()
+    }
+
+    /// How long since this store last heard from a quorum (its lease's last renewal).
+    pub fn last_contact(&self) -> Duration {
+        self.conn.tenure.renewed.lock().elapsed()
+    }
+
+    /// The state as [`Store::load`] reads it, and the revision it was read at: the feed of
+    /// [`EtcdStore::follow`] resumes after it.
+    pub fn load_at(&self) -> Result<(Snapshot, i64), StoreError> {
+        let conn = &self.conn;
+        // Every section is read at the revision of the index read, so they agree.
+        let (index, revision) = conn.read_index(conn.layout.index_key())?;
+        let read = |section| conn.read_range(conn.layout.section(section), revision);
+        let snapshot = Snapshot {
+            index,
+            instances: decode(&read(Section::Instances)?)?,
+            checks: decode(&read(Section::Checks)?)?,
+            kv: KvSnapshot {
+                entries: decode(&read(Section::Kv)?)?,
+                sessions: decode(&read(Section::Sessions)?)?,
+            },
+            config_entries: decode(&read(Section::Config)?)?,
+        };
+        Ok((snapshot, revision))
+    }
+
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     /// What gives the store up on a clean stop: the store and its record tables live on other
@@ -166,7 +261,9 @@ impl EtcdStore {
 }
 
 impl Connection {
-    fn open(options: &EtcdOptions) -> Result<Self, StoreError> {
+    /// Connects, makes sure the index key exists and takes a lease; with `wait_for_lock`, also
+    /// waits until this store holds the lock.
+    fn open(options: &EtcdOptions, wait_for_lock: bool) -> Result<Self, StoreError> {
         let endpoints = options.endpoints.join(",");
         if options.endpoints.is_empty() {
             return Err(StoreError::Remote(
@@ -188,13 +285,19 @@ impl Connection {
         .map_err(|e| failure(&endpoints, "cannot connect", e))?;
         let kv = client.kv_client();
         let layout_ref = layout.clone();
-        let mut store = Self {
+        let store = Self {
             runtime: Some(runtime),
             kv,
             lease: client.lease_client(),
-            lease_id: 0,
-            lock_revision: 0,
-            lost: Arc::new(AtomicBool::new(false)),
+            watch: client.watch_client(),
+            tenure: Arc::new(Tenure {
+                lease_id: AtomicI64::new(0),
+                lock_revision: AtomicI64::new(0),
+                lost: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+                renewed: Mutex::new(Instant::now()),
+            }),
+            lease_ttl: options.lease_ttl,
             layout,
             max_txn_ops: options.max_txn_ops,
             timeout: options.timeout,
@@ -211,10 +314,14 @@ impl Connection {
             )])
             .and_then([TxnOp::put(index_key, encode_index(0), None)]);
         store.txn(create, "cannot connect")?;
-        store.lease_id = store.grant_lease(options.lease_ttl)?;
+        let lease = store.grant_lease(options.lease_ttl)?;
+        store.tenure.lease_id.store(lease, Ordering::SeqCst);
         // Renewed while standing by too, so the lease is alive when the lock is free.
         store.keep_lease(options.lease_ttl);
-        store.lock_revision = store.acquire(&options.holder, options.lease_ttl)?;
+        if wait_for_lock {
+            let revision = store.acquire(&options.holder, options.lease_ttl)?;
+            store.tenure.lock_revision.store(revision, Ordering::SeqCst);
+        }
         Ok(store)
     }
 
@@ -232,28 +339,14 @@ impl Connection {
         let lock = self.layout.lock_key();
         let mut waiting_for = None;
         loop {
-            let txn = Txn::new()
-                .when([Compare::create_revision(lock.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(
-                    lock.clone(),
-                    holder,
-                    Some(PutOptions::new().with_lease(self.lease_id)),
-                )])
-                .or_else([TxnOp::get(lock.clone(), None)]);
-            let mut kv = self.kv.clone();
+            let attempt = try_acquire(
+                self.kv.clone(),
+                lock.clone(),
+                holder.to_owned(),
+                self.tenure.lease(),
+            );
             let (acquired, revision, current) =
-                self.block_on("cannot take the store's lock", async move {
-                    let answer = kv.txn(txn).await?;
-                    let revision = answer.header().map_or(0, |h| h.revision());
-                    let current = answer.op_responses().into_iter().find_map(|op| match op {
-                        TxnOpResponse::Get(get) => get
-                            .kvs()
-                            .first()
-                            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
-                        _ => None,
-                    });
-                    Ok((answer.succeeded(), revision, current))
-                })?;
+                self.block_on("cannot take the store's lock", attempt)?;
             if acquired {
                 if waiting_for.is_some() {
                     tracing::info!(lock = %lock, "took over the store");
@@ -274,37 +367,58 @@ impl Connection {
         }
     }
 
-    /// Renews the lease for as long as this store lives; once a renewal has not succeeded for
-    /// the lease's whole TTL, the lease may be gone, and every later commit and load fails.
+    /// Renews the lease for as long as this store lives. Once a renewal has not succeeded for
+    /// the lease's whole TTL, the lease may be gone: the lock is no longer this store's, and
+    /// every commit fails until the cluster answers again, when the keeper takes a new lease
+    /// (and the campaign, if one runs, tries for the lock again).
     fn keep_lease(&self, ttl: Duration) {
         let Some(runtime) = &self.runtime else {
             return;
         };
-        let (lease, id, lost) = (self.lease.clone(), self.lease_id, self.lost.clone());
+        let (lease, tenure) = (self.lease.clone(), self.tenure.clone());
         let endpoints = self.endpoints.clone();
         runtime.spawn(async move {
             let period = ttl / 3;
-            let mut renewed = Instant::now();
-            while renewed.elapsed() < ttl {
+            while !tenure.closed.load(Ordering::SeqCst) {
                 let mut lease = lease.clone();
-                let attempt = async {
-                    let (mut keeper, mut answers) = lease.keep_alive(id).await?;
-                    keeper.keep_alive().await?;
-                    Ok::<_, etcd_client::Error>(answers.message().await?.map(|a| a.ttl()))
-                };
-                match tokio::time::timeout(period, attempt).await {
-                    Ok(Ok(Some(left))) if left > 0 => renewed = Instant::now(),
-                    // Expired: no renewal brings it back.
-                    Ok(Ok(_)) => break,
-                    _ => {}
+                if tenure.lost.load(Ordering::SeqCst) {
+                    let seconds = ttl.as_secs().max(2) as i64;
+                    if let Ok(Ok(granted)) =
+                        tokio::time::timeout(period, lease.grant(seconds, None)).await
+                        && !tenure.closed.load(Ordering::SeqCst)
+                    {
+                        tenure.lease_id.store(granted.id(), Ordering::SeqCst);
+                        *tenure.renewed.lock() = Instant::now();
+                        tenure.lost.store(false, Ordering::SeqCst);
+                        tracing::warn!(etcd = %endpoints, "the store answers again: took a new lease");
+                    }
+                } else {
+                    let id = tenure.lease();
+                    let attempt = async {
+                        let (mut keeper, mut answers) = lease.keep_alive(id).await?;
+                        keeper.keep_alive().await?;
+                        Ok::<_, etcd_client::Error>(answers.message().await?.map(|a| a.ttl()))
+                    };
+                    let expired = match tokio::time::timeout(period, attempt).await {
+                        Ok(Ok(Some(left))) if left > 0 => {
+                            *tenure.renewed.lock() = Instant::now();
+                            false
+                        }
+                        // Expired: no renewal brings it back.
+                        Ok(Ok(_)) => true,
+                        _ => tenure.renewed.lock().elapsed() >= ttl,
+                    };
+                    if expired {
+                        tenure.lost.store(true, Ordering::SeqCst);
+                        tenure.lock_revision.store(0, Ordering::SeqCst);
+                        tracing::error!(
+                            etcd = %endpoints,
+                            "the store's lease could not be renewed: this server no longer holds the store"
+                        );
+                    }
                 }
                 tokio::time::sleep(period).await;
             }
-            lost.store(true, Ordering::SeqCst);
-            tracing::error!(
-                etcd = %endpoints,
-                "the store's lease could not be renewed: this server no longer holds the store"
-            );
         });
     }
 
@@ -330,7 +444,7 @@ impl Connection {
 
     /// Fails once this store may no longer hold the lock.
     fn still_held(&self) -> Result<(), StoreError> {
-        if self.lost.load(Ordering::SeqCst) {
+        if self.tenure.lost.load(Ordering::SeqCst) {
             return Err(self.not_held());
         }
         Ok(())
@@ -346,10 +460,14 @@ impl Connection {
 
     /// The compare every commit makes: the lock is still the one this store took.
     fn fence(&self) -> Compare {
-        Compare::create_revision(self.layout.lock_key(), CompareOp::Equal, self.lock_revision)
+        Compare::create_revision(
+            self.layout.lock_key(),
+            CompareOp::Equal,
+            self.tenure.lock_revision.load(Ordering::SeqCst),
+        )
     }
 
-    fn block_on<T>(
+    pub(crate) fn block_on<T>(
         &self,
         what: &str,
         future: impl Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
@@ -402,8 +520,9 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         // Hand the store over at once rather than after the lease's TTL.
-        if self.lease_id != 0 {
-            let (mut lease, id) = (self.lease.clone(), self.lease_id);
+        self.tenure.closed.store(true, Ordering::SeqCst);
+        if self.tenure.lease() != 0 {
+            let (mut lease, id) = (self.lease.clone(), self.tenure.lease());
             let _ = self.block_on("cannot revoke the lease", async move {
                 lease.revoke(id).await.map(drop)
             });
@@ -413,6 +532,34 @@ impl Drop for Connection {
             runtime.shutdown_background();
         }
     }
+}
+
+/// One attempt to take the lock `lock` for `lease`: whether it was taken, the revision of the
+/// attempt, and the holder's value when another has it.
+async fn try_acquire(
+    mut kv: KvClient,
+    lock: String,
+    holder: String,
+    lease: i64,
+) -> Result<(bool, i64, Option<String>), etcd_client::Error> {
+    let txn = Txn::new()
+        .when([Compare::create_revision(lock.clone(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(
+            lock.clone(),
+            holder,
+            Some(PutOptions::new().with_lease(lease)),
+        )])
+        .or_else([TxnOp::get(lock, None)]);
+    let answer = kv.txn(txn).await?;
+    let revision = answer.header().map_or(0, |h| h.revision());
+    let current = answer.op_responses().into_iter().find_map(|op| match op {
+        TxnOpResponse::Get(get) => get
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+        _ => None,
+    });
+    Ok((answer.succeeded(), revision, current))
 }
 
 /// Runs `future` on `runtime` from any thread, inside a runtime or not, waiting for it at
@@ -527,6 +674,13 @@ impl Connection {
         stored: &Mutex<u64>,
     ) -> Result<(), StoreError> {
         self.still_held()?;
+        if self.tenure.lock_revision.load(Ordering::SeqCst) == 0 {
+            return Err(StoreError::Remote(format!(
+                "etcd at {}: this server does not hold the store ({}); another server writes it",
+                self.endpoints,
+                self.layout.lock_key()
+            )));
+        }
         let txns = transactions(&writes, self.max_txn_ops);
         let split = txns.len().saturating_sub(1);
         // A batch larger than one transaction goes in several, the index with the last: the
@@ -555,21 +709,7 @@ impl Connection {
 
 impl Store for EtcdStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
-        let conn = &self.conn;
-        conn.still_held()?;
-        // Every section is read at the revision of the index read, so they agree.
-        let (index, revision) = conn.read_index(conn.layout.index_key())?;
-        let read = |section| conn.read_range(conn.layout.section(section), revision);
-        Ok(Snapshot {
-            index,
-            instances: decode(&read(Section::Instances)?)?,
-            checks: decode(&read(Section::Checks)?)?,
-            kv: KvSnapshot {
-                entries: decode(&read(Section::Kv)?)?,
-                sessions: decode(&read(Section::Sessions)?)?,
-            },
-            config_entries: decode(&read(Section::Config)?)?,
-        })
+        self.load_at().map(|(snapshot, _)| snapshot)
     }
 
     fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@
 //! Reads never wait for a write's fsync: a write is applied to a copy of the state, made durable,
 //! then swapped in; writes are serialised by their own lock.
 
+use crate::cluster::Cluster;
 use crate::ids::random_uuid;
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
@@ -81,24 +82,7 @@ impl Acl {
         initial_management: Option<&str>,
         now_ms: u64,
     ) -> Result<Self, AclWriteError> {
-        let snapshot = log.load()?;
-        let mut tokens = Vec::new();
-        let mut policies = Vec::new();
-        let mut bootstrap_index = None;
-        for (key, bytes) in &snapshot.records {
-            let corrupt = |e: serde_json::Error| StoreError::Corrupt {
-                key: key.clone(),
-                reason: e.to_string(),
-            };
-            if key.starts_with(TOKEN_PREFIX) {
-                tokens.push(serde_json::from_slice::<Token>(bytes).map_err(corrupt)?);
-            } else if key.starts_with(POLICY_PREFIX) {
-                policies.push(serde_json::from_slice::<Policy>(bytes).map_err(corrupt)?);
-            } else if key == BOOTSTRAP_KEY {
-                bootstrap_index = Some(serde_json::from_slice::<u64>(bytes).map_err(corrupt)?);
-            }
-        }
-        let state = AclState::restore(tokens, policies, bootstrap_index, snapshot.index);
+        let state = load_state(log.as_ref())?;
         let acl = Self {
             current: RwLock::new(Generation::new(state)),
             writing: Mutex::new(()),
@@ -113,6 +97,14 @@ impl Acl {
             acl.write(|state| state.bootstrap(&accessor, secret, now_ms).map(drop))?;
         }
         Ok(acl)
+    }
+
+    /// Reads the state again from the log (another server changed it).
+    pub fn reload(&self) -> Result<(), StoreError> {
+        let _writing = self.writing.lock();
+        let state = load_state(self.log.as_ref())?;
+        *self.current.write() = Generation::new(state);
+        Ok(())
     }
 
     /// The current state (a snapshot: later writes do not change it).
@@ -166,6 +158,66 @@ impl Acl {
         self.log.commit(after.index(), &puts, &deletes)?;
         *self.current.write() = Generation::new(after);
         Ok(value)
+    }
+}
+
+/// The ACL state as its log holds it.
+fn load_state(log: &dyn AclLog) -> Result<AclState, StoreError> {
+    let snapshot = log.load()?;
+    let mut tokens = Vec::new();
+    let mut policies = Vec::new();
+    let mut bootstrap_index = None;
+    for (key, bytes) in &snapshot.records {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+            key: key.clone(),
+            reason: e.to_string(),
+        };
+        if key.starts_with(TOKEN_PREFIX) {
+            tokens.push(serde_json::from_slice::<Token>(bytes).map_err(corrupt)?);
+        } else if key.starts_with(POLICY_PREFIX) {
+            policies.push(serde_json::from_slice::<Policy>(bytes).map_err(corrupt)?);
+        } else if key == BOOTSTRAP_KEY {
+            bootstrap_index = Some(serde_json::from_slice::<u64>(bytes).map_err(corrupt)?);
+        }
+    }
+    Ok(AclState::restore(
+        tokens,
+        policies,
+        bootstrap_index,
+        snapshot.index,
+    ))
+}
+
+/// On a server sharing its store with others: reloads the ACL state whenever the leader
+/// changed it, and, once this server leads, bootstraps it with `initial_management` if nobody
+/// has yet (Consul's `acl.tokens.initial_management`, applied by the leader).
+pub async fn follow(acl: Arc<Acl>, cluster: Arc<Cluster>, initial_management: Option<String>) {
+    let mut changed = cluster.subscribe_acl();
+    let mut role = cluster.subscribe();
+    loop {
+        tokio::select! {
+            moved = changed.changed() => if moved.is_err() { return },
+            moved = role.changed() => if moved.is_err() { return },
+        }
+        let (acl, writes, secret) = (acl.clone(), cluster.writes(), initial_management.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            acl.reload()?;
+            if writes
+                && let Some(secret) = secret
+                && acl.state().bootstrapped().is_none()
+            {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let accessor = random_uuid();
+                acl.write(|state| state.bootstrap(&accessor, &secret, now_ms).map(drop))?;
+            }
+            Ok::<_, AclWriteError>(())
+        })
+        .await;
+        if let Ok(Err(error)) = outcome {
+            tracing::error!(%error, "cannot bring the ACL state up to date with the store");
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! Script checks run their command only while `enable_script_checks` is on; a script check
 //! restored from the store on a server without it is critical and runs nothing.
 
+use crate::cluster::Cluster;
 use crate::config::SCRIPTS_DISABLED;
 use crate::queue::WriterHandle;
 use rand::Rng;
@@ -28,9 +29,11 @@ const DEFAULT_HEADERS: [(&str, &str); 2] = [
 
 /// Keeps one probe task per active check, restarting it when the check changes. `initial` are
 /// the active checks at startup; later changes arrive from the writer through `changed`, so the
-/// checker never reads the catalog.
+/// checker never reads the catalog. Among servers sharing a store, only the leader probes
+/// (the others keep their tasks, idle, ready to take over).
 pub async fn run(
     writer: WriterHandle,
+    cluster: Arc<Cluster>,
     initial: Vec<Arc<Check>>,
     mut changed: mpsc::UnboundedReceiver<CheckChange>,
     concurrency: usize,
@@ -54,6 +57,7 @@ pub async fn run(
         let id = check.id().to_owned();
         reschedule(
             &writer,
+            &cluster,
             &mut tasks,
             &limit,
             &tls,
@@ -62,12 +66,21 @@ pub async fn run(
         );
     }
     while let Some(change) = changed.recv().await {
-        reschedule(&writer, &mut tasks, &limit, &tls, scripts_enabled, change);
+        reschedule(
+            &writer,
+            &cluster,
+            &mut tasks,
+            &limit,
+            &tls,
+            scripts_enabled,
+            change,
+        );
     }
 }
 
 fn reschedule(
     writer: &WriterHandle,
+    cluster: &Arc<Cluster>,
     tasks: &mut HashMap<String, AbortHandle>,
     limit: &Arc<Semaphore>,
     tls: &Arc<ProbeTls>,
@@ -80,6 +93,7 @@ fn reschedule(
     if let Some(check) = check.filter(|c| c.definition.kind.is_probed()) {
         let task = tokio::spawn(probe_loop(
             writer.clone(),
+            cluster.clone(),
             check,
             limit.clone(),
             tls.clone(),
@@ -91,6 +105,7 @@ fn reschedule(
 
 async fn probe_loop(
     writer: WriterHandle,
+    cluster: Arc<Cluster>,
     check: Arc<Check>,
     limit: Arc<Semaphore>,
     tls: Arc<ProbeTls>,
@@ -104,6 +119,9 @@ async fn probe_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        if !cluster.writes() {
+            continue;
+        }
         let Ok(permit) = limit.acquire().await else {
             return;
         };

@@ -5,6 +5,7 @@ mod acl;
 mod api;
 mod ca;
 mod checker;
+mod cluster;
 pub mod config;
 pub mod coordinator;
 mod dashboard;
@@ -31,6 +32,7 @@ pub use config::{
 };
 pub use writer::WriterFailed;
 
+use crate::cluster::{Cluster, Holder, Role};
 use crate::coordinator::mesh::{CaIdentity, MeshClients};
 use crate::coordinator::{Coordinator, Driver, DriverParts, Participants, RegistryResolver};
 use crate::metrics::Metrics;
@@ -151,6 +153,8 @@ struct Stores {
     acl: Box<dyn trellis_store::AclLog>,
     decisions: Box<dyn DecisionLog>,
     release: Option<trellis_etcd::Release>,
+    /// The shared store a replica follows, when there is one.
+    etcd: Option<trellis_etcd::EtcdStore>,
 }
 
 /// The stores as configured: all three in etcd on one connection and lock, or the catalog
@@ -170,7 +174,8 @@ fn open_stores(config: &ServerConfig) -> Result<Stores, ServerError> {
                 etcd.records("transactions").map_err(store_error)?,
             )),
             release: Some(etcd.releaser()),
-            catalog: Box::new(etcd),
+            catalog: Box::new(etcd.clone()),
+            etcd: Some(etcd),
         });
     }
     let catalog = open_store(config)?;
@@ -210,6 +215,7 @@ fn local_stores(config: &ServerConfig, catalog: Box<dyn Store>) -> Result<Stores
         acl,
         decisions,
         release: None,
+        etcd: None,
     })
 }
 
@@ -223,7 +229,8 @@ fn store_label(config: &ServerConfig) -> String {
     }
 }
 
-/// The etcd store of `[etcd]`: connected, and holding the prefix's lock (a standby waits here).
+/// The etcd store of `[etcd]`: connected, with a lease; the server follows it and campaigns
+/// for its lock once it serves.
 fn open_etcd(config: &ServerConfig) -> Result<trellis_etcd::EtcdStore, ServerError> {
     let etcd = &config.etcd;
     let options = trellis_etcd::EtcdOptions {
@@ -239,7 +246,7 @@ fn open_etcd(config: &ServerConfig) -> Result<trellis_etcd::EtcdStore, ServerErr
         lease_ttl: etcd.lease().map_err(ServerError::Config)?,
         ..trellis_etcd::EtcdOptions::new(Vec::new())
     };
-    trellis_etcd::EtcdStore::connect(&options).map_err(|error| ServerError::Store {
+    trellis_etcd::EtcdStore::join(&options).map_err(|error| ServerError::Store {
         dir: store_label(config),
         error,
     })
@@ -262,18 +269,33 @@ fn open_store(config: &ServerConfig) -> Result<Box<dyn Store>, ServerError> {
     }
 }
 
-/// Restores the catalog from the store; `clock` is the catalog's time origin.
+/// Restores the catalog from the store (a shared store: at a revision the returned feed
+/// follows on from); `clock` is the catalog's time origin.
 fn restore(
     store: &dyn Store,
+    etcd: Option<&trellis_etcd::EtcdStore>,
     config: &ServerConfig,
     clock: Instant,
-) -> Result<Catalog, ServerError> {
-    let snapshot = store.load().map_err(|error| ServerError::Store {
+) -> Result<
+    (
+        Catalog,
+        Option<std::sync::mpsc::Receiver<trellis_etcd::Feed>>,
+    ),
+    ServerError,
+> {
+    let store_error = |error| ServerError::Store {
         dir: store_label(config),
         error,
-    })?;
+    };
+    let (snapshot, feed) = match etcd {
+        Some(etcd) => {
+            let (snapshot, revision) = etcd.load_at().map_err(store_error)?;
+            (snapshot, Some(etcd.follow(revision).map_err(store_error)?))
+        }
+        None => (store.load().map_err(store_error)?, None),
+    };
     let loaded = clock.elapsed();
-    let catalog = Catalog::restore(
+    let mut catalog = Catalog::restore(
         snapshot.index,
         snapshot.instances,
         snapshot.checks,
@@ -281,13 +303,15 @@ fn restore(
         snapshot.config_entries,
         clock.elapsed(),
     );
+    // Servers sharing a store see each other's status changes only through it.
+    catalog.set_persist_status(feed.is_some());
     tracing::info!(
         instances = catalog.instance_count(),
         load_ms = loaded.as_millis() as u64,
         restore_ms = (clock.elapsed() - loaded).as_millis() as u64,
         "catalog restored"
     );
-    Ok(catalog)
+    Ok((catalog, feed))
 }
 
 /// Why no address of a `HostPort` could be bound.
@@ -405,11 +429,26 @@ async fn start_with_stores(
         acl: acl_log,
         decisions,
         release,
+        etcd,
     } = stores;
     // The certificate files are read before anything is bound.
     let tls = tls::server_config(&config.tls)?;
     let clock = Instant::now();
-    let catalog = restore(store.as_ref(), &config, clock)?;
+    let (catalog, feed) = restore(store.as_ref(), etcd.as_ref(), &config, clock)?;
+    let cluster = Arc::new(match &etcd {
+        Some(etcd) => {
+            let store = etcd.clone();
+            // Half the lease: a leader that has not renewed for longer may be losing it.
+            let limit = config.etcd.lease().map_err(ServerError::Config)? / 2;
+            let holder = etcd.clone();
+            Cluster::shared(
+                Box::new(move || store.last_contact()),
+                limit,
+                Box::new(move || holder.holds_lock()),
+            )
+        }
+        None => Cluster::new(Role::Alone),
+    });
     let instances_restored = catalog.instance_count();
     let listener = bind(&config.http).await?;
     let local_addr = listener.local_addr().map_err(ServerError::Serve)?;
@@ -475,15 +514,19 @@ async fn start_with_stores(
             })
             .map_err(|error| ServerError::Ca(error.to_string()))?,
     );
-    let coordinator = start_coordinator(
-        &config, decisions, &publisher, &catalog, &node, &metrics, &ca,
-    )?;
+    let resolve = Arc::new(RegistryResolver {
+        publisher: Arc::clone(&publisher),
+        catalog: Arc::clone(&catalog),
+        node_address: node.address.clone(),
+    });
+    let coordinator = start_coordinator(&config, decisions, resolve, &metrics, &ca, &cluster)?;
     let (writer, queue) = queue::channel(config.max_queue);
     let (writer_done_tx, writer_done) = oneshot::channel();
     let writer_thread = Writer::new(
         catalog.clone(),
         store,
         queue,
+        cluster.clone(),
         publisher.clone(),
         metrics.store.clone(),
         clock,
@@ -495,14 +538,42 @@ async fn start_with_stores(
             let _ = writer_done_tx.send(writer_thread.run());
         })
         .map_err(ServerError::Thread)?;
+    if let Some(feed) = feed {
+        let handle = writer.clone();
+        std::thread::Builder::new()
+            .name("trellis-feed".into())
+            .spawn(move || handle.feed_from(feed))
+            .map_err(ServerError::Thread)?;
+    }
+    if let Some(etcd) = &etcd {
+        let address = SocketAddr::new(
+            node.address.parse().unwrap_or(local_addr.ip()),
+            local_addr.port(),
+        );
+        etcd.campaign(
+            Holder {
+                node: config.node_name.clone(),
+                address: address.to_string(),
+            }
+            .to_value(),
+        );
+    }
     let checker = tokio::spawn(checker::run(
         writer.clone(),
+        cluster.clone(),
         active_checks,
         checks_rx,
         config.check_concurrency,
         config.enable_script_checks,
     ));
-    let acl = Arc::new(open_acl(&config, acl_log)?);
+    let acl = Arc::new(open_acl(&config, acl_log, cluster.role() == Role::Alone)?);
+    if cluster.role() != Role::Alone {
+        tokio::spawn(acl::follow(
+            acl.clone(),
+            cluster.clone(),
+            config.acl.tokens.initial_management.clone(),
+        ));
+    }
     let state = AppState::new(Parts {
         node,
         catalog,
@@ -515,6 +586,7 @@ async fn start_with_stores(
         coordinator: coordinator.clone(),
         acl,
         ca,
+        cluster,
     });
     tokio::spawn(ca::retire_expired(state.ca().clone(), state.closing()));
     let dns_settings = dns::Settings {
@@ -576,19 +648,13 @@ async fn start_with_stores(
 fn start_coordinator(
     config: &ServerConfig,
     log: Box<dyn DecisionLog>,
-    publisher: &Arc<Publisher>,
-    catalog: &Arc<SharedCatalog>,
-    node: &Node,
+    resolve: Arc<RegistryResolver>,
     metrics: &Metrics,
     ca: &ca::Ca,
+    cluster: &Arc<Cluster>,
 ) -> Result<Coordinator, ServerError> {
     let store_error = |error| store_error(config, error);
-    let resolve = Arc::new(RegistryResolver {
-        publisher: Arc::clone(publisher),
-        catalog: Arc::clone(catalog),
-        node_address: node.address.clone(),
-    });
-    let (driver, coordinator) = Driver::start(DriverParts {
+    let (mut driver, coordinator) = Driver::start(DriverParts {
         log,
         // Participants behind mesh sidecars are reached with the coordinator's own identity.
         participants: Participants::new(resolve).with_mesh(Arc::new(MeshClients::new(Arc::new(
@@ -602,9 +668,19 @@ fn start_coordinator(
         config: trellis_coordinator::Config::default(),
     })
     .map_err(store_error)?;
+    let (cluster, runtime) = (Arc::clone(cluster), tokio::runtime::Handle::current());
     std::thread::Builder::new()
         .name("trellis-coordinator".into())
         .spawn(move || {
+            // Only the server that writes the shared store drives transactions; a follower's
+            // driver waits, and reads the log again when it takes over.
+            if !cluster.writes() {
+                runtime.block_on(cluster.until_writing());
+                if let Err(error) = driver.reload() {
+                    tracing::error!(%error, "the transaction coordinator cannot read its log");
+                    return;
+                }
+            }
             if let Err(error) = driver.run() {
                 tracing::error!(%error, "the transaction coordinator stopped");
             }
@@ -613,10 +689,12 @@ fn start_coordinator(
     Ok(coordinator)
 }
 
-/// The ACL state from its log.
+/// The ACL state from its log; `bootstrap`: bootstrap it with the configured initial
+/// management token now (a server sharing a store does it once it leads, see `acl::follow`).
 fn open_acl(
     config: &ServerConfig,
     log: Box<dyn trellis_store::AclLog>,
+    bootstrap: bool,
 ) -> Result<acl::Acl, ServerError> {
     let default_policy = match config.acl.default_policy {
         AclDefaultPolicy::Allow => trellis_acl::DefaultPolicy::Allow,
@@ -629,7 +707,12 @@ fn open_acl(
         log,
         default_policy,
         &config.datacenter,
-        config.acl.tokens.initial_management.as_deref(),
+        config
+            .acl
+            .tokens
+            .initial_management
+            .as_deref()
+            .filter(|_| bootstrap),
         now_ms,
     )
     .map_err(|error| ServerError::Acl(error.to_string()))

@@ -20,6 +20,14 @@ pub enum WriteError {
     /// The writer has stopped (shutdown or a fatal storage failure).
     #[error("the writer has stopped")]
     Stopped,
+    /// This server follows another that writes the shared store (it answers 503 and clients
+    /// go to the leader; the HTTP API forwards its writes before they get here).
+    #[error("this server is not the cluster leader")]
+    NotLeader,
+    /// This server shares a store it cannot reach (no quorum): nothing is written until it
+    /// answers again; a commit under way may or may not have been kept.
+    #[error("the store cannot be reached")]
+    StoreUnreachable,
 }
 
 /// A queued command and where its answer goes.
@@ -28,14 +36,20 @@ pub struct Submission {
     pub reply: oneshot::Sender<Result<Reply, WriteError>>,
 }
 
+/// What the writer drains: commands, and, on a server sharing an etcd store, the store's feed.
+pub enum Queued {
+    Command(Submission),
+    Feed(trellis_etcd::Feed),
+}
+
 /// Submits commands to the writer. Cheap to clone; the writer stops once every handle is gone.
 #[derive(Clone)]
 pub struct WriterHandle {
-    tx: SyncSender<Submission>,
+    tx: SyncSender<Queued>,
 }
 
 /// Creates a queue holding at most `bound` commands.
-pub fn channel(bound: usize) -> (WriterHandle, Receiver<Submission>) {
+pub fn channel(bound: usize) -> (WriterHandle, Receiver<Queued>) {
     let (tx, rx) = std::sync::mpsc::sync_channel(bound);
     (WriterHandle { tx }, rx)
 }
@@ -57,11 +71,23 @@ impl WriterHandle {
         self.enqueue(Submission { command, reply })
     }
 
+    /// Hands the store's feed on in its order, waiting for queue space: a change of the store
+    /// may not be dropped. Returns once the writer is gone.
+    pub fn feed_from(&self, feed: std::sync::mpsc::Receiver<trellis_etcd::Feed>) {
+        for item in feed {
+            if self.tx.send(Queued::Feed(item)).is_err() {
+                return;
+            }
+        }
+    }
+
     fn enqueue(&self, submission: Submission) -> Result<(), WriteError> {
-        self.tx.try_send(submission).map_err(|e| match e {
-            TrySendError::Full(_) => WriteError::Busy,
-            TrySendError::Disconnected(_) => WriteError::Stopped,
-        })
+        self.tx
+            .try_send(Queued::Command(submission))
+            .map_err(|e| match e {
+                TrySendError::Full(_) => WriteError::Busy,
+                TrySendError::Disconnected(_) => WriteError::Stopped,
+            })
     }
 }
 

@@ -107,6 +107,8 @@ struct Inner {
     acl: Arc<crate::acl::Acl>,
     /// The mesh's certificate authority.
     ca: Arc<crate::ca::Ca>,
+    /// Alone, or leading or following the servers that share the store.
+    cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// Most network segments this node keeps a LAN coordinate for; an update for another one is
@@ -151,6 +153,7 @@ pub struct Parts {
     pub coordinator: Coordinator,
     pub acl: Arc<crate::acl::Acl>,
     pub ca: Arc<crate::ca::Ca>,
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 impl AppState {
@@ -167,6 +170,7 @@ impl AppState {
             coordinator,
             acl,
             ca,
+            cluster,
         } = parts;
         let origin = BTreeMap::from([(String::new(), node.coordinate())]);
         Self(Arc::new(Inner {
@@ -190,7 +194,13 @@ impl AppState {
             coordinator,
             acl,
             ca,
+            cluster,
         }))
+    }
+
+    /// Alone, or leading or following the servers that share the store.
+    pub fn cluster(&self) -> &crate::cluster::Cluster {
+        &self.0.cluster
     }
 
     /// The mesh's certificate authority.

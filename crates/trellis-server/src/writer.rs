@@ -5,9 +5,10 @@
 //! reaper, a session's TTL) or the next slot GC, whichever comes first, so time-driven changes
 //! happen within a few milliseconds of their deadline instead of at a fixed tick.
 
+use crate::cluster::{Cluster, Holder, Role};
 use crate::metrics::StoreMetrics;
 use crate::publisher::Publisher;
-use crate::queue::{Submission, WriteError};
+use crate::queue::{Queued, Submission, WriteError};
 use crate::shared::SharedCatalog;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,16 +23,23 @@ const MAX_BATCH: usize = 4096;
 /// How often empty, unwatched service slots are dropped; also the longest time between two
 /// ticks (a tick with nothing due only forgets lock-delays that passed).
 const SLOT_GC: Duration = Duration::from_secs(10);
+/// How often a stale replica tries to reload from a store it could not reach.
+const RELOAD_RETRY: Duration = Duration::from_millis(250);
 
 /// Why the writer stopped for good.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "a commit failed ({commit}) and the store could not be reloaded ({reload}); \
-     stopped so that no write that was not made durable is served"
-)]
-pub struct WriterFailed {
-    pub commit: Box<StoreError>,
-    pub reload: Box<StoreError>,
+pub enum WriterFailed {
+    #[error(
+        "a commit failed ({commit}) and the store could not be reloaded ({reload}); \
+         stopped so that no write that was not made durable is served"
+    )]
+    Reload {
+        commit: Box<StoreError>,
+        reload: Box<StoreError>,
+    },
+    /// The shared store's feed broke, or another server took the store over from this one.
+    #[error("{0}; stopped so that no stale state is served")]
+    Replica(String),
 }
 
 /// An applied command's answer, sent once the batch is settled.
@@ -43,7 +51,18 @@ type Pending = (
 pub struct Writer {
     catalog: Arc<SharedCatalog>,
     store: Box<dyn Store>,
-    queue: Receiver<Submission>,
+    queue: Receiver<Queued>,
+    /// Alone, leading or following: what the writer may do with commands and the store's feed.
+    cluster: Arc<Cluster>,
+    /// The highest index committed: a leader commits every index it takes, so that followers
+    /// see the same numbers.
+    committed: u64,
+    /// A server sharing a store whose commit failed (cut off from the quorum): its catalog may
+    /// hold a batch that was not made durable, so it takes no write and skips the feed until
+    /// it has reloaded from the store.
+    stale: bool,
+    /// The store's lock became this server's while it was stale: it leads once reloaded.
+    promote_after_reload: bool,
     publisher: Arc<Publisher>,
     metrics: StoreMetrics,
     /// The catalog's clock: time since the server started.
@@ -58,15 +77,21 @@ impl Writer {
     pub fn new(
         catalog: Arc<SharedCatalog>,
         store: Box<dyn Store>,
-        queue: Receiver<Submission>,
+        queue: Receiver<Queued>,
+        cluster: Arc<Cluster>,
         publisher: Arc<Publisher>,
         metrics: StoreMetrics,
         clock: Instant,
     ) -> Self {
+        let committed = catalog.read().map_or(0, |catalog| catalog.index());
         Self {
             catalog,
             store,
             queue,
+            cluster,
+            committed,
+            stale: false,
+            promote_after_reload: false,
             publisher,
             metrics,
             clock,
@@ -90,12 +115,16 @@ impl Writer {
     /// Waits for the first command, or until the catalog's next deadline or the next slot GC
     /// (an empty batch), then takes whatever else is queued, up to `MAX_BATCH`. `None` once
     /// every handle is gone.
-    fn collect_batch(&self) -> Option<Vec<Submission>> {
+    fn collect_batch(&self) -> Option<Vec<Queued>> {
         let idle_due = self.last_gc.min(self.last_tick) + SLOT_GC;
         let wake = self
             .next_deadline
             .map_or(idle_due, |deadline| deadline.min(idle_due));
-        let wait = wake.saturating_sub(self.clock.elapsed());
+        let mut wait = wake.saturating_sub(self.clock.elapsed());
+        if self.stale {
+            // Try the store again soon.
+            wait = wait.min(RELOAD_RETRY);
+        }
         let mut batch = Vec::new();
         match self.queue.recv_timeout(wait) {
             Ok(first) => batch.push(first),
@@ -106,9 +135,10 @@ impl Writer {
         Some(batch)
     }
 
-    /// Applies, ticks, commits, then publishes and answers — or answers with an error and
-    /// recovers. The catalog stays write-locked until the outcome is published.
-    fn process(&mut self, batch: Vec<Submission>) -> Result<(), WriterFailed> {
+    /// Applies (commands, or the store's feed on a follower), ticks, commits, then publishes and
+    /// answers — or answers with an error and recovers. The catalog stays write-locked until
+    /// the outcome is published.
+    fn process(&mut self, batch: Vec<Queued>) -> Result<(), WriterFailed> {
         let now = self.clock.elapsed();
         let catalog = Arc::clone(&self.catalog);
         let mut guard = catalog.write();
@@ -116,16 +146,51 @@ impl Writer {
             // Retired by an earlier failure, after which the writer does not run again.
             return Ok(());
         };
+        if self.stale {
+            self.reload(catalog, now);
+        }
         let size = batch.len();
         let mut fx = Effects::default();
-        let pending = apply(catalog, batch, now, &mut fx);
-        self.tick_if_due(catalog, now, &mut fx);
+        let mut pending = Vec::with_capacity(size);
+        for item in batch {
+            match item {
+                Queued::Command(Submission { command, reply }) => {
+                    let result = if self.stale {
+                        Err(WriteError::StoreUnreachable)
+                    } else if self.cluster.writes() {
+                        catalog
+                            .apply(command, now, &mut fx)
+                            .map_err(WriteError::Rejected)
+                    } else {
+                        Err(WriteError::NotLeader)
+                    };
+                    pending.push((reply, result));
+                }
+                Queued::Feed(feed) => self.follow(catalog, feed, now, &mut fx)?,
+            }
+        }
+        if self.cluster.writes() {
+            self.tick_if_due(catalog, now, &mut fx);
+        }
         self.next_deadline = catalog.next_deadline();
         match self.commit(catalog, &fx, size) {
             Ok(()) => {
                 self.publisher.publish(catalog, &fx);
                 drop(guard);
                 answer(pending);
+                Ok(())
+            }
+            Err(commit) if self.cluster.role() != Role::Alone => {
+                // Cut off from the quorum (or fenced off): stop writing, keep serving what was
+                // published, and reload once the store answers. The batch's commit may or may
+                // not have reached etcd; its requests are told so.
+                tracing::error!(error = %commit, "commit failed; taking no writes until the store answers again");
+                self.stale = true;
+                self.cluster.set_role(Role::Follower { leader: None });
+                drop(guard);
+                for (reply, _) in pending {
+                    let _ = reply.send(Err(WriteError::StoreUnreachable));
+                }
                 Ok(())
             }
             Err(commit) => {
@@ -142,6 +207,112 @@ impl Writer {
         }
     }
 
+    /// One item of the shared store's feed: a follower applies the leader's commits to its
+    /// replica (the leader's own come back too, and are already applied); a change of holder
+    /// promotes this server or says who leads.
+    fn follow(
+        &mut self,
+        catalog: &mut Catalog,
+        feed: trellis_etcd::Feed,
+        now: Duration,
+        fx: &mut Effects,
+    ) -> Result<(), WriterFailed> {
+        use trellis_etcd::Feed;
+        match feed {
+            // A stale replica reloads instead: the reload has every commit up to its revision.
+            Feed::Commit { .. } if self.stale => {}
+            Feed::Commit { index, mutations } => {
+                if !self.cluster.writes() {
+                    catalog.replicate(index, mutations, now, fx);
+                } else if index > catalog.index() {
+                    // Fencing makes this impossible while this server holds the lock; after it
+                    // lost it unnoticed, the store is the truth.
+                    tracing::error!(
+                        index,
+                        "another server committed while this one led; reloading"
+                    );
+                    self.stale = true;
+                    self.cluster.set_role(Role::Follower { leader: None });
+                }
+            }
+            Feed::Holder { ours: true, .. } => {
+                if self.stale {
+                    self.promote_after_reload = true;
+                } else if !self.cluster.writes() {
+                    // Everything the previous leader committed came before this in the feed and
+                    // is applied: take over from here.
+                    self.promote(catalog, now);
+                }
+            }
+            Feed::Holder {
+                holder,
+                ours: false,
+            } => {
+                self.promote_after_reload = false;
+                if self.cluster.role() == Role::Leader {
+                    // Its lease ended (cut off, or paused): another server may write now.
+                    tracing::warn!("this server no longer holds the store's lock; following");
+                }
+                let leader = holder.as_deref().map(Holder::parse);
+                match &leader {
+                    Some(holder) => {
+                        tracing::info!(leader = %holder.node, "following the cluster leader")
+                    }
+                    None => tracing::warn!("no cluster leader: the store's lock is free"),
+                }
+                self.cluster.set_role(Role::Follower { leader });
+            }
+            Feed::Table(table) => {
+                if table == "acl" {
+                    self.cluster.acl_changed();
+                }
+            }
+            Feed::Broken(reason) => return Err(WriterFailed::Replica(reason)),
+        }
+        Ok(())
+    }
+
+    /// Takes the lead with the catalog as it is (up to date with the store), giving every timer
+    /// a full period, since the heartbeats that kept them went to the old leader.
+    fn promote(&mut self, catalog: &mut Catalog, now: Duration) {
+        catalog.rearm_timers(now);
+        self.committed = catalog.index();
+        self.cluster.set_role(Role::Leader);
+        tracing::info!(index = catalog.index(), "this server now leads the cluster");
+    }
+
+    /// A stale replica's attempt to reload from the store; on success it serves the store's
+    /// state (and leads, if the lock became its own meanwhile).
+    fn reload(&mut self, catalog: &mut Catalog, now: Duration) {
+        let Ok(snapshot) = self.store.load() else {
+            return;
+        };
+        let mut checks: BTreeSet<String> = catalog.checks().map(|c| c.id().to_owned()).collect();
+        // The store's index: the indexes taken by the batch that failed were never answered.
+        *catalog = Catalog::restore(
+            snapshot.index,
+            snapshot.instances,
+            snapshot.checks,
+            snapshot.kv,
+            snapshot.config_entries,
+            now,
+        );
+        catalog.set_persist_status(true);
+        checks.extend(catalog.checks().map(|c| c.id().to_owned()));
+        self.publisher.republish_all(catalog, checks);
+        self.stale = false;
+        self.committed = catalog.index();
+        tracing::warn!(
+            index = catalog.index(),
+            "the store answers again: replica reloaded"
+        );
+        // The lock may have stayed this server's through a short outage (no change of holder
+        // to say so), or become its own meanwhile.
+        if std::mem::take(&mut self.promote_after_reload) || self.cluster.holds_lock() {
+            self.promote(catalog, now);
+        }
+    }
+
     /// Ticks when a deadline has come (the batch may have added one already due), or when
     /// nothing was due for `SLOT_GC` (to forget lock-delays that passed). A tick with nothing
     /// due changes nothing and takes no index.
@@ -155,10 +326,16 @@ impl Writer {
         }
     }
 
-    /// Makes the batch's writes durable in one commit; a batch without writes needs none.
-    fn commit(&self, catalog: &Catalog, fx: &Effects, size: usize) -> Result<(), StoreError> {
+    /// Makes the batch's writes durable in one commit; a batch without writes needs none,
+    /// except on a leader whose index moved (followers take their indexes from its commits).
+    fn commit(&mut self, catalog: &Catalog, fx: &Effects, size: usize) -> Result<(), StoreError> {
         let mutations: Vec<Mutation> = fx.writes.iter().map(|w| catalog.mutation(w)).collect();
-        if mutations.is_empty() {
+        let leading = self.cluster.role() == Role::Leader;
+        if mutations.is_empty() && !(leading && catalog.index() > self.committed) {
+            return Ok(());
+        }
+        if !self.cluster.writes() {
+            // A follower's replica is written by the leader alone.
             return Ok(());
         }
         let started = Instant::now();
@@ -167,6 +344,9 @@ impl Writer {
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.batch_size.observe(size as f64);
+        if result.is_ok() {
+            self.committed = catalog.index();
+        }
         result
     }
 
@@ -181,7 +361,7 @@ impl Writer {
         tracing::error!(error = %commit, "commit failed; reloading the catalog from the store");
         // Every check the checker may be probing, before and after the reload.
         let mut checks: BTreeSet<String> = catalog.checks().map(|c| c.id().to_owned()).collect();
-        let snapshot = self.store.load().map_err(|reload| WriterFailed {
+        let snapshot = self.store.load().map_err(|reload| WriterFailed::Reload {
             commit: Box::new(commit),
             reload: Box::new(reload),
         })?;
@@ -196,6 +376,7 @@ impl Writer {
             snapshot.config_entries,
             now,
         );
+        catalog.set_persist_status(self.cluster.role() != Role::Alone);
         checks.extend(catalog.checks().map(|c| c.id().to_owned()));
         self.publisher.republish_all(catalog, checks);
         Ok(())
@@ -208,24 +389,6 @@ impl Writer {
             self.publisher.drop_idle_slots();
         }
     }
-}
-
-/// Applies every command of the batch, keeping each answer until the batch is settled.
-fn apply(
-    catalog: &mut Catalog,
-    batch: Vec<Submission>,
-    now: Duration,
-    fx: &mut Effects,
-) -> Vec<Pending> {
-    batch
-        .into_iter()
-        .map(|Submission { command, reply }| {
-            let result = catalog
-                .apply(command, now, fx)
-                .map_err(WriteError::Rejected);
-            (reply, result)
-        })
-        .collect()
 }
 
 /// The batch is durable and published: every request gets its own answer.

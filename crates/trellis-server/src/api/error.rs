@@ -66,6 +66,15 @@ impl From<WriteError> for ApiError {
                 "server busy: write queue full, retry later",
             ),
             WriteError::Stopped => Self::stopping(),
+            // Consul's words for a server that cannot reach a leader.
+            WriteError::NotLeader => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "No cluster leader: this server follows another; retry",
+            ),
+            WriteError::StoreUnreachable => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "No cluster leader: the store (etcd) cannot be reached; the write may not have been applied",
+            ),
         }
     }
 }

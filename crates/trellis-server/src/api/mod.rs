@@ -16,6 +16,7 @@ mod coordinate;
 mod cross_origin;
 mod error;
 mod event;
+mod forward;
 mod health;
 mod host;
 mod intentions;
@@ -240,6 +241,10 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .layer(middleware::from_fn(refuse_enterprise_headers))
         .layer(middleware::from_fn(
             cross_origin::refuse_cross_origin_writes,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            forward::forward_to_leader,
         ))
         .layer(middleware::from_fn_with_state(state, observe))
 }

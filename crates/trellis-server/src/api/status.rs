@@ -20,10 +20,25 @@ pub async fn leader(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     QueryParams::new(q).check_dc(state.node())?;
-    Ok(json_response(
-        1,
-        to_json_bytes(&state.node().server_address()),
-    ))
+    Ok(json_response(1, to_json_bytes(&leader_address(&state))))
+}
+
+/// The leader's Raft-style address: this server's, the leader's among servers sharing a store
+/// (its host with the server port), or `""` when none is known, as Consul answers.
+fn leader_address(state: &AppState) -> String {
+    use crate::cluster::Role;
+    match state.cluster().role() {
+        Role::Alone | Role::Leader => state.node().server_address(),
+        Role::Follower { leader: None } => String::new(),
+        Role::Follower {
+            leader: Some(holder),
+        } => match holder.address.parse::<std::net::SocketAddr>() {
+            Ok(addr) => {
+                std::net::SocketAddr::new(addr.ip(), crate::node::SERVER_RPC_PORT).to_string()
+            }
+            Err(_) => holder.node,
+        },
+    }
 }
 
 pub async fn peers(

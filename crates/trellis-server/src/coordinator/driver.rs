@@ -439,7 +439,7 @@ impl Driver {
     }
 
     /// Restores the engine from the log and publishes everything it holds.
-    fn reload(&mut self) -> Result<(), StoreError> {
+    pub(crate) fn reload(&mut self) -> Result<(), StoreError> {
         let snapshot = self.log.load()?;
         self.engine
             .restore(snapshot.transactions, snapshot.index, now_ms());

@@ -1,0 +1,193 @@
+//! A catalog kept as a replica of a leader's: [`Catalog::replicate`] applies the mutations the
+//! leader committed, as they are, leaving every derived structure as `apply` left it on the
+//! leader and deciding nothing by itself; [`Catalog::rearm_timers`] restarts the timers when the
+//! replica's server becomes the leader.
+//!
+//! Indexes follow the leader's (see `index.rs`): records keep theirs, and what a record changed
+//! (its service, the services list, the KV store, the sessions and config tables) takes the
+//! record's `ModifyIndex`. A delete carries no index of its own, so what it changed takes the
+//! commit's. When a commit is one change at one index every index matches the leader's; in a
+//! commit of several changes (a batch of commands, or a tick that expires TTLs at one index,
+//! reaps a service at the next and expires sessions at the one after), an index a delete moved
+//! may be ahead of the leader's, never behind, and never above the commit's: a reader sees at
+//! worst a spurious wake-up, never an index going backwards. A record that came and went within
+//! one commit still moves what its delete names (a tombstone, the sessions, config and services
+//! indexes, a check's owner); only an instance that came and went leaves no name to touch, so a
+//! name the replica already knows keeps its index there (nothing a reader of it sees changed).
+//!
+//! What the leader keeps in memory only is not replicated: lock-delays (known only to the
+//! server that invalidated the session: a replica starts none, and a follower promoted to
+//! leader enforces none of its old leader's), session renewals and TTL deadlines (see
+//! [`Catalog::rearm_timers`]), and a probe's output when its status does not change (it takes no
+//! index even with [`Catalog::set_persist_status`], or a timestamp in the output would wake every
+//! watcher on each probe), so a replica shows the output of the check's last status change.
+
+use super::{Catalog, touch_owner};
+use crate::check::Check;
+use crate::effects::{Effects, Mutation};
+use crate::record::CheckRecord;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Catalog {
+    /// Applies the mutations a leader committed at `index` (its global index after that
+    /// commit); `now` starts the timers of the checks and sessions they bring. A commit at or
+    /// below [`Catalog::index`] was applied already (an echo of the watch) and changes nothing.
+    ///
+    /// The mutations of one commit may come in any order: the result is the same. A replica
+    /// decides nothing: no session is invalidated because a check is critical or gone, no
+    /// lock-delay is started (lock-delays are known only to the server that invalidated the
+    /// session), nothing is reaped: the leader's own mutations (the session's delete, its locks
+    /// released) are in the same commit. `fx` says what changed, for readers to be woken, and
+    /// which checks' probing to start or stop; `fx.writes` stays empty (a replica writes
+    /// nothing). A check's `transitions` are its net change over the commit, numbered with its
+    /// `ModifyIndex` as on the leader.
+    ///
+    /// A replica must not be ticked: its check and session timers run only once its server
+    /// leads, after [`Catalog::rearm_timers`].
+    pub fn replicate(
+        &mut self,
+        index: u64,
+        mut mutations: Vec<Mutation>,
+        now: Duration,
+        fx: &mut Effects,
+    ) {
+        if index <= self.index.get() {
+            return;
+        }
+        self.index.advance_to(index);
+        // A record's change took its ModifyIndex on the leader, never above the commit's.
+        let at = |record_index: u64| record_index.min(index);
+        mutations.sort_by(|a, b| order(a).cmp(&order(b)));
+        // A check that moved to another instance comes as the old owner's delete and the new
+        // owner's put: the put replaces it (and reports its status change, as on the leader).
+        let put_checks: BTreeSet<String> = mutations
+            .iter()
+            .filter_map(|m| match m {
+                Mutation::PutCheck(record) => record.definition.id.clone(),
+                _ => None,
+            })
+            .collect();
+        for mutation in mutations {
+            match mutation {
+                Mutation::DeleteCheck { id, owner } => {
+                    let owned = self
+                        .checks
+                        .get(&id)
+                        .is_some_and(|c| c.service_id() == owner.as_deref());
+                    if put_checks.contains(&id) {
+                        // Replaced by the put, which touches the old owner.
+                    } else if owned {
+                        self.unregister_check(&id, index, fx);
+                    } else if let Some(name) = self.owner_name(owner.as_deref()) {
+                        // A copy the replica never had (the check came, or moved, and went
+                        // within the commit): its owner changed all the same on the leader.
+                        let (name_index, by_name) = (&mut self.name_index, &self.by_name);
+                        touch_owner(name_index, by_name, name.as_deref(), index, fx);
+                    }
+                }
+                Mutation::PutInstance(record) => {
+                    let at = at(record.modify_index);
+                    self.insert_instance(record, at, fx);
+                }
+                Mutation::PutCheck(record) => self.replicate_check(record, index, now, fx),
+                Mutation::DeleteInstance(id) => {
+                    // Its checks' deletes came first; any left would belong to nobody.
+                    for check_id in self.remove_instance(&id, index, fx) {
+                        self.unregister_check(&check_id, index, fx);
+                    }
+                }
+                Mutation::DeleteSession(id) => {
+                    // Also for a session the replica never had: it came and went within the
+                    // commit, which moved the leader's sessions index.
+                    self.sessions.remove(&id);
+                    self.sessions.set_index(index);
+                    fx.sessions = true;
+                }
+                Mutation::PutSession(session) => {
+                    let at = at(session.modify_index);
+                    self.sessions.remove(&session.id);
+                    self.sessions.insert(session, now);
+                    self.sessions.set_index(at);
+                    fx.sessions = true;
+                }
+                Mutation::PutKv(entry) => {
+                    let key = entry.key.clone();
+                    self.kv.replicate(&key, Some(entry), index, fx);
+                }
+                Mutation::DeleteKv(key) => self.kv.replicate(&key, None, index, fx),
+                Mutation::PutConfigEntry(entry) => {
+                    let at = at(entry.modify_index);
+                    self.config.insert(entry, at, fx);
+                }
+                Mutation::DeleteConfigEntry { kind, name } => {
+                    self.config.remove(&kind, &name, index, fx);
+                }
+            }
+        }
+    }
+
+    /// A check as the leader committed it (status and output included) in place of the
+    /// replica's, in a commit numbered `index`. Kept only if its instance exists (instances
+    /// are applied first): a leader never commits a check without one.
+    fn replicate_check(
+        &mut self,
+        record: CheckRecord,
+        index: u64,
+        now: Duration,
+        fx: &mut Effects,
+    ) {
+        let Some(id) = record.definition.id.clone() else {
+            return;
+        };
+        let at = record.modify_index.min(index);
+        match self.owner_name(record.definition.service_id.as_deref()) {
+            Some(service_name) => {
+                self.replace_check(Check::restore(record, service_name, now), at, fx);
+            }
+            None => {
+                self.unregister_check(&id, index, fx);
+            }
+        }
+    }
+
+    /// Restarts every check's TTL and critical-since timers and every session's TTL at `now`,
+    /// for a replica whose server becomes the leader: heartbeats and renewals went to the old
+    /// leader, so each gets a full TTL of grace from now, as after [`Catalog::restore`]. A
+    /// session bound to a check that is gone or critical is invalidated by the next tick.
+    pub fn rearm_timers(&mut self, now: Duration) {
+        for (id, check) in &mut self.checks {
+            // Arcs shared with published views are copied once, here, not on every heartbeat.
+            let check = Arc::make_mut(check);
+            check.reset_timers(now);
+            self.deadlines.set(id, check.next_deadline());
+        }
+        let doomed = self
+            .sessions
+            .iter()
+            .filter(|s| !s.check_ids().all(|c| self.check_is_healthy(c)))
+            .map(|s| s.id.clone())
+            .collect();
+        self.sessions.rearm(now, doomed);
+    }
+}
+
+/// Where a mutation goes in a commit's canonical order: deletes of checks, then instances put,
+/// checks put, instances deleted (so a check finds its instance, and an instance goes after
+/// its checks), then the rest; within a kind by the record's index (so transitions come in the
+/// order they happened), then by key.
+fn order(mutation: &Mutation) -> (u8, u64, &str) {
+    match mutation {
+        Mutation::DeleteCheck { id, .. } => (0, 0, id),
+        Mutation::PutInstance(r) => (1, r.modify_index, &r.registration.id),
+        Mutation::PutCheck(r) => (2, r.modify_index, r.definition.id.as_deref().unwrap_or("")),
+        Mutation::DeleteInstance(id) => (3, 0, id),
+        Mutation::DeleteSession(id) => (4, 0, id),
+        Mutation::PutSession(s) => (5, s.modify_index, &s.id),
+        Mutation::DeleteKv(key) => (6, 0, key),
+        Mutation::PutKv(e) => (6, e.modify_index, &e.key),
+        Mutation::DeleteConfigEntry { kind, .. } => (7, 0, kind),
+        Mutation::PutConfigEntry(e) => (7, e.modify_index, &e.kind),
+    }
+}

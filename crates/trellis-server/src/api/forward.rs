@@ -1,0 +1,180 @@
+//! A follower hands the leader what only the leader may answer, as Consul's servers forward to
+//! theirs: writes, `?consistent` reads, the coordinator and the CA. After a forwarded write it
+//! waits until its own replica has the leader's index, so a client reads its writes on the
+//! server that took them. It also says on every read whether a leader is known.
+
+use super::error::ApiError;
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Marks a request a follower forwarded: the leader answers it with its index, and a server
+/// that is not the leader does not forward it again.
+const FORWARDED: HeaderName = HeaderName::from_static("x-trellis-forwarded");
+/// The leader's global index when it answered a forwarded request.
+const LEADER_INDEX: HeaderName = HeaderName::from_static("x-trellis-index");
+/// Largest body a follower forwards (the leader's own limits are lower).
+const MAX_FORWARDED_BODY: usize = 64 << 20;
+/// How long a follower waits for its replica to catch up with a write it forwarded.
+const CATCH_UP: Duration = Duration::from_secs(5);
+/// Headers that belong to one connection, not to the request (RFC 9110, 7.6.1).
+const HOP_BY_HOP: [HeaderName; 5] = [
+    header::CONNECTION,
+    header::HOST,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+];
+
+pub async fn forward_to_leader(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let cluster = state.cluster();
+    let forwarded = request.headers().contains_key(&FORWARDED);
+    if cluster.writes() || !must_forward(&request) {
+        let mut response = next.run(request).await;
+        if forwarded {
+            let index = *state.catalog_changed().borrow();
+            response
+                .headers_mut()
+                .insert(LEADER_INDEX, HeaderValue::from(index));
+        }
+        mark_leader(&state, &mut response);
+        return response;
+    }
+    if forwarded {
+        // Sent here by a follower that thought this server leads: the leadership moved.
+        return no_leader();
+    }
+    let Some(leader) = cluster.leader() else {
+        return no_leader();
+    };
+    match forward(&leader.address, request).await {
+        Ok(response) => {
+            let index = response
+                .headers()
+                .get(&LEADER_INDEX)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if let Some(index) = index {
+                catch_up(&state, index).await;
+            }
+            response
+        }
+        Err(reason) => {
+            // Once a second at most: clients retry fast while a leader is replaced.
+            static WARNED: std::sync::Mutex<Option<std::time::Instant>> =
+                std::sync::Mutex::new(None);
+            if let Ok(mut last) = WARNED.lock()
+                && last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+            {
+                *last = Some(std::time::Instant::now());
+                tracing::warn!(leader = %leader.node, %reason, "cannot forward to the leader");
+            }
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot reach the cluster leader {}: {reason}", leader.node),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// Whether only the leader may answer `request`.
+fn must_forward(request: &Request) -> bool {
+    let path = request.uri().path();
+    if !path.starts_with("/v1/") || matches!(path, "/v1/agent/leave" | "/v1/agent/reload") {
+        return false;
+    }
+    let read = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    let consistent = request.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p.split('=').next() == Some("consistent"))
+    });
+    let leader_only = path.starts_with("/v1/trellis/txn")
+        || path.starts_with("/v1/connect/ca/")
+        || path.starts_with("/v1/agent/connect/");
+    !read || consistent || leader_only
+}
+
+/// Consul's answer when no leader can be reached.
+fn no_leader() -> Response {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "No cluster leader").into_response()
+}
+
+/// `X-Consul-KnownLeader` and `X-Consul-LastContact` as this server knows them, on reads
+/// that carry them: a follower that knows no leader says so, and for how long.
+fn mark_leader(state: &AppState, response: &mut Response) {
+    let headers = response.headers_mut();
+    if !headers.contains_key("x-consul-knownleader") {
+        return;
+    }
+    let cluster = state.cluster();
+    let known = cluster.known_leader();
+    let contact = cluster.last_contact().as_millis() as u64;
+    headers.insert(
+        "x-consul-knownleader",
+        HeaderValue::from_static(if known { "true" } else { "false" }),
+    );
+    headers.insert("x-consul-lastcontact", HeaderValue::from(contact));
+}
+
+/// Sends `request` to the leader at `address` and gives its answer back.
+async fn forward(address: &str, request: Request) -> Result<Response, String> {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .unwrap_or_default()
+    });
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
+        .await
+        .map_err(|e| format!("cannot read the request: {e}"))?;
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut outgoing = client
+        .request(parts.method, format!("http://{address}{path}"))
+        .body(body)
+        .header(&FORWARDED, "1");
+    for (name, value) in &parts.headers {
+        if !HOP_BY_HOP.contains(name) {
+            outgoing = outgoing.header(name, value);
+        }
+    }
+    let answer = outgoing.send().await.map_err(|e| e.to_string())?;
+    let mut response = Response::builder().status(answer.status());
+    for (name, value) in answer.headers() {
+        if !HOP_BY_HOP.contains(name) && name != header::CONTENT_LENGTH {
+            response = response.header(name, value);
+        }
+    }
+    let body = Body::from_stream(answer.bytes_stream());
+    response
+        .body(body)
+        .map_err(|e| format!("cannot relay the answer: {e}"))
+}
+
+/// Waits (a bounded time) until this server's replica has reached `index`.
+async fn catch_up(state: &AppState, index: u64) {
+    let mut changed = state.catalog_changed();
+    let reached = tokio::time::timeout(CATCH_UP, changed.wait_for(|seen| *seen >= index)).await;
+    if reached.is_err() {
+        tracing::warn!(
+            index,
+            "the replica did not reach the leader's index in time"
+        );
+    }
+}
