@@ -174,9 +174,14 @@ impl Follower {
                 return Ok(Some(Feed::Commit { index, mutations }));
             }
             Key::Lock => {
+                let ours = put && kv.lease() == self.tenure.lease();
+                if ours {
+                    // Before the writer hears of it, so its first commit is fenced right.
+                    self.tenure.took_lock(kv.create_revision());
+                }
                 return Ok(Some(Feed::Holder {
                     holder: put.then(|| String::from_utf8_lossy(kv.value()).into_owned()),
-                    ours: put && kv.lease() == self.tenure.lease(),
+                    ours,
                 }));
             }
             Key::TableIndex(table) => return Ok(put.then_some(Feed::Table(table))),

@@ -146,6 +146,12 @@ impl Tenure {
     fn holds_lock(&self) -> bool {
         self.lock_revision.load(Ordering::SeqCst) != 0 && !self.lost.load(Ordering::SeqCst)
     }
+
+    /// The lock key, created at `revision` under this store's lease, is this store's: the
+    /// campaign's answer or the watch's event, whichever comes first, says so.
+    pub(crate) fn took_lock(&self, revision: i64) {
+        self.lock_revision.store(revision, Ordering::SeqCst);
+    }
 }
 
 fn failure(endpoints: &str, what: &str, error: impl std::fmt::Display) -> StoreError {
@@ -197,7 +203,7 @@ impl EtcdStore {
                     let attempt =
                         try_acquire(kv.clone(), lock.clone(), holder.clone(), tenure.lease());
                     if let Ok((true, revision, _)) = attempt.await {
-                        tenure.lock_revision.store(revision, Ordering::SeqCst);
+                        tenure.took_lock(revision);
                         tracing::info!(lock = %lock, "took the store's lock: this server now writes");
                     }
                 }
@@ -484,9 +490,26 @@ impl Connection {
         .map_err(|e| failure(&self.endpoints, what, e))
     }
 
+    /// One transaction. A member that cannot be reached (killed, cut off) fails the request
+    /// rather than the client moving to another: it is tried again, twice, since the client
+    /// then picks another member. Trying again is safe: each transaction puts final values,
+    /// fenced on the lock, so one that did apply changes nothing the second time.
     fn txn(&self, txn: Txn, what: &str) -> Result<bool, StoreError> {
         let mut kv = self.kv.clone();
-        self.block_on(what, async move { Ok(kv.txn(txn).await?.succeeded()) })
+        self.block_on(what, async move {
+            let mut attempts = 0;
+            loop {
+                match kv.txn(txn.clone()).await {
+                    Err(etcd_client::Error::GRpcStatus(status))
+                        if status.code() == tonic::Code::Unavailable && attempts < 2 =>
+                    {
+                        attempts += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    answer => return Ok(answer?.succeeded()),
+                }
+            }
+        })
     }
 
     /// Every key under `start` at `revision` (0: the newest), page by page.

@@ -210,12 +210,12 @@ fn a_store_whose_lease_is_gone_is_fenced_off() {
     other.holder = "server-b".into();
     let successor = EtcdStore::connect(&other).unwrap();
     let error = store.commit(9, &[]).unwrap_err().to_string();
-    assert!(error.contains("hold the store"), "{error}");
+    assert!(error.contains("hold"), "{error}");
     // Once its keeper has noticed, it takes a new lease, but the lock is the successor's: it
     // still commits nothing, and it can still read.
     std::thread::sleep(Duration::from_secs(3));
     let error = store.commit(9, &[]).unwrap_err().to_string();
-    assert!(error.contains("hold the store"), "{error}");
+    assert!(error.contains("hold"), "{error}");
     assert!(store.load().is_ok());
     successor.commit(9, &[]).unwrap();
 }

@@ -1,0 +1,685 @@
+//! Three etcd members and three Trellis servers, each pair in a network namespace of its own
+//! (created by the test: a bridge in a hub namespace, one veth per node, addresses in
+//! 10.231.77.0/24 that exist only there), under a concurrent workload through random servers,
+//! while members and servers are killed and a node's link is cut and healed. At the end a
+//! checker proves that no acknowledged write was lost, that the CAS counter's history is
+//! linearizable and that no two clients held the lock at once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use support::{eventually, http_with_timeout};
+use tokio::sync::Mutex;
+
+const NODES: usize = 3;
+const SUBNET: &str = "10.231.77";
+
+/// The namespaces, the bridge and the veths; deleted (with everything in them) when dropped.
+struct Topology {
+    tag: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+impl Topology {
+    fn create() -> Topology {
+        let tag = format!("t{}", std::process::id() % 100_000);
+        let topology = Topology { tag };
+        let hub = topology.hub();
+        let setup = || -> Result<(), String> {
+            ip(&["netns", "add", &hub])?;
+            ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
+            ip(&["-n", &hub, "link", "set", "br0", "up"])?;
+            // The test itself reaches the nodes through one more veth, from this namespace.
+            let (outside, inside) = (format!("{}c", topology.tag), format!("{}h", topology.tag));
+            ip(&[
+                "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+            ])?;
+            ip(&["link", "set", &inside, "netns", &hub])?;
+            ip(&["-n", &hub, "link", "set", &inside, "master", "br0", "up"])?;
+            ip(&["addr", "add", &format!("{SUBNET}.100/24"), "dev", &outside])?;
+            ip(&["link", "set", &outside, "up"])?;
+            for node in 1..=NODES {
+                let ns = topology.ns(node);
+                ip(&["netns", "add", &ns])?;
+                ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+                let (near, far) = (format!("{}n{node}", topology.tag), topology.hub_port(node));
+                ip(&[
+                    "-n", &ns, "link", "add", &near, "type", "veth", "peer", "name", &far,
+                ])?;
+                ip(&["-n", &ns, "link", "set", &far, "netns", &hub])?;
+                ip(&["-n", &hub, "link", "set", &far, "master", "br0", "up"])?;
+                ip(&[
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{}/24", addr(node)),
+                    "dev",
+                    &near,
+                ])?;
+                ip(&["-n", &ns, "link", "set", &near, "up"])?;
+            }
+            Ok(())
+        };
+        if let Err(error) = setup() {
+            panic!("cannot build the test's network namespaces (needs root and iproute2): {error}");
+        }
+        topology
+    }
+
+    fn hub(&self) -> String {
+        format!("{}-hub", self.tag)
+    }
+
+    fn ns(&self, node: usize) -> String {
+        format!("{}-n{node}", self.tag)
+    }
+
+    fn hub_port(&self, node: usize) -> String {
+        format!("{}p{node}", self.tag)
+    }
+
+    /// Cuts (or heals) node `node`'s only link: its member and its server see nobody else.
+    fn set_link(&self, node: usize, up: bool) {
+        let state = if up { "up" } else { "down" };
+        ip(&[
+            "-n",
+            &self.hub(),
+            "link",
+            "set",
+            &self.hub_port(node),
+            state,
+        ])
+        .unwrap();
+    }
+
+    /// `program args` inside node `node`'s namespace.
+    fn spawn(&self, node: usize, program: &str, args: &[String]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(node), program])
+            .args(args)
+            .env("TRELLIS_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            // Errors only (TRELLIS_LOG, etcd's --log-level): what explains a failure.
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &format!("{}c", self.tag)]);
+        for node in 1..=NODES {
+            let _ = ip(&["netns", "del", &self.ns(node)]);
+        }
+        let _ = ip(&["netns", "del", &self.hub()]);
+    }
+}
+
+fn addr(node: usize) -> String {
+    format!("{SUBNET}.{node}")
+}
+
+fn server_url(node: usize) -> String {
+    format!("http://{}:8500", addr(node))
+}
+
+/// The cluster's processes, killed by pid when dropped.
+struct Cluster {
+    topology: Topology,
+    data: tempfile::TempDir,
+    members: Vec<Option<Child>>,
+    servers: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let topology = Topology::create();
+        let mut cluster = Cluster {
+            topology,
+            data: tempfile::tempdir().unwrap(),
+            members: (0..NODES).map(|_| None).collect(),
+            servers: (0..NODES).map(|_| None).collect(),
+        };
+        for node in 1..=NODES {
+            cluster.start_member(node, "new");
+        }
+        // A server refuses to start on a cluster that does not answer yet.
+        let endpoints: Vec<String> = (1..=NODES)
+            .map(|n| format!("http://{}:2379", addr(n)))
+            .collect();
+        let started = Instant::now();
+        while trellis_etcd::testing::etcdctl(
+            &endpoints.join(","),
+            &["endpoint", "health", "--cluster"],
+        )
+        .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "etcd never became healthy"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        for node in 1..=NODES {
+            cluster.start_server(node);
+        }
+        cluster
+    }
+
+    fn start_member(&mut self, node: usize, state: &str) {
+        let peers: Vec<String> = (1..=NODES)
+            .map(|n| format!("m{n}=http://{}:2380", addr(n)))
+            .collect();
+        let args: Vec<String> = [
+            "--name",
+            &format!("m{node}"),
+            "--data-dir",
+            self.data.path().join(format!("m{node}")).to_str().unwrap(),
+            "--listen-client-urls",
+            &format!("http://{}:2379", addr(node)),
+            "--advertise-client-urls",
+            &format!("http://{}:2379", addr(node)),
+            "--listen-peer-urls",
+            &format!("http://{}:2380", addr(node)),
+            "--initial-advertise-peer-urls",
+            &format!("http://{}:2380", addr(node)),
+            "--initial-cluster",
+            &peers.join(","),
+            "--initial-cluster-state",
+            state,
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+            "--log-level",
+            "error",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.members[node - 1] = Some(self.topology.spawn(node, "etcd", &args));
+    }
+
+    fn start_server(&mut self, node: usize) {
+        let endpoints: Vec<String> = (1..=NODES)
+            .map(|n| format!("http://{}:2379", addr(n)))
+            .collect();
+        let args: Vec<String> = [
+            "server",
+            "--http",
+            &format!("{}:8500", addr(node)),
+            "--node-name",
+            &format!("server-{node}"),
+            "--store",
+            "etcd",
+            "--etcd",
+            &endpoints.join(","),
+            "--etcd-lease-ttl",
+            "2s",
+            "--data-dir",
+            self.data.path().join(format!("s{node}")).to_str().unwrap(),
+            "--dns",
+            "off",
+            "--otlp",
+            "off",
+            "--otlp-grpc",
+            "off",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.servers[node - 1] = Some(self.topology.spawn(
+            node,
+            env!("CARGO_BIN_EXE_trellis"),
+            &args,
+        ));
+    }
+
+    fn kill(slot: &mut Option<Child>) {
+        if let Some(mut child) = slot.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn kill_member(&mut self, node: usize) {
+        Self::kill(&mut self.members[node - 1]);
+    }
+
+    fn kill_server(&mut self, node: usize) {
+        Self::kill(&mut self.servers[node - 1]);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for slot in self.servers.iter_mut().chain(self.members.iter_mut()) {
+            Self::kill(slot);
+        }
+    }
+}
+
+/// Which server leads, as `/v1/status/leader` on `node` says (its host), if it answers.
+async fn leader_of(client: &reqwest::Client, node: usize) -> Option<String> {
+    let answer = client
+        .get(format!("{}/v1/status/leader", server_url(node)))
+        .send()
+        .await
+        .ok()?;
+    let leader: String = answer.json().await.ok()?;
+    leader
+        .split(':')
+        .next()
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+}
+
+/// What the workload did, as its clients saw it.
+#[derive(Default)]
+struct History {
+    /// Registrations answered 200.
+    registered: BTreeSet<String>,
+    /// Registrations answered otherwise or not at all: may or may not be there.
+    uncertain: BTreeSet<String>,
+    /// Successful CAS increments of the counter: (the ModifyIndex compared, the value written).
+    increments: Vec<(u64, u64)>,
+    /// CAS increments with no answer or an error: may or may not have applied.
+    uncertain_increments: usize,
+    /// Lock holdings: (client, acquired at, released at) as the clients saw them.
+    holdings: Vec<(usize, Instant, Instant)>,
+    /// Writes answered 200, per phase of the test.
+    ok_writes: usize,
+}
+
+/// One workload client: registrations, CAS increments and lock rounds against random servers.
+async fn workload(id: usize, history: Arc<Mutex<History>>, stop: Arc<AtomicBool>) {
+    // A node that is cut off answers nothing: give up on connecting to it quickly.
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(8))
+        .no_proxy()
+        .build()
+        .unwrap();
+    let mut round = 0usize;
+    let mut session: Option<String> = None;
+    while !stop.load(Ordering::SeqCst) {
+        round += 1;
+        let node = 1 + (id + round) % NODES;
+        let base = server_url(node);
+        // A registration with a unique ID.
+        let instance = format!("w{id}-{round}");
+        let registered = client
+            .put(format!("{base}/v1/agent/service/register"))
+            .json(&json!({"ID": instance, "Name": "load", "Port": 1000 + id}))
+            .send()
+            .await;
+        let unreachable = registered.as_ref().is_err_and(reqwest::Error::is_connect);
+        {
+            let mut h = history.lock().await;
+            match registered {
+                Ok(r) if r.status() == 200 => {
+                    h.registered.insert(instance);
+                    h.ok_writes += 1;
+                }
+                _ => {
+                    h.uncertain.insert(instance);
+                }
+            }
+        }
+        if unreachable {
+            continue; // on to the next node
+        }
+        // A CAS increment of the counter.
+        if let Ok(read) = client.get(format!("{base}/v1/kv/counter")).send().await
+            && read.status() == 200
+            && let Ok(entries) = read.json::<serde_json::Value>().await
+        {
+            let index = entries[0]["ModifyIndex"].as_u64().unwrap();
+            let value: u64 =
+                std::str::from_utf8(&base64_decode(entries[0]["Value"].as_str().unwrap_or("")))
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+            let written = client
+                .put(format!("{base}/v1/kv/counter?cas={index}"))
+                .body((value + 1).to_string())
+                .send()
+                .await;
+            let mut h = history.lock().await;
+            match written {
+                Ok(r) if r.status() == 200 => {
+                    if r.text().await.unwrap_or_default() == "true" {
+                        h.increments.push((index, value + 1));
+                        h.ok_writes += 1;
+                    }
+                }
+                _ => h.uncertain_increments += 1,
+            }
+        }
+        // A lock round: acquire with the client's session, hold a moment, release.
+        if session.is_none() {
+            let created = client
+                .put(format!("{base}/v1/session/create"))
+                .json(&json!({"TTL": "30s", "LockDelay": "0s"}))
+                .send()
+                .await;
+            if let Ok(answer) = created
+                && answer.status() == 200
+                && let Ok(body) = answer.json::<serde_json::Value>().await
+            {
+                session = body["ID"].as_str().map(str::to_owned);
+            }
+        }
+        if let Some(id_) = &session {
+            let acquired = client
+                .put(format!("{base}/v1/kv/lock?acquire={id_}"))
+                .body(format!("client-{id}"))
+                .send()
+                .await;
+            if let Ok(r) = acquired
+                && r.status() == 200
+                && r.text().await.unwrap_or_default() == "true"
+            {
+                let at = Instant::now();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let released_at = Instant::now();
+                let _ = client
+                    .put(format!("{base}/v1/kv/lock?release={id_}"))
+                    .send()
+                    .await;
+                history.lock().await.holdings.push((id, at, released_at));
+            }
+        }
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_default()
+}
+
+/// How many writes the workload has had answered 200 so far.
+async fn ok_writes(history: &Arc<Mutex<History>>) -> usize {
+    history.lock().await.ok_writes
+}
+
+/// Waits until the workload has had `more` writes answered 200.
+async fn progress(history: &Arc<Mutex<History>>, more: usize, what: &str) {
+    let start = ok_writes(history).await;
+    eventually(Duration::from_secs(60), what, || async {
+        ok_writes(history).await >= start + more
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_in_namespaces_keeps_every_acknowledged_write_through_kills_and_a_cut() {
+    let mut cluster = Cluster::start();
+    let client = http_with_timeout(Duration::from_secs(8));
+    // Every server serves and names the same leader.
+    eventually(
+        Duration::from_secs(60),
+        "three servers agree on a leader",
+        || async {
+            let mut leaders = BTreeSet::new();
+            for node in 1..=NODES {
+                match leader_of(&client, node).await {
+                    Some(leader) => leaders.insert(leader),
+                    None => return false,
+                };
+            }
+            leaders.len() == 1
+        },
+    )
+    .await;
+    let put = client
+        .put(format!("{}/v1/kv/counter", server_url(1)))
+        .body("0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+
+    // Writes through every server; a watcher on every server converges on all of them.
+    for node in 1..=NODES {
+        let answer = client
+            .put(format!("{}/v1/agent/service/register", server_url(node)))
+            .json(&json!({"ID": format!("web-{node}"), "Name": "web", "Port": 80}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let mut indexes = BTreeSet::new();
+    for node in 1..=NODES {
+        let answer = client
+            .get(format!("{}/v1/catalog/service/web", server_url(node)))
+            .send()
+            .await
+            .unwrap();
+        let index = support::index_of(&answer);
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(
+            body.as_array().unwrap().len(),
+            NODES,
+            "server {node}: {body}"
+        );
+        indexes.insert(index);
+    }
+    assert_eq!(
+        indexes.len(),
+        1,
+        "the servers' indexes for web: {indexes:?}"
+    );
+
+    let history = Arc::new(Mutex::new(History::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|id| tokio::spawn(workload(id, history.clone(), stop.clone())))
+        .collect();
+    progress(&history, 20, "the workload runs").await;
+
+    // One etcd member killed: writes go on.
+    cluster.kill_member(3);
+    progress(&history, 20, "writes with one member down").await;
+    cluster.start_member(3, "existing");
+
+    // The leading Trellis server killed: another takes over, the workload goes on.
+    let leader = leader_of(&client, 1).await.unwrap();
+    let leading = (1..=NODES).find(|n| addr(*n) == leader).unwrap();
+    cluster.kill_server(leading);
+    let killed = Instant::now();
+    progress(&history, 20, "writes after the leader was killed").await;
+    eprintln!(
+        "writes resumed {:?} after the leader was killed",
+        killed.elapsed()
+    );
+    cluster.start_server(leading);
+    eventually(
+        Duration::from_secs(30),
+        "the restarted server serves",
+        || async { leader_of(&client, leading).await.is_some() },
+    )
+    .await;
+
+    // Two members killed: no quorum, writes refused with 503, reads say no leader is known.
+    cluster.kill_member(1);
+    cluster.kill_member(2);
+    eventually(
+        Duration::from_secs(20),
+        "writes refused without quorum",
+        || async {
+            let answer = client
+                .put(format!("{}/v1/kv/no-quorum", server_url(3)))
+                .body("x")
+                .send()
+                .await;
+            answer.is_ok_and(|a| a.status() == 503)
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "reads say no leader is known",
+        || async {
+            let Ok(answer) = client
+                .get(format!("{}/v1/catalog/service/web", server_url(3)))
+                .send()
+                .await
+            else {
+                return false;
+            };
+            answer
+                .headers()
+                .get("x-consul-knownleader")
+                .is_some_and(|v| v == "false")
+        },
+    )
+    .await;
+    cluster.start_member(1, "existing");
+    cluster.start_member(2, "existing");
+    progress(&history, 20, "writes after quorum returned").await;
+
+    // One node cut off (its member and its server): that server refuses writes, the others
+    // go on; healed, it catches up.
+    cluster.topology.set_link(2, false);
+    // Asked from inside its namespace, where it can still be reached.
+    let topology = &cluster.topology;
+    eventually(
+        Duration::from_secs(30),
+        "the cut-off server refuses writes",
+        || async {
+            let output = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &topology.ns(2),
+                    env!("CARGO_BIN_EXE_trellis"),
+                ])
+                .args([
+                    "kv",
+                    "put",
+                    "--addr",
+                    &format!("{}:8500", addr(2)),
+                    "cut",
+                    "x",
+                ])
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&output.stderr);
+            !output.status.success() && said.contains("503")
+        },
+    )
+    .await;
+    progress(&history, 20, "writes while a node is cut off").await;
+    cluster.topology.set_link(2, true);
+    progress(&history, 10, "writes after healing").await;
+
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.unwrap();
+    }
+    // Every server converges on the same state: the same instances, the same counter (with
+    // the same ModifyIndex: records carry the leader's indexes).
+    let history = history.lock().await;
+    let state_of = |node: usize| async move {
+        let instances: BTreeSet<String> =
+            support::get_json(&format!("{}/v1/catalog/service/load", server_url(node)))
+                .await
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["ServiceID"].as_str().unwrap().to_owned())
+                .collect();
+        let counter = support::get_json(&format!("{}/v1/kv/counter", server_url(node))).await;
+        (instances, counter[0]["ModifyIndex"].as_u64().unwrap())
+    };
+    let reference = state_of(1).await;
+    for node in 2..=NODES {
+        eventually(
+            Duration::from_secs(30),
+            "every server converges",
+            || async { state_of(node).await == reference },
+        )
+        .await;
+    }
+    let listed = reference.0;
+    // No acknowledged registration lost, nothing that was never asked for.
+    let lost: Vec<_> = history.registered.difference(&listed).collect();
+    assert!(lost.is_empty(), "acknowledged registrations lost: {lost:?}");
+    assert!(
+        listed
+            .iter()
+            .all(|id| history.registered.contains(id) || history.uncertain.contains(id)),
+        "an instance nobody registered"
+    );
+    // The counter: each acknowledged CAS compared a different index and wrote a different
+    // value (two successes from one read would be a lost update), and the final value counts
+    // every acknowledged increment, plus at most the uncertain ones.
+    let compared: BTreeSet<u64> = history.increments.iter().map(|(i, _)| *i).collect();
+    assert_eq!(
+        compared.len(),
+        history.increments.len(),
+        "two CAS succeeded on one index"
+    );
+    let values: BTreeSet<u64> = history.increments.iter().map(|(_, v)| *v).collect();
+    assert_eq!(
+        values.len(),
+        history.increments.len(),
+        "one value written twice"
+    );
+    let counter = support::get_json(&format!("{}/v1/kv/counter?raw", server_url(1))).await;
+    let counter = counter.as_u64().unwrap();
+    let acknowledged = history.increments.len() as u64;
+    assert!(
+        counter >= acknowledged && counter <= acknowledged + history.uncertain_increments as u64,
+        "counter {counter}, {acknowledged} acknowledged, {} uncertain",
+        history.uncertain_increments
+    );
+    // Mutual exclusion: no two clients' holdings overlap in real time.
+    let mut holdings = history.holdings.clone();
+    holdings.sort_by_key(|(_, at, _)| *at);
+    for pair in holdings.windows(2) {
+        let ((a, _, released), (b, acquired, _)) = (pair[0], pair[1]);
+        assert!(
+            a == b || acquired >= released,
+            "clients {a} and {b} held the lock at once"
+        );
+    }
+    eprintln!(
+        "{} registrations acknowledged ({} uncertain), {} CAS increments ({} uncertain), {} lock holdings, counter {counter}",
+        history.registered.len(),
+        history.uncertain.len(),
+        history.increments.len(),
+        history.uncertain_increments,
+        holdings.len()
+    );
+    assert!(holdings.len() >= 5, "the lock was hardly ever taken");
+}
