@@ -19,7 +19,9 @@ READY_RE = re.compile(r"instances restored")
 
 
 class Trellis:
-    """A `trellis server` on a free loopback port with a temporary data directory."""
+    """A `trellis server` on a free loopback port with a temporary data directory; with
+    TRELLIS_COMPAT_ETCD (an etcd client URL), a leader and a follower sharing a prefix there,
+    the follower being the one to talk to."""
 
     def __init__(self, node_name: str = "compat-node") -> None:
         self.binary = os.environ.get("TRELLIS_BIN", "target/debug/trellis")
@@ -28,32 +30,44 @@ class Trellis:
         self.node_name = node_name
         self.data_dir = tempfile.TemporaryDirectory(prefix="trellis-compat-")
         self.proc: subprocess.Popen[str] | None = None
+        # Every server started (two against an etcd cluster: TRELLIS_COMPAT_ETCD).
+        self.procs: list[subprocess.Popen[str]] = []
         self.addr = ""
         # Listener name ("HTTP API", "DNS", "OTLP", "OTLP/gRPC") -> HOST:PORT.
         self.listeners: dict[str, str] = {}
         self.output: list[str] = []
 
     def __enter__(self) -> Trellis:
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "server",
-                "--http",
-                "127.0.0.1:0",
-                "--data-dir",
-                os.path.join(self.data_dir.name, "data"),
-                "--node-name",
-                self.node_name,
-            ],
+        etcd = os.environ.get("TRELLIS_COMPAT_ETCD")
+        if etcd:
+            # A cluster of two on a fresh prefix: the clients talk to the follower, so every
+            # write is forwarded to the leader and every read comes from the follower's replica.
+            # Both take the same node name: the node is the cluster's, whichever server answers.
+            prefix = f"/compat-{os.getpid()}-{time.monotonic_ns()}/"
+            cluster = ["--store", "etcd", "--etcd", etcd, "--etcd-prefix", prefix, "--etcd-lease-ttl", "2s"]
+            self.leader = self._spawn(cluster + ["--data-dir", os.path.join(self.data_dir.name, "leader")])
+            self._spawn(cluster + ["--data-dir", os.path.join(self.data_dir.name, "data")])
+        else:
+            self._spawn(["--data-dir", os.path.join(self.data_dir.name, "data")])
+        return self
+
+    def _spawn(self, args: list[str]) -> subprocess.Popen[str]:
+        """Starts a server with `args`; its addresses become this object's."""
+        proc = subprocess.Popen(
+            [self.binary, "server", "--http", "127.0.0.1:0", "--node-name", self.node_name, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
+        self.procs.append(proc)
+        self.proc = proc
+        self.listeners = {}
+        self.addr = ""
         found = threading.Event()
 
         def pump() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
+            assert proc.stdout is not None
+            for line in proc.stdout:
                 self.output.append(line.rstrip("\n"))
                 if not found.is_set():
                     m = ANY_LISTEN_RE.search(line)
@@ -69,7 +83,7 @@ class Trellis:
         if not found.wait(30):
             self.__exit__(None, None, None)
             raise SystemExit("trellis did not report its listen address within 30 s:\n" + "\n".join(self.output))
-        return self
+        return proc
 
     @property
     def host(self) -> str:
@@ -84,13 +98,14 @@ class Trellis:
         return f"http://{self.addr}"
 
     def __exit__(self, *exc: Any) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         self.data_dir.cleanup()
 
 

@@ -53,19 +53,7 @@ pub async fn run(
         "trust store for HTTPS and gRPC checks loaded"
     );
     let mut tasks: HashMap<String, AbortHandle> = HashMap::new();
-    for check in initial {
-        let id = check.id().to_owned();
-        reschedule(
-            &writer,
-            &cluster,
-            &mut tasks,
-            &limit,
-            &tls,
-            scripts_enabled,
-            (id, Some(check)),
-        );
-    }
-    while let Some(change) = changed.recv().await {
+    let mut apply = |change| {
         reschedule(
             &writer,
             &cluster,
@@ -75,6 +63,12 @@ pub async fn run(
             scripts_enabled,
             change,
         );
+    };
+    for check in initial {
+        apply((check.id().to_owned(), Some(check)));
+    }
+    while let Some(change) = changed.recv().await {
+        apply(change);
     }
 }
 

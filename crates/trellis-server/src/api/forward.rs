@@ -90,7 +90,13 @@ pub async fn forward_to_leader(
 /// Whether only the leader may answer `request`.
 fn must_forward(request: &Request) -> bool {
     let path = request.uri().path();
-    if !path.starts_with("/v1/") || matches!(path, "/v1/agent/leave" | "/v1/agent/reload") {
+    // What belongs to this server, not to the shared store: its process, and what Consul's
+    // agents keep to themselves or gossip (user events, network coordinates).
+    let local = matches!(
+        path,
+        "/v1/agent/leave" | "/v1/agent/reload" | "/v1/coordinate/update"
+    ) || path.starts_with("/v1/event/");
+    if !path.starts_with("/v1/") || local {
         return false;
     }
     let read = matches!(
