@@ -178,6 +178,8 @@ impl Follower {
                 if ours {
                     // Before the writer hears of it, so its first commit is fenced right.
                     self.tenure.took_lock(kv.create_revision());
+                } else if !put {
+                    self.tenure.lock_freed.notify_one();
                 }
                 return Ok(Some(Feed::Holder {
                     holder: put.then(|| String::from_utf8_lossy(kv.value()).into_owned()),

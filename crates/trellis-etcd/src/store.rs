@@ -136,6 +136,9 @@ pub(crate) struct Tenure {
     closed: AtomicBool,
     /// When a renewal last succeeded: the last contact with a quorum.
     renewed: Mutex<Instant>,
+    /// Told by the feed when the lock key goes: the campaign tries at once rather than at its
+    /// next poll.
+    pub(crate) lock_freed: tokio::sync::Notify,
 }
 
 impl Tenure {
@@ -207,7 +210,10 @@ impl EtcdStore {
                         tracing::info!(lock = %lock, "took the store's lock: this server now writes");
                     }
                 }
-                tokio::time::sleep(pause).await;
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = tenure.lock_freed.notified() => {}
+                }
             }
         });
     }
@@ -302,6 +308,7 @@ impl Connection {
                 lost: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 renewed: Mutex::new(Instant::now()),
+                lock_freed: tokio::sync::Notify::new(),
             }),
             lease_ttl: options.lease_ttl,
             layout,
