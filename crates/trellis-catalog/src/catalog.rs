@@ -11,10 +11,11 @@
 use crate::check::Check;
 use crate::command::{Command, Reply};
 use crate::config_entry::{Change, ConfigStore};
-use crate::effects::{CheckTransition, Effects, Mutation, Write};
+use crate::effects::{CheckTransition, Effects, Write};
 use crate::error::CatalogError;
 use crate::index::GlobalIndex;
 use crate::kv::{KvEntry, KvSnapshot, KvStore};
+use crate::mutation::Mutation;
 use crate::record::{CheckRecord, InstanceRecord};
 use crate::session::{MAX_LOCK_DELAY, MAX_SESSIONS, SessionStore, session_ttl};
 use crate::tick::{Deadlines, TICK_BUDGET};

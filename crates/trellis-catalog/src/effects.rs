@@ -2,10 +2,8 @@
 //! changed) and for durability (which records to write). Its own module so that the stores the
 //! catalog is made of (KV, sessions) can record effects without depending on the commands.
 
-use crate::kv::KvEntry;
-use crate::record::{CheckRecord, InstanceRecord};
 use std::collections::BTreeSet;
-use trellis_types::{CheckStatus, ConfigEntry, Session};
+use trellis_types::CheckStatus;
 
 /// A record whose durable copy must be brought up to date: written if it still exists in the
 /// catalog, deleted otherwise.
@@ -22,30 +20,6 @@ pub enum Write {
     Session(String),
     /// A config entry, by kind and lower-cased name (`config_entry::name_key`).
     ConfigEntry {
-        kind: String,
-        name: String,
-    },
-}
-
-/// One change to durable state: a [`Write`] with the record it writes (or the delete). What a
-/// store commits, and what a replica applies ([`crate::Catalog::replicate`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mutation {
-    PutInstance(InstanceRecord),
-    DeleteInstance(String),
-    PutCheck(CheckRecord),
-    /// A check and the instance it belonged to (none for a node check).
-    DeleteCheck {
-        id: String,
-        owner: Option<String>,
-    },
-    PutKv(KvEntry),
-    DeleteKv(String),
-    PutSession(Session),
-    DeleteSession(String),
-    PutConfigEntry(ConfigEntry),
-    /// A config entry by kind and name (names match without regard to case).
-    DeleteConfigEntry {
         kind: String,
         name: String,
     },

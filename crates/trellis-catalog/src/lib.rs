@@ -12,6 +12,7 @@ mod effects;
 mod error;
 mod index;
 mod kv;
+mod mutation;
 mod record;
 mod session;
 mod tick;
@@ -20,9 +21,10 @@ mod txn;
 pub use catalog::{Catalog, InstanceView, ServiceSummary, ServiceView};
 pub use check::{Check, DEFAULT_CHECK_TIMEOUT, DEFAULT_SCRIPT_TIMEOUT};
 pub use command::{Command, Reply};
-pub use effects::{CheckTransition, Effects, Mutation, Write};
+pub use effects::{CheckTransition, Effects, Write};
 pub use error::CatalogError;
 pub use kv::{KvEntry, KvSnapshot, MAX_KEY_LEN, MAX_KV_TOMBSTONES, validate_key};
+pub use mutation::Mutation;
 pub use record::{CheckRecord, InstanceRecord};
 pub use session::{
     MAX_LOCK_DELAY, MAX_SESSIONS, SESSION_TTL_MAX, SESSION_TTL_MIN, SESSION_TTL_MULTIPLIER,

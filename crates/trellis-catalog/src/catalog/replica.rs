@@ -24,7 +24,8 @@
 
 use super::{Catalog, touch_owner};
 use crate::check::Check;
-use crate::effects::{Effects, Mutation};
+use crate::effects::Effects;
+use crate::mutation::Mutation;
 use crate::record::CheckRecord;
 use std::collections::BTreeSet;
 use std::sync::Arc;
