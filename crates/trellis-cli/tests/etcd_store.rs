@@ -472,3 +472,122 @@ fn a_clean_stop_hands_the_store_over_at_once() {
     let _ = standby.kill();
     let _ = standby.wait();
 }
+
+/// Active probes shared out among the servers: each HTTP check is probed by exactly one live
+/// server (rendezvous hashing over the members in etcd), a follower's results reach the leader
+/// (every check turns critical when its target goes, about half of them probed by the
+/// follower), and when a server is killed its share moves to the survivor.
+#[tokio::test]
+async fn active_probes_are_shared_out_among_the_servers_and_move_when_one_dies() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const CHECKS: usize = 16;
+    let member = EtcdProcess::start();
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (http_a, http_b) = (
+        format!("127.0.0.1:{}", support::free_port()),
+        format!("127.0.0.1:{}", support::free_port()),
+    );
+    let mut leader = spawn_member(&member, "/probes/", &http_a, "server-a", data_a.path());
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "server-a leads",
+        || async { member.value("/probes/lock").contains("server-a") },
+    )
+    .await;
+    let mut follower = spawn_member(&member, "/probes/", &http_b, "server-b", data_b.path());
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "both servers are members",
+        || async { member.keys("/probes/members/").len() == 2 },
+    )
+    .await;
+
+    // The checks' target: counts probes per check, and can be turned off.
+    let hits: std::sync::Arc<Vec<AtomicUsize>> =
+        std::sync::Arc::new((0..CHECKS).map(|_| AtomicUsize::new(0)).collect());
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_port = target.local_addr().unwrap().port();
+    let app = axum::Router::new().route(
+        "/health/{n}",
+        axum::routing::get({
+            let (hits, up) = (hits.clone(), up.clone());
+            move |axum::extract::Path(n): axum::extract::Path<usize>| async move {
+                hits[n].fetch_add(1, Ordering::SeqCst);
+                if up.load(Ordering::SeqCst) {
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(target, app).await });
+    let client = http();
+    for n in 0..CHECKS {
+        let answer = client
+            .put(format!("http://{http_a}/v1/agent/service/register"))
+            .json(&json!({"ID": format!("api-{n}"), "Name": "api", "Port": 80,
+                "Check": {"HTTP": format!("http://127.0.0.1:{target_port}/health/{n}"),
+                          "Interval": "1s"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let passing = |server: String| async move {
+        get_json(&format!("http://{server}/v1/health/service/api?passing"))
+            .await
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    support::eventually(
+        std::time::Duration::from_secs(15),
+        "every check passing",
+        || async { passing(http_b.clone()).await == CHECKS },
+    )
+    .await;
+    // Exactly one server probes each check: about one probe a second, not two.
+    let before: Vec<usize> = hits.iter().map(|h| h.load(Ordering::SeqCst)).collect();
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    for (n, hit) in hits.iter().enumerate() {
+        let probes = hit.load(Ordering::SeqCst) - before[n];
+        assert!(
+            (3..=7).contains(&probes),
+            "check {n}: {probes} probes in 5 s"
+        );
+    }
+    // Both servers probe: the follower its share, the leader the rest.
+    let probes = |server: String| async move {
+        let text = support::get_text(&format!("http://{server}/metrics")).await;
+        text.lines()
+            .find_map(|l| l.strip_prefix("trellis_check_probes_total "))
+            .map_or(0, |v| v.trim().parse::<f64>().unwrap() as usize)
+    };
+    let (by_a, by_b) = (probes(http_a.clone()).await, probes(http_b.clone()).await);
+    assert!(
+        by_a > 0 && by_b > 0,
+        "probes by server-a {by_a}, by server-b {by_b}"
+    );
+    // The target goes: every check turns critical, the follower's through the leader.
+    up.store(false, Ordering::SeqCst);
+    support::eventually(
+        std::time::Duration::from_secs(15),
+        "every check critical on both servers",
+        || async { passing(http_a.clone()).await == 0 && passing(http_b.clone()).await == 0 },
+    )
+    .await;
+    // The follower dies: its share moves to the leader, which sees them recover.
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    up.store(true, Ordering::SeqCst);
+    support::eventually(
+        std::time::Duration::from_secs(20),
+        "every check passing again with the follower gone",
+        || async { passing(http_a.clone()).await == CHECKS },
+    )
+    .await;
+    let _ = leader.kill();
+    let _ = leader.wait();
+}

@@ -25,6 +25,8 @@ pub enum Feed {
     Holder { holder: Option<String>, ours: bool },
     /// A record table's index moved (`acl`, `transactions`): its records changed.
     Table(String),
+    /// A server announced itself (its value: node and address) or went (none).
+    Member { id: String, value: Option<String> },
     /// The feed cannot go on (etcd compacted the history it had to resume from, or a record
     /// does not decode); the replica must be loaded anew.
     Broken(String),
@@ -54,6 +56,12 @@ impl EtcdStore {
             holder: holder.map(|(value, _)| value),
             ours,
         });
+        for kv in conn.read_range(conn.layout.members(), revision)? {
+            if let Key::Member(id) = conn.layout.parse(kv.key()) {
+                let value = Some(String::from_utf8_lossy(kv.value()).into_owned());
+                let _ = tx.send(Feed::Member { id, value });
+            }
+        }
         let runtime = conn.runtime.as_ref().ok_or_else(|| {
             StoreError::Remote(format!("etcd at {}: the client is closed", conn.endpoints))
         })?;
@@ -187,6 +195,10 @@ impl Follower {
                 }));
             }
             Key::TableIndex(table) => return Ok(put.then_some(Feed::Table(table))),
+            Key::Member(id) => {
+                let value = put.then(|| String::from_utf8_lossy(kv.value()).into_owned());
+                return Ok(Some(Feed::Member { id, value }));
+            }
             Key::Other => return Ok(None),
             Key::Instance(id) if !put => Mutation::DeleteInstance(id),
             Key::Instance(_) => Mutation::PutInstance(decode(kv)?),

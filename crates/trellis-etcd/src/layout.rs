@@ -16,6 +16,8 @@ use trellis_store::Mutation;
 /// | `<prefix>kv/<key>` | a KV entry (flags, session, indexes, the value), JSON |
 /// | `<prefix>sessions/<id>` | a session, JSON |
 /// | `<prefix>config/<kind>/<lower-cased name>` | a config entry, JSON |
+/// | `<prefix>members/<id>` | a live server (node and HTTP address), bound to its lease |
+/// | `<prefix>secret` | what servers of the prefix show each other |
 ///
 /// IDs and names are written as they are except `%` and `/`, written `%25` and `%2F`, so each
 /// is one path segment; KV keys are written as they are, being paths already.
@@ -40,6 +42,8 @@ pub enum Key {
         kind: String,
         name: String,
     },
+    /// A live server: `<prefix>members/<id>`, bound to its lease.
+    Member(String),
     /// The index of a record table (`<prefix><table>/index`: `acl`, `transactions`).
     TableIndex(String),
     /// Anything else: a table's records, or a key Trellis does not write.
@@ -105,6 +109,22 @@ impl Layout {
     /// the holder's lease.
     pub fn lock_key(&self) -> String {
         format!("{}lock", self.prefix)
+    }
+
+    /// Where a live server announces itself (its node and HTTP address), bound to its lease:
+    /// the members among which the active health probes are shared out.
+    pub fn member_key(&self, id: &str) -> String {
+        format!("{}members/{}", self.prefix, segment(id))
+    }
+
+    pub fn members(&self) -> String {
+        format!("{}members/", self.prefix)
+    }
+
+    /// A secret every server of the prefix reads (as able to read etcd as to write it): what
+    /// a follower shows the leader when it hands a probe's result over.
+    pub fn secret_key(&self) -> String {
+        format!("{}secret", self.prefix)
     }
 
     pub fn section(&self, section: Section) -> String {
@@ -178,6 +198,8 @@ impl Layout {
                 Some((kind, name)) => Key::Config { kind, name },
                 None => Key::Other,
             }
+        } else if let Some(id) = rest.strip_prefix("members/").filter(|id| !id.contains('/')) {
+            Key::Member(unsegment(id))
         } else if let Some(table) = rest.strip_suffix("/index").filter(|t| !t.contains('/')) {
             Key::TableIndex(table.to_owned())
         } else {
@@ -333,6 +355,7 @@ mod tests {
             Key::TableIndex("acl".into())
         );
         assert_eq!(parse("/trellis/acl/records/token/x".into()), Key::Other);
+        assert_eq!(parse(l.member_key("a/1")), Key::Member("a/1".into()));
         assert_eq!(parse("/other/index".into()), Key::Other);
         assert_eq!(parse("/trellis/checks/no-id".into()), Key::Other);
     }

@@ -139,6 +139,8 @@ pub(crate) struct Tenure {
     /// Told by the feed when the lock key goes: the campaign tries at once rather than at its
     /// next poll.
     pub(crate) lock_freed: tokio::sync::Notify,
+    /// This server's member key and value once announced: put again under each new lease.
+    announced: Mutex<Option<(String, String)>>,
 }
 
 impl Tenure {
@@ -216,6 +218,39 @@ impl EtcdStore {
                 }
             }
         });
+    }
+
+    /// Announces this server as a member (`value`: its node and address) under its lease, so
+    /// it goes when the server does; announced again under every new lease.
+    pub fn announce(&self, id: &str, value: String) -> Result<(), StoreError> {
+        let conn = &self.conn;
+        let key = conn.layout.member_key(id);
+        *conn.tenure.announced.lock() = Some((key.clone(), value.clone()));
+        let (mut kv, lease) = (conn.kv.clone(), conn.tenure.lease());
+        conn.block_on("cannot announce this server", async move {
+            kv.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                .await
+                .map(drop)
+        })
+    }
+
+    /// The secret the servers of this prefix share: `proposal` if none was set yet.
+    pub fn shared_secret(&self, proposal: String) -> Result<String, StoreError> {
+        let conn = &self.conn;
+        let key = conn.layout.secret_key();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), proposal, None)]);
+        conn.txn(txn, "cannot set the shared secret")?;
+        let mut kv = conn.kv.clone();
+        conn.block_on("cannot read the shared secret", async move {
+            let answer = kv.get(key, None).await?;
+            Ok(answer
+                .kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+                .unwrap_or_default())
+        })
     }
 
     /// Whether this store holds the lock (and has not lost its lease).
@@ -309,6 +344,7 @@ impl Connection {
                 closed: AtomicBool::new(false),
                 renewed: Mutex::new(Instant::now()),
                 lock_freed: tokio::sync::Notify::new(),
+                announced: Mutex::new(None),
             }),
             lease_ttl: options.lease_ttl,
             layout,
@@ -389,7 +425,7 @@ impl Connection {
             return;
         };
         let (lease, tenure) = (self.lease.clone(), self.tenure.clone());
-        let endpoints = self.endpoints.clone();
+        let (endpoints, kv) = (self.endpoints.clone(), self.kv.clone());
         runtime.spawn(async move {
             let period = ttl / 3;
             while !tenure.closed.load(Ordering::SeqCst) {
@@ -403,6 +439,11 @@ impl Connection {
                         tenure.lease_id.store(granted.id(), Ordering::SeqCst);
                         *tenure.renewed.lock() = Instant::now();
                         tenure.lost.store(false, Ordering::SeqCst);
+                        let announced = tenure.announced.lock().clone();
+                        if let Some((key, value)) = announced {
+                            let options = PutOptions::new().with_lease(granted.id());
+                            let _ = kv.clone().put(key, value, Some(options)).await;
+                        }
                         tracing::warn!(etcd = %endpoints, "the store answers again: took a new lease");
                     }
                 } else {
@@ -520,7 +561,11 @@ impl Connection {
     }
 
     /// Every key under `start` at `revision` (0: the newest), page by page.
-    fn read_range(&self, start: String, revision: i64) -> Result<Vec<KeyValue>, StoreError> {
+    pub(crate) fn read_range(
+        &self,
+        start: String,
+        revision: i64,
+    ) -> Result<Vec<KeyValue>, StoreError> {
         let end = prefix_end(start.as_bytes());
         let mut kv = self.kv.clone();
         self.block_on("cannot read", async move {

@@ -7,6 +7,7 @@
 use crate::cluster::Cluster;
 use crate::config::SCRIPTS_DISABLED;
 use crate::queue::WriterHandle;
+use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,11 +30,13 @@ const DEFAULT_HEADERS: [(&str, &str); 2] = [
 
 /// Keeps one probe task per active check, restarting it when the check changes. `initial` are
 /// the active checks at startup; later changes arrive from the writer through `changed`, so the
-/// checker never reads the catalog. Among servers sharing a store, only the leader probes
-/// (the others keep their tasks, idle, ready to take over).
+/// checker never reads the catalog. Among servers sharing a store, every server keeps a task
+/// per check but probes only the checks rendezvous hashing gives it (`Cluster::probes`), and
+/// a follower hands its results to the leader.
 pub async fn run(
     writer: WriterHandle,
     cluster: Arc<Cluster>,
+    probes: Counter,
     initial: Vec<Arc<Check>>,
     mut changed: mpsc::UnboundedReceiver<CheckChange>,
     concurrency: usize,
@@ -52,18 +55,16 @@ pub async fn run(
         roots = tls.roots,
         "trust store for HTTPS and gRPC checks loaded"
     );
+    let shared = Arc::new(Probing {
+        writer,
+        cluster,
+        probes,
+        limit,
+        tls,
+        scripts_enabled,
+    });
     let mut tasks: HashMap<String, AbortHandle> = HashMap::new();
-    let mut apply = |change| {
-        reschedule(
-            &writer,
-            &cluster,
-            &mut tasks,
-            &limit,
-            &tls,
-            scripts_enabled,
-            change,
-        );
-    };
+    let mut apply = |change| reschedule(&shared, &mut tasks, change);
     for check in initial {
         apply((check.id().to_owned(), Some(check)));
     }
@@ -72,40 +73,42 @@ pub async fn run(
     }
 }
 
-fn reschedule(
-    writer: &WriterHandle,
-    cluster: &Arc<Cluster>,
-    tasks: &mut HashMap<String, AbortHandle>,
-    limit: &Arc<Semaphore>,
-    tls: &Arc<ProbeTls>,
+/// What every probe task shares.
+struct Probing {
+    writer: WriterHandle,
+    cluster: Arc<Cluster>,
+    /// Probes run, for `/metrics`.
+    probes: Counter,
+    /// Bounds the probes running at once.
+    limit: Arc<Semaphore>,
+    tls: Arc<ProbeTls>,
     scripts_enabled: bool,
+}
+
+fn reschedule(
+    shared: &Arc<Probing>,
+    tasks: &mut HashMap<String, AbortHandle>,
     (id, check): CheckChange,
 ) {
     if let Some(task) = tasks.remove(&id) {
         task.abort();
     }
     if let Some(check) = check.filter(|c| c.definition.kind.is_probed()) {
-        let task = tokio::spawn(probe_loop(
-            writer.clone(),
-            cluster.clone(),
-            check,
-            limit.clone(),
-            tls.clone(),
-            scripts_enabled,
-        ));
+        let task = tokio::spawn(probe_loop(Arc::clone(shared), check));
         tasks.insert(id, task.abort_handle());
     }
 }
 
-async fn probe_loop(
-    writer: WriterHandle,
-    cluster: Arc<Cluster>,
-    check: Arc<Check>,
-    limit: Arc<Semaphore>,
-    tls: Arc<ProbeTls>,
-    scripts_enabled: bool,
-) {
-    let prober = Prober::new(&check, &tls, scripts_enabled);
+async fn probe_loop(shared: Arc<Probing>, check: Arc<Check>) {
+    let Probing {
+        writer,
+        cluster,
+        probes,
+        limit,
+        tls,
+        scripts_enabled,
+    } = &*shared;
+    let prober = Prober::new(&check, tls, *scripts_enabled);
     let interval = check.definition.interval.unwrap_or(Duration::from_secs(10));
     let offset = rand::rng().random_range(Duration::ZERO..interval);
     tokio::time::sleep(offset).await;
@@ -113,21 +116,28 @@ async fn probe_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if !cluster.writes() {
+        if !cluster.probes(check.id()) {
             continue;
         }
         let Ok(permit) = limit.acquire().await else {
             return;
         };
-        let (result, output) = prober.probe(&check, &tls).await;
+        let (result, output) = prober.probe(&check, tls).await;
+        probes.inc();
         drop(permit);
-        let command = Command::ReportCheck {
-            check_id: check.id().to_owned(),
-            result,
-            output,
-        };
-        // A full queue drops this result; the next probe reports again.
-        let _ = writer.try_submit(command);
+        if cluster.writes() {
+            let command = Command::ReportCheck {
+                check_id: check.id().to_owned(),
+                result,
+                output,
+            };
+            // A full queue drops this result; the next probe reports again.
+            let _ = writer.try_submit(command);
+        } else {
+            let status = serde_json::to_value(result).unwrap_or_default();
+            let status = status.as_str().unwrap_or("critical");
+            cluster.report_to_leader(check.id(), status, &output).await;
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! leader's commits and hands writes to the leader), and who the leader is.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -57,6 +58,12 @@ pub struct Cluster {
     contact: Option<(Contact, Duration)>,
     /// Whether this server holds the shared store's lock.
     holds_lock: Option<HoldsLock>,
+    /// This server's member ID, and the live members (their IDs and holders) as the store's
+    /// feed reports them: among them the active probes are shared out.
+    me: String,
+    members: parking_lot::RwLock<BTreeMap<String, Holder>>,
+    /// The secret the servers of the store share (see `trellis_etcd::EtcdStore::shared_secret`).
+    secret: std::sync::OnceLock<String>,
 }
 
 /// Whether this server holds the shared store's lock now.
@@ -73,13 +80,17 @@ impl Cluster {
             since: parking_lot::Mutex::new(Instant::now()),
             contact: None,
             holds_lock: None,
+            me: String::new(),
+            members: parking_lot::RwLock::new(BTreeMap::new()),
+            secret: std::sync::OnceLock::new(),
         }
     }
 
     /// A server sharing a store: it follows until the store says otherwise, and knows no
     /// leader while the store has not answered for `limit`.
-    pub fn shared(contact: Contact, limit: Duration, holds_lock: HoldsLock) -> Self {
+    pub fn shared(contact: Contact, limit: Duration, holds_lock: HoldsLock, me: String) -> Self {
         Self {
+            me,
             contact: Some((contact, limit)),
             holds_lock: Some(holds_lock),
             ..Self::new(Role::Follower { leader: None })
@@ -135,6 +146,70 @@ impl Cluster {
         }
     }
 
+    /// This server's member ID (empty when alone).
+    pub fn member_id(&self) -> &str {
+        &self.me
+    }
+
+    /// A member announced itself (`Some`) or went (`None`).
+    pub fn set_member(&self, id: String, holder: Option<Holder>) {
+        let mut members = self.members.write();
+        match holder {
+            Some(holder) => members.insert(id, holder),
+            None => members.remove(&id),
+        };
+    }
+
+    pub fn set_secret(&self, secret: String) {
+        let _ = self.secret.set(secret);
+    }
+
+    pub fn secret(&self) -> Option<&str> {
+        self.secret.get().map(String::as_str)
+    }
+
+    /// Whether this server runs the active probes of check `check_id`: alone, always; among
+    /// servers sharing a store, the live member that rendezvous hashing picks for it, so each
+    /// probe runs on exactly one server and a server's share moves to the others when it goes.
+    /// Until this server knows itself a member, the leader probes everything.
+    pub fn probes(&self, check_id: &str) -> bool {
+        if self.role() == Role::Alone {
+            return true;
+        }
+        let members = self.members.read();
+        if !members.contains_key(&self.me) {
+            return self.writes();
+        }
+        rendezvous(members.keys().map(String::as_str), check_id) == Some(self.me.as_str())
+    }
+
+    /// Hands a probe's result to the leader (a follower's probes: only the leader writes).
+    pub async fn report_to_leader(&self, check_id: &str, status: &str, output: &str) {
+        let (Some(leader), Some(secret)) = (self.leader(), self.secret()) else {
+            return; // no leader now: the next probe reports again
+        };
+        static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+        let client = CLIENT.get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(10))
+                .no_proxy()
+                .build()
+                .unwrap_or_default()
+        });
+        let id =
+            percent_encoding::utf8_percent_encode(check_id, percent_encoding::NON_ALPHANUMERIC);
+        let sent = client
+            .put(format!("http://{}{REPORT_PATH}{id}", leader.address))
+            .header(SECRET_HEADER, secret)
+            .json(&serde_json::json!({"Status": status, "Output": output}))
+            .send()
+            .await;
+        if let Err(error) = sent {
+            tracing::debug!(%error, check_id, "cannot hand a probe's result to the leader");
+        }
+    }
+
     /// Whether this server holds the shared store's lock (false without a shared store).
     pub fn holds_lock(&self) -> bool {
         self.holds_lock.as_ref().is_some_and(|holds| holds())
@@ -177,9 +252,83 @@ impl Cluster {
     }
 }
 
+/// Where a follower hands the leader a probe's result (the leader's HTTP API, internal).
+pub const REPORT_PATH: &str = "/v1/trellis/internal/check-result/";
+/// The header carrying the servers' shared secret on that route.
+pub const SECRET_HEADER: &str = "x-trellis-cluster-secret";
+
+/// The member that owns `key` by rendezvous (highest random weight) hashing: each key's owner
+/// changes only when that owner goes or a new member outscores it.
+fn rendezvous<'a>(members: impl Iterator<Item = &'a str>, key: &str) -> Option<&'a str> {
+    members.max_by_key(|member| (weight(member, key), *member))
+}
+
+/// A stable 64-bit hash of (member, key): FNV-1a, then a SplitMix64 finaliser to spread
+/// similar strings. The same on every server and build, unlike std's hasher.
+fn weight(member: &str, key: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in member.bytes().chain([0xff]).chain(key.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash ^= hash >> 30;
+    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash ^= hash >> 27;
+    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rendezvous_shares_keys_out_evenly_and_moves_only_a_gone_members_share() {
+        let members = ["a1b2", "c3d4", "e5f6"];
+        let keys: Vec<String> = (0..3000).map(|i| format!("service:web-{i}")).collect();
+        let owner =
+            |members: &[&'static str], key: &str| rendezvous(members.iter().copied(), key).unwrap();
+        for member in members {
+            let share = keys.iter().filter(|k| owner(&members, k) == member).count();
+            assert!((800..1200).contains(&share), "{member}: {share} of 3000");
+        }
+        let survivors = ["a1b2", "e5f6"];
+        for key in &keys {
+            let before = owner(&members, key);
+            if before != "c3d4" {
+                assert_eq!(owner(&survivors, key), before, "{key} moved needlessly");
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_member_picked_probes_and_a_stranger_leaves_it_to_the_leader() {
+        let cluster = Cluster::shared(
+            Box::new(|| Duration::ZERO),
+            Duration::from_secs(1),
+            Box::new(|| false),
+            "me".into(),
+        );
+        let holder = |node: &str| Holder {
+            node: node.into(),
+            address: "127.0.0.1:1".into(),
+        };
+        // Not a member yet, following: nothing.
+        assert!(!cluster.probes("web"));
+        cluster.set_role(Role::Leader);
+        assert!(
+            cluster.probes("web"),
+            "the leader probes until members are known"
+        );
+        cluster.set_member("me".into(), Some(holder("a")));
+        cluster.set_member("other".into(), Some(holder("b")));
+        let mine = (0..100)
+            .filter(|i| cluster.probes(&format!("check-{i}")))
+            .count();
+        assert!((20..80).contains(&mine), "{mine} of 100");
+        cluster.set_member("other".into(), None);
+        assert!((0..100).all(|i| cluster.probes(&format!("check-{i}"))));
+    }
 
     #[test]
     fn the_lock_value_round_trips_and_a_foreign_value_has_no_address() {

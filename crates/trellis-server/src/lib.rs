@@ -441,11 +441,17 @@ async fn start_with_stores(
             // Half the lease: a leader that has not renewed for longer may be losing it.
             let limit = config.etcd.lease().map_err(ServerError::Config)? / 2;
             let holder = etcd.clone();
-            Cluster::shared(
+            let cluster = Cluster::shared(
                 Box::new(move || store.last_contact()),
                 limit,
                 Box::new(move || holder.holds_lock()),
-            )
+                ids::random_uuid(),
+            );
+            let secret = etcd
+                .shared_secret(ids::random_uuid())
+                .map_err(|error| store_error(&config, error))?;
+            cluster.set_secret(secret);
+            cluster
         }
         None => Cluster::new(Role::Alone),
     });
@@ -550,17 +556,19 @@ async fn start_with_stores(
             node.address.parse().unwrap_or(local_addr.ip()),
             local_addr.port(),
         );
-        etcd.campaign(
-            Holder {
-                node: config.node_name.clone(),
-                address: address.to_string(),
-            }
-            .to_value(),
-        );
+        let holder = Holder {
+            node: config.node_name.clone(),
+            address: address.to_string(),
+        }
+        .to_value();
+        etcd.announce(cluster.member_id(), holder.clone())
+            .map_err(|error| store_error(&config, error))?;
+        etcd.campaign(holder);
     }
     let checker = tokio::spawn(checker::run(
         writer.clone(),
         cluster.clone(),
+        metrics.probes.clone(),
         active_checks,
         checks_rx,
         config.check_concurrency,

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub services: Gauge,
     pub instances: Family<HealthLabels, Gauge>,
     pub watchers: Gauge,
+    /// Active health probes this server ran (among servers sharing a store, its share).
+    pub probes: Counter,
     pub store: StoreMetrics,
     pub coordinator: crate::coordinator::CoordinatorMetrics,
     pub traces: TraceMetrics,
@@ -81,6 +83,12 @@ impl Metrics {
             "Blocking queries and watch streams held open",
             watchers.clone(),
         );
+        let probes = Counter::default();
+        registry.register(
+            "check_probes",
+            "Active health probes (HTTP, TCP, gRPC, script) this server ran",
+            probes.clone(),
+        );
         let commit_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 14));
         registry.register(
             "store_commit_duration_seconds",
@@ -104,6 +112,7 @@ impl Metrics {
             services,
             instances,
             watchers,
+            probes,
             store: StoreMetrics {
                 commit_seconds,
                 batch_size,

@@ -262,6 +262,10 @@ impl Writer {
                 }
                 self.cluster.set_role(Role::Follower { leader });
             }
+            Feed::Member { id, value } => {
+                self.cluster
+                    .set_member(id, value.as_deref().map(Holder::parse));
+            }
             Feed::Table(table) => {
                 if table == "acl" {
                     self.cluster.acl_changed();

@@ -4,6 +4,7 @@
 //! server that took them. It also says on every read whether a leader is known.
 
 use super::error::ApiError;
+use crate::cluster::{REPORT_PATH, SECRET_HEADER};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -37,6 +38,12 @@ pub async fn forward_to_leader(
     next: Next,
 ) -> Response {
     let cluster = state.cluster();
+    if let Some(check_id) = request.uri().path().strip_prefix(REPORT_PATH) {
+        let check_id = percent_encoding::percent_decode_str(check_id)
+            .decode_utf8_lossy()
+            .into_owned();
+        return receive_report(&state, check_id, request).await;
+    }
     let forwarded = request.headers().contains_key(&FORWARDED);
     if cluster.writes() || !must_forward(&request) {
         let mut response = next.run(request).await;
@@ -85,6 +92,56 @@ pub async fn forward_to_leader(
             .into_response()
         }
     }
+}
+
+/// A probe's result a follower hands over: taken only from a server that shows the shared
+/// secret (it can read the store), only by the leader, and through the hysteresis of
+/// `ReportCheck` like the leader's own probes.
+async fn receive_report(state: &AppState, check_id: String, request: Request) -> Response {
+    let cluster = state.cluster();
+    let shown = request
+        .headers()
+        .get(SECRET_HEADER)
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    let Some(secret) = cluster.secret() else {
+        return ApiError::not_found("no such endpoint").into_response();
+    };
+    if !constant_time_eq(&shown, secret.as_bytes()) {
+        return ApiError::new(StatusCode::FORBIDDEN, "Permission denied").into_response();
+    }
+    if !cluster.writes() {
+        return no_leader();
+    }
+    #[derive(serde::Deserialize)]
+    struct Report {
+        #[serde(rename = "Status")]
+        status: trellis_types::CheckStatus,
+        #[serde(rename = "Output", default)]
+        output: String,
+    }
+    let body = match axum::body::to_bytes(request.into_body(), 1 << 20).await {
+        Ok(body) => body,
+        Err(error) => return ApiError::bad_request(error.to_string()).into_response(),
+    };
+    let report: Report = match serde_json::from_slice(&body) {
+        Ok(report) => report,
+        Err(error) => return ApiError::bad_request(error.to_string()).into_response(),
+    };
+    let command = trellis_catalog::Command::ReportCheck {
+        check_id,
+        result: report.status,
+        output: report.output,
+    };
+    match state.submit(command).await {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// Equality that takes as long whatever the bytes (a secret is compared).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Whether only the leader may answer `request`.
