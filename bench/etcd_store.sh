@@ -127,14 +127,14 @@ start_trellis follower2 "$F2"
 "${HELPER[@]}" wait-http "$F1" /v1/status/leader
 "${HELPER[@]}" wait-http "$F2" /v1/status/leader
 PER=$((CONNS / 3))
-i=0
+i=0 WRKS=()
 for server in "$TRELLIS" "$F1" "$F2"; do
     i=$((i + 1))
     wrk -t1 -c"$PER" -d"$DURATION" -s "$LUA/trellis_register.lua" "http://$server" -- "${PREFIX}x$i" \
         >"$RUN/wrk-three-$i.txt" &
+    WRKS+=($!)
 done
-wait_wrk() { while pgrep -x wrk >/dev/null; do sleep 0.5; done; }
-wait_wrk
+wait "${WRKS[@]}"
 THREE_RPS=$(for i in 1 2 3; do field "$RUN/wrk-three-$i.txt" rps; done |
     awk '{ s += $1 } END { printf "%.0f", s }')
 THREE_RATIO=$(awk -v a="$THREE_RPS" -v b="$ETCD_RPS" 'BEGIN { printf "%.2f", a / b }')

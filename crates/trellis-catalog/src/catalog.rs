@@ -507,16 +507,10 @@ impl Catalog {
 
     /// Marks the services a check belongs to as changed (all of them for a node check).
     fn touch_check_owner(&mut self, check_id: &str, index: u64, fx: &mut Effects) {
-        if let Some(check) = self.checks.get(check_id) {
-            // Borrowing the name (not cloning it) while `name_index` changes: a tick expiring
-            // thousands of checks comes through here for each.
-            touch_owner(
-                &mut self.name_index,
-                &self.by_name,
-                check.service_name.as_deref(),
-                index,
-                fx,
-            );
+        // A shared handle, not a copy: a tick expiring thousands of checks comes through here
+        // for each.
+        if let Some(check) = self.checks.get(check_id).map(Arc::clone) {
+            self.touch_owner_of(&check, index, fx);
         }
     }
 

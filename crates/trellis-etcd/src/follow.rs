@@ -3,7 +3,7 @@
 //! holder and changes of the record tables, in etcd's order.
 
 use crate::layout::{Key, Layout};
-use crate::store::EtcdStore;
+use crate::store::{EtcdStore, decode_record};
 use etcd_client::{EventType, KeyValue, WatchClient, WatchOptions};
 use serde::de::DeserializeOwned;
 use std::sync::mpsc::{Receiver, Sender};
@@ -176,8 +176,12 @@ impl Follower {
                 if !put {
                     return Ok(None);
                 }
-                let index = crate::layout::decode_index(kv.value())
-                    .ok_or_else(|| corrupt(kv, "not an index"))?;
+                let index = crate::layout::decode_index(kv.value()).ok_or_else(|| {
+                    format!(
+                        "corrupt record {:?}: not an index",
+                        String::from_utf8_lossy(kv.key())
+                    )
+                })?;
                 let mutations = std::mem::take(&mut self.pending);
                 return Ok(Some(Feed::Commit { index, mutations }));
             }
@@ -216,13 +220,6 @@ impl Follower {
     }
 }
 
-fn corrupt(kv: &KeyValue, reason: &str) -> String {
-    format!(
-        "corrupt record {:?}: {reason}",
-        String::from_utf8_lossy(kv.key())
-    )
-}
-
 fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, String> {
-    serde_json::from_slice(kv.value()).map_err(|e| corrupt(kv, &e.to_string()))
+    decode_record(kv).map_err(|e| e.to_string())
 }

@@ -167,19 +167,18 @@ impl EtcdStore {
     /// Connects to the cluster (failing if no member answers within the timeout), makes sure
     /// the index key exists, and waits until this store holds the prefix's lock.
     pub fn connect(options: &EtcdOptions) -> Result<Self, StoreError> {
-        let conn = Connection::open(options, true)?;
-        let index = conn.read_index(conn.layout.index_key())?.0;
-        Ok(Self {
-            conn: Arc::new(conn),
-            index: Arc::new(Mutex::new(index)),
-        })
+        Self::open(options, true)
     }
 
     /// Connects to the cluster and takes a lease, without waiting for the lock: a server that
     /// follows the holder's commits ([`EtcdStore::follow`]) and [campaigns](EtcdStore::campaign)
     /// to take over. It can commit only once it holds the lock.
     pub fn join(options: &EtcdOptions) -> Result<Self, StoreError> {
-        let conn = Connection::open(options, false)?;
+        Self::open(options, false)
+    }
+
+    fn open(options: &EtcdOptions, wait_for_lock: bool) -> Result<Self, StoreError> {
+        let conn = Connection::open(options, wait_for_lock)?;
         let index = conn.read_index(conn.layout.index_key())?.0;
         Ok(Self {
             conn: Arc::new(conn),
@@ -728,14 +727,15 @@ fn connect_options(options: &EtcdOptions) -> Result<ConnectOptions, String> {
 }
 
 fn decode<T: DeserializeOwned>(kvs: &[KeyValue]) -> Result<Vec<T>, StoreError> {
-    kvs.iter()
-        .map(|kv| {
-            serde_json::from_slice(kv.value()).map_err(|e| StoreError::Corrupt {
-                key: String::from_utf8_lossy(kv.key()).into_owned(),
-                reason: e.to_string(),
-            })
-        })
-        .collect()
+    kvs.iter().map(decode_record).collect()
+}
+
+/// One record's JSON value, or why it is corrupt.
+pub(crate) fn decode_record<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, StoreError> {
+    serde_json::from_slice(kv.value()).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        reason: e.to_string(),
+    })
 }
 
 impl Connection {

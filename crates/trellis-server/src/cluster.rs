@@ -188,19 +188,11 @@ impl Cluster {
         let (Some(leader), Some(secret)) = (self.leader(), self.secret()) else {
             return; // no leader now: the next probe reports again
         };
-        static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-        let client = CLIENT.get_or_init(|| {
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(10))
-                .no_proxy()
-                .build()
-                .unwrap_or_default()
-        });
         let id =
             percent_encoding::utf8_percent_encode(check_id, percent_encoding::NON_ALPHANUMERIC);
-        let sent = client
+        let sent = peer_client()
             .put(format!("http://{}{REPORT_PATH}{id}", leader.address))
+            .timeout(Duration::from_secs(10))
             .header(SECRET_HEADER, secret)
             .json(&serde_json::json!({"Status": status, "Output": output}))
             .send()
@@ -250,6 +242,20 @@ impl Cluster {
     pub fn subscribe_acl(&self) -> watch::Receiver<u64> {
         self.acl_changed.subscribe()
     }
+}
+
+/// The HTTP client one server talks to another with (forwarded requests, probe results): no
+/// proxy, no redirects, a short connect timeout so a dead leader is noticed at once.
+pub fn peer_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .unwrap_or_default()
+    })
 }
 
 /// Where a follower hands the leader a probe's result (the leader's HTTP API, internal).

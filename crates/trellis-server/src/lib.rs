@@ -295,16 +295,9 @@ fn restore(
         None => (store.load().map_err(store_error)?, None),
     };
     let loaded = clock.elapsed();
-    let mut catalog = Catalog::restore(
-        snapshot.index,
-        snapshot.instances,
-        snapshot.checks,
-        snapshot.kv,
-        snapshot.config_entries,
-        clock.elapsed(),
-    );
     // Servers sharing a store see each other's status changes only through it.
-    catalog.set_persist_status(feed.is_some());
+    let index = snapshot.index;
+    let catalog = writer::restored(snapshot, index, loaded, feed.is_some());
     tracing::info!(
         instances = catalog.instance_count(),
         load_ms = loaded.as_millis() as u64,

@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use trellis_catalog::{Catalog, Effects, Reply};
-use trellis_store::{Mutation, Store, StoreError};
+use trellis_store::{Mutation, Snapshot, Store, StoreError};
 
 /// Most commands applied in one batch; bounds the latency a batch adds to its first request.
 const MAX_BATCH: usize = 4096;
@@ -291,19 +291,9 @@ impl Writer {
         let Ok(snapshot) = self.store.load() else {
             return;
         };
-        let mut checks: BTreeSet<String> = catalog.checks().map(|c| c.id().to_owned()).collect();
         // The store's index: the indexes taken by the batch that failed were never answered.
-        *catalog = Catalog::restore(
-            snapshot.index,
-            snapshot.instances,
-            snapshot.checks,
-            snapshot.kv,
-            snapshot.config_entries,
-            now,
-        );
-        catalog.set_persist_status(true);
-        checks.extend(catalog.checks().map(|c| c.id().to_owned()));
-        self.publisher.republish_all(catalog, checks);
+        let index = snapshot.index;
+        self.replace(catalog, snapshot, index, now);
         self.stale = false;
         self.committed = catalog.index();
         tracing::warn!(
@@ -333,13 +323,13 @@ impl Writer {
     /// Makes the batch's writes durable in one commit; a batch without writes needs none,
     /// except on a leader whose index moved (followers take their indexes from its commits).
     fn commit(&mut self, catalog: &Catalog, fx: &Effects, size: usize) -> Result<(), StoreError> {
+        if !self.cluster.writes() {
+            // A follower's replica is written by the leader alone.
+            return Ok(());
+        }
         let mutations: Vec<Mutation> = fx.writes.iter().map(|w| catalog.mutation(w)).collect();
         let leading = self.cluster.role() == Role::Leader;
         if mutations.is_empty() && !(leading && catalog.index() > self.committed) {
-            return Ok(());
-        }
-        if !self.cluster.writes() {
-            // A follower's replica is written by the leader alone.
             return Ok(());
         }
         let started = Instant::now();
@@ -363,27 +353,25 @@ impl Writer {
         commit: StoreError,
     ) -> Result<(), WriterFailed> {
         tracing::error!(error = %commit, "commit failed; reloading the catalog from the store");
-        // Every check the checker may be probing, before and after the reload.
-        let mut checks: BTreeSet<String> = catalog.checks().map(|c| c.id().to_owned()).collect();
         let snapshot = self.store.load().map_err(|reload| WriterFailed::Reload {
             commit: Box::new(commit),
             reload: Box::new(reload),
         })?;
         // Heartbeats and probe results take indexes without a commit, so readers may have seen
         // indexes above the store's: resume above everything this catalog handed out.
-        let handed_out = catalog.index();
-        *catalog = Catalog::restore(
-            snapshot.index.max(handed_out),
-            snapshot.instances,
-            snapshot.checks,
-            snapshot.kv,
-            snapshot.config_entries,
-            now,
-        );
-        catalog.set_persist_status(self.cluster.role() != Role::Alone);
+        let index = snapshot.index.max(catalog.index());
+        self.replace(catalog, snapshot, index, now);
+        Ok(())
+    }
+
+    /// Replaces the catalog with `snapshot` resumed at `index`, and republishes everything
+    /// readers or the checker may hold.
+    fn replace(&self, catalog: &mut Catalog, snapshot: Snapshot, index: u64, now: Duration) {
+        // Every check the checker may be probing, before and after the reload.
+        let mut checks: BTreeSet<String> = catalog.checks().map(|c| c.id().to_owned()).collect();
+        *catalog = restored(snapshot, index, now, self.cluster.role() != Role::Alone);
         checks.extend(catalog.checks().map(|c| c.id().to_owned()));
         self.publisher.republish_all(catalog, checks);
-        Ok(())
     }
 
     fn gc_slots_if_due(&mut self) {
@@ -393,6 +381,21 @@ impl Writer {
             self.publisher.drop_idle_slots();
         }
     }
+}
+
+/// A catalog rebuilt from `snapshot`, every index resumed at `index` (at least), its timers
+/// started at `now`; `shared`: the store is shared, so status changes must be written.
+pub fn restored(snapshot: Snapshot, index: u64, now: Duration, shared: bool) -> Catalog {
+    let mut catalog = Catalog::restore(
+        index,
+        snapshot.instances,
+        snapshot.checks,
+        snapshot.kv,
+        snapshot.config_entries,
+        now,
+    );
+    catalog.set_persist_status(shared);
+    catalog
 }
 
 /// The batch is durable and published: every request gets its own answer.

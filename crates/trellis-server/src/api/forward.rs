@@ -4,14 +4,13 @@
 //! server that took them. It also says on every read whether a leader is known.
 
 use super::error::ApiError;
-use crate::cluster::{REPORT_PATH, SECRET_HEADER};
+use crate::cluster::{REPORT_PATH, SECRET_HEADER, peer_client};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Marks a request a follower forwarded: the leader answers it with its index, and a server
@@ -194,21 +193,12 @@ fn mark_leader(state: &AppState, response: &mut Response) {
 
 /// Sends `request` to the leader at `address` and gives its answer back.
 async fn forward(address: &str, request: Request) -> Result<Response, String> {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    let client = CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .unwrap_or_default()
-    });
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
         .await
         .map_err(|e| format!("cannot read the request: {e}"))?;
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut outgoing = client
+    let mut outgoing = peer_client()
         .request(parts.method, format!("http://{address}{path}"))
         .body(body)
         .header(&FORWARDED, "1");
