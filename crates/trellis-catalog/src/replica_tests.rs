@@ -514,8 +514,8 @@ fn a_follower_sees_what_the_leader_sees_after_every_commit() {
     assert!(p.follower.session("s1").is_none());
     assert_eq!(p.follower.kv_get("locks/db").unwrap().session, None);
     assert!(
-        p.leader.lock_delayed("locks/db", secs(5)) && !p.follower.lock_delayed("locks/db", secs(5)),
-        "lock-delays are known only to the server that invalidated the session"
+        p.leader.lock_delayed("locks/db", secs(5)) && p.follower.lock_delayed("locks/db", secs(5)),
+        "lock-delays are kept by every server"
     );
 
     // Time: a TTL running out, the reaper, a session's TTL, the node check running out.
@@ -723,7 +723,10 @@ fn a_replica_writes_nothing_and_decides_nothing() {
     assert!(replica_fx.writes.is_empty());
     assert!(replica_fx.sessions && replica_fx.kv);
     assert!(p.follower.session("s1").is_none());
-    assert!(!p.follower.lock_delayed("lock", secs(1)));
+    assert!(
+        p.follower.lock_delayed("lock", secs(1)),
+        "the lock-delay the leader started, from the replica's clock"
+    );
     assert_same("invalidated", &seen(&p.leader), &seen(&p.follower));
 }
 
@@ -1157,4 +1160,40 @@ fn rearmed_timers_give_a_full_ttl_from_now() {
         stale.check("service:w1").unwrap().status,
         CheckStatus::Critical
     );
+}
+
+#[test]
+fn a_replica_keeps_the_lock_delays_of_the_sessions_it_saw_go() {
+    let mut p = Pair::new();
+    p.run(
+        "session",
+        create_session("s1", json!({"LockDelay": "10s"})),
+        secs(0),
+    );
+    p.run(
+        "quick",
+        create_session("s2", json!({"LockDelay": "0s"})),
+        secs(0),
+    );
+    p.run("lock a", lock("locks/a", "x", "s1"), secs(1));
+    p.run("lock b", lock("locks/b", "x", "s2"), secs(1));
+    p.run("destroy s1", destroy("s1"), secs(2));
+    p.run("destroy s2", destroy("s2"), secs(2));
+    // Promoted at 5 s, the follower refuses the lock its old leader would have refused.
+    let mut follower = p.follower.clone();
+    follower.rearm_timers(secs(5));
+    let mut fx = Effects::default();
+    follower
+        .apply(create_session("s3", json!({})), secs(5), &mut fx)
+        .unwrap();
+    let locked = |c: &mut Catalog, key: &str, now: Duration| {
+        let mut fx = Effects::default();
+        c.apply(lock(key, "y", "s3"), now, &mut fx).unwrap() == Reply::Bool(true)
+    };
+    assert!(
+        !locked(&mut follower, "locks/a", secs(5)),
+        "within the delay"
+    );
+    assert!(locked(&mut follower, "locks/b", secs(5)), "no delay asked");
+    assert!(locked(&mut follower, "locks/a", secs(12)), "delay over");
 }

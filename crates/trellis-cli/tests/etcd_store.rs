@@ -151,6 +151,16 @@ async fn losing_the_cluster_refuses_writes_keeps_reads_and_recovers_when_it_retu
     )
     .await;
     member.kill();
+    // The server still believes it leads (its lease has not run out), but a consistent read
+    // asks the quorum first, and there is none.
+    let consistent = client
+        .get(server.url("/v1/catalog/service/web?consistent"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(consistent.status(), 503);
+    let reason = consistent.text().await.unwrap();
+    assert!(reason.contains("leadership"), "{reason}");
     let refused = register("web-2").await.unwrap();
     assert_eq!(refused.status(), 503);
     let reason = refused.text().await.unwrap();
@@ -195,7 +205,7 @@ async fn losing_the_cluster_refuses_writes_keeps_reads_and_recovers_when_it_retu
         || async { known().await.0 == "true" },
     )
     .await;
-    let services = get_json(&server.url("/v1/catalog/service/web")).await;
+    let services = get_json(&server.url("/v1/catalog/service/web?consistent")).await;
     let ids: Vec<&str> = services
         .as_array()
         .unwrap()

@@ -257,6 +257,40 @@ impl EtcdStore {
         self.conn.tenure.holds_lock()
     }
 
+    /// Asks a quorum whether this store still holds the lock: a linearizable read of the lock
+    /// key, which must still be the one this store created under its current lease. What a
+    /// leader checks before a `?consistent` read, since it may have been deposed (its lease
+    /// run out while cut off) without having heard so yet. Runs on the client's own runtime,
+    /// so it may be awaited from any other.
+    pub fn confirm_lock(&self) -> impl Future<Output = bool> + Send + 'static {
+        let conn = &self.conn;
+        let (revision, lease) = (
+            conn.tenure.lock_revision.load(Ordering::SeqCst),
+            conn.tenure.lease(),
+        );
+        let asked = conn
+            .runtime
+            .as_ref()
+            .filter(|_| conn.tenure.holds_lock())
+            .map(|runtime| {
+                let (mut kv, key, timeout) =
+                    (conn.kv.clone(), conn.layout.lock_key(), conn.timeout);
+                runtime.spawn(async move { tokio::time::timeout(timeout, kv.get(key, None)).await })
+            });
+        async move {
+            let Some(asked) = asked else {
+                return false;
+            };
+            match asked.await {
+                Ok(Ok(Ok(answer))) => answer
+                    .kvs()
+                    .first()
+                    .is_some_and(|kv| kv.create_revision() == revision && kv.lease() == lease),
+                _ => false,
+            }
+        }
+    }
+
     /// How long since this store last heard from a quorum (its lease's last renewal).
     pub fn last_contact(&self) -> Duration {
         self.conn.tenure.renewed.lock().elapsed()

@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -53,11 +56,9 @@ pub struct Cluster {
     acl_changed: watch::Sender<u64>,
     /// When the role last changed, for `LastContact`-style reporting.
     since: parking_lot::Mutex<Instant>,
-    /// How long since the shared store last answered (its lease's last renewal), and beyond
-    /// which age this server no longer claims to know a leader.
-    contact: Option<(Contact, Duration)>,
-    /// Whether this server holds the shared store's lock.
-    holds_lock: Option<HoldsLock>,
+    /// The shared store, and the age of its last answer beyond which this server no longer
+    /// claims to know a leader.
+    store: Option<(Arc<dyn SharedStore>, Duration)>,
     /// This server's member ID, and the live members (their IDs and holders) as the store's
     /// feed reports them: among them the active probes are shared out.
     me: String,
@@ -66,11 +67,29 @@ pub struct Cluster {
     secret: std::sync::OnceLock<String>,
 }
 
-/// Whether this server holds the shared store's lock now.
-pub type HoldsLock = Box<dyn Fn() -> bool + Send + Sync>;
+/// What a server asks of the store it shares with others.
+pub trait SharedStore: Send + Sync {
+    /// Time since the store last answered (its lease's last renewal).
+    fn last_contact(&self) -> Duration;
+    /// Whether this server holds the store's lock, as far as it knows.
+    fn holds_lock(&self) -> bool;
+    /// Whether a quorum of the store confirms, now, that this server holds its lock.
+    fn confirm_lock(&self) -> Pin<Box<dyn Future<Output = bool> + Send>>;
+}
 
-/// Time since the shared store last answered.
-pub type Contact = Box<dyn Fn() -> Duration + Send + Sync>;
+impl SharedStore for trellis_etcd::EtcdStore {
+    fn last_contact(&self) -> Duration {
+        trellis_etcd::EtcdStore::last_contact(self)
+    }
+
+    fn holds_lock(&self) -> bool {
+        trellis_etcd::EtcdStore::holds_lock(self)
+    }
+
+    fn confirm_lock(&self) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+        Box::pin(trellis_etcd::EtcdStore::confirm_lock(self))
+    }
+}
 
 impl Cluster {
     pub fn new(role: Role) -> Self {
@@ -78,8 +97,7 @@ impl Cluster {
             role: watch::channel(role).0,
             acl_changed: watch::channel(0).0,
             since: parking_lot::Mutex::new(Instant::now()),
-            contact: None,
-            holds_lock: None,
+            store: None,
             me: String::new(),
             members: parking_lot::RwLock::new(BTreeMap::new()),
             secret: std::sync::OnceLock::new(),
@@ -88,19 +106,18 @@ impl Cluster {
 
     /// A server sharing a store: it follows until the store says otherwise, and knows no
     /// leader while the store has not answered for `limit`.
-    pub fn shared(contact: Contact, limit: Duration, holds_lock: HoldsLock, me: String) -> Self {
+    pub fn shared(store: Arc<dyn SharedStore>, limit: Duration, me: String) -> Self {
         Self {
             me,
-            contact: Some((contact, limit)),
-            holds_lock: Some(holds_lock),
+            store: Some((store, limit)),
             ..Self::new(Role::Follower { leader: None })
         }
     }
 
     /// How long since the store last answered, when that is past the limit.
     fn out_of_contact(&self) -> Option<Duration> {
-        let (contact, limit) = self.contact.as_ref()?;
-        Some(contact()).filter(|age| age > limit)
+        let (store, limit) = self.store.as_ref()?;
+        Some(store.last_contact()).filter(|age| age > limit)
     }
 
     /// What `X-Consul-LastContact` says: 0 while a leader is known and the store answers,
@@ -204,7 +221,20 @@ impl Cluster {
 
     /// Whether this server holds the shared store's lock (false without a shared store).
     pub fn holds_lock(&self) -> bool {
-        self.holds_lock.as_ref().is_some_and(|holds| holds())
+        self.store
+            .as_ref()
+            .is_some_and(|(store, _)| store.holds_lock())
+    }
+
+    /// Whether this server may answer a `?consistent` read: alone, always; sharing a store,
+    /// only as the leader and once a quorum of the store has confirmed that it still is (as
+    /// Consul's leader verifies its leadership before such a read).
+    pub async fn confirm_leadership(&self) -> bool {
+        match (self.role(), &self.store) {
+            (Role::Alone, _) => true,
+            (Role::Leader, Some((store, _))) => store.confirm_lock().await,
+            _ => false,
+        }
     }
 
     pub fn set_role(&self, role: Role) {
@@ -309,12 +339,19 @@ mod tests {
 
     #[test]
     fn only_the_member_picked_probes_and_a_stranger_leaves_it_to_the_leader() {
-        let cluster = Cluster::shared(
-            Box::new(|| Duration::ZERO),
-            Duration::from_secs(1),
-            Box::new(|| false),
-            "me".into(),
-        );
+        struct Answering;
+        impl SharedStore for Answering {
+            fn last_contact(&self) -> Duration {
+                Duration::ZERO
+            }
+            fn holds_lock(&self) -> bool {
+                false
+            }
+            fn confirm_lock(&self) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+                Box::pin(async { false })
+            }
+        }
+        let cluster = Cluster::shared(Arc::new(Answering), Duration::from_secs(1), "me".into());
         let holder = |node: &str| Holder {
             node: node.into(),
             address: "127.0.0.1:1".into(),

@@ -430,16 +430,9 @@ async fn start_with_stores(
     let (catalog, feed) = restore(store.as_ref(), etcd.as_ref(), &config, clock)?;
     let cluster = Arc::new(match &etcd {
         Some(etcd) => {
-            let store = etcd.clone();
             // Half the lease: a leader that has not renewed for longer may be losing it.
             let limit = config.etcd.lease().map_err(ServerError::Config)? / 2;
-            let holder = etcd.clone();
-            let cluster = Cluster::shared(
-                Box::new(move || store.last_contact()),
-                limit,
-                Box::new(move || holder.holds_lock()),
-                ids::random_uuid(),
-            );
+            let cluster = Cluster::shared(Arc::new(etcd.clone()), limit, ids::random_uuid());
             let secret = etcd
                 .shared_secret(ids::random_uuid())
                 .map_err(|error| store_error(&config, error))?;

@@ -15,14 +15,16 @@
 //! indexes, a check's owner); only an instance that came and went leaves no name to touch, so a
 //! name the replica already knows keeps its index there (nothing a reader of it sees changed).
 //!
-//! What the leader keeps in memory only is not replicated: lock-delays (known only to the
-//! server that invalidated the session: a replica starts none, and a follower promoted to
-//! leader enforces none of its old leader's), session renewals and TTL deadlines (see
+//! Lock-delays are kept in memory on every server, as Consul's servers each record them when
+//! they apply a session's end: a replica starts the delay of each key a deleted session held
+//! before the commit, from when it applies the commit (so one a client released explicitly in
+//! the same commit as the session's end is delayed too, on the replica only). What the leader
+//! keeps in memory only is not replicated: session renewals and TTL deadlines (see
 //! [`Catalog::rearm_timers`]), and a probe's output when its status does not change (it takes no
 //! index even with [`Catalog::set_persist_status`], or a timestamp in the output would wake every
 //! watcher on each probe), so a replica shows the output of the check's last status change.
 
-use super::{Catalog, touch_owner};
+use super::{Catalog, MAX_LOCK_DELAY, touch_owner};
 use crate::check::Check;
 use crate::effects::Effects;
 use crate::mutation::Mutation;
@@ -37,10 +39,9 @@ impl Catalog {
     /// below [`Catalog::index`] was applied already (an echo of the watch) and changes nothing.
     ///
     /// The mutations of one commit may come in any order: the result is the same. A replica
-    /// decides nothing: no session is invalidated because a check is critical or gone, no
-    /// lock-delay is started (lock-delays are known only to the server that invalidated the
-    /// session), nothing is reaped: the leader's own mutations (the session's delete, its locks
-    /// released) are in the same commit. `fx` says what changed, for readers to be woken, and
+    /// decides nothing: no session is invalidated because a check is critical or gone, nothing
+    /// is reaped: the leader's own mutations (the session's delete, its locks released) are in
+    /// the same commit. The lock-delays of the sessions deleted start from `now`. `fx` says what changed, for readers to be woken, and
     /// which checks' probing to start or stop; `fx.writes` stays empty (a replica writes
     /// nothing). A check's `transitions` are its net change over the commit, numbered with its
     /// `ModifyIndex` as on the leader.
@@ -61,6 +62,8 @@ impl Catalog {
         // A record's change took its ModifyIndex on the leader, never above the commit's.
         let at = |record_index: u64| record_index.min(index);
         mutations.sort_by(|a, b| order(a).cmp(&order(b)));
+        self.sessions.prune_lock_delays(now);
+        let lock_delays = self.lock_delays_of_deleted_sessions(&mutations, now);
         // A check that moved to another instance comes as the old owner's delete and the new
         // owner's put: the put replaces it (and reports its status change, as on the leader).
         let put_checks: BTreeSet<String> = mutations
@@ -127,6 +130,39 @@ impl Catalog {
                 }
             }
         }
+        for (key, until) in lock_delays {
+            self.sessions.delay_lock(&key, until);
+        }
+    }
+
+    /// The lock-delays the leader started when it invalidated the sessions this commit deletes:
+    /// each key such a session held, until `now` plus the session's lock-delay, as every
+    /// Consul server records them when it applies a session's end. Kept so that a follower
+    /// promoted to leader refuses those locks as its old leader would have.
+    fn lock_delays_of_deleted_sessions(
+        &self,
+        mutations: &[Mutation],
+        now: Duration,
+    ) -> Vec<(String, Duration)> {
+        let mut delays = Vec::new();
+        for mutation in mutations {
+            let Mutation::DeleteSession(id) = mutation else {
+                continue;
+            };
+            let Some(session) = self.sessions.get(id) else {
+                continue;
+            };
+            let delay = session.lock_delay().min(MAX_LOCK_DELAY);
+            if !delay.is_zero() {
+                delays.extend(
+                    self.kv
+                        .held_by(id)
+                        .into_iter()
+                        .map(|key| (key, now + delay)),
+                );
+            }
+        }
+        delays
     }
 
     /// A check as the leader committed it (status and output included) in place of the

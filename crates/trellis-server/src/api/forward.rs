@@ -1,5 +1,6 @@
 //! A follower hands the leader what only the leader may answer, as Consul's servers forward to
-//! theirs: writes, `?consistent` reads, the coordinator and the CA. After a forwarded write it
+//! theirs: writes, `?consistent` reads (which the leader answers only once the store's quorum
+//! has confirmed it still leads), the coordinator and the CA. After a forwarded write it
 //! waits until its own replica has the leader's index, so a client reads its writes on the
 //! server that took them. It also says on every read whether a leader is known.
 
@@ -44,6 +45,17 @@ pub async fn forward_to_leader(
         return receive_report(&state, check_id, request).await;
     }
     let forwarded = request.headers().contains_key(&FORWARDED);
+    if cluster.writes()
+        && is_read(&request)
+        && is_consistent(&request)
+        && !cluster.confirm_leadership().await
+    {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "No cluster leader: this server's leadership could not be confirmed with the store",
+        )
+        .into_response();
+    }
     if cluster.writes() || !must_forward(&request) {
         let mut response = next.run(request).await;
         if forwarded {
@@ -155,18 +167,25 @@ fn must_forward(request: &Request) -> bool {
     if !path.starts_with("/v1/") || local {
         return false;
     }
-    let read = matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    );
-    let consistent = request.uri().query().is_some_and(|q| {
-        q.split('&')
-            .any(|p| p.split('=').next() == Some("consistent"))
-    });
     let leader_only = path.starts_with("/v1/trellis/txn")
         || path.starts_with("/v1/connect/ca/")
         || path.starts_with("/v1/agent/connect/");
-    !read || consistent || leader_only
+    !is_read(request) || is_consistent(request) || leader_only
+}
+
+fn is_read(request: &Request) -> bool {
+    matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    )
+}
+
+/// Whether the client asked for `?consistent`.
+fn is_consistent(request: &Request) -> bool {
+    request.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p.split('=').next() == Some("consistent"))
+    })
 }
 
 /// Consul's answer when no leader can be reached.
