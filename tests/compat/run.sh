@@ -9,8 +9,8 @@
 #   4. A monitoring system's consul_sd_configs discovers, scrapes and drops trellis-registered
 #      instances: VictoriaMetrics (Debian package `victoria-metrics`), and Prometheus as well
 #      when the installed one was built with Consul SD (Debian's is not; see README.md).
-#   5. py-consul again, against a cluster: a leader and a follower sharing a real etcd member
-#      (Debian's `etcd-server`), the client talking to the follower.
+#   5. py-consul again, against a cluster: three servers (a leader and two followers) sharing a
+#      three-member etcd cluster (Debian's `etcd-server`), the client talking to a follower.
 #
 # Usage: tests/compat/run.sh            (from anywhere; builds the debug trellis unless given one)
 # Env:   TRELLIS_BIN           trellis binary (default $CARGO_TARGET_DIR or target, /debug/trellis,
@@ -92,22 +92,30 @@ say "npm consul against $TRELLIS_BIN"
 NODE_PATH="$node_dir/node_modules" node "$here/node/node_consul_test.js" || status=1
 say "consul_sd_configs against $TRELLIS_BIN"
 (cd "$here" && "$venv/bin/python" service_discovery_test.py "${scrapers[@]}") || status=1
-say "py-consul against a follower of two servers on etcd"
+say "py-consul against a follower of three servers on a three-member etcd cluster"
 command -v etcd >/dev/null || "$root/scripts/install-deps" || die "scripts/install-deps failed"
 etcd_dir="$(mktemp -d)"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-etcd_client="http://127.0.0.1:$(free_port)" etcd_peer="http://127.0.0.1:$(free_port)"
-etcd --name compat --data-dir "$etcd_dir/data" --log-level error \
-    --listen-client-urls "$etcd_client" --advertise-client-urls "$etcd_client" \
-    --listen-peer-urls "$etcd_peer" --initial-advertise-peer-urls "$etcd_peer" \
-    --initial-cluster "compat=$etcd_peer" >"$etcd_dir/etcd.log" 2>&1 &
-etcd_pid=$!
-for _ in $(seq 100); do
-    ETCDCTL_API=3 etcdctl --endpoints "$etcd_client" endpoint health >/dev/null 2>&1 && break
+etcd_clients=() etcd_peers=() etcd_pids=()
+for member in 1 2 3; do
+    etcd_clients+=("http://127.0.0.1:$(free_port)") etcd_peers+=("http://127.0.0.1:$(free_port)")
+done
+initial="m1=${etcd_peers[0]},m2=${etcd_peers[1]},m3=${etcd_peers[2]}"
+for member in 1 2 3; do
+    etcd --name "m$member" --data-dir "$etcd_dir/m$member" --log-level error \
+        --listen-client-urls "${etcd_clients[member-1]}" --advertise-client-urls "${etcd_clients[member-1]}" \
+        --listen-peer-urls "${etcd_peers[member-1]}" --initial-advertise-peer-urls "${etcd_peers[member-1]}" \
+        --initial-cluster "$initial" --initial-cluster-state new \
+        --initial-cluster-token "compat-$$" >"$etcd_dir/m$member.log" 2>&1 &
+    etcd_pids+=($!)
+done
+endpoints="$(IFS=,; echo "${etcd_clients[*]}")"
+for _ in $(seq 200); do
+    ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && break
     sleep 0.1
 done
-(cd "$here" && TRELLIS_COMPAT_ETCD="$etcd_client" "$venv/bin/python" consul_client_test.py) || status=1
-kill "$etcd_pid"; wait "$etcd_pid" 2>/dev/null || true
+(cd "$here" && TRELLIS_COMPAT_ETCD="$endpoints" "$venv/bin/python" consul_client_test.py) || status=1
+kill "${etcd_pids[@]}"; wait "${etcd_pids[@]}" 2>/dev/null || true
 rm -rf "$etcd_dir"
 
 if [[ $status -ne 0 ]]; then

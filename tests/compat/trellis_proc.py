@@ -20,8 +20,8 @@ READY_RE = re.compile(r"instances restored")
 
 class Trellis:
     """A `trellis server` on a free loopback port with a temporary data directory; with
-    TRELLIS_COMPAT_ETCD (an etcd client URL), a leader and a follower sharing a prefix there,
-    the follower being the one to talk to."""
+    TRELLIS_COMPAT_ETCD (etcd client URLs, comma-separated), a leader and two followers sharing
+    a prefix there, the last follower being the one to talk to."""
 
     def __init__(self, node_name: str = "compat-node") -> None:
         self.binary = os.environ.get("TRELLIS_BIN", "target/debug/trellis")
@@ -30,7 +30,7 @@ class Trellis:
         self.node_name = node_name
         self.data_dir = tempfile.TemporaryDirectory(prefix="trellis-compat-")
         self.proc: subprocess.Popen[str] | None = None
-        # Every server started (two against an etcd cluster: TRELLIS_COMPAT_ETCD).
+        # Every server started (three against an etcd cluster: TRELLIS_COMPAT_ETCD).
         self.procs: list[subprocess.Popen[str]] = []
         self.addr = ""
         # Listener name ("HTTP API", "DNS", "OTLP", "OTLP/gRPC") -> HOST:PORT.
@@ -40,13 +40,18 @@ class Trellis:
     def __enter__(self) -> Trellis:
         etcd = os.environ.get("TRELLIS_COMPAT_ETCD")
         if etcd:
-            # A cluster of two on a fresh prefix: the clients talk to the follower, so every
-            # write is forwarded to the leader and every read comes from the follower's replica.
-            # Both take the same node name: the node is the cluster's, whichever server answers.
+            # A cluster of three on a fresh prefix: the clients talk to the last follower, so
+            # every write is forwarded to the leader and every read comes from the follower's
+            # replica. Each server lists the members starting from a different one. All take the
+            # same node name: the node is the cluster's, whichever server answers.
             prefix = f"/compat-{os.getpid()}-{time.monotonic_ns()}/"
-            cluster = ["--store", "etcd", "--etcd", etcd, "--etcd-prefix", prefix, "--etcd-lease-ttl", "2s"]
-            self.leader = self._spawn(cluster + ["--data-dir", os.path.join(self.data_dir.name, "leader")])
-            self._spawn(cluster + ["--data-dir", os.path.join(self.data_dir.name, "data")])
+            members = etcd.split(",")
+            for n, name in enumerate(["leader", "follower", "data"]):
+                endpoints = ",".join(members[n % len(members) :] + members[: n % len(members)])
+                cluster = ["--store", "etcd", "--etcd", endpoints, "--etcd-prefix", prefix, "--etcd-lease-ttl", "2s"]
+                server = self._spawn(cluster + ["--data-dir", os.path.join(self.data_dir.name, name)])
+                if n == 0:
+                    self.leader = server
         else:
             self._spawn(["--data-dir", os.path.join(self.data_dir.name, "data")])
         return self

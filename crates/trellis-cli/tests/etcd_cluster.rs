@@ -459,6 +459,22 @@ async fn a_cluster_in_namespaces_keeps_every_acknowledged_write_through_kills_an
         },
     )
     .await;
+    // Every server lists the three as its peers, as Consul lists its Raft peers.
+    let expected: Vec<String> = (1..=NODES).map(|n| format!("{}:8300", addr(n))).collect();
+    for node in 1..=NODES {
+        let url = format!("{}/v1/status/peers", server_url(node));
+        eventually(
+            Duration::from_secs(10),
+            "every server lists its peers",
+            || async {
+                let mut peers: Vec<String> =
+                    serde_json::from_value(support::get_json(&url).await).unwrap();
+                peers.sort();
+                peers == expected
+            },
+        )
+        .await;
+    }
     let put = client
         .put(format!("{}/v1/kv/counter", server_url(1)))
         .body("0")

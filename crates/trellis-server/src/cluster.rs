@@ -177,6 +177,11 @@ impl Cluster {
         };
     }
 
+    /// The live members sharing the store, as they announced themselves.
+    pub fn members(&self) -> Vec<Holder> {
+        self.members.read().values().cloned().collect()
+    }
+
     pub fn set_secret(&self, secret: String) {
         let _ = self.secret.set(secret);
     }

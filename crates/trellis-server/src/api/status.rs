@@ -32,12 +32,16 @@ fn leader_address(state: &AppState) -> String {
         Role::Follower { leader: None } => String::new(),
         Role::Follower {
             leader: Some(holder),
-        } => match holder.address.parse::<std::net::SocketAddr>() {
-            Ok(addr) => {
-                std::net::SocketAddr::new(addr.ip(), crate::node::SERVER_RPC_PORT).to_string()
-            }
-            Err(_) => holder.node,
-        },
+        } => rpc_address(&holder),
+    }
+}
+
+/// A server's Raft-style address as Consul shows it: the host of its HTTP API with the server
+/// port (its node name when it gave no address).
+fn rpc_address(holder: &crate::cluster::Holder) -> String {
+    match holder.address.parse::<std::net::SocketAddr>() {
+        Ok(addr) => std::net::SocketAddr::new(addr.ip(), crate::node::SERVER_RPC_PORT).to_string(),
+        Err(_) => holder.node.clone(),
     }
 }
 
@@ -46,10 +50,15 @@ pub async fn peers(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     QueryParams::new(q).check_dc(state.node())?;
-    Ok(json_response(
-        1,
-        to_json_bytes(&[state.node().server_address()]),
-    ))
+    // Every live server sharing the store (this one alone without one), as Consul lists its
+    // Raft peers.
+    let mut peers: Vec<String> = state.cluster().members().iter().map(rpc_address).collect();
+    if peers.is_empty() {
+        peers.push(state.node().server_address());
+    }
+    peers.sort();
+    peers.dedup();
+    Ok(json_response(1, to_json_bytes(&peers)))
 }
 
 pub async fn datacenters(State(state): State<AppState>) -> Response {
