@@ -231,12 +231,32 @@ fn spawn_member(
     name: &str,
     data: &std::path::Path,
 ) -> std::process::Child {
+    spawn_member_logging(
+        member,
+        prefix,
+        http,
+        name,
+        data,
+        std::process::Stdio::null(),
+    )
+}
+
+/// [`spawn_member`], its log (warnings and errors, on stderr) going to `log`.
+fn spawn_member_logging(
+    member: &EtcdProcess,
+    prefix: &str,
+    http: &str,
+    name: &str,
+    data: &std::path::Path,
+    log: std::process::Stdio,
+) -> std::process::Child {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args(["server", "--http", http, "--node-name", name])
         .args(etcd_flags(member, prefix, data))
         .args(["--otlp", "off", "--otlp-grpc", "off"])
         .env("TRELLIS_LOG", "warn")
         .stdout(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
@@ -600,4 +620,151 @@ async fn active_probes_are_shared_out_among_the_servers_and_move_when_one_dies()
     .await;
     let _ = leader.kill();
     let _ = leader.wait();
+}
+
+/// A follower paused while etcd compacts past the changes it had not yet seen (its watch
+/// cancelled with the compaction) loads the store's state again and goes on serving and
+/// following, rather than stopping. Also: an idle follower sleeps (its writer once spun on
+/// deadlines that only a leader's ticks move).
+#[tokio::test]
+async fn a_follower_behind_the_compaction_loads_the_state_again() {
+    use base64::Engine;
+    use trellis_etcd::testing::etcdctl;
+    let member = EtcdProcess::start();
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (http_a, http_b) = (
+        format!("127.0.0.1:{}", support::free_port()),
+        format!("127.0.0.1:{}", support::free_port()),
+    );
+    let _leader = KillOnDrop(spawn_member(
+        &member,
+        "/cmp/",
+        &http_a,
+        "server-a",
+        data_a.path(),
+    ));
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "server-a leads",
+        || async { member.value("/cmp/lock").contains("server-a") },
+    )
+    .await;
+    let log = data_b.path().join("follower.log");
+    let mut follower = KillOnDrop(spawn_member_logging(
+        &member,
+        "/cmp/",
+        &http_b,
+        "server-b",
+        data_b.path(),
+        std::fs::File::create(&log).unwrap().into(),
+    ));
+    let started = std::time::Instant::now();
+    let client = support::http_with_timeout(std::time::Duration::from_secs(10));
+    let register = |at: &str, id: &str| {
+        client
+            .put(format!("http://{at}/v1/agent/service/register"))
+            .json(&json!({"ID": id, "Name": "web", "Port": 80}))
+            .send()
+    };
+    assert_eq!(register(&http_a, "web-1").await.unwrap().status(), 200);
+    let ids = |at: String| async move {
+        get_json(&format!("http://{at}/v1/catalog/service/web"))
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["ServiceID"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "the follower has web-1",
+        || async { ids(http_b.clone()).await == ["web-1"] },
+    )
+    .await;
+
+    // Paused, the follower reads nothing, and etcd holds back its watch's events: more
+    // changes under the prefix than the stream buffers (2,000 puts of 10 kB), after which the
+    // compaction cancels the watch.
+    let pid = follower.0.id().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let filler = b64(&[b'x'; 10_000]);
+    for i in 0..2000 {
+        let put = client
+            .post(format!("{}/v3/kv/put", member.client_url))
+            .json(&json!({"key": b64(format!("/cmp/zz-filler/{i}").as_bytes()), "value": filler}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 200);
+    }
+    assert_eq!(register(&http_a, "web-2").await.unwrap().status(), 200);
+    let status = etcdctl(&member.client_url, &["endpoint", "status", "-w", "json"]).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let revision = status[0]["Status"]["header"]["revision"].as_i64().unwrap();
+    etcdctl(&member.client_url, &["compact", &revision.to_string()]).unwrap();
+    signal("-CONT");
+
+    support::eventually(
+        std::time::Duration::from_secs(30),
+        "the follower has web-2",
+        || async { ids(http_b.clone()).await == ["web-1", "web-2"] },
+    )
+    .await;
+    assert!(
+        follower.0.try_wait().unwrap().is_none(),
+        "the follower stopped"
+    );
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("fell behind etcd's compaction"),
+        "the reload path was not taken:\n{said}"
+    );
+    // Still following: a write through it is forwarded and read back there.
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "a write through the follower",
+        || async { register(&http_b, "web-3").await.unwrap().status() == 200 },
+    )
+    .await;
+    assert_eq!(ids(http_b.clone()).await, ["web-1", "web-2", "web-3"]);
+
+    // Idle past the writer's 10 s housekeeping period, the follower uses next to no CPU.
+    tokio::time::sleep(std::time::Duration::from_secs(12).saturating_sub(started.elapsed())).await;
+    let cpu_ticks = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        // utime and stime, in clock ticks (fields 14 and 15 of proc(5)).
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let before = cpu_ticks();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let used = cpu_ticks() - before;
+    assert!(
+        used < 150,
+        "an idle follower used {used} ticks of CPU in 3 s"
+    );
+}
+
+/// A child process killed when the test ends, passed or failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

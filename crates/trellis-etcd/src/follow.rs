@@ -3,12 +3,13 @@
 //! holder and changes of the record tables, in etcd's order.
 
 use crate::layout::{Key, Layout};
+use crate::reader::{ReadFailed, Reader};
 use crate::store::{EtcdStore, decode_record};
 use etcd_client::{EventType, KeyValue, WatchClient, WatchOptions};
 use serde::de::DeserializeOwned;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
-use trellis_store::{Mutation, StoreError};
+use trellis_store::{Mutation, Snapshot, StoreError};
 
 /// One thing that happened in the store, in the order etcd applied it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,45 +28,28 @@ pub enum Feed {
     Table(String),
     /// A server announced itself (its value: node and address) or went (none).
     Member { id: String, value: Option<String> },
-    /// The feed cannot go on (etcd compacted the history it had to resume from, or a record
-    /// does not decode); the replica must be loaded anew.
+    /// The feed fell behind etcd's compaction: the store's whole state at a newer revision,
+    /// which replaces the replica. What follows goes on from there: the holder and the members
+    /// again (a member not named again is gone), and every record table changed.
+    Reset(Box<Snapshot>),
+    /// The feed cannot go on (a record does not decode).
     Broken(String),
 }
 
 impl EtcdStore {
     /// Follows every change after `revision` (from [`EtcdStore::load_at`]): first the lock's
-    /// holder as of `revision`, then each change as etcd applied it. The watch resumes by
-    /// itself after a lost connection; the channel closes when the store's client is closed.
+    /// holder and the members as of `revision`, then each change as etcd applied it. The watch
+    /// resumes by itself after a lost connection, and after falling behind etcd's compaction
+    /// it starts again from a [`Feed::Reset`]; the channel closes when the store's client is
+    /// closed.
     pub fn follow(&self, revision: i64) -> Result<Receiver<Feed>, StoreError> {
         let conn = self.connection();
         let (tx, rx) = std::sync::mpsc::channel();
-        let lock = conn.layout.lock_key();
-        let mut kv = conn.kv.clone();
-        let holder = conn.block_on("cannot read the lock", async move {
-            let options = etcd_client::GetOptions::new().with_revision(revision);
-            let answer = kv.get(lock, Some(options)).await?;
-            Ok(answer
-                .kvs()
-                .first()
-                .map(|kv| (String::from_utf8_lossy(kv.value()).into_owned(), kv.lease())))
-        })?;
-        let ours = holder
-            .as_ref()
-            .is_some_and(|(_, lease)| *lease == conn.tenure.lease());
-        let _ = tx.send(Feed::Holder {
-            holder: holder.map(|(value, _)| value),
-            ours,
-        });
-        for kv in conn.read_range(conn.layout.members(), revision)? {
-            if let Key::Member(id) = conn.layout.parse(kv.key()) {
-                let value = Some(String::from_utf8_lossy(kv.value()).into_owned());
-                let _ = tx.send(Feed::Member { id, value });
-            }
-        }
         let runtime = conn.runtime.as_ref().ok_or_else(|| {
             StoreError::Remote(format!("etcd at {}: the client is closed", conn.endpoints))
         })?;
         let follower = Follower {
+            reader: conn.reader(),
             watch: conn.watch.clone(),
             layout: conn.layout.clone(),
             tenure: conn.tenure.clone(),
@@ -80,6 +64,7 @@ impl EtcdStore {
 
 /// The watch task's state.
 struct Follower {
+    reader: Reader,
     watch: WatchClient,
     layout: Layout,
     /// This store's lease, to tell its own lock from another's.
@@ -91,25 +76,74 @@ struct Follower {
     pending: Vec<Mutation>,
 }
 
-/// What a watch ended with.
+/// What a watch (or a read before it) ended with.
 enum Ended {
     /// The receiver is gone: stop.
     Closed,
     /// The connection failed: resume after the last revision seen.
     Lost(String),
+    /// etcd compacted the history the watch had to resume from: start again from the state.
+    Compacted,
     /// The feed cannot go on.
     Broken(String),
+}
+
+impl From<ReadFailed> for Ended {
+    fn from(failed: ReadFailed) -> Self {
+        match failed {
+            ReadFailed::Compacted => Ended::Compacted,
+            ReadFailed::Other(error @ StoreError::Corrupt { .. }) => {
+                Ended::Broken(error.to_string())
+            }
+            ReadFailed::Other(error) => Ended::Lost(error.to_string()),
+        }
+    }
 }
 
 impl Follower {
     async fn run(mut self, mut revision: i64) {
         let mut failures = 0u32;
+        // Whether the holder and the members as of `revision` were handed on.
+        let mut started = false;
         loop {
-            match self.watch_from(&mut revision).await {
+            let ended = if started {
+                self.watch_from(&mut revision).await
+            } else {
+                match self.start_at(revision).await {
+                    Ok(()) => {
+                        started = true;
+                        continue;
+                    }
+                    Err(ended) => ended,
+                }
+            };
+            match ended {
                 Ended::Closed => return,
                 Ended::Broken(reason) => {
                     let _ = self.tx.send(Feed::Broken(reason));
                     return;
+                }
+                Ended::Compacted => {
+                    tracing::warn!(
+                        etcd = %self.endpoints,
+                        revision,
+                        "the replica fell behind etcd's compaction; loading the store's state again"
+                    );
+                    match self.reset().await {
+                        Ok(at) => {
+                            revision = at;
+                            started = false;
+                        }
+                        Err(Ended::Closed) => return,
+                        Err(Ended::Broken(reason)) => {
+                            let _ = self.tx.send(Feed::Broken(reason));
+                            return;
+                        }
+                        Err(ended) => {
+                            tracing::warn!(reason = %describe(&ended), "cannot load the store's state; trying again");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
                 }
                 Ended::Lost(reason) => {
                     failures += 1;
@@ -121,6 +155,48 @@ impl Follower {
                 }
             }
         }
+    }
+
+    /// Hands on who holds the lock and who is a member as of `revision`.
+    async fn start_at(&mut self, revision: i64) -> Result<(), Ended> {
+        let holder = self
+            .reader
+            .value_at(self.layout.lock_key(), revision)
+            .await?;
+        let ours = holder
+            .as_ref()
+            .is_some_and(|(_, lease)| *lease == self.tenure.lease());
+        let mut items = vec![Feed::Holder {
+            holder: holder.map(|(value, _)| value),
+            ours,
+        }];
+        for kv in self.reader.range(self.layout.members(), revision).await? {
+            if let Key::Member(id) = self.layout.parse(kv.key()) {
+                let value = Some(String::from_utf8_lossy(kv.value()).into_owned());
+                items.push(Feed::Member { id, value });
+            }
+        }
+        self.send_all(items)
+    }
+
+    /// Loads the store's state anew and hands it on, for a replica that fell behind etcd's
+    /// compaction; answers the revision it was read at, to go on from.
+    async fn reset(&mut self) -> Result<i64, Ended> {
+        let (snapshot, revision) = self.reader.snapshot(&self.layout).await?;
+        // A batch cut in two by the compaction is in the state read.
+        self.pending.clear();
+        let tables = ["acl", "transactions"].map(|table| Feed::Table(table.to_owned()));
+        let mut items = vec![Feed::Reset(Box::new(snapshot))];
+        items.extend(tables);
+        self.send_all(items)?;
+        Ok(revision)
+    }
+
+    fn send_all(&self, items: Vec<Feed>) -> Result<(), Ended> {
+        for item in items {
+            self.tx.send(item).map_err(|_| Ended::Closed)?;
+        }
+        Ok(())
     }
 
     /// Watches from `revision + 1`, moving `revision` forward with every change handed on.
@@ -140,10 +216,7 @@ impl Follower {
                 Err(error) => return Ended::Lost(error.to_string()),
             };
             if answer.compact_revision() > 0 {
-                return Ended::Broken(format!(
-                    "etcd compacted its history past revision {} that this replica had to resume from",
-                    answer.compact_revision()
-                ));
+                return Ended::Compacted;
             }
             if answer.canceled() {
                 return Ended::Lost(format!(
@@ -222,4 +295,13 @@ impl Follower {
 
 fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, String> {
     decode_record(kv).map_err(|e| e.to_string())
+}
+
+/// What a failed step says, for the log.
+fn describe(ended: &Ended) -> &str {
+    match ended {
+        Ended::Lost(reason) | Ended::Broken(reason) => reason,
+        Ended::Compacted => "compacted again",
+        Ended::Closed => "closed",
+    }
 }

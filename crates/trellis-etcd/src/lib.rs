@@ -4,6 +4,7 @@
 
 mod follow;
 mod layout;
+mod reader;
 mod store;
 
 pub use follow::Feed;

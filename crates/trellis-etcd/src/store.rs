@@ -1,10 +1,11 @@
 //! The catalog's [`Store`] on an etcd cluster: each commit is one etcd transaction (acknowledged
 //! by etcd only once a quorum has it), the state read back with paged ranges at one revision.
 
-use crate::layout::{Layout, Section, decode_index, encode_index, transactions};
+use crate::layout::{Layout, encode_index, transactions};
+use crate::reader::{ReadFailed, Reader};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, KvClient, LeaseClient,
-    PutOptions, Txn, TxnOp, TxnOpResponse, WatchClient,
+    Client, Compare, CompareOp, ConnectOptions, KeyValue, KvClient, LeaseClient, PutOptions, Txn,
+    TxnOp, TxnOpResponse, WatchClient,
 };
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -13,11 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
-use trellis_catalog::KvSnapshot;
 use trellis_store::{Mutation, RecordLog, Records, Snapshot, Store, StoreError};
-
-/// Keys read per range request: well under gRPC's 4 MiB answer limit with kilobyte records.
-const PAGE: i64 = 1000;
 
 /// How to reach the cluster and where Trellis keeps its state in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,20 +297,8 @@ impl EtcdStore {
     /// [`EtcdStore::follow`] resumes after it.
     pub fn load_at(&self) -> Result<(Snapshot, i64), StoreError> {
         let conn = &self.conn;
-        // Every section is read at the revision of the index read, so they agree.
-        let (index, revision) = conn.read_index(conn.layout.index_key())?;
-        let read = |section| conn.read_range(conn.layout.section(section), revision);
-        let snapshot = Snapshot {
-            index,
-            instances: decode(&read(Section::Instances)?)?,
-            checks: decode(&read(Section::Checks)?)?,
-            kv: KvSnapshot {
-                entries: decode(&read(Section::Kv)?)?,
-                sessions: decode(&read(Section::Sessions)?)?,
-            },
-            config_entries: decode(&read(Section::Config)?)?,
-        };
-        Ok((snapshot, revision))
+        let (reader, layout) = (conn.reader(), conn.layout.clone());
+        conn.wait(async move { reader.snapshot(&layout).await })
     }
 
     pub(crate) fn connection(&self) -> &Connection {
@@ -511,22 +496,38 @@ impl Connection {
 
     /// The index stored at `index_key` (0 if none) and the revision it was read at.
     fn read_index(&self, index_key: String) -> Result<(u64, i64), StoreError> {
-        let key = index_key.clone();
-        let mut kv = self.kv.clone();
-        let (index, revision) = self.block_on("cannot read the index", async move {
-            let answer = kv.get(index_key, None).await?;
-            let revision = answer.header().map_or(0, |h| h.revision());
-            let index = answer.kvs().first().map(|kv| kv.value().to_vec());
-            Ok((index, revision))
+        let reader = self.reader();
+        self.wait(async move { reader.index(index_key).await })
+    }
+
+    /// A reader on this connection's client.
+    pub(crate) fn reader(&self) -> Reader {
+        Reader {
+            kv: self.kv.clone(),
+            timeout: self.timeout,
+            endpoints: self.endpoints.clone(),
+        }
+    }
+
+    /// Waits, from any thread, for a read on the client's runtime (each of its requests is
+    /// bounded by the store's timeout).
+    pub(crate) fn wait<T: Send + 'static>(
+        &self,
+        read: impl Future<Output = Result<T, ReadFailed>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let runtime = self.runtime.as_ref().ok_or_else(|| {
+            StoreError::Remote(format!("etcd at {}: the client is closed", self.endpoints))
         })?;
-        let index = match index {
-            Some(bytes) => decode_index(&bytes).ok_or_else(|| StoreError::Corrupt {
-                key,
-                reason: format!("not an index: {:?}", String::from_utf8_lossy(&bytes)),
-            })?,
-            None => 0,
-        };
-        Ok((index, revision))
+        let (done, outcome) = std::sync::mpsc::sync_channel(1);
+        runtime.spawn(async move {
+            let _ = done.send(read.await.map_err(StoreError::from));
+        });
+        outcome.recv().unwrap_or_else(|_| {
+            Err(StoreError::Remote(format!(
+                "etcd at {}: the client's runtime stopped",
+                self.endpoints
+            )))
+        })
     }
 
     /// Fails once this store may no longer hold the lock.
@@ -599,29 +600,8 @@ impl Connection {
         start: String,
         revision: i64,
     ) -> Result<Vec<KeyValue>, StoreError> {
-        let end = prefix_end(start.as_bytes());
-        let mut kv = self.kv.clone();
-        self.block_on("cannot read", async move {
-            let mut out = Vec::new();
-            let mut from = start.into_bytes();
-            loop {
-                let options = GetOptions::new()
-                    .with_range(end.clone())
-                    .with_limit(PAGE)
-                    .with_revision(revision);
-                let mut page = kv.get(from.clone(), Some(options)).await?;
-                let more = page.more();
-                let kvs = page.take_kvs();
-                if let Some(last) = kvs.last() {
-                    from = last.key().to_vec();
-                    from.push(0);
-                }
-                out.extend(kvs);
-                if !more {
-                    return Ok(out);
-                }
-            }
-        })
+        let reader = self.reader();
+        self.wait(async move { reader.range(start, revision).await })
     }
 }
 
@@ -697,7 +677,7 @@ where
 
 /// An etcd client error in one line: gRPC's status code and message, and the innermost cause
 /// (a refused connection, say) rather than every layer between.
-fn explain(error: &etcd_client::Error) -> String {
+pub(crate) fn explain(error: &etcd_client::Error) -> String {
     match error {
         etcd_client::Error::GRpcStatus(status) => {
             let mut innermost: &dyn std::error::Error = status;
@@ -713,18 +693,6 @@ fn explain(error: &etcd_client::Error) -> String {
         }
         other => other.to_string(),
     }
-}
-
-/// The first key after every key that starts with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 fn connect_options(options: &EtcdOptions) -> Result<ConnectOptions, String> {
@@ -758,10 +726,6 @@ fn connect_options(options: &EtcdOptions) -> Result<ConnectOptions, String> {
         connect = connect.with_tls(tls);
     }
     Ok(connect)
-}
-
-fn decode<T: DeserializeOwned>(kvs: &[KeyValue]) -> Result<Vec<T>, StoreError> {
-    kvs.iter().map(decode_record).collect()
 }
 
 /// One record's JSON value, or why it is corrupt.
@@ -839,7 +803,7 @@ impl Store for EtcdStore {
 
 impl RecordLog for EtcdRecords {
     fn load(&self) -> Result<Records, StoreError> {
-        self.conn.still_held()?;
+        // A read: a follower reads the tables too, whether or not its lease is current.
         let (index, revision) = self.conn.read_index(self.index_key.clone())?;
         let records = self
             .conn
@@ -885,13 +849,6 @@ impl RecordLog for EtcdRecords {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_end_of_a_prefix_range_is_its_successor() {
-        assert_eq!(prefix_end(b"/trellis/kv/"), b"/trellis/kv0");
-        assert_eq!(prefix_end(b"a\xff"), b"b");
-        assert_eq!(prefix_end(b"\xff"), vec![0]);
-    }
 
     #[test]
     fn half_given_credentials_are_refused() {

@@ -333,3 +333,56 @@ fn a_follower_sees_every_commit_in_order_and_takes_over_the_lock() {
         }
     );
 }
+
+/// A follower that fell behind etcd's compaction (its snapshot's revision is gone) starts again
+/// from the store's whole state, then the holder, and goes on with every commit after it.
+#[test]
+fn a_follower_behind_the_compaction_starts_again_from_the_state() {
+    use trellis_catalog::KvEntry;
+    use trellis_etcd::Feed;
+    use trellis_etcd::testing::etcdctl;
+    let member = EtcdProcess::start();
+    let mut options = options(&member, 128);
+    options.holder = "leader".into();
+    let leader = EtcdStore::connect(&options).unwrap();
+    let entry = |key: &str, index: u64| KvEntry {
+        key: key.into(),
+        value: key.as_bytes().to_vec(),
+        flags: 0,
+        lock_index: 0,
+        session: None,
+        create_index: index,
+        modify_index: index,
+    };
+    leader.commit(1, &[Mutation::PutKv(entry("a", 1))]).unwrap();
+    let follower = EtcdStore::join(&options).unwrap();
+    let (_, old) = follower.load_at().unwrap();
+    leader.commit(2, &[Mutation::PutKv(entry("b", 2))]).unwrap();
+    leader.commit(3, &[Mutation::DeleteKv("a".into())]).unwrap();
+    let (now, revision) = follower.load_at().unwrap();
+    etcdctl(&member.client_url, &["compact", &revision.to_string()]).unwrap();
+
+    let feed = follower.follow(old).unwrap();
+    let next = || feed.recv_timeout(Duration::from_secs(10)).unwrap();
+    let reset = next();
+    assert_eq!(reset, Feed::Reset(Box::new(now.clone())));
+    assert_eq!(now.index, 3);
+    assert_eq!(now.kv.entries, [entry("b", 2)]);
+    assert_eq!(next(), Feed::Table("acl".into()));
+    assert_eq!(next(), Feed::Table("transactions".into()));
+    assert_eq!(
+        next(),
+        Feed::Holder {
+            holder: Some("leader".into()),
+            ours: false
+        }
+    );
+    leader.commit(4, &[Mutation::PutKv(entry("c", 4))]).unwrap();
+    assert_eq!(
+        next(),
+        Feed::Commit {
+            index: 4,
+            mutations: vec![Mutation::PutKv(entry("c", 4))]
+        }
+    );
+}

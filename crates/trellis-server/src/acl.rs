@@ -194,10 +194,16 @@ fn load_state(log: &dyn AclLog) -> Result<AclState, StoreError> {
 pub async fn follow(acl: Arc<Acl>, cluster: Arc<Cluster>, initial_management: Option<String>) {
     let mut changed = cluster.subscribe_acl();
     let mut role = cluster.subscribe();
+    let mut failed = false;
     loop {
-        tokio::select! {
-            moved = changed.changed() => if moved.is_err() { return },
-            moved = role.changed() => if moved.is_err() { return },
+        if failed {
+            // The store did not answer: try again soon rather than at the next change.
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        } else {
+            tokio::select! {
+                moved = changed.changed() => if moved.is_err() { return },
+                moved = role.changed() => if moved.is_err() { return },
+            }
         }
         let (acl, writes, secret) = (acl.clone(), cluster.writes(), initial_management.clone());
         let outcome = tokio::task::spawn_blocking(move || {
@@ -215,6 +221,7 @@ pub async fn follow(acl: Arc<Acl>, cluster: Arc<Cluster>, initial_management: Op
             Ok::<_, AclWriteError>(())
         })
         .await;
+        failed = matches!(outcome, Ok(Err(_)));
         if let Ok(Err(error)) = outcome {
             tracing::error!(%error, "cannot bring the ACL state up to date with the store");
         }

@@ -177,6 +177,11 @@ impl Cluster {
         };
     }
 
+    /// Forgets every member: the store's feed names the live ones again.
+    pub fn clear_members(&self) {
+        self.members.write().clear();
+    }
+
     /// The live members sharing the store, as they announced themselves.
     pub fn members(&self) -> Vec<Holder> {
         self.members.read().values().cloned().collect()

@@ -53,6 +53,9 @@ use trellis_store::{
     DecisionLog, MemoryDecisionLog, MemoryStore, RedbDecisionLog, RedbStore, Store, StoreError,
 };
 
+/// How long a server sharing etcd waits at start for a leader to be known before it serves.
+const LEADER_AT_START: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the server did not start, or stopped. Each message is one line that says what to do;
 /// no variant both prints an inner error and exposes it as its source.
 #[derive(Debug, thiserror::Error)]
@@ -550,6 +553,12 @@ async fn start_with_stores(
         etcd.announce(cluster.member_id(), holder.clone())
             .map_err(|error| store_error(&config, error))?;
         etcd.campaign(holder);
+        // Serve once a leader is known (this server, or whoever the store's lock names), so
+        // that a first write is not refused only because the campaign had not finished yet.
+        // Bounded: a store it cannot reach still gets a server that answers reads.
+        let mut role = cluster.subscribe();
+        let known = role.wait_for(|role| *role != Role::Follower { leader: None });
+        let _ = tokio::time::timeout(LEADER_AT_START, known).await;
     }
     let checker = tokio::spawn(checker::run(
         writer.clone(),

@@ -116,10 +116,15 @@ impl Writer {
     /// (an empty batch), then takes whatever else is queued, up to `MAX_BATCH`. `None` once
     /// every handle is gone.
     fn collect_batch(&self) -> Option<Vec<Queued>> {
-        let idle_due = self.last_gc.min(self.last_tick) + SLOT_GC;
-        let wake = self
-            .next_deadline
-            .map_or(idle_due, |deadline| deadline.min(idle_due));
+        let wake = if self.cluster.writes() {
+            let idle_due = self.last_gc.min(self.last_tick) + SLOT_GC;
+            self.next_deadline
+                .map_or(idle_due, |deadline| deadline.min(idle_due))
+        } else {
+            // A follower runs no timers (its catalog is never ticked, so its deadlines stay
+            // past): it wakes for the feed, its commands, and the slot GC only.
+            self.last_gc + SLOT_GC
+        };
         let mut wait = wake.saturating_sub(self.clock.elapsed());
         if self.stale {
             // Try the store again soon.
@@ -270,6 +275,22 @@ impl Writer {
                 if table == "acl" {
                     self.cluster.acl_changed();
                 }
+            }
+            Feed::Reset(snapshot) => {
+                // The holder and the members come again after it.
+                self.cluster.clear_members();
+                if self.cluster.writes() || self.stale {
+                    // A leader's catalog is the store's truth (its commits are fenced), and a
+                    // stale replica reloads by itself.
+                    return Ok(());
+                }
+                let index = snapshot.index.max(catalog.index());
+                self.replace(catalog, *snapshot, index, now);
+                self.committed = catalog.index();
+                tracing::warn!(
+                    index,
+                    "replica loaded anew after falling behind etcd's compaction"
+                );
             }
             Feed::Broken(reason) => return Err(WriterFailed::Replica(reason)),
         }
