@@ -126,26 +126,22 @@ fn a_commit_while_the_member_is_down_fails_and_an_acknowledged_one_survives_its_
     let mut options = options(&member, 128);
     options.timeout = Duration::from_secs(1);
     let store = EtcdStore::connect(&options).unwrap();
-    let entry = |key: &str| trellis_catalog::KvEntry {
-        key: key.into(),
-        value: b"v".to_vec(),
-        flags: 0,
-        lock_index: 0,
-        session: None,
-        create_index: 2,
-        modify_index: 2,
-    };
-    store.commit(2, &[Mutation::PutKv(entry("kept"))]).unwrap();
+    store
+        .commit(2, &[Mutation::PutKv(kv_entry("kept", 2))])
+        .unwrap();
     member.kill();
     let error = store
-        .commit(3, &[Mutation::PutKv(entry("refused"))])
+        .commit(3, &[Mutation::PutKv(kv_entry("refused", 2))])
         .unwrap_err();
     assert!(error.to_string().contains(&member.client_url), "{error}");
     member.restart();
     // The store that saw the failure still holds the lock (its lease outlived the outage)
     // and works again once the member is back.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while store.commit(4, &[Mutation::PutKv(entry("later"))]).is_err() {
+    while store
+        .commit(4, &[Mutation::PutKv(kv_entry("later", 2))])
+        .is_err()
+    {
         assert!(
             Instant::now() < deadline,
             "no commit after the member came back"
@@ -246,30 +242,20 @@ fn the_acl_and_decision_logs_conform_on_etcd() {
 /// change, and the lock changing hands to the follower once it campaigns.
 #[test]
 fn a_follower_sees_every_commit_in_order_and_takes_over_the_lock() {
-    use trellis_catalog::KvEntry;
     use trellis_etcd::Feed;
     let member = EtcdProcess::start();
     let mut options = options_with_tiny_transactions(&member);
     options.lease_ttl = Duration::from_secs(2);
     options.holder = "leader".into();
     let leader = EtcdStore::connect(&options).unwrap();
-    let entry = |key: &str, index: u64| KvEntry {
-        key: key.into(),
-        value: key.as_bytes().to_vec(),
-        flags: 0,
-        lock_index: 0,
-        session: None,
-        create_index: index,
-        modify_index: index,
-    };
     leader
-        .commit(2, &[Mutation::PutKv(entry("before", 2))])
+        .commit(2, &[Mutation::PutKv(kv_entry("before", 2))])
         .unwrap();
     let follower = EtcdStore::join(&options).unwrap();
     assert!(!follower.holds_lock());
     let (snapshot, revision) = follower.load_at().unwrap();
     assert_eq!(snapshot.index, 2);
-    assert_eq!(snapshot.kv.entries, [entry("before", 2)]);
+    assert_eq!(snapshot.kv.entries, [kv_entry("before", 2)]);
     let feed = follower.follow(revision).unwrap();
     let next = || feed.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(
@@ -281,8 +267,8 @@ fn a_follower_sees_every_commit_in_order_and_takes_over_the_lock() {
     );
     // Three mutations and the index: with two operations per transaction, three transactions.
     let batch = [
-        Mutation::PutKv(entry("a", 3)),
-        Mutation::PutKv(entry("b", 3)),
+        Mutation::PutKv(kv_entry("a", 3)),
+        Mutation::PutKv(kv_entry("b", 3)),
         Mutation::DeleteKv("before".into()),
     ];
     leader.commit(3, &batch).unwrap();
@@ -338,26 +324,20 @@ fn a_follower_sees_every_commit_in_order_and_takes_over_the_lock() {
 /// from the store's whole state, then the holder, and goes on with every commit after it.
 #[test]
 fn a_follower_behind_the_compaction_starts_again_from_the_state() {
-    use trellis_catalog::KvEntry;
     use trellis_etcd::Feed;
     use trellis_etcd::testing::etcdctl;
     let member = EtcdProcess::start();
     let mut options = options(&member, 128);
     options.holder = "leader".into();
     let leader = EtcdStore::connect(&options).unwrap();
-    let entry = |key: &str, index: u64| KvEntry {
-        key: key.into(),
-        value: key.as_bytes().to_vec(),
-        flags: 0,
-        lock_index: 0,
-        session: None,
-        create_index: index,
-        modify_index: index,
-    };
-    leader.commit(1, &[Mutation::PutKv(entry("a", 1))]).unwrap();
+    leader
+        .commit(1, &[Mutation::PutKv(kv_entry("a", 1))])
+        .unwrap();
     let follower = EtcdStore::join(&options).unwrap();
     let (_, old) = follower.load_at().unwrap();
-    leader.commit(2, &[Mutation::PutKv(entry("b", 2))]).unwrap();
+    leader
+        .commit(2, &[Mutation::PutKv(kv_entry("b", 2))])
+        .unwrap();
     leader.commit(3, &[Mutation::DeleteKv("a".into())]).unwrap();
     let (now, revision) = follower.load_at().unwrap();
     etcdctl(&member.client_url, &["compact", &revision.to_string()]).unwrap();
@@ -367,7 +347,7 @@ fn a_follower_behind_the_compaction_starts_again_from_the_state() {
     let reset = next();
     assert_eq!(reset, Feed::Reset(Box::new(now.clone())));
     assert_eq!(now.index, 3);
-    assert_eq!(now.kv.entries, [entry("b", 2)]);
+    assert_eq!(now.kv.entries, [kv_entry("b", 2)]);
     assert_eq!(next(), Feed::Table("acl".into()));
     assert_eq!(next(), Feed::Table("transactions".into()));
     assert_eq!(
@@ -377,12 +357,27 @@ fn a_follower_behind_the_compaction_starts_again_from_the_state() {
             ours: false
         }
     );
-    leader.commit(4, &[Mutation::PutKv(entry("c", 4))]).unwrap();
+    leader
+        .commit(4, &[Mutation::PutKv(kv_entry("c", 4))])
+        .unwrap();
     assert_eq!(
         next(),
         Feed::Commit {
             index: 4,
-            mutations: vec![Mutation::PutKv(entry("c", 4))]
+            mutations: vec![Mutation::PutKv(kv_entry("c", 4))]
         }
     );
+}
+
+/// A KV entry whose value is its key, written at `index`.
+fn kv_entry(key: &str, index: u64) -> trellis_catalog::KvEntry {
+    trellis_catalog::KvEntry {
+        key: key.into(),
+        value: key.as_bytes().to_vec(),
+        flags: 0,
+        lock_index: 0,
+        session: None,
+        create_index: index,
+        modify_index: index,
+    }
 }
