@@ -3,8 +3,8 @@
 //! holder and changes of the record tables, in etcd's order.
 
 use crate::layout::{Key, Layout};
-use crate::reader::{ReadFailed, Reader};
-use crate::store::{EtcdStore, decode_record};
+use crate::reader::{ReadFailed, Reader, decode_record};
+use crate::store::EtcdStore;
 use etcd_client::{EventType, KeyValue, WatchClient, WatchOptions};
 use serde::de::DeserializeOwned;
 use std::sync::mpsc::{Receiver, Sender};

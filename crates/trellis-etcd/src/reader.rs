@@ -3,7 +3,6 @@
 //! them from other threads.
 
 use crate::layout::{Layout, Section, decode_index};
-use crate::store::{decode_record, explain};
 use etcd_client::{GetOptions, GetResponse, KeyValue, KvClient};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -160,6 +159,34 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     }
     // All 0xff (or empty): to the end of the keyspace.
     vec![0]
+}
+
+/// One record's JSON value, or why it is corrupt.
+pub(crate) fn decode_record<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, StoreError> {
+    serde_json::from_slice(kv.value()).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// An etcd client error in one line: gRPC's status code and message, and the innermost cause
+/// (a refused connection, say) rather than every layer between.
+pub(crate) fn explain(error: &etcd_client::Error) -> String {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            let mut innermost: &dyn std::error::Error = status;
+            while let Some(source) = innermost.source() {
+                innermost = source;
+            }
+            let cause = innermost.to_string();
+            if status.message().is_empty() || status.message() == cause {
+                format!("{:?}: {cause}", status.code())
+            } else {
+                format!("{:?}: {} ({cause})", status.code(), status.message())
+            }
+        }
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -2,13 +2,12 @@
 //! by etcd only once a quorum has it), the state read back with paged ranges at one revision.
 
 use crate::layout::{Layout, encode_index, transactions};
-use crate::reader::{ReadFailed, Reader};
+use crate::reader::{ReadFailed, Reader, explain};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, KeyValue, KvClient, LeaseClient, PutOptions, Txn,
     TxnOp, TxnOpResponse, WatchClient,
 };
 use parking_lot::Mutex;
-use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -675,26 +674,6 @@ where
         .unwrap_or_else(|_| Err("the client's runtime stopped".into()))
 }
 
-/// An etcd client error in one line: gRPC's status code and message, and the innermost cause
-/// (a refused connection, say) rather than every layer between.
-pub(crate) fn explain(error: &etcd_client::Error) -> String {
-    match error {
-        etcd_client::Error::GRpcStatus(status) => {
-            let mut innermost: &dyn std::error::Error = status;
-            while let Some(source) = innermost.source() {
-                innermost = source;
-            }
-            let cause = innermost.to_string();
-            if status.message().is_empty() || status.message() == cause {
-                format!("{:?}: {cause}", status.code())
-            } else {
-                format!("{:?}: {} ({cause})", status.code(), status.message())
-            }
-        }
-        other => other.to_string(),
-    }
-}
-
 fn connect_options(options: &EtcdOptions) -> Result<ConnectOptions, String> {
     let mut connect = ConnectOptions::new()
         .with_connect_timeout(options.timeout)
@@ -726,14 +705,6 @@ fn connect_options(options: &EtcdOptions) -> Result<ConnectOptions, String> {
         connect = connect.with_tls(tls);
     }
     Ok(connect)
-}
-
-/// One record's JSON value, or why it is corrupt.
-pub(crate) fn decode_record<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, StoreError> {
-    serde_json::from_slice(kv.value()).map_err(|e| StoreError::Corrupt {
-        key: String::from_utf8_lossy(kv.key()).into_owned(),
-        reason: e.to_string(),
-    })
 }
 
 impl Connection {
