@@ -124,6 +124,11 @@ pub struct ServerArgs {
     /// verify_incoming (the configuration's [tls] client_ca_file)
     #[arg(long, value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// The CA (PEM) that the other servers' certificates chain to, when servers sharing etcd
+    /// forward to each other over HTTPS (the configuration's [tls] ca_file; default: the
+    /// client CA)
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// TOML configuration file; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -219,6 +224,7 @@ impl ServerArgs {
             ("--tls-cert", &self.tls_cert),
             ("--tls-key", &self.tls_key),
             ("--tls-client-ca", &self.tls_client_ca),
+            ("--tls-ca", &self.tls_ca),
         ] {
             if let Some(path) = path {
                 args.push(format!("{flag}={}", path.display()));
@@ -262,6 +268,7 @@ impl ServerArgs {
             tls_cert_file: self.tls_cert,
             tls_key_file: self.tls_key,
             tls_client_ca_file: self.tls_client_ca,
+            tls_ca_file: self.tls_ca,
         };
         // With a file, the server keeps its path and these flags, so `/v1/agent/reload` reads
         // it again the same way.
@@ -375,11 +382,16 @@ mod tests {
             tls_cert: Some("api.pem".into()),
             tls_key: Some("api.key".into()),
             tls_client_ca: Some("clients-ca.pem".into()),
+            tls_ca: Some("servers-ca.pem".into()),
             ca_cert: Some("ca.pem".into()),
             ca_key: Some("ca.key".into()),
             ..ServerArgs::default()
         };
         assert_eq!(parse(&args.to_args()), args);
+        assert_eq!(
+            args.clone().into_config().unwrap().tls.ca_file.as_deref(),
+            Some(std::path::Path::new("servers-ca.pem"))
+        );
         assert_eq!(
             args.clone().into_config().unwrap().trace_store_bytes,
             1 << 20

@@ -231,28 +231,25 @@ fn spawn_member(
     name: &str,
     data: &std::path::Path,
 ) -> std::process::Child {
-    spawn_member_logging(
-        member,
-        prefix,
-        http,
-        name,
-        data,
-        std::process::Stdio::null(),
-    )
+    let log = std::process::Stdio::inherit();
+    spawn_member_with(member, prefix, http, name, data, &[], log)
 }
 
-/// [`spawn_member`], its log (warnings and errors, on stderr) going to `log`.
-fn spawn_member_logging(
+/// [`spawn_member`] with `extra` flags, its log (warnings and errors, on stderr) going to
+/// `log`.
+fn spawn_member_with(
     member: &EtcdProcess,
     prefix: &str,
     http: &str,
     name: &str,
     data: &std::path::Path,
+    extra: &[&str],
     log: std::process::Stdio,
 ) -> std::process::Child {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args(["server", "--http", http, "--node-name", name])
         .args(etcd_flags(member, prefix, data))
+        .args(extra)
         .args(["--otlp", "off", "--otlp-grpc", "off"])
         .env("TRELLIS_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -650,12 +647,13 @@ async fn a_follower_behind_the_compaction_loads_the_state_again() {
     )
     .await;
     let log = data_b.path().join("follower.log");
-    let mut follower = KillOnDrop(spawn_member_logging(
+    let mut follower = KillOnDrop(spawn_member_with(
         &member,
         "/cmp/",
         &http_b,
         "server-b",
         data_b.path(),
+        &[],
         std::fs::File::create(&log).unwrap().into(),
     ));
     let started = std::time::Instant::now();
@@ -767,4 +765,251 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A participant for the coordinator: votes yes to every prepare, and answers each commit or
+/// abort with the status in `phase_two` (503 keeps a decided transaction committing).
+#[derive(Clone, Default)]
+struct Participant {
+    phase_two: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    /// Every call: (branch, phase).
+    calls: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl Participant {
+    /// Serves on a loopback port; answers the participant's base URL.
+    async fn serve(&self) -> String {
+        use axum::extract::{Path, State};
+        async fn answer(
+            State(p): State<Participant>,
+            Path(phase): Path<String>,
+            body: axum::Json<serde_json::Value>,
+        ) -> axum::http::StatusCode {
+            let branch = body["branch_id"].as_str().unwrap_or_default().to_owned();
+            p.calls.lock().unwrap().push((branch, phase.clone()));
+            let status = match phase.as_str() {
+                "prepare" => 200,
+                _ => p.phase_two.load(std::sync::atomic::Ordering::SeqCst),
+            };
+            axum::http::StatusCode::from_u16(status).unwrap()
+        }
+        let app = axum::Router::new()
+            .route("/txn/{phase}", axum::routing::post(answer))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/txn")
+    }
+
+    fn phases(&self, branch: &str) -> Vec<String> {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(b, _)| b == branch)
+            .map(|(_, phase)| phase.clone())
+            .collect()
+    }
+}
+
+/// The coordinator's decisions live in etcd: when the leader is killed with a committed
+/// transaction whose phase 2 has not got through and another only begun, the server that takes
+/// over finishes the first (commit) and aborts the second (presumed abort), as one server does
+/// after a restart.
+#[tokio::test]
+async fn a_surviving_server_finishes_the_transactions_of_a_killed_leader() {
+    use std::sync::atomic::Ordering;
+    let member = EtcdProcess::start();
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (http_a, http_b) = (
+        format!("127.0.0.1:{}", support::free_port()),
+        format!("127.0.0.1:{}", support::free_port()),
+    );
+    let mut leader = KillOnDrop(spawn_member(
+        &member,
+        "/2pc/",
+        &http_a,
+        "server-a",
+        data_a.path(),
+    ));
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "server-a leads",
+        || async { member.value("/2pc/lock").contains("server-a") },
+    )
+    .await;
+    let _follower = KillOnDrop(spawn_member(
+        &member,
+        "/2pc/",
+        &http_b,
+        "server-b",
+        data_b.path(),
+    ));
+    let participant = Participant::default();
+    participant.phase_two.store(503, Ordering::SeqCst);
+    let url = participant.serve().await;
+    let client = http();
+    let submit = |body: serde_json::Value| {
+        client
+            .post(format!("http://{http_b}/v1/trellis/txn"))
+            .json(&body)
+            .send()
+    };
+    // Sent to the follower, which forwards it to the leader.
+    let decided = submit(json!({"gid": "decided", "commit": true,
+        "branches": [{"branch_id": "d", "url": url, "payload": 0}]}))
+    .await
+    .unwrap();
+    assert_eq!(decided.status(), 200);
+    let decided: serde_json::Value = decided.json().await.unwrap();
+    assert_eq!(decided["state"], "committing", "{decided}");
+    let begun = submit(json!({"gid": "undecided",
+        "branches": [{"branch_id": "u", "url": url, "payload": 0}]}))
+    .await
+    .unwrap();
+    assert_eq!(begun.status(), 200);
+
+    leader.0.kill().unwrap();
+    leader.0.wait().unwrap();
+    participant.phase_two.store(200, Ordering::SeqCst);
+    let state = |gid: &'static str| {
+        let url = format!("http://{http_b}/v1/trellis/txn/{gid}");
+        async move {
+            let answer = http().get(url).send().await.unwrap();
+            if answer.status() != 200 {
+                return String::new();
+            }
+            let txn: serde_json::Value = answer.json().await.unwrap();
+            txn["state"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    support::eventually(
+        std::time::Duration::from_secs(20),
+        "server-b finishes the decided transaction",
+        || async { state("decided").await == "committed" },
+    )
+    .await;
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "server-b aborts the undecided one",
+        || async { state("undecided").await == "aborted" },
+    )
+    .await;
+    assert_eq!(
+        participant.phases("d").first().map(String::as_str),
+        Some("prepare")
+    );
+    assert_eq!(
+        participant.phases("d").last().map(String::as_str),
+        Some("commit")
+    );
+    assert_eq!(
+        participant.phases("u"),
+        ["abort"],
+        "presumed abort tells the branch"
+    );
+}
+
+/// Servers with HTTPS (and client certificates required) forward to each other over HTTPS:
+/// the leader's lock says its API speaks TLS, and a follower checks the leader's certificate
+/// against the CA (`--tls-client-ca` standing in for `--tls-ca`) and shows its own.
+#[tokio::test]
+async fn servers_with_tls_forward_to_each_other_over_https() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let member = EtcdProcess::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "servers");
+    let ca = params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (ca_file, cert_file, key_file) = (
+        write("ca.pem", ca.pem()),
+        write("server.pem", cert.pem()),
+        write("server.key", key.serialize_pem()),
+    );
+    let tls = [
+        "--tls-cert",
+        cert_file.as_str(),
+        "--tls-key",
+        key_file.as_str(),
+        "--tls-client-ca",
+        ca_file.as_str(),
+    ];
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (http_a, http_b) = (
+        format!("127.0.0.1:{}", support::free_port()),
+        format!("127.0.0.1:{}", support::free_port()),
+    );
+    let inherit = || std::process::Stdio::inherit();
+    let _leader = KillOnDrop(spawn_member_with(
+        &member,
+        "/tls/",
+        &http_a,
+        "server-a",
+        data_a.path(),
+        &tls,
+        inherit(),
+    ));
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "server-a leads",
+        || async { member.value("/tls/lock").contains("server-a") },
+    )
+    .await;
+    let lock: serde_json::Value = serde_json::from_str(&member.value("/tls/lock")).unwrap();
+    assert_eq!(lock["TLS"], true, "{lock}");
+    let _follower = KillOnDrop(spawn_member_with(
+        &member,
+        "/tls/",
+        &http_b,
+        "server-b",
+        data_b.path(),
+        &tls,
+        inherit(),
+    ));
+    let mut identity = cert.pem().into_bytes();
+    identity.extend(key.serialize_pem().into_bytes());
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .identity(reqwest::Identity::from_pem(&identity).unwrap())
+        .build()
+        .unwrap();
+    // Written through the follower: forwarded over HTTPS, and readable there once answered.
+    let registered = client
+        .put(format!("https://{http_b}/v1/agent/service/register"))
+        .json(&json!({"ID": "web-1", "Name": "web", "Port": 80}))
+        .send()
+        .await
+        .unwrap();
+    let status = registered.status();
+    assert_eq!(status, 200, "{}", registered.text().await.unwrap());
+    let read = client
+        .get(format!("https://{http_b}/v1/catalog/service/web"))
+        .send()
+        .await
+        .unwrap();
+    let services: serde_json::Value = read.json().await.unwrap();
+    assert_eq!(services[0]["ServiceID"], "web-1", "{services}");
+    // A plain-HTTP client cannot reach either.
+    assert!(
+        http()
+            .get(format!("http://{http_b}/v1/catalog/service/web"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 400)
+    );
 }

@@ -30,6 +30,9 @@ pub struct Holder {
     /// The leader's HTTP API, `host:port`.
     #[serde(rename = "Address")]
     pub address: String,
+    /// Whether that API speaks HTTPS.
+    #[serde(rename = "TLS", default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 impl Holder {
@@ -39,7 +42,14 @@ impl Holder {
         serde_json::from_str(value).unwrap_or_else(|_| Self {
             node: value.to_owned(),
             address: String::new(),
+            tls: false,
         })
+    }
+
+    /// The URL of `path` (with its query) on this server's HTTP API.
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.address)
     }
 
     pub fn to_value(&self) -> String {
@@ -65,6 +75,9 @@ pub struct Cluster {
     members: parking_lot::RwLock<BTreeMap<String, Holder>>,
     /// The secret the servers of the store share (see `trellis_etcd::EtcdStore::shared_secret`).
     secret: std::sync::OnceLock<String>,
+    /// The client this server talks to the others with, once set (HTTPS among servers with
+    /// TLS); plain HTTP until then.
+    peer: std::sync::OnceLock<reqwest::Client>,
 }
 
 /// What a server asks of the store it shares with others.
@@ -101,6 +114,7 @@ impl Cluster {
             me: String::new(),
             members: parking_lot::RwLock::new(BTreeMap::new()),
             secret: std::sync::OnceLock::new(),
+            peer: std::sync::OnceLock::new(),
         }
     }
 
@@ -187,6 +201,17 @@ impl Cluster {
         self.members.read().values().cloned().collect()
     }
 
+    /// The client for the other servers (see [`peer_client`]).
+    pub fn set_peer_client(&self, client: reqwest::Client) {
+        let _ = self.peer.set(client);
+    }
+
+    /// The client this server forwards requests and hands probe results over with.
+    pub fn peer(&self) -> &reqwest::Client {
+        self.peer
+            .get_or_init(|| peer_client(None).unwrap_or_default())
+    }
+
     pub fn set_secret(&self, secret: String) {
         let _ = self.secret.set(secret);
     }
@@ -217,8 +242,9 @@ impl Cluster {
         };
         let id =
             percent_encoding::utf8_percent_encode(check_id, percent_encoding::NON_ALPHANUMERIC);
-        let sent = peer_client()
-            .put(format!("http://{}{REPORT_PATH}{id}", leader.address))
+        let sent = self
+            .peer()
+            .put(leader.url(&format!("{REPORT_PATH}{id}")))
             .timeout(Duration::from_secs(10))
             .header(SECRET_HEADER, secret)
             .json(&serde_json::json!({"Status": status, "Output": output}))
@@ -285,17 +311,31 @@ impl Cluster {
 }
 
 /// The HTTP client one server talks to another with (forwarded requests, probe results): no
-/// proxy, no redirects, a short connect timeout so a dead leader is noticed at once.
-pub fn peer_client() -> &'static reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .unwrap_or_default()
-    })
+/// proxy, no redirects, a short connect timeout so a dead leader is noticed at once. With
+/// `tls`, HTTPS: the other servers' certificates are checked against the CA, and this server
+/// shows its own certificate (for servers that require client certificates).
+pub fn peer_client(tls: Option<PeerTls>) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_built_in_root_certs(false)
+            .identity(tls.identity)
+            .https_only(true);
+        for ca in tls.cas {
+            builder = builder.add_root_certificate(ca);
+        }
+    }
+    builder.build()
+}
+
+/// What a server's HTTPS client to the others needs: the CA their certificates chain to, and
+/// its own certificate and key.
+pub struct PeerTls {
+    pub cas: Vec<reqwest::Certificate>,
+    pub identity: reqwest::Identity,
 }
 
 /// Where a follower hands the leader a probe's result (the leader's HTTP API, internal).
@@ -365,6 +405,7 @@ mod tests {
         let holder = |node: &str| Holder {
             node: node.into(),
             address: "127.0.0.1:1".into(),
+            tls: false,
         };
         // Not a member yet, following: nothing.
         assert!(!cluster.probes("web"));
@@ -388,8 +429,22 @@ mod tests {
         let holder = Holder {
             node: "server-a".into(),
             address: "127.0.0.1:8500".into(),
+            tls: false,
         };
+        assert_eq!(
+            holder.to_value(),
+            r#"{"Node":"server-a","Address":"127.0.0.1:8500"}"#
+        );
         assert_eq!(Holder::parse(&holder.to_value()), holder);
+        let https = Holder {
+            tls: true,
+            ..holder
+        };
+        assert_eq!(Holder::parse(&https.to_value()), https);
+        assert_eq!(
+            https.url("/v1/kv/a?cas=1"),
+            "https://127.0.0.1:8500/v1/kv/a?cas=1"
+        );
         assert_eq!(Holder::parse("someone").address, "");
     }
 
@@ -406,6 +461,7 @@ mod tests {
         let holder = Holder {
             node: "b".into(),
             address: "127.0.0.1:1".into(),
+            tls: false,
         };
         cluster.set_role(Role::Follower {
             leader: Some(holder.clone()),

@@ -121,10 +121,11 @@ pub struct ConfigOverrides {
     pub leaf_cert_ttl: Option<String>,
     pub ca_cert_file: Option<PathBuf>,
     pub ca_key_file: Option<PathBuf>,
-    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`.
+    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`, `--tls-ca`.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     pub tls_client_ca_file: Option<PathBuf>,
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl ConfigOverrides {
@@ -220,6 +221,9 @@ impl ConfigOverrides {
         }
         if let Some(file) = &self.tls_client_ca_file {
             config.tls.client_ca_file = Some(file.clone());
+        }
+        if let Some(file) = &self.tls_ca_file {
+            config.tls.ca_file = Some(file.clone());
         }
     }
 }
@@ -332,6 +336,11 @@ pub struct TlsConfig {
     /// (`--tls-client-ca`; Consul's `verify_incoming`). Default: unset (no client
     /// certificate asked for).
     pub client_ca_file: Option<PathBuf>,
+    /// CA certificate(s), PEM, that the other servers' certificates chain to: servers sharing
+    /// etcd forward requests to each other over HTTPS, check the other's certificate against
+    /// them (for its IP address) and show their own (`--tls-ca`; Consul's `ca_file`).
+    /// Default: `client_ca_file`.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl TlsConfig {
@@ -349,6 +358,11 @@ impl TlsConfig {
             )),
             (None, Some(_)) => Err(ConfigError::Invalid(
                 "tls.key_file (--tls-key) needs tls.cert_file (--tls-cert)".into(),
+            )),
+            (None, None) if self.ca_file.is_some() => Err(ConfigError::Invalid(
+                "tls.ca_file (--tls-ca) needs TLS: give tls.cert_file (--tls-cert) and \
+                 tls.key_file (--tls-key) too"
+                    .into(),
             )),
             (None, None) if self.client_ca_file.is_some() => Err(ConfigError::Invalid(
                 "tls.client_ca_file (--tls-client-ca) needs TLS: give tls.cert_file \

@@ -440,6 +440,9 @@ async fn start_with_stores(
                 .shared_secret(ids::random_uuid())
                 .map_err(|error| store_error(&config, error))?;
             cluster.set_secret(secret);
+            if let Some(client) = tls::peer_client(&config.tls).map_err(ServerError::Config)? {
+                cluster.set_peer_client(client);
+            }
             cluster
         }
         None => Cluster::new(Role::Alone),
@@ -548,6 +551,7 @@ async fn start_with_stores(
         let holder = Holder {
             node: config.node_name.clone(),
             address: address.to_string(),
+            tls: tls.is_some(),
         }
         .to_value();
         etcd.announce(cluster.member_id(), holder.clone())

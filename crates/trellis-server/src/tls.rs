@@ -197,6 +197,42 @@ async fn refuse_plain_http(mut tcp: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
+/// The HTTPS client a server sharing etcd talks to the others with, when its API speaks HTTPS:
+/// their certificates are checked against `ca_file` (else `client_ca_file`), and it shows its
+/// own certificate and key, as Consul's servers use one certificate both ways.
+pub fn peer_client(config: &TlsConfig) -> Result<Option<reqwest::Client>, ConfigError> {
+    let (Some(cert_file), Some(key_file)) = (&config.cert_file, &config.key_file) else {
+        return Ok(None);
+    };
+    let ca_file = config
+        .ca_file
+        .as_ref()
+        .or(config.client_ca_file.as_ref())
+        .ok_or_else(|| {
+            invalid(
+                "servers sharing etcd over HTTPS check each other's certificates: give \
+                 tls.ca_file (--tls-ca), the CA that signed them"
+                    .into(),
+            )
+        })?;
+    let read = |file: &std::path::Path, what: &str| {
+        std::fs::read(file).map_err(|e| invalid(format!("{what}: file {}: {e}", file.display())))
+    };
+    let cas = reqwest::Certificate::from_pem_bundle(&read(ca_file, "tls.ca_file (--tls-ca)")?)
+        .map_err(|e| invalid(format!("tls.ca_file (--tls-ca): {e}")))?;
+    let mut identity = read(cert_file, "tls.cert_file (--tls-cert)")?;
+    identity.push(b'\n');
+    identity.extend(read(key_file, "tls.key_file (--tls-key)")?);
+    let identity = reqwest::Identity::from_pem(&identity).map_err(|e| {
+        invalid(format!(
+            "tls.cert_file and tls.key_file as a client identity: {e}"
+        ))
+    })?;
+    crate::cluster::peer_client(Some(crate::cluster::PeerTls { cas, identity }))
+        .map(Some)
+        .map_err(|e| invalid(format!("the HTTPS client between servers: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +275,7 @@ mod tests {
             cert_file: cert.map(Path::to_path_buf),
             key_file: key.map(Path::to_path_buf),
             client_ca_file: ca.map(Path::to_path_buf),
+            ca_file: None,
         }
     }
 
@@ -307,6 +344,41 @@ mod tests {
         }
         tls(Some(p), Some(p), Some(p)).validate().unwrap();
         tls(None, None, None).validate().unwrap();
+        let peers_ca = TlsConfig {
+            ca_file: Some(p.to_path_buf()),
+            ..tls(None, None, None)
+        };
+        let e = peers_ca.validate().unwrap_err().to_string();
+        assert!(e.contains("tls.ca_file (--tls-ca) needs TLS"), "{e}");
+    }
+
+    /// Between servers sharing etcd: plain HTTP without TLS; with TLS, HTTPS checked against
+    /// the peers' CA (the client CA by default), and a clear error when there is none.
+    #[test]
+    fn the_client_between_servers_follows_the_tls_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(dir.path());
+        assert!(peer_client(&tls(None, None, None)).unwrap().is_none());
+        let no_ca = peer_client(&tls(Some(&f.cert), Some(&f.key), None))
+            .unwrap_err()
+            .to_string();
+        assert!(no_ca.contains("give tls.ca_file (--tls-ca)"), "{no_ca}");
+        let with_client_ca = tls(Some(&f.cert), Some(&f.key), Some(&f.ca));
+        assert!(peer_client(&with_client_ca).unwrap().is_some());
+        let with_peers_ca = TlsConfig {
+            ca_file: Some(f.ca.clone()),
+            ..tls(Some(&f.cert), Some(&f.key), None)
+        };
+        assert!(peer_client(&with_peers_ca).unwrap().is_some());
+        let missing = TlsConfig {
+            ca_file: Some(dir.path().join("absent.pem")),
+            ..with_peers_ca
+        };
+        let e = peer_client(&missing).unwrap_err().to_string();
+        assert!(
+            e.contains("tls.ca_file (--tls-ca): file") && e.contains("absent.pem"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! server that took them. It also says on every read whether a leader is known.
 
 use super::error::ApiError;
-use crate::cluster::{REPORT_PATH, SECRET_HEADER, peer_client};
+use crate::cluster::{Holder, REPORT_PATH, SECRET_HEADER};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -74,7 +74,7 @@ pub async fn forward_to_leader(
     let Some(leader) = cluster.leader() else {
         return no_leader();
     };
-    match forward(&leader.address, request).await {
+    match forward(cluster.peer(), &leader, request).await {
         Ok(response) => {
             let index = response
                 .headers()
@@ -210,15 +210,19 @@ fn mark_leader(state: &AppState, response: &mut Response) {
     headers.insert("x-consul-lastcontact", HeaderValue::from(contact));
 }
 
-/// Sends `request` to the leader at `address` and gives its answer back.
-async fn forward(address: &str, request: Request) -> Result<Response, String> {
+/// Sends `request` to the leader and gives its answer back.
+async fn forward(
+    client: &reqwest::Client,
+    leader: &Holder,
+    request: Request,
+) -> Result<Response, String> {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
         .await
         .map_err(|e| format!("cannot read the request: {e}"))?;
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut outgoing = peer_client()
-        .request(parts.method, format!("http://{address}{path}"))
+    let mut outgoing = client
+        .request(parts.method, leader.url(path))
         .body(body)
         .header(&FORWARDED, "1");
     for (name, value) in &parts.headers {
