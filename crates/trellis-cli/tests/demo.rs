@@ -28,12 +28,16 @@ fn all_free(base: u16) -> bool {
 
 /// A base port whose whole range is free right now, below Linux's ephemeral ports (32768 and
 /// up by default): the many connections the demos and other tests open take their local ports
-/// from there and could take one of a demo's ports between its check and its bind.
-fn free_base(seed: u16) -> u16 {
-    const LOW: u16 = 20_000;
-    const SPAN: u16 = 32_768 - 60 - LOW;
+/// from there and could take one of a demo's ports between its check and its bind. Each test
+/// of this file names its own `slot` (0 to 3), a 64-port lane of every 256-port block, so two
+/// demos started at once never pick overlapping ranges (both would pass the check, and one
+/// would then fail to bind).
+fn free_base(seed: u16, slot: u16) -> u16 {
+    const LOW: u16 = 20_224;
+    const BLOCKS: u16 = (32_768 - LOW) / 256;
+    assert!(slot < 4 && demo_ports(0).into_iter().all(|p| p < 64));
     (0..200)
-        .map(|i| LOW + (seed.wrapping_mul(131).wrapping_add(i * 97)) % SPAN)
+        .map(|i| LOW + (seed.wrapping_mul(131).wrapping_add(i * 97) % BLOCKS) * 256 + slot * 64)
         .find(|b| all_free(*b))
         .expect("a free port range")
 }
@@ -66,7 +70,7 @@ fn get(addr: &str, path: &str) -> String {
 
 #[test]
 fn demo_once_runs_the_whole_flow_and_exits_zero() {
-    let base = free_base(std::process::id() as u16);
+    let base = free_base(std::process::id() as u16, 0);
     let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args(["demo", "--once", "--base-port", &base.to_string()])
         .output()
@@ -202,7 +206,7 @@ fn run_bounded(args: &[&str], limit: Duration) -> std::process::Output {
 /// the calls the services make; then what nothing allows is refused.
 #[test]
 fn demo_once_secure_runs_the_whole_flow_under_deny_mtls_and_intentions() {
-    let base = free_base(std::process::id() as u16 ^ 0x0f0f);
+    let base = free_base(std::process::id() as u16 ^ 0x0f0f, 1);
     let data = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let out = run_bounded(
@@ -283,7 +287,7 @@ fn demo_once_secure_runs_the_whole_flow_under_deny_mtls_and_intentions() {
 
 #[test]
 fn demo_names_a_port_that_is_taken() {
-    let base = free_base(std::process::id() as u16 ^ 0x5a5a);
+    let base = free_base(std::process::id() as u16 ^ 0x5a5a, 2);
     let _taken = TcpListener::bind(("127.0.0.1", base + 1)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args(["demo", "--once", "--base-port", &base.to_string()])
@@ -299,7 +303,7 @@ fn demo_names_a_port_that_is_taken() {
 
 #[test]
 fn demo_keeps_serving_until_interrupted_and_leaves_no_process() {
-    let base = free_base(std::process::id() as u16 ^ 0x1234);
+    let base = free_base(std::process::id() as u16 ^ 0x1234, 3);
     let mut child = Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args(["demo", "--base-port", &base.to_string()])
         .stdout(Stdio::piped())
