@@ -628,34 +628,11 @@ async fn a_follower_behind_the_compaction_loads_the_state_again() {
     use base64::Engine;
     use trellis_etcd::testing::etcdctl;
     let member = EtcdProcess::start();
-    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (http_a, http_b) = (
-        format!("127.0.0.1:{}", support::free_port()),
-        format!("127.0.0.1:{}", support::free_port()),
-    );
-    let _leader = KillOnDrop(spawn_member(
-        &member,
-        "/cmp/",
-        &http_a,
-        "server-a",
-        data_a.path(),
-    ));
-    support::eventually(
-        std::time::Duration::from_secs(10),
-        "server-a leads",
-        || async { member.value("/cmp/lock").contains("server-a") },
-    )
-    .await;
-    let log = data_b.path().join("follower.log");
-    let mut follower = KillOnDrop(spawn_member_with(
-        &member,
-        "/cmp/",
-        &http_b,
-        "server-b",
-        data_b.path(),
-        &[],
-        std::fs::File::create(&log).unwrap().into(),
-    ));
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("follower.log");
+    let follower_log = std::fs::File::create(&log).unwrap().into();
+    let mut pair = leader_and_follower(&member, "/cmp/", &[], follower_log).await;
+    let (http_a, http_b) = (pair.leader_http.clone(), pair.follower_http.clone());
     let started = std::time::Instant::now();
     let client = support::http_with_timeout(std::time::Duration::from_secs(10));
     let register = |at: &str, id: &str| {
@@ -684,7 +661,7 @@ async fn a_follower_behind_the_compaction_loads_the_state_again() {
     // Paused, the follower reads nothing, and etcd holds back its watch's events: more
     // changes under the prefix than the stream buffers (2,000 puts of 10 kB), after which the
     // compaction cancels the watch.
-    let pid = follower.0.id().to_string();
+    let pid = pair.follower.0.id().to_string();
     let signal = |name: &str| {
         let status = std::process::Command::new("kill")
             .args([name, &pid])
@@ -718,7 +695,7 @@ async fn a_follower_behind_the_compaction_loads_the_state_again() {
     )
     .await;
     assert!(
-        follower.0.try_wait().unwrap().is_none(),
+        pair.follower.0.try_wait().unwrap().is_none(),
         "the follower stopped"
     );
     let said = std::fs::read_to_string(&log).unwrap();
@@ -755,6 +732,60 @@ async fn a_follower_behind_the_compaction_loads_the_state_again() {
         used < 150,
         "an idle follower used {used} ticks of CPU in 3 s"
     );
+}
+
+/// Two servers on `prefix` with `extra` flags: server-a, which leads (waited for), and
+/// server-b following it, its log going to `follower_log`. Both are killed when dropped.
+struct Pair {
+    leader: KillOnDrop,
+    follower: KillOnDrop,
+    leader_http: String,
+    follower_http: String,
+    _data: [tempfile::TempDir; 2],
+}
+
+async fn leader_and_follower(
+    member: &EtcdProcess,
+    prefix: &str,
+    extra: &[&str],
+    follower_log: std::process::Stdio,
+) -> Pair {
+    let data = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let http = || format!("127.0.0.1:{}", support::free_port());
+    let (leader_http, follower_http) = (http(), http());
+    let inherit = std::process::Stdio::inherit();
+    let leader = KillOnDrop(spawn_member_with(
+        member,
+        prefix,
+        &leader_http,
+        "server-a",
+        data[0].path(),
+        extra,
+        inherit,
+    ));
+    let lock = format!("{prefix}lock");
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "server-a leads",
+        || async { member.value(&lock).contains("server-a") },
+    )
+    .await;
+    let follower = KillOnDrop(spawn_member_with(
+        member,
+        prefix,
+        &follower_http,
+        "server-b",
+        data[1].path(),
+        extra,
+        follower_log,
+    ));
+    Pair {
+        leader,
+        follower,
+        leader_http,
+        follower_http,
+        _data: data,
+    }
 }
 
 /// A child process killed when the test ends, passed or failed.
@@ -820,31 +851,8 @@ impl Participant {
 async fn a_surviving_server_finishes_the_transactions_of_a_killed_leader() {
     use std::sync::atomic::Ordering;
     let member = EtcdProcess::start();
-    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (http_a, http_b) = (
-        format!("127.0.0.1:{}", support::free_port()),
-        format!("127.0.0.1:{}", support::free_port()),
-    );
-    let mut leader = KillOnDrop(spawn_member(
-        &member,
-        "/2pc/",
-        &http_a,
-        "server-a",
-        data_a.path(),
-    ));
-    support::eventually(
-        std::time::Duration::from_secs(10),
-        "server-a leads",
-        || async { member.value("/2pc/lock").contains("server-a") },
-    )
-    .await;
-    let _follower = KillOnDrop(spawn_member(
-        &member,
-        "/2pc/",
-        &http_b,
-        "server-b",
-        data_b.path(),
-    ));
+    let mut pair = leader_and_follower(&member, "/2pc/", &[], std::process::Stdio::inherit()).await;
+    let http_b = pair.follower_http.clone();
     let participant = Participant::default();
     participant.phase_two.store(503, Ordering::SeqCst);
     let url = participant.serve().await;
@@ -869,8 +877,8 @@ async fn a_surviving_server_finishes_the_transactions_of_a_killed_leader() {
     .unwrap();
     assert_eq!(begun.status(), 200);
 
-    leader.0.kill().unwrap();
-    leader.0.wait().unwrap();
+    pair.leader.0.kill().unwrap();
+    pair.leader.0.wait().unwrap();
     participant.phase_two.store(200, Ordering::SeqCst);
     let state = |gid: &'static str| {
         let url = format!("http://{http_b}/v1/trellis/txn/{gid}");
@@ -948,38 +956,10 @@ async fn servers_with_tls_forward_to_each_other_over_https() {
         "--tls-client-ca",
         ca_file.as_str(),
     ];
-    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (http_a, http_b) = (
-        format!("127.0.0.1:{}", support::free_port()),
-        format!("127.0.0.1:{}", support::free_port()),
-    );
-    let inherit = || std::process::Stdio::inherit();
-    let _leader = KillOnDrop(spawn_member_with(
-        &member,
-        "/tls/",
-        &http_a,
-        "server-a",
-        data_a.path(),
-        &tls,
-        inherit(),
-    ));
-    support::eventually(
-        std::time::Duration::from_secs(10),
-        "server-a leads",
-        || async { member.value("/tls/lock").contains("server-a") },
-    )
-    .await;
+    let pair = leader_and_follower(&member, "/tls/", &tls, std::process::Stdio::inherit()).await;
     let lock: serde_json::Value = serde_json::from_str(&member.value("/tls/lock")).unwrap();
     assert_eq!(lock["TLS"], true, "{lock}");
-    let _follower = KillOnDrop(spawn_member_with(
-        &member,
-        "/tls/",
-        &http_b,
-        "server-b",
-        data_b.path(),
-        &tls,
-        inherit(),
-    ));
+    let http_b = pair.follower_http.clone();
     let mut identity = cert.pem().into_bytes();
     identity.extend(key.serialize_pem().into_bytes());
     let client = reqwest::Client::builder()
