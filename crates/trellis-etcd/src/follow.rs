@@ -106,24 +106,17 @@ impl Follower {
         // Whether the holder and the members as of `revision` were handed on.
         let mut started = false;
         loop {
-            let ended = if started {
-                self.watch_from(&mut revision).await
+            let step = if started {
+                Err(self.watch_from(&mut revision).await)
             } else {
-                match self.start_at(revision).await {
-                    Ok(()) => {
-                        started = true;
-                        continue;
-                    }
-                    Err(ended) => ended,
-                }
+                self.start_at(revision).await
             };
-            match ended {
-                Ended::Closed => return,
-                Ended::Broken(reason) => {
-                    let _ = self.tx.send(Feed::Broken(reason));
-                    return;
+            let ended = match step {
+                Ok(()) => {
+                    started = true;
+                    continue;
                 }
-                Ended::Compacted => {
+                Err(Ended::Compacted) => {
                     tracing::warn!(
                         etcd = %self.endpoints,
                         revision,
@@ -131,20 +124,23 @@ impl Follower {
                     );
                     match self.reset().await {
                         Ok(at) => {
-                            revision = at;
-                            started = false;
+                            (revision, started) = (at, false);
+                            continue;
                         }
-                        Err(Ended::Closed) => return,
-                        Err(Ended::Broken(reason)) => {
-                            let _ = self.tx.send(Feed::Broken(reason));
-                            return;
-                        }
-                        Err(ended) => {
-                            tracing::warn!(reason = %describe(&ended), "cannot load the store's state; trying again");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
+                        Err(ended) => ended,
                     }
                 }
+                Err(ended) => ended,
+            };
+            match ended {
+                Ended::Closed => return,
+                Ended::Broken(reason) => {
+                    let _ = self.tx.send(Feed::Broken(reason));
+                    return;
+                }
+                // Compacted again while the state was read: the watch fails again, and the
+                // state is read anew.
+                Ended::Compacted => {}
                 Ended::Lost(reason) => {
                     failures += 1;
                     if failures == 1 || failures.is_multiple_of(30) {
@@ -159,16 +155,12 @@ impl Follower {
 
     /// Hands on who holds the lock and who is a member as of `revision`.
     async fn start_at(&mut self, revision: i64) -> Result<(), Ended> {
-        let holder = self
-            .reader
-            .value_at(self.layout.lock_key(), revision)
-            .await?;
-        let ours = holder
-            .as_ref()
-            .is_some_and(|(_, lease)| *lease == self.tenure.lease());
+        let lock = self.reader.key(self.layout.lock_key(), revision).await?;
         let mut items = vec![Feed::Holder {
-            holder: holder.map(|(value, _)| value),
-            ours,
+            ours: lock
+                .as_ref()
+                .is_some_and(|kv| kv.lease() == self.tenure.lease()),
+            holder: lock.map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
         }];
         for kv in self.reader.range(self.layout.members(), revision).await? {
             if let Key::Member(id) = self.layout.parse(kv.key()) {
@@ -295,13 +287,4 @@ impl Follower {
 
 fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, String> {
     decode_record(kv).map_err(|e| e.to_string())
-}
-
-/// What a failed step says, for the log.
-fn describe(ended: &Ended) -> &str {
-    match ended {
-        Ended::Lost(reason) | Ended::Broken(reason) => reason,
-        Ended::Compacted => "compacted again",
-        Ended::Closed => "closed",
-    }
 }

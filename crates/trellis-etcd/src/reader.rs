@@ -80,18 +80,15 @@ impl Reader {
         Ok((index, revision))
     }
 
-    /// The value and lease of `key` at `revision`, if it existed then.
-    pub(crate) async fn value_at(
+    /// `key` at `revision` (0: the newest), if it existed then.
+    pub(crate) async fn key(
         &self,
         key: String,
         revision: i64,
-    ) -> Result<Option<(String, i64)>, ReadFailed> {
+    ) -> Result<Option<KeyValue>, ReadFailed> {
         let options = GetOptions::new().with_revision(revision);
-        let answer = self.get("cannot read", key, Some(options)).await?;
-        Ok(answer
-            .kvs()
-            .first()
-            .map(|kv| (String::from_utf8_lossy(kv.value()).into_owned(), kv.lease())))
+        let mut answer = self.get("cannot read", key, Some(options)).await?;
+        Ok(answer.take_kvs().into_iter().next())
     }
 
     /// Every key under `start` at `revision` (0: the newest), page by page.

@@ -260,30 +260,20 @@ impl EtcdStore {
     /// so it may be awaited from any other.
     pub fn confirm_lock(&self) -> impl Future<Output = bool> + Send + 'static {
         let conn = &self.conn;
-        let (revision, lease) = (
-            conn.tenure.lock_revision.load(Ordering::SeqCst),
-            conn.tenure.lease(),
-        );
+        let tenure = &conn.tenure;
+        let (revision, lease) = (tenure.lock_revision.load(Ordering::SeqCst), tenure.lease());
+        let (reader, lock) = (conn.reader(), conn.layout.lock_key());
         let asked = conn
             .runtime
             .as_ref()
-            .filter(|_| conn.tenure.holds_lock())
-            .map(|runtime| {
-                let (mut kv, key, timeout) =
-                    (conn.kv.clone(), conn.layout.lock_key(), conn.timeout);
-                runtime.spawn(async move { tokio::time::timeout(timeout, kv.get(key, None)).await })
-            });
+            .filter(|_| tenure.holds_lock())
+            .map(|runtime| runtime.spawn(async move { reader.key(lock, 0).await }));
         async move {
             let Some(asked) = asked else {
                 return false;
             };
-            match asked.await {
-                Ok(Ok(Ok(answer))) => answer
-                    .kvs()
-                    .first()
-                    .is_some_and(|kv| kv.create_revision() == revision && kv.lease() == lease),
-                _ => false,
-            }
+            matches!(asked.await, Ok(Ok(Some(kv)))
+                if kv.create_revision() == revision && kv.lease() == lease)
         }
     }
 
@@ -517,11 +507,7 @@ impl Connection {
         let runtime = self.runtime.as_ref().ok_or_else(|| {
             StoreError::Remote(format!("etcd at {}: the client is closed", self.endpoints))
         })?;
-        let (done, outcome) = std::sync::mpsc::sync_channel(1);
-        runtime.spawn(async move {
-            let _ = done.send(read.await.map_err(StoreError::from));
-        });
-        outcome.recv().unwrap_or_else(|_| {
+        wait_on(runtime, async move { read.await.map_err(StoreError::from) }).unwrap_or_else(|| {
             Err(StoreError::Remote(format!(
                 "etcd at {}: the client's runtime stopped",
                 self.endpoints
@@ -660,18 +646,27 @@ where
     T: Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let (done, outcome) = std::sync::mpsc::sync_channel(1);
-    runtime.spawn(async move {
-        let result = match tokio::time::timeout(timeout, future).await {
+    let bounded = async move {
+        match tokio::time::timeout(timeout, future).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err(format!("no answer within {timeout:?}")),
-        };
-        let _ = done.send(result);
+        }
+    };
+    wait_on(runtime, bounded).unwrap_or_else(|| Err("the client's runtime stopped".into()))
+}
+
+/// Runs `future` on `runtime` and waits for its output from any thread, inside a runtime or
+/// not (`None` if the runtime stopped first).
+fn wait_on<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    future: impl Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let (done, outcome) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = done.send(future.await);
     });
-    outcome
-        .recv()
-        .unwrap_or_else(|_| Err("the client's runtime stopped".into()))
+    outcome.recv().ok()
 }
 
 fn connect_options(options: &EtcdOptions) -> Result<ConnectOptions, String> {

@@ -201,7 +201,7 @@ impl Cluster {
         self.members.read().values().cloned().collect()
     }
 
-    /// The client for the other servers (see [`peer_client`]).
+    /// The client for the other servers (see `tls::peer_client`).
     pub fn set_peer_client(&self, client: reqwest::Client) {
         let _ = self.peer.set(client);
     }
@@ -209,7 +209,7 @@ impl Cluster {
     /// The client this server forwards requests and hands probe results over with.
     pub fn peer(&self) -> &reqwest::Client {
         self.peer
-            .get_or_init(|| peer_client(None).unwrap_or_default())
+            .get_or_init(|| peer_client_builder().build().unwrap_or_default())
     }
 
     pub fn set_secret(&self, secret: String) {
@@ -310,32 +310,14 @@ impl Cluster {
     }
 }
 
-/// The HTTP client one server talks to another with (forwarded requests, probe results): no
-/// proxy, no redirects, a short connect timeout so a dead leader is noticed at once. With
-/// `tls`, HTTPS: the other servers' certificates are checked against the CA, and this server
-/// shows its own certificate (for servers that require client certificates).
-pub fn peer_client(tls: Option<PeerTls>) -> reqwest::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
+/// How one server's HTTP client to another is built (forwarded requests, probe results): no
+/// proxy, no redirects, a short connect timeout so a dead leader is noticed at once. Plain
+/// HTTP as it is; `tls::peer_client` adds HTTPS for servers with TLS.
+pub fn peer_client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .redirect(reqwest::redirect::Policy::none())
-        .no_proxy();
-    if let Some(tls) = tls {
-        builder = builder
-            .tls_built_in_root_certs(false)
-            .identity(tls.identity)
-            .https_only(true);
-        for ca in tls.cas {
-            builder = builder.add_root_certificate(ca);
-        }
-    }
-    builder.build()
-}
-
-/// What a server's HTTPS client to the others needs: the CA their certificates chain to, and
-/// its own certificate and key.
-pub struct PeerTls {
-    pub cas: Vec<reqwest::Certificate>,
-    pub identity: reqwest::Identity,
+        .no_proxy()
 }
 
 /// Where a follower hands the leader a probe's result (the leader's HTTP API, internal).

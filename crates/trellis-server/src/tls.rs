@@ -228,7 +228,13 @@ pub fn peer_client(config: &TlsConfig) -> Result<Option<reqwest::Client>, Config
             "tls.cert_file and tls.key_file as a client identity: {e}"
         ))
     })?;
-    crate::cluster::peer_client(Some(crate::cluster::PeerTls { cas, identity }))
+    let builder = crate::cluster::peer_client_builder()
+        .tls_built_in_root_certs(false)
+        .identity(identity)
+        .https_only(true);
+    cas.into_iter()
+        .fold(builder, |builder, ca| builder.add_root_certificate(ca))
+        .build()
         .map(Some)
         .map_err(|e| invalid(format!("the HTTPS client between servers: {e}")))
 }
