@@ -455,15 +455,37 @@ async fn followers_serve_and_forward_and_one_takes_over_from_a_killed_leader() {
 /// waiting for the lease to run out.
 #[test]
 fn a_clean_stop_hands_the_store_over_at_once() {
+    let took = handover_after("/handover/", |active| {
+        assert!(active.terminate().success());
+    });
+    eprintln!("handover after a clean stop: {took:?}");
+}
+
+/// A leader killed outright gives nothing up, but its address then refuses connections: the
+/// follower it no longer answers ends its lease, and takes writes without waiting for the
+/// lease to run out.
+#[test]
+fn a_killed_leader_is_deposed_at_once() {
+    let took = handover_after("/deposed/", |mut active| {
+        active.child.kill().unwrap();
+        active.child.wait().unwrap();
+    });
+    eprintln!("takeover after SIGKILL of the leader, lease 10 s: {took:?}");
+}
+
+/// Starts a leader and a follower under `prefix` with a 10 s lease, stops the leader with
+/// `stop`, and gives the time until the follower takes a write: under 5 s, so not by the
+/// lease's expiry (which would take at least two thirds of its 10 s).
+fn handover_after(prefix: &str, stop: impl FnOnce(Server)) -> std::time::Duration {
     let member = EtcdProcess::start();
     let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut flags = etcd_flags(&member, "/handover/", data_a.path());
-    flags[7] = "10s"; // --etcd-lease-ttl: a takeover by expiry would take 10 s
+    let mut flags = etcd_flags(&member, prefix, data_a.path());
+    flags[7] = "10s"; // --etcd-lease-ttl
     let active = Server::start(&flags);
     let http_b = format!("127.0.0.1:{}", support::free_port());
     let mut standby = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
         .args(["server", "--http", &http_b, "--etcd-lease-ttl", "10s"])
-        .args(&etcd_flags(&member, "/handover/", data_b.path())[..6])
+        .args(&etcd_flags(&member, prefix, data_b.path())[..6])
         .args([
             "--data-dir",
             data_b.path().to_str().unwrap(),
@@ -479,7 +501,7 @@ fn a_clean_stop_hands_the_store_over_at_once() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let stopped = std::time::Instant::now();
-    assert!(active.terminate().success());
+    stop(active);
     let write = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
             .args(["kv", "put", "--addr", &http_b, "handover", "x"])
@@ -495,9 +517,10 @@ fn a_clean_stop_hands_the_store_over_at_once() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    eprintln!("handover after a clean stop: {:?}", stopped.elapsed());
+    let took = stopped.elapsed();
     let _ = standby.kill();
     let _ = standby.wait();
+    took
 }
 
 /// Active probes shared out among the servers: each HTTP check is probed by exactly one live

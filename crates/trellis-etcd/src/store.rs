@@ -277,6 +277,39 @@ impl EtcdStore {
         }
     }
 
+    /// Ends the lease of the lock's holder, when the lock is another store's and its value is
+    /// one `is_holder` accepts: the lock goes at once rather than when that lease runs out,
+    /// and a live server takes it. For a holder known to be gone (its address refuses
+    /// connections). Safe even if that guess is wrong: every commit is fenced on the lock, so
+    /// a deposed holder can write nothing more, and a live one campaigns again. Whether a
+    /// lease was ended. Runs on the client's own runtime, so it may be awaited from any other.
+    pub fn depose(
+        &self,
+        is_holder: impl Fn(&[u8]) -> bool + Send + 'static,
+    ) -> impl Future<Output = bool> + Send + 'static {
+        let conn = &self.conn;
+        let (reader, lock, ours) = (conn.reader(), conn.layout.lock_key(), conn.tenure.lease());
+        let (mut leases, timeout) = (conn.lease.clone(), conn.timeout);
+        let ended = conn.runtime.as_ref().map(|runtime| {
+            runtime.spawn(async move {
+                let Ok(Some(held)) = reader.key(lock, 0).await else {
+                    return false;
+                };
+                if held.lease() == ours || held.lease() == 0 || !is_holder(held.value()) {
+                    return false;
+                }
+                let revoked = tokio::time::timeout(timeout, leases.revoke(held.lease()));
+                matches!(revoked.await, Ok(Ok(_)))
+            })
+        });
+        async move {
+            match ended {
+                Some(ended) => ended.await.unwrap_or(false),
+                None => false,
+            }
+        }
+    }
+
     /// How long since this store last heard from a quorum (its lease's last renewal).
     pub fn last_contact(&self) -> Duration {
         self.conn.tenure.renewed.lock().elapsed()

@@ -87,6 +87,9 @@ pub async fn forward_to_leader(
             response
         }
         Err(reason) => {
+            // A leader that is gone is deposed, so that the client's retry finds a new one.
+            let (deposing, gone) = (state.clone(), leader.clone());
+            tokio::spawn(async move { deposing.cluster().depose_if_gone(&gone).await });
             // Once a second at most: clients retry fast while a leader is replaced.
             static WARNED: std::sync::Mutex<Option<std::time::Instant>> =
                 std::sync::Mutex::new(None);
