@@ -3,7 +3,9 @@
 //! 10.231.77.0/24 that exist only there), under a concurrent workload through random servers,
 //! while members and servers are killed and a node's link is cut and healed. At the end a
 //! checker proves that no acknowledged write was lost, that the CAS counter's history is
-//! linearizable and that no two clients held the lock at once.
+//! linearizable and that no two clients held the lock at once. When the leading server is
+//! killed, its share of the active probes and a sidecar heartbeating to it move to the others,
+//! and no healthy instance stays critical for longer than one lease TTL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -240,7 +242,7 @@ impl Cluster {
             "--etcd",
             &endpoints.join(","),
             "--etcd-lease-ttl",
-            "2s",
+            &format!("{}s", LEASE_TTL.as_secs()),
             "--data-dir",
             self.data.path().join(format!("s{node}")).to_str().unwrap(),
             "--dns",
@@ -297,6 +299,86 @@ async fn leader_of(client: &reqwest::Client, node: usize) -> Option<String> {
         .next()
         .filter(|h| !h.is_empty())
         .map(str::to_owned)
+}
+
+/// The lease TTL the servers run with (`--etcd-lease-ttl`).
+const LEASE_TTL: Duration = Duration::from_secs(2);
+/// How many instances have an active HTTP check (shared out among the servers).
+const PROBED: usize = 12;
+
+/// The IDs of `service`'s passing instances, as server `node` lists them (none if it does not
+/// answer).
+async fn passing(node: usize, service: &str) -> BTreeSet<String> {
+    let url = format!("{}/v1/health/service/{service}?passing", server_url(node));
+    let Ok(answer) = http_with_timeout(Duration::from_secs(2))
+        .get(url)
+        .send()
+        .await
+    else {
+        return BTreeSet::new();
+    };
+    let body: serde_json::Value = answer.json().await.unwrap_or_default();
+    body.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry["Service"]["ID"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// An HTTP endpoint the servers probe, on the test's own address in the cluster's subnet,
+/// answering 200 or 500 as told.
+struct ProbeTarget {
+    address: std::net::SocketAddr,
+    healthy: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ProbeTarget {
+    async fn start() -> ProbeTarget {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind(format!("{SUBNET}.100:0"))
+            .await
+            .unwrap();
+        let address = listener.local_addr().unwrap();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let answers = healthy.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let status = if answers.load(Ordering::SeqCst) {
+                    "200 OK"
+                } else {
+                    "500 Internal Server Error"
+                };
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        ProbeTarget {
+            address,
+            healthy,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.address)
+    }
+
+    fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+    }
+}
+
+impl Drop for ProbeTarget {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// What the workload did, as its clients saw it.
@@ -527,16 +609,102 @@ async fn a_cluster_in_namespaces_keeps_every_acknowledged_write_through_kills_an
     progress(&history, 20, "writes with one member down").await;
     cluster.start_member(3, "existing");
 
-    // The leading Trellis server killed: another takes over, the workload goes on.
+    // The leading Trellis server killed under load, with active probes shared out among the
+    // servers and a sidecar heartbeating to one of them: another takes over, the workload goes
+    // on, the probes move, the sidecar moves, and nothing healthy is marked critical.
+    let target = ProbeTarget::start().await;
+    for i in 0..PROBED {
+        let answer = client
+            .put(format!(
+                "{}/v1/agent/service/register",
+                server_url(1 + i % NODES)
+            ))
+            .json(
+                &json!({"ID": format!("probed-{i}"), "Name": "probed", "Port": 1,
+                "Check": {"HTTP": target.url(), "Interval": "300ms"}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    let app = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let registries: Vec<String> = (1..=NODES).map(server_url).collect();
+    let sidecar = support::sidecar(
+        &registries.join(","),
+        "api",
+        app.local_addr().unwrap().port(),
+        &["--id", "api-1"],
+        None,
+    );
+    for node in 1..=NODES {
+        eventually(
+            Duration::from_secs(30),
+            "the probed instances and the sidecar's pass on every server",
+            || async {
+                let (probed, api) = (passing(node, "probed").await, passing(node, "api").await);
+                probed.len() == PROBED && api.len() == 1
+            },
+        )
+        .await;
+    }
     let leader = leader_of(&client, 1).await.unwrap();
     let leading = (1..=NODES).find(|n| addr(*n) == leader).unwrap();
+    let survivor = (1..=NODES).find(|n| *n != leading).unwrap();
     cluster.kill_server(leading);
     let killed = Instant::now();
+    // For three lease TTLs, no instance is critical on a survivor for longer than one.
+    let mut critical_since: std::collections::BTreeMap<String, Instant> = Default::default();
+    let mut longest = Duration::ZERO;
+    while killed.elapsed() < 3 * LEASE_TTL {
+        let now = Instant::now();
+        let mut passing_now = passing(survivor, "probed").await;
+        passing_now.extend(passing(survivor, "api").await);
+        critical_since.retain(|id, _| !passing_now.contains(id));
+        for id in (0..PROBED)
+            .map(|i| format!("probed-{i}"))
+            .chain(["api-1".to_owned()])
+        {
+            if !passing_now.contains(&id) {
+                let since = *critical_since.entry(id).or_insert(now);
+                longest = longest.max(now - since);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        longest <= LEASE_TTL,
+        "an instance was not passing for {longest:?} after the leader was killed: {critical_since:?}"
+    );
     progress(&history, 20, "writes after the leader was killed").await;
     eprintln!(
-        "writes resumed {:?} after the leader was killed",
+        "writes resumed {:?} after the leader was killed; the longest an instance was not \
+         passing on a survivor meanwhile: {longest:?}",
         killed.elapsed()
     );
+    // The killed server's share of the probes moved to the survivors: when the target fails,
+    // every check turns critical, and passes again when it recovers.
+    target.set_healthy(false);
+    eventually(
+        Duration::from_secs(15),
+        "every probed instance critical once its target fails",
+        || async { passing(survivor, "probed").await.is_empty() },
+    )
+    .await;
+    target.set_healthy(true);
+    eventually(
+        Duration::from_secs(15),
+        "every probed instance passing again",
+        || async { passing(survivor, "probed").await.len() == PROBED },
+    )
+    .await;
+    // The sidecar moved to a survivor: past its 3 s TTL only heartbeats there keep it passing.
+    assert_eq!(
+        passing(survivor, "api").await.len(),
+        1,
+        "the sidecar's heartbeats"
+    );
+    drop(sidecar);
     cluster.start_server(leading);
     eventually(
         Duration::from_secs(30),
