@@ -9,8 +9,8 @@
 #   4. A monitoring system's consul_sd_configs discovers, scrapes and drops trellis-registered
 #      instances: VictoriaMetrics (Debian package `victoria-metrics`), and Prometheus as well
 #      when the installed one was built with Consul SD (Debian's is not; see README.md).
-#   5. py-consul again, against a cluster: three servers (a leader and two followers) sharing a
-#      three-member etcd cluster (Debian's `etcd-server`), the client talking to a follower.
+#   5. All four again, against a cluster: three servers (a leader and two followers) sharing a
+#      three-member etcd cluster (Debian's `etcd-server`), each client talking to a follower.
 #
 # Usage: tests/compat/run.sh            (from anywhere; builds the debug trellis unless given one)
 # Env:   TRELLIS_BIN           trellis binary (default $CARGO_TARGET_DIR or target, /debug/trellis,
@@ -92,7 +92,7 @@ say "npm consul against $TRELLIS_BIN"
 NODE_PATH="$node_dir/node_modules" node "$here/node/node_consul_test.js" || status=1
 say "consul_sd_configs against $TRELLIS_BIN"
 (cd "$here" && "$venv/bin/python" service_discovery_test.py "${scrapers[@]}") || status=1
-say "py-consul against a follower of three servers on a three-member etcd cluster"
+say "again, against three servers on a three-member etcd cluster: py-consul against a follower"
 command -v etcd >/dev/null || "$root/scripts/install-deps" || die "scripts/install-deps failed"
 etcd_dir="$(mktemp -d)"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -114,7 +114,15 @@ for _ in $(seq 200); do
     ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && break
     sleep 0.1
 done
-(cd "$here" && TRELLIS_COMPAT_ETCD="$endpoints" "$venv/bin/python" consul_client_test.py) || status=1
+export TRELLIS_COMPAT_ETCD="$endpoints"
+(cd "$here" && "$venv/bin/python" consul_client_test.py) || status=1
+say "OpenTelemetry Python SDK against a follower of the three servers"
+(cd "$here" && "$venv/bin/python" otel_sdk_test.py) || status=1
+say "npm consul against a follower of the three servers"
+NODE_PATH="$node_dir/node_modules" node "$here/node/node_consul_test.js" || status=1
+say "consul_sd_configs against a follower of the three servers"
+(cd "$here" && "$venv/bin/python" service_discovery_test.py "${scrapers[@]}") || status=1
+unset TRELLIS_COMPAT_ETCD
 kill "${etcd_pids[@]}"; wait "${etcd_pids[@]}" 2>/dev/null || true
 rm -rf "$etcd_dir"
 

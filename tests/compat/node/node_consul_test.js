@@ -13,22 +13,20 @@ const Consul = require("consul");
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function startTrellis() {
-  const bin = process.env.TRELLIS_BIN || "target/debug/trellis";
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "trellis-compat-node-"));
-  const child = spawn(
-    bin,
-    ["server", "--http", "127.0.0.1:0", "--data-dir", path.join(dataDir, "data"), "--node-name", "compat-node-js"],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  const output = [];
+// One `trellis server` with `args`; resolves with the child and its HTTP address.
+async function spawnServer(bin, args, output) {
+  const child = spawn(bin, ["server", "--http", "127.0.0.1:0", "--node-name", "compat-node-js", ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const seen = [];
   const addr = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("trellis did not report its address:\n" + output.join(""))), 30000);
     child.on("exit", (code) => reject(new Error(`trellis exited with ${code}:\n` + output.join(""))));
     child.stderr.on("data", (d) => output.push(String(d)));
     child.stdout.on("data", (d) => {
       output.push(String(d));
-      const m = /HTTP API listening on http:\/\/(\S+)/.exec(output.join(""));
+      seen.push(String(d));
+      const m = /HTTP API listening on http:\/\/(\S+)/.exec(seen.join(""));
       if (m) {
         clearTimeout(timer);
         resolve(m[1]);
@@ -36,6 +34,30 @@ async function startTrellis() {
     });
   });
   child.removeAllListeners("exit");
+  return { child, addr };
+}
+
+// A server on a free port; with TRELLIS_COMPAT_ETCD (etcd client URLs), three sharing a fresh
+// prefix there, as tests/compat/trellis_proc.py starts them: the client talks to the last
+// follower, so every write is forwarded to the leader and every read comes from a replica.
+async function startTrellis() {
+  const bin = process.env.TRELLIS_BIN || "target/debug/trellis";
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "trellis-compat-node-"));
+  const output = [];
+  const servers = [];
+  const etcd = process.env.TRELLIS_COMPAT_ETCD;
+  if (etcd) {
+    const prefix = `/compat-node-${process.pid}-${Date.now()}/`;
+    const members = etcd.split(",");
+    for (const [n, name] of ["leader", "follower", "data"].entries()) {
+      const endpoints = [...members.slice(n % members.length), ...members.slice(0, n % members.length)].join(",");
+      const cluster = ["--store", "etcd", "--etcd", endpoints, "--etcd-prefix", prefix, "--etcd-lease-ttl", "2s"];
+      servers.push(await spawnServer(bin, [...cluster, "--data-dir", path.join(dataDir, name)], output));
+    }
+  } else {
+    servers.push(await spawnServer(bin, ["--data-dir", path.join(dataDir, "data")], output));
+  }
+  const addr = servers[servers.length - 1].addr;
   const [host, port] = [addr.slice(0, addr.lastIndexOf(":")), addr.slice(addr.lastIndexOf(":") + 1)];
   return {
     host,
@@ -43,7 +65,7 @@ async function startTrellis() {
     url: `http://${addr}`,
     output,
     stop() {
-      child.kill("SIGTERM");
+      for (const { child } of servers.reverse()) child.kill("SIGTERM");
       fs.rmSync(dataDir, { recursive: true, force: true });
     },
   };
