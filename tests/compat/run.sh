@@ -84,15 +84,19 @@ fi
 
 # --- run -------------------------------------------------------------------------------------
 status=0
-say "py-consul against $TRELLIS_BIN"
-(cd "$here" && "$venv/bin/python" consul_client_test.py) || status=1
-say "OpenTelemetry Python SDK (OTLP/HTTP and OTLP/gRPC exporters) against $TRELLIS_BIN"
-(cd "$here" && "$venv/bin/python" otel_sdk_test.py) || status=1
-say "npm consul against $TRELLIS_BIN"
-NODE_PATH="$node_dir/node_modules" node "$here/node/node_consul_test.js" || status=1
-say "consul_sd_configs against $TRELLIS_BIN"
-(cd "$here" && "$venv/bin/python" service_discovery_test.py "${scrapers[@]}") || status=1
-say "again, against three servers on a three-member etcd cluster: py-consul against a follower"
+# The four clients against `$1` (said in the log); TRELLIS_COMPAT_ETCD, when set, makes each
+# start three servers on that etcd cluster instead of one.
+run_clients() {
+    say "py-consul against $1"
+    (cd "$here" && "$venv/bin/python" consul_client_test.py) || status=1
+    say "OpenTelemetry Python SDK (OTLP/HTTP and OTLP/gRPC exporters) against $1"
+    (cd "$here" && "$venv/bin/python" otel_sdk_test.py) || status=1
+    say "npm consul against $1"
+    NODE_PATH="$node_dir/node_modules" node "$here/node/node_consul_test.js" || status=1
+    say "consul_sd_configs against $1"
+    (cd "$here" && "$venv/bin/python" service_discovery_test.py "${scrapers[@]}") || status=1
+}
+run_clients "$TRELLIS_BIN"
 command -v etcd >/dev/null || "$root/scripts/install-deps" || die "scripts/install-deps failed"
 etcd_dir="$(mktemp -d)"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -114,15 +118,7 @@ for _ in $(seq 200); do
     ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && break
     sleep 0.1
 done
-export TRELLIS_COMPAT_ETCD="$endpoints"
-(cd "$here" && "$venv/bin/python" consul_client_test.py) || status=1
-say "OpenTelemetry Python SDK against a follower of the three servers"
-(cd "$here" && "$venv/bin/python" otel_sdk_test.py) || status=1
-say "npm consul against a follower of the three servers"
-NODE_PATH="$node_dir/node_modules" node "$here/node/node_consul_test.js" || status=1
-say "consul_sd_configs against a follower of the three servers"
-(cd "$here" && "$venv/bin/python" service_discovery_test.py "${scrapers[@]}") || status=1
-unset TRELLIS_COMPAT_ETCD
+TRELLIS_COMPAT_ETCD="$endpoints" run_clients "a follower of three servers on a three-member etcd cluster"
 kill "${etcd_pids[@]}"; wait "${etcd_pids[@]}" 2>/dev/null || true
 rm -rf "$etcd_dir"
 
