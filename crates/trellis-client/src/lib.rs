@@ -80,6 +80,27 @@ impl Error {
     }
 }
 
+/// How many times a request that was never written is sent again (see [`never_sent`]).
+const RESENDS: usize = 2;
+
+/// Whether hyper dropped the request before writing any of it, because its new connection
+/// closed first: what a TLS 1.3 server that refuses the client's certificate does right after
+/// the handshake, its alert then reaching nobody. Safe to send again, whatever the method; the
+/// next attempt usually reads the alert and says what is wrong.
+fn never_sent(error: &reqwest::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = next {
+        if current
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        next = current.source();
+    }
+    false
+}
+
 /// A transport failure in a few words: what went wrong and the innermost cause
 /// ("connection refused (os error 111)"), instead of reqwest's four nested messages.
 fn describe(error: &reqwest::Error) -> String {
@@ -310,17 +331,25 @@ impl Client {
         let mut request = request
             .build()
             .map_err(|cause| transport(&self.bases[at], cause))?;
-        let mut tried = 1;
+        let (mut tried, mut resent) = (1, 0);
         loop {
             // A body that cannot be cloned (a stream) is sent once, without failover.
-            let again = (tried < self.bases.len())
-                .then(|| request.try_clone())
-                .flatten();
+            let again = request.try_clone();
             let cause = match self.http.execute(request).await {
                 Ok(response) => return Ok(response),
                 Err(cause) => cause,
             };
-            let Some(mut next_request) = again.filter(|_| cause.is_connect()) else {
+            if never_sent(&cause)
+                && resent < RESENDS
+                && let Some(same) = again.as_ref().and_then(reqwest::Request::try_clone)
+            {
+                resent += 1;
+                request = same;
+                continue;
+            }
+            let Some(mut next_request) =
+                again.filter(|_| cause.is_connect() && tried < self.bases.len())
+            else {
                 return Err(transport(&self.bases[at], cause));
             };
             let next = (at + 1) % self.bases.len();
