@@ -728,8 +728,16 @@ async fn a_cluster_in_namespaces_keeps_every_acknowledged_write_through_kills_an
             .unwrap();
         assert_eq!(answer.status(), 200);
     }
+    let leader = leader_of(&client, 1).await.unwrap();
+    let leading = (1..=NODES).find(|n| addr(*n) == leader).unwrap();
+    let survivor = (1..=NODES).find(|n| *n != leading).unwrap();
+    // The sidecar lists the leader first, so it heartbeats to the server that is killed and
+    // has to move.
     let app = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let registries: Vec<String> = (1..=NODES).map(server_url).collect();
+    let registries: Vec<String> = std::iter::once(leading)
+        .chain((1..=NODES).filter(|n| *n != leading))
+        .map(server_url)
+        .collect();
     let sidecar = support::sidecar(
         &registries.join(","),
         "api",
@@ -748,9 +756,11 @@ async fn a_cluster_in_namespaces_keeps_every_acknowledged_write_through_kills_an
         )
         .await;
     }
-    let leader = leader_of(&client, 1).await.unwrap();
-    let leading = (1..=NODES).find(|n| addr(*n) == leader).unwrap();
-    let survivor = (1..=NODES).find(|n| *n != leading).unwrap();
+    assert_eq!(
+        leader_of(&client, survivor).await.as_deref(),
+        Some(leader.as_str()),
+        "the leader did not change meanwhile"
+    );
     cluster.kill_server(leading);
     let killed = Instant::now();
     // For three lease TTLs, no instance is critical on a survivor for longer than one.
