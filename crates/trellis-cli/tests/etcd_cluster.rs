@@ -390,7 +390,7 @@ impl Drop for ProbeTarget {
 /// What the workload did, as its clients saw it.
 struct History {
     /// The clock every operation's call and return times are read on.
-    origin: Instant,
+    clock: Clock,
     /// Registrations answered 200.
     registered: BTreeSet<String>,
     /// Registrations answered otherwise or not at all: may or may not be there.
@@ -403,10 +403,20 @@ struct History {
     ok_writes: usize,
 }
 
+/// Nanoseconds since the history began, one clock for every client.
+#[derive(Clone, Copy)]
+struct Clock(Instant);
+
+impl Clock {
+    fn now(self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
+
 impl History {
     fn new() -> History {
         History {
-            origin: Instant::now(),
+            clock: Clock(Instant::now()),
             registered: BTreeSet::new(),
             uncertain: BTreeSet::new(),
             counter: Vec::new(),
@@ -414,11 +424,15 @@ impl History {
             ok_writes: 0,
         }
     }
+}
 
-    /// Nanoseconds on the history's clock.
-    fn now(&self) -> u64 {
-        self.origin.elapsed().as_nanos() as u64
-    }
+/// How many operations `ops` has, and how many of them got no answer.
+fn described<I, O>(ops: &[Operation<I, O>]) -> String {
+    let unknown = ops
+        .iter()
+        .filter(|op| matches!(op.outcome, Outcome::Unknown))
+        .count();
+    format!("{} ({unknown} with no answer)", ops.len())
 }
 
 /// An operation's outcome from a write answered `true`/`false` with 200; anything else (an
@@ -435,7 +449,8 @@ async fn bool_outcome(answer: reqwest::Result<reqwest::Response>) -> Outcome<boo
     }
 }
 
-/// Adds an operation called and answered at `(call, ret)` to `ops`.
+/// Adds an operation called at `call` and answered (or given up on) at `ret` to `ops`; the
+/// checker takes an operation with no answer as returning never, whatever `ret` says.
 fn record<I, O>(
     ops: &mut Vec<Operation<I, O>>,
     client: usize,
@@ -443,9 +458,12 @@ fn record<I, O>(
     input: I,
     outcome: Outcome<O>,
 ) {
-    ops.push(match outcome {
-        Outcome::Returned(output) => Operation::returned(client, call, ret, input, output),
-        Outcome::Unknown => Operation::unknown(client, call, input),
+    ops.push(Operation {
+        client,
+        call,
+        ret: Some(ret),
+        input,
+        outcome,
     });
 }
 
@@ -460,7 +478,7 @@ async fn workload(id: usize, history: Arc<Mutex<History>>, stop: Arc<AtomicBool>
         .no_proxy()
         .build()
         .unwrap();
-    let now = || async { history.lock().await.now() };
+    let clock = history.lock().await.clock;
     let mut round = 0usize;
     let mut session: Option<String> = None;
     while !stop.load(Ordering::SeqCst) {
@@ -493,7 +511,7 @@ async fn workload(id: usize, history: Arc<Mutex<History>>, stop: Arc<AtomicBool>
         // A consistent read of the counter, then a CAS increment on the index it read. The
         // model compares values, not indexes: each applied CAS writes one more than the value
         // it read, so within a correct history an index names one value.
-        let call = now().await;
+        let call = clock.now();
         let read = client
             .get(format!("{base}/v1/kv/counter?consistent"))
             .send()
@@ -503,7 +521,7 @@ async fn workload(id: usize, history: Arc<Mutex<History>>, stop: Arc<AtomicBool>
             continue; // a read that failed changes nothing: left out
         }
         let entries: serde_json::Value = read.json().await.unwrap();
-        let ret = now().await;
+        let ret = clock.now();
         let index = entries[0]["ModifyIndex"].as_u64().unwrap();
         let value: u64 =
             std::str::from_utf8(&base64_decode(entries[0]["Value"].as_str().unwrap_or("")))
@@ -518,16 +536,16 @@ async fn workload(id: usize, history: Arc<Mutex<History>>, stop: Arc<AtomicBool>
             RegisterOutput::Value(Some(value)),
         );
         history.lock().await.counter.push(read_op);
-        let call = now().await;
+        let call = clock.now();
         let written = client
             .put(format!("{base}/v1/kv/counter?cas={index}"))
             .body((value + 1).to_string())
             .send()
             .await;
         let outcome = bool_outcome(written).await;
+        let ret = clock.now();
         {
             let mut h = history.lock().await;
-            let ret = h.now();
             if outcome == Outcome::Returned(true) {
                 h.ok_writes += 1;
             }
@@ -558,35 +576,43 @@ async fn workload(id: usize, history: Arc<Mutex<History>>, stop: Arc<AtomicBool>
             }
         }
         if let Some(session) = &session {
-            let call = now().await;
+            let call = clock.now();
             let acquired = client
                 .put(format!("{base}/v1/kv/lock?acquire={session}"))
                 .body(format!("client-{id}"))
                 .send()
                 .await;
             let outcome = bool_outcome(acquired).await;
-            {
-                let mut h = history.lock().await;
-                let ret = h.now();
-                let input = LockInput::Acquire(session.clone());
-                record(&mut h.lock, id, (call, ret), input, outcome.clone());
-            }
+            let ret = clock.now();
+            let input = LockInput::Acquire(session.clone());
+            record(
+                &mut history.lock().await.lock,
+                id,
+                (call, ret),
+                input,
+                outcome.clone(),
+            );
             if outcome == Outcome::Returned(true) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             // Released whatever the answer but a refusal: an acquire with no answer may have
             // taken it.
             if outcome != Outcome::Returned(false) {
-                let call = now().await;
+                let call = clock.now();
                 let released = client
                     .put(format!("{base}/v1/kv/lock?release={session}"))
                     .send()
                     .await;
                 let outcome = bool_outcome(released).await;
-                let mut h = history.lock().await;
-                let ret = h.now();
+                let ret = clock.now();
                 let input = LockInput::Release(session.clone());
-                record(&mut h.lock, id, (call, ret), input, outcome);
+                record(
+                    &mut history.lock().await.lock,
+                    id,
+                    (call, ret),
+                    input,
+                    outcome,
+                );
             }
         }
     }
@@ -940,9 +966,10 @@ async fn a_cluster_in_namespaces_keeps_every_acknowledged_write_through_kills_an
     // every answer a client got.
     let mut counter_ops = history.counter.clone();
     // A consistent read may meet a leader change (503): read until one is answered.
-    let (mut call, mut answered) = (history.now(), None);
+    let clock = history.clock;
+    let (mut call, mut answered) = (clock.now(), None);
     for _ in 0..100 {
-        call = history.now();
+        call = clock.now();
         let url = format!("{}/v1/kv/counter?raw&consistent", server_url(1));
         if let Ok(answer) = client.get(url).send().await
             && answer.status() == 200
@@ -956,7 +983,7 @@ async fn a_cluster_in_namespaces_keeps_every_acknowledged_write_through_kills_an
     counter_ops.push(Operation::returned(
         NODES + 1,
         call,
-        history.now(),
+        clock.now(),
         RegisterInput::Read,
         RegisterOutput::Value(Some(last)),
     ));
@@ -968,9 +995,6 @@ async fn a_cluster_in_namespaces_keeps_every_acknowledged_write_through_kills_an
         .iter()
         .filter(|op| op.outcome == Outcome::Returned(RegisterOutput::Applied(true)))
         .count();
-    let unknown = |n: usize, outcomes: &mut dyn Iterator<Item = bool>| {
-        format!("{n} ({} with no answer)", outcomes.filter(|u| *u).count())
-    };
     let held = history
         .lock
         .iter()
@@ -982,14 +1006,8 @@ async fn a_cluster_in_namespaces_keeps_every_acknowledged_write_through_kills_an
         "{} registrations acknowledged ({} uncertain); counter {last}: {} operations, {applied} CAS applied; lock: {} operations, {held} acquired; checked in {checked:?}",
         history.registered.len(),
         history.uncertain.len(),
-        unknown(
-            counter_ops.len(),
-            &mut counter_ops.iter().map(|op| op.outcome == Outcome::Unknown)
-        ),
-        unknown(
-            history.lock.len(),
-            &mut history.lock.iter().map(|op| op.outcome == Outcome::Unknown)
-        ),
+        described(&counter_ops),
+        described(&history.lock),
     );
     assert!(
         counter_verdict.is_linearizable(),

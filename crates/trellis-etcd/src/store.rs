@@ -263,16 +263,14 @@ impl EtcdStore {
         let tenure = &conn.tenure;
         let (revision, lease) = (tenure.lock_revision.load(Ordering::SeqCst), tenure.lease());
         let (reader, lock) = (conn.reader(), conn.layout.lock_key());
-        let asked = conn
-            .runtime
-            .as_ref()
-            .filter(|_| tenure.holds_lock())
-            .map(|runtime| runtime.spawn(async move { reader.key(lock, 0).await }));
+        let asked = tenure
+            .holds_lock()
+            .then(|| conn.detach(async move { reader.key(lock, 0).await }));
         async move {
             let Some(asked) = asked else {
                 return false;
             };
-            matches!(asked.await, Ok(Ok(Some(kv)))
+            matches!(asked.await, Some(Ok(Some(kv)))
                 if kv.create_revision() == revision && kv.lease() == lease)
         }
     }
@@ -290,24 +288,17 @@ impl EtcdStore {
         let conn = &self.conn;
         let (reader, lock, ours) = (conn.reader(), conn.layout.lock_key(), conn.tenure.lease());
         let (mut leases, timeout) = (conn.lease.clone(), conn.timeout);
-        let ended = conn.runtime.as_ref().map(|runtime| {
-            runtime.spawn(async move {
-                let Ok(Some(held)) = reader.key(lock, 0).await else {
-                    return false;
-                };
-                if held.lease() == ours || held.lease() == 0 || !is_holder(held.value()) {
-                    return false;
-                }
-                let revoked = tokio::time::timeout(timeout, leases.revoke(held.lease()));
-                matches!(revoked.await, Ok(Ok(_)))
-            })
-        });
-        async move {
-            match ended {
-                Some(ended) => ended.await.unwrap_or(false),
-                None => false,
+        let ended = conn.detach(async move {
+            let Ok(Some(held)) = reader.key(lock, 0).await else {
+                return false;
+            };
+            if held.lease() == ours || held.lease() == 0 || !is_holder(held.value()) {
+                return false;
             }
-        }
+            let revoked = tokio::time::timeout(timeout, leases.revoke(held.lease()));
+            matches!(revoked.await, Ok(Ok(_)))
+        });
+        async move { ended.await.unwrap_or(false) }
     }
 
     /// How long since this store last heard from a quorum (its lease's last renewal).
@@ -529,6 +520,16 @@ impl Connection {
             timeout: self.timeout,
             endpoints: self.endpoints.clone(),
         }
+    }
+
+    /// Runs `future` on the client's own runtime, for a caller on any other runtime to await
+    /// (`None` once the client is closed).
+    fn detach<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> impl Future<Output = Option<T>> + Send + 'static {
+        let task = self.runtime.as_ref().map(|runtime| runtime.spawn(future));
+        async move { task?.await.ok() }
     }
 
     /// Waits, from any thread, for a read on the client's runtime (each of its requests is

@@ -254,20 +254,30 @@ impl Cluster {
         };
         let id =
             percent_encoding::utf8_percent_encode(check_id, percent_encoding::NON_ALPHANUMERIC);
-        let sent = self
+        let request = self
             .peer()
             .put(leader.url(&format!("{REPORT_PATH}{id}")))
             .timeout(Duration::from_secs(10))
             .header(SECRET_HEADER, secret)
-            .json(&serde_json::json!({"Status": status, "Output": output}))
-            .send()
-            .await;
-        if let Err(error) = sent {
+            .json(&serde_json::json!({"Status": status, "Output": output}));
+        if let Err(error) = self.send_to_leader(&leader, request).await {
             tracing::debug!(%error, check_id, "cannot hand a probe's result to the leader");
-            if error.is_connect() {
-                self.depose_if_gone(&leader).await;
-            }
         }
+    }
+
+    /// Sends `request` (made with [`Cluster::peer`]) to `leader`. When no connection can be
+    /// made, it first checks whether the leader is gone and deposes it if so
+    /// ([`Cluster::depose_if_gone`]), so that a retry finds a new leader.
+    pub async fn send_to_leader(
+        &self,
+        leader: &Holder,
+        request: reqwest::RequestBuilder,
+    ) -> reqwest::Result<reqwest::Response> {
+        let sent = request.send().await;
+        if sent.as_ref().is_err_and(reqwest::Error::is_connect) {
+            self.depose_if_gone(leader).await;
+        }
+        sent
     }
 
     /// Whether this server holds the shared store's lock (false without a shared store).
@@ -288,7 +298,7 @@ impl Cluster {
         }
     }
 
-    /// Called when the leader could not be reached: if its address refuses connections, twice
+    /// Called when the leader could not be connected to: if its address refuses connections, twice
     /// in a row, nothing listens there any more (the process is gone; a live but busy or cut
     /// off server does not refuse, it just does not answer), so its lease is ended and a live
     /// server takes over at once rather than once the lease runs out (etcd's shortest lease is

@@ -46,9 +46,6 @@
 //! assert!(verdict.is_linearizable(), "{verdict}");
 //! ```
 
-// A module of integration-test binaries: each uses only part of it.
-#![allow(dead_code)]
-
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Debug, Write as _};
 use std::hash::Hash;

@@ -5,7 +5,7 @@
 //! server that took them. It also says on every read whether a leader is known.
 
 use super::error::ApiError;
-use crate::cluster::{Holder, REPORT_PATH, SECRET_HEADER};
+use crate::cluster::{Cluster, Holder, REPORT_PATH, SECRET_HEADER};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -74,7 +74,7 @@ pub async fn forward_to_leader(
     let Some(leader) = cluster.leader() else {
         return no_leader();
     };
-    match forward(cluster.peer(), &leader, request).await {
+    match forward(cluster, &leader, request).await {
         Ok(response) => {
             let index = response
                 .headers()
@@ -87,9 +87,6 @@ pub async fn forward_to_leader(
             response
         }
         Err(reason) => {
-            // A leader that is gone is deposed, so that the client's retry finds a new one.
-            let (deposing, gone) = (state.clone(), leader.clone());
-            tokio::spawn(async move { deposing.cluster().depose_if_gone(&gone).await });
             // Once a second at most: clients retry fast while a leader is replaced.
             static WARNED: std::sync::Mutex<Option<std::time::Instant>> =
                 std::sync::Mutex::new(None);
@@ -213,18 +210,16 @@ fn mark_leader(state: &AppState, response: &mut Response) {
     headers.insert("x-consul-lastcontact", HeaderValue::from(contact));
 }
 
-/// Sends `request` to the leader and gives its answer back.
-async fn forward(
-    client: &reqwest::Client,
-    leader: &Holder,
-    request: Request,
-) -> Result<Response, String> {
+/// Sends `request` to the leader and gives its answer back (a leader found gone is deposed
+/// first, so that the client's retry finds a new one).
+async fn forward(cluster: &Cluster, leader: &Holder, request: Request) -> Result<Response, String> {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
         .await
         .map_err(|e| format!("cannot read the request: {e}"))?;
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut outgoing = client
+    let mut outgoing = cluster
+        .peer()
         .request(parts.method, leader.url(path))
         .body(body)
         .header(&FORWARDED, "1");
@@ -233,7 +228,10 @@ async fn forward(
             outgoing = outgoing.header(name, value);
         }
     }
-    let answer = outgoing.send().await.map_err(|e| e.to_string())?;
+    let answer = cluster
+        .send_to_leader(leader, outgoing)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
         if !HOP_BY_HOP.contains(name) && name != header::CONTENT_LENGTH {
