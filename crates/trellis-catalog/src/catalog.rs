@@ -93,6 +93,9 @@ pub struct Catalog {
     /// Whether status changes made in memory (heartbeats, probe results, TTL expiry) are also
     /// written, so that replicas see them (see [`Catalog::set_persist_status`]).
     persist_status: bool,
+    /// Whether [`Catalog::tick`] turns TTL checks whose TTL ran out critical (see
+    /// [`Catalog::set_ttl_expiry`]).
+    ttl_expiry: bool,
 }
 
 impl Default for Catalog {
@@ -118,6 +121,7 @@ impl Catalog {
             config: ConfigStore::new(),
             deadlines: Deadlines::default(),
             persist_status: false,
+            ttl_expiry: true,
         }
     }
 
@@ -128,6 +132,15 @@ impl Catalog {
     /// A catalog built by [`Catalog::restore`] starts with it off: set it again after a reload.
     pub fn set_persist_status(&mut self, on: bool) {
         self.persist_status = on;
+    }
+
+    /// Whether this catalog's own ticks expire TTL checks (on by default). Among servers
+    /// sharing a store each TTL check's expiry is owned by one server, which tells the leader
+    /// with [`Command::ExpireTtl`]: the leader's catalog then keeps no TTL deadline. The
+    /// reaper and session TTLs stay with the catalog either way. Set it before any check is
+    /// added; a catalog built by [`Catalog::restore`] starts with it on.
+    pub fn set_ttl_expiry(&mut self, on: bool) {
+        self.ttl_expiry = on;
     }
 
     /// Rebuilds a catalog from durable records (`index`: the highest index committed).
@@ -574,6 +587,10 @@ impl Catalog {
             } => self
                 .report_check(&check_id, result, output, now, fx)
                 .map(|()| Reply::Done),
+            Command::ExpireTtl { check_id } => {
+                self.expire_ttl_now(&check_id, now, fx);
+                Ok(Reply::Done)
+            }
             Command::KvPut {
                 key,
                 value,
@@ -1025,7 +1042,7 @@ impl Catalog {
                 self.node_checks.insert(id.clone());
             }
         }
-        self.deadlines.set(&id, check.next_deadline());
+        self.deadlines.set(&id, due_at(&check, self.ttl_expiry));
         self.checks.insert(id, Arc::new(check));
     }
 
@@ -1171,7 +1188,7 @@ impl Catalog {
         }
         let from = check.status;
         let changed = Arc::make_mut(check).update_ttl(status, output, now);
-        self.deadlines.set(check_id, check.next_deadline());
+        self.deadlines.set(check_id, due_at(check, self.ttl_expiry));
         if changed {
             self.mark_check_changed(check_id, fx);
             self.record_transition(check_id, Some(from), fx);
@@ -1198,7 +1215,7 @@ impl Catalog {
         let from = check.status;
         let changed = Arc::make_mut(check).report(result, output, now);
         // Going critical starts the reaper's clock; recovering stops it.
-        self.deadlines.set(check_id, check.next_deadline());
+        self.deadlines.set(check_id, due_at(check, self.ttl_expiry));
         if changed {
             self.mark_check_changed(check_id, fx);
             self.record_transition(check_id, Some(from), fx);
@@ -1281,7 +1298,7 @@ impl Catalog {
             };
             // Test before make_mut: published views share these Arcs.
             let from = check.status;
-            if check.ttl_due(now) && Arc::make_mut(check).expire_ttl(now) {
+            if self.ttl_expiry && check.ttl_due(now) && Arc::make_mut(check).expire_ttl(now) {
                 expired.push((check_id.clone(), from));
             }
             if check.should_reap(now)
@@ -1291,20 +1308,10 @@ impl Catalog {
             }
             // Everything due by `now` was just acted on (an expiry with a zero reaper delay is
             // reaped in the same tick): only a later deadline goes back in the queue.
-            let next = check.next_deadline().filter(|deadline| *deadline > now);
+            let next = due_at(check, self.ttl_expiry).filter(|deadline| *deadline > now);
             self.deadlines.set(&check_id, next);
         }
-        if !expired.is_empty() {
-            // Everything that expired in this tick changes at one index, as one batch: thousands
-            // of TTLs running out together take one number and wake each waiter once.
-            let index = self.index.bump();
-            for (check_id, from) in expired {
-                self.set_check_modified(&check_id, index, fx);
-                self.touch_check_owner(&check_id, index, fx);
-                self.record_transition(&check_id, Some(from), fx);
-                self.invalidate_sessions_of_check(&check_id, index, now, fx);
-            }
-        }
+        self.mark_expired(expired, now, fx);
         for service_id in reap {
             // Already gone is fine: the reaper and a client may race.
             let _ = self.deregister(&service_id, now, fx);
@@ -1317,6 +1324,80 @@ impl Catalog {
             }
         }
         self.sessions.prune_lock_delays(now);
+    }
+
+    /// Checks whose TTL ran out, with the status each had, change at one index, as one
+    /// batch: thousands of TTLs running out together take one number and wake each waiter
+    /// once. Their sessions go at that index.
+    fn mark_expired(
+        &mut self,
+        expired: Vec<(Arc<str>, CheckStatus)>,
+        now: Duration,
+        fx: &mut Effects,
+    ) {
+        if expired.is_empty() {
+            return;
+        }
+        let index = self.index.bump();
+        for (check_id, from) in expired {
+            self.set_check_modified(&check_id, index, fx);
+            self.touch_check_owner(&check_id, index, fx);
+            self.record_transition(&check_id, Some(from), fx);
+            self.invalidate_sessions_of_check(&check_id, index, now, fx);
+        }
+    }
+
+    /// [`Command::ExpireTtl`]: the server that owns the check's expiry saw its TTL run out.
+    /// A check that is gone, not a TTL check, or critical already is left as it is (the
+    /// owner's view may be behind the leader's).
+    fn expire_ttl_now(&mut self, check_id: &str, now: Duration, fx: &mut Effects) {
+        let Some(check) = self.checks.get_mut(check_id) else {
+            return;
+        };
+        let from = check.status;
+        if !matches!(check.definition.kind, CheckKind::Ttl { .. }) || from == CheckStatus::Critical
+        {
+            return;
+        }
+        let check = Arc::make_mut(check);
+        check.force_expire(now);
+        let id: Arc<str> = Arc::from(check_id);
+        // Critical now: the reaper's clock runs.
+        self.deadlines.set(&id, due_at(check, self.ttl_expiry));
+        self.mark_expired(vec![(id, from)], now, fx);
+    }
+
+    /// Whether a TTL heartbeat of `status` and `output` would change check `check_id` as this
+    /// catalog has it: a heartbeat that changes nothing is only a new deadline, which the
+    /// server owning the check's expiry keeps in memory, with no write. Refused as
+    /// [`Command::UpdateTtl`] would refuse it (an unknown check, a check that is not a TTL
+    /// check).
+    pub fn ttl_heartbeat_changes(
+        &self,
+        check_id: &str,
+        status: CheckStatus,
+        output: &str,
+    ) -> Result<bool, CatalogError> {
+        let check = self
+            .checks
+            .get(check_id)
+            .ok_or_else(|| CatalogError::NotFound(format!("unknown check ID {check_id:?}")))?;
+        if !matches!(check.definition.kind, CheckKind::Ttl { .. }) {
+            return Err(CatalogError::Invalid(format!(
+                "check {check_id:?} is not a TTL check"
+            )));
+        }
+        Ok(check.status != status || check.output != output)
+    }
+}
+
+/// When `check` next needs a tick: its own next deadline, without the TTL's when the catalog
+/// does not expire TTLs itself (see [`Catalog::set_ttl_expiry`]).
+fn due_at(check: &Check, ttl_expiry: bool) -> Option<Duration> {
+    if ttl_expiry || check.status == CheckStatus::Critical {
+        check.next_deadline()
+    } else {
+        None
     }
 }
 

@@ -196,6 +196,13 @@ impl Check {
         }
     }
 
+    /// Marks a TTL check critical because the server owning its expiry saw the TTL run out
+    /// (its own deadline, kept elsewhere); returns whether it changed.
+    pub(crate) fn force_expire(&mut self, now: Duration) -> bool {
+        self.ttl_deadline = None;
+        self.set(CheckStatus::Critical, "TTL expired".into(), now)
+    }
+
     /// When something next happens to this check by itself: a TTL check that is not critical
     /// expires at its TTL deadline; a critical service check with `DeregisterCriticalServiceAfter`
     /// is reaped that long after it went critical. `None` when nothing is pending.

@@ -29,6 +29,11 @@ pub enum Command {
         status: CheckStatus,
         output: String,
     },
+    /// A TTL check's TTL ran out on the server that owns its expiry (servers sharing a store,
+    /// see [`crate::Catalog::set_ttl_expiry`]): it turns critical unless it is already.
+    ExpireTtl {
+        check_id: String,
+    },
     /// A probe result of an active check (HTTP, TCP, gRPC, script; memory-only, through
     /// hysteresis).
     ReportCheck {

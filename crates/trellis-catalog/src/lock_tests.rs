@@ -874,3 +874,97 @@ fn property_locks_never_outlive_their_sessions() {
         "only {lost_to_checks} lock holders lost to a failing check"
     );
 }
+
+/// Among servers sharing a store the leader's catalog keeps no TTL deadline: the server that
+/// owns a check's expiry says when it ran out, with `ExpireTtl`, which does what a tick's expiry
+/// does (critical, "TTL expired", one index, written, the check's sessions gone, the reaper's
+/// clock started) and nothing to a check that is critical already or not a TTL check.
+#[test]
+fn without_ttl_expiry_only_expire_ttl_turns_a_ttl_check_critical() {
+    let mut c = Catalog::new();
+    c.set_ttl_expiry(false);
+    c.set_persist_status(true);
+    let registration = ServiceRegistration::from_json(json!({"Name": "web", "ID": "w1",
+        "Check": {"TTL": "10s", "Status": "passing", "DeregisterCriticalServiceAfter": "30s"}}))
+    .unwrap();
+    ok(
+        &mut c,
+        Command::Register {
+            registration,
+            replace_existing_checks: false,
+        },
+        secs(0),
+    );
+    create(&mut c, "s1", json!({"Checks": ["service:w1"]}), secs(0));
+    assert_eq!(c.next_deadline(), None, "no TTL deadline, no session TTL");
+    tick(&mut c, secs(60));
+    let check = c.check("service:w1").unwrap();
+    assert_eq!(
+        check.status,
+        CheckStatus::Passing,
+        "the tick leaves TTLs alone"
+    );
+
+    let before = c.index();
+    let mut fx = Effects::default();
+    let expire = |id: &str| Command::ExpireTtl {
+        check_id: id.into(),
+    };
+    c.apply(expire("service:w1"), secs(60), &mut fx).unwrap();
+    let check = c.check("service:w1").unwrap();
+    assert_eq!(
+        (check.status, check.output.as_str(), check.modify_index),
+        (CheckStatus::Critical, "TTL expired", before + 1)
+    );
+    assert!(fx.writes.contains(&Write::Check {
+        id: "service:w1".into(),
+        owner: Some("w1".into())
+    }));
+    assert!(c.session("s1").is_none(), "the check's session is gone");
+    assert_eq!(fx.transitions.len(), 1);
+    assert_eq!(c.next_deadline(), Some(secs(90)), "the reaper's clock runs");
+
+    let mut fx = Effects::default();
+    c.apply(expire("service:w1"), secs(61), &mut fx).unwrap();
+    c.apply(expire("no-such-check"), secs(61), &mut fx).unwrap();
+    assert_eq!(
+        (c.index(), fx.writes.len()),
+        (before + 1, 0),
+        "nothing again"
+    );
+
+    // A heartbeat brings it back; the catalog still sets no TTL deadline.
+    ttl_update(&mut c, "service:w1", CheckStatus::Passing, secs(62));
+    assert_eq!(c.next_deadline(), None);
+    tick(&mut c, secs(90));
+    assert!(c.instance("w1").is_some(), "not reaped once passing again");
+}
+
+#[test]
+fn a_heartbeat_changes_the_check_only_with_a_new_status_or_output() {
+    let mut c = Catalog::new();
+    register_ttl_service(&mut c, "w1", "passing");
+    let changes =
+        |c: &Catalog, status, output: &str| c.ttl_heartbeat_changes("service:w1", status, output);
+    assert!(!changes(&c, CheckStatus::Passing, "").unwrap());
+    assert!(changes(&c, CheckStatus::Warning, "").unwrap());
+    assert!(changes(&c, CheckStatus::Passing, "busy").unwrap());
+    assert!(matches!(
+        c.ttl_heartbeat_changes("nope", CheckStatus::Passing, ""),
+        Err(CatalogError::NotFound(_))
+    ));
+    ok(
+        &mut c,
+        Command::RegisterCheck {
+            check: serde_json::from_value(
+                json!({"ID": "tcp", "Name": "tcp", "TCP": "127.0.0.1:1", "Interval": "10s"}),
+            )
+            .unwrap(),
+        },
+        secs(0),
+    );
+    assert!(matches!(
+        c.ttl_heartbeat_changes("tcp", CheckStatus::Passing, ""),
+        Err(CatalogError::Invalid(_))
+    ));
+}

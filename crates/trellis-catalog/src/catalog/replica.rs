@@ -198,7 +198,8 @@ impl Catalog {
             // Arcs shared with published views are copied once, here, not on every heartbeat.
             let check = Arc::make_mut(check);
             check.reset_timers(now);
-            self.deadlines.set(id, check.next_deadline());
+            self.deadlines
+                .set(id, super::due_at(check, self.ttl_expiry));
         }
         let doomed = self
             .sessions
