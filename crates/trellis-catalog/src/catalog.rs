@@ -137,10 +137,13 @@ impl Catalog {
     /// Whether this catalog's own ticks expire TTL checks (on by default). Among servers
     /// sharing a store each TTL check's expiry is owned by one server, which tells the leader
     /// with [`Command::ExpireTtl`]: the leader's catalog then keeps no TTL deadline. The
-    /// reaper and session TTLs stay with the catalog either way. Set it before any check is
-    /// added; a catalog built by [`Catalog::restore`] starts with it on.
+    /// reaper and session TTLs stay with the catalog either way. A catalog built by
+    /// [`Catalog::restore`] starts with it on.
     pub fn set_ttl_expiry(&mut self, on: bool) {
         self.ttl_expiry = on;
+        for (id, check) in &self.checks {
+            self.deadlines.set(id, due_at(check, on));
+        }
     }
 
     /// Rebuilds a catalog from durable records (`index`: the highest index committed).

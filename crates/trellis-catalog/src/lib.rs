@@ -30,7 +30,7 @@ pub use session::{
     MAX_LOCK_DELAY, MAX_SESSIONS, SESSION_TTL_MAX, SESSION_TTL_MIN, SESSION_TTL_MULTIPLIER,
     session_ttl,
 };
-pub use tick::TICK_BUDGET;
+pub use tick::{Deadlines, TICK_BUDGET};
 pub use txn::TxnOutcome;
 
 #[cfg(test)]

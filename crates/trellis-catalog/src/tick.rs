@@ -21,7 +21,7 @@ pub const TICK_BUDGET: usize = 16_384;
 
 /// Deadlines by ID, soonest first.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Deadlines {
+pub struct Deadlines {
     queue: BTreeSet<(Duration, Arc<str>)>,
     of: HashMap<Arc<str>, Duration>,
 }
@@ -29,7 +29,7 @@ pub(crate) struct Deadlines {
 impl Deadlines {
     /// Sets (`Some`) or clears (`None`) the deadline of `id`. O(log n), and no allocation when
     /// `id` already has one; nothing to do when the deadline stays where it is.
-    pub(crate) fn set(&mut self, id: &str, deadline: Option<Duration>) {
+    pub fn set(&mut self, id: &str, deadline: Option<Duration>) {
         let Some(new) = deadline else {
             return self.clear(id);
         };
@@ -51,19 +51,19 @@ impl Deadlines {
     }
 
     /// Forgets `id`'s deadline.
-    pub(crate) fn clear(&mut self, id: &str) {
+    pub fn clear(&mut self, id: &str) {
         if let Some((key, old)) = self.of.remove_entry(id) {
             self.queue.remove(&(old, key));
         }
     }
 
     /// The deadline of `id`, if it has one.
-    pub(crate) fn get(&self, id: &str) -> Option<Duration> {
+    pub fn get(&self, id: &str) -> Option<Duration> {
         self.of.get(id).copied()
     }
 
     /// The earliest deadline.
-    pub(crate) fn next(&self) -> Option<Duration> {
+    pub fn next(&self) -> Option<Duration> {
         self.queue.first().map(|(deadline, _)| *deadline)
     }
 
@@ -78,7 +78,7 @@ impl Deadlines {
 
     /// Takes out at most `limit` IDs due at `now`, soonest first. The caller acts on each and
     /// sets its next deadline, if it has one still to come.
-    pub(crate) fn pop_due(&mut self, now: Duration, limit: usize) -> Vec<Arc<str>> {
+    pub fn pop_due(&mut self, now: Duration, limit: usize) -> Vec<Arc<str>> {
         let mut due = Vec::new();
         while due.len() < limit {
             match self.queue.first() {

@@ -1016,3 +1016,191 @@ async fn servers_with_tls_forward_to_each_other_over_https() {
             .is_ok_and(|r| r.status() == 400)
     );
 }
+
+/// etcd's revision: how many writes it has taken.
+fn revision(member: &EtcdProcess) -> u64 {
+    let out =
+        trellis_etcd::testing::etcdctl(&member.client_url, &["get", "/", "-w", "json"]).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    status["header"]["revision"].as_u64().unwrap()
+}
+
+/// TTL checks among three servers: each check's expiry is owned by one of them (rendezvous, as
+/// active probes), heartbeats sent to any server reach the owner and write nothing while they
+/// change nothing, and a check whose heartbeats stop turns critical on every server within
+/// about its TTL, whichever server owns it (the leader's own catalog expires none). When a
+/// server is killed, heartbeats that were handed to it go to the survivors, so no check that
+/// is heartbeated turns critical, and the checks it owned still expire once their heartbeats
+/// stop.
+#[tokio::test]
+async fn ttl_checks_are_expired_by_their_owner_and_move_when_it_dies() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    // Enough that the half that stops beating is owned by more than one server (all twelve
+    // on one of three: odds of 1 in 177,000).
+    const CHECKS: usize = 24;
+    let member = EtcdProcess::start();
+    let data: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let https: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", support::free_port()))
+        .collect();
+    let mut servers = Vec::new();
+    for (n, name) in ["server-a", "server-b", "server-c"].iter().enumerate() {
+        servers.push(spawn_member(
+            &member,
+            "/ttl/",
+            &https[n],
+            name,
+            data[n].path(),
+        ));
+        if n == 0 {
+            support::eventually(
+                std::time::Duration::from_secs(10),
+                "server-a leads",
+                || async { member.value("/ttl/lock").contains("server-a") },
+            )
+            .await;
+        }
+    }
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "three members",
+        || async { member.keys("/ttl/members/").len() == 3 },
+    )
+    .await;
+    let client = http();
+    for n in 0..CHECKS {
+        let answer = client
+            .put(format!("http://{}/v1/agent/service/register", https[1]))
+            .json(&json!({"ID": format!("api-{n}"), "Name": "api", "Port": 80,
+                "Check": {"TTL": "2s", "Status": "passing"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    // Heartbeats to server-c, every 300 ms, for the checks still `beating`.
+    let beating: std::sync::Arc<Vec<AtomicBool>> =
+        std::sync::Arc::new((0..CHECKS).map(|_| AtomicBool::new(true)).collect());
+    let refused = std::sync::Arc::new(AtomicUsize::new(0));
+    let heartbeats = tokio::spawn({
+        let (beating, refused, to) = (beating.clone(), refused.clone(), https[2].clone());
+        async move {
+            let client = http();
+            loop {
+                for n in (0..CHECKS).filter(|n| beating[*n].load(Ordering::SeqCst)) {
+                    let url = format!("http://{to}/v1/agent/check/pass/service:api-{n}");
+                    match client.put(&url).send().await {
+                        Ok(answer) if answer.status() == 200 => {}
+                        _ => {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+        }
+    });
+    let passing_on = |server: String| async move {
+        let checks = get_json(&format!("http://{server}/v1/health/checks/api")).await;
+        let mut passing = [false; CHECKS];
+        for check in checks.as_array().unwrap() {
+            let n: usize = check["ServiceID"].as_str().unwrap()["api-".len()..]
+                .parse()
+                .unwrap();
+            passing[n] = check["Status"] == "passing";
+        }
+        passing
+    };
+    // Past several TTLs, everything is passing, and unchanged heartbeats wrote nothing.
+    let before = revision(&member);
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(
+        revision(&member),
+        before,
+        "heartbeats that change nothing write nothing"
+    );
+    for server in &https {
+        assert_eq!(passing_on(server.clone()).await, [true; CHECKS], "{server}");
+    }
+    // Half the checks stop beating: they turn critical on every server, whoever owns them.
+    for beat in &beating[..CHECKS / 2] {
+        beat.store(false, Ordering::SeqCst);
+    }
+    let half: [bool; CHECKS] = std::array::from_fn(|n| n >= CHECKS / 2);
+    support::eventually(
+        std::time::Duration::from_secs(6),
+        "the checks whose heartbeats stopped are critical everywhere",
+        || async {
+            for server in &https {
+                if passing_on(server.clone()).await != half {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    // Each server expired its own share: the leader's catalog expires none by itself.
+    let mut expired = Vec::new();
+    for server in &https {
+        let text = support::get_text(&format!("http://{server}/metrics")).await;
+        let count = text
+            .lines()
+            .find_map(|l| l.strip_prefix("trellis_check_ttl_expired_total "))
+            .map_or(0, |v| v.trim().parse::<f64>().unwrap() as usize);
+        expired.push(count);
+    }
+    assert_eq!(
+        expired.iter().sum::<usize>(),
+        CHECKS / 2,
+        "expiries by server: {expired:?}"
+    );
+    assert!(
+        expired.iter().filter(|n| **n > 0).count() >= 2,
+        "expiries by server: {expired:?}"
+    );
+    // Heartbeats again for all: every check passes (a write each, the status changes).
+    for beat in beating.iter() {
+        beat.store(true, Ordering::SeqCst);
+    }
+    support::eventually(
+        std::time::Duration::from_secs(5),
+        "every check passing again",
+        || async { passing_on(https[0].clone()).await == [true; CHECKS] },
+    )
+    .await;
+    // server-b dies: for three TTLs, no heartbeated check is ever seen critical.
+    servers[1].kill().unwrap();
+    servers[1].wait().unwrap();
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < std::time::Duration::from_secs(6) {
+        for server in [&https[0], &https[2]] {
+            assert_eq!(
+                passing_on(server.clone()).await,
+                [true; CHECKS],
+                "a heartbeated check went critical on {server} after server-b died"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        0,
+        "no heartbeat was refused"
+    );
+    // Every heartbeat stops: the two survivors expire every check, server-b's share too.
+    heartbeats.abort();
+    support::eventually(
+        std::time::Duration::from_secs(6),
+        "every check critical on both survivors",
+        || async {
+            passing_on(https[0].clone()).await == [false; CHECKS]
+                && passing_on(https[2].clone()).await == [false; CHECKS]
+        },
+    )
+    .await;
+    for mut server in servers {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+}

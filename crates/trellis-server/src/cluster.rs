@@ -73,6 +73,8 @@ pub struct Cluster {
     /// feed reports them: among them the active probes are shared out.
     me: String,
     members: parking_lot::RwLock<BTreeMap<String, Holder>>,
+    /// Bumped each time the members changed (the checks each server owns move).
+    members_changed: watch::Sender<u64>,
     /// The secret the servers of the store share (see `trellis_etcd::EtcdStore::shared_secret`).
     secret: std::sync::OnceLock<String>,
     /// The client this server talks to the others with, once set (HTTPS among servers with
@@ -124,6 +126,7 @@ impl Cluster {
             store: None,
             me: String::new(),
             members: parking_lot::RwLock::new(BTreeMap::new()),
+            members_changed: watch::channel(0).0,
             secret: std::sync::OnceLock::new(),
             peer: std::sync::OnceLock::new(),
             deposed_at: parking_lot::Mutex::new(None),
@@ -201,11 +204,19 @@ impl Cluster {
             Some(holder) => members.insert(id, holder),
             None => members.remove(&id),
         };
+        drop(members);
+        self.members_changed.send_modify(|n| *n += 1);
     }
 
     /// Forgets every member: the store's feed names the live ones again.
     pub fn clear_members(&self) {
         self.members.write().clear();
+        self.members_changed.send_modify(|n| *n += 1);
+    }
+
+    /// Changes each time the members change.
+    pub fn subscribe_members(&self) -> watch::Receiver<u64> {
+        self.members_changed.subscribe()
     }
 
     /// The live members sharing the store, as they announced themselves.
@@ -247,22 +258,50 @@ impl Cluster {
         rendezvous(members.keys().map(String::as_str), check_id) == Some(self.me.as_str())
     }
 
-    /// Hands a probe's result to the leader (a follower's probes: only the leader writes).
-    pub async fn report_to_leader(&self, check_id: &str, status: &str, output: &str) {
+    /// Who owns check `check_id`'s probes and TTL expiry ([`Cluster::probes`]): this server,
+    /// or another live member and where to reach it.
+    pub fn owner(&self, check_id: &str) -> Owner {
+        if self.probes(check_id) {
+            return Owner::Me;
+        }
+        let members = self.members.read();
+        let owner = rendezvous(members.keys().map(String::as_str), check_id)
+            .and_then(|id| members.get(id))
+            .filter(|holder| !holder.address.is_empty());
+        match owner.cloned().or_else(|| self.leader()) {
+            Some(holder) => Owner::Other(holder),
+            // Nobody else to hand it to: this server does what it can.
+            None => Owner::Me,
+        }
+    }
+
+    /// Hands what a check's owner found to the leader, which writes it; the leader's index
+    /// once it has (to catch up with), or why not.
+    pub async fn report(&self, report: &CheckReport) -> Result<u64, String> {
         let (Some(leader), Some(secret)) = (self.leader(), self.secret()) else {
-            return; // no leader now: the next probe reports again
+            return Err("no cluster leader".to_owned());
         };
-        let id =
-            percent_encoding::utf8_percent_encode(check_id, percent_encoding::NON_ALPHANUMERIC);
         let request = self
             .peer()
-            .put(leader.url(&format!("{REPORT_PATH}{id}")))
+            .put(leader.url(REPORT_PATH))
             .timeout(Duration::from_secs(10))
             .header(SECRET_HEADER, secret)
-            .json(&serde_json::json!({"Status": status, "Output": output}));
-        if let Err(error) = self.send_to_leader(&leader, request).await {
-            tracing::debug!(%error, check_id, "cannot hand a probe's result to the leader");
+            .json(report);
+        let answer = self
+            .send_to_leader(&leader, request)
+            .await
+            .map_err(|error| format!("cannot reach the cluster leader {}: {error}", leader.node))?;
+        if !answer.status().is_success() {
+            let status = answer.status();
+            let reason = answer.text().await.unwrap_or_default();
+            return Err(format!("the leader answered {status}: {}", reason.trim()));
         }
+        Ok(answer
+            .headers()
+            .get(LEADER_INDEX)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 
     /// Sends `request` (made with [`Cluster::peer`]) to `leader`. When no connection can be
@@ -387,8 +426,71 @@ pub fn peer_client_builder() -> reqwest::ClientBuilder {
 /// The least time between two attempts of one server to depose an unreachable leader.
 pub const DEPOSE_PAUSE: Duration = Duration::from_secs(1);
 
-/// Where a follower hands the leader a probe's result (the leader's HTTP API, internal).
-pub const REPORT_PATH: &str = "/v1/trellis/internal/check-result/";
+/// Where a check's owner hands the leader what it found (the leader's HTTP API, internal).
+pub const REPORT_PATH: &str = "/v1/trellis/internal/check-report";
+/// The leader's global index when it answered a request another server sent it.
+pub const LEADER_INDEX: &str = "x-trellis-index";
+
+/// Who owns a check's probes and TTL expiry (see [`Cluster::owner`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Me,
+    Other(Holder),
+}
+
+/// What a check's owner hands the leader: a probe's result, a TTL heartbeat that changes the
+/// check, or TTL checks whose TTL ran out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckReport {
+    Probe {
+        #[serde(rename = "CheckID")]
+        check_id: String,
+        #[serde(rename = "Status")]
+        status: trellis_types::CheckStatus,
+        #[serde(rename = "Output", default)]
+        output: String,
+    },
+    Heartbeat {
+        #[serde(rename = "CheckID")]
+        check_id: String,
+        #[serde(rename = "Status")]
+        status: trellis_types::CheckStatus,
+        #[serde(rename = "Output", default)]
+        output: String,
+    },
+    Expired(Vec<String>),
+}
+
+impl CheckReport {
+    /// The commands the leader applies for it.
+    pub fn into_commands(self) -> Vec<trellis_catalog::Command> {
+        use trellis_catalog::Command;
+        match self {
+            Self::Probe {
+                check_id,
+                status,
+                output,
+            } => vec![Command::ReportCheck {
+                check_id,
+                result: status,
+                output,
+            }],
+            Self::Heartbeat {
+                check_id,
+                status,
+                output,
+            } => vec![Command::UpdateTtl {
+                check_id,
+                status,
+                output,
+            }],
+            Self::Expired(ids) => ids
+                .into_iter()
+                .map(|check_id| Command::ExpireTtl { check_id })
+                .collect(),
+        }
+    }
+}
 /// The header carrying the servers' shared secret on that route.
 pub const SECRET_HEADER: &str = "x-trellis-cluster-secret";
 

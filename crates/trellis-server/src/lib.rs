@@ -21,6 +21,7 @@ mod shared;
 mod state;
 mod tls;
 pub mod traces;
+mod ttl;
 mod writer;
 
 /// The feed of formatted log lines `/v1/agent/monitor` streams; the binary's logging fills it.
@@ -495,7 +496,14 @@ async fn start_with_stores(
         .cloned()
         .collect();
     let (checks_tx, checks_rx) = mpsc::unbounded_channel();
-    let publisher = Arc::new(Publisher::new(&catalog, checks_tx));
+    let ttl = (cluster.role() != Role::Alone).then(|| {
+        let ttl = Arc::new(ttl::TtlDeadlines::new(clock, cluster.clone()));
+        for check in catalog.checks() {
+            ttl.changed(check.id(), Some(check));
+        }
+        ttl
+    });
+    let publisher = Arc::new(Publisher::new(&catalog, checks_tx, ttl.clone()));
     let catalog = Arc::new(SharedCatalog::new(catalog));
     let metrics = Arc::new(Metrics::new());
     let collector = traces::ingest::Collector::new(
@@ -596,6 +604,9 @@ async fn start_with_stores(
         cluster,
     });
     tokio::spawn(ca::retire_expired(state.ca().clone(), state.closing()));
+    if let Some(ttl) = ttl {
+        tokio::spawn(ttl::run(ttl, state.clone()));
+    }
     let dns_settings = dns::Settings {
         domain: config.dns_domain.clone(),
         ttl: config.dns_ttl.0,

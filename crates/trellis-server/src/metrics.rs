@@ -34,6 +34,9 @@ pub struct Metrics {
     pub watchers: Gauge,
     /// Active health probes this server ran (among servers sharing a store, its share).
     pub probes: Counter,
+    /// TTL checks whose TTL ran out on this server's watch (among servers sharing a store, of
+    /// the checks it owns).
+    pub ttl_expired: Counter,
     pub store: StoreMetrics,
     pub coordinator: crate::coordinator::CoordinatorMetrics,
     pub traces: TraceMetrics,
@@ -89,6 +92,12 @@ impl Metrics {
             "Active health probes (HTTP, TCP, gRPC, script) this server ran",
             probes.clone(),
         );
+        let ttl_expired = Counter::default();
+        registry.register(
+            "check_ttl_expired",
+            "TTL checks this server saw run out and had marked critical (among servers sharing a store, its share)",
+            ttl_expired.clone(),
+        );
         let commit_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 14));
         registry.register(
             "store_commit_duration_seconds",
@@ -113,6 +122,7 @@ impl Metrics {
             instances,
             watchers,
             probes,
+            ttl_expired,
             store: StoreMetrics {
                 commit_seconds,
                 batch_size,

@@ -5,6 +5,7 @@
 use crate::checker::CheckChange;
 use crate::history::CheckHistory;
 use crate::published::{CONSUL_SERVICE, Published, Slot, service_view};
+use crate::ttl::TtlDeadlines;
 use dashmap::DashMap;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -31,10 +32,16 @@ pub struct Publisher {
     checks_changed: mpsc::UnboundedSender<CheckChange>,
     /// Recent check status changes, for the dashboard.
     history: CheckHistory,
+    /// The TTL checks this server owns, among servers sharing a store.
+    ttl: Option<Arc<TtlDeadlines>>,
 }
 
 impl Publisher {
-    pub fn new(catalog: &Catalog, checks_changed: mpsc::UnboundedSender<CheckChange>) -> Self {
+    pub fn new(
+        catalog: &Catalog,
+        checks_changed: mpsc::UnboundedSender<CheckChange>,
+        ttl: Option<Arc<TtlDeadlines>>,
+    ) -> Self {
         Self {
             slots: DashMap::new(),
             services_changed: watch::channel(catalog.services_index()).0,
@@ -44,12 +51,18 @@ impl Publisher {
             catalog_changed: watch::channel(catalog.index()).0,
             checks_changed,
             history: CheckHistory::default(),
+            ttl,
         }
     }
 
     /// Recent check status changes.
     pub fn history(&self) -> &CheckHistory {
         &self.history
+    }
+
+    /// The TTL checks this server owns, among servers sharing a store.
+    pub fn ttl(&self) -> Option<&Arc<TtlDeadlines>> {
+        self.ttl.as_ref()
     }
 
     /// The slot of a service, if it has one.
@@ -152,8 +165,12 @@ impl Publisher {
         for check_id in &fx.checks {
             // The checker gets the check itself: it must not take the catalog lock, which the
             // writer holds through every commit, from a runtime worker thread.
-            let active = catalog.check(check_id).filter(|c| c.is_active()).cloned();
+            let check = catalog.check(check_id);
+            let active = check.filter(|c| c.is_active()).cloned();
             let _ = self.checks_changed.send((check_id.clone(), active));
+            if let Some(ttl) = &self.ttl {
+                ttl.changed(check_id, check.map(|c| &**c));
+            }
         }
     }
 

@@ -405,7 +405,9 @@ impl Writer {
 }
 
 /// A catalog rebuilt from `snapshot`, every index resumed at `index` (at least), its timers
-/// started at `now`; `shared`: the store is shared, so status changes must be written.
+/// started at `now`; `shared`: the store is shared, so status changes must be written, and
+/// each TTL check's expiry belongs to the server that owns it (see `ttl.rs`), not to the
+/// leader's ticks.
 pub fn restored(snapshot: Snapshot, index: u64, now: Duration, shared: bool) -> Catalog {
     let mut catalog = Catalog::restore(
         index,
@@ -416,6 +418,7 @@ pub fn restored(snapshot: Snapshot, index: u64, now: Duration, shared: bool) -> 
         now,
     );
     catalog.set_persist_status(shared);
+    catalog.set_ttl_expiry(!shared);
     catalog
 }
 

@@ -6,10 +6,12 @@ use super::error::ApiError;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
 use super::waiting::{Hashed, Signal, add_content_hash, block_on_hash, content_hash};
+use crate::cluster::CheckReport;
 use crate::published::{ServiceFields, catalog_check_json};
 use crate::queue::WriteError;
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
 use serde::Serialize;
@@ -135,13 +137,48 @@ async fn set_ttl(
         }
         output.truncate(end);
     }
-    state
-        .submit(Command::UpdateTtl {
-            check_id,
-            status,
-            output,
-        })
-        .await?;
+    let Some(ttl) = state.ttl_deadlines() else {
+        state
+            .submit(Command::UpdateTtl {
+                check_id,
+                status,
+                output,
+            })
+            .await?;
+        return Ok(());
+    };
+    // Among servers sharing a store this server owns the check's expiry (see `ttl.rs`): the
+    // deadline moves here, and only a heartbeat that changes the check is written.
+    let expired_meanwhile = ttl.settle(&check_id).await;
+    let changes = state
+        .catalog()?
+        .ttl_heartbeat_changes(&check_id, status, &output)
+        .map_err(WriteError::Rejected)?;
+    ttl.heartbeat(&check_id, status);
+    if !changes && !expired_meanwhile {
+        return Ok(());
+    }
+    if state.cluster().writes() {
+        state
+            .submit(Command::UpdateTtl {
+                check_id,
+                status,
+                output,
+            })
+            .await?;
+        return Ok(());
+    }
+    let report = CheckReport::Heartbeat {
+        check_id,
+        status,
+        output,
+    };
+    let index = state
+        .cluster()
+        .report(&report)
+        .await
+        .map_err(|reason| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason))?;
+    state.catch_up(index).await;
     Ok(())
 }
 

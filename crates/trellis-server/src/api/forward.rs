@@ -5,7 +5,9 @@
 //! server that took them. It also says on every read whether a leader is known.
 
 use super::error::ApiError;
-use crate::cluster::{Cluster, Holder, REPORT_PATH, SECRET_HEADER};
+use crate::cluster::{
+    CheckReport, Cluster, Holder, LEADER_INDEX, Owner, REPORT_PATH, SECRET_HEADER,
+};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -17,12 +19,10 @@ use std::time::Duration;
 /// Marks a request a follower forwarded: the leader answers it with its index, and a server
 /// that is not the leader does not forward it again.
 const FORWARDED: HeaderName = HeaderName::from_static("x-trellis-forwarded");
-/// The leader's global index when it answered a forwarded request.
-const LEADER_INDEX: HeaderName = HeaderName::from_static("x-trellis-index");
+/// Marks a TTL heartbeat sent to the server that owns the check: it handles it itself.
+const TO_OWNER: HeaderName = HeaderName::from_static("x-trellis-check-owner");
 /// Largest body a follower forwards (the leader's own limits are lower).
 const MAX_FORWARDED_BODY: usize = 64 << 20;
-/// How long a follower waits for its replica to catch up with a write it forwarded.
-const CATCH_UP: Duration = Duration::from_secs(5);
 /// Headers that belong to one connection, not to the request (RFC 9110, 7.6.1).
 const HOP_BY_HOP: [HeaderName; 5] = [
     header::CONNECTION,
@@ -38,11 +38,13 @@ pub async fn forward_to_leader(
     next: Next,
 ) -> Response {
     let cluster = state.cluster();
-    if let Some(check_id) = request.uri().path().strip_prefix(REPORT_PATH) {
-        let check_id = percent_encoding::percent_decode_str(check_id)
-            .decode_utf8_lossy()
-            .into_owned();
-        return receive_report(&state, check_id, request).await;
+    if request.uri().path() == REPORT_PATH {
+        return receive_report(&state, request).await;
+    }
+    if cluster.role() != crate::cluster::Role::Alone
+        && let Some(check_id) = ttl_heartbeat(&request)
+    {
+        return to_owner(&state, check_id, request, next).await;
     }
     let forwarded = request.headers().contains_key(&FORWARDED);
     if cluster.writes()
@@ -76,13 +78,8 @@ pub async fn forward_to_leader(
     };
     match forward(cluster, &leader, request).await {
         Ok(response) => {
-            let index = response
-                .headers()
-                .get(&LEADER_INDEX)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if let Some(index) = index {
-                catch_up(&state, index).await;
+            if let Some(index) = leader_index(&response) {
+                state.catch_up(index).await;
             }
             response
         }
@@ -105,10 +102,11 @@ pub async fn forward_to_leader(
     }
 }
 
-/// A probe's result a follower hands over: taken only from a server that shows the shared
-/// secret (it can read the store), only by the leader, and through the hysteresis of
-/// `ReportCheck` like the leader's own probes.
-async fn receive_report(state: &AppState, check_id: String, request: Request) -> Response {
+/// What a check's owner hands over (a probe's result, a TTL heartbeat that changes the check,
+/// TTLs that ran out): taken only from a server that shows the shared secret (it can read the
+/// store), only by the leader, which applies it as its own owner would (a probe's result
+/// through the check's hysteresis). Answered once written, with the leader's index.
+async fn receive_report(state: &AppState, request: Request) -> Response {
     let cluster = state.cluster();
     let shown = request
         .headers()
@@ -124,35 +122,102 @@ async fn receive_report(state: &AppState, check_id: String, request: Request) ->
     if !cluster.writes() {
         return no_leader();
     }
-    #[derive(serde::Deserialize)]
-    struct Report {
-        #[serde(rename = "Status")]
-        status: trellis_types::CheckStatus,
-        #[serde(rename = "Output", default)]
-        output: String,
-    }
-    let body = match axum::body::to_bytes(request.into_body(), 1 << 20).await {
+    let body = match axum::body::to_bytes(request.into_body(), 16 << 20).await {
         Ok(body) => body,
         Err(error) => return ApiError::bad_request(error.to_string()).into_response(),
     };
-    let report: Report = match serde_json::from_slice(&body) {
+    let report: CheckReport = match serde_json::from_slice(&body) {
         Ok(report) => report,
         Err(error) => return ApiError::bad_request(error.to_string()).into_response(),
     };
-    let command = trellis_catalog::Command::ReportCheck {
-        check_id,
-        result: report.status,
-        output: report.output,
+    let answers =
+        futures_util::future::join_all(report.into_commands().into_iter().map(|c| state.submit(c)))
+            .await;
+    // Expiries of checks that went meanwhile are no error: there is nothing left to expire.
+    if let Some(error) = answers.into_iter().find_map(Result::err) {
+        return ApiError::from(error).into_response();
+    }
+    let index = *state.catalog_changed().borrow();
+    let mut response = StatusCode::OK.into_response();
+    response
+        .headers_mut()
+        .insert(LEADER_INDEX, HeaderValue::from(index));
+    response
+}
+
+/// The check a TTL heartbeat (`PUT /v1/agent/check/{pass,warn,fail,update}/:id`) is for.
+fn ttl_heartbeat(request: &Request) -> Option<String> {
+    if request.method() != Method::PUT {
+        return None;
+    }
+    let rest = request.uri().path().strip_prefix("/v1/agent/check/")?;
+    let (verb, id) = rest.split_once('/')?;
+    if !matches!(verb, "pass" | "warn" | "fail" | "update") || id.is_empty() {
+        return None;
+    }
+    Some(
+        percent_encoding::percent_decode_str(id)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
+}
+
+/// Among servers sharing a store a TTL heartbeat goes to the server that owns the check's
+/// expiry, which keeps the deadline in memory and writes only a change (see `ttl.rs`). A
+/// heartbeat for this server, or sent here as to its owner, or whose owner cannot be reached
+/// (it died; its checks move to the survivors within a lease), is handled here.
+async fn to_owner(state: &AppState, check_id: String, request: Request, next: Next) -> Response {
+    let sent_to_owner = request.headers().contains_key(&TO_OWNER);
+    let owner = match state.cluster().owner(&check_id) {
+        Owner::Other(owner) if !sent_to_owner => owner,
+        _ => {
+            let mut response = next.run(request).await;
+            if sent_to_owner {
+                // The server that sent it catches up to what this one wrote.
+                let index = *state.catalog_changed().borrow();
+                response
+                    .headers_mut()
+                    .insert(LEADER_INDEX, HeaderValue::from(index));
+            }
+            return response;
+        }
     };
-    match state.submit(command).await {
-        Ok(_) => StatusCode::OK.into_response(),
-        Err(error) => ApiError::from(error).into_response(),
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_FORWARDED_BODY).await {
+        Ok(body) => body,
+        Err(error) => return ApiError::bad_request(error.to_string()).into_response(),
+    };
+    let outgoing = outgoing(state.cluster(), &owner, &parts, body.clone()).header(&TO_OWNER, "1");
+    match outgoing.send().await {
+        Ok(answer) => match relayed(answer) {
+            Ok(response) if response.status().is_success() => {
+                if let Some(index) = leader_index(&response) {
+                    state.catch_up(index).await;
+                }
+                response
+            }
+            Ok(response) => response,
+            Err(reason) => ApiError::new(StatusCode::BAD_GATEWAY, reason).into_response(),
+        },
+        Err(error) => {
+            tracing::debug!(%error, owner = %owner.node, check_id, "the check's owner cannot be reached: handled here");
+            next.run(Request::from_parts(parts, Body::from(body))).await
+        }
     }
 }
 
 /// Equality that takes as long whatever the bytes (a secret is compared).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The index another server said it answered at.
+fn leader_index(response: &Response) -> Option<u64> {
+    response
+        .headers()
+        .get(LEADER_INDEX)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Whether only the leader may answer `request`.
@@ -217,21 +282,36 @@ async fn forward(cluster: &Cluster, leader: &Holder, request: Request) -> Result
     let body = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
         .await
         .map_err(|e| format!("cannot read the request: {e}"))?;
+    let outgoing = outgoing(cluster, leader, &parts, body).header(&FORWARDED, "1");
+    let answer = cluster
+        .send_to_leader(leader, outgoing)
+        .await
+        .map_err(|e| e.to_string())?;
+    relayed(answer)
+}
+
+/// A request as received, to be sent on to another server `to`.
+fn outgoing(
+    cluster: &Cluster,
+    to: &Holder,
+    parts: &axum::http::request::Parts,
+    body: axum::body::Bytes,
+) -> reqwest::RequestBuilder {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut outgoing = cluster
         .peer()
-        .request(parts.method, leader.url(path))
-        .body(body)
-        .header(&FORWARDED, "1");
+        .request(parts.method.clone(), to.url(path))
+        .body(body);
     for (name, value) in &parts.headers {
         if !HOP_BY_HOP.contains(name) {
             outgoing = outgoing.header(name, value);
         }
     }
-    let answer = cluster
-        .send_to_leader(leader, outgoing)
-        .await
-        .map_err(|e| e.to_string())?;
+    outgoing
+}
+
+/// Another server's answer, given back as this server's.
+fn relayed(answer: reqwest::Response) -> Result<Response, String> {
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
         if !HOP_BY_HOP.contains(name) && name != header::CONTENT_LENGTH {
@@ -242,16 +322,4 @@ async fn forward(cluster: &Cluster, leader: &Holder, request: Request) -> Result
     response
         .body(body)
         .map_err(|e| format!("cannot relay the answer: {e}"))
-}
-
-/// Waits (a bounded time) until this server's replica has reached `index`.
-async fn catch_up(state: &AppState, index: u64) {
-    let mut changed = state.catalog_changed();
-    let reached = tokio::time::timeout(CATCH_UP, changed.wait_for(|seen| *seen >= index)).await;
-    if reached.is_err() {
-        tracing::warn!(
-            index,
-            "the replica did not reach the leader's index in time"
-        );
-    }
 }
