@@ -2,7 +2,7 @@
 //! known time (a TTL running out, or the reaper's `DeregisterCriticalServiceAfter` passing) has
 //! one entry, keyed by `(deadline, check ID)`, so a tick looks only at the checks that are due
 //! and the writer can sleep until [`Deadlines::next`]. Session TTLs use the same queue (in
-//! `session.rs`).
+//! `session.rs`), and so does a server sharing a store for the TTL checks it owns (its `ttl.rs`).
 //!
 //! An ordered set plus an ID → deadline map, rather than a lazy binary heap with generation
 //! numbers: a heartbeat moves its check's deadline with one map lookup, one removal and one
