@@ -134,13 +134,15 @@ impl Catalog {
         self.persist_status = on;
     }
 
-    /// Whether this catalog's own ticks expire TTL checks (on by default). Among servers
-    /// sharing a store each TTL check's expiry is owned by one server, which tells the leader
-    /// with [`Command::ExpireTtl`]: the leader's catalog then keeps no TTL deadline. The
-    /// reaper and session TTLs stay with the catalog either way. A catalog built by
-    /// [`Catalog::restore`] starts with it on.
-    pub fn set_ttl_expiry(&mut self, on: bool) {
+    /// Whether this catalog's own ticks expire TTL checks and sessions' TTLs (on by default).
+    /// Among servers sharing a store each TTL check's expiry is owned by one server, which
+    /// tells the leader with [`Command::ExpireTtl`], and each session's TTL is an etcd lease,
+    /// whose end the leader applies with [`Command::SessionExpired`]: the leader's catalog then
+    /// keeps no TTL deadline (`now` restarts them all when it is turned on). The reaper stays
+    /// with the catalog either way. A catalog built by [`Catalog::restore`] starts with it on.
+    pub fn set_ttl_expiry(&mut self, on: bool, now: Duration) {
         self.ttl_expiry = on;
+        self.sessions.set_ttl_timers(on, now);
         for (id, check) in &self.checks {
             self.deadlines.set(id, due_at(check, on));
         }
@@ -661,6 +663,13 @@ impl Catalog {
                 Ok(Reply::Done)
             }
             Command::SessionRenew { id } => Ok(Reply::Session(self.sessions.renew(&id, now))),
+            Command::SessionExpired { id } => {
+                if self.sessions.contains(&id) {
+                    let index = self.index.bump();
+                    self.invalidate_session(&id, index, now, fx);
+                }
+                Ok(Reply::Done)
+            }
             Command::ConfigUpsert { entry, cas } => {
                 let (kind, name) = (entry.kind.clone(), entry.name.clone());
                 let change = self.config.plan_upsert(entry, cas);

@@ -81,6 +81,12 @@ pub enum Command {
     SessionRenew {
         id: String,
     },
+    /// A session's TTL ran out elsewhere (its etcd lease ended, among servers sharing a
+    /// store): it is invalidated as when its TTL runs out here (locks released or deleted,
+    /// lock-delay started). Nothing for a session that is gone already.
+    SessionExpired {
+        id: String,
+    },
     /// `PUT /v1/config[?cas=]`: a decoded, validated entry (its indexes are the catalog's to
     /// set). Answers `Bool`.
     ConfigUpsert {

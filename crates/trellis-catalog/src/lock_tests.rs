@@ -882,7 +882,7 @@ fn property_locks_never_outlive_their_sessions() {
 #[test]
 fn without_ttl_expiry_only_expire_ttl_turns_a_ttl_check_critical() {
     let mut c = Catalog::new();
-    c.set_ttl_expiry(false);
+    c.set_ttl_expiry(false, secs(0));
     c.set_persist_status(true);
     let registration = ServiceRegistration::from_json(json!({"Name": "web", "ID": "w1",
         "Check": {"TTL": "10s", "Status": "passing", "DeregisterCriticalServiceAfter": "30s"}}))
@@ -896,6 +896,7 @@ fn without_ttl_expiry_only_expire_ttl_turns_a_ttl_check_critical() {
         secs(0),
     );
     create(&mut c, "s1", json!({"Checks": ["service:w1"]}), secs(0));
+    create(&mut c, "s2", json!({"TTL": "10s"}), secs(0));
     assert_eq!(c.next_deadline(), None, "no TTL deadline, no session TTL");
     tick(&mut c, secs(60));
     let check = c.check("service:w1").unwrap();
@@ -921,6 +922,10 @@ fn without_ttl_expiry_only_expire_ttl_turns_a_ttl_check_critical() {
         owner: Some("w1".into())
     }));
     assert!(c.session("s1").is_none(), "the check's session is gone");
+    assert!(
+        c.session("s2").is_some(),
+        "a session's TTL runs out elsewhere"
+    );
     assert_eq!(fx.transitions.len(), 1);
     assert_eq!(c.next_deadline(), Some(secs(90)), "the reaper's clock runs");
 
@@ -967,4 +972,54 @@ fn a_heartbeat_changes_the_check_only_with_a_new_status_or_output() {
         c.ttl_heartbeat_changes("tcp", CheckStatus::Passing, ""),
         Err(CatalogError::Invalid(_))
     ));
+}
+
+/// A session whose TTL ran out elsewhere (its etcd lease ended) goes as one whose TTL ran out
+/// here: its locks released (or deleted), the lock-delay started, one index; nothing for a
+/// session that is gone already.
+#[test]
+fn a_session_expired_elsewhere_is_invalidated_with_its_locks() {
+    let mut c = Catalog::new();
+    c.set_ttl_expiry(false, secs(0));
+    create(
+        &mut c,
+        "s1",
+        json!({"TTL": "10s", "LockDelay": "5s"}),
+        secs(0),
+    );
+    create(
+        &mut c,
+        "s2",
+        json!({"TTL": "10s", "Behavior": "delete"}),
+        secs(0),
+    );
+    assert_eq!(
+        acquire(&mut c, "held", "v", "s1", secs(1)),
+        Reply::Bool(true)
+    );
+    assert_eq!(
+        acquire(&mut c, "gone", "v", "s2", secs(1)),
+        Reply::Bool(true)
+    );
+    assert_eq!(c.next_deadline(), None, "no session TTL runs here");
+    let before = c.index();
+    let mut fx = Effects::default();
+    let expired = |id: &str| Command::SessionExpired { id: id.into() };
+    c.apply(expired("s1"), secs(30), &mut fx).unwrap();
+    c.apply(expired("s2"), secs(30), &mut fx).unwrap();
+    assert!(c.session("s1").is_none() && c.session("s2").is_none());
+    assert_eq!(holder(&c, "held"), None);
+    assert!(c.kv_get("held").is_some() && c.kv_get("gone").is_none());
+    assert_eq!(c.index(), before + 2);
+    assert!(fx.writes.contains(&Write::Session("s1".into())));
+    create(&mut c, "s3", json!({}), secs(31));
+    assert_eq!(
+        acquire(&mut c, "held", "v", "s3", secs(31)),
+        Reply::Bool(false),
+        "the lock-delay runs"
+    );
+    let index = c.index();
+    c.apply(expired("s1"), secs(40), &mut Effects::default())
+        .unwrap();
+    assert_eq!(c.index(), index, "nothing for a session gone already");
 }

@@ -66,6 +66,8 @@ pub(crate) struct SessionStore {
     doomed: Vec<String>,
     /// Index of the last session created or destroyed (Consul's sessions table index).
     index: u64,
+    /// Whether sessions' TTLs run here (see `Catalog::set_ttl_expiry`).
+    ttl_timers: bool,
 }
 
 impl SessionStore {
@@ -77,6 +79,7 @@ impl SessionStore {
             lock_delays: HashMap::new(),
             doomed: Vec::new(),
             index: 1,
+            ttl_timers: true,
         }
     }
 
@@ -169,14 +172,27 @@ impl SessionStore {
     /// the next tick invalidates, as after a restore.
     pub(crate) fn rearm(&mut self, now: Duration, doomed: Vec<String>) {
         for session in self.sessions.values() {
-            self.timers.set(&session.id, ttl_deadline(session, now));
+            let deadline = ttl_deadline(session, now).filter(|_| self.ttl_timers);
+            self.timers.set(&session.id, deadline);
         }
         self.doomed.extend(doomed);
     }
 
+    /// Whether sessions' TTLs run here; off, no session has a deadline (their TTLs run out
+    /// elsewhere: etcd leases, among servers sharing a store). On again, every TTL starts at
+    /// `now`.
+    pub(crate) fn set_ttl_timers(&mut self, on: bool, now: Duration) {
+        self.ttl_timers = on;
+        for session in self.sessions.values() {
+            let deadline = ttl_deadline(session, now).filter(|_| on);
+            self.timers.set(&session.id, deadline);
+        }
+    }
+
     /// Starts (or restarts) a session's TTL timer at `now`.
     fn start_timer(&mut self, session: &Session, now: Duration) {
-        self.timers.set(&session.id, ttl_deadline(session, now));
+        let deadline = ttl_deadline(session, now).filter(|_| self.ttl_timers);
+        self.timers.set(&session.id, deadline);
     }
 
     /// Restored sessions doomed by their checks, and at most `limit` sessions whose TTL has run

@@ -1218,3 +1218,122 @@ async fn ttl_checks_are_expired_by_their_owner_and_move_when_it_dies() {
     )
     .await;
 }
+
+/// Sessions among servers sharing a store are etcd leases: a session with a TTL is bound to
+/// one (twice its TTL, as Consul waits), any server renews it in etcd with no write, and when
+/// its renewals stop the lease ends in etcd and the leader of the time invalidates it, here a
+/// server that took over from the leader that created it: the lock it held is released.
+#[tokio::test]
+async fn sessions_are_etcd_leases_renewed_anywhere_and_their_end_releases_their_locks() {
+    let member = EtcdProcess::start();
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (http_a, http_b) = (
+        format!("127.0.0.1:{}", support::free_port()),
+        format!("127.0.0.1:{}", support::free_port()),
+    );
+    let mut leader = Reaped(spawn_member(
+        &member,
+        "/sess/",
+        &http_a,
+        "server-a",
+        data_a.path(),
+    ));
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "server-a leads",
+        || async { member.value("/sess/lock").contains("server-a") },
+    )
+    .await;
+    let _follower = Reaped(spawn_member(
+        &member,
+        "/sess/",
+        &http_b,
+        "server-b",
+        data_b.path(),
+    ));
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "both servers are members",
+        || async { member.keys("/sess/members/").len() == 2 },
+    )
+    .await;
+    let client = http();
+    let created: serde_json::Value = client
+        .put(format!("http://{http_b}/v1/session/create"))
+        .json(&json!({"TTL": "10s", "LockDelay": "0s"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["ID"].as_str().unwrap().to_owned();
+    let acquired = client
+        .put(format!("http://{http_b}/v1/kv/held?acquire={id}"))
+        .body("x")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(acquired.trim(), "true");
+    // The session's key is bound to a lease of its own.
+    let out = trellis_etcd::testing::etcdctl(
+        &member.client_url,
+        &["get", &format!("/sess/sessions/{id}"), "-w", "json"],
+    )
+    .unwrap();
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_ne!(got["kvs"][0]["lease"].as_i64().unwrap_or(0), 0, "{got}");
+
+    // Renewed on the follower past twice its TTL, with no write.
+    let before = revision(&member);
+    let renewing = std::time::Instant::now();
+    let mut last_renew = renewing;
+    while renewing.elapsed() < std::time::Duration::from_secs(24) {
+        let answer = client
+            .put(format!("http://{http_b}/v1/session/renew/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "renewed while alive");
+        let renewed: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(renewed[0]["ID"], id);
+        last_renew = std::time::Instant::now();
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    }
+    assert_eq!(revision(&member), before, "renewals write nothing");
+    let info = get_json(&format!("http://{http_a}/v1/session/info/{id}")).await;
+    assert_eq!(info.as_array().unwrap().len(), 1, "alive on the leader too");
+
+    // The leader goes, the renewals stop: the lease ends in etcd, and the new leader
+    // invalidates the session and releases its lock.
+    leader.0.kill().unwrap();
+    leader.0.wait().unwrap();
+    // Not before its TTL, even with the leader replaced meanwhile.
+    tokio::time::sleep_until((last_renew + std::time::Duration::from_secs(12)).into()).await;
+    let info = get_json(&format!("http://{http_b}/v1/session/info/{id}")).await;
+    assert_eq!(
+        info.as_array().unwrap().len(),
+        1,
+        "alive 12 s after its last renewal"
+    );
+    let gone = || async {
+        let info = get_json(&format!("http://{http_b}/v1/session/info/{id}")).await;
+        let entry = get_json(&format!("http://{http_b}/v1/kv/held")).await;
+        info.as_array().unwrap().is_empty() && entry[0].get("Session").is_none()
+    };
+    support::eventually(
+        std::time::Duration::from_secs(30),
+        "the session ended and its lock was released",
+        gone,
+    )
+    .await;
+    let answer = client
+        .put(format!("http://{http_b}/v1/session/renew/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404, "an ended session cannot be renewed");
+}

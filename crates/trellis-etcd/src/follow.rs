@@ -28,6 +28,10 @@ pub enum Feed {
     Table(String),
     /// A server announced itself (its value: node and address) or went (none).
     Member { id: String, value: Option<String> },
+    /// Sessions whose etcd lease ended (a revision that deletes only session keys, which no
+    /// commit of the holder does: it writes the index with them). The holder invalidates
+    /// them (their locks); a replica removes them with the next commit, which is that.
+    SessionsEnded(Vec<String>),
     /// The feed fell behind etcd's compaction: the store's whole state at a newer revision,
     /// which replaces the replica. What follows goes on from there: the holder and the members
     /// again (a member not named again is gone), and every record table changed.
@@ -216,20 +220,47 @@ impl Follower {
                     answer.cancel_reason()
                 ));
             }
-            for event in answer.events() {
-                let Some(kv) = event.kv() else { continue };
-                let feed = match self.event(event.event_type(), kv) {
-                    Ok(feed) => feed,
-                    Err(reason) => return Ended::Broken(reason),
-                };
-                if let Some(feed) = feed
-                    && self.tx.send(feed).is_err()
-                {
-                    return Ended::Closed;
+            let events = answer.events();
+            // The events of one revision come together, in one answer.
+            for change in events.chunk_by(|a, b| revision_of(a) == revision_of(b)) {
+                if let Some(ended) = self.sessions_ended(change) {
+                    if self.tx.send(Feed::SessionsEnded(ended)).is_err() {
+                        return Ended::Closed;
+                    }
+                    *revision = (*revision).max(revision_of(&change[0]));
+                    continue;
                 }
-                *revision = (*revision).max(kv.mod_revision());
+                for event in change {
+                    let Some(kv) = event.kv() else { continue };
+                    let feed = match self.event(event.event_type(), kv) {
+                        Ok(feed) => feed,
+                        Err(reason) => return Ended::Broken(reason),
+                    };
+                    if let Some(feed) = feed
+                        && self.tx.send(feed).is_err()
+                    {
+                        return Ended::Closed;
+                    }
+                    *revision = (*revision).max(kv.mod_revision());
+                }
             }
         }
+    }
+
+    /// The sessions a revision that deletes only session keys ends (their leases ended), kept
+    /// as deletes for the replica's next commit too. `None` for any other revision.
+    fn sessions_ended(&mut self, change: &[etcd_client::Event]) -> Option<Vec<String>> {
+        let mut ended = Vec::new();
+        for event in change {
+            let kv = event.kv()?;
+            match self.layout.parse(kv.key()) {
+                Key::Session(id) if event.event_type() == EventType::Delete => ended.push(id),
+                _ => return None,
+            }
+        }
+        self.pending
+            .extend(ended.iter().cloned().map(Mutation::DeleteSession));
+        Some(ended)
     }
 
     /// What one change means: a mutation kept until its commit's index comes, or something to
@@ -283,6 +314,11 @@ impl Follower {
         self.pending.push(mutation);
         Ok(None)
     }
+}
+
+/// The revision an event happened at (a delete's tombstone carries it too).
+fn revision_of(event: &etcd_client::Event) -> i64 {
+    event.kv().map_or(0, KeyValue::mod_revision)
 }
 
 fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, String> {

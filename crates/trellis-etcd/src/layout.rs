@@ -245,6 +245,18 @@ impl Layout {
     }
 }
 
+/// The etcd lease a session with a TTL is bound to: derived from its ID, so that any server
+/// can renew the session (keep the lease alive) knowing only the ID. Positive, never 0 (etcd's
+/// "no lease"); FNV-1a, 63 bits.
+pub fn session_lease(session_id: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in b"trellis-session:".iter().chain(session_id.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    ((hash >> 1) as i64).max(1)
+}
+
 /// The index as stored: 20 digits, so that etcd's byte-wise comparison orders indexes.
 pub fn encode_index(index: u64) -> String {
     format!("{index:020}")

@@ -4,10 +4,11 @@
 use crate::layout::{Layout, encode_index, transactions};
 use crate::reader::{ReadFailed, Reader, explain};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, KeyValue, KvClient, LeaseClient, PutOptions, Txn,
-    TxnOp, TxnOpResponse, WatchClient,
+    Client, Compare, CompareOp, ConnectOptions, KeyValue, KvClient, LeaseClient, LeaseGrantOptions,
+    PutOptions, Txn, TxnOp, TxnOpResponse, WatchClient,
 };
 use parking_lot::Mutex;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -780,24 +781,117 @@ impl Connection {
     }
 }
 
+impl EtcdStore {
+    /// Grants the lease of each session with a TTL that `mutations` put (its TTL times
+    /// [`trellis_catalog::SESSION_TTL_MULTIPLIER`], as Consul waits), so that its key goes with
+    /// the lease: the session's keys by lease ID. A lease that exists already (the session was
+    /// put before) is kept as it is.
+    fn session_leases(&self, mutations: &[Mutation]) -> Result<BTreeMap<String, i64>, StoreError> {
+        let mut leases = BTreeMap::new();
+        for mutation in mutations {
+            let Mutation::PutSession(session) = mutation else {
+                continue;
+            };
+            let Ok(Some(ttl)) = trellis_catalog::session_ttl(&session.ttl) else {
+                continue;
+            };
+            let id = crate::layout::session_lease(&session.id);
+            let seconds = (ttl * trellis_catalog::SESSION_TTL_MULTIPLIER)
+                .as_secs()
+                .max(1) as i64;
+            let mut lease = self.conn.lease.clone();
+            self.conn
+                .block_on("cannot grant a session's lease", async move {
+                    match lease
+                        .grant(seconds, Some(LeaseGrantOptions::new().with_id(id)))
+                        .await
+                    {
+                        Err(etcd_client::Error::GRpcStatus(status))
+                            if status.message().contains("lease already exists") =>
+                        {
+                            Ok(())
+                        }
+                        answer => answer.map(drop),
+                    }
+                })?;
+            leases.insert(self.conn.layout.session_key(&session.id), id);
+        }
+        Ok(leases)
+    }
+
+    /// Ends the leases of the sessions `mutations` deleted (destroyed, invalidated), so that
+    /// etcd keeps no lease for a session that is gone. In the background: a lease left over
+    /// (the revoke failed) holds no key and ends with its TTL.
+    fn revoke_session_leases(&self, mutations: &[Mutation]) {
+        for mutation in mutations {
+            if let Mutation::DeleteSession(id) = mutation {
+                let (mut lease, id) = (self.conn.lease.clone(), crate::layout::session_lease(id));
+                drop(self.conn.detach(async move { lease.revoke(id).await }));
+            }
+        }
+    }
+
+    /// Renews session `session_id`'s TTL: keeps its lease alive, from any server, with no
+    /// write. Whether the lease was still there (a session whose lease ended is gone, or about
+    /// to be once the leader applies its end).
+    pub fn renew_session(
+        &self,
+        session_id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+        let (mut lease, id) = (
+            self.conn.lease.clone(),
+            crate::layout::session_lease(session_id),
+        );
+        let (timeout, endpoints) = (self.conn.timeout, self.conn.endpoints.clone());
+        let renewed = self.conn.detach(async move {
+            let attempt = async {
+                let (mut keeper, mut answers) = lease.keep_alive(id).await?;
+                keeper.keep_alive().await?;
+                Ok::<_, etcd_client::Error>(answers.message().await?.map(|a| a.ttl()))
+            };
+            match tokio::time::timeout(timeout, attempt).await {
+                Ok(Ok(left)) => Ok(left.is_some_and(|left| left > 0)),
+                Ok(Err(error)) => Err(StoreError::Remote(format!(
+                    "etcd at {endpoints}: cannot renew the session: {}",
+                    explain(&error)
+                ))),
+                Err(_) => Err(StoreError::Remote(format!(
+                    "etcd at {endpoints}: cannot renew the session: no answer in {timeout:?}"
+                ))),
+            }
+        });
+        async move {
+            renewed
+                .await
+                .unwrap_or_else(|| Err(StoreError::Remote("the etcd client is closed".to_owned())))
+        }
+    }
+}
+
 impl Store for EtcdStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
         self.load_at().map(|(snapshot, _)| snapshot)
     }
 
     fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<(), StoreError> {
+        let leases = self.session_leases(mutations)?;
         let writes = self
             .conn
             .layout
             .final_writes(mutations)?
             .into_iter()
             .map(|(key, value)| match value {
-                Some(value) => TxnOp::put(key, value, None),
+                Some(value) => {
+                    let lease = leases.get(&key).map(|id| PutOptions::new().with_lease(*id));
+                    TxnOp::put(key, value, lease)
+                }
                 None => TxnOp::delete(key, None),
             })
             .collect();
         let index_key = self.conn.layout.index_key();
-        self.conn.commit(writes, &index_key, index, &self.index)
+        self.conn.commit(writes, &index_key, index, &self.index)?;
+        self.revoke_session_leases(mutations);
+        Ok(())
     }
 }
 

@@ -95,6 +95,9 @@ pub trait SharedStore: Send + Sync {
     /// Ends the lease of the lock's holder if the lock still names `holder` (another server);
     /// whether it did.
     fn depose(&self, holder: Holder) -> Pin<Box<dyn Future<Output = bool> + Send>>;
+    /// Renews a session's TTL (its lease, with no write); whether it was still alive.
+    fn renew_session(&self, id: &str)
+    -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>>;
 }
 
 impl SharedStore for trellis_etcd::EtcdStore {
@@ -114,6 +117,14 @@ impl SharedStore for trellis_etcd::EtcdStore {
         Box::pin(trellis_etcd::EtcdStore::depose(self, move |value| {
             Holder::parse(&String::from_utf8_lossy(value)) == holder
         }))
+    }
+
+    fn renew_session(
+        &self,
+        id: &str,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>> {
+        let renewed = trellis_etcd::EtcdStore::renew_session(self, id);
+        Box::pin(async move { renewed.await.map_err(|error| error.to_string()) })
     }
 }
 
@@ -317,6 +328,13 @@ impl Cluster {
             self.depose_if_gone(leader).await;
         }
         sent
+    }
+
+    /// Renews session `id`'s TTL in the shared store (its etcd lease), from any server:
+    /// whether it was still alive. `None` without a shared store (the catalog renews it).
+    pub async fn renew_session(&self, id: &str) -> Option<Result<bool, String>> {
+        let (store, _) = self.store.as_ref()?;
+        Some(store.renew_session(id).await)
     }
 
     /// Whether this server holds the shared store's lock (false without a shared store).
@@ -558,6 +576,13 @@ mod tests {
             self.deposed
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Box::pin(async { true })
+        }
+
+        fn renew_session(
+            &self,
+            _: &str,
+        ) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send>> {
+            Box::pin(async { Ok(true) })
         }
     }
 

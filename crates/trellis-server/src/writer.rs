@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use trellis_catalog::{Catalog, Effects, Reply};
+use trellis_catalog::{Catalog, Command, Effects, Reply};
 use trellis_store::{Mutation, Snapshot, Store, StoreError};
 
 /// Most commands applied in one batch; bounds the latency a batch adds to its first request.
@@ -63,6 +63,9 @@ pub struct Writer {
     stale: bool,
     /// The store's lock became this server's while it was stale: it leads once reloaded.
     promote_after_reload: bool,
+    /// Sessions whose etcd lease ended that this follower's replica still has: the leader
+    /// invalidates them (its commit removes them here), or this server once it leads.
+    ended_sessions: BTreeSet<String>,
     publisher: Arc<Publisher>,
     metrics: StoreMetrics,
     /// The catalog's clock: time since the server started.
@@ -92,6 +95,7 @@ impl Writer {
             committed,
             stale: false,
             promote_after_reload: false,
+            ended_sessions: BTreeSet::new(),
             publisher,
             metrics,
             clock,
@@ -151,11 +155,11 @@ impl Writer {
             // Retired by an earlier failure, after which the writer does not run again.
             return Ok(());
         };
+        let mut fx = Effects::default();
         if self.stale {
-            self.reload(catalog, now);
+            self.reload(catalog, now, &mut fx);
         }
         let size = batch.len();
-        let mut fx = Effects::default();
         let mut pending = Vec::with_capacity(size);
         for item in batch {
             match item {
@@ -229,6 +233,8 @@ impl Writer {
             Feed::Commit { index, mutations } => {
                 if !self.cluster.writes() {
                     catalog.replicate(index, mutations, now, fx);
+                    self.ended_sessions
+                        .retain(|id| catalog.session(id).is_some());
                 } else if index > catalog.index() {
                     // Fencing makes this impossible while this server holds the lock; after it
                     // lost it unnoticed, the store is the truth.
@@ -246,7 +252,7 @@ impl Writer {
                 } else if !self.cluster.writes() {
                     // Everything the previous leader committed came before this in the feed and
                     // is applied: take over from here.
-                    self.promote(catalog, now);
+                    self.promote(catalog, now, fx);
                 }
             }
             Feed::Holder {
@@ -266,6 +272,17 @@ impl Writer {
                     None => tracing::warn!("no cluster leader: the store's lock is free"),
                 }
                 self.cluster.set_role(Role::Follower { leader });
+            }
+            Feed::SessionsEnded(ids) => {
+                if self.cluster.writes() && !self.stale {
+                    for id in ids {
+                        let _ = catalog.apply(Command::SessionExpired { id }, now, fx);
+                    }
+                } else {
+                    // The leader invalidates them; if it dies first, this server does once it
+                    // leads.
+                    self.ended_sessions.extend(ids);
+                }
             }
             Feed::Member { id, value } => {
                 self.cluster
@@ -299,8 +316,12 @@ impl Writer {
 
     /// Takes the lead with the catalog as it is (up to date with the store), giving every timer
     /// a full period, since the heartbeats that kept them went to the old leader.
-    fn promote(&mut self, catalog: &mut Catalog, now: Duration) {
+    fn promote(&mut self, catalog: &mut Catalog, now: Duration, fx: &mut Effects) {
         catalog.rearm_timers(now);
+        // Sessions whose lease ended while the old leader had not invalidated them yet.
+        for id in std::mem::take(&mut self.ended_sessions) {
+            let _ = catalog.apply(Command::SessionExpired { id }, now, fx);
+        }
         self.committed = catalog.index();
         self.cluster.set_role(Role::Leader);
         tracing::info!(index = catalog.index(), "this server now leads the cluster");
@@ -308,7 +329,7 @@ impl Writer {
 
     /// A stale replica's attempt to reload from the store; on success it serves the store's
     /// state (and leads, if the lock became its own meanwhile).
-    fn reload(&mut self, catalog: &mut Catalog, now: Duration) {
+    fn reload(&mut self, catalog: &mut Catalog, now: Duration, fx: &mut Effects) {
         let Ok(snapshot) = self.store.load() else {
             return;
         };
@@ -324,7 +345,7 @@ impl Writer {
         // The lock may have stayed this server's through a short outage (no change of holder
         // to say so), or become its own meanwhile.
         if std::mem::take(&mut self.promote_after_reload) || self.cluster.holds_lock() {
-            self.promote(catalog, now);
+            self.promote(catalog, now, fx);
         }
     }
 
@@ -418,7 +439,7 @@ pub fn restored(snapshot: Snapshot, index: u64, now: Duration, shared: bool) -> 
         now,
     );
     catalog.set_persist_status(shared);
-    catalog.set_ttl_expiry(!shared);
+    catalog.set_ttl_expiry(!shared, now);
     catalog
 }
 

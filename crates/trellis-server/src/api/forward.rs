@@ -224,11 +224,13 @@ fn leader_index(response: &Response) -> Option<u64> {
 fn must_forward(request: &Request) -> bool {
     let path = request.uri().path();
     // What belongs to this server, not to the shared store: its process, and what Consul's
-    // agents keep to themselves or gossip (user events, network coordinates).
+    // agents keep to themselves or gossip (user events, network coordinates); and a session's
+    // renewal, which any server makes in the store itself (its etcd lease).
     let local = matches!(
         path,
         "/v1/agent/leave" | "/v1/agent/reload" | "/v1/coordinate/update"
-    ) || path.starts_with("/v1/event/");
+    ) || path.starts_with("/v1/event/")
+        || path.starts_with("/v1/session/renew/");
     if !path.starts_with("/v1/") || local {
         return false;
     }

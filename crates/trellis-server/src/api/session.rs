@@ -88,6 +88,30 @@ pub async fn destroy(
     Ok(bool_response(true))
 }
 
+/// Among servers sharing a store a session's TTL is an etcd lease: any server renews it
+/// there, with no write (`None` alone: the catalog's timer is renewed through the writer). The
+/// session as this server's replica has it, if its lease was alive.
+async fn renew_shared(
+    state: &AppState,
+    id: &str,
+) -> Option<Result<Option<Arc<Session>>, ApiError>> {
+    if state.cluster().role() == crate::cluster::Role::Alone {
+        return None;
+    }
+    let session = match state.catalog() {
+        Ok(catalog) => catalog.session(id).cloned(),
+        Err(retired) => return Some(Err(retired.into())),
+    };
+    if session.as_ref().is_none_or(|s| s.ttl.is_empty()) {
+        // Unknown, or without a TTL: nothing to renew.
+        return Some(Ok(session));
+    }
+    Some(match state.cluster().renew_session(id).await? {
+        Ok(alive) => Ok(session.filter(|_| alive)),
+        Err(reason) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason)),
+    })
+}
+
 /// `PUT /v1/session/renew/:id`: `[session]`, or 404 for an unknown session.
 pub async fn renew(
     State(state): State<AppState>,
@@ -95,14 +119,19 @@ pub async fn renew(
     Query(q): Q,
 ) -> Result<Response, ApiError> {
     QueryParams::new(q).check_common(state.node())?;
-    let reply = state
-        .submit(Command::SessionRenew { id: id.clone() })
-        .await?;
+    let session = match renew_shared(&state, &id).await {
+        Some(renewed) => renewed?,
+        None => match state
+            .submit(Command::SessionRenew { id: id.clone() })
+            .await?
+        {
+            Reply::Session(session) => session,
+            _ => None,
+        },
+    };
     let index = state.catalog()?.sessions_index();
-    match reply {
-        Reply::Session(Some(session)) => {
-            Ok(json_response(index, to_json_bytes(&[session.as_ref()])))
-        }
+    match session {
+        Some(session) => Ok(json_response(index, to_json_bytes(&[session.as_ref()]))),
         _ => {
             let mut response =
                 ApiError::not_found(format!("Session id '{id}' not found")).into_response();
