@@ -14,7 +14,7 @@ use trellis_store::Mutation;
 /// | `<prefix>instances/<id>` | an instance (registration, create and modify index), JSON |
 /// | `<prefix>checks/<instance id>/<check id>` | a check; a node check has an empty instance id (`checks//<id>`) |
 /// | `<prefix>kv/<key>` | a KV entry (flags, session, indexes, the value), JSON |
-/// | `<prefix>sessions/<id>` | a session, JSON |
+/// | `<prefix>sessions/<id>` | a session, JSON; one with a TTL is bound to its own lease ([`session_lease`]) |
 /// | `<prefix>config/<kind>/<lower-cased name>` | a config entry, JSON |
 /// | `<prefix>members/<id>` | a live server (node and HTTP address), bound to its lease |
 /// | `<prefix>secret` | what servers of the prefix show each other |
