@@ -441,6 +441,21 @@ pub fn peer_client_builder() -> reqwest::ClientBuilder {
         .no_proxy()
 }
 
+/// How long a server waits for its replica to catch up with a write it handed the leader.
+const CATCH_UP: Duration = Duration::from_secs(5);
+
+/// Waits (at most [`CATCH_UP`]) until the replica's index, as `changed` reports it, reaches
+/// `index`: the leader's after a write this server handed it.
+pub async fn catch_up(changed: &mut watch::Receiver<u64>, index: u64) {
+    let reached = tokio::time::timeout(CATCH_UP, changed.wait_for(|seen| *seen >= index)).await;
+    if reached.is_err() {
+        tracing::warn!(
+            index,
+            "the replica did not reach the leader's index in time"
+        );
+    }
+}
+
 /// The least time between two attempts of one server to depose an unreachable leader.
 pub const DEPOSE_PAUSE: Duration = Duration::from_secs(1);
 

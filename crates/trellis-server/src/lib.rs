@@ -572,6 +572,14 @@ async fn start_with_stores(
         let known = role.wait_for(|role| *role != Role::Follower { leader: None });
         let _ = tokio::time::timeout(LEADER_AT_START, known).await;
     }
+    if let Some(ttl) = ttl {
+        let expirer = ttl::Expirer {
+            writer: writer.clone(),
+            catalog_changed: publisher.catalog_changed(),
+            expired: metrics.ttl_expired.clone(),
+        };
+        tokio::spawn(ttl::run(ttl, expirer));
+    }
     let checker = tokio::spawn(checker::run(
         writer.clone(),
         cluster.clone(),
@@ -604,9 +612,7 @@ async fn start_with_stores(
         cluster,
     });
     tokio::spawn(ca::retire_expired(state.ca().clone(), state.closing()));
-    if let Some(ttl) = ttl {
-        tokio::spawn(ttl::run(ttl, state.clone()));
-    }
+
     let dns_settings = dns::Settings {
         domain: config.dns_domain.clone(),
         ttl: config.dns_ttl.0,

@@ -111,9 +111,6 @@ struct Inner {
     cluster: Arc<crate::cluster::Cluster>,
 }
 
-/// How long a server waits for its replica to catch up with a write it handed the leader.
-const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Most network segments this node keeps a LAN coordinate for; an update for another one is
 /// dropped, as Consul drops coordinate updates beyond its limit.
 pub const MAX_COORDINATE_SEGMENTS: usize = 64;
@@ -210,14 +207,7 @@ impl AppState {
     /// Waits (a bounded time) until this server's replica has reached `index`, the leader's
     /// after a write this server handed it: a client reads its writes on the server it wrote to.
     pub async fn catch_up(&self, index: u64) {
-        let mut changed = self.catalog_changed();
-        let reached = tokio::time::timeout(CATCH_UP, changed.wait_for(|seen| *seen >= index)).await;
-        if reached.is_err() {
-            tracing::warn!(
-                index,
-                "the replica did not reach the leader's index in time"
-            );
-        }
+        crate::cluster::catch_up(&mut self.catalog_changed(), index).await;
     }
 
     pub fn cluster(&self) -> &crate::cluster::Cluster {

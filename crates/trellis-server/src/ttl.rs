@@ -8,11 +8,13 @@
 //! runs.
 
 use crate::cluster::{CheckReport, Cluster};
-use crate::state::AppState;
+use crate::queue::WriterHandle;
+use prometheus_client::metrics::counter::Counter;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+use tokio::sync::watch;
 use trellis_catalog::{Check, Command, Deadlines};
 use trellis_types::{CheckKind, CheckStatus};
 
@@ -189,10 +191,19 @@ fn ttl_of(check: &Check) -> Option<Duration> {
     }
 }
 
+/// What [`run`] hands expiries to: the writer (on the leader), and the replica's index to catch
+/// up with (on a follower).
+pub struct Expirer {
+    pub writer: WriterHandle,
+    pub catalog_changed: watch::Receiver<u64>,
+    /// TTL checks this server had marked critical, for `/metrics`.
+    pub expired: Counter,
+}
+
 /// Expires the TTL checks this server owns when their deadlines pass, and re-arms them when
 /// the members change; runs for as long as the server does.
-pub async fn run(ttl: Arc<TtlDeadlines>, state: AppState) {
-    let mut members = state.cluster().subscribe_members();
+pub async fn run(ttl: Arc<TtlDeadlines>, mut expirer: Expirer) {
+    let mut members = ttl.cluster.subscribe_members();
     loop {
         let sleep = match ttl.next() {
             Some(deadline) => tokio::time::sleep_until((ttl.clock + deadline).into()),
@@ -213,12 +224,14 @@ pub async fn run(ttl: Arc<TtlDeadlines>, state: AppState) {
         if expired.is_empty() {
             continue;
         }
-        let result = expire(&state, expired.clone()).await;
-        if result.is_ok() {
-            state.metrics().ttl_expired.inc_by(expired.len() as u64);
-        }
-        if let Err(reason) = &result {
-            tracing::warn!(%reason, checks = expired.len(), "cannot have TTL checks that ran out marked critical; trying again");
+        let result = expire(&ttl.cluster, &mut expirer, expired.clone()).await;
+        match &result {
+            Ok(()) => {
+                expirer.expired.inc_by(expired.len() as u64);
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, checks = expired.len(), "cannot have TTL checks that ran out marked critical; trying again");
+            }
         }
         ttl.settle_all(&expired, result.is_ok());
     }
@@ -226,19 +239,20 @@ pub async fn run(ttl: Arc<TtlDeadlines>, state: AppState) {
 
 /// Has the leader (this server, or through its API) turn `ids` critical, and waits until this
 /// server's replica shows it.
-async fn expire(state: &AppState, ids: Vec<String>) -> Result<(), String> {
-    if state.cluster().writes() {
+async fn expire(cluster: &Cluster, expirer: &mut Expirer, ids: Vec<String>) -> Result<(), String> {
+    if cluster.writes() {
         let commands = ids
             .into_iter()
             .map(|check_id| Command::ExpireTtl { check_id });
+        let writer = &expirer.writer;
         let answers =
-            futures_util::future::join_all(commands.map(|command| state.submit(command))).await;
+            futures_util::future::join_all(commands.map(|command| writer.submit(command))).await;
         return match answers.into_iter().find_map(Result::err) {
             Some(error) => Err(error.to_string()),
             None => Ok(()),
         };
     }
-    let index = state.cluster().report(&CheckReport::Expired(ids)).await?;
-    state.catch_up(index).await;
+    let index = cluster.report(&CheckReport::Expired(ids)).await?;
+    crate::cluster::catch_up(&mut expirer.catalog_changed, index).await;
     Ok(())
 }
