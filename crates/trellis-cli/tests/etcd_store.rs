@@ -1337,3 +1337,105 @@ async fn sessions_are_etcd_leases_renewed_anywhere_and_their_end_releases_their_
         .unwrap();
     assert_eq!(answer.status(), 404, "an ended session cannot be renewed");
 }
+
+/// Among servers sharing a store the mesh's CA is the store's (`<prefix>ca/records/`, written by
+/// the leader): the root the first leader made and a rotation sent through a follower are what
+/// the next leader has after the first is killed, so leaves signed before the failover stay
+/// trusted after it and no sidecar has to change its certificate.
+#[tokio::test]
+async fn the_mesh_ca_lives_in_the_store_and_survives_the_leader() {
+    let member = EtcdProcess::start();
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (http_a, http_b) = (
+        format!("127.0.0.1:{}", support::free_port()),
+        format!("127.0.0.1:{}", support::free_port()),
+    );
+    let mut leader = Reaped(spawn_member(
+        &member,
+        "/mesh/",
+        &http_a,
+        "server-a",
+        data_a.path(),
+    ));
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "server-a leads",
+        || async { member.value("/mesh/lock").contains("server-a") },
+    )
+    .await;
+    let _follower = Reaped(spawn_member(
+        &member,
+        "/mesh/",
+        &http_b,
+        "server-b",
+        data_b.path(),
+    ));
+    let roots_on = |server: String| async move {
+        get_json(&format!("http://{server}/v1/connect/ca/roots")).await
+    };
+    let first = roots_on(http_b.clone()).await;
+    let (root, domain) = (
+        first["ActiveRootID"].as_str().unwrap().to_owned(),
+        first["TrustDomain"].as_str().unwrap().to_owned(),
+    );
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "the leader wrote the CA to the store",
+        || async {
+            let stored = member.keys("/mesh/ca/records/");
+            stored.iter().any(|k| k.ends_with("roots.json"))
+                && stored.iter().any(|k| k.ends_with(".key"))
+        },
+    )
+    .await;
+    // Every server has the store's CA.
+    let on_a = roots_on(http_a.clone()).await;
+    assert_eq!(on_a["ActiveRootID"], root.as_str());
+    // A rotation through the follower (forwarded to the leader, written to the store).
+    let answer = http()
+        .put(format!("http://{http_b}/v1/connect/ca/configuration"))
+        .json(&json!({"Config": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let rotated = roots_on(http_b.clone()).await;
+    let new_root = rotated["ActiveRootID"].as_str().unwrap().to_owned();
+    assert_ne!(new_root, root);
+    let leaf = get_json(&format!("http://{http_b}/v1/agent/connect/ca/leaf/web")).await;
+    assert!(
+        leaf["CertPEM"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+
+    leader.0.kill().unwrap();
+    leader.0.wait().unwrap();
+    support::eventually(
+        std::time::Duration::from_secs(15),
+        "server-b leads",
+        || async { member.value("/mesh/lock").contains("server-b") },
+    )
+    .await;
+    let after = roots_on(http_b.clone()).await;
+    assert_eq!(after["ActiveRootID"], new_root.as_str(), "{after}");
+    assert_eq!(after["TrustDomain"], domain.as_str());
+    let ids: Vec<&str> = after["Roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ID"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&root.as_str()) && ids.contains(&new_root.as_str()),
+        "{ids:?}"
+    );
+    let leaf = get_json(&format!("http://{http_b}/v1/agent/connect/ca/leaf/web")).await;
+    assert!(
+        leaf["CertPEM"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+}

@@ -55,6 +55,9 @@ pub enum CaError {
     /// An operator's root or a configuration change refused: the request's fault.
     #[error("{0}")]
     Invalid(String),
+    /// The store the servers share could not be read or written.
+    #[error("the CA in the shared store: {0}")]
+    Shared(String),
     #[error("the active CA root expired at {0}: rotate to a new root")]
     Expired(String),
 }
@@ -476,7 +479,7 @@ impl Root {
 }
 
 /// `ca/roots.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {
     cluster_id: String,
     index: u64,
@@ -488,7 +491,7 @@ struct Record {
     roots: Vec<RootEntry>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct RootEntry {
     file: String,
     create_index: u64,
@@ -510,8 +513,10 @@ struct LegacyRecord {
 pub struct Ca(Arc<Inner>);
 
 struct Inner {
-    /// `<data>/ca`; `None` in memory (`--dev`).
-    dir: Option<PathBuf>,
+    /// Where the state is written.
+    keeping: Keeping,
+    /// The configured leaf lifetime, for a state read back without one of its own.
+    config_leaf_ttl: LeafTtl,
     current: watch::Sender<Arc<CaState>>,
     /// Held while a change is built, written and published, so changes apply one at a time.
     writes: Mutex<()>,
@@ -526,16 +531,27 @@ impl Ca {
         settings: &Settings,
         now: SystemTime,
     ) -> Result<Self, CaError> {
-        let dir = dir.map(|d| d.join("ca"));
+        let keeping = match dir {
+            Some(dir) => Keeping::Dir(dir.join("ca")),
+            None => Keeping::Memory,
+        };
+        Self::load_or_create_in(keeping, settings, now)
+    }
+
+    /// [`Ca::load_or_create`] kept in `keeping`. In a shared store a server that cannot write
+    /// it (a follower) keeps what it made in memory, and takes the store's once there is one
+    /// ([`Ca::adopt_shared`]).
+    pub fn load_or_create_in(
+        keeping: Keeping,
+        settings: &Settings,
+        now: SystemTime,
+    ) -> Result<Self, CaError> {
         let operator = settings
             .operator
             .as_ref()
             .map(|op| operator_root(op, now))
             .transpose()?;
-        let loaded = match &dir {
-            Some(dir) => load(dir, &settings.leaf_ttl)?,
-            None => None,
-        };
+        let loaded = keeping.load(&settings.leaf_ttl)?;
         let mut new_key: Option<(Root, String)> = None;
         let mut gone = Vec::new();
         let mut changed = false;
@@ -577,12 +593,18 @@ impl Ca {
             gone = retired;
             changed = true;
         }
-        if let (Some(dir), true) = (&dir, changed) {
+        if changed {
             let new_key = new_key.as_ref().map(|(root, key)| (root, key.as_str()));
-            save(dir, &state, new_key, &gone)?;
+            match keeping.save(&state, new_key, &gone) {
+                Err(CaError::Shared(reason)) => {
+                    tracing::debug!(%reason, "the CA is not in the shared store yet; the leader writes it");
+                }
+                other => other?,
+            }
         }
         Ok(Self(Arc::new(Inner {
-            dir,
+            keeping,
+            config_leaf_ttl: settings.leaf_ttl.clone(),
             current: watch::channel(Arc::new(state)).0,
             writes: Mutex::new(()),
         })))
@@ -640,10 +662,8 @@ impl Ca {
                 None => return Ok(current),
             },
         };
-        if let Some(dir) = &self.0.dir {
-            let new_key = new_key.as_ref().map(|(root, key)| (root, key.as_str()));
-            save(dir, &next, new_key, &[])?;
-        }
+        let new_key_pem = new_key.as_ref().map(|(root, key)| (root, key.as_str()));
+        self.0.keeping.save(&next, new_key_pem, &[])?;
         let next = Arc::new(next);
         self.0.current.send_replace(Arc::clone(&next));
         Ok(next)
@@ -659,16 +679,89 @@ impl Ca {
         let Some((next, gone)) = self.current().retired(now) else {
             return Ok(false);
         };
-        if let Some(dir) = &self.0.dir {
-            save(dir, &next, None, &gone)?;
-        }
+        self.0.keeping.save(&next, None, &gone)?;
         self.0.current.send_replace(Arc::new(next));
         Ok(true)
     }
 }
 
-/// Retires rotated-out roots when they are due, until the server closes.
-pub async fn retire_expired(ca: Ca, mut closing: watch::Receiver<bool>) {
+impl Ca {
+    /// Takes the CA the shared store holds, if it differs from this server's; with none there
+    /// yet, writes this server's (which only the leader can). Whether the state changed. Reads
+    /// and writes the store: call it off the async runtime.
+    pub fn adopt_shared(&self) -> Result<bool, CaError> {
+        if !matches!(self.0.keeping, Keeping::Shared { .. }) {
+            return Ok(false);
+        }
+        let _one_at_a_time = self
+            .0
+            .writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.current();
+        match self.0.keeping.load(&self.0.config_leaf_ttl)? {
+            Some(stored)
+                if stored.record() != current.record()
+                    || stored.active.pem != current.active.pem =>
+            {
+                self.0.current.send_replace(Arc::new(stored));
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+            None => {
+                self.0.keeping.save(&current, None, &[])?;
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Among servers sharing a store: takes the store's CA whenever it changes and whenever this
+/// server becomes the leader (which writes its own if the store holds none), so every server
+/// signs with the same roots and a new leader goes on with the old one's.
+pub async fn follow_shared(ca: Ca, cluster: Arc<crate::cluster::Cluster>) {
+    let (mut role, mut changed) = (cluster.subscribe(), cluster.subscribe_ca());
+    loop {
+        // As things stand (at first, this server may lead already), then after each change.
+        let adopting = ca.clone();
+        match tokio::task::spawn_blocking(move || adopting.adopt_shared()).await {
+            Ok(Ok(true)) => tracing::info!("took the CA from the shared store"),
+            Ok(Ok(false)) => {}
+            // A follower cannot write the store's first CA: the leader does.
+            Ok(Err(error)) if !cluster.writes() => {
+                tracing::debug!(%error, "no CA in the shared store yet")
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "cannot take the CA from the shared store"),
+            Err(_) => return,
+        }
+        loop {
+            tokio::select! {
+                moved = role.changed() => {
+                    if moved.is_err() {
+                        return;
+                    }
+                    if cluster.writes() {
+                        break;
+                    }
+                }
+                moved = changed.changed() => {
+                    if moved.is_err() {
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Retires rotated-out roots when they are due, until the server closes; `writes` says
+/// whether this server may change the CA (among servers sharing a store, only the leader).
+pub async fn retire_expired(
+    ca: Ca,
+    mut closing: watch::Receiver<bool>,
+    writes: impl Fn() -> bool + Send + 'static,
+) {
     let mut changes = ca.subscribe();
     loop {
         let due = ca.current().next_retirement();
@@ -686,7 +779,7 @@ pub async fn retire_expired(ca: Ca, mut closing: watch::Receiver<bool>) {
             }
             () = tokio::time::sleep(nap) => {}
         }
-        if due.is_none_or(|at| at > SystemTime::now()) {
+        if due.is_none_or(|at| at > SystemTime::now()) || !writes() {
             continue;
         }
         let retiring = ca.clone();
@@ -918,22 +1011,173 @@ fn signer(root_pem: &str, key: KeyPair) -> Result<Signer, String> {
     Ok(Signer { issuer, key })
 }
 
-/// The CA under `dir`, if one was made there: `roots.json`, else a single root's `root.json`.
-fn load(dir: &Path, config_ttl: &LeafTtl) -> Result<Option<CaState>, CaError> {
-    let record_path = dir.join(RECORD);
+/// Where the CA's state is written.
+pub enum Keeping {
+    /// Nowhere (`--dev`).
+    Memory,
+    /// Under `<data>/ca/`.
+    Dir(PathBuf),
+    /// In a record table of the store the servers share (`<prefix>ca/records/<file>` in
+    /// etcd), which only the leader can write; `index`: the table's.
+    Shared {
+        table: Box<dyn trellis_store::RecordLog>,
+        label: String,
+        index: Mutex<u64>,
+    },
+}
+
+impl Keeping {
+    /// A record table of the shared store, `label` naming it in errors.
+    pub fn shared(table: Box<dyn trellis_store::RecordLog>, label: String) -> Self {
+        Self::Shared {
+            table,
+            label,
+            index: Mutex::new(0),
+        }
+    }
+
+    /// The state kept, if there is one.
+    fn load(&self, config_ttl: &LeafTtl) -> Result<Option<CaState>, CaError> {
+        match self {
+            Self::Memory => Ok(None),
+            Self::Dir(dir) => load(&DirFiles(dir), config_ttl),
+            Self::Shared {
+                table,
+                label,
+                index,
+            } => {
+                let (at, records) = table.load().map_err(|e| CaError::Shared(e.to_string()))?;
+                *index
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+                load(&TableFiles { records, label }, config_ttl)
+            }
+        }
+    }
+
+    /// Writes `state`: `new_root` with its key, and without the `retired` roots.
+    fn save(
+        &self,
+        state: &CaState,
+        new_root: Option<(&Root, &str)>,
+        retired: &[Root],
+    ) -> Result<(), CaError> {
+        match self {
+            Self::Memory => Ok(()),
+            Self::Dir(dir) => save(dir, state, new_root, retired),
+            Self::Shared { table, index, .. } => {
+                // Every file each time (a few KB): one transaction leaves the table whole.
+                let key_pem = match new_root {
+                    Some((_, key)) => key.to_owned(),
+                    None => state.signer.key.serialize_pem(),
+                };
+                let record = serde_json::to_vec_pretty(&state.record())
+                    .map_err(|e| CaError::Shared(e.to_string()))?;
+                let mut files: Vec<(String, Vec<u8>)> = state
+                    .roots()
+                    .into_iter()
+                    .map(|root| (format!("{}.pem", root.file), root.pem.clone().into_bytes()))
+                    .collect();
+                files.push((format!("{}.key", state.active.file), key_pem.into_bytes()));
+                files.push((RECORD.to_owned(), record));
+                let gone: Vec<String> = retired
+                    .iter()
+                    .flat_map(|root| ["pem", "key"].map(|ext| format!("{}.{ext}", root.file)))
+                    .chain(state.others.iter().map(|root| format!("{}.key", root.file)))
+                    .collect();
+                let puts: Vec<(&str, &[u8])> = files
+                    .iter()
+                    .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
+                    .collect();
+                let deletes: Vec<&str> = gone.iter().map(String::as_str).collect();
+                let mut index = index
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                table
+                    .commit(*index + 1, &puts, &deletes)
+                    .map_err(|e| CaError::Shared(e.to_string()))?;
+                *index += 1;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The files a CA is read from: a directory, or a shared store's record table.
+trait CaFiles {
+    /// The file `name` if it is there.
+    fn optional(&self, name: &str) -> Result<Option<String>, CaError>;
+    /// The file `name`, which must be there.
+    fn required(&self, name: &str) -> Result<String, CaError>;
+    /// Where `name` is, for errors.
+    fn path(&self, name: &str) -> PathBuf;
+}
+
+struct DirFiles<'a>(&'a Path);
+
+impl CaFiles for DirFiles<'_> {
+    fn optional(&self, name: &str) -> Result<Option<String>, CaError> {
+        let path = self.0.join(name);
+        if path.exists() {
+            read(&path).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn required(&self, name: &str) -> Result<String, CaError> {
+        read(&self.0.join(name))
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+struct TableFiles<'a> {
+    records: std::collections::BTreeMap<String, Vec<u8>>,
+    label: &'a str,
+}
+
+impl CaFiles for TableFiles<'_> {
+    fn optional(&self, name: &str) -> Result<Option<String>, CaError> {
+        self.records
+            .get(name)
+            .map(|bytes| {
+                String::from_utf8(bytes.clone()).map_err(|_| CaError::Corrupt {
+                    path: self.path(name),
+                    reason: "not UTF-8".into(),
+                })
+            })
+            .transpose()
+    }
+
+    fn required(&self, name: &str) -> Result<String, CaError> {
+        self.optional(name)?.ok_or_else(|| CaError::Corrupt {
+            path: self.path(name),
+            reason: "missing".into(),
+        })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("{}{name}", self.label))
+    }
+}
+
+/// The CA in `files`, if one was made there: `roots.json`, else a single root's `root.json`.
+fn load(files: &dyn CaFiles, config_ttl: &LeafTtl) -> Result<Option<CaState>, CaError> {
+    let record_path = files.path(RECORD);
     let corrupt = |path: &Path, reason: String| CaError::Corrupt {
         path: path.to_owned(),
         reason,
     };
-    let record = if record_path.exists() {
-        let text = read(&record_path)?;
+    let record = if let Some(text) = files.optional(RECORD)? {
         serde_json::from_str::<Record>(&text).map_err(|e| corrupt(&record_path, e.to_string()))?
     } else {
-        let legacy_path = dir.join("root.json");
-        if !legacy_path.exists() {
+        let legacy_path = files.path("root.json");
+        let Some(text) = files.optional("root.json")? else {
             return Ok(None);
-        }
-        let text = read(&legacy_path)?;
+        };
         let legacy: LegacyRecord =
             serde_json::from_str(&text).map_err(|e| corrupt(&legacy_path, e.to_string()))?;
         Record {
@@ -966,8 +1210,9 @@ fn load(dir: &Path, config_ttl: &LeafTtl) -> Result<Option<CaState>, CaError> {
         if !file_ok {
             return Err(bad("a root's file name is not letters, digits and '-'"));
         }
-        let pem_path = dir.join(format!("{}.pem", entry.file));
-        let pem = read(&pem_path)?;
+        let pem_name = format!("{}.pem", entry.file);
+        let pem_path = files.path(&pem_name);
+        let pem = files.required(&pem_name)?;
         let mut root = parse_root(&pem, entry.file.clone()).map_err(|e| corrupt(&pem_path, e))?;
         root.create_index = entry.create_index;
         root.modify_index = entry.modify_index;
@@ -981,9 +1226,10 @@ fn load(dir: &Path, config_ttl: &LeafTtl) -> Result<Option<CaState>, CaError> {
         }
     }
     let active = active.ok_or_else(|| bad("no active root"))?;
-    let key_path = dir.join(format!("{}.key", active.file));
-    let key =
-        KeyPair::from_pem(&read(&key_path)?).map_err(|e| corrupt(&key_path, e.to_string()))?;
+    let key_name = format!("{}.key", active.file);
+    let key_path = files.path(&key_name);
+    let key = KeyPair::from_pem(&files.required(&key_name)?)
+        .map_err(|e| corrupt(&key_path, e.to_string()))?;
     let signer = signer(&active.pem, key).map_err(|e| corrupt(&key_path, e))?;
     let leaf_ttl = match &record.leaf_cert_ttl {
         Some(text) => LeafTtl {

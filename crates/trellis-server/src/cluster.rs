@@ -64,6 +64,8 @@ pub struct Cluster {
     role: watch::Sender<Role>,
     /// Bumped each time the ACL records changed in the shared store (a follower reloads them).
     acl_changed: watch::Sender<u64>,
+    /// Bumped each time the CA's records changed in the shared store (every server takes it).
+    ca_changed: watch::Sender<u64>,
     /// When the role last changed, for `LastContact`-style reporting.
     since: parking_lot::Mutex<Instant>,
     /// The shared store, and the age of its last answer beyond which this server no longer
@@ -133,6 +135,7 @@ impl Cluster {
         Self {
             role: watch::channel(role).0,
             acl_changed: watch::channel(0).0,
+            ca_changed: watch::channel(0).0,
             since: parking_lot::Mutex::new(Instant::now()),
             store: None,
             me: String::new(),
@@ -428,6 +431,14 @@ impl Cluster {
 
     pub fn subscribe_acl(&self) -> watch::Receiver<u64> {
         self.acl_changed.subscribe()
+    }
+
+    pub fn ca_changed(&self) {
+        self.ca_changed.send_modify(|n| *n += 1);
+    }
+
+    pub fn subscribe_ca(&self) -> watch::Receiver<u64> {
+        self.ca_changed.subscribe()
     }
 }
 

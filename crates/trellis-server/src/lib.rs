@@ -512,11 +512,22 @@ async fn start_with_stores(
         metrics.traces.clone(),
     );
     let node = Node::new(&config.node_name, &config.datacenter, local_addr);
-    let ca_dir = (!config.dev).then_some(config.data_dir.as_path());
+    let keeping = match &etcd {
+        // Among servers sharing a store, the CA is the store's: the same roots on every server.
+        Some(etcd) => ca::Keeping::shared(
+            Box::new(
+                etcd.records("ca")
+                    .map_err(|error| store_error(&config, error))?,
+            ),
+            format!("etcd {}ca/records/", config.etcd.prefix),
+        ),
+        None if config.dev => ca::Keeping::Memory,
+        None => ca::Keeping::Dir(config.data_dir.join("ca")),
+    };
     let ca = Arc::new(
         ca::Settings::from_config(&config.connect)
             .and_then(|settings| {
-                ca::Ca::load_or_create(ca_dir, &settings, std::time::SystemTime::now())
+                ca::Ca::load_or_create_in(keeping, &settings, std::time::SystemTime::now())
             })
             .map_err(|error| ServerError::Ca(error.to_string()))?,
     );
@@ -597,6 +608,7 @@ async fn start_with_stores(
             config.acl.tokens.initial_management.clone(),
         ));
     }
+    let cluster_handle = cluster.clone();
     let state = AppState::new(Parts {
         node,
         catalog,
@@ -611,7 +623,18 @@ async fn start_with_stores(
         ca,
         cluster,
     });
-    tokio::spawn(ca::retire_expired(state.ca().clone(), state.closing()));
+    let leads = cluster_handle.clone();
+    tokio::spawn(ca::retire_expired(
+        state.ca().clone(),
+        state.closing(),
+        move || leads.writes(),
+    ));
+    if cluster_handle.role() != Role::Alone {
+        tokio::spawn(ca::follow_shared(
+            state.ca().clone(),
+            cluster_handle.clone(),
+        ));
+    }
 
     let dns_settings = dns::Settings {
         domain: config.dns_domain.clone(),

@@ -288,11 +288,11 @@ impl Writer {
                 self.cluster
                     .set_member(id, value.as_deref().map(Holder::parse));
             }
-            Feed::Table(table) => {
-                if table == "acl" {
-                    self.cluster.acl_changed();
-                }
-            }
+            Feed::Table(table) => match table.as_str() {
+                "acl" => self.cluster.acl_changed(),
+                "ca" => self.cluster.ca_changed(),
+                _ => {}
+            },
             Feed::Reset(snapshot) => {
                 // The holder and the members come again after it.
                 self.cluster.clear_members();
