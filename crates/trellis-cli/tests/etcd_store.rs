@@ -1017,17 +1017,6 @@ async fn servers_with_tls_forward_to_each_other_over_https() {
     );
 }
 
-/// A server process, killed and reaped when dropped: also when the test fails, so that no
-/// server outlives it holding the test's output open.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// etcd's revision: how many writes it has taken.
 fn revision(member: &EtcdProcess) -> u64 {
     let out =
@@ -1057,7 +1046,7 @@ async fn ttl_checks_are_expired_by_their_owner_and_move_when_it_dies() {
     let mut servers = Vec::new();
     for (n, name) in ["server-a", "server-b", "server-c"].iter().enumerate() {
         let server = spawn_member(&member, "/ttl/", &https[n], name, data[n].path());
-        servers.push(Reaped(server));
+        servers.push(KillOnDrop(server));
         if n == 0 {
             support::eventually(
                 std::time::Duration::from_secs(10),
@@ -1226,37 +1215,9 @@ async fn ttl_checks_are_expired_by_their_owner_and_move_when_it_dies() {
 #[tokio::test]
 async fn sessions_are_etcd_leases_renewed_anywhere_and_their_end_releases_their_locks() {
     let member = EtcdProcess::start();
-    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (http_a, http_b) = (
-        format!("127.0.0.1:{}", support::free_port()),
-        format!("127.0.0.1:{}", support::free_port()),
-    );
-    let mut leader = Reaped(spawn_member(
-        &member,
-        "/sess/",
-        &http_a,
-        "server-a",
-        data_a.path(),
-    ));
-    support::eventually(
-        std::time::Duration::from_secs(10),
-        "server-a leads",
-        || async { member.value("/sess/lock").contains("server-a") },
-    )
-    .await;
-    let _follower = Reaped(spawn_member(
-        &member,
-        "/sess/",
-        &http_b,
-        "server-b",
-        data_b.path(),
-    ));
-    support::eventually(
-        std::time::Duration::from_secs(10),
-        "both servers are members",
-        || async { member.keys("/sess/members/").len() == 2 },
-    )
-    .await;
+    let inherit = std::process::Stdio::inherit();
+    let mut pair = leader_and_follower(&member, "/sess/", &[], inherit).await;
+    let (http_a, http_b) = (pair.leader_http.clone(), pair.follower_http.clone());
     let client = http();
     let created: serde_json::Value = client
         .put(format!("http://{http_b}/v1/session/create"))
@@ -1309,8 +1270,8 @@ async fn sessions_are_etcd_leases_renewed_anywhere_and_their_end_releases_their_
 
     // The leader goes, the renewals stop: the lease ends in etcd, and the new leader
     // invalidates the session and releases its lock.
-    leader.0.kill().unwrap();
-    leader.0.wait().unwrap();
+    pair.leader.0.kill().unwrap();
+    pair.leader.0.wait().unwrap();
     // Not before its TTL, even with the leader replaced meanwhile.
     tokio::time::sleep_until((last_renew + std::time::Duration::from_secs(12)).into()).await;
     let info = get_json(&format!("http://{http_b}/v1/session/info/{id}")).await;
@@ -1345,31 +1306,9 @@ async fn sessions_are_etcd_leases_renewed_anywhere_and_their_end_releases_their_
 #[tokio::test]
 async fn the_mesh_ca_lives_in_the_store_and_survives_the_leader() {
     let member = EtcdProcess::start();
-    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (http_a, http_b) = (
-        format!("127.0.0.1:{}", support::free_port()),
-        format!("127.0.0.1:{}", support::free_port()),
-    );
-    let mut leader = Reaped(spawn_member(
-        &member,
-        "/mesh/",
-        &http_a,
-        "server-a",
-        data_a.path(),
-    ));
-    support::eventually(
-        std::time::Duration::from_secs(10),
-        "server-a leads",
-        || async { member.value("/mesh/lock").contains("server-a") },
-    )
-    .await;
-    let _follower = Reaped(spawn_member(
-        &member,
-        "/mesh/",
-        &http_b,
-        "server-b",
-        data_b.path(),
-    ));
+    let inherit = std::process::Stdio::inherit();
+    let mut pair = leader_and_follower(&member, "/mesh/", &[], inherit).await;
+    let (http_a, http_b) = (pair.leader_http.clone(), pair.follower_http.clone());
     let roots_on = |server: String| async move {
         get_json(&format!("http://{server}/v1/connect/ca/roots")).await
     };
@@ -1410,8 +1349,8 @@ async fn the_mesh_ca_lives_in_the_store_and_survives_the_leader() {
             .contains("BEGIN CERTIFICATE")
     );
 
-    leader.0.kill().unwrap();
-    leader.0.wait().unwrap();
+    pair.leader.0.kill().unwrap();
+    pair.leader.0.wait().unwrap();
     support::eventually(
         std::time::Duration::from_secs(15),
         "server-b leads",

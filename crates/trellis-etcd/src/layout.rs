@@ -44,7 +44,7 @@ pub enum Key {
     },
     /// A live server: `<prefix>members/<id>`, bound to its lease.
     Member(String),
-    /// The index of a record table (`<prefix><table>/index`: `acl`, `transactions`).
+    /// The index of a record table (`<prefix><table>/index`: `acl`, `transactions`, `ca`).
     TableIndex(String),
     /// Anything else: a table's records, or a key Trellis does not write.
     Other,

@@ -137,48 +137,41 @@ async fn set_ttl(
         }
         output.truncate(end);
     }
-    let Some(ttl) = state.ttl_deadlines() else {
-        state
-            .submit(Command::UpdateTtl {
-                check_id,
-                status,
-                output,
-            })
-            .await?;
-        return Ok(());
-    };
     // Among servers sharing a store this server owns the check's expiry (see `ttl.rs`): the
-    // deadline moves here, and only a heartbeat that changes the check is written.
-    let expired_meanwhile = ttl.settle(&check_id).await;
-    let changes = state
-        .catalog()?
-        .ttl_heartbeat_changes(&check_id, status, &output)
-        .map_err(WriteError::Rejected)?;
-    ttl.heartbeat(&check_id, status);
-    if !changes && !expired_meanwhile {
-        return Ok(());
-    }
-    if state.cluster().writes() {
-        state
-            .submit(Command::UpdateTtl {
+    // deadline moves here, and only a heartbeat that changes the check is written, by the
+    // leader.
+    if let Some(ttl) = state.ttl_deadlines() {
+        let expired_meanwhile = ttl.settle(&check_id).await;
+        let changes = state
+            .catalog()?
+            .ttl_heartbeat_changes(&check_id, status, &output)
+            .map_err(WriteError::Rejected)?;
+        ttl.heartbeat(&check_id, status);
+        if !changes && !expired_meanwhile {
+            return Ok(());
+        }
+        if !state.cluster().writes() {
+            let report = CheckReport::Heartbeat {
                 check_id,
                 status,
                 output,
-            })
-            .await?;
-        return Ok(());
+            };
+            let index = state
+                .cluster()
+                .report(&report)
+                .await
+                .map_err(|reason| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason))?;
+            state.catch_up(index).await;
+            return Ok(());
+        }
     }
-    let report = CheckReport::Heartbeat {
-        check_id,
-        status,
-        output,
-    };
-    let index = state
-        .cluster()
-        .report(&report)
-        .await
-        .map_err(|reason| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason))?;
-    state.catch_up(index).await;
+    state
+        .submit(Command::UpdateTtl {
+            check_id,
+            status,
+            output,
+        })
+        .await?;
     Ok(())
 }
 
