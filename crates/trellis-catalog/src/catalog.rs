@@ -1189,15 +1189,7 @@ impl Catalog {
         now: Duration,
         fx: &mut Effects,
     ) -> Result<(), CatalogError> {
-        let check = self
-            .checks
-            .get_mut(check_id)
-            .ok_or_else(|| CatalogError::NotFound(format!("unknown check ID {check_id:?}")))?;
-        if !matches!(check.definition.kind, CheckKind::Ttl { .. }) {
-            return Err(CatalogError::Invalid(format!(
-                "check {check_id:?} is not a TTL check"
-            )));
-        }
+        let check = ttl_target(self.checks.get_mut(check_id), check_id)?;
         let from = check.status;
         let changed = Arc::make_mut(check).update_ttl(status, output, now);
         self.deadlines.set(check_id, due_at(check, self.ttl_expiry));
@@ -1390,17 +1382,22 @@ impl Catalog {
         status: CheckStatus,
         output: &str,
     ) -> Result<bool, CatalogError> {
-        let check = self
-            .checks
-            .get(check_id)
-            .ok_or_else(|| CatalogError::NotFound(format!("unknown check ID {check_id:?}")))?;
-        if !matches!(check.definition.kind, CheckKind::Ttl { .. }) {
-            return Err(CatalogError::Invalid(format!(
-                "check {check_id:?} is not a TTL check"
-            )));
-        }
+        let check = ttl_target(self.checks.get(check_id), check_id)?;
         Ok(check.status != status || check.output != output)
     }
+}
+
+/// The check a TTL heartbeat for `check_id` updates: refused if there is none or it is not a
+/// TTL check.
+fn ttl_target<C: AsRef<Check>>(check: Option<C>, check_id: &str) -> Result<C, CatalogError> {
+    let check =
+        check.ok_or_else(|| CatalogError::NotFound(format!("unknown check ID {check_id:?}")))?;
+    if !matches!(check.as_ref().definition.kind, CheckKind::Ttl { .. }) {
+        return Err(CatalogError::Invalid(format!(
+            "check {check_id:?} is not a TTL check"
+        )));
+    }
+    Ok(check)
 }
 
 /// When `check` next needs a tick: its own next deadline, without the TTL's when the catalog

@@ -190,7 +190,7 @@ impl Check {
     pub(crate) fn expire_ttl(&mut self, now: Duration) -> bool {
         match self.ttl_deadline {
             Some(deadline) if now >= deadline && self.status != CheckStatus::Critical => {
-                self.set(CheckStatus::Critical, "TTL expired".into(), now)
+                self.force_expire(now)
             }
             _ => false,
         }

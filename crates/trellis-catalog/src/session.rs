@@ -171,10 +171,7 @@ impl SessionStore {
     /// to the old one); `doomed` are sessions bound to a check that is gone or critical, which
     /// the next tick invalidates, as after a restore.
     pub(crate) fn rearm(&mut self, now: Duration, doomed: Vec<String>) {
-        for session in self.sessions.values() {
-            let deadline = ttl_deadline(session, now).filter(|_| self.ttl_timers);
-            self.timers.set(&session.id, deadline);
-        }
+        self.set_ttl_timers(self.ttl_timers, now);
         self.doomed.extend(doomed);
     }
 
@@ -184,15 +181,15 @@ impl SessionStore {
     pub(crate) fn set_ttl_timers(&mut self, on: bool, now: Duration) {
         self.ttl_timers = on;
         for session in self.sessions.values() {
-            let deadline = ttl_deadline(session, now).filter(|_| on);
-            self.timers.set(&session.id, deadline);
+            self.timers
+                .set(&session.id, ttl_deadline(session, now, self.ttl_timers));
         }
     }
 
     /// Starts (or restarts) a session's TTL timer at `now`.
     fn start_timer(&mut self, session: &Session, now: Duration) {
-        let deadline = ttl_deadline(session, now).filter(|_| self.ttl_timers);
-        self.timers.set(&session.id, deadline);
+        self.timers
+            .set(&session.id, ttl_deadline(session, now, self.ttl_timers));
     }
 
     /// Restored sessions doomed by their checks, and at most `limit` sessions whose TTL has run
@@ -247,10 +244,11 @@ impl SessionStore {
     }
 }
 
-/// When a session whose TTL starts at `now` runs out, if it has a TTL.
-fn ttl_deadline(session: &Session, now: Duration) -> Option<Duration> {
+/// When a session whose TTL starts at `now` runs out, if it has a TTL and TTLs run here
+/// (`timers`).
+fn ttl_deadline(session: &Session, now: Duration, timers: bool) -> Option<Duration> {
     // Validated when created; a record that no longer parses simply has no TTL.
-    let ttl = session_ttl(&session.ttl).ok().flatten();
+    let ttl = session_ttl(&session.ttl).ok().flatten().filter(|_| timers);
     ttl.map(|ttl| now + ttl * SESSION_TTL_MULTIPLIER)
 }
 

@@ -788,6 +788,7 @@ impl EtcdStore {
     /// put before) is kept as it is.
     fn session_leases(&self, mutations: &[Mutation]) -> Result<BTreeMap<String, i64>, StoreError> {
         let mut leases = BTreeMap::new();
+        let mut grants = Vec::new();
         for mutation in mutations {
             let Mutation::PutSession(session) = mutation else {
                 continue;
@@ -800,21 +801,27 @@ impl EtcdStore {
                 .as_secs()
                 .max(1) as i64;
             let mut lease = self.conn.lease.clone();
+            grants.push(async move {
+                match lease
+                    .grant(seconds, Some(LeaseGrantOptions::new().with_id(id)))
+                    .await
+                {
+                    Err(etcd_client::Error::GRpcStatus(status))
+                        if status.message().contains("lease already exists") =>
+                    {
+                        Ok(())
+                    }
+                    answer => answer.map(drop),
+                }
+            });
+            leases.insert(self.conn.layout.session_key(&session.id), id);
+        }
+        if !grants.is_empty() {
+            // All of a batch's leases in one round trip's time, before its transaction.
             self.conn
                 .block_on("cannot grant a session's lease", async move {
-                    match lease
-                        .grant(seconds, Some(LeaseGrantOptions::new().with_id(id)))
-                        .await
-                    {
-                        Err(etcd_client::Error::GRpcStatus(status))
-                            if status.message().contains("lease already exists") =>
-                        {
-                            Ok(())
-                        }
-                        answer => answer.map(drop),
-                    }
+                    futures_util::future::try_join_all(grants).await.map(drop)
                 })?;
-            leases.insert(self.conn.layout.session_key(&session.id), id);
         }
         Ok(leases)
     }

@@ -16,6 +16,9 @@
 //! the indexes, replaced last by a rename: a crash leaves the old record, whose files are all
 //! there. A directory written before there were several roots (`root.json`, `root.pem`,
 //! `root.key`) loads as a CA of that one root; the first change writes `roots.json` beside it.
+//! Among servers sharing a store the same files are a record table of the store
+//! (`<prefix>ca/records/`), written whole by the leader, which every server takes
+//! (`follow_shared`): one CA for all of them, across failovers.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
@@ -1066,11 +1069,9 @@ impl Keeping {
             Self::Memory => Ok(()),
             Self::Dir(dir) => save(dir, state, new_root, retired),
             Self::Shared { table, index, .. } => {
-                // Every file each time (a few KB): one transaction leaves the table whole.
-                let key_pem = match new_root {
-                    Some((_, key)) => key.to_owned(),
-                    None => state.signer.key.serialize_pem(),
-                };
+                // Every file each time (a few KB): one transaction leaves the table whole. The
+                // active root's key is the signer's (a new root's is the one given).
+                let key_pem = state.signer.key.serialize_pem();
                 let record = serde_json::to_vec_pretty(&state.record())
                     .map_err(|e| CaError::Shared(e.to_string()))?;
                 let mut files: Vec<(String, Vec<u8>)> = state

@@ -4,7 +4,7 @@
 //! Script checks run their command only while `enable_script_checks` is on; a script check
 //! restored from the store on a server without it is critical and runs nothing.
 
-use crate::cluster::{CheckReport, Cluster};
+use crate::cluster::{CheckReport, CheckStatusReport, Cluster};
 use crate::config::SCRIPTS_DISABLED;
 use crate::queue::WriterHandle;
 use prometheus_client::metrics::counter::Counter;
@@ -134,11 +134,11 @@ async fn probe_loop(shared: Arc<Probing>, check: Arc<Check>) {
             // A full queue drops this result; the next probe reports again.
             let _ = writer.try_submit(command);
         } else {
-            let report = CheckReport::Probe {
+            let report = CheckReport::Probe(CheckStatusReport {
                 check_id: check.id().to_owned(),
                 status: result,
                 output,
-            };
+            });
             // No leader now, or it did not answer: the next probe reports again.
             if let Err(reason) = cluster.report(&report).await {
                 tracing::debug!(%reason, check_id = check.id(), "cannot hand a probe's result to the leader");

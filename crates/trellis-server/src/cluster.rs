@@ -486,23 +486,20 @@ pub enum Owner {
 /// check, or TTL checks whose TTL ran out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CheckReport {
-    Probe {
-        #[serde(rename = "CheckID")]
-        check_id: String,
-        #[serde(rename = "Status")]
-        status: trellis_types::CheckStatus,
-        #[serde(rename = "Output", default)]
-        output: String,
-    },
-    Heartbeat {
-        #[serde(rename = "CheckID")]
-        check_id: String,
-        #[serde(rename = "Status")]
-        status: trellis_types::CheckStatus,
-        #[serde(rename = "Output", default)]
-        output: String,
-    },
+    Probe(CheckStatusReport),
+    Heartbeat(CheckStatusReport),
     Expired(Vec<String>),
+}
+
+/// A check's status and output as its owner found them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckStatusReport {
+    #[serde(rename = "CheckID")]
+    pub check_id: String,
+    #[serde(rename = "Status")]
+    pub status: trellis_types::CheckStatus,
+    #[serde(rename = "Output", default)]
+    pub output: String,
 }
 
 impl CheckReport {
@@ -510,23 +507,15 @@ impl CheckReport {
     pub fn into_commands(self) -> Vec<trellis_catalog::Command> {
         use trellis_catalog::Command;
         match self {
-            Self::Probe {
-                check_id,
-                status,
-                output,
-            } => vec![Command::ReportCheck {
-                check_id,
-                result: status,
-                output,
+            Self::Probe(r) => vec![Command::ReportCheck {
+                check_id: r.check_id,
+                result: r.status,
+                output: r.output,
             }],
-            Self::Heartbeat {
-                check_id,
-                status,
-                output,
-            } => vec![Command::UpdateTtl {
-                check_id,
-                status,
-                output,
+            Self::Heartbeat(r) => vec![Command::UpdateTtl {
+                check_id: r.check_id,
+                status: r.status,
+                output: r.output,
             }],
             Self::Expired(ids) => ids
                 .into_iter()

@@ -34,8 +34,9 @@ pub struct Metrics {
     pub watchers: Gauge,
     /// Active health probes this server ran (among servers sharing a store, its share).
     pub probes: Counter,
-    /// TTL checks whose TTL ran out on this server's watch (among servers sharing a store, of
-    /// the checks it owns).
+    /// Among servers sharing a store: the TTL checks this server owns whose TTL ran out and
+    /// that it had the leader mark critical (a server alone expires TTLs in its catalog and
+    /// counts none here).
     pub ttl_expired: Counter,
     pub store: StoreMetrics,
     pub coordinator: crate::coordinator::CoordinatorMetrics,
@@ -95,7 +96,7 @@ impl Metrics {
         let ttl_expired = Counter::default();
         registry.register(
             "check_ttl_expired",
-            "TTL checks this server saw run out and had marked critical (among servers sharing a store, its share)",
+            "Among servers sharing a store: TTL checks this server owns that ran out and were marked critical",
             ttl_expired.clone(),
         );
         let commit_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 14));

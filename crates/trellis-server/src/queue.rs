@@ -64,6 +64,17 @@ impl WriterHandle {
         answer.await.unwrap_or(Err(WriteError::Stopped))
     }
 
+    /// Queues `commands` at once (they may share a batch) and waits until all are applied; the
+    /// first refusal, if any.
+    pub async fn submit_all(&self, commands: Vec<Command>) -> Result<(), WriteError> {
+        let answers =
+            futures_util::future::join_all(commands.into_iter().map(|c| self.submit(c))).await;
+        answers
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err)
+    }
+
     /// Queues a command without waiting for its outcome (probe results: the next probe reports
     /// again, so a result lost to a full queue costs nothing).
     pub fn try_submit(&self, command: Command) -> Result<(), WriteError> {

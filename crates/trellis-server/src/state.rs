@@ -198,7 +198,6 @@ impl AppState {
         }))
     }
 
-    /// Alone, or leading or following the servers that share the store.
     /// The TTL checks this server owns, among servers sharing a store (`None` alone).
     pub fn ttl_deadlines(&self) -> Option<&Arc<crate::ttl::TtlDeadlines>> {
         self.0.publisher.ttl()
@@ -210,6 +209,7 @@ impl AppState {
         crate::cluster::catch_up(&mut self.catalog_changed(), index).await;
     }
 
+    /// Alone, or leading or following the servers that share the store.
     pub fn cluster(&self) -> &crate::cluster::Cluster {
         &self.0.cluster
     }
@@ -266,6 +266,11 @@ impl AppState {
     /// durable command).
     pub async fn submit(&self, command: Command) -> Result<Reply, WriteError> {
         self.0.writer.submit(command).await
+    }
+
+    /// [`crate::queue::WriterHandle::submit_all`].
+    pub async fn submit_all(&self, commands: Vec<Command>) -> Result<(), WriteError> {
+        self.0.writer.submit_all(commands).await
     }
 
     /// The slot of a service, created from the catalog for a name seen for the first time (also

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::sync::watch;
-use trellis_catalog::{Check, Command, Deadlines};
+use trellis_catalog::{Check, Deadlines};
 use trellis_types::{CheckKind, CheckStatus};
 
 /// Longest a heartbeat waits for an expiry of its check that is on its way to the leader.
@@ -240,19 +240,16 @@ pub async fn run(ttl: Arc<TtlDeadlines>, mut expirer: Expirer) {
 /// Has the leader (this server, or through its API) turn `ids` critical, and waits until this
 /// server's replica shows it.
 async fn expire(cluster: &Cluster, expirer: &mut Expirer, ids: Vec<String>) -> Result<(), String> {
+    let report = CheckReport::Expired(ids);
     if cluster.writes() {
-        let commands = ids
-            .into_iter()
-            .map(|check_id| Command::ExpireTtl { check_id });
-        let writer = &expirer.writer;
-        let answers =
-            futures_util::future::join_all(commands.map(|command| writer.submit(command))).await;
-        return match answers.into_iter().find_map(Result::err) {
-            Some(error) => Err(error.to_string()),
-            None => Ok(()),
-        };
+        let commands = report.into_commands();
+        return expirer
+            .writer
+            .submit_all(commands)
+            .await
+            .map_err(|error| error.to_string());
     }
-    let index = cluster.report(&CheckReport::Expired(ids)).await?;
+    let index = cluster.report(&report).await?;
     crate::cluster::catch_up(&mut expirer.catalog_changed, index).await;
     Ok(())
 }

@@ -314,8 +314,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Takes the lead with the catalog as it is (up to date with the store), giving every timer
-    /// a full period, since the heartbeats that kept them went to the old leader.
+    /// Takes the lead with the catalog as it is (up to date with the store): the reaper's clock
+    /// starts again (TTLs are the checks' owners' and etcd's, not the leader's), and the
+    /// sessions whose lease ended before the old leader applied it are invalidated.
     fn promote(&mut self, catalog: &mut Catalog, now: Duration, fx: &mut Effects) {
         catalog.rearm_timers(now);
         // Sessions whose lease ended while the old leader had not invalidated them yet.

@@ -190,8 +190,9 @@ impl Catalog {
     }
 
     /// Restarts every check's TTL and critical-since timers and every session's TTL at `now`,
-    /// for a replica whose server becomes the leader: heartbeats and renewals went to the old
-    /// leader, so each gets a full TTL of grace from now, as after [`Catalog::restore`]. A
+    /// for a replica whose server becomes the leader, as after [`Catalog::restore`]: the
+    /// reaper's clock, and the TTLs where this catalog runs them (among servers sharing a
+    /// store it does not: see [`Catalog::set_ttl_expiry`]). A
     /// session bound to a check that is gone or critical is invalidated by the next tick.
     pub fn rearm_timers(&mut self, now: Duration) {
         for (id, check) in &mut self.checks {

@@ -6,7 +6,7 @@ use super::error::ApiError;
 use super::params::QueryParams;
 use super::respond::{json_response, to_json_bytes};
 use super::waiting::{Hashed, Signal, add_content_hash, block_on_hash, content_hash};
-use crate::cluster::CheckReport;
+use crate::cluster::{CheckReport, CheckStatusReport};
 use crate::published::{ServiceFields, catalog_check_json};
 use crate::queue::WriteError;
 use crate::state::AppState;
@@ -151,11 +151,11 @@ async fn set_ttl(
             return Ok(());
         }
         if !state.cluster().writes() {
-            let report = CheckReport::Heartbeat {
+            let report = CheckReport::Heartbeat(CheckStatusReport {
                 check_id,
                 status,
                 output,
-            };
+            });
             let index = state
                 .cluster()
                 .report(&report)

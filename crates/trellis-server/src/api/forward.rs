@@ -130,11 +130,8 @@ async fn receive_report(state: &AppState, request: Request) -> Response {
         Ok(report) => report,
         Err(error) => return ApiError::bad_request(error.to_string()).into_response(),
     };
-    let answers =
-        futures_util::future::join_all(report.into_commands().into_iter().map(|c| state.submit(c)))
-            .await;
-    // Expiries of checks that went meanwhile are no error: there is nothing left to expire.
-    if let Some(error) = answers.into_iter().find_map(Result::err) {
+    // The expiry of a check that went meanwhile is no error: there is nothing left to expire.
+    if let Err(error) = state.submit_all(report.into_commands()).await {
         return ApiError::from(error).into_response();
     }
     let index = *state.catalog_changed().borrow();
