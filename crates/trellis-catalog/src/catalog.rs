@@ -31,6 +31,7 @@ use trellis_types::{
     Session, SessionBehavior,
 };
 
+mod renumber;
 mod replica;
 
 /// One instance with its checks (service checks and node checks) and their worst status.

@@ -4,6 +4,7 @@
 //! (`trellis_types::config_entry`); this module applies upserts and deletes with Consul's rules.
 
 use crate::effects::{Effects, Write};
+use crate::numbering::{Indexed, Revisions, renumber};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use trellis_types::ConfigEntry;
@@ -62,6 +63,26 @@ impl ConfigStore {
 
     pub(crate) fn get(&self, kind: &str, name: &str) -> Option<&Arc<ConfigEntry>> {
         self.entries.get(&key(kind, name))
+    }
+
+    /// Takes a shared store's numbers for a batch numbered `tentative` (see
+    /// `Catalog::renumber`): each entry `put` (by kind and name) its key's revisions, the
+    /// table's and the kinds' indexes the commit's `index`.
+    pub(crate) fn renumber<'a>(
+        &mut self,
+        tentative: u64,
+        index: u64,
+        put: impl IntoIterator<Item = (&'a str, &'a str, Revisions)>,
+    ) {
+        for (kind, name, revisions) in put {
+            if let Some(entry) = self.entries.get_mut(&key(kind, name)) {
+                Arc::make_mut(entry).set_indexes(revisions);
+            }
+        }
+        renumber(&mut self.index, tentative, index);
+        for kind_index in self.kind_index.values_mut() {
+            renumber(kind_index, tentative, index);
+        }
     }
 
     /// The entries of `kind` in name order, or of every kind (by kind, then name) for `None`.

@@ -19,44 +19,76 @@
 //!   counter moves up to the commit's index, records keep their indexes, and a derived index
 //!   moves to the index of the record that changed it (the commit's own for a delete, whose
 //!   mutation carries none), never down.
+//! - **Among servers sharing etcd, every index is a revision.** The leader numbers a whole batch
+//!   with one tentative index (one above the last revision it knows: [`GlobalIndex::begin_batch`]),
+//!   since the batch becomes one etcd transaction, and once etcd committed it takes etcd's
+//!   numbers ([`crate::Catalog::renumber`]): the commit's revision, and each key's create and
+//!   modify revisions, which replicas read off the keys. The tentative index is never above the
+//!   revision (etcd's revision only rises), so no number it replaces was handed out before.
 
 /// The global index counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct GlobalIndex(u64);
+pub(crate) struct GlobalIndex {
+    value: u64,
+    /// While a batch is numbered as one change: the index it started from.
+    batch_from: Option<u64>,
+}
 
 impl GlobalIndex {
     /// A fresh counter at 1 (never 0, see the module documentation).
     pub(crate) const fn new() -> Self {
-        Self(1)
+        Self::resume_at_least_one(1)
+    }
+
+    const fn resume_at_least_one(value: u64) -> Self {
+        Self {
+            value,
+            batch_from: None,
+        }
     }
 
     /// A counter resuming at `top`, the highest index restored (at least 1).
     pub(crate) fn resume_at(top: u64) -> Self {
-        Self(top.max(1))
+        Self::resume_at_least_one(top.max(1))
     }
 
     /// The highest index of any change so far.
     pub(crate) fn get(self) -> u64 {
-        self.0
+        self.value
     }
 
     /// The number the next change will take: a transaction numbers its writes with it before
     /// deciding whether to apply them (and then takes it with [`GlobalIndex::bump`]).
     pub(crate) fn peek_next(self) -> u64 {
-        self.0 + 1
+        self.batch_from.unwrap_or(self.value) + 1
     }
 
-    /// Numbers a new change: one more than any index handed out before. Everything one change
-    /// touches (an instance, its checks, its service's index, the services list) takes this same
-    /// number, and a batch-like change (every TTL expiring in one tick) takes one number in all.
+    /// Numbers a new change: one more than any index handed out before (within a batch, the
+    /// batch's one number). Everything one change touches (an instance, its checks, its
+    /// service's index, the services list) takes this same number, and a batch-like change
+    /// (every TTL expiring in one tick) takes one number in all.
     pub(crate) fn bump(&mut self) -> u64 {
-        self.0 += 1;
-        self.0
+        self.value = self.peek_next();
+        self.value
+    }
+
+    /// Until [`GlobalIndex::end_batch`], every change takes the same number: the one
+    /// answered, one above every index handed out before the batch (the open batch's, if one
+    /// is open).
+    pub(crate) fn begin_batch(&mut self) -> u64 {
+        if self.batch_from.is_none() {
+            self.batch_from = Some(self.value);
+        }
+        self.peek_next()
+    }
+
+    pub(crate) fn end_batch(&mut self) {
+        self.batch_from = None;
     }
 
     /// Moves the counter up to `index`, a change numbered elsewhere (a replica applying the
     /// leader's commit, see [`crate::Catalog::replicate`]); never down.
     pub(crate) fn advance_to(&mut self, index: u64) {
-        self.0 = self.0.max(index);
+        self.value = self.value.max(index);
     }
 }

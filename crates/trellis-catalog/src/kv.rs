@@ -3,6 +3,7 @@
 
 use crate::effects::{Effects, Write};
 use crate::error::CatalogError;
+use crate::numbering::{Indexed, Revisions, renumber};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use trellis_types::Session;
@@ -187,6 +188,30 @@ impl KvStore {
         self.entries.get(key)
     }
 
+    /// Takes a shared store's numbers for a batch numbered `tentative` (see
+    /// `Catalog::renumber`): each entry `put` its key's revisions, each tombstone of a key
+    /// `deleted` and the store's index the commit's `index`.
+    pub(crate) fn renumber<'a>(
+        &mut self,
+        tentative: u64,
+        index: u64,
+        put: impl IntoIterator<Item = (&'a str, Revisions)>,
+        deleted: impl IntoIterator<Item = &'a str>,
+    ) {
+        for (key, revisions) in put {
+            if let Some(entry) = self.entries.get_mut(key) {
+                entry.set_indexes(revisions);
+            }
+        }
+        for key in deleted {
+            if self.tombstones.by_key.get(key) == Some(&tentative) {
+                self.tombstones.insert(key.to_owned(), index);
+            }
+        }
+        renumber(&mut self.tombstones.floor, tentative, index);
+        renumber(&mut self.index, tentative, index);
+    }
+
     /// Entries whose key starts with `prefix`, in key order.
     pub(crate) fn range<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a KvEntry> + 'a {
         self.entries
@@ -242,10 +267,10 @@ impl KvStore {
     }
 
     /// Applies one record of a leader's commit numbered `index`, as it is: the key's entry
-    /// (`Some`, whose `ModifyIndex` the store index takes) or its delete (`None`). Writes
-    /// nothing. A delete's tombstone takes `index`, the commit's: the delete's own index is not
-    /// in the record, and the commit's is never below it (so a prefix index may run ahead of the
-    /// leader's, never behind). A delete of a key the replica does not have leaves one too: the
+    /// (`Some`) or its delete (`None`). Writes nothing. The store's index and a delete's
+    /// tombstone take `index`, the commit's: the delete's own index is not in the record, and
+    /// the commit's is never below any of the commit's (so they may run ahead of the leader's,
+    /// never behind; equal when the leader numbers a batch as one change). A delete of a key the replica does not have leaves one too: the
     /// key came and went within the commit, which left the leader a tombstone.
     pub(crate) fn replicate(
         &mut self,
@@ -254,19 +279,16 @@ impl KvStore {
         index: u64,
         fx: &mut Effects,
     ) {
-        let at = match entry {
+        match entry {
             Some(entry) => {
-                let at = entry.modify_index.min(index);
                 self.change(key, Some(entry), index);
-                at
             }
             None => {
                 self.remove_entry(key);
                 self.tombstones.insert(key.to_owned(), index);
-                index
             }
-        };
-        self.index = self.index.max(at);
+        }
+        self.index = self.index.max(index);
         fx.kv = true;
     }
 

@@ -13,6 +13,7 @@ mod error;
 mod index;
 mod kv;
 mod mutation;
+mod numbering;
 mod record;
 mod session;
 mod tick;
@@ -25,6 +26,7 @@ pub use effects::{CheckTransition, Effects, Write};
 pub use error::CatalogError;
 pub use kv::{KvEntry, KvSnapshot, MAX_KEY_LEN, MAX_KV_TOMBSTONES, validate_key};
 pub use mutation::Mutation;
+pub use numbering::{Indexed, Numbering, Revisions};
 pub use record::{CheckRecord, InstanceRecord};
 pub use session::{
     MAX_LOCK_DELAY, MAX_SESSIONS, SESSION_TTL_MAX, SESSION_TTL_MIN, SESSION_TTL_MULTIPLIER,

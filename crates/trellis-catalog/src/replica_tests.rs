@@ -5,6 +5,7 @@
 //! off, and timers rearmed when a follower takes over.
 
 use super::*;
+use crate::numbering::{Numbering, Revisions};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -877,9 +878,9 @@ fn assert_ahead_never_behind(step: &str, leader: &Seen, follower: &Seen) {
     }
 }
 
-/// In a commit of several changes, a delete's own index is not in its mutation: what it
-/// changed takes the commit's index on the replica, which may be ahead of the leader's (never
-/// behind). Everything a record changed takes the record's index and matches.
+/// In a commit of several changes at several indexes (a leader not numbering by batch), what
+/// a commit changed takes the commit's index on the replica, which may be ahead of the
+/// leader's (never behind); records keep their own indexes.
 #[test]
 fn a_commit_of_several_changes_may_leave_an_index_ahead_never_behind() {
     let mut p = setup();
@@ -911,17 +912,10 @@ fn a_commit_of_several_changes_may_leave_an_index_ahead_never_behind() {
     );
     assert!(p.follower.sessions_index() > p.leader.sessions_index());
     assert!(p.follower.services_index() > p.leader.services_index());
-    // What a put changed takes its record's index, whatever came after it in the commit.
+    // What a put changed takes the commit's index too.
     assert!(p.leader.service_index("web") < p.leader.index());
-    assert_eq!(
-        p.follower.service_index("web"),
-        p.leader.service_index("web")
-    );
-    assert_eq!(p.follower.config_index(), p.leader.config_index());
-    assert_eq!(
-        p.follower.config_kind_index("service-defaults"),
-        p.leader.config_kind_index("service-defaults")
-    );
+    assert_eq!(p.follower.service_index("web"), p.leader.index());
+    assert_eq!(p.follower.config_index(), p.leader.index());
 
     // An instance that comes and goes within one commit leaves the replica nothing to find its
     // name by: that name's index stays (nothing a reader of it sees changed), and so does a
@@ -1196,4 +1190,232 @@ fn a_replica_keeps_the_lock_delays_of_the_sessions_it_saw_go() {
     );
     assert!(locked(&mut follower, "locks/b", secs(5)), "no delay asked");
     assert!(locked(&mut follower, "locks/a", secs(12)), "delay over");
+}
+
+/// A store numbering commits as etcd does: one revision per transaction of at most `per_txn`
+/// keys (the index key goes with the last), other writers' revisions in between, and each key's
+/// create revision kept until the key is deleted.
+struct EtcdLike {
+    revision: u64,
+    created: BTreeMap<String, u64>,
+    per_txn: usize,
+}
+
+/// The key a mutation writes, as the etcd layout names it.
+fn etcd_key(mutation: &Mutation) -> String {
+    match mutation {
+        Mutation::PutInstance(r) => format!("instances/{}", r.registration.id),
+        Mutation::DeleteInstance(id) => format!("instances/{id}"),
+        Mutation::PutCheck(r) => format!(
+            "checks/{}/{}",
+            r.definition.service_id.as_deref().unwrap_or_default(),
+            r.definition.id.as_deref().unwrap_or_default()
+        ),
+        Mutation::DeleteCheck { id, owner } => {
+            format!("checks/{}/{id}", owner.as_deref().unwrap_or_default())
+        }
+        Mutation::PutKv(e) => format!("kv/{}", e.key),
+        Mutation::DeleteKv(key) => format!("kv/{key}"),
+        Mutation::PutSession(s) => format!("sessions/{}", s.id),
+        Mutation::DeleteSession(id) => format!("sessions/{id}"),
+        Mutation::PutConfigEntry(e) => format!("config/{}/{}", e.kind, e.name.to_lowercase()),
+        Mutation::DeleteConfigEntry { kind, name } => {
+            format!("config/{kind}/{}", name.to_lowercase())
+        }
+    }
+}
+
+impl EtcdLike {
+    /// Commits `mutations` after `others` revisions of other writers: the numbering, and the
+    /// mutations as a replica's feed reads them (numbered with their keys' revisions).
+    fn commit(&mut self, mutations: &[Mutation], others: u64) -> (Numbering, Vec<Mutation>) {
+        self.revision += others;
+        let finals: BTreeMap<String, bool> = mutations
+            .iter()
+            .map(|m| (etcd_key(m), m.is_put()))
+            .collect();
+        let finals: Vec<(String, bool)> = finals.into_iter().collect();
+        let mut numbered = BTreeMap::new();
+        for txn in finals.chunks(self.per_txn) {
+            self.revision += 1;
+            for (key, put) in txn {
+                if *put {
+                    let create = *self.created.entry(key.clone()).or_insert(self.revision);
+                    numbered.insert(
+                        key.clone(),
+                        Revisions {
+                            create,
+                            modify: self.revision,
+                        },
+                    );
+                } else {
+                    self.created.remove(key);
+                }
+            }
+        }
+        if finals.is_empty() {
+            // The index key alone.
+            self.revision += 1;
+        }
+        let records = mutations
+            .iter()
+            .map(|m| m.is_put().then(|| numbered[&etcd_key(m)]))
+            .collect::<Vec<_>>();
+        let mut read = mutations.to_vec();
+        for (mutation, revisions) in read.iter_mut().zip(&records) {
+            if let Some(revisions) = revisions {
+                mutation.set_indexes(*revisions);
+            }
+        }
+        let numbering = Numbering {
+            index: self.revision,
+            records,
+        };
+        (numbering, read)
+    }
+}
+
+/// A leader sharing etcd numbers each batch as one change and takes etcd's numbers once it is
+/// committed; a replica reads them off the keys: every index, and every record's, is the same on
+/// both after every batch (of many commands, split over several transactions, with other
+/// writers' revisions in between, a key deleted and made again, a tick), and never goes back.
+#[test]
+fn numbered_by_etcd_every_server_shows_the_same_indexes() {
+    let mut leader = Catalog::new();
+    leader.set_persist_status(true);
+    leader.set_ttl_expiry(false, secs(0));
+    let mut follower = Catalog::new();
+    let mut etcd = EtcdLike {
+        revision: 40,
+        created: BTreeMap::new(),
+        per_txn: 4,
+    };
+    let mut last_index = 0;
+    let mut batch =
+        |step: &str,
+         leader: &mut Catalog,
+         follower: &mut Catalog,
+         run: &mut dyn FnMut(&mut Catalog, &mut Effects) -> Vec<Reply>| {
+            let tentative = leader.begin_batch();
+            assert!(
+                tentative > leader.index(),
+                "{step}: above every index handed out"
+            );
+            let mut fx = Effects::default();
+            let mut replies = run(leader, &mut fx);
+            let group = mutations(leader, &fx);
+            let (numbering, read) = etcd.commit(&group, 3);
+            assert!(
+                numbering.index >= tentative,
+                "{step}: etcd's revision only rises"
+            );
+            leader.renumber(tentative, &group, &numbering, &mut fx);
+            for reply in &mut replies {
+                leader.renumber_reply(tentative, reply);
+            }
+            let mut replica_fx = Effects::default();
+            follower.replicate(numbering.index, read, secs(1), &mut replica_fx);
+            assert_same(step, &seen(leader), &seen(follower));
+            assert_eq!(
+                leader.index(),
+                numbering.index,
+                "{step}: the commit's revision"
+            );
+            assert!(leader.index() > last_index, "{step}: never backwards");
+            last_index = leader.index();
+            // The leader reports transitions as they happened, a replica each check's net change:
+            // both numbered with the check's revision (the commit's, for a check gone since).
+            for transition in fx.transitions.iter().chain(&replica_fx.transitions) {
+                let check = leader.checks().find(|c| c.id() == transition.check_id);
+                assert_eq!(
+                    transition.index,
+                    check.map_or(leader.index(), |c| c.modify_index),
+                    "{step}: transition of {}",
+                    transition.check_id
+                );
+            }
+            assert_eq!(fx.services, replica_fx.services, "{step}: services woken");
+            replies
+        };
+    let apply_all = |commands: Vec<Command>| {
+        move |leader: &mut Catalog, fx: &mut Effects| {
+            commands
+                .iter()
+                .map(|c| leader.apply(c.clone(), secs(1), fx).unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    batch(
+        "setup",
+        &mut leader,
+        &mut follower,
+        &mut apply_all(vec![
+            reg(
+                json!({"Name": "web", "ID": "w1", "Check": {"Name": "beat", "TTL": "10s",
+                "Status": "passing"}}),
+            ),
+            reg(json!({"Name": "db", "ID": "d1"})),
+            create_session("s1", json!({"Checks": ["service:w1"], "TTL": "10s"})),
+            lock("lock", "me", "s1"),
+            put("k", "v", 0, None),
+            config_put(
+                json!({"Kind": "service-defaults", "Name": "web", "Protocol": "http"}),
+                None,
+            ),
+        ]),
+    );
+    batch(
+        "many commands",
+        &mut leader,
+        &mut follower,
+        &mut |leader, _fx| {
+            let fx = big_batch(leader);
+            *_fx = fx;
+            Vec::new()
+        },
+    );
+    let k_created = leader.kv_get("k2").unwrap().create_index;
+    let replies = batch(
+        "a key deleted and made again",
+        &mut leader,
+        &mut follower,
+        &mut apply_all(vec![
+            put("k2", "1", 0, None),
+            del("k2", false),
+            put("k2", "2", 0, None),
+            Command::Txn {
+                ops: vec![
+                    op(KvVerb::Set, "t", "x", "", 0),
+                    op(KvVerb::Get, "k2", "", "", 0),
+                ],
+            },
+        ]),
+    );
+    // etcd saw one put of a key that was there: it keeps its create revision.
+    let k = leader.kv_get("k2").unwrap();
+    assert_eq!(
+        (k.create_index, k.value.as_slice()),
+        (k_created, b"2".as_slice())
+    );
+    let Reply::Txn(outcome) = &replies[3] else {
+        panic!("{replies:?}")
+    };
+    for entry in &outcome.results {
+        let now = leader.kv_get(&entry.key).unwrap();
+        assert_eq!(
+            (entry.create_index, entry.modify_index),
+            (now.create_index, now.modify_index),
+            "a transaction answers etcd's numbers"
+        );
+    }
+    batch(
+        "a status change",
+        &mut leader,
+        &mut follower,
+        &mut apply_all(vec![ttl("service:w1", CheckStatus::Critical, "down")]),
+    );
+    batch("a tick", &mut leader, &mut follower, &mut |leader, fx| {
+        leader.tick(secs(200), fx);
+        Vec::new()
+    });
 }

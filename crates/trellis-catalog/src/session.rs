@@ -4,6 +4,7 @@
 //! what happens to its locks; this module only keeps the books.
 
 use crate::error::CatalogError;
+use crate::numbering::{Indexed, Revisions, renumber};
 use crate::tick::Deadlines;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -120,6 +121,23 @@ impl SessionStore {
 
     pub(crate) fn get(&self, id: &str) -> Option<&Arc<Session>> {
         self.sessions.get(id)
+    }
+
+    /// Takes a shared store's numbers for a batch numbered `tentative` (see
+    /// `Catalog::renumber`): each session `put` its key's revisions, the table's index the
+    /// commit's `index`.
+    pub(crate) fn renumber<'a>(
+        &mut self,
+        tentative: u64,
+        index: u64,
+        put: impl IntoIterator<Item = (&'a str, Revisions)>,
+    ) {
+        for (id, revisions) in put {
+            if let Some(session) = self.sessions.get_mut(id) {
+                Arc::make_mut(session).set_indexes(revisions);
+            }
+        }
+        renumber(&mut self.index, tentative, index);
     }
 
     pub(crate) fn contains(&self, id: &str) -> bool {

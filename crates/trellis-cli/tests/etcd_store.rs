@@ -286,7 +286,7 @@ async fn read_headers(url: &str) -> (u64, String) {
 
 /// Two servers on one prefix: both serve at once, the follower from a replica fed by etcd's
 /// watch. A write sent to the follower is forwarded to the leader and readable on the follower
-/// as soon as it is answered; both show the same indexes; a blocking query on the follower
+/// as soon as it is answered; both show the same indexes, etcd's revisions; a blocking query on the follower
 /// wakes for a write made on the leader; an ACL token made on one works on the other. When the
 /// leader is killed, the follower takes over within the lease's TTL with its replica (no load),
 /// and clients that list both servers carry on.
@@ -333,6 +333,23 @@ async fn followers_serve_and_forward_and_one_takes_over_from_a_killed_leader() {
     assert_eq!(put.text().await.unwrap(), "true");
     let consistent = get_json(&format!("http://{http_b}/v1/kv/app/color?consistent")).await;
     assert_eq!(consistent[0]["Key"], "app/color");
+    // Indexes are etcd's revisions, the same on both servers: a record's are its key's, the
+    // service's is the revision of the commit that changed it.
+    let (created, modified) = member.revisions("/ha/instances/web-1");
+    assert_eq!(index_a, modified, "the registration's revision");
+    assert_eq!(
+        (&on_b[0]["CreateIndex"], &on_b[0]["ModifyIndex"]),
+        (&json!(created), &json!(modified))
+    );
+    let (created, modified) = member.revisions("/ha/kv/app/color");
+    for http in [&http_a, &http_b] {
+        let entry = get_json(&format!("http://{http}/v1/kv/app/color")).await;
+        assert_eq!(
+            (&entry[0]["CreateIndex"], &entry[0]["ModifyIndex"]),
+            (&json!(created), &json!(modified)),
+            "on {http}"
+        );
+    }
 
     // A watcher on the follower wakes for a write made on the leader.
     let (index, _) = read_headers(&format!("http://{http_b}/v1/health/service/api")).await;

@@ -3,20 +3,21 @@
 //! holder and changes of the record tables, in etcd's order.
 
 use crate::layout::{Key, Layout};
-use crate::reader::{ReadFailed, Reader, decode_record};
+use crate::reader::{ReadFailed, Reader, commit_revision, decode_numbered};
 use crate::store::EtcdStore;
 use etcd_client::{EventType, KeyValue, WatchClient, WatchOptions};
 use serde::de::DeserializeOwned;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
+use trellis_catalog::Indexed;
 use trellis_store::{Mutation, Snapshot, StoreError};
 
 /// One thing that happened in the store, in the order etcd applied it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Feed {
     /// A commit of the catalog by the holder: its mutations (of one or, for a batch larger
-    /// than etcd's transaction limit, several transactions) and the index it raised the
-    /// store to.
+    /// than etcd's transaction limit, several transactions), their records numbered with
+    /// their keys' revisions, and its index: the revision of its last transaction.
     Commit {
         index: u64,
         mutations: Vec<Mutation>,
@@ -272,12 +273,7 @@ impl Follower {
                 if !put {
                     return Ok(None);
                 }
-                let index = crate::layout::decode_index(kv.value()).ok_or_else(|| {
-                    format!(
-                        "corrupt record {:?}: not an index",
-                        String::from_utf8_lossy(kv.key())
-                    )
-                })?;
+                let index = commit_revision(kv);
                 let mutations = std::mem::take(&mut self.pending);
                 return Ok(Some(Feed::Commit { index, mutations }));
             }
@@ -321,6 +317,6 @@ fn revision_of(event: &etcd_client::Event) -> i64 {
     event.kv().map_or(0, KeyValue::mod_revision)
 }
 
-fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, String> {
-    decode_record(kv).map_err(|e| e.to_string())
+fn decode<T: DeserializeOwned + Indexed>(kv: &KeyValue) -> Result<T, String> {
+    decode_numbered(kv).map_err(|e| e.to_string())
 }

@@ -9,7 +9,7 @@ use trellis_store::Mutation;
 ///
 /// | key | value |
 /// |---|---|
-/// | `<prefix>index` | the highest index committed, 20 decimal digits |
+/// | `<prefix>index` | written with the last transaction of every commit: the index the leader numbered it with, 20 decimal digits (0: no commit yet) |
 /// | `<prefix>lock` | the name of the server that holds the store, bound to its lease |
 /// | `<prefix>instances/<id>` | an instance (registration, create and modify index), JSON |
 /// | `<prefix>checks/<instance id>/<check id>` | a check; a node check has an empty instance id (`checks//<id>`) |
@@ -21,6 +21,12 @@ use trellis_store::Mutation;
 ///
 /// IDs and names are written as they are except `%` and `/`, written `%25` and `%2F`, so each
 /// is one path segment; KV keys are written as they are, being paths already.
+///
+/// **Indexes are etcd's revisions.** A record's `CreateIndex` and `ModifyIndex` are its key's
+/// create and mod revisions (`etcdctl get -w json` shows them), and the catalog's index is the
+/// mod revision of `<prefix>index`, that is the revision of the last commit: every server reads
+/// the same numbers off the keys. The indexes inside a record's JSON are the leader's tentative
+/// numbers, replaced by the revisions when read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     prefix: String,
@@ -207,39 +213,47 @@ impl Layout {
         }
     }
 
+    /// The key a mutation puts or deletes.
+    pub fn key(&self, mutation: &Mutation) -> String {
+        match mutation {
+            Mutation::PutInstance(r) => self.instance_key(&r.registration.id),
+            Mutation::DeleteInstance(id) => self.instance_key(id),
+            Mutation::PutCheck(r) => self.check_key(
+                r.definition.service_id.as_deref(),
+                r.definition.id.as_deref().unwrap_or_default(),
+            ),
+            Mutation::DeleteCheck { id, owner } => self.check_key(owner.as_deref(), id),
+            Mutation::PutKv(e) => self.kv_key(&e.key),
+            Mutation::DeleteKv(key) => self.kv_key(key),
+            Mutation::PutSession(s) => self.session_key(&s.id),
+            Mutation::DeleteSession(id) => self.session_key(id),
+            Mutation::PutConfigEntry(e) => self.config_key(&e.kind, &e.name),
+            Mutation::DeleteConfigEntry { kind, name } => self.config_key(kind, name),
+        }
+    }
+
     /// `mutations`, in order, as the final state of each key they touch: `Some(value)` to
-    /// put, `None` to delete.
+    /// put, `None` to delete. A record's value carries the indexes the leader numbered it
+    /// with; the indexes every server shows are the key's revisions (see [`Layout`]).
     pub fn final_writes(
         &self,
         mutations: &[Mutation],
     ) -> Result<BTreeMap<String, Option<Vec<u8>>>, serde_json::Error> {
         let mut writes = BTreeMap::new();
         for mutation in mutations {
-            let (key, value) = match mutation {
-                Mutation::PutInstance(r) => (
-                    self.instance_key(&r.registration.id),
-                    Some(serde_json::to_vec(r)?),
-                ),
-                Mutation::DeleteInstance(id) => (self.instance_key(id), None),
-                Mutation::PutCheck(r) => (
-                    self.check_key(
-                        r.definition.service_id.as_deref(),
-                        r.definition.id.as_deref().unwrap_or_default(),
-                    ),
-                    Some(serde_json::to_vec(r)?),
-                ),
-                Mutation::DeleteCheck { id, owner } => (self.check_key(owner.as_deref(), id), None),
-                Mutation::PutKv(e) => (self.kv_key(&e.key), Some(serde_json::to_vec(e)?)),
-                Mutation::DeleteKv(key) => (self.kv_key(key), None),
-                Mutation::PutSession(s) => (self.session_key(&s.id), Some(serde_json::to_vec(s)?)),
-                Mutation::DeleteSession(id) => (self.session_key(id), None),
-                Mutation::PutConfigEntry(e) => (
-                    self.config_key(&e.kind, &e.name),
-                    Some(serde_json::to_vec(e)?),
-                ),
-                Mutation::DeleteConfigEntry { kind, name } => (self.config_key(kind, name), None),
+            let value = match mutation {
+                Mutation::PutInstance(r) => Some(serde_json::to_vec(r)?),
+                Mutation::PutCheck(r) => Some(serde_json::to_vec(r)?),
+                Mutation::PutKv(e) => Some(serde_json::to_vec(e)?),
+                Mutation::PutSession(s) => Some(serde_json::to_vec(s)?),
+                Mutation::PutConfigEntry(e) => Some(serde_json::to_vec(e)?),
+                Mutation::DeleteInstance(_)
+                | Mutation::DeleteCheck { .. }
+                | Mutation::DeleteKv(_)
+                | Mutation::DeleteSession(_)
+                | Mutation::DeleteConfigEntry { .. } => None,
             };
-            writes.insert(key, value);
+            writes.insert(self.key(mutation), value);
         }
         Ok(writes)
     }

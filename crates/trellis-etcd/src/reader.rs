@@ -6,7 +6,7 @@ use crate::layout::{Layout, Section, decode_index};
 use etcd_client::{GetOptions, GetResponse, KeyValue, KvClient};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
-use trellis_catalog::KvSnapshot;
+use trellis_catalog::{Indexed, KvSnapshot, Revisions};
 use trellis_store::{Snapshot, StoreError};
 
 /// Keys read per range request: well under gRPC's 4 MiB answer limit with kilobyte records.
@@ -120,9 +120,14 @@ impl Reader {
     }
 
     /// The catalog's state and the revision it was read at: every section is read at the
-    /// revision of the index read, so they agree.
+    /// revision of the index read, so they agree. Its index is the revision of the last commit
+    /// (the index key's), its records numbered with their keys' revisions.
     pub(crate) async fn snapshot(&self, layout: &Layout) -> Result<(Snapshot, i64), ReadFailed> {
-        let (index, revision) = self.index(layout.index_key()).await?;
+        let answer = self
+            .get("cannot read the index", layout.index_key(), None)
+            .await?;
+        let revision = answer.header().map_or(0, |h| h.revision());
+        let index = answer.kvs().first().map_or(0, commit_revision);
         let read = |section| self.range(layout.section(section), revision);
         let snapshot = Snapshot {
             index,
@@ -138,11 +143,39 @@ impl Reader {
     }
 }
 
-fn decode<T: DeserializeOwned>(kvs: &[KeyValue]) -> Result<Vec<T>, ReadFailed> {
+fn decode<T: DeserializeOwned + Indexed>(kvs: &[KeyValue]) -> Result<Vec<T>, ReadFailed> {
     kvs.iter()
-        .map(decode_record)
+        .map(decode_numbered)
         .collect::<Result<_, _>>()
         .map_err(ReadFailed::Other)
+}
+
+/// The revision of the commit that last wrote the index key `kv`: the catalog's index. An
+/// index key that still holds 0 was made when the first server connected, and has seen no
+/// commit.
+pub(crate) fn commit_revision(kv: &KeyValue) -> u64 {
+    if decode_index(kv.value()) == Some(0) {
+        return 0;
+    }
+    revisions(kv).modify
+}
+
+/// A key's create and mod revisions: its record's indexes.
+pub(crate) fn revisions(kv: &KeyValue) -> Revisions {
+    let revision = |r: i64| u64::try_from(r).unwrap_or_default();
+    Revisions {
+        create: revision(kv.create_revision()),
+        modify: revision(kv.mod_revision()),
+    }
+}
+
+/// One record, numbered with its key's revisions.
+pub(crate) fn decode_numbered<T: DeserializeOwned + Indexed>(
+    kv: &KeyValue,
+) -> Result<T, StoreError> {
+    let mut record: T = decode_record(kv)?;
+    record.set_indexes(revisions(kv));
+    Ok(record)
 }
 
 /// The end of the range of keys starting with `prefix`, as etcd's `--prefix` computes it.

@@ -2,18 +2,20 @@
 //! by etcd only once a quorum has it), the state read back with paged ranges at one revision.
 
 use crate::layout::{Layout, encode_index, transactions};
+use crate::reader::revisions;
 use crate::reader::{ReadFailed, Reader, explain};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, KeyValue, KvClient, LeaseClient, LeaseGrantOptions,
-    PutOptions, Txn, TxnOp, TxnOpResponse, WatchClient,
+    PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchClient,
 };
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
+use trellis_catalog::{Numbering, Revisions};
 use trellis_store::{Mutation, RecordLog, Records, Snapshot, Store, StoreError};
 
 /// How to reach the cluster and where Trellis keeps its state in it.
@@ -67,11 +69,10 @@ impl EtcdOptions {
 /// the prefix's lock (a key bound to a lease it keeps renewing), and every commit is fenced on
 /// that lock, so a server that lost it (cut off from etcd past the lease) can write nothing.
 /// The ACL log and the decision log ([`EtcdStore::records`]) share its connection and lock.
+/// Each commit is numbered by etcd: its revision, and each key's revisions (see [`Layout`]).
 #[derive(Clone)]
 pub struct EtcdStore {
     conn: Arc<Connection>,
-    /// The highest index stored: an index is written only if it is higher.
-    index: Arc<Mutex<u64>>,
 }
 
 /// A table of records under `<prefix><name>/records/` with its index at `<prefix><name>/index`,
@@ -176,10 +177,8 @@ impl EtcdStore {
 
     fn open(options: &EtcdOptions, wait_for_lock: bool) -> Result<Self, StoreError> {
         let conn = Connection::open(options, wait_for_lock)?;
-        let index = conn.read_index(conn.layout.index_key())?.0;
         Ok(Self {
             conn: Arc::new(conn),
-            index: Arc::new(Mutex::new(index)),
         })
     }
 
@@ -595,8 +594,9 @@ impl Connection {
     /// One transaction. A member that cannot be reached (killed, cut off) fails the request
     /// rather than the client moving to another: it is tried again, twice, since the client
     /// then picks another member. Trying again is safe: each transaction puts final values,
-    /// fenced on the lock, so one that did apply changes nothing the second time.
-    fn txn(&self, txn: Txn, what: &str) -> Result<bool, StoreError> {
+    /// fenced on the lock, so one that did apply changes nothing the second time (but its
+    /// revision: a commit that fails is reloaded, never renumbered).
+    fn txn(&self, txn: Txn, what: &str) -> Result<TxnResponse, StoreError> {
         let mut kv = self.kv.clone();
         self.block_on(what, async move {
             let mut attempts = 0;
@@ -608,7 +608,7 @@ impl Connection {
                         attempts += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                    answer => return Ok(answer?.succeeded()),
+                    answer => return answer,
                 }
             }
         })
@@ -738,15 +738,13 @@ fn connect_options(options: &EtcdOptions) -> Result<ConnectOptions, String> {
 }
 
 impl Connection {
-    /// Writes `writes` fenced on the lock, in as many transactions as etcd's limit needs, and
-    /// `index` at `index_key` with the last if it is above `stored`.
-    fn commit(
+    /// Writes `writes` fenced on the lock, in as many transactions as etcd's limit needs, with
+    /// `last` added to the last: each transaction's answer, in order.
+    fn send(
         &self,
         writes: Vec<TxnOp>,
-        index_key: &str,
-        index: u64,
-        stored: &Mutex<u64>,
-    ) -> Result<(), StoreError> {
+        last: Option<TxnOp>,
+    ) -> Result<Vec<TxnResponse>, StoreError> {
         self.still_held()?;
         if self.tenure.lock_revision.load(Ordering::SeqCst) == 0 {
             return Err(StoreError::Remote(format!(
@@ -760,24 +758,22 @@ impl Connection {
         // A batch larger than one transaction goes in several, the index with the last: the
         // batch is answered only after all of them, but a crash between two leaves the first
         // ones applied (see the README's note on etcd's --max-txn-ops).
-        for chunk in &txns[..split] {
-            let txn = Txn::new().when([self.fence()]).and_then(chunk.to_vec());
-            if !self.txn(txn, "cannot commit")? {
+        let mut answers = Vec::with_capacity(txns.len());
+        for (n, chunk) in txns.iter().enumerate() {
+            let mut ops = chunk.to_vec();
+            if n == split {
+                ops.extend(last.clone());
+            }
+            let answer = self.txn(
+                Txn::new().when([self.fence()]).and_then(ops),
+                "cannot commit",
+            )?;
+            if !answer.succeeded() {
                 return Err(self.not_held());
             }
+            answers.push(answer);
         }
-        let mut last = txns.get(split).copied().unwrap_or_default().to_vec();
-        // The index only goes up.
-        let mut stored = stored.lock();
-        if index > *stored {
-            last.push(TxnOp::put(index_key, encode_index(index), None));
-        }
-        let txn = Txn::new().when([self.fence()]).and_then(last);
-        if !self.txn(txn, "cannot commit")? {
-            return Err(self.not_held());
-        }
-        *stored = (*stored).max(index);
-        Ok(())
+        Ok(answers)
     }
 }
 
@@ -880,25 +876,67 @@ impl Store for EtcdStore {
         self.load_at().map(|(snapshot, _)| snapshot)
     }
 
-    fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<(), StoreError> {
+    /// Commits `mutations` and the index key (its value: `index`, the leader's tentative
+    /// number) in one transaction, or several past etcd's limit, and answers how etcd numbered
+    /// them: each key put its create revision (the key's previous version's, which each put
+    /// asks for, or the put's own) and the revision of its transaction, the commit the last
+    /// one's.
+    fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<Option<Numbering>, StoreError> {
+        let layout = &self.conn.layout;
         let leases = self.session_leases(mutations)?;
-        let writes = self
-            .conn
-            .layout
-            .final_writes(mutations)?
-            .into_iter()
+        let writes = layout.final_writes(mutations)?;
+        let ops = writes
+            .iter()
             .map(|(key, value)| match value {
                 Some(value) => {
-                    let lease = leases.get(&key).map(|id| PutOptions::new().with_lease(*id));
-                    TxnOp::put(key, value, lease)
+                    let mut options = PutOptions::new().with_prev_key();
+                    if let Some(lease) = leases.get(key) {
+                        options = options.with_lease(*lease);
+                    }
+                    TxnOp::put(key.as_str(), value.as_slice(), Some(options))
                 }
-                None => TxnOp::delete(key, None),
+                None => TxnOp::delete(key.as_str(), None),
             })
             .collect();
-        let index_key = self.conn.layout.index_key();
-        self.conn.commit(writes, &index_key, index, &self.index)?;
+        let index_op = TxnOp::put(layout.index_key(), encode_index(index), None);
+        let answers = self.conn.send(ops, Some(index_op))?;
         self.revoke_session_leases(mutations);
-        Ok(())
+        let mut numbered = HashMap::with_capacity(writes.len());
+        let mut keys = writes.keys();
+        let mut commit = 0;
+        for answer in answers {
+            let revision = answer
+                .header()
+                .map_or(0, |h| u64::try_from(h.revision()).unwrap_or_default());
+            commit = revision;
+            // In the order of the operations; the index key's put comes last, after every key.
+            for (op, key) in answer.op_responses().into_iter().zip(keys.by_ref()) {
+                if let TxnOpResponse::Put(put) = op {
+                    let create = put.prev_key().map_or(revision, |kv| revisions(kv).create);
+                    numbered.insert(
+                        key.as_str(),
+                        Revisions {
+                            create,
+                            modify: revision,
+                        },
+                    );
+                }
+            }
+        }
+        let records = mutations
+            .iter()
+            .map(|mutation| {
+                let key = layout.key(mutation);
+                mutation
+                    .is_put()
+                    .then(|| numbered.get(key.as_str()).copied())
+                    .flatten()
+            })
+            .collect();
+        Ok(Some(Numbering {
+            index: commit,
+            records,
+        }))
     }
 }
 
@@ -942,8 +980,13 @@ impl RecordLog for EtcdRecords {
                 None => TxnOp::delete(key, None),
             })
             .collect();
-        self.conn
-            .commit(writes, &self.index_key, index, &self.index)
+        // The index only goes up.
+        let mut stored = self.index.lock();
+        let last = (index > *stored)
+            .then(|| TxnOp::put(self.index_key.as_str(), encode_index(index), None));
+        self.conn.send(writes, last)?;
+        *stored = (*stored).max(index);
+        Ok(())
     }
 }
 

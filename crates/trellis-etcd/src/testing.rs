@@ -81,6 +81,20 @@ impl EtcdProcess {
         .collect()
     }
 
+    /// `etcdctl get KEY -w json`: the key's create and mod revisions.
+    pub fn revisions(&self, key: &str) -> (u64, u64) {
+        let answer = etcdctl(&self.client_url, &["get", key, "-w", "json"])
+            .unwrap_or_else(|e| panic!("etcdctl: {e}"));
+        let answer: serde_json::Value =
+            serde_json::from_str(&answer).unwrap_or_else(|e| panic!("etcdctl's JSON: {e}"));
+        let field = |name: &str| {
+            answer["kvs"][0][name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {name} for {key}: {answer}"))
+        };
+        (field("create_revision"), field("mod_revision"))
+    }
+
     /// `etcdctl get KEY --print-value-only`.
     pub fn value(&self, key: &str) -> String {
         etcdctl(&self.client_url, &["get", key, "--print-value-only"])

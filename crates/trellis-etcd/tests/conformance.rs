@@ -9,6 +9,22 @@ use trellis_etcd::testing::EtcdProcess;
 use trellis_etcd::{EtcdOptions, EtcdStore};
 use trellis_store::{Mutation, Store, conformance};
 
+/// Commits `mutations` (numbered `index` by the catalog): etcd's number for the commit, and the
+/// mutations numbered with their keys' revisions, as a follower reads them.
+fn commit(store: &EtcdStore, index: u64, mutations: &[Mutation]) -> (u64, Vec<Mutation>) {
+    let numbering = store
+        .commit(index, mutations)
+        .unwrap()
+        .expect("etcd numbers its commits");
+    let mut numbered = mutations.to_vec();
+    for (mutation, revisions) in numbered.iter_mut().zip(&numbering.records) {
+        if let Some(revisions) = revisions {
+            mutation.set_indexes(*revisions);
+        }
+    }
+    (numbering.index, numbered)
+}
+
 /// A prefix of its own for each test, so tests share one member.
 fn options(member: &EtcdProcess, max_txn_ops: usize) -> EtcdOptions {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -53,28 +69,27 @@ fn the_layout_is_readable_with_etcdctl() {
     let mut check = check;
     check.definition.id = Some("alive".into());
     check.definition.service_id = Some("web-1".into());
-    store
-        .commit(
-            3,
-            &[
-                Mutation::PutInstance(trellis_catalog::InstanceRecord {
-                    registration,
-                    create_index: 3,
-                    modify_index: 3,
-                }),
-                Mutation::PutCheck(check),
-                Mutation::PutKv(trellis_catalog::KvEntry {
-                    key: "app/db/host".into(),
-                    value: b"db.local".to_vec(),
-                    flags: 0,
-                    lock_index: 0,
-                    session: None,
-                    create_index: 3,
-                    modify_index: 3,
-                }),
-            ],
-        )
-        .unwrap();
+    let (index, numbered) = commit(
+        &store,
+        3,
+        &[
+            Mutation::PutInstance(trellis_catalog::InstanceRecord {
+                registration,
+                create_index: 3,
+                modify_index: 3,
+            }),
+            Mutation::PutCheck(check),
+            Mutation::PutKv(trellis_catalog::KvEntry {
+                key: "app/db/host".into(),
+                value: b"db.local".to_vec(),
+                flags: 0,
+                lock_index: 0,
+                session: None,
+                create_index: 3,
+                modify_index: 3,
+            }),
+        ],
+    );
     let mut keys = member.keys(&prefix);
     keys.sort();
     assert_eq!(
@@ -94,7 +109,38 @@ fn the_layout_is_readable_with_etcdctl() {
     );
     let instance: serde_json::Value =
         serde_json::from_str(&member.value(&format!("{prefix}instances/web-1"))).unwrap();
-    assert_eq!(instance["CreateIndex"], 3, "{instance}");
+    assert_eq!(
+        instance["CreateIndex"], 3,
+        "the leader's tentative number: {instance}"
+    );
+    // The indexes every server shows are the keys' revisions, as etcdctl reads them.
+    let (created, modified) = member.revisions(&format!("{prefix}instances/web-1"));
+    assert_eq!(modified, index, "one commit, one revision");
+    assert_eq!(member.revisions(&format!("{prefix}index")).1, index);
+    let Mutation::PutInstance(record) = &numbered[0] else {
+        panic!("{numbered:?}")
+    };
+    assert_eq!(
+        (record.create_index, record.modify_index),
+        (created, modified)
+    );
+    let snapshot = store.load().unwrap();
+    assert_eq!(snapshot.index, index);
+    assert_eq!(snapshot.instances[0].create_index, created);
+    assert_eq!(snapshot.kv.entries[0].modify_index, index);
+    // A later put of the key keeps its create revision.
+    let Mutation::PutInstance(again) = &numbered[0] else {
+        unreachable!()
+    };
+    let (later, renumbered) = commit(&store, index + 1, &[Mutation::PutInstance(again.clone())]);
+    assert_eq!(
+        member.revisions(&format!("{prefix}instances/web-1")),
+        (created, later)
+    );
+    let Mutation::PutInstance(record) = &renumbered[0] else {
+        unreachable!()
+    };
+    assert_eq!((record.create_index, record.modify_index), (created, later));
 }
 
 #[test]
@@ -138,19 +184,21 @@ fn a_commit_while_the_member_is_down_fails_and_an_acknowledged_one_survives_its_
     // The store that saw the failure still holds the lock (its lease outlived the outage)
     // and works again once the member is back.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while store
-        .commit(4, &[Mutation::PutKv(kv_entry("later", 2))])
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no commit after the member came back"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let later = loop {
+        match store.commit(4, &[Mutation::PutKv(kv_entry("later", 2))]) {
+            Ok(numbering) => break numbering.expect("numbered").index,
+            Err(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no commit after the member came back"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
     drop(store);
     let snapshot = EtcdStore::connect(&options).unwrap().load().unwrap();
-    assert_eq!(snapshot.index, 4);
+    assert_eq!(snapshot.index, later);
     let keys: Vec<&str> = snapshot.kv.entries.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["kept", "later"], "the refused write is not there");
 }
@@ -172,7 +220,7 @@ fn one_store_holds_a_prefix_and_a_second_stands_by_until_it_is_released() {
     });
     // Still standing by while the active store lives and renews its lease.
     assert!(standby.recv_timeout(Duration::from_secs(4)).is_err());
-    active.commit(5, &[]).unwrap();
+    let (index, _) = commit(&active, 5, &[]);
     // Released on drop: taken over at once, not after the lease's TTL.
     let released = Instant::now();
     drop(active);
@@ -183,7 +231,7 @@ fn one_store_holds_a_prefix_and_a_second_stands_by_until_it_is_released() {
         released.elapsed()
     );
     assert_eq!(member.value(&format!("{}lock", options.prefix)), "server-b");
-    assert_eq!(standby.load().unwrap().index, 5);
+    assert_eq!(standby.load().unwrap().index, index);
 }
 
 #[test]
@@ -248,14 +296,15 @@ fn a_follower_sees_every_commit_in_order_and_takes_over_the_lock() {
     options.lease_ttl = Duration::from_secs(2);
     options.holder = "leader".into();
     let leader = EtcdStore::connect(&options).unwrap();
-    leader
-        .commit(2, &[Mutation::PutKv(kv_entry("before", 2))])
-        .unwrap();
+    let (index, before) = commit(&leader, 2, &[Mutation::PutKv(kv_entry("before", 2))]);
     let follower = EtcdStore::join(&options).unwrap();
     assert!(!follower.holds_lock());
     let (snapshot, revision) = follower.load_at().unwrap();
-    assert_eq!(snapshot.index, 2);
-    assert_eq!(snapshot.kv.entries, [kv_entry("before", 2)]);
+    assert_eq!(snapshot.index, index);
+    let Mutation::PutKv(before) = &before[0] else {
+        unreachable!()
+    };
+    assert_eq!(snapshot.kv.entries, [before.clone()]);
     let feed = follower.follow(revision).unwrap();
     let next = || feed.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(
@@ -271,19 +320,26 @@ fn a_follower_sees_every_commit_in_order_and_takes_over_the_lock() {
         Mutation::PutKv(kv_entry("b", 3)),
         Mutation::DeleteKv("before".into()),
     ];
-    leader.commit(3, &batch).unwrap();
+    let (index, numbered) = commit(&leader, 3, &batch);
+    let Mutation::PutKv(a) = &numbered[0] else {
+        unreachable!()
+    };
+    assert!(
+        a.modify_index < index,
+        "a key of the first transaction has its revision, the commit the last one's"
+    );
     assert_eq!(
         next(),
         Feed::Commit {
-            index: 3,
-            mutations: batch.to_vec()
+            index,
+            mutations: numbered
         }
     );
-    leader.commit(4, &[]).unwrap();
+    let (index, _) = commit(&leader, 4, &[]);
     assert_eq!(
         next(),
         Feed::Commit {
-            index: 4,
+            index,
             mutations: Vec::new()
         }
     );
@@ -310,11 +366,11 @@ fn a_follower_sees_every_commit_in_order_and_takes_over_the_lock() {
         }
     );
     assert!(follower.holds_lock());
-    follower.commit(5, &[]).unwrap();
+    let (index, _) = commit(&follower, 5, &[]);
     assert_eq!(
         next(),
         Feed::Commit {
-            index: 5,
+            index,
             mutations: Vec::new()
         }
     );
@@ -330,15 +386,11 @@ fn a_follower_behind_the_compaction_starts_again_from_the_state() {
     let mut options = options(&member, 128);
     options.holder = "leader".into();
     let leader = EtcdStore::connect(&options).unwrap();
-    leader
-        .commit(1, &[Mutation::PutKv(kv_entry("a", 1))])
-        .unwrap();
+    commit(&leader, 1, &[Mutation::PutKv(kv_entry("a", 1))]);
     let follower = EtcdStore::join(&options).unwrap();
     let (_, old) = follower.load_at().unwrap();
-    leader
-        .commit(2, &[Mutation::PutKv(kv_entry("b", 2))])
-        .unwrap();
-    leader.commit(3, &[Mutation::DeleteKv("a".into())]).unwrap();
+    let (_, b) = commit(&leader, 2, &[Mutation::PutKv(kv_entry("b", 2))]);
+    let (index, _) = commit(&leader, 3, &[Mutation::DeleteKv("a".into())]);
     let (now, revision) = follower.load_at().unwrap();
     etcdctl(&member.client_url, &["compact", &revision.to_string()]).unwrap();
 
@@ -346,8 +398,11 @@ fn a_follower_behind_the_compaction_starts_again_from_the_state() {
     let next = || feed.recv_timeout(Duration::from_secs(10)).unwrap();
     let reset = next();
     assert_eq!(reset, Feed::Reset(Box::new(now.clone())));
-    assert_eq!(now.index, 3);
-    assert_eq!(now.kv.entries, [kv_entry("b", 2)]);
+    assert_eq!(now.index, index);
+    let Mutation::PutKv(b) = &b[0] else {
+        unreachable!()
+    };
+    assert_eq!(now.kv.entries, [b.clone()]);
     assert_eq!(next(), Feed::Table("acl".into()));
     assert_eq!(next(), Feed::Table("transactions".into()));
     assert_eq!(
@@ -357,14 +412,12 @@ fn a_follower_behind_the_compaction_starts_again_from_the_state() {
             ours: false
         }
     );
-    leader
-        .commit(4, &[Mutation::PutKv(kv_entry("c", 4))])
-        .unwrap();
+    let (index, c) = commit(&leader, 4, &[Mutation::PutKv(kv_entry("c", 4))]);
     assert_eq!(
         next(),
         Feed::Commit {
-            index: 4,
-            mutations: vec![Mutation::PutKv(kv_entry("c", 4))]
+            index,
+            mutations: c
         }
     );
 }

@@ -3,7 +3,7 @@
 use super::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use trellis_store::{Mutation, Snapshot};
+use trellis_store::{Mutation, Numbering, Snapshot};
 
 /// Switches that make the store's commits and loads fail.
 #[derive(Default)]
@@ -33,7 +33,7 @@ impl Store for Flaky {
         self.inner.load()
     }
 
-    fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<(), StoreError> {
+    fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<Option<Numbering>, StoreError> {
         if self.faults.fail_commits.load(Ordering::SeqCst) {
             return Err(broken("commit"));
         }

@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use trellis_catalog::{Catalog, Command, Effects, Reply};
-use trellis_store::{Mutation, Snapshot, Store, StoreError};
+use trellis_store::{Mutation, Numbering, Snapshot, Store, StoreError};
 
 /// Most commands applied in one batch; bounds the latency a batch adds to its first request.
 const MAX_BATCH: usize = 4096;
@@ -57,6 +57,9 @@ pub struct Writer {
     /// The highest index committed: a leader commits every index it takes, so that followers
     /// see the same numbers.
     committed: u64,
+    /// A leader sharing a store numbers each batch as one change (one etcd commit, one
+    /// revision): the batch's tentative index while one is open (see `Catalog::begin_batch`).
+    batch: Option<u64>,
     /// A server sharing a store whose commit failed (cut off from the quorum): its catalog may
     /// hold a batch that was not made durable, so it takes no write and skips the feed until
     /// it has reloaded from the store.
@@ -93,6 +96,7 @@ impl Writer {
             queue,
             cluster,
             committed,
+            batch: None,
             stale: false,
             promote_after_reload: false,
             ended_sessions: BTreeSet::new(),
@@ -159,6 +163,7 @@ impl Writer {
         if self.stale {
             self.reload(catalog, now, &mut fx);
         }
+        self.number_batch(catalog);
         let size = batch.len();
         let mut pending = Vec::with_capacity(size);
         for item in batch {
@@ -182,8 +187,26 @@ impl Writer {
             self.tick_if_due(catalog, now, &mut fx);
         }
         self.next_deadline = catalog.next_deadline();
-        match self.commit(catalog, &fx, size) {
-            Ok(()) => {
+        let committed = self.commit(catalog, &fx, size);
+        let tentative = self.batch.take();
+        if committed.is_err() || tentative.is_some() {
+            catalog.end_batch();
+        }
+        match committed {
+            Ok(numbered) => {
+                if let Some((mutations, numbering)) = numbered {
+                    // A batch that numbered nothing has nothing at `index + 1`.
+                    let tentative = tentative.unwrap_or(catalog.index() + 1);
+                    catalog.renumber(tentative, &mutations, &numbering, &mut fx);
+                    for (_, result) in &mut pending {
+                        if let Ok(reply) = result {
+                            catalog.renumber_reply(tentative, reply);
+                        }
+                    }
+                }
+                if self.cluster.writes() {
+                    self.committed = catalog.index();
+                }
                 self.publisher.publish(catalog, &fx);
                 drop(guard);
                 answer(pending);
@@ -319,13 +342,22 @@ impl Writer {
     /// sessions whose lease ended before the old leader applied it are invalidated.
     fn promote(&mut self, catalog: &mut Catalog, now: Duration, fx: &mut Effects) {
         catalog.rearm_timers(now);
+        self.committed = catalog.index();
+        self.cluster.set_role(Role::Leader);
+        tracing::info!(index = catalog.index(), "this server now leads the cluster");
+        self.number_batch(catalog);
         // Sessions whose lease ended while the old leader had not invalidated them yet.
         for id in std::mem::take(&mut self.ended_sessions) {
             let _ = catalog.apply(Command::SessionExpired { id }, now, fx);
         }
-        self.committed = catalog.index();
-        self.cluster.set_role(Role::Leader);
-        tracing::info!(index = catalog.index(), "this server now leads the cluster");
+    }
+
+    /// Opens the batch's one number on a leader sharing a store (once per batch; a server
+    /// alone numbers each change, as Consul's Raft log does).
+    fn number_batch(&mut self, catalog: &mut Catalog) {
+        if self.batch.is_none() && self.cluster.role() == Role::Leader {
+            self.batch = Some(catalog.begin_batch());
+        }
     }
 
     /// A stale replica's attempt to reload from the store; on success it serves the store's
@@ -365,15 +397,21 @@ impl Writer {
 
     /// Makes the batch's writes durable in one commit; a batch without writes needs none,
     /// except on a leader whose index moved (followers take their indexes from its commits).
-    fn commit(&mut self, catalog: &Catalog, fx: &Effects, size: usize) -> Result<(), StoreError> {
+    /// Answers what was committed and how the store numbered it, if it numbers commits itself.
+    fn commit(
+        &mut self,
+        catalog: &Catalog,
+        fx: &Effects,
+        size: usize,
+    ) -> Result<Option<(Vec<Mutation>, Numbering)>, StoreError> {
         if !self.cluster.writes() {
             // A follower's replica is written by the leader alone.
-            return Ok(());
+            return Ok(None);
         }
         let mutations: Vec<Mutation> = fx.writes.iter().map(|w| catalog.mutation(w)).collect();
         let leading = self.cluster.role() == Role::Leader;
         if mutations.is_empty() && !(leading && catalog.index() > self.committed) {
-            return Ok(());
+            return Ok(None);
         }
         let started = Instant::now();
         let result = self.store.commit(catalog.index(), &mutations);
@@ -381,10 +419,7 @@ impl Writer {
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.batch_size.observe(size as f64);
-        if result.is_ok() {
-            self.committed = catalog.index();
-        }
-        result
+        Ok(result?.map(|numbering| (mutations, numbering)))
     }
 
     /// After a failed commit: reloads the catalog from the store, so nothing of the batch is

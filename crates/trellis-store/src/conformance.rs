@@ -2,7 +2,7 @@
 //! implementation's tests call [`run`] with a way to open a fresh store and reopen it.
 
 use crate::{Mutation, Store};
-use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry};
+use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry, Numbering};
 use trellis_types::config_entry::decode_config_entry;
 use trellis_types::session::session_from_create;
 use trellis_types::{CheckDefinition, CheckStatus, ConfigEntry, ServiceRegistration, Session};
@@ -65,6 +65,75 @@ fn config_entry(body: serde_json::Value, create: u64, modify: u64) -> ConfigEntr
     entry
 }
 
+/// Commits `mutations` numbered `index`, as the catalog would: the index the store gave the
+/// commit if it numbers commits itself (etcd's revision), and the mutations numbered as the
+/// store numbered them, which is how it loads them.
+fn commit<S: Store>(
+    store: &S,
+    index: u64,
+    mut mutations: Vec<Mutation>,
+) -> (Option<u64>, Vec<Mutation>) {
+    let numbering = store
+        .commit(index, &mutations)
+        .unwrap_or_else(|e| panic!("commit: {e}"));
+    let Some(Numbering { index, records }) = numbering else {
+        return (None, mutations);
+    };
+    assert_eq!(records.len(), mutations.len(), "one numbering per mutation");
+    for (mutation, revisions) in mutations.iter_mut().zip(records) {
+        let put = mutation.is_put();
+        match revisions {
+            Some(revisions) if put => {
+                assert!(revisions.create <= revisions.modify && revisions.modify <= index);
+                mutation.set_indexes(revisions);
+            }
+            None if !put => {}
+            other => panic!("{mutation:?} numbered {other:?}"),
+        }
+    }
+    (Some(index), mutations)
+}
+
+/// The record of the `n`th mutation, which puts one.
+fn put<T>(mutations: &[Mutation], n: usize, record: impl Fn(&Mutation) -> Option<T>) -> T {
+    record(&mutations[n]).unwrap_or_else(|| panic!("mutation {n} puts no such record"))
+}
+
+fn instance_of(mutation: &Mutation) -> Option<InstanceRecord> {
+    match mutation {
+        Mutation::PutInstance(record) => Some(record.clone()),
+        _ => None,
+    }
+}
+
+fn check_of(mutation: &Mutation) -> Option<CheckRecord> {
+    match mutation {
+        Mutation::PutCheck(record) => Some(record.clone()),
+        _ => None,
+    }
+}
+
+fn kv_of(mutation: &Mutation) -> Option<KvEntry> {
+    match mutation {
+        Mutation::PutKv(entry) => Some(entry.clone()),
+        _ => None,
+    }
+}
+
+fn session_of(mutation: &Mutation) -> Option<Session> {
+    match mutation {
+        Mutation::PutSession(session) => Some(session.clone()),
+        _ => None,
+    }
+}
+
+fn config_of(mutation: &Mutation) -> Option<ConfigEntry> {
+    match mutation {
+        Mutation::PutConfigEntry(entry) => Some(entry.clone()),
+        _ => None,
+    }
+}
+
 /// Runs every conformance check. `open` opens the store (again) at the same location.
 pub fn run<S: Store>(open: impl Fn() -> S) {
     empty_store_loads_empty(&open());
@@ -85,38 +154,35 @@ fn empty_store_loads_empty<S: Store>(store: &S) {
 fn round_trip_and_reopen<S: Store>(open: &impl Fn() -> S) {
     let store = open();
     let binary = [0u8, 159, 146, 150, 255];
-    store
-        .commit(
-            5,
-            &[
-                Mutation::PutInstance(instance("w1", 2)),
-                Mutation::PutInstance(instance("w2", 2)),
-                Mutation::PutCheck(check("c1", "w1")),
-                Mutation::PutKv(kv("a/b", &binary)),
-                Mutation::PutKv(kv("a/c", b"")),
-            ],
-        )
-        .unwrap_or_else(|e| panic!("commit: {e}"));
-    store
-        .commit(
-            7,
-            &[
-                Mutation::DeleteInstance("w2".into()),
-                Mutation::DeleteKv("a/c".into()),
-                Mutation::DeleteKv("never-existed".into()),
-            ],
-        )
-        .unwrap_or_else(|e| panic!("commit: {e}"));
-    // A lower index never moves the stored index backwards.
-    store
-        .commit(6, &[])
-        .unwrap_or_else(|e| panic!("commit: {e}"));
+    let (_, first) = commit(
+        &store,
+        5,
+        vec![
+            Mutation::PutInstance(instance("w1", 2)),
+            Mutation::PutInstance(instance("w2", 2)),
+            Mutation::PutCheck(check("c1", "w1")),
+            Mutation::PutKv(kv("a/b", &binary)),
+            Mutation::PutKv(kv("a/c", b"")),
+        ],
+    );
+    commit(
+        &store,
+        7,
+        vec![
+            Mutation::DeleteInstance("w2".into()),
+            Mutation::DeleteKv("a/c".into()),
+            Mutation::DeleteKv("never-existed".into()),
+        ],
+    );
+    // A lower index never moves the stored index backwards (a store numbering its commits
+    // gives this one a number of its own, its highest).
+    let (last, _) = commit(&store, 6, Vec::new());
     drop(store);
     let snapshot = open().load().unwrap_or_else(|e| panic!("load: {e}"));
-    assert_eq!(snapshot.index, 7);
-    assert_eq!(snapshot.instances, vec![instance("w1", 2)]);
-    assert_eq!(snapshot.checks, vec![check("c1", "w1")]);
-    assert_eq!(snapshot.kv.entries, vec![kv("a/b", &binary)]);
+    assert_eq!(snapshot.index, last.unwrap_or(7));
+    assert_eq!(snapshot.instances, vec![put(&first, 0, instance_of)]);
+    assert_eq!(snapshot.checks, vec![put(&first, 2, check_of)]);
+    assert_eq!(snapshot.kv.entries, vec![put(&first, 3, kv_of)]);
 }
 
 /// A check is deleted from the instance it belonged to; a check ID that moved to another
@@ -128,33 +194,31 @@ fn checks_follow_their_owner<S: Store>(open: &impl Fn() -> S) {
         c.definition.service_id = None;
         c
     };
-    store
-        .commit(
-            10,
-            &[
-                Mutation::PutInstance(instance("w3", 9)),
-                Mutation::PutCheck(check("c3", "w3")),
-                Mutation::PutCheck(check("moving", "w1")),
-                Mutation::PutCheck(node_check.clone()),
-            ],
-        )
-        .unwrap_or_else(|e| panic!("commit: {e}"));
-    store
-        .commit(
-            11,
-            &[
-                Mutation::PutCheck(check("moving", "w3")),
-                Mutation::DeleteCheck {
-                    id: "moving".into(),
-                    owner: Some("w1".into()),
-                },
-                Mutation::DeleteCheck {
-                    id: "c3".into(),
-                    owner: Some("w3".into()),
-                },
-            ],
-        )
-        .unwrap_or_else(|e| panic!("commit: {e}"));
+    commit(
+        &store,
+        10,
+        vec![
+            Mutation::PutInstance(instance("w3", 9)),
+            Mutation::PutCheck(check("c3", "w3")),
+            Mutation::PutCheck(check("moving", "w1")),
+            Mutation::PutCheck(node_check.clone()),
+        ],
+    );
+    commit(
+        &store,
+        11,
+        vec![
+            Mutation::PutCheck(check("moving", "w3")),
+            Mutation::DeleteCheck {
+                id: "moving".into(),
+                owner: Some("w1".into()),
+            },
+            Mutation::DeleteCheck {
+                id: "c3".into(),
+                owner: Some("w3".into()),
+            },
+        ],
+    );
     drop(store);
     let snapshot = open().load().unwrap_or_else(|e| panic!("load: {e}"));
     let mut ids: Vec<(String, Option<String>)> = snapshot
@@ -182,15 +246,14 @@ fn checks_follow_their_owner<S: Store>(open: &impl Fn() -> S) {
 
 fn store_is_reusable<S: Store>(open: &impl Fn() -> S) {
     let store = open();
-    store
-        .commit(
-            12,
-            &[Mutation::DeleteCheck {
-                id: "node-disk".into(),
-                owner: None,
-            }],
-        )
-        .unwrap_or_else(|e| panic!("commit: {e}"));
+    let (numbered, _) = commit(
+        &store,
+        12,
+        vec![Mutation::DeleteCheck {
+            id: "node-disk".into(),
+            owner: None,
+        }],
+    );
     drop(store);
     let snapshot = open().load().unwrap_or_else(|e| panic!("load: {e}"));
     assert!(
@@ -199,7 +262,7 @@ fn store_is_reusable<S: Store>(open: &impl Fn() -> S) {
             .iter()
             .all(|c| c.definition.id.as_deref() != Some("node-disk"))
     );
-    assert_eq!(snapshot.index, 12);
+    assert_eq!(snapshot.index, numbered.unwrap_or(12));
 }
 
 /// Sessions are stored whole (every field a restart needs), deleted by ID, and a locked entry
@@ -211,34 +274,33 @@ fn sessions_and_locks_round_trip<S: Store>(open: &impl Fn() -> S) {
         session: Some("s1".into()),
         ..kv("locks/leader", b"me")
     };
-    store
-        .commit(
-            20,
-            &[
-                Mutation::PutSession(session("s1", 19)),
-                Mutation::PutSession(session("s2", 20)),
-                Mutation::PutKv(locked.clone()),
-            ],
-        )
-        .unwrap_or_else(|e| panic!("commit: {e}"));
-    store
-        .commit(
-            21,
-            &[
-                Mutation::DeleteSession("s2".into()),
-                Mutation::DeleteSession("never-existed".into()),
-            ],
-        )
-        .unwrap_or_else(|e| panic!("commit: {e}"));
+    let (_, first) = commit(
+        &store,
+        20,
+        vec![
+            Mutation::PutSession(session("s1", 19)),
+            Mutation::PutSession(session("s2", 20)),
+            Mutation::PutKv(locked),
+        ],
+    );
+    let (numbered, _) = commit(
+        &store,
+        21,
+        vec![
+            Mutation::DeleteSession("s2".into()),
+            Mutation::DeleteSession("never-existed".into()),
+        ],
+    );
     drop(store);
     let snapshot = open().load().unwrap_or_else(|e| panic!("load: {e}"));
-    assert_eq!(snapshot.kv.sessions, vec![session("s1", 19)]);
+    assert_eq!(snapshot.kv.sessions, vec![put(&first, 0, session_of)]);
+    let locked = put(&first, 2, kv_of);
     assert!(
         snapshot.kv.entries.contains(&locked),
         "{:?}",
         snapshot.kv.entries
     );
-    assert_eq!(snapshot.index, 21);
+    assert_eq!(snapshot.index, numbered.unwrap_or(21));
 }
 
 /// Config entries are stored whole (their fields in order), replaced and deleted by kind and
@@ -251,41 +313,45 @@ fn config_entries_round_trip<S: Store>(open: &impl Fn() -> S) {
     });
     let proxy = serde_json::json!({"Kind": "proxy-defaults", "Config": {"protocol": "grpc"}});
     let api = serde_json::json!({"Kind": "service-defaults", "Name": "api"});
-    store
-        .commit(
-            30,
-            &[
-                Mutation::PutConfigEntry(config_entry(web.clone(), 29, 29)),
-                Mutation::PutConfigEntry(config_entry(proxy.clone(), 30, 30)),
-                Mutation::PutConfigEntry(config_entry(api, 30, 30)),
-            ],
-        )
-        .unwrap_or_else(|e| panic!("commit: {e}"));
+    let (_, first) = commit(
+        &store,
+        30,
+        vec![
+            Mutation::PutConfigEntry(config_entry(web.clone(), 29, 29)),
+            Mutation::PutConfigEntry(config_entry(proxy, 30, 30)),
+            Mutation::PutConfigEntry(config_entry(api, 30, 30)),
+        ],
+    );
     let mut renamed = web.clone();
     renamed["Name"] = "web".into();
     renamed["Protocol"] = "grpc".into();
-    store
-        .commit(
-            31,
-            &[
-                // Replaces "Web": names are one entry whatever their case.
-                Mutation::PutConfigEntry(config_entry(renamed.clone(), 29, 31)),
-                Mutation::DeleteConfigEntry {
-                    kind: "service-defaults".into(),
-                    name: "API".into(),
-                },
-                Mutation::DeleteConfigEntry {
-                    kind: "service-defaults".into(),
-                    name: "never-existed".into(),
-                },
-            ],
-        )
-        .unwrap_or_else(|e| panic!("commit: {e}"));
+    let (numbered, second) = commit(
+        &store,
+        31,
+        vec![
+            // Replaces "Web": names are one entry whatever their case.
+            Mutation::PutConfigEntry(config_entry(renamed, 29, 31)),
+            Mutation::DeleteConfigEntry {
+                kind: "service-defaults".into(),
+                name: "API".into(),
+            },
+            Mutation::DeleteConfigEntry {
+                kind: "service-defaults".into(),
+                name: "never-existed".into(),
+            },
+        ],
+    );
     drop(store);
     let snapshot = open().load().unwrap_or_else(|e| panic!("load: {e}"));
+    let renamed = put(&second, 0, config_of);
+    if numbered.is_some() {
+        // The key whatever the name's case: created with "Web", replaced by "web".
+        let web = put(&first, 0, config_of);
+        assert_eq!(renamed.create_index, web.create_index);
+    }
     assert_eq!(
         snapshot.config_entries,
-        vec![config_entry(proxy, 30, 30), config_entry(renamed, 29, 31),]
+        vec![put(&first, 1, config_of), renamed]
     );
-    assert_eq!(snapshot.index, 31);
+    assert_eq!(snapshot.index, numbered.unwrap_or(31));
 }

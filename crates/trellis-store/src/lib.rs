@@ -16,8 +16,8 @@ pub use memory::MemoryStore;
 pub use records::{RecordLog, Records};
 pub use redb_store::RedbStore;
 
-pub use trellis_catalog::Mutation;
 use trellis_catalog::{CheckRecord, InstanceRecord, KvSnapshot};
+pub use trellis_catalog::{Mutation, Numbering};
 use trellis_types::ConfigEntry;
 
 /// Everything a store holds, as read back at startup.
@@ -77,5 +77,9 @@ impl From<serde_json::Error> for StoreError {
 /// commit (group commit).
 pub trait Store: Send + Sync {
     fn load(&self) -> Result<Snapshot, StoreError>;
-    fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<(), StoreError>;
+    /// Makes `mutations` durable, numbered `index` by the catalog. A store that numbers
+    /// commits itself (etcd: each commit's revision) answers its [`Numbering`], which the
+    /// catalog takes ([`trellis_catalog::Catalog::renumber`]) and its [`Store::load`] gives
+    /// back; one that keeps the catalog's numbers answers `None`.
+    fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<Option<Numbering>, StoreError>;
 }

@@ -1,6 +1,6 @@
 //! An in-memory store for `--dev`: same semantics as the durable one, nothing on disk.
 
-use crate::{Mutation, Snapshot, Store, StoreError, config_key};
+use crate::{Mutation, Numbering, Snapshot, Store, StoreError, config_key};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use trellis_catalog::{CheckRecord, InstanceRecord, KvEntry, KvSnapshot};
@@ -42,7 +42,7 @@ impl Store for MemoryStore {
         })
     }
 
-    fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<(), StoreError> {
+    fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<Option<Numbering>, StoreError> {
         let mut state = self.state.lock();
         state.index = state.index.max(index);
         for mutation in mutations {
@@ -88,6 +88,6 @@ impl Store for MemoryStore {
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 }

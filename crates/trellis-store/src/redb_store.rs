@@ -4,7 +4,7 @@
 //! instance with its check dirties one B-tree leaf instead of one in each of two tables. KV
 //! entries, sessions and config entries have a table each.
 
-use crate::{Mutation, Snapshot, Store, StoreError, config_key};
+use crate::{Mutation, Numbering, Snapshot, Store, StoreError, config_key};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use std::path::Path;
@@ -159,7 +159,7 @@ impl Store for RedbStore {
         })
     }
 
-    fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<(), StoreError> {
+    fn commit(&self, index: u64, mutations: &[Mutation]) -> Result<Option<Numbering>, StoreError> {
         let txn = self.db.begin_write().map_err(redb::Error::from)?;
         {
             let mut records = txn.open_table(RECORDS).map_err(redb::Error::from)?;
@@ -229,6 +229,6 @@ impl Store for RedbStore {
         raise_index(&txn, index)?;
         // Durability::Immediate (the default): fsync'd before commit returns.
         txn.commit().map_err(redb::Error::from)?;
-        Ok(())
+        Ok(None)
     }
 }

@@ -26,7 +26,7 @@ impl trellis_store::Store for SharedMemory {
         &self,
         index: u64,
         m: &[trellis_store::Mutation],
-    ) -> Result<(), trellis_store::StoreError> {
+    ) -> Result<Option<trellis_store::Numbering>, trellis_store::StoreError> {
         self.0.commit(index, m)
     }
 }

@@ -3,15 +3,15 @@
 //! leader and deciding nothing by itself; [`Catalog::rearm_timers`] restarts the timers when the
 //! replica's server becomes the leader.
 //!
-//! Indexes follow the leader's (see `index.rs`): records keep theirs, and what a record changed
-//! (its service, the services list, the KV store, the sessions and config tables) takes the
-//! record's `ModifyIndex`. A delete carries no index of its own, so what it changed takes the
-//! commit's. When a commit is one change at one index every index matches the leader's; in a
-//! commit of several changes (a batch of commands, or a tick that expires TTLs at one index,
-//! reaps a service at the next and expires sessions at the one after), an index a delete moved
-//! may be ahead of the leader's, never behind, and never above the commit's: a reader sees at
-//! worst a spurious wake-up, never an index going backwards. A record that came and went within
-//! one commit still moves what its delete names (a tombstone, the sessions, config and services
+//! Indexes follow the leader's (see `index.rs`): records keep theirs (among servers sharing
+//! etcd, their keys' revisions), and what a commit changed (a service, the services list, the
+//! KV store, the sessions and config tables) takes the commit's index. A leader sharing etcd
+//! numbers each batch as one change ([`Catalog::begin_batch`]) and takes the commit's revision
+//! for all of it ([`Catalog::renumber`]), so every index matches the leader's. A commit of
+//! several changes at several indexes (a catalog not numbering by batch) may leave an index
+//! ahead of the leader's, never behind, and never above the commit's: a reader sees at worst a
+//! spurious wake-up, never an index going backwards. A record that came and went within one
+//! commit still moves what its delete names (a tombstone, the sessions, config and services
 //! indexes, a check's owner); only an instance that came and went leaves no name to touch, so a
 //! name the replica already knows keeps its index there (nothing a reader of it sees changed).
 //!
@@ -59,8 +59,6 @@ impl Catalog {
             return;
         }
         self.index.advance_to(index);
-        // A record's change took its ModifyIndex on the leader, never above the commit's.
-        let at = |record_index: u64| record_index.min(index);
         mutations.sort_by(|a, b| order(a).cmp(&order(b)));
         self.sessions.prune_lock_delays(now);
         let lock_delays = self.lock_delays_of_deleted_sessions(&mutations, now);
@@ -91,10 +89,7 @@ impl Catalog {
                         touch_owner(name_index, by_name, name.as_deref(), index, fx);
                     }
                 }
-                Mutation::PutInstance(record) => {
-                    let at = at(record.modify_index);
-                    self.insert_instance(record, at, fx);
-                }
+                Mutation::PutInstance(record) => self.insert_instance(record, index, fx),
                 Mutation::PutCheck(record) => self.replicate_check(record, index, now, fx),
                 Mutation::DeleteInstance(id) => {
                     // Its checks' deletes came first; any left would belong to nobody.
@@ -110,10 +105,9 @@ impl Catalog {
                     fx.sessions = true;
                 }
                 Mutation::PutSession(session) => {
-                    let at = at(session.modify_index);
                     self.sessions.remove(&session.id);
                     self.sessions.insert(session, now);
-                    self.sessions.set_index(at);
+                    self.sessions.set_index(index);
                     fx.sessions = true;
                 }
                 Mutation::PutKv(entry) => {
@@ -121,10 +115,7 @@ impl Catalog {
                     self.kv.replicate(&key, Some(entry), index, fx);
                 }
                 Mutation::DeleteKv(key) => self.kv.replicate(&key, None, index, fx),
-                Mutation::PutConfigEntry(entry) => {
-                    let at = at(entry.modify_index);
-                    self.config.insert(entry, at, fx);
-                }
+                Mutation::PutConfigEntry(entry) => self.config.insert(entry, index, fx),
                 Mutation::DeleteConfigEntry { kind, name } => {
                     self.config.remove(&kind, &name, index, fx);
                 }
@@ -178,10 +169,9 @@ impl Catalog {
         let Some(id) = record.definition.id.clone() else {
             return;
         };
-        let at = record.modify_index.min(index);
         match self.owner_name(record.definition.service_id.as_deref()) {
             Some(service_name) => {
-                self.replace_check(Check::restore(record, service_name, now), at, fx);
+                self.replace_check(Check::restore(record, service_name, now), index, fx);
             }
             None => {
                 self.unregister_check(&id, index, fx);
