@@ -14,6 +14,7 @@ use crate::config_entry::{Change, ConfigStore};
 use crate::effects::{CheckTransition, Effects, Write};
 use crate::error::CatalogError;
 use crate::index::GlobalIndex;
+use crate::journal::Journal;
 use crate::kv::{KvEntry, KvSnapshot, KvStore};
 use crate::mutation::Mutation;
 use crate::record::{CheckRecord, InstanceRecord};
@@ -97,6 +98,9 @@ pub struct Catalog {
     /// Whether [`Catalog::tick`] turns TTL checks whose TTL ran out critical (see
     /// [`Catalog::set_ttl_expiry`]).
     ttl_expiry: bool,
+    /// The instances and checks a leader's batch changed, as they were (see `journal.rs`).
+    instances_journal: Journal<String, Arc<InstanceRecord>>,
+    checks_journal: Journal<String, Arc<Check>>,
 }
 
 impl Default for Catalog {
@@ -123,6 +127,8 @@ impl Catalog {
             deadlines: Deadlines::default(),
             persist_status: false,
             ttl_expiry: true,
+            instances_journal: Journal::default(),
+            checks_journal: Journal::default(),
         }
     }
 
@@ -939,6 +945,8 @@ impl Catalog {
             .entry(service_key(&name).into_owned())
             .or_default()
             .insert(id.clone());
+        self.instances_journal
+            .note(&id, || self.instances.get(&id).cloned());
         self.instances.insert(id.clone(), Arc::new(record));
         self.services_index = self.services_index.max(index);
         fx.services_list = true;
@@ -948,6 +956,8 @@ impl Catalog {
             if let Some(check) = self.checks.get_mut(check_id)
                 && check.service_name.as_deref() != Some(name.as_str())
             {
+                self.checks_journal
+                    .note(check_id, || Some(Arc::clone(check)));
                 Arc::make_mut(check).service_name = Some(name.clone());
             }
         }
@@ -960,7 +970,11 @@ impl Catalog {
     fn remove_instance(&mut self, id: &str, index: u64, fx: &mut Effects) -> IdSet {
         self.services_index = self.services_index.max(index);
         fx.services_list = true;
-        let Some(record) = self.instances.remove(id) else {
+        let removed = self.instances.remove(id);
+        if let Some(record) = &removed {
+            self.instances_journal.note(id, || Some(Arc::clone(record)));
+        }
+        let Some(record) = removed else {
             return IdSet::default();
         };
         self.remove_from_name(&record.registration.name, id, index, fx);
@@ -1056,6 +1070,8 @@ impl Catalog {
             }
         }
         self.deadlines.set(&id, due_at(&check, self.ttl_expiry));
+        self.checks_journal
+            .note(&id, || self.checks.get(&id).cloned());
         self.checks.insert(id, Arc::new(check));
     }
 
@@ -1078,6 +1094,8 @@ impl Catalog {
     /// [`Catalog::link_check`].
     fn unlink_check(&mut self, check_id: &str) -> Option<Arc<Check>> {
         let check = self.checks.remove(check_id)?;
+        self.checks_journal
+            .note(check_id, || Some(Arc::clone(&check)));
         self.deadlines.clear(check_id);
         match check.service_id() {
             Some(sid) => {
@@ -1192,6 +1210,8 @@ impl Catalog {
     ) -> Result<(), CatalogError> {
         let check = ttl_target(self.checks.get_mut(check_id), check_id)?;
         let from = check.status;
+        self.checks_journal
+            .note(check_id, || Some(Arc::clone(check)));
         let changed = Arc::make_mut(check).update_ttl(status, output, now);
         self.deadlines.set(check_id, due_at(check, self.ttl_expiry));
         if changed {
@@ -1218,6 +1238,8 @@ impl Catalog {
             .get_mut(check_id)
             .ok_or_else(|| CatalogError::NotFound(format!("unknown check ID {check_id:?}")))?;
         let from = check.status;
+        self.checks_journal
+            .note(check_id, || Some(Arc::clone(check)));
         let changed = Arc::make_mut(check).report(result, output, now);
         // Going critical starts the reaper's clock; recovering stops it.
         self.deadlines.set(check_id, due_at(check, self.ttl_expiry));
@@ -1244,6 +1266,8 @@ impl Catalog {
         let Some(check) = self.checks.get_mut(check_id) else {
             return;
         };
+        self.checks_journal
+            .note(check_id, || Some(Arc::clone(check)));
         Arc::make_mut(check).modify_index = index;
         if self.persist_status {
             fx.writes.insert(Write::Check {
@@ -1303,6 +1327,10 @@ impl Catalog {
             };
             // Test before make_mut: published views share these Arcs.
             let from = check.status;
+            if self.ttl_expiry && check.ttl_due(now) {
+                self.checks_journal
+                    .note(&*check_id, || Some(Arc::clone(check)));
+            }
             if self.ttl_expiry && check.ttl_due(now) && Arc::make_mut(check).expire_ttl(now) {
                 expired.push((check_id.clone(), from));
             }
@@ -1364,6 +1392,8 @@ impl Catalog {
         {
             return;
         }
+        self.checks_journal
+            .note(check_id, || Some(Arc::clone(check)));
         let check = Arc::make_mut(check);
         check.force_expire(now);
         let id: Arc<str> = Arc::from(check_id);

@@ -4,6 +4,7 @@
 //! (`trellis_types::config_entry`); this module applies upserts and deletes with Consul's rules.
 
 use crate::effects::{Effects, Write};
+use crate::journal::Journal;
 use crate::numbering::{Indexed, Revisions, renumber};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub(crate) struct ConfigStore {
     /// missing here has not changed since the restore: any change takes an index above every
     /// index handed out before, so 0 is a safe "not since".
     kind_index: HashMap<String, u64>,
+    /// The entries a leader's batch changed, as they were (see `journal.rs`).
+    pub(crate) journal: Journal<(String, String), Arc<ConfigEntry>>,
 }
 
 /// The effect of a write, for the caller to number and record.
@@ -38,6 +41,7 @@ impl ConfigStore {
             entries: BTreeMap::new(),
             index: 1,
             kind_index: HashMap::new(),
+            journal: Journal::default(),
         }
     }
 
@@ -150,15 +154,18 @@ impl ConfigStore {
     /// Writes nothing: shared by [`ConfigStore::put`] and a replica.
     pub(crate) fn insert(&mut self, entry: ConfigEntry, index: u64, fx: &mut Effects) {
         self.touch(&entry.kind, index, fx);
-        self.entries
-            .insert(key(&entry.kind, &entry.name), Arc::new(entry));
+        let key = key(&entry.kind, &entry.name);
+        self.journal.note(&key, || self.entries.get(&key).cloned());
+        self.entries.insert(key, Arc::new(entry));
     }
 
     /// Takes an entry out as a change numbered `index`. The table and the kind change even if
     /// the entry is not there: on a replica, it may have come and gone within one commit of the
     /// leader's. Writes nothing: shared by [`ConfigStore::delete`] and a replica.
     pub(crate) fn remove(&mut self, kind: &str, name: &str, index: u64, fx: &mut Effects) {
-        self.entries.remove(&key(kind, name));
+        let key = key(kind, name);
+        self.journal.note(&key, || self.entries.get(&key).cloned());
+        self.entries.remove(&key);
         self.touch(kind, index, fx);
     }
 

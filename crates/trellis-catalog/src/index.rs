@@ -86,6 +86,19 @@ impl GlobalIndex {
         self.batch_from = None;
     }
 
+    /// The open batch's number, if one is open.
+    pub(crate) fn open_batch(self) -> Option<u64> {
+        self.batch_from.map(|from| from + 1)
+    }
+
+    /// Ends the batch as if it had not been: back to the index it started from (answered).
+    pub(crate) fn undo_batch(&mut self) -> u64 {
+        if let Some(from) = self.batch_from.take() {
+            self.value = from;
+        }
+        self.value
+    }
+
     /// Moves the counter up to `index`, a change numbered elsewhere (a replica applying the
     /// leader's commit, see [`crate::Catalog::replicate`]); never down.
     pub(crate) fn advance_to(&mut self, index: u64) {

@@ -3,6 +3,7 @@
 
 use crate::effects::{Effects, Write};
 use crate::error::CatalogError;
+use crate::journal::Journal;
 use crate::numbering::{Indexed, Revisions, renumber};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -153,6 +154,8 @@ pub(crate) struct KvStore {
     index: u64,
     /// The keys whose lock each session holds, so invalidating a session finds them at once.
     held: HashMap<String, BTreeSet<String>>,
+    /// The entries a leader's batch changed, as they were (see `journal.rs`).
+    pub(crate) journal: Journal<String, KvEntry>,
 }
 
 impl KvStore {
@@ -162,6 +165,7 @@ impl KvStore {
             tombstones: Tombstones::default(),
             index: 1,
             held: HashMap::new(),
+            journal: Journal::default(),
         }
     }
 
@@ -314,6 +318,7 @@ impl KvStore {
 
     fn set_entry(&mut self, entry: KvEntry) {
         let key = entry.key.clone();
+        self.journal.note(&key, || self.entries.get(&key).cloned());
         let holder = entry.session.clone();
         if let Some(old) = self.entries.insert(key.clone(), entry) {
             self.unhold(old.session.as_deref(), &key);
@@ -325,6 +330,7 @@ impl KvStore {
 
     fn remove_entry(&mut self, key: &str) -> Option<KvEntry> {
         let old = self.entries.remove(key)?;
+        self.journal.note(key, || Some(old.clone()));
         self.unhold(old.session.as_deref(), key);
         Some(old)
     }

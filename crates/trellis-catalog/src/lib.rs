@@ -11,6 +11,7 @@ mod config_entry;
 mod effects;
 mod error;
 mod index;
+mod journal;
 mod kv;
 mod mutation;
 mod numbering;

@@ -4,11 +4,6 @@
 //! it, and takes etcd's numbers with [`crate::Catalog::renumber`]; a replica reads them off the
 //! keys with [`Indexed::set_indexes`].
 
-use crate::kv::KvEntry;
-use crate::mutation::Mutation;
-use crate::record::{CheckRecord, InstanceRecord};
-use trellis_types::{ConfigEntry, Session};
-
 /// A key's create and modify revisions: its record's `CreateIndex` and `ModifyIndex`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revisions {
@@ -30,49 +25,6 @@ pub struct Numbering {
 /// A record with a `CreateIndex` and a `ModifyIndex`.
 pub trait Indexed {
     fn set_indexes(&mut self, revisions: Revisions);
-}
-
-macro_rules! indexed {
-    ($($record:ty),*) => {$(
-        impl Indexed for $record {
-            fn set_indexes(&mut self, revisions: Revisions) {
-                self.create_index = revisions.create;
-                self.modify_index = revisions.modify;
-            }
-        }
-    )*};
-}
-
-indexed!(InstanceRecord, CheckRecord, KvEntry, Session, ConfigEntry);
-
-impl Mutation {
-    /// Whether this mutation puts a record (rather than deleting one).
-    pub fn is_put(&self) -> bool {
-        matches!(
-            self,
-            Mutation::PutInstance(_)
-                | Mutation::PutCheck(_)
-                | Mutation::PutKv(_)
-                | Mutation::PutSession(_)
-                | Mutation::PutConfigEntry(_)
-        )
-    }
-
-    /// Numbers the record this mutation puts (a delete has none).
-    pub fn set_indexes(&mut self, revisions: Revisions) {
-        match self {
-            Mutation::PutInstance(record) => record.set_indexes(revisions),
-            Mutation::PutCheck(record) => record.set_indexes(revisions),
-            Mutation::PutKv(entry) => entry.set_indexes(revisions),
-            Mutation::PutSession(session) => session.set_indexes(revisions),
-            Mutation::PutConfigEntry(entry) => entry.set_indexes(revisions),
-            Mutation::DeleteInstance(_)
-            | Mutation::DeleteCheck { .. }
-            | Mutation::DeleteKv(_)
-            | Mutation::DeleteSession(_)
-            | Mutation::DeleteConfigEntry { .. } => {}
-        }
-    }
 }
 
 /// An index the batch numbered `tentative` moved takes the commit's `index`.

@@ -1419,3 +1419,48 @@ fn numbered_by_etcd_every_server_shows_the_same_indexes() {
         Vec::new()
     });
 }
+
+/// A leader's batch whose commit failed is taken back out before anyone reads it: every record
+/// as it was (sessions, their locks, checks moved, instances gone, config entries, KV keys
+/// deleted and made), every index back at most at the index before the batch and never below
+/// where it was. The catalog then goes on as if the batch had never been.
+#[test]
+fn a_batch_whose_commit_failed_is_taken_back_out() {
+    let mut p = setup();
+    let before = seen(&p.leader);
+    let index = p.leader.index();
+    p.leader.begin_batch();
+    let mut fx = big_batch(&mut p.leader);
+    for command in [
+        destroy("s1"),
+        put("k", "changed", 0, None),
+        put("new/key", "v", 0, None),
+        reg(
+            json!({"Name": "web", "ID": "w1", "Port": 9, "Check": {"Name": "beat",
+            "TTL": "10s", "Status": "critical"}}),
+        ),
+    ] {
+        p.leader.apply(command, secs(1), &mut fx).unwrap();
+    }
+    p.leader.tick(secs(100), &mut fx);
+    assert_ne!(seen(&p.leader).kv, before.kv, "the batch changed something");
+    p.leader.undo_batch(secs(1));
+    let after = seen(&p.leader);
+    assert_same_content("undone", &before, &after);
+    assert_eq!(p.leader.index(), index);
+    for (what, was) in &before.indexes {
+        let now = after.indexes[what];
+        assert!(
+            *was <= now && now <= index,
+            "{what}: {was} before the batch, {now} after its undo, index {index}"
+        );
+    }
+    // Nothing of the batch is left to number or to undo again; the leader goes on.
+    p.leader.undo_batch(secs(1));
+    assert_same_content("undone twice", &before, &seen(&p.leader));
+    let mut fx = Effects::default();
+    p.leader
+        .apply(put("k", "after", 0, None), secs(2), &mut fx)
+        .unwrap();
+    assert_eq!(p.leader.kv_get("k").unwrap().modify_index, index + 1);
+}

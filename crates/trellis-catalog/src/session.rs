@@ -4,6 +4,7 @@
 //! what happens to its locks; this module only keeps the books.
 
 use crate::error::CatalogError;
+use crate::journal::Journal;
 use crate::numbering::{Indexed, Revisions, renumber};
 use crate::tick::Deadlines;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -69,6 +70,8 @@ pub(crate) struct SessionStore {
     index: u64,
     /// Whether sessions' TTLs run here (see `Catalog::set_ttl_expiry`).
     ttl_timers: bool,
+    /// The sessions a leader's batch changed, as they were (see `journal.rs`).
+    pub(crate) journal: Journal<String, Arc<Session>>,
 }
 
 impl SessionStore {
@@ -81,6 +84,7 @@ impl SessionStore {
             doomed: Vec::new(),
             index: 1,
             ttl_timers: true,
+            journal: Journal::default(),
         }
     }
 
@@ -159,6 +163,7 @@ impl SessionStore {
                 .insert(id.clone());
         }
         let session = Arc::new(session);
+        self.journal.note(&id, || self.sessions.get(&id).cloned());
         self.sessions.insert(id.clone(), session.clone());
         self.start_timer(&session, now);
     }
@@ -166,6 +171,7 @@ impl SessionStore {
     /// Removes a session, its timer and its check bindings.
     pub(crate) fn remove(&mut self, id: &str) -> Option<Arc<Session>> {
         let session = self.sessions.remove(id)?;
+        self.journal.note(id, || Some(Arc::clone(&session)));
         self.timers.clear(id);
         for check in session.check_ids() {
             if let Some(ids) = self.by_check.get_mut(check) {

@@ -130,8 +130,8 @@ fn an_unreachable_cluster_stops_the_start_with_the_reason() {
 
 /// A server that loses its etcd cluster keeps answering reads from what it has, saying that
 /// no leader is known (`X-Consul-KnownLeader: false`, a growing `X-Consul-LastContact`), refuses
-/// writes with 503 and the reason, and, once etcd is back, takes writes again without a
-/// restart and with every acknowledged write.
+/// writes with 503 and the reason (a write whose commit failed is never read), and, once etcd
+/// is back, takes writes again without a restart and with every acknowledged write.
 #[tokio::test]
 async fn losing_the_cluster_refuses_writes_keeps_reads_and_recovers_when_it_returns() {
     let mut member = EtcdProcess::start();
@@ -150,6 +150,13 @@ async fn losing_the_cluster_refuses_writes_keeps_reads_and_recovers_when_it_retu
         || async { register("web-1").await.unwrap().status() == 200 },
     )
     .await;
+    let flag = client
+        .put(server.url("/v1/kv/app/flag"))
+        .body("old")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(flag.text().await.unwrap(), "true");
     member.kill();
     // The server still believes it leads (its lease has not run out), but a consistent read
     // asks the quorum first, and there is none.
@@ -161,6 +168,27 @@ async fn losing_the_cluster_refuses_writes_keeps_reads_and_recovers_when_it_retu
     assert_eq!(consistent.status(), 503);
     let reason = consistent.text().await.unwrap();
     assert!(reason.contains("leadership"), "{reason}");
+    // The first write after the loss is applied to the leader's catalog before its commit
+    // fails: it is taken back out before any reader can see it.
+    let refused = client
+        .put(server.url("/v1/kv/app/flag"))
+        .body("new")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    let reason = refused.text().await.unwrap();
+    assert!(reason.contains("No cluster leader"), "{reason}");
+    let flag = client
+        .get(server.url("/v1/kv/app/flag?raw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (flag.status().as_u16(), flag.text().await.unwrap()),
+        (200, "old".to_owned()),
+        "a write that was refused is never read"
+    );
     let refused = register("web-2").await.unwrap();
     assert_eq!(refused.status(), 503);
     let reason = refused.text().await.unwrap();

@@ -304,7 +304,7 @@ fn a_follower_sees_every_commit_in_order_and_takes_over_the_lock() {
     let Mutation::PutKv(before) = &before[0] else {
         unreachable!()
     };
-    assert_eq!(snapshot.kv.entries, [before.clone()]);
+    assert_eq!(snapshot.kv.entries, std::slice::from_ref(before));
     let feed = follower.follow(revision).unwrap();
     let next = || feed.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(
@@ -402,7 +402,7 @@ fn a_follower_behind_the_compaction_starts_again_from_the_state() {
     let Mutation::PutKv(b) = &b[0] else {
         unreachable!()
     };
-    assert_eq!(now.kv.entries, [b.clone()]);
+    assert_eq!(now.kv.entries, std::slice::from_ref(b));
     assert_eq!(next(), Feed::Table("acl".into()));
     assert_eq!(next(), Feed::Table("transactions".into()));
     assert_eq!(

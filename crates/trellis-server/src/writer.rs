@@ -189,9 +189,6 @@ impl Writer {
         self.next_deadline = catalog.next_deadline();
         let committed = self.commit(catalog, &fx, size);
         let tentative = self.batch.take();
-        if committed.is_err() || tentative.is_some() {
-            catalog.end_batch();
-        }
         match committed {
             Ok(numbered) => {
                 if let Some((mutations, numbering)) = numbered {
@@ -203,6 +200,8 @@ impl Writer {
                             catalog.renumber_reply(tentative, reply);
                         }
                     }
+                } else if tentative.is_some() {
+                    catalog.end_batch();
                 }
                 if self.cluster.writes() {
                     self.committed = catalog.index();
@@ -219,6 +218,8 @@ impl Writer {
                 tracing::error!(error = %commit, "commit failed; taking no writes until the store answers again");
                 self.stale = true;
                 self.cluster.set_role(Role::Follower { leader: None });
+                // Applied but maybe never durable: out again before any reader gets the lock.
+                catalog.undo_batch(now);
                 drop(guard);
                 for (reply, _) in pending {
                     let _ = reply.send(Err(WriteError::StoreUnreachable));
@@ -226,6 +227,7 @@ impl Writer {
                 Ok(())
             }
             Err(commit) => {
+                catalog.end_batch();
                 let recovered = self.recover(catalog, now, commit);
                 self.next_deadline = catalog.next_deadline();
                 if recovered.is_err() {

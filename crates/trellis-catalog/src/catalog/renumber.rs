@@ -1,7 +1,8 @@
-//! A leader's batch taking the numbers etcd gave its commit (see `numbering.rs`):
-//! [`Catalog::begin_batch`] numbers every change of the batch with one tentative index, and
-//! [`Catalog::renumber`] replaces it with etcd's once the commit is in, before anything of the
-//! batch is published or answered.
+//! A leader's batch among servers sharing etcd (see `numbering.rs`): [`Catalog::begin_batch`]
+//! numbers every change of the batch with one tentative index and journals what it changes;
+//! [`Catalog::renumber`] replaces the number with etcd's once the commit is in, before anything
+//! of the batch is published or answered; [`Catalog::undo_batch`] takes a batch whose commit
+//! failed back out.
 
 use super::Catalog;
 use crate::command::Reply;
@@ -9,6 +10,7 @@ use crate::effects::Effects;
 use crate::mutation::Mutation;
 use crate::numbering::{Numbering, Revisions, renumber};
 use std::sync::Arc;
+use std::time::Duration;
 
 impl Catalog {
     /// Until [`Catalog::renumber`] (or [`Catalog::end_batch`]), every change takes the same
@@ -16,12 +18,94 @@ impl Catalog {
     /// sharing etcd is the last revision this catalog knows. A batch is one etcd commit, so
     /// it gets one revision.
     pub fn begin_batch(&mut self) -> u64 {
+        if !self.checks_journal.is_on() {
+            self.instances_journal.start();
+            self.checks_journal.start();
+            self.kv.journal.start();
+            self.sessions.journal.start();
+            self.config.journal.start();
+        }
         self.index.begin_batch()
     }
 
-    /// Ends a batch without renumbering it (its commit failed: the catalog is reloaded).
+    /// Ends a batch as it is (it needed no commit).
     pub fn end_batch(&mut self) {
         self.index.end_batch();
+        self.forget_journal();
+    }
+
+    fn forget_journal(&mut self) {
+        self.instances_journal.take();
+        self.checks_journal.take();
+        self.kv.journal.take();
+        self.sessions.journal.take();
+        self.config.journal.take();
+    }
+
+    /// Takes the open batch back out: its commit failed, so it may never be durable, and no
+    /// reader may see it. Every record it changed is put back as it was before, and every index
+    /// it moved goes back to the index before the batch (at least what it was then: a reader
+    /// sees at worst a spurious wake-up), so the catalog is what the store held after the last
+    /// commit. In-memory leftovers are harmless: lock-delays its invalidations started, and
+    /// names it brought, with no instance.
+    pub fn undo_batch(&mut self, now: Duration) {
+        let Some(tentative) = self.index.open_batch() else {
+            return;
+        };
+        let mut undo = Vec::new();
+        for (id, before) in self.instances_journal.take() {
+            undo.push(match before {
+                Some(record) => Mutation::PutInstance((*record).clone()),
+                None => Mutation::DeleteInstance(id),
+            });
+        }
+        for (id, before) in self.checks_journal.take() {
+            let owner_now = self
+                .checks
+                .get(&id)
+                .map(|check| check.service_id().map(str::to_owned));
+            let owner_before = before
+                .as_ref()
+                .map(|check| check.service_id().map(str::to_owned));
+            if let Some(owner) = owner_now
+                && Some(&owner) != owner_before.as_ref()
+            {
+                undo.push(Mutation::DeleteCheck {
+                    id: id.clone(),
+                    owner,
+                });
+            }
+            if let Some(check) = before {
+                undo.push(Mutation::PutCheck(check.record()));
+            }
+        }
+        for (key, before) in self.kv.journal.take() {
+            undo.push(match before {
+                Some(entry) => Mutation::PutKv(entry),
+                None => Mutation::DeleteKv(key),
+            });
+        }
+        for (id, before) in self.sessions.journal.take() {
+            undo.push(match before {
+                Some(session) => Mutation::PutSession((*session).clone()),
+                None => Mutation::DeleteSession(id),
+            });
+        }
+        for ((kind, name), before) in self.config.journal.take() {
+            undo.push(match before {
+                Some(entry) => Mutation::PutConfigEntry((*entry).clone()),
+                None => Mutation::DeleteConfigEntry { kind, name },
+            });
+        }
+        let before = self.index.undo_batch();
+        // Nobody saw the batch: what putting the records back changes is not reported.
+        let mut fx = Effects::default();
+        self.put_in_place(before, undo, now, &mut fx);
+        let back = Numbering {
+            index: before,
+            records: Vec::new(),
+        };
+        self.renumber(tentative, &[], &back, &mut fx);
     }
 
     /// Ends the batch numbered `tentative` and takes the numbers the store gave its commit of
@@ -39,6 +123,7 @@ impl Catalog {
         fx: &mut Effects,
     ) {
         self.index.end_batch();
+        self.forget_journal();
         let index = numbering.index;
         let put = || {
             committed

@@ -51,7 +51,7 @@ impl Catalog {
     pub fn replicate(
         &mut self,
         index: u64,
-        mut mutations: Vec<Mutation>,
+        mutations: Vec<Mutation>,
         now: Duration,
         fx: &mut Effects,
     ) {
@@ -59,6 +59,18 @@ impl Catalog {
             return;
         }
         self.index.advance_to(index);
+        self.put_in_place(index, mutations, now, fx);
+    }
+
+    /// Puts `mutations` in place as a change numbered `index`, as they are (what
+    /// [`Catalog::replicate`] does once it knows the commit is new).
+    pub(super) fn put_in_place(
+        &mut self,
+        index: u64,
+        mut mutations: Vec<Mutation>,
+        now: Duration,
+        fx: &mut Effects,
+    ) {
         mutations.sort_by(|a, b| order(a).cmp(&order(b)));
         self.sessions.prune_lock_delays(now);
         let lock_delays = self.lock_delays_of_deleted_sessions(&mutations, now);
