@@ -16,7 +16,8 @@
 # 1 and 3 run in WRITE_ROUNDS interleaved rounds (etcd, one server, three servers): the disk's
 # speed drifts, so the ratios are per round, with their median.
 #
-# Usage: bench/etcd_store.sh           (a couple of minutes; not part of the test suite)
+# Usage: bench/etcd_store.sh           (a couple of minutes; not part of the test suite; installs
+#                                      etcd and wrk with apt-get when missing)
 # Knobs (environment): DURATION=15s CONNS=64 THREADS=2 HEARTBEATS=2000 TAKEOVERS=3
 #                      WATCHERS=5000 FANOUT_ROUNDS=3 WRITE_ROUNDS=3
 # Everything it writes goes to target/bench-run/etcd-store/ (logs, data, results.md).
@@ -57,9 +58,14 @@ trap 'exit 130' INT TERM
 field() { grep -oE "(^| )$2=[^ ]+" "$1" | tail -1 | cut -d= -f2; }
 port() { "${HELPER[@]}" freeport; }
 
-for tool in etcd wrk; do
-    command -v "$tool" >/dev/null || { echo "needs $tool (Debian: etcd-server, wrk)" >&2; exit 1; }
-done
+missing=()
+command -v etcd >/dev/null || missing+=(etcd-server etcd-client)
+command -v wrk >/dev/null || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}" >&2
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 log "building the release binary"
 (cd "$REPO" && cargo build --release -p trellis-cli)
 rm -rf "$RUN"
