@@ -79,7 +79,9 @@ impl ConfigStore {
         put: impl IntoIterator<Item = (&'a str, &'a str, Revisions)>,
     ) {
         for (kind, name, revisions) in put {
-            if let Some(entry) = self.entries.get_mut(&key(kind, name)) {
+            if let Some(entry) = self.entries.get_mut(&key(kind, name))
+                && (entry.create_index, entry.modify_index) != (revisions.create, revisions.modify)
+            {
                 Arc::make_mut(entry).set_indexes(revisions);
             }
         }

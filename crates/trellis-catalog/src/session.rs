@@ -137,7 +137,10 @@ impl SessionStore {
         put: impl IntoIterator<Item = (&'a str, Revisions)>,
     ) {
         for (id, revisions) in put {
-            if let Some(session) = self.sessions.get_mut(id) {
+            if let Some(session) = self.sessions.get_mut(id)
+                && (session.create_index, session.modify_index)
+                    != (revisions.create, revisions.modify)
+            {
                 Arc::make_mut(session).set_indexes(revisions);
             }
         }

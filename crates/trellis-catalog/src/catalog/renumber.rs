@@ -101,6 +101,10 @@ impl Catalog {
         // Nobody saw the batch: what putting the records back changes is not reported.
         let mut fx = Effects::default();
         self.put_in_place(before, undo, now, &mut fx);
+        // The batch's own effects are gone: every name it may have touched is looked at.
+        for name_index in self.name_index.values_mut() {
+            renumber(name_index, tentative, before);
+        }
         let back = Numbering {
             index: before,
             records: Vec::new(),
@@ -165,8 +169,11 @@ impl Catalog {
             }),
         );
         renumber(&mut self.services_index, tentative, index);
-        for name_index in self.name_index.values_mut() {
-            renumber(name_index, tentative, index);
+        // Every name the batch touched is in `fx` (`touch_name` puts it there).
+        for name in &fx.services {
+            if let Some(name_index) = self.name_index.get_mut(name) {
+                renumber(name_index, tentative, index);
+            }
         }
         self.index.advance_to(index);
         for transition in &mut fx.transitions {
@@ -184,7 +191,10 @@ impl Catalog {
     fn renumber_record(&mut self, mutation: &Mutation, revisions: Revisions) {
         match mutation {
             Mutation::PutInstance(record) => {
-                if let Some(instance) = self.instances.get_mut(&record.registration.id) {
+                if let Some(instance) = self.instances.get_mut(&record.registration.id)
+                    && (instance.create_index, instance.modify_index)
+                        != (revisions.create, revisions.modify)
+                {
                     let instance = Arc::make_mut(instance);
                     instance.create_index = revisions.create;
                     instance.modify_index = revisions.modify;
@@ -192,7 +202,10 @@ impl Catalog {
             }
             Mutation::PutCheck(record) => {
                 let id = record.definition.id.as_deref().unwrap_or_default();
-                if let Some(check) = self.checks.get_mut(id) {
+                if let Some(check) = self.checks.get_mut(id)
+                    && (check.create_index, check.modify_index)
+                        != (revisions.create, revisions.modify)
+                {
                     let check = Arc::make_mut(check);
                     check.create_index = revisions.create;
                     check.modify_index = revisions.modify;
