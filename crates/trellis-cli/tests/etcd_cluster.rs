@@ -943,12 +943,24 @@ async fn a_cluster_in_namespaces_keeps_every_acknowledged_write_through_kills_an
     };
     let reference = state_of(1).await;
     for node in 2..=NODES {
-        eventually(
-            Duration::from_secs(30),
-            "every server converges",
-            || async { state_of(node).await == reference },
-        )
-        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let state = state_of(node).await;
+            if state == reference {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                let only_here: Vec<_> = state.0.difference(&reference.0).collect();
+                let only_there: Vec<_> = reference.0.difference(&state.0).collect();
+                panic!(
+                    "server {node} did not converge with server 1 in 30 s: instances only on \
+                     it {only_here:?}, only on server 1 {only_there:?}; the counter's \
+                     ModifyIndex {} there, {} on server 1",
+                    state.1, reference.1
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     let listed = reference.0;
     // No acknowledged registration lost, nothing that was never asked for.

@@ -180,7 +180,23 @@ impl Writer {
                     };
                     pending.push((reply, result));
                 }
-                Queued::Feed(feed) => self.follow(catalog, feed, now, &mut fx)?,
+                Queued::Feed(feed) => {
+                    self.follow(catalog, feed, now, &mut fx)?;
+                    if self.batch.is_some() && !self.cluster.writes() {
+                        // The lock went to another server (the feed said so) while this batch
+                        // was being applied: none of it was committed, so none of it may be
+                        // read or acknowledged, and the new leader's commits that follow in
+                        // the feed apply to the catalog as it was.
+                        catalog.undo_batch(now);
+                        self.batch = None;
+                        fx = Effects::default();
+                        for (_, result) in &mut pending {
+                            if result.is_ok() {
+                                *result = Err(WriteError::NotLeader);
+                            }
+                        }
+                    }
+                }
             }
         }
         if self.cluster.writes() {
