@@ -510,3 +510,68 @@ fn fail(pending: Vec<Pending>) {
         let _ = reply.send(Err(WriteError::Storage));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::queue::Queued;
+    use trellis_etcd::Feed;
+    use trellis_store::MemoryStore;
+
+    /// A leader applies a write, then, in the same batch, the feed says the lock is another
+    /// server's (its lease ran out): the write was never committed, so it is answered
+    /// `NotLeader` and nobody can read it.
+    #[test]
+    fn a_leader_that_loses_the_lock_within_a_batch_acknowledges_none_of_it() {
+        let mut first = Catalog::new();
+        first.set_persist_status(true);
+        let catalog = Arc::new(SharedCatalog::new(first));
+        let cluster = Arc::new(Cluster::new(Role::Leader));
+        let (checks, _checks) = tokio::sync::mpsc::unbounded_channel();
+        let publisher = Arc::new(Publisher::new(&catalog.read().unwrap(), checks, None));
+        let (queue, commands) = std::sync::mpsc::sync_channel(4);
+        let (reply, answer) = oneshot::channel();
+        let put = Command::KvPut {
+            key: "k".into(),
+            value: b"v".to_vec(),
+            flags: 0,
+            cas: None,
+        };
+        queue
+            .send(Queued::Command(Submission {
+                command: put,
+                reply,
+            }))
+            .unwrap();
+        let lost = Feed::Holder {
+            holder: Some("server-b".into()),
+            ours: false,
+        };
+        queue.send(Queued::Feed(lost)).unwrap();
+        drop(queue);
+        let writer = Writer::new(
+            Arc::clone(&catalog),
+            Box::new(MemoryStore::new()),
+            commands,
+            Arc::clone(&cluster),
+            publisher,
+            Metrics::new().store.clone(),
+            Instant::now(),
+        );
+        writer.run().unwrap();
+        assert!(matches!(
+            answer.blocking_recv().unwrap(),
+            Err(WriteError::NotLeader)
+        ));
+        assert!(catalog.read().unwrap().kv_get("k").is_none());
+        assert_eq!(
+            cluster.role(),
+            Role::Follower {
+                leader: Some(Holder::parse("server-b"))
+            }
+        );
+    }
+}
