@@ -39,8 +39,4 @@ impl<K: Ord, V> Journal<K, V> {
             journal.insert(key.to_owned(), before());
         }
     }
-
-    pub(crate) fn is_on(&self) -> bool {
-        self.0.is_some()
-    }
 }

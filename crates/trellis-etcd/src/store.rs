@@ -926,11 +926,8 @@ impl Store for EtcdStore {
         let records = mutations
             .iter()
             .map(|mutation| {
-                let key = layout.key(mutation);
-                mutation
-                    .is_put()
-                    .then(|| numbered.get(key.as_str()).copied())
-                    .flatten()
+                let put = mutation.is_put().then(|| layout.key(mutation))?;
+                numbered.get(put.as_str()).copied()
             })
             .collect();
         Ok(Some(Numbering {

@@ -57,9 +57,6 @@ pub struct Writer {
     /// The highest index committed: a leader commits every index it takes, so that followers
     /// see the same numbers.
     committed: u64,
-    /// A leader sharing a store numbers each batch as one change (one etcd commit, one
-    /// revision): the batch's tentative index while one is open (see `Catalog::begin_batch`).
-    batch: Option<u64>,
     /// A server sharing a store whose commit failed (cut off from the quorum): its catalog may
     /// hold a batch that was not made durable, so it takes no write and skips the feed until
     /// it has reloaded from the store.
@@ -96,7 +93,6 @@ impl Writer {
             queue,
             cluster,
             committed,
-            batch: None,
             stale: false,
             promote_after_reload: false,
             ended_sessions: BTreeSet::new(),
@@ -182,13 +178,12 @@ impl Writer {
                 }
                 Queued::Feed(feed) => {
                     self.follow(catalog, feed, now, &mut fx)?;
-                    if self.batch.is_some() && !self.cluster.writes() {
+                    if catalog.open_batch().is_some() && !self.cluster.writes() {
                         // The lock went to another server (the feed said so) while this batch
                         // was being applied: none of it was committed, so none of it may be
                         // read or acknowledged, and the new leader's commits that follow in
                         // the feed apply to the catalog as it was.
                         catalog.undo_batch(now);
-                        self.batch = None;
                         fx = Effects::default();
                         for (_, result) in &mut pending {
                             if result.is_ok() {
@@ -204,7 +199,7 @@ impl Writer {
         }
         self.next_deadline = catalog.next_deadline();
         let committed = self.commit(catalog, &fx, size);
-        let tentative = self.batch.take();
+        let tentative = catalog.open_batch();
         match committed {
             Ok(numbered) => {
                 if let Some((mutations, numbering)) = numbered {
@@ -372,9 +367,9 @@ impl Writer {
 
     /// Opens the batch's one number on a leader sharing a store (once per batch; a server
     /// alone numbers each change, as Consul's Raft log does).
-    fn number_batch(&mut self, catalog: &mut Catalog) {
-        if self.batch.is_none() && self.cluster.role() == Role::Leader {
-            self.batch = Some(catalog.begin_batch());
+    fn number_batch(&self, catalog: &mut Catalog) {
+        if self.cluster.role() == Role::Leader {
+            catalog.begin_batch();
         }
     }
 

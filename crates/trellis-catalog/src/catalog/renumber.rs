@@ -18,7 +18,7 @@ impl Catalog {
     /// sharing etcd is the last revision this catalog knows. A batch is one etcd commit, so
     /// it gets one revision.
     pub fn begin_batch(&mut self) -> u64 {
-        if !self.checks_journal.is_on() {
+        if self.open_batch().is_none() {
             self.instances_journal.start();
             self.checks_journal.start();
             self.kv.journal.start();
@@ -26,6 +26,11 @@ impl Catalog {
             self.config.journal.start();
         }
         self.index.begin_batch()
+    }
+
+    /// The open batch's number, if one is open.
+    pub fn open_batch(&self) -> Option<u64> {
+        self.index.open_batch()
     }
 
     /// Ends a batch as it is (it needed no commit).
